@@ -1,0 +1,25 @@
+//! Reusable tower layers from aiproxy.
+//!
+//! Every layer here is generic over `http::Request<B>` and wraps the inner service's response
+//! body in a small enum ([`RejectBody`]) so that a rejection can carry an API-shaped error
+//! body without boxing. They work the same in aiproxy's own pipeline, in an axum `Router`
+//! (`.layer(...)` / `.route_layer(...)`) and around a tonic server
+//! (`tonic::transport::Server::builder().layer(...)`), where rejections are answered as
+//! gRPC trailers-only responses.
+//!
+//! | module | what it does | extension it adds |
+//! |---|---|---|
+//! | [`auth`] | API key check (Bearer, `x-api-key`, `x-goog-api-key`, `?key=`), constant time | [`ClientKey`] |
+//! | [`route`] | provider selection from headers or a `/{provider}/...` path prefix | [`ProviderId`] |
+
+pub mod auth;
+mod body;
+mod extensions;
+mod future;
+mod rejection;
+pub mod route;
+
+pub use body::RejectBody;
+pub use extensions::{ClientKey, ProviderId};
+pub use future::RejectFuture;
+pub use rejection::{ErrorShape, Rejection};
