@@ -1,0 +1,324 @@
+//! Canonical, provider-neutral chat types.
+//!
+//! The API adapters translate their wire formats into [`ChatRequest`] and encode
+//! [`ChatEvent`] streams back; providers consume `ChatRequest` and produce `ChatEvent`s.
+//! Nothing here knows about OpenAI, Anthropic or Kiro field names.
+
+use aiproxy_layers::ClientKey;
+use futures_util::Stream;
+use serde_json::Value;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One chat call, as every provider sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    /// The model id the client asked for (catalog id, e.g. `claude-sonnet-4-5`).
+    pub model: String,
+    /// System prompt parts, in order (OpenAI `system`/`developer` messages, Anthropic `system`).
+    pub system: Vec<String>,
+    /// The conversation, oldest first.
+    pub messages: Vec<Message>,
+    /// Tools the model may call.
+    pub tools: Vec<Tool>,
+    /// How the model may use the tools.
+    pub tool_choice: ToolChoice,
+    /// Sampling parameters as given by the client.
+    pub sampling: Sampling,
+    /// Whether the client wants a stream (the provider streams either way).
+    pub stream: bool,
+    /// Who is asking and how.
+    pub metadata: Metadata,
+}
+
+/// Author of a message. System prompts are not messages (see [`ChatRequest::system`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The human / calling application; also carries tool results.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One turn of the conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// Author.
+    pub role: Role,
+    /// Content, in order.
+    pub parts: Vec<Part>,
+}
+
+impl Message {
+    /// A message holding one text part.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            parts: vec![Part::Text(text.into())],
+        }
+    }
+}
+
+/// A piece of message content.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    /// Plain text.
+    Text(String),
+    /// An inline image.
+    Image {
+        /// MIME type, e.g. `image/png`.
+        media_type: String,
+        /// Base64 bytes without a `data:` prefix.
+        data: String,
+    },
+    /// A tool call made by the assistant.
+    ToolUse {
+        /// Call id, echoed by the matching result.
+        id: String,
+        /// Tool name as the client defined it.
+        name: String,
+        /// Arguments (a JSON object).
+        input: Value,
+    },
+    /// The result of a tool call, sent by the user side.
+    ToolResult {
+        /// Id of the call this answers.
+        tool_use_id: String,
+        /// Result flattened to text.
+        content: String,
+        /// Whether the tool failed.
+        is_error: bool,
+    },
+    /// Reasoning text from an earlier assistant turn.
+    Thinking(String),
+}
+
+/// A tool definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tool {
+    /// Name as the client defined it.
+    pub name: String,
+    /// What the tool does.
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub input_schema: Value,
+}
+
+/// Tool use policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// The model must not call tools.
+    None,
+    /// The model must call some tool.
+    Any,
+    /// The model must call this tool.
+    Tool(String),
+}
+
+/// Sampling parameters. Kiro does not honour them (kiro-protocol.md §4.4), but they are
+/// kept so other providers and the cache key see what the client asked for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sampling {
+    /// Upper bound of output tokens.
+    pub max_tokens: Option<u32>,
+    /// Temperature.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+}
+
+/// Request metadata that is not part of the conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metadata {
+    /// Who is calling (non-secret label from the auth layer).
+    pub client: ClientKey,
+    /// A client-supplied conversation/session id, if any.
+    pub conversation_id: Option<String>,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Self {
+            client: ClientKey::anonymous(),
+            conversation_id: None,
+        }
+    }
+}
+
+/// Token usage of one call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens (uncached).
+    pub input: u64,
+    /// Completion tokens.
+    pub output: u64,
+    /// Prompt tokens read from a cache.
+    pub cache_read: u64,
+    /// Prompt tokens written to a cache.
+    pub cache_write: u64,
+    /// True when the figures are a local estimate rather than reported by the upstream.
+    pub estimated: bool,
+}
+
+/// Why the model stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Natural end of the turn.
+    EndTurn,
+    /// Output token limit reached.
+    MaxTokens,
+    /// A stop sequence was produced.
+    StopSequence,
+    /// The model called tools and waits for their results.
+    ToolUse,
+    /// The context window is full.
+    ContextWindowExceeded,
+}
+
+/// One item of a response stream. A stream ends with [`ChatEvent::Stop`] or with an error
+/// item; a stream that ends without either is a truncation and must be reported as one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChatEvent {
+    /// The response begins.
+    Start {
+        /// Provider-side message id, if known.
+        id: Arc<str>,
+        /// Model id to report to the client.
+        model: Arc<str>,
+        /// Estimated prompt tokens, known before any output.
+        input_tokens: u64,
+    },
+    /// Visible text.
+    TextDelta(String),
+    /// Reasoning text.
+    ThinkingDelta(String),
+    /// A tool call begins (`index` counts tool calls from 0).
+    ToolCallStart {
+        /// 0-based index among this response's tool calls.
+        index: u32,
+        /// Call id.
+        id: String,
+        /// Tool name as the client defined it.
+        name: String,
+    },
+    /// A fragment of a tool call's JSON arguments.
+    ToolCallDelta {
+        /// Index of the call.
+        index: u32,
+        /// Fragment of the arguments' JSON text.
+        json: String,
+    },
+    /// A tool call's arguments are complete (and parse as a JSON object).
+    ToolCallEnd {
+        /// Index of the call.
+        index: u32,
+    },
+    /// Token usage (may come more than once; the last one wins).
+    Usage(Usage),
+    /// The response is complete.
+    Stop(StopReason),
+}
+
+/// Boxed stream of chat events: the response type of every model-tier service.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, ChatError>> + Send>>;
+
+/// Closed vocabulary of failures, shared by the adapters, retry, pool and metrics.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ChatError {
+    /// The request is invalid; fixing it is up to the client.
+    #[error("{message}")]
+    InvalidRequest {
+        /// What was wrong and what to do.
+        message: String,
+        /// The field at fault, if known.
+        param: Option<String>,
+    },
+    /// The requested model is not in the catalog.
+    #[error("The model `{model}` does not exist. GET /v1/models lists the available model ids.")]
+    ModelNotFound {
+        /// The id the client sent.
+        model: String,
+    },
+    /// The upstream rejected the request as malformed (its 400).
+    #[error("The upstream rejected the request as malformed: {message}")]
+    UpstreamRejected {
+        /// Upstream message plus what we know about the cause.
+        message: String,
+    },
+    /// The upstream rate-limited this call.
+    #[error("The upstream is rate limiting this account: {message}")]
+    RateLimited {
+        /// Upstream message.
+        message: String,
+        /// How long the upstream asked to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The account's quota is exhausted.
+    #[error("The account's monthly request quota is exhausted: {message}")]
+    QuotaExhausted {
+        /// Upstream message.
+        message: String,
+    },
+    /// The credentials are not usable (refresh failed, token revoked, account suspended).
+    #[error("{message}")]
+    AccountUnavailable {
+        /// What happened to the account and what to do.
+        message: String,
+    },
+    /// The upstream failed (5xx) or could not be reached.
+    #[error("The upstream failed: {message}")]
+    Upstream {
+        /// What happened.
+        message: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("The upstream timed out: {message}")]
+    Timeout {
+        /// Which wait ran out.
+        message: String,
+    },
+    /// The upstream stream broke: bad framing, or it ended without a stop reason.
+    #[error("The upstream response was cut off or corrupt: {message}")]
+    Truncated {
+        /// What was missing or broken.
+        message: String,
+    },
+    /// A bug or an unexpected state inside aiproxy.
+    #[error("Internal error: {message}")]
+    Internal {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ChatError {
+    /// Shorthand for an [`ChatError::InvalidRequest`] about one field.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    /// Stable label for metrics and logs (a closed list).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::ModelNotFound { .. } => "model_not_found",
+            Self::UpstreamRejected { .. } => "upstream_rejected",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExhausted { .. } => "quota_exhausted",
+            Self::AccountUnavailable { .. } => "account_unavailable",
+            Self::Upstream { .. } => "upstream_error",
+            Self::Timeout { .. } => "timeout",
+            Self::Truncated { .. } => "truncated",
+            Self::Internal { .. } => "internal",
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Classification of Kiro's HTTP errors (kiro-protocol.md §7.1) into [`ChatError`].
+
+use crate::chat::ChatError;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, alias = "Message")]
+    message_upper: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    error: Option<NestedError>,
+}
+
+#[derive(Deserialize, Default)]
+struct NestedError {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Text of the 403 that means "refresh the token" (§7.1).
+pub const BEARER_INVALID: &str = "The bearer token included in the request is invalid";
+
+/// Whether a 401/403 body says the access token is stale (refreshable).
+pub fn is_bearer_invalid(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        || (status == StatusCode::FORBIDDEN
+            && String::from_utf8_lossy(body).contains(BEARER_INVALID))
+}
+
+/// Turns a non-2xx answer of `generateAssistantResponse` into an error.
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let reason = parsed
+        .reason
+        .or_else(|| parsed.error.and_then(|e| e.reason))
+        .unwrap_or_default();
+    let raw = String::from_utf8_lossy(body);
+    let message = parsed
+        .message
+        .or(parsed.message_upper)
+        .unwrap_or_else(|| raw.chars().take(300).collect());
+    match status.as_u16() {
+        400 if reason == "CONTENT_LENGTH_EXCEEDS_THRESHOLD" || message.contains("Input is too long") => {
+            ChatError::InvalidRequest {
+                message: format!(
+                    "The conversation is too long for the model's context window (Kiro: {message}). \
+                     Shorten the conversation or start a new one."
+                ),
+                param: Some("messages".into()),
+            }
+        }
+        400 => ChatError::UpstreamRejected {
+            message: if reason.is_empty() {
+                format!("{message} aiproxy repairs the usual causes before sending; if this repeats, report the request shape.")
+            } else {
+                format!("{message} (reason: {reason})")
+            },
+        },
+        402 if reason == "MONTHLY_REQUEST_COUNT" || raw.contains("MONTHLY_REQUEST_COUNT") => {
+            ChatError::QuotaExhausted {
+                message: format!("{message} The account is unusable until its monthly reset."),
+            }
+        }
+        401 | 403 if is_bearer_invalid(status, body) => ChatError::AccountUnavailable {
+            message: "Kiro rejected the account's access token and refreshing it did not help. \
+                      Sign in to Kiro again and update the credentials."
+                .into(),
+        },
+        403 if raw.contains("suspended") => ChatError::AccountUnavailable {
+            message: "The Kiro account is suspended (Kiro: temporarily suspended). \
+                      It is disabled here; contact Kiro support to restore it."
+                .into(),
+        },
+        402 | 403 => ChatError::AccountUnavailable {
+            message: format!("Kiro refused this account ({status}): {message}"),
+        },
+        429 => ChatError::RateLimited {
+            message,
+            retry_after: retry_after(headers),
+        },
+        500..=599 => ChatError::Upstream {
+            message: format!("Kiro answered {status}: {message}"),
+        },
+        _ => ChatError::Upstream {
+            message: format!("Kiro answered with unexpected status {status}: {message}"),
+        },
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Kiro).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify_body(status: u16, body: &str) -> ChatError {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn each_documented_error_maps_to_its_class() {
+        assert!(matches!(
+            classify_body(
+                400,
+                r#"{"message":"Improperly formed request.","reason":null}"#
+            ),
+            ChatError::UpstreamRejected { .. }
+        ));
+        assert!(matches!(
+            classify_body(
+                400,
+                r#"{"message":"Input is too long.","reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}"#
+            ),
+            ChatError::InvalidRequest { .. }
+        ));
+        assert!(matches!(
+            classify_body(
+                402,
+                r#"{"message":"You have reached the limit.","reason":"MONTHLY_REQUEST_COUNT"}"#
+            ),
+            ChatError::QuotaExhausted { .. }
+        ));
+        assert!(matches!(
+            classify_body(
+                403,
+                r#"{"message":"The bearer token included in the request is invalid."}"#
+            ),
+            ChatError::AccountUnavailable { .. }
+        ));
+        let suspended = classify_body(
+            403,
+            r#"{"message":"Your User ID (x) temporarily is suspended."}"#,
+        );
+        assert!(suspended.to_string().contains("suspended"));
+        assert!(matches!(
+            classify_body(500, "boom"),
+            ChatError::Upstream { .. }
+        ));
+    }
+
+    #[test]
+    fn rate_limit_carries_retry_after() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
+        let err = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            b"Too many requests",
+        );
+        assert_eq!(
+            err,
+            ChatError::RateLimited {
+                message: "Too many requests".into(),
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+    }
+}

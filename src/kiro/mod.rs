@@ -1,0 +1,14 @@
+//! The Kiro provider: wire types, request builder, event-stream decoder, fake, service.
+
+pub mod errors;
+pub mod eventstream;
+pub mod fake;
+pub mod models;
+pub mod request;
+pub mod service;
+pub mod stream;
+pub mod translate;
+pub mod wire;
+
+pub use models::Catalog;
+pub use service::{KiroService, Transport};

@@ -1,0 +1,471 @@
+//! Builds the Kiro request body from a [`ChatRequest`] (kiro-protocol.md §4.2-4.5).
+//!
+//! Kiro answers `400 Improperly formed request.` to a long list of shapes that clients send
+//! every day (§4.3), so the builder first normalises the conversation:
+//!
+//! 1. the current message is a user message (a trailing assistant prefill goes to history,
+//!    answered by `Continue`);
+//! 2. history alternates user/assistant, starts with user and ends with assistant
+//!    (adjacent same-role turns are merged; a leading assistant gets an `(empty)` user
+//!    turn in front);
+//! 3. every `content` is non-empty (`Tool results provided.` for result-only user turns,
+//!    `" "` for tool-use-only assistant turns, `(empty)` otherwise);
+//! 4. tool pairing: every tool use in history is answered by a result in the next user
+//!    turn and vice versa; unanswered uses are dropped, results without a call become text;
+//!    duplicates are removed;
+//! 5. whenever tool traffic appears, every tool name used is defined (placeholders for
+//!    names the client no longer sends);
+//! 6. tool names over 64 characters are shortened (`prefix_<hash>`) and restored in
+//!    responses through [`ToolNameMap`]; descriptions are capped; schemas are tidied;
+//! 7. the system prompt is prefixed to the first user turn.
+
+use super::wire::*;
+use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolChoice};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// Kiro rejects longer tool names (A2 and KGW use 64).
+pub const MAX_TOOL_NAME: usize = 64;
+/// Longer descriptions are cut (A2 9216, KRS/K2A 10 000).
+pub const MAX_TOOL_DESCRIPTION: usize = 10_000;
+const ORIGIN: &str = "AI_EDITOR";
+const EMPTY: &str = "(empty)";
+const TOOL_RESULTS_ONLY: &str = "Tool results provided.";
+const TOOL_USES_ONLY: &str = " ";
+const CONTINUE: &str = "Continue";
+
+/// Per-request inputs that do not come from the chat request.
+#[derive(Debug, Clone)]
+pub struct BuildOptions<'a> {
+    /// Kiro `modelId` of the requested model.
+    pub kiro_model_id: &'a str,
+    /// The account's profile ARN, if any.
+    pub profile_arn: Option<&'a str>,
+    /// Conversation id to send.
+    pub conversation_id: String,
+}
+
+/// Shortened tool name -> the client's original name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolNameMap {
+    originals: HashMap<String, String>,
+}
+
+impl ToolNameMap {
+    /// The client's name for a name Kiro used.
+    pub fn restore(&self, name: &str) -> String {
+        self.originals
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    fn shorten(&mut self, name: &str) -> String {
+        let short = shorten_tool_name(name);
+        if short != name {
+            self.originals.insert(short.clone(), name.to_owned());
+        }
+        short
+    }
+}
+
+/// A Kiro body plus what is needed to read its answer.
+#[derive(Debug, Clone)]
+pub struct BuiltRequest {
+    /// The body to send.
+    pub body: KiroRequest,
+    /// How to restore shortened tool names.
+    pub tool_names: ToolNameMap,
+}
+
+/// One conversation turn while normalising.
+#[derive(Debug, Default)]
+struct Turn {
+    role: Option<Role>,
+    text: String,
+    images: Vec<KiroImage>,
+    tool_uses: Vec<KiroToolUse>,
+    tool_results: Vec<KiroToolResult>,
+}
+
+impl Turn {
+    fn new(role: Role) -> Self {
+        Self {
+            role: Some(role),
+            ..Self::default()
+        }
+    }
+
+    fn is(&self, role: Role) -> bool {
+        self.role == Some(role)
+    }
+
+    fn push_text(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(text);
+    }
+
+    fn absorb(&mut self, other: Turn) {
+        if !other.text.is_empty() && !self.text.is_empty() {
+            self.text.push_str("\n\n");
+            self.text.push_str(&other.text);
+        } else {
+            self.text.push_str(&other.text);
+        }
+        self.images.extend(other.images);
+        self.tool_uses.extend(other.tool_uses);
+        self.tool_results.extend(other.tool_results);
+    }
+}
+
+/// Builds the Kiro body for `request`.
+pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest {
+    let mut names = ToolNameMap::default();
+    let mut turns = normalise(&request.messages, &mut names);
+    prefix_system(&mut turns, &request.system);
+
+    let mut tools = if request.tool_choice == ToolChoice::None && !has_tool_traffic(&turns) {
+        Vec::new()
+    } else {
+        request
+            .tools
+            .iter()
+            .map(|tool| tool_definition(tool, &mut names))
+            .collect()
+    };
+    add_placeholder_tools(&turns, &mut tools);
+
+    let current = turns.pop().unwrap_or_else(|| {
+        let mut turn = Turn::new(Role::User);
+        turn.text = CONTINUE.to_owned();
+        turn
+    });
+    let history = turns
+        .into_iter()
+        .map(|turn| history_entry(turn, options.kiro_model_id))
+        .collect();
+    let context = UserInputMessageContext {
+        tools,
+        tool_results: current.tool_results,
+    };
+    let context =
+        (!context.tools.is_empty() || !context.tool_results.is_empty()).then_some(context);
+
+    let body = KiroRequest {
+        conversation_state: ConversationState {
+            agent_continuation_id: Some(uuid::Uuid::new_v4().to_string()),
+            agent_task_type: Some("vibe".to_owned()),
+            chat_trigger_type: "MANUAL".to_owned(),
+            conversation_id: options.conversation_id.clone(),
+            current_message: CurrentMessage {
+                user_input_message: UserInputMessage {
+                    content: current.text,
+                    model_id: options.kiro_model_id.to_owned(),
+                    origin: ORIGIN.to_owned(),
+                    images: current.images,
+                    user_input_message_context: context,
+                },
+            },
+            history,
+        },
+        profile_arn: options.profile_arn.map(str::to_owned),
+    };
+    BuiltRequest {
+        body,
+        tool_names: names,
+    }
+}
+
+/// Rules 1-4: returns alternating turns starting with user and ending with user, all
+/// with non-empty content and paired tool traffic.
+fn normalise(messages: &[Message], names: &mut ToolNameMap) -> Vec<Turn> {
+    let mut turns: Vec<Turn> = Vec::with_capacity(messages.len() + 2);
+    for message in messages {
+        let turn = to_turn(message, names);
+        match turns.last_mut() {
+            Some(last) if last.role == turn.role => last.absorb(turn),
+            _ => turns.push(turn),
+        }
+    }
+    if turns.first().is_some_and(|t| t.is(Role::Assistant)) {
+        let mut filler = Turn::new(Role::User);
+        filler.text = EMPTY.to_owned();
+        turns.insert(0, filler);
+    }
+    if turns.last().is_none_or(|t| t.is(Role::Assistant)) {
+        let mut next = Turn::new(Role::User);
+        next.text = CONTINUE.to_owned();
+        turns.push(next);
+    }
+    pair_tool_traffic(&mut turns);
+    for turn in &mut turns {
+        if turn.text.trim().is_empty() {
+            turn.text = match turn.role {
+                Some(Role::User) if !turn.tool_results.is_empty() => TOOL_RESULTS_ONLY,
+                Some(Role::Assistant) if !turn.tool_uses.is_empty() => TOOL_USES_ONLY,
+                _ => EMPTY,
+            }
+            .to_owned();
+        }
+    }
+    turns
+}
+
+fn to_turn(message: &Message, names: &mut ToolNameMap) -> Turn {
+    let mut turn = Turn::new(message.role);
+    let mut thinking = String::new();
+    for part in &message.parts {
+        match part {
+            Part::Text(text) => turn.push_text(text),
+            Part::Thinking(text) => thinking.push_str(text),
+            Part::Image { media_type, data } => turn.images.push(KiroImage {
+                format: image_format(media_type),
+                source: ImageSource {
+                    bytes: data.clone(),
+                },
+            }),
+            Part::ToolUse { id, name, input } if message.role == Role::Assistant => {
+                turn.tool_uses.push(KiroToolUse {
+                    tool_use_id: id.clone(),
+                    name: names.shorten(name),
+                    input: clean_tool_input(input),
+                })
+            }
+            Part::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            } if message.role == Role::User => turn.tool_results.push(KiroToolResult {
+                tool_use_id: tool_use_id.clone(),
+                content: vec![TextBlock {
+                    text: if content.is_empty() {
+                        EMPTY.to_owned()
+                    } else {
+                        content.clone()
+                    },
+                }],
+                status: if *is_error { "error" } else { "success" }.to_owned(),
+            }),
+            // Tool traffic on the wrong side cannot be sent as such; keep it as text.
+            Part::ToolUse { name, input, .. } => {
+                turn.push_text(&format!("[tool call {name}: {input}]"))
+            }
+            Part::ToolResult { content, .. } => {
+                turn.push_text(&format!("[tool result: {content}]"))
+            }
+        }
+    }
+    if !thinking.is_empty() && message.role == Role::Assistant {
+        turn.text = format!("<thinking>{thinking}</thinking>\n\n{}", turn.text);
+    }
+    turn
+}
+
+/// `image/png` -> `png`.
+fn image_format(media_type: &str) -> String {
+    media_type
+        .rsplit('/')
+        .next()
+        .unwrap_or(media_type)
+        .to_ascii_lowercase()
+}
+
+/// Tool inputs must be objects and Kiro rejects empty-string keys (A2).
+fn clean_tool_input(input: &Value) -> Value {
+    match input {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| !key.is_empty())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        Value::Null => Value::Object(Default::default()),
+        other => serde_json::json!({ "value": other }),
+    }
+}
+
+/// Rule 4. `turns` alternate and end with a user turn.
+fn pair_tool_traffic(turns: &mut [Turn]) {
+    let mut previous_uses: HashSet<String> = HashSet::new();
+    for index in 0..turns.len() {
+        if turns[index].is(Role::Assistant) {
+            let answered: HashSet<String> = turns
+                .get(index + 1)
+                .map(|next| {
+                    next.tool_results
+                        .iter()
+                        .map(|r| r.tool_use_id.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let turn = &mut turns[index];
+            let mut seen = HashSet::new();
+            turn.tool_uses.retain(|u| {
+                answered.contains(&u.tool_use_id) && seen.insert(u.tool_use_id.clone())
+            });
+            previous_uses = seen;
+        } else {
+            let turn = &mut turns[index];
+            let mut seen = HashSet::new();
+            let mut orphans = Vec::new();
+            turn.tool_results.retain(|result| {
+                if previous_uses.contains(&result.tool_use_id) {
+                    // Answers a call: keep the first answer, drop duplicates.
+                    return seen.insert(result.tool_use_id.clone());
+                }
+                orphans.push(result.clone());
+                false
+            });
+            for orphan in orphans {
+                let text: Vec<&str> = orphan.content.iter().map(|b| b.text.as_str()).collect();
+                turn.push_text(&format!(
+                    "[result of tool call {}]: {}",
+                    orphan.tool_use_id,
+                    text.join("\n")
+                ));
+            }
+            previous_uses.clear();
+        }
+    }
+}
+
+fn has_tool_traffic(turns: &[Turn]) -> bool {
+    turns
+        .iter()
+        .any(|t| !t.tool_uses.is_empty() || !t.tool_results.is_empty())
+}
+
+/// Rule 7 of the module docs: system prompt in front of the first user turn.
+fn prefix_system(turns: &mut [Turn], system: &[String]) {
+    let system: Vec<&str> = system
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if system.is_empty() {
+        return;
+    }
+    if let Some(first) = turns.first_mut() {
+        first.text = format!("{}\n\n{}", system.join("\n\n"), first.text);
+    }
+}
+
+fn tool_definition(tool: &Tool, names: &mut ToolNameMap) -> KiroTool {
+    let mut description = tool.description.trim().to_owned();
+    if description.is_empty() {
+        description = format!("Tool: {}", tool.name);
+    }
+    if description.chars().count() > MAX_TOOL_DESCRIPTION {
+        description = description.chars().take(MAX_TOOL_DESCRIPTION).collect();
+        description.push_str("...");
+    }
+    KiroTool {
+        tool_specification: ToolSpecification {
+            name: names.shorten(&tool.name),
+            description,
+            input_schema: InputSchema {
+                json: tidy_schema(&tool.input_schema),
+            },
+        },
+    }
+}
+
+/// Conservative schema hygiene (§4.3 rule 9): an object schema with `properties`, no
+/// `$schema`, no empty `required`.
+fn tidy_schema(schema: &Value) -> Value {
+    let mut map = match schema {
+        Value::Object(map) => map.clone(),
+        _ => Default::default(),
+    };
+    map.remove("$schema");
+    if map
+        .get("required")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        map.remove("required");
+    }
+    map.entry("type").or_insert_with(|| Value::from("object"));
+    if map.get("type").and_then(Value::as_str) == Some("object") {
+        map.entry("properties")
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    Value::Object(map)
+}
+
+/// Rule 5: Kiro needs a definition for every tool name used in history.
+fn add_placeholder_tools(turns: &[Turn], tools: &mut Vec<KiroTool>) {
+    if !has_tool_traffic(turns) {
+        return;
+    }
+    let mut defined: HashSet<String> = tools
+        .iter()
+        .map(|t| t.tool_specification.name.to_ascii_lowercase())
+        .collect();
+    for tool_use in turns.iter().flat_map(|t| &t.tool_uses) {
+        if defined.insert(tool_use.name.to_ascii_lowercase()) {
+            tools.push(KiroTool {
+                tool_specification: ToolSpecification {
+                    name: tool_use.name.clone(),
+                    description: format!(
+                        "Tool: {} (used earlier in this conversation)",
+                        tool_use.name
+                    ),
+                    input_schema: InputSchema {
+                        json: serde_json::json!({"type": "object", "properties": {}}),
+                    },
+                },
+            });
+        }
+    }
+}
+
+/// Names over [`MAX_TOOL_NAME`] become `first chars + '_' + 16 hex of a hash`.
+pub fn shorten_tool_name(name: &str) -> String {
+    if name.len() <= MAX_TOOL_NAME {
+        return name.to_owned();
+    }
+    let hash = fnv1a64(name.as_bytes());
+    let keep = MAX_TOOL_NAME - 17;
+    let mut cut = keep;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash:016x}", &name[..cut])
+}
+
+/// FNV-1a: stable and tiny; only needs to make shortened names distinct.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn history_entry(turn: Turn, model_id: &str) -> HistoryEntry {
+    if turn.is(Role::Assistant) {
+        HistoryEntry::AssistantResponseMessage(AssistantResponseMessage {
+            content: turn.text,
+            tool_uses: turn.tool_uses,
+        })
+    } else {
+        let context = (!turn.tool_results.is_empty()).then(|| UserInputMessageContext {
+            tools: Vec::new(),
+            tool_results: turn.tool_results,
+        });
+        HistoryEntry::UserInputMessage(UserInputMessage {
+            content: turn.text,
+            model_id: model_id.to_owned(),
+            origin: ORIGIN.to_owned(),
+            images: turn.images,
+            user_input_message_context: context,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

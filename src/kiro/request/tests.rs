@@ -1,0 +1,388 @@
+//! One fixture per normalisation rule.
+
+use super::*;
+use crate::chat::{Metadata, Sampling};
+use serde_json::json;
+
+fn request(system: &[&str], messages: Vec<Message>) -> ChatRequest {
+    ChatRequest {
+        model: "claude-sonnet-4-5".into(),
+        system: system.iter().map(|s| s.to_string()).collect(),
+        messages,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::Auto,
+        sampling: Sampling::default(),
+        stream: false,
+        metadata: Metadata::default(),
+    }
+}
+
+fn options() -> BuildOptions<'static> {
+    BuildOptions {
+        kiro_model_id: "claude-sonnet-4.5",
+        profile_arn: None,
+        conversation_id: "conv-1".into(),
+    }
+}
+
+fn user(text: &str) -> Message {
+    Message::text(Role::User, text)
+}
+
+fn assistant(text: &str) -> Message {
+    Message::text(Role::Assistant, text)
+}
+
+/// History as (role letter, content) pairs, plus the current content.
+fn shape(built: &BuiltRequest) -> (Vec<(char, String)>, String) {
+    let state = &built.body.conversation_state;
+    let history = state
+        .history
+        .iter()
+        .map(|entry| match entry {
+            HistoryEntry::UserInputMessage(m) => ('u', m.content.clone()),
+            HistoryEntry::AssistantResponseMessage(m) => ('a', m.content.clone()),
+        })
+        .collect();
+    (
+        history,
+        state.current_message.user_input_message.content.clone(),
+    )
+}
+
+fn tool_use(id: &str, name: &str) -> Part {
+    Part::ToolUse {
+        id: id.into(),
+        name: name.into(),
+        input: json!({"path": "a.txt"}),
+    }
+}
+
+fn tool_result(id: &str, content: &str) -> Part {
+    Part::ToolResult {
+        tool_use_id: id.into(),
+        content: content.into(),
+        is_error: false,
+    }
+}
+
+#[test]
+fn single_turn_with_system_goes_to_current_message() {
+    let built = build(&request(&["Be brief."], vec![user("Hello")]), &options());
+    assert_eq!(shape(&built), (vec![], "Be brief.\n\nHello".into()));
+    let json = serde_json::to_value(&built.body).unwrap();
+    assert!(
+        json["conversationState"].get("history").is_none(),
+        "empty history is omitted"
+    );
+    assert_eq!(
+        json["conversationState"]["currentMessage"]["userInputMessage"]["modelId"],
+        "claude-sonnet-4.5"
+    );
+    assert_eq!(
+        json["conversationState"]["currentMessage"]["userInputMessage"]["origin"],
+        "AI_EDITOR"
+    );
+    assert_eq!(json["conversationState"]["conversationId"], "conv-1");
+    assert!(json.get("profileArn").is_none());
+}
+
+#[test]
+fn multi_turn_system_goes_to_first_history_user() {
+    let built = build(
+        &request(&["S1", "S2"], vec![user("q1"), assistant("a1"), user("q2")]),
+        &options(),
+    );
+    assert_eq!(
+        shape(&built),
+        (
+            vec![('u', "S1\n\nS2\n\nq1".into()), ('a', "a1".into())],
+            "q2".into()
+        )
+    );
+}
+
+#[test]
+fn same_role_turns_are_merged() {
+    let built = build(
+        &request(
+            &[],
+            vec![
+                user("a"),
+                user("b"),
+                assistant("c"),
+                assistant("d"),
+                user("e"),
+            ],
+        ),
+        &options(),
+    );
+    assert_eq!(
+        shape(&built),
+        (
+            vec![('u', "a\n\nb".into()), ('a', "c\n\nd".into())],
+            "e".into()
+        )
+    );
+}
+
+#[test]
+fn leading_assistant_gets_a_user_in_front() {
+    let built = build(&request(&[], vec![assistant("hi"), user("q")]), &options());
+    assert_eq!(
+        shape(&built),
+        (
+            vec![('u', "(empty)".into()), ('a', "hi".into())],
+            "q".into()
+        )
+    );
+}
+
+#[test]
+fn trailing_assistant_prefill_is_answered_with_continue() {
+    let built = build(
+        &request(&[], vec![user("q"), assistant("partial")]),
+        &options(),
+    );
+    assert_eq!(
+        shape(&built),
+        (
+            vec![('u', "q".into()), ('a', "partial".into())],
+            "Continue".into()
+        )
+    );
+}
+
+#[test]
+fn empty_contents_are_filled() {
+    let built = build(
+        &request(&[], vec![user(""), assistant("  "), user("")]),
+        &options(),
+    );
+    assert_eq!(
+        shape(&built),
+        (
+            vec![('u', "(empty)".into()), ('a', "(empty)".into())],
+            "(empty)".into()
+        )
+    );
+}
+
+#[test]
+fn tool_round_trip_is_paired_and_tools_defined() {
+    let mut req = request(
+        &[],
+        vec![
+            user("read it"),
+            Message {
+                role: Role::Assistant,
+                parts: vec![tool_use("t1", "read_file")],
+            },
+            Message {
+                role: Role::User,
+                parts: vec![tool_result("t1", "contents")],
+            },
+        ],
+    );
+    req.tools = vec![Tool {
+        name: "read_file".into(),
+        description: "Reads a file".into(),
+        input_schema: json!({"$schema": "x", "type": "object", "properties": {"path": {"type": "string"}}, "required": []}),
+    }];
+    let built = build(&req, &options());
+    let (history, current) = shape(&built);
+    assert_eq!(history, vec![('u', "read it".into()), ('a', " ".into())]);
+    assert_eq!(current, "Tool results provided.");
+    let cm = &built
+        .body
+        .conversation_state
+        .current_message
+        .user_input_message;
+    let context = cm.user_input_message_context.as_ref().unwrap();
+    assert_eq!(context.tool_results[0].tool_use_id, "t1");
+    assert_eq!(context.tool_results[0].status, "success");
+    let schema = &context.tools[0].tool_specification.input_schema.json;
+    assert!(schema.get("$schema").is_none());
+    assert!(schema.get("required").is_none());
+}
+
+#[test]
+fn orphans_and_duplicates_are_repaired() {
+    let req = request(
+        &[],
+        vec![
+            user("go"),
+            Message {
+                role: Role::Assistant,
+                parts: vec![
+                    tool_use("t1", "a"),
+                    tool_use("t2", "b"),
+                    tool_use("t1", "a"),
+                ],
+            },
+            Message {
+                role: Role::User,
+                parts: vec![
+                    tool_result("t1", "ok"),
+                    tool_result("t1", "dup"),
+                    tool_result("zz", "stray"),
+                ],
+            },
+        ],
+    );
+    let built = build(&req, &options());
+    let state = &built.body.conversation_state;
+    let HistoryEntry::AssistantResponseMessage(a) = &state.history[1] else {
+        panic!()
+    };
+    let ids: Vec<&str> = a.tool_uses.iter().map(|u| u.tool_use_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["t1"],
+        "unanswered t2 and duplicate t1 are dropped"
+    );
+    let current = &state.current_message.user_input_message;
+    let results = &current
+        .user_input_message_context
+        .as_ref()
+        .unwrap()
+        .tool_results;
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].content[0].text, "ok");
+    assert!(current.content.contains("[result of tool call zz]: stray"));
+    // Tool `a` was used but the client sent no definitions: a placeholder is added.
+    let tools = &current.user_input_message_context.as_ref().unwrap().tools;
+    assert_eq!(tools.len(), 1);
+    assert_eq!(tools[0].tool_specification.name, "a");
+}
+
+#[test]
+fn long_tool_names_are_shortened_and_restorable() {
+    let long = "mcp__some_server_with_a_long_name__and_an_even_longer_tool_name_here";
+    assert!(long.len() > 64);
+    let mut req = request(&[], vec![user("x")]);
+    req.tools = vec![Tool {
+        name: long.into(),
+        description: String::new(),
+        input_schema: json!({}),
+    }];
+    let built = build(&req, &options());
+    let spec = &built
+        .body
+        .conversation_state
+        .current_message
+        .user_input_message
+        .user_input_message_context
+        .as_ref()
+        .unwrap()
+        .tools[0]
+        .tool_specification;
+    assert_eq!(spec.name.len(), 64);
+    assert_eq!(built.tool_names.restore(&spec.name), long);
+    assert_eq!(built.tool_names.restore("short"), "short");
+    assert_eq!(spec.description, format!("Tool: {long}"));
+    assert_eq!(
+        spec.input_schema.json,
+        json!({"type": "object", "properties": {}})
+    );
+    assert_eq!(shorten_tool_name(long), shorten_tool_name(long), "stable");
+}
+
+#[test]
+fn long_descriptions_are_capped() {
+    let mut req = request(&[], vec![user("x")]);
+    req.tools = vec![Tool {
+        name: "t".into(),
+        description: "d".repeat(20_000),
+        input_schema: json!({"type":"object"}),
+    }];
+    let built = build(&req, &options());
+    let spec = &built
+        .body
+        .conversation_state
+        .current_message
+        .user_input_message
+        .user_input_message_context
+        .as_ref()
+        .unwrap()
+        .tools[0]
+        .tool_specification;
+    assert_eq!(spec.description.chars().count(), MAX_TOOL_DESCRIPTION + 3);
+}
+
+#[test]
+fn tool_choice_none_without_traffic_sends_no_tools() {
+    let mut req = request(&[], vec![user("x")]);
+    req.tools = vec![Tool {
+        name: "t".into(),
+        description: "d".into(),
+        input_schema: json!({}),
+    }];
+    req.tool_choice = ToolChoice::None;
+    let built = build(&req, &options());
+    assert!(built
+        .body
+        .conversation_state
+        .current_message
+        .user_input_message
+        .user_input_message_context
+        .is_none());
+}
+
+#[test]
+fn images_and_thinking_are_mapped() {
+    let req = request(
+        &[],
+        vec![
+            Message {
+                role: Role::User,
+                parts: vec![
+                    Part::Text("look".into()),
+                    Part::Image {
+                        media_type: "image/PNG".into(),
+                        data: "AAAA".into(),
+                    },
+                ],
+            },
+            Message {
+                role: Role::Assistant,
+                parts: vec![Part::Thinking("hmm".into()), Part::Text("a cat".into())],
+            },
+            user("thanks"),
+        ],
+    );
+    let built = build(&req, &options());
+    let state = &built.body.conversation_state;
+    let HistoryEntry::UserInputMessage(u) = &state.history[0] else {
+        panic!()
+    };
+    assert_eq!(
+        u.images,
+        vec![KiroImage {
+            format: "png".into(),
+            source: ImageSource {
+                bytes: "AAAA".into()
+            }
+        }]
+    );
+    let HistoryEntry::AssistantResponseMessage(a) = &state.history[1] else {
+        panic!()
+    };
+    assert_eq!(a.content, "<thinking>hmm</thinking>\n\na cat");
+}
+
+#[test]
+fn profile_arn_is_sent_when_known() {
+    let built = build(
+        &request(&[], vec![user("x")]),
+        &BuildOptions {
+            profile_arn: Some("arn:aws:codewhisperer:us-east-1:1:profile/P"),
+            ..options()
+        },
+    );
+    let json = serde_json::to_value(&built.body).unwrap();
+    assert_eq!(
+        json["profileArn"],
+        "arn:aws:codewhisperer:us-east-1:1:profile/P"
+    );
+}

@@ -1,0 +1,170 @@
+//! The JSON body of `generateAssistantResponse` (kiro-protocol.md §4.2). Serialised by the
+//! request builder, parsed by the fake Kiro, so both sides agree on one definition.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Top-level request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KiroRequest {
+    /// The conversation.
+    pub conversation_state: ConversationState,
+    /// The account's profile ARN, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_arn: Option<String>,
+}
+
+/// `conversationState`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationState {
+    /// Random per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_continuation_id: Option<String>,
+    /// Always `vibe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_task_type: Option<String>,
+    /// `MANUAL`.
+    pub chat_trigger_type: String,
+    /// Client session id or random.
+    pub conversation_id: String,
+    /// The user turn being answered.
+    pub current_message: CurrentMessage,
+    /// Earlier turns, alternating user/assistant, starting with user, ending with assistant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// `currentMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentMessage {
+    /// Always a user message.
+    pub user_input_message: UserInputMessage,
+}
+
+/// One history entry: a user or an assistant turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HistoryEntry {
+    /// A user turn.
+    UserInputMessage(UserInputMessage),
+    /// An assistant turn.
+    AssistantResponseMessage(AssistantResponseMessage),
+}
+
+/// `userInputMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInputMessage {
+    /// Non-empty text.
+    pub content: String,
+    /// Kiro model id.
+    pub model_id: String,
+    /// `AI_EDITOR`.
+    pub origin: String,
+    /// Inline images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<KiroImage>,
+    /// Tools and tool results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_input_message_context: Option<UserInputMessageContext>,
+}
+
+/// An image (`format` is the MIME subtype).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KiroImage {
+    /// `png`, `jpeg`, `gif`, `webp`.
+    pub format: String,
+    /// The bytes.
+    pub source: ImageSource,
+}
+
+/// `images[].source`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageSource {
+    /// Base64 without a `data:` prefix.
+    pub bytes: String,
+}
+
+/// `userInputMessageContext`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInputMessageContext {
+    /// Tool definitions (current message only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<KiroTool>,
+    /// Results of the previous assistant turn's tool calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_results: Vec<KiroToolResult>,
+}
+
+/// `tools[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KiroTool {
+    /// The definition.
+    pub tool_specification: ToolSpecification,
+}
+
+/// `toolSpecification`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolSpecification {
+    /// Name, at most 64 characters.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// `{"json": <JSON Schema>}`.
+    pub input_schema: InputSchema,
+}
+
+/// `inputSchema`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSchema {
+    /// The JSON Schema.
+    pub json: Value,
+}
+
+/// `toolResults[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KiroToolResult {
+    /// The call answered.
+    pub tool_use_id: String,
+    /// `[{"text": ...}]`.
+    pub content: Vec<TextBlock>,
+    /// `success` or `error`.
+    pub status: String,
+}
+
+/// `{"text": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextBlock {
+    /// The text.
+    pub text: String,
+}
+
+/// `assistantResponseMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssistantResponseMessage {
+    /// Non-empty text.
+    pub content: String,
+    /// Tool calls made in this turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_uses: Vec<KiroToolUse>,
+}
+
+/// `toolUses[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KiroToolUse {
+    /// Call id.
+    pub tool_use_id: String,
+    /// Tool name (shortened if over 64 characters).
+    pub name: String,
+    /// Arguments object.
+    pub input: Value,
+}
