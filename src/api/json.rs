@@ -1,0 +1,152 @@
+//! Reading client JSON with errors that name the exact field (`messages[2].content`) and
+//! say what was expected, which serde's own messages do not.
+
+use crate::chat::ChatError;
+use serde_json::{Map, Value};
+
+/// The JSON type name used in error messages.
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses the body as a JSON object.
+pub fn parse_object(body: &[u8], hint: &str) -> Result<Map<String, Value>, ChatError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ChatError::InvalidRequest {
+        message: format!("The request body is not valid JSON ({e}). {hint}"),
+        param: None,
+    })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(ChatError::InvalidRequest {
+            message: format!(
+                "The request body must be a JSON object, got {}. {hint}",
+                type_name(&other)
+            ),
+            param: None,
+        }),
+    }
+}
+
+/// `path` is the field's full name in messages (`messages[0].role`).
+pub fn wrong_type(path: &str, expected: &str, got: &Value) -> ChatError {
+    ChatError::invalid(
+        path,
+        format!("`{path}` must be {expected}, got {}.", type_name(got)),
+    )
+}
+
+/// Joins a parent path and a key.
+pub fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Accessors over one JSON object, each naming `path.key` in its errors.
+pub struct Obj<'a> {
+    /// The object.
+    pub map: &'a Map<String, Value>,
+    /// Its path (`""` for the body).
+    pub path: String,
+}
+
+impl<'a> Obj<'a> {
+    /// Wraps `value`, which must be an object.
+    pub fn new(value: &'a Value, path: String) -> Result<Self, ChatError> {
+        match value {
+            Value::Object(map) => Ok(Self { map, path }),
+            other => Err(wrong_type(&path, "an object", other)),
+        }
+    }
+
+    /// A field, treating `null` as absent.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// Path of a field.
+    pub fn at(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    /// An optional string.
+    pub fn str(&self, key: &str) -> Result<Option<&'a str>, ChatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(wrong_type(&self.at(key), "a string", other)),
+        }
+    }
+
+    /// A required, non-empty string.
+    pub fn required_str(&self, key: &str) -> Result<&'a str, ChatError> {
+        match self.str(key)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            Some(_) => Err(ChatError::invalid(
+                self.at(key),
+                format!("`{}` must not be empty.", self.at(key)),
+            )),
+            None => Err(ChatError::invalid(
+                self.at(key),
+                format!("`{}` is required.", self.at(key)),
+            )),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ChatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(wrong_type(&self.at(key), "a boolean", other)),
+        }
+    }
+
+    /// An optional non-negative integer that fits in u32.
+    pub fn u32(&self, key: &str) -> Result<Option<u32>, ChatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| wrong_type(&self.at(key), "a non-negative integer", value)),
+        }
+    }
+
+    /// An optional number within `range`.
+    pub fn number(&self, key: &str, min: f64, max: f64) -> Result<Option<f64>, ChatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => match value.as_f64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                Some(n) => Err(ChatError::invalid(
+                    self.at(key),
+                    format!(
+                        "`{}` must be between {min} and {max}, got {n}.",
+                        self.at(key)
+                    ),
+                )),
+                None => Err(wrong_type(&self.at(key), "a number", value)),
+            },
+        }
+    }
+
+    /// An optional array.
+    pub fn array(&self, key: &str) -> Result<Option<&'a Vec<Value>>, ChatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items)),
+            Some(other) => Err(wrong_type(&self.at(key), "an array", other)),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The API adapter: HTTP requests of the OpenAI surface -> canonical [`ChatRequest`]s for the
+//! model tier, and its event streams -> JSON or SSE responses.
+//!
+//! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health`. Anything else is a
+//! 404 (or 405 for a known path with the wrong method) that lists what is served.
+
+pub mod error;
+pub mod json;
+pub mod openai;
+
+use crate::body::ResponseBody;
+use crate::chat::{ChatError, ChatRequest, ChatStream, Metadata};
+use crate::kiro::Catalog;
+use aiproxy_layers::{ClientKey, ErrorShape, ProviderId, Rejection};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower::{Service, ServiceExt};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const ROUTES: &str = "GET /v1/models, POST /v1/chat/completions, GET /health";
+
+/// What `/health` reports about one provider.
+#[derive(Clone, Debug)]
+pub struct ProviderStatus {
+    /// Provider id (`kiro-api`).
+    pub id: String,
+    /// `mock` or `live`.
+    pub mode: &'static str,
+}
+
+/// Everything the adapter needs besides the model service.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Models served.
+    pub catalog: Catalog,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// Providers, for `/health`.
+    pub providers: Vec<ProviderStatus>,
+    /// Process start, for `/health`.
+    pub started: Instant,
+}
+
+/// The adapter as a `Service<http::Request<B>>` in front of the model tier `M`.
+#[derive(Clone, Debug)]
+pub struct ApiService<M> {
+    model: M,
+    state: Arc<ApiState>,
+}
+
+impl<M> ApiService<M> {
+    /// Serves the API on top of `model`.
+    pub fn new(model: M, state: ApiState) -> Self {
+        Self {
+            model,
+            state: Arc::new(state),
+        }
+    }
+}
+
+impl<M, B> Service<Request<B>> for ApiService<M>
+where
+    M: Service<ChatRequest, Response = ChatStream, Error = ChatError> + Clone + Send + 'static,
+    M::Future: Send,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The model tier is driven with `oneshot`, which waits for its readiness per call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let model = self.model.clone();
+        let state = Arc::clone(&self.state);
+        Box::pin(async move { Ok(route(model, state, request).await) })
+    }
+}
+
+async fn route<M, B>(model: M, state: Arc<ApiState>, request: Request<B>) -> Response<ResponseBody>
+where
+    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    if let Some(provider) = parts.extensions.get::<ProviderId>() {
+        tracing::Span::current().record("provider", provider.as_str());
+    }
+    let shape = ErrorShape::for_request(&parts);
+    let result = match (&parts.method, parts.uri.path()) {
+        (&Method::GET, "/v1/models") => Ok(models(&state)),
+        (&Method::POST, "/v1/chat/completions") => {
+            chat_completions(model, &state, &parts, body).await
+        }
+        (&Method::GET, "/health") => Ok(health(&state)),
+        (method, path) => Err(unknown_route(method, path)),
+    };
+    result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full))
+}
+
+fn unknown_route(method: &Method, path: &str) -> Rejection {
+    let allow = match path {
+        "/v1/models" | "/health" => Some("GET"),
+        "/v1/chat/completions" => Some("POST"),
+        _ => None,
+    };
+    match allow {
+        Some(allow) => Rejection::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!("{method} is not allowed on {path}; use {allow}."),
+        )
+        .with_header(ALLOW, HeaderValue::from_static(allow)),
+        None => Rejection::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Unknown endpoint {method} {path}. aiproxy serves {ROUTES}."),
+        )
+        .with_code("unknown_endpoint"),
+    }
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn models(state: &ApiState) -> Response<ResponseBody> {
+    let data: Vec<_> = state
+        .catalog
+        .entries()
+        .iter()
+        .map(|m| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": "kiro"}))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"object": "list", "data": data}).to_string(),
+    )
+}
+
+fn health(state: &ApiState) -> Response<ResponseBody> {
+    let providers: Vec<_> = state
+        .providers
+        .iter()
+        .map(|p| json!({"id": p.id, "mode": p.mode, "status": "ok"}))
+        .collect();
+    let body = json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "providers": providers,
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Rejection>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "The request body is larger than the limit of {limit} bytes. \
+                 Send a smaller request or raise --max-body-bytes."
+            ),
+        )
+        .with_code("request_too_large")),
+        Err(error) => Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("The request body could not be read: {error}."),
+        )),
+    }
+}
+
+async fn chat_completions<M, B>(
+    model: M,
+    state: &ApiState,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<Response<ResponseBody>, Rejection>
+where
+    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let metadata = Metadata {
+        client: parts
+            .extensions
+            .get::<ClientKey>()
+            .cloned()
+            .unwrap_or_else(ClientKey::anonymous),
+        conversation_id: None,
+    };
+    let (chat, options) =
+        openai::request::parse(&bytes, metadata).map_err(|e| error::rejection(&e))?;
+    let stream = chat.stream;
+    let model_id = chat.model.clone();
+    tracing::Span::current().record("model", model_id.as_str());
+    let events = model
+        .oneshot(chat)
+        .await
+        .map_err(|e| error::rejection(&e))?;
+    if stream {
+        let mut response = Response::new(ResponseBody::Stream(openai::response::sse(
+            events, &model_id, options,
+        )));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(response);
+    }
+    let done = openai::response::complete(events, &model_id)
+        .await
+        .map_err(|e| error::rejection(&e))?;
+    let mut response = json_response(StatusCode::OK, done.body);
+    if done.usage_estimated {
+        response
+            .headers_mut()
+            .insert("x-aiproxy-usage", HeaderValue::from_static("estimated"));
+    }
+    Ok(response)
+}

@@ -1,0 +1,4 @@
+//! The OpenAI Chat Completions surface.
+
+pub mod request;
+pub mod response;

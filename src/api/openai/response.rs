@@ -1,0 +1,555 @@
+//! Canonical events -> OpenAI `chat.completion` (non-stream) and `chat.completion.chunk`
+//! SSE (stream). One `id` per completion; the first chunk carries the role; tool calls are
+//! indexed per call from 0; the last chunk carries `finish_reason`; `[DONE]` ends it. An
+//! error after the stream began is sent as an `{"error": ...}` chunk before `[DONE]`.
+
+use super::request::ResponseOptions;
+use crate::api::error::rejection;
+use crate::body::ChunkStream;
+use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
+use aiproxy_layers::ErrorShape;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// `chatcmpl-<32 hex>`.
+pub fn completion_id() -> String {
+    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn finish_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::EndTurn | StopReason::StopSequence => "stop",
+        StopReason::MaxTokens | StopReason::ContextWindowExceeded => "length",
+        StopReason::ToolUse => "tool_calls",
+    }
+}
+
+#[derive(Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: PromptDetails,
+}
+
+#[derive(Serialize)]
+struct PromptDetails {
+    cached_tokens: u64,
+}
+
+impl From<Usage> for UsageOut {
+    fn from(u: Usage) -> Self {
+        let prompt = u.input + u.cache_read + u.cache_write;
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: u.output,
+            total_tokens: prompt + u.output,
+            prompt_tokens_details: PromptDetails {
+                cached_tokens: u.cache_read,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FunctionOut {
+    name: String,
+    arguments: String,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut,
+}
+
+#[derive(Serialize)]
+struct MessageOut {
+    role: &'static str,
+    content: Option<String>,
+    refusal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut {
+    index: u32,
+    message: MessageOut,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct CompletionOut {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: Arc<str>,
+    choices: [ChoiceOut; 1],
+    usage: UsageOut,
+}
+
+/// A finished non-stream answer.
+pub struct Completed {
+    /// The JSON body.
+    pub body: Bytes,
+    /// Whether the usage figures are estimates.
+    pub usage_estimated: bool,
+}
+
+/// Drains the stream into one `chat.completion`.
+pub async fn complete(mut stream: ChatStream, model: &str) -> Result<Completed, ChatError> {
+    let mut model: Arc<str> = Arc::from(model);
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut calls: Vec<ToolCallOut> = Vec::new();
+    let mut usage = Usage::default();
+    let mut stop = None;
+    while let Some(event) = stream.next().await {
+        match event? {
+            ChatEvent::Start { model: m, .. } => model = m,
+            ChatEvent::TextDelta(t) => text.push_str(&t),
+            ChatEvent::ThinkingDelta(t) => reasoning.push_str(&t),
+            ChatEvent::ToolCallStart { id, name, .. } => calls.push(ToolCallOut {
+                id,
+                kind: "function",
+                function: FunctionOut {
+                    name,
+                    arguments: String::new(),
+                },
+            }),
+            ChatEvent::ToolCallDelta { index, json } => {
+                if let Some(call) = calls.get_mut(index as usize) {
+                    call.function.arguments.push_str(&json);
+                }
+            }
+            ChatEvent::ToolCallEnd { .. } => {}
+            ChatEvent::Usage(u) => usage = u,
+            ChatEvent::Stop(reason) => stop = Some(reason),
+        }
+    }
+    let stop = stop.ok_or_else(|| ChatError::Truncated {
+        message: "the response ended without a stop reason; retry the request".into(),
+    })?;
+    let completion = CompletionOut {
+        id: completion_id(),
+        object: "chat.completion",
+        created: unix_now(),
+        model,
+        choices: [ChoiceOut {
+            index: 0,
+            message: MessageOut {
+                role: "assistant",
+                content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                refusal: None,
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                tool_calls: calls,
+            },
+            logprobs: None,
+            finish_reason: finish_reason(stop),
+        }],
+        usage: usage.into(),
+    };
+    let body = serde_json::to_vec(&completion).map_err(|e| ChatError::Internal {
+        message: format!("encoding the completion failed: {e}"),
+    })?;
+    Ok(Completed {
+        body: Bytes::from(body),
+        usage_estimated: usage.estimated,
+    })
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+}
+
+/// Encodes a chat stream as OpenAI SSE.
+pub fn sse(stream: ChatStream, model: &str, options: ResponseOptions) -> ChunkStream {
+    Box::pin(OpenAiSse {
+        inner: stream,
+        id: completion_id(),
+        created: unix_now(),
+        model: Arc::from(model),
+        include_usage: options.include_usage,
+        usage: None,
+        out: VecDeque::with_capacity(3),
+        finished: false,
+    })
+}
+
+struct OpenAiSse {
+    inner: ChatStream,
+    id: String,
+    created: u64,
+    model: Arc<str>,
+    include_usage: bool,
+    usage: Option<Usage>,
+    out: VecDeque<Bytes>,
+    finished: bool,
+}
+
+fn sse_data(value: &impl Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut buf, value).is_err() {
+        buf.truncate(6);
+        buf.extend_from_slice(br#"{"error":{"message":"encoding failed","type":"api_error","code":null,"param":null}}"#);
+    }
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+impl OpenAiSse {
+    fn chunk(&self, delta: Delta<'_>, finish: Option<&'static str>) -> Bytes {
+        sse_data(&Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason: finish,
+            }],
+            usage: None,
+        })
+    }
+
+    fn encode(&mut self, event: ChatEvent) {
+        let bytes = match event {
+            ChatEvent::Start { model, .. } => {
+                self.model = model;
+                self.chunk(
+                    Delta {
+                        role: Some("assistant"),
+                        content: Some(""),
+                        ..Delta::default()
+                    },
+                    None,
+                )
+            }
+            ChatEvent::TextDelta(text) => self.chunk(
+                Delta {
+                    content: Some(&text),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            ChatEvent::ThinkingDelta(text) => self.chunk(
+                Delta {
+                    reasoning_content: Some(&text),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            ChatEvent::ToolCallStart { index, id, name } => self.chunk(
+                Delta {
+                    tool_calls: Some([ToolCallDelta {
+                        index,
+                        id: Some(&id),
+                        kind: Some("function"),
+                        function: FunctionDelta {
+                            name: Some(&name),
+                            arguments: "",
+                        },
+                    }]),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            ChatEvent::ToolCallDelta { index, json } => self.chunk(
+                Delta {
+                    tool_calls: Some([ToolCallDelta {
+                        index,
+                        id: None,
+                        kind: None,
+                        function: FunctionDelta {
+                            name: None,
+                            arguments: &json,
+                        },
+                    }]),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            ChatEvent::ToolCallEnd { .. } => return,
+            ChatEvent::Usage(usage) => {
+                self.usage = Some(usage);
+                return;
+            }
+            ChatEvent::Stop(reason) => {
+                let finish = self.chunk(Delta::default(), Some(finish_reason(reason)));
+                self.out.push_back(finish);
+                if self.include_usage {
+                    let usage = sse_data(&Chunk {
+                        id: &self.id,
+                        object: "chat.completion.chunk",
+                        created: self.created,
+                        model: &self.model,
+                        choices: Vec::new(),
+                        usage: Some(self.usage.unwrap_or_default().into()),
+                    });
+                    self.out.push_back(usage);
+                }
+                self.finish();
+                return;
+            }
+        };
+        self.out.push_back(bytes);
+    }
+
+    fn fail(&mut self, error: &ChatError) {
+        tracing::warn!(error = %error, kind = error.kind(), "stream failed after it began");
+        if let Some(body) = rejection(error).body_json(ErrorShape::OpenAi) {
+            self.out.push_back(sse_data(&body));
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.out.push_back(Bytes::from_static(DONE));
+        self.finished = true;
+    }
+}
+
+impl Stream for OpenAiSse {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.out.pop_front() {
+                return Poll::Ready(Some(bytes));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(event))) => this.encode(event),
+                Poll::Ready(Some(Err(error))) => this.fail(&error),
+                Poll::Ready(None) => this.fail(&ChatError::Truncated {
+                    message: "the response ended without a stop reason; retry the request".into(),
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    fn events(items: Vec<Result<ChatEvent, ChatError>>) -> ChatStream {
+        Box::pin(stream::iter(items))
+    }
+
+    fn start() -> ChatEvent {
+        ChatEvent::Start {
+            id: Arc::from("msg_1"),
+            model: Arc::from("m"),
+            input_tokens: 3,
+        }
+    }
+
+    async fn sse_lines(
+        items: Vec<Result<ChatEvent, ChatError>>,
+        include_usage: bool,
+    ) -> Vec<serde_json::Value> {
+        let chunks: Vec<Bytes> = sse(events(items), "m", ResponseOptions { include_usage })
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let text = std::str::from_utf8(&chunk).unwrap();
+            let data = text
+                .strip_prefix("data: ")
+                .unwrap()
+                .strip_suffix("\n\n")
+                .unwrap();
+            out.push(if data == "[DONE]" {
+                serde_json::Value::from("[DONE]")
+            } else {
+                serde_json::from_str(data).unwrap()
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn stream_shape() {
+        let usage = Usage {
+            input: 5,
+            output: 2,
+            ..Usage::default()
+        };
+        let lines = sse_lines(
+            vec![
+                Ok(start()),
+                Ok(ChatEvent::TextDelta("Hi".into())),
+                Ok(ChatEvent::Usage(usage)),
+                Ok(ChatEvent::Stop(StopReason::EndTurn)),
+            ],
+            true,
+        )
+        .await;
+        assert_eq!(lines.len(), 5);
+        let id = lines[0]["id"].as_str().unwrap();
+        assert!(
+            lines[..4].iter().all(|l| l["id"] == id),
+            "one id per completion"
+        );
+        assert_eq!(lines[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(lines[1]["choices"][0]["delta"]["content"], "Hi");
+        assert_eq!(lines[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(lines[3]["choices"], serde_json::json!([]));
+        assert_eq!(lines[3]["usage"]["total_tokens"], 7);
+        assert_eq!(lines[4], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn tool_call_deltas_are_indexed_per_call() {
+        let lines = sse_lines(
+            vec![
+                Ok(start()),
+                Ok(ChatEvent::TextDelta("Let me check.".into())),
+                Ok(ChatEvent::ToolCallStart {
+                    index: 0,
+                    id: "t1".into(),
+                    name: "f".into(),
+                }),
+                Ok(ChatEvent::ToolCallDelta {
+                    index: 0,
+                    json: "{}".into(),
+                }),
+                Ok(ChatEvent::ToolCallEnd { index: 0 }),
+                Ok(ChatEvent::Stop(StopReason::ToolUse)),
+            ],
+            false,
+        )
+        .await;
+        let call = &lines[2]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(call["index"], 0, "not the content-block index");
+        assert_eq!(call["id"], "t1");
+        assert_eq!(call["function"]["name"], "f");
+        assert_eq!(
+            lines[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{}"
+        );
+        assert_eq!(lines[4]["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[tokio::test]
+    async fn mid_stream_error_is_an_error_chunk_before_done() {
+        let lines = sse_lines(
+            vec![
+                Ok(start()),
+                Ok(ChatEvent::TextDelta("par".into())),
+                Err(ChatError::Truncated {
+                    message: "cut".into(),
+                }),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(lines[2]["error"]["code"], "upstream_truncated");
+        assert_eq!(lines[3], "[DONE]");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l["choices"][0]["finish_reason"].is_string()),
+            "never a normal finish"
+        );
+    }
+
+    #[tokio::test]
+    async fn non_stream_completion() {
+        let done = complete(
+            events(vec![
+                Ok(start()),
+                Ok(ChatEvent::TextDelta("Hello".into())),
+                Ok(ChatEvent::Stop(StopReason::EndTurn)),
+            ]),
+            "m",
+        )
+        .await
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&done.body).unwrap();
+        assert_eq!(json["object"], "chat.completion");
+        assert_eq!(json["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(json["choices"][0]["finish_reason"], "stop");
+        assert!(json["choices"][0]["logprobs"].is_null());
+        let truncated = complete(
+            events(vec![Ok(start()), Ok(ChatEvent::TextDelta("x".into()))]),
+            "m",
+        )
+        .await;
+        assert!(matches!(truncated, Err(ChatError::Truncated { .. })));
+    }
+}

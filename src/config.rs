@@ -1,0 +1,367 @@
+//! One [`Config`], resolved with the precedence built-in defaults < `--config FILE` (TOML) <
+//! environment < command-line flags.
+//!
+//! clap reads flags and their environment fallbacks (a flag beats its variable); every clap
+//! field is optional, so a value that came from neither leaves room for the file, and then
+//! for the default. Bad values stop start-up with a message naming the flag or key and the
+//! allowed values (exit code 2).
+
+use clap::builder::BoolishValueParser;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Providers this build can serve.
+pub const PROVIDERS: &[&str] = &["kiro-api"];
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command line of the `aiproxy` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "aiproxy",
+    version,
+    about = "OpenAI- and Anthropic-compatible proxy for Claude models through Kiro accounts"
+)]
+pub struct Cli {
+    /// TOML configuration file (keys: see config/aiproxy.example.toml).
+    #[arg(long, env = "AIPROXY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Default provider for requests that do not name one [default: kiro-api].
+    #[arg(long, env = "AIPROXY_MODEL_PROVIDER", value_parser = clap::builder::PossibleValuesParser::new(PROVIDERS))]
+    pub model_provider: Option<String>,
+
+    /// API key clients must send (repeatable; the variable takes a comma-separated list).
+    /// Without any key the server is open to every client.
+    #[arg(
+        long = "api-key",
+        env = "AIPROXY_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "AIPROXY_HOST")]
+    pub host: Option<String>,
+
+    /// Port to listen on; 0 picks a free one [default: 3000].
+    #[arg(long, env = "AIPROXY_PORT")]
+    pub port: Option<u16>,
+
+    /// Serve from the built-in fake Kiro instead of real accounts (no credentials needed).
+    #[arg(long, env = "KIRO_MOCK_MODE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub kiro_mock_mode: Option<bool>,
+
+    /// Log format [default: text]. Levels come from RUST_LOG (default info).
+    #[arg(long, env = "AIPROXY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Largest request body accepted, in bytes [default: 8388608].
+    #[arg(long, env = "AIPROXY_MAX_BODY_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_bytes: Option<u64>,
+
+    /// Model catalog replacing the built-in one (format of config/models.toml).
+    #[arg(long, env = "AIPROXY_MODELS_FILE", value_name = "FILE")]
+    pub models_file: Option<PathBuf>,
+
+    /// Seconds in-flight requests and streams get to finish after SIGINT/SIGTERM [default: 30].
+    #[arg(long, env = "AIPROXY_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+/// The `--config` file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    model_provider: Option<String>,
+    api_keys: Option<Vec<String>>,
+    host: Option<String>,
+    port: Option<u16>,
+    kiro_mock_mode: Option<bool>,
+    log_format: Option<LogFormat>,
+    max_body_bytes: Option<u64>,
+    models_file: Option<PathBuf>,
+    shutdown_timeout: Option<u64>,
+}
+
+/// Resolved configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Default provider.
+    pub model_provider: String,
+    /// Accepted client keys (empty = open server).
+    pub api_keys: Vec<String>,
+    /// Listen address.
+    pub host: String,
+    /// Listen port.
+    pub port: u16,
+    /// Use the built-in fake Kiro.
+    pub kiro_mock_mode: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Custom model catalog.
+    pub models_file: Option<PathBuf>,
+    /// Grace period at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            model_provider: "kiro-api".into(),
+            api_keys: Vec::new(),
+            host: "127.0.0.1".into(),
+            port: 3000,
+            kiro_mock_mode: false,
+            log_format: LogFormat::Text,
+            max_body_bytes: 8 * 1024 * 1024,
+            models_file: None,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration problem found at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a bad key/value.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// toml's message (names the key and the line).
+        message: String,
+    },
+    /// A value is not allowed.
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The key.
+        key: &'static str,
+        /// What is allowed.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Resolves the configuration from parsed command-line arguments (which include the
+    /// environment fallbacks) and the optional config file.
+    pub fn resolve(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = Self::default();
+        let api_keys: Vec<String> = if cli.api_keys.iter().any(|k| !k.trim().is_empty()) {
+            cli.api_keys.clone()
+        } else {
+            file.api_keys.unwrap_or_default()
+        };
+        let config = Self {
+            model_provider: pick(
+                cli.model_provider.clone(),
+                file.model_provider,
+                defaults.model_provider,
+            ),
+            api_keys: api_keys
+                .into_iter()
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect(),
+            host: pick(cli.host.clone(), file.host, defaults.host),
+            port: pick(cli.port, file.port, defaults.port),
+            kiro_mock_mode: pick(
+                cli.kiro_mock_mode,
+                file.kiro_mock_mode,
+                defaults.kiro_mock_mode,
+            ),
+            log_format: pick(cli.log_format, file.log_format, defaults.log_format),
+            max_body_bytes: pick(
+                cli.max_body_bytes,
+                file.max_body_bytes,
+                defaults.max_body_bytes as u64,
+            ) as usize,
+            models_file: cli.models_file.clone().or(file.models_file),
+            shutdown_timeout: cli
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.shutdown_timeout),
+        };
+        let path = cli
+            .config
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !PROVIDERS.contains(&config.model_provider.as_str()) {
+            return Err(ConfigError::Invalid {
+                path,
+                key: "model_provider",
+                message: format!(
+                    "unknown provider `{}`; allowed values: {}",
+                    config.model_provider,
+                    PROVIDERS.join(", ")
+                ),
+            });
+        }
+        if config.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                path,
+                key: "max_body_bytes",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: mock mode, no keys, defaults otherwise.
+    pub fn mock() -> Self {
+        Self {
+            kiro_mock_mode: true,
+            ..Self::default()
+        }
+    }
+}
+
+fn pick<T>(cli: Option<T>, file: Option<T>, default: T) -> T {
+    cli.or(file).unwrap_or(default)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("aiproxy").chain(args.iter().copied()))
+    }
+
+    fn file(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::write(text)
+    }
+
+    /// Minimal temp-file helper (no extra dependency).
+    mod tempfile_path {
+        use super::*;
+        pub struct TempPath(pub PathBuf);
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        pub fn write(text: &str) -> TempPath {
+            let path =
+                std::env::temp_dir().join(format!("aiproxy-config-{}.toml", uuid::Uuid::new_v4()));
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            TempPath(path)
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::resolve(&parse(&[]).unwrap()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let f = file(
+            "port = 4000\nhost = \"0.0.0.0\"\napi_keys = [\"from-file\"]\nlog_format = \"json\"\n",
+        );
+        let path = f.0.to_str().unwrap();
+        let config =
+            Config::resolve(&parse(&["--config", path, "--port", "5000"]).unwrap()).unwrap();
+        assert_eq!(config.port, 5000);
+        assert_eq!(config.host, "0.0.0.0");
+        assert_eq!(config.api_keys, vec!["from-file"]);
+        assert_eq!(config.log_format, LogFormat::Json);
+        let config = Config::resolve(
+            &parse(&["--config", path, "--api-key", "a", "--api-key", "b"]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config.api_keys, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_allowed_values() {
+        let err = parse(&["--log-format", "xml"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--log-format") && err.contains("text") && err.contains("json"),
+            "{err}"
+        );
+        let err = parse(&["--model-provider", "openai"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kiro-api"), "{err}");
+        let f = file("log_format = \"xml\"\n");
+        let err = Config::resolve(&parse(&["--config", f.0.to_str().unwrap()]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log_format") && err.contains("text"), "{err}");
+        let f = file("colour = 1\n");
+        let err = Config::resolve(&parse(&["--config", f.0.to_str().unwrap()]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        let f = file("model_provider = \"nope\"\n");
+        let err = Config::resolve(&parse(&["--config", f.0.to_str().unwrap()]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`model_provider`") && err.contains("kiro-api"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mock_mode_flag_forms() {
+        assert_eq!(
+            parse(&["--kiro-mock-mode"]).unwrap().kiro_mock_mode,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["--kiro-mock-mode=false"]).unwrap().kiro_mock_mode,
+            Some(false)
+        );
+        assert!(parse(&["--kiro-mock-mode=maybe"]).is_err());
+    }
+}
