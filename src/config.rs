@@ -66,6 +66,11 @@ pub struct Cli {
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub kiro_mock_mode: Option<bool>,
 
+    /// Delay before each event of the built-in fake Kiro, in milliseconds (mock mode only;
+    /// for streaming demos and benchmarks) [default: 0].
+    #[arg(long, env = "KIRO_MOCK_EVENT_DELAY_MS", value_name = "MS")]
+    pub kiro_mock_event_delay_ms: Option<u64>,
+
     /// Log format [default: text]. Levels come from RUST_LOG (default info).
     #[arg(long, env = "AIPROXY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -92,6 +97,7 @@ struct FileConfig {
     host: Option<String>,
     port: Option<u16>,
     kiro_mock_mode: Option<bool>,
+    kiro_mock_event_delay_ms: Option<u64>,
     log_format: Option<LogFormat>,
     max_body_bytes: Option<u64>,
     models_file: Option<PathBuf>,
@@ -111,6 +117,8 @@ pub struct Config {
     pub port: u16,
     /// Use the built-in fake Kiro.
     pub kiro_mock_mode: bool,
+    /// Pacing of the built-in fake Kiro's events.
+    pub kiro_mock_event_delay: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Request body limit in bytes.
@@ -129,6 +137,7 @@ impl Default for Config {
             host: "127.0.0.1".into(),
             port: 3000,
             kiro_mock_mode: false,
+            kiro_mock_event_delay: Duration::ZERO,
             log_format: LogFormat::Text,
             max_body_bytes: 8 * 1024 * 1024,
             models_file: None,
@@ -200,6 +209,11 @@ impl Config {
                 file.kiro_mock_mode,
                 defaults.kiro_mock_mode,
             ),
+            kiro_mock_event_delay: Duration::from_millis(pick(
+                cli.kiro_mock_event_delay_ms,
+                file.kiro_mock_event_delay_ms,
+                0,
+            )),
             log_format: pick(cli.log_format, file.log_format, defaults.log_format),
             max_body_bytes: pick(
                 cli.max_body_bytes,

@@ -79,7 +79,10 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
     if !config.kiro_mock_mode {
         return Err(BuildError::NoCredentials);
     }
-    let kiro = KiroService::new(Transport::Fake(FakeKiro::new()), catalog.clone());
+    let kiro = KiroService::new(
+        Transport::Fake(FakeKiro::new().with_event_delay(config.kiro_mock_event_delay)),
+        catalog.clone(),
+    );
     let state = ApiState {
         catalog,
         max_body_bytes: config.max_body_bytes,

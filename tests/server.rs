@@ -1,0 +1,223 @@
+//! The `aiproxy` binary over real sockets: start-up, configuration precedence, HTTP/1.1 and
+//! h2c, graceful shutdown with a stream in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{chat_body, run_to_exit, send, sse_data, Proxy};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::io::Write;
+use std::time::Duration;
+
+const MOCK: (&str, &str) = ("KIRO_MOCK_MODE", "true");
+
+fn get(base: &str, path: &str, key: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(format!("{base}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-model-provider", "kiro-api")
+        .body(Full::default())
+        .unwrap()
+}
+
+fn post_chat(base: &str, key: &str, body: String) -> http::Request<Full<Bytes>> {
+    http::Request::post(format!("{base}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-model-provider", "kiro-api")
+        .header("content-type", "application/json")
+        .body(Full::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn seed_flow_over_http1() {
+    let proxy = Proxy::start(
+        &["--model-provider", "kiro-api", "--api-key", "your-api-key"],
+        &[MOCK],
+    );
+    let models = send(get(&proxy.base, "/v1/models", "your-api-key")).await;
+    assert_eq!(models.status, 200);
+    assert!(models.text().contains("claude-3-haiku-20240307"));
+
+    let answer = send(post_chat(
+        &proxy.base,
+        "your-api-key",
+        chat_body("Hello, Claude!", false),
+    ))
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json()["choices"][0]["message"]["content"],
+        "Hello, Claude!"
+    );
+
+    let stream = send(post_chat(
+        &proxy.base,
+        "your-api-key",
+        chat_body("Count from 1 to 5", true),
+    ))
+    .await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(sse_data(&stream.text()).last().unwrap(), "[DONE]");
+
+    assert_eq!(
+        send(get(&proxy.base, "/v1/models", "wrong")).await.status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_works() {
+    let proxy = Proxy::start(&["--api-key", "k"], &[MOCK]);
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let response = client
+        .request(get(&proxy.base, "/v1/models", "k"))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_stream_finish_then_exits_0() {
+    let mut proxy = Proxy::start(&["--kiro-mock-event-delay-ms", "80"], &[MOCK]);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client
+        .request(post_chat(
+            &proxy.base,
+            "",
+            chat_body("one two three four five six seven eight", true),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("assistant"));
+
+    proxy.terminate();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New connections are refused while the old stream keeps going.
+    let refused = tokio::net::TcpStream::connect(proxy.base.trim_start_matches("http://")).await;
+    assert!(refused.is_err(), "listener must be closed after SIGTERM");
+
+    let mut rest = Vec::new();
+    while let Some(frame) = body.frame().await {
+        rest.extend_from_slice(&frame.unwrap().into_data().unwrap());
+    }
+    let text = String::from_utf8(rest).unwrap();
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]", "stream was cut: {text}");
+    assert!(text.contains("eight"));
+    let status = proxy.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn without_credentials_or_mock_mode_start_up_fails_with_a_hint() {
+    let (code, stderr) = run_to_exit(&[], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("KIRO_MOCK_MODE=true"), "{stderr}");
+}
+
+#[test]
+fn bad_values_exit_2_naming_the_flag_or_key() {
+    let (code, stderr) = run_to_exit(&["--log-format", "xml"], &[MOCK]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--log-format") && stderr.contains("json"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run_to_exit(&[], &[MOCK, ("KIRO_MOCK_MODE", "perhaps")]);
+    assert_eq!(code, 2, "{stderr}");
+
+    let mut file = tempfile();
+    writeln!(file.1, "port = \"eighty\"").unwrap();
+    let (code, stderr) = run_to_exit(&["--config", file.0.to_str().unwrap()], &[MOCK]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("port"), "{stderr}");
+}
+
+fn tempfile() -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("aiproxy-test-{}.toml", uuid::Uuid::new_v4()));
+    let file = std::fs::File::create(&path).unwrap();
+    (path, file)
+}
+
+#[tokio::test]
+async fn precedence_defaults_file_env_flags() {
+    let (path, mut file) = tempfile();
+    writeln!(file, "api_keys = [\"file-key\"]\nkiro_mock_mode = true").unwrap();
+    let config = path.to_str().unwrap();
+
+    // File only: its key works, mock mode comes from the file.
+    let proxy = Proxy::start(&["--config", config], &[]);
+    assert_eq!(
+        send(get(&proxy.base, "/v1/models", "file-key"))
+            .await
+            .status,
+        200
+    );
+    drop(proxy);
+
+    // Environment beats the file.
+    let proxy = Proxy::start(&["--config", config], &[("AIPROXY_API_KEY", "env-1,env-2")]);
+    assert_eq!(
+        send(get(&proxy.base, "/v1/models", "env-2")).await.status,
+        200
+    );
+    assert_eq!(
+        send(get(&proxy.base, "/v1/models", "file-key"))
+            .await
+            .status,
+        401
+    );
+    drop(proxy);
+
+    // Flags beat the environment.
+    let proxy = Proxy::start(
+        &["--config", config, "--api-key", "flag-key"],
+        &[("AIPROXY_API_KEY", "env-1")],
+    );
+    assert_eq!(
+        send(get(&proxy.base, "/v1/models", "flag-key"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(get(&proxy.base, "/v1/models", "env-1")).await.status,
+        401
+    );
+    drop(proxy);
+
+    // Environment beats the file for mock mode too.
+    let (code, _) = run_to_exit(&["--config", config], &[("KIRO_MOCK_MODE", "false")]);
+    assert_eq!(code, 2);
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn query_key_never_reaches_the_logs() {
+    let mut proxy = Proxy::start(
+        &["--api-key", "sekret-query-key"],
+        &[MOCK, ("RUST_LOG", "debug")],
+    );
+    let answer = send(
+        http::Request::get(format!("{}/v1/models?key=sekret-query-key", proxy.base))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let answer = send(get(&proxy.base, "/v1/models", "sekret-header-key")).await;
+    assert_eq!(answer.status, 401);
+    let logs = proxy.kill_and_logs();
+    assert!(logs.contains("/v1/models"), "logging is on: {logs}");
+    assert!(!logs.contains("sekret"), "a key leaked into the logs");
+}
