@@ -34,6 +34,10 @@ pub enum LogFormat {
     about = "OpenAI- and Anthropic-compatible proxy for Claude models through Kiro accounts"
 )]
 pub struct Cli {
+    /// Without a sub-command the proxy server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file (keys: see config/aiproxy.example.toml).
     #[arg(long, env = "AIPROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -66,6 +70,51 @@ pub struct Cli {
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub kiro_mock_mode: Option<bool>,
 
+    /// Kiro credential file (generic OAuth2, Kiro social or Kiro IdC JSON).
+    #[arg(long, env = "KIRO_OAUTH_CREDS_FILE", value_name = "FILE")]
+    pub kiro_oauth_creds_file: Option<PathBuf>,
+
+    /// Kiro credentials as base64 of the JSON file (rotated tokens go to --state-dir).
+    #[arg(
+        long,
+        env = "KIRO_OAUTH_CREDS_BASE64",
+        value_name = "BASE64",
+        hide_env_values = true
+    )]
+    pub kiro_oauth_creds_base64: Option<String>,
+
+    /// AWS region of the Kiro API and of refreshes [default: us-east-1, or the profileArn's region].
+    #[arg(long, env = "KIRO_REGION")]
+    pub kiro_region: Option<String>,
+
+    /// Kiro API base URL; chat goes to {base}/generateAssistantResponse [default: https://q.{region}.amazonaws.com].
+    #[arg(long, env = "KIRO_BASE_URL", value_name = "URL")]
+    pub kiro_base_url: Option<String>,
+
+    /// Full URL of the Kiro social token refresh [default: https://prod.{region}.auth.desktop.kiro.dev/refreshToken].
+    #[arg(long, env = "KIRO_REFRESH_URL", value_name = "URL")]
+    pub kiro_refresh_url: Option<String>,
+
+    /// Full URL of the Kiro IdC / Builder ID token refresh [default: https://oidc.{region}.amazonaws.com/token].
+    #[arg(long, env = "KIRO_IDC_REFRESH_URL", value_name = "URL")]
+    pub kiro_idc_refresh_url: Option<String>,
+
+    /// Upper bound of upstream connections and of concurrent upstream requests [default: 64].
+    #[arg(long, env = "AIPROXY_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Seconds allowed for connect + first upstream bytes, and for each gap between events (never the whole stream) [default: 30].
+    #[arg(long, env = "AIPROXY_REQUEST_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: Option<u64>,
+
+    /// Directory for rotated tokens of base64 credentials [default: $XDG_STATE_HOME/aiproxy or ~/.local/state/aiproxy].
+    #[arg(long, env = "AIPROXY_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Refresh access tokens this many seconds before they expire [default: 300].
+    #[arg(long, env = "AIPROXY_TOKEN_REFRESH_MARGIN", value_name = "SECS")]
+    pub token_refresh_margin: Option<u64>,
+
     /// Delay before each event of the built-in fake Kiro, in milliseconds (mock mode only;
     /// for streaming demos and benchmarks) [default: 0].
     #[arg(long, env = "KIRO_MOCK_EVENT_DELAY_MS", value_name = "MS")]
@@ -88,6 +137,30 @@ pub struct Cli {
     pub shutdown_timeout: Option<u64>,
 }
 
+/// Sub-commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the fake Kiro on a socket (tests, demos, benchmarks); see the README for scripting.
+    FakeKiro(FakeKiroArgs),
+}
+
+/// `aiproxy fake-kiro` options.
+#[derive(Debug, clap::Args)]
+pub struct FakeKiroArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 = any free port; the first stdout line tells which).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Lifetime of the access tokens it issues, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Delay before each write of a chat stream, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub event_delay_ms: u64,
+}
+
 /// The `--config` file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +171,16 @@ struct FileConfig {
     port: Option<u16>,
     kiro_mock_mode: Option<bool>,
     kiro_mock_event_delay_ms: Option<u64>,
+    kiro_oauth_creds_file: Option<PathBuf>,
+    kiro_oauth_creds_base64: Option<String>,
+    kiro_region: Option<String>,
+    kiro_base_url: Option<String>,
+    kiro_refresh_url: Option<String>,
+    kiro_idc_refresh_url: Option<String>,
+    max_connections: Option<u32>,
+    request_timeout: Option<u64>,
+    state_dir: Option<PathBuf>,
+    token_refresh_margin: Option<u64>,
     log_format: Option<LogFormat>,
     max_body_bytes: Option<u64>,
     models_file: Option<PathBuf>,
@@ -119,6 +202,26 @@ pub struct Config {
     pub kiro_mock_mode: bool,
     /// Pacing of the built-in fake Kiro's events.
     pub kiro_mock_event_delay: Duration,
+    /// Credential file.
+    pub kiro_oauth_creds_file: Option<PathBuf>,
+    /// Base64 credentials.
+    pub kiro_oauth_creds_base64: Option<crate::secret::Secret>,
+    /// Explicit region.
+    pub kiro_region: Option<String>,
+    /// API base URL override.
+    pub kiro_base_url: Option<String>,
+    /// Social refresh URL override.
+    pub kiro_refresh_url: Option<String>,
+    /// IdC refresh URL override.
+    pub kiro_idc_refresh_url: Option<String>,
+    /// Upstream connection / concurrency bound.
+    pub max_connections: usize,
+    /// Connect + first bytes, and idle-gap timeout.
+    pub request_timeout: Duration,
+    /// State directory for rotated tokens of base64 credentials.
+    pub state_dir: PathBuf,
+    /// Refresh margin before expiry.
+    pub token_refresh_margin: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Request body limit in bytes.
@@ -138,6 +241,16 @@ impl Default for Config {
             port: 3000,
             kiro_mock_mode: false,
             kiro_mock_event_delay: Duration::ZERO,
+            kiro_oauth_creds_file: None,
+            kiro_oauth_creds_base64: None,
+            kiro_region: None,
+            kiro_base_url: None,
+            kiro_refresh_url: None,
+            kiro_idc_refresh_url: None,
+            max_connections: 64,
+            request_timeout: Duration::from_secs(30),
+            state_dir: default_state_dir(),
+            token_refresh_margin: Duration::from_secs(300),
             log_format: LogFormat::Text,
             max_body_bytes: 8 * 1024 * 1024,
             models_file: None,
@@ -165,14 +278,12 @@ pub enum ConfigError {
         /// toml's message (names the key and the line).
         message: String,
     },
-    /// A value is not allowed.
-    #[error("config file {path}: key `{key}`: {message}")]
+    /// A value is not allowed (from a flag, the environment or the file).
+    #[error("invalid {} (config key `{key}`): {message}", flag_of(key))]
     Invalid {
-        /// The file.
-        path: String,
-        /// The key.
+        /// The config key.
         key: &'static str,
-        /// What is allowed.
+        /// What is wrong and what is allowed.
         message: String,
     },
 }
@@ -214,6 +325,43 @@ impl Config {
                 file.kiro_mock_event_delay_ms,
                 0,
             )),
+            kiro_oauth_creds_file: cli
+                .kiro_oauth_creds_file
+                .clone()
+                .or(file.kiro_oauth_creds_file),
+            kiro_oauth_creds_base64: cli
+                .kiro_oauth_creds_base64
+                .clone()
+                .or(file.kiro_oauth_creds_base64)
+                .filter(|b| !b.trim().is_empty())
+                .map(crate::secret::Secret::new),
+            kiro_region: cli.kiro_region.clone().or(file.kiro_region),
+            kiro_base_url: cli.kiro_base_url.clone().or(file.kiro_base_url),
+            kiro_refresh_url: cli.kiro_refresh_url.clone().or(file.kiro_refresh_url),
+            kiro_idc_refresh_url: cli
+                .kiro_idc_refresh_url
+                .clone()
+                .or(file.kiro_idc_refresh_url),
+            max_connections: pick(
+                cli.max_connections,
+                file.max_connections,
+                defaults.max_connections as u32,
+            ) as usize,
+            request_timeout: Duration::from_secs(pick(
+                cli.request_timeout,
+                file.request_timeout,
+                defaults.request_timeout.as_secs(),
+            )),
+            state_dir: cli
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or(defaults.state_dir),
+            token_refresh_margin: Duration::from_secs(pick(
+                cli.token_refresh_margin,
+                file.token_refresh_margin,
+                defaults.token_refresh_margin.as_secs(),
+            )),
             log_format: pick(cli.log_format, file.log_format, defaults.log_format),
             max_body_bytes: pick(
                 cli.max_body_bytes,
@@ -227,14 +375,8 @@ impl Config {
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.shutdown_timeout),
         };
-        let path = cli
-            .config
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
             return Err(ConfigError::Invalid {
-                path,
                 key: "model_provider",
                 message: format!(
                     "unknown provider `{}`; allowed values: {}",
@@ -243,9 +385,32 @@ impl Config {
                 ),
             });
         }
+        if config.max_connections == 0 || config.request_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: if config.max_connections == 0 {
+                    "max_connections"
+                } else {
+                    "request_timeout"
+                },
+                message: "must be at least 1".into(),
+            });
+        }
+        for (key, url) in [
+            ("kiro_base_url", &config.kiro_base_url),
+            ("kiro_refresh_url", &config.kiro_refresh_url),
+            ("kiro_idc_refresh_url", &config.kiro_idc_refresh_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: format!("`{url}` is not an http:// or https:// URL"),
+                    });
+                }
+            }
+        }
         if config.max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
-                path,
                 key: "max_body_bytes",
                 message: "must be at least 1".into(),
             });
@@ -259,6 +424,22 @@ impl Config {
             kiro_mock_mode: true,
             ..Self::default()
         }
+    }
+}
+
+/// `max_body_bytes` -> `--max-body-bytes`.
+fn flag_of(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+/// `$XDG_STATE_HOME/aiproxy`, else `~/.local/state/aiproxy`, else `./.aiproxy-state`.
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("aiproxy");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/aiproxy"),
+        None => PathBuf::from(".aiproxy-state"),
     }
 }
 

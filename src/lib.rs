@@ -18,6 +18,7 @@ pub mod chat;
 pub mod config;
 pub mod kiro;
 pub mod pipeline;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 pub mod tokens;

@@ -1,16 +1,26 @@
-//! The `aiproxy` binary: parse the command line, build the pipeline, serve it.
+//! The `aiproxy` binary: parse the command line, build the pipeline, serve it; or run the
+//! fake Kiro (`aiproxy fake-kiro`).
 
-use aiproxy::config::{Cli, Config};
+use aiproxy::config::{Cli, Command, Config, FakeKiroArgs, LogFormat};
+use aiproxy::kiro::fake::{server as fake_server, FakeKiro};
 use aiproxy::{pipeline, server, telemetry};
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Start-up errors caused by configuration exit with 2 (like clap's own errors).
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::FakeKiro(args)) = &cli.command {
+        telemetry::init(LogFormat::Text);
+        return match runtime() {
+            Ok(runtime) => runtime.block_on(fake_kiro(args)),
+            Err(code) => code,
+        };
+    }
     let config = match Config::resolve(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -19,17 +29,26 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match runtime() {
+        Ok(runtime) => runtime.block_on(run(config)),
+        Err(code) => code,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
+        .map_err(|error| {
             eprintln!("aiproxy: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run(config))
+            ExitCode::FAILURE
+        })
+}
+
+/// Prints the first stdout line that scripts and tests wait for (useful with `--port 0`).
+fn announce(what: &str, addr: std::net::SocketAddr) {
+    println!("{what} listening on http://{addr}");
+    let _ = std::io::stdout().flush();
 }
 
 async fn run(config: Config) -> ExitCode {
@@ -62,9 +81,7 @@ async fn run(config: Config) -> ExitCode {
     };
     match listener.local_addr() {
         Ok(addr) => {
-            // Scripts and tests read this first stdout line to find the port (with --port 0).
-            println!("aiproxy listening on http://{addr}");
-            let _ = std::io::stdout().flush();
+            announce("aiproxy", addr);
             tracing::info!(%addr, provider = %config.model_provider, "listening");
         }
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
@@ -76,5 +93,27 @@ async fn run(config: Config) -> ExitCode {
         config.shutdown_timeout,
     )
     .await;
+    ExitCode::SUCCESS
+}
+
+async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {
+    let listener = match server::bind(&args.host, args.port).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "aiproxy fake-kiro: cannot listen on {}:{}: {error}",
+                args.host, args.port
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let fake = FakeKiro::server(
+        Duration::from_secs(args.token_ttl),
+        Duration::from_millis(args.event_delay_ms),
+    );
+    if let Ok(addr) = listener.local_addr() {
+        announce("fake-kiro", addr);
+    }
+    fake_server::serve(listener, fake, server::shutdown_signal()).await;
     ExitCode::SUCCESS
 }

@@ -20,8 +20,11 @@
 use crate::api::{ApiService, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
 use crate::config::Config;
+use crate::kiro::account::{Account, Endpoints, TokenSettings};
+use crate::kiro::credentials::{self, Credentials};
 use crate::kiro::fake::FakeKiro;
-use crate::kiro::{Catalog, KiroService, Transport};
+use crate::kiro::http::HttpUpstream;
+use crate::kiro::{Catalog, KiroService};
 use aiproxy_layers::auth::{Auth, AuthLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
 use aiproxy_layers::{ErrorShape, Rejection};
@@ -62,12 +65,19 @@ pub enum BuildError {
     /// The model catalog is unusable.
     #[error(transparent)]
     Catalog(#[from] crate::kiro::models::CatalogError),
+    /// The credentials are unusable.
+    #[error(transparent)]
+    Credentials(#[from] crate::kiro::credentials::CredentialError),
     /// No way to reach Kiro.
     #[error(
-        "no Kiro credentials are configured. This build serves the built-in fake Kiro only: \
-         start with KIRO_MOCK_MODE=true (or --kiro-mock-mode)"
+        "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE or --kiro-oauth-creds-base64 B64 \
+         (or set KIRO_OAUTH_CREDS_FILE / KIRO_OAUTH_CREDS_BASE64), sign in with the Kiro IDE so that \
+         ~/.aws/sso/cache/kiro-auth-token.json exists, or start with KIRO_MOCK_MODE=true to use the built-in fake Kiro"
     )]
     NoCredentials,
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTPS client: {0}")]
+    Client(String),
 }
 
 /// Builds the pipeline for `config`.
@@ -76,19 +86,14 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
     };
-    if !config.kiro_mock_mode {
-        return Err(BuildError::NoCredentials);
-    }
-    let kiro = KiroService::new(
-        Transport::Fake(FakeKiro::new().with_event_delay(config.kiro_mock_event_delay)),
-        catalog.clone(),
-    );
+    let kiro = model_service(config, catalog.clone())?;
     let state = ApiState {
         catalog,
         max_body_bytes: config.max_body_bytes,
         providers: vec![ProviderStatus {
             id: config.model_provider.clone(),
             mode: kiro.mode(),
+            accounts: kiro.account().cloned().into_iter().collect(),
         }],
         started: Instant::now(),
     };
@@ -115,6 +120,82 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
             crate::config::PROVIDERS,
         ))
         .service(ApiService::new(kiro, state)))
+}
+
+/// The Kiro upstream: the in-process fake in mock mode, else a live account.
+fn model_service(config: &Config, catalog: Catalog) -> Result<KiroService, BuildError> {
+    if config.kiro_mock_mode {
+        let fake = FakeKiro::new().with_event_delay(config.kiro_mock_event_delay);
+        return Ok(KiroService::mock(fake, catalog));
+    }
+    let (name, credentials) = load_credentials(config)?;
+    let client = HttpUpstream::client(config.max_connections, config.request_timeout)
+        .map_err(|e| BuildError::Client(e.to_string()))?;
+    let endpoints = endpoints(config, &credentials);
+    tracing::info!(account = %name, format = credentials.format.name(), api = %endpoints.api_base, "Kiro account loaded");
+    let settings = TokenSettings {
+        refresh_margin: config.token_refresh_margin,
+        state_dir: config.state_dir.clone(),
+        timeout: config.request_timeout,
+    };
+    let account = Account::new(name, credentials, endpoints, settings, client.clone());
+    let http = HttpUpstream::new(client, config.max_connections, config.request_timeout);
+    Ok(KiroService::live(http, catalog, account))
+}
+
+/// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
+fn load_credentials(config: &Config) -> Result<(String, Credentials), BuildError> {
+    if let Some(path) = &config.kiro_oauth_creds_file {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok((name, credentials::from_file(path)?));
+    }
+    if let Some(base64) = &config.kiro_oauth_creds_base64 {
+        let origin = "--kiro-oauth-creds-base64 / KIRO_OAUTH_CREDS_BASE64";
+        return Ok((
+            "base64".into(),
+            credentials::from_base64(base64.expose(), origin)?,
+        ));
+    }
+    if let Some(path) = credentials::kiro_ide_token_file() {
+        return Ok(("kiro-ide".into(), credentials::from_file(&path)?));
+    }
+    Err(BuildError::NoCredentials)
+}
+
+/// API region: explicit `--kiro-region`, else the profileArn's region, else us-east-1.
+/// Refresh region: the credential's `region`, else the same.
+fn endpoints(config: &Config, credentials: &Credentials) -> Endpoints {
+    let arn_region = credentials
+        .profile_arn
+        .as_deref()
+        .and_then(|arn| arn.split(':').nth(3))
+        .filter(|r| !r.is_empty());
+    let api_region = config
+        .kiro_region
+        .as_deref()
+        .or(arn_region)
+        .unwrap_or("us-east-1");
+    let auth_region = credentials
+        .region
+        .as_deref()
+        .or(config.kiro_region.as_deref())
+        .unwrap_or("us-east-1");
+    Endpoints {
+        api_base: config
+            .kiro_base_url
+            .clone()
+            .unwrap_or_else(|| format!("https://q.{api_region}.amazonaws.com")),
+        social_refresh: config.kiro_refresh_url.clone().unwrap_or_else(|| {
+            format!("https://prod.{auth_region}.auth.desktop.kiro.dev/refreshToken")
+        }),
+        idc_refresh: config
+            .kiro_idc_refresh_url
+            .clone()
+            .unwrap_or_else(|| format!("https://oidc.{auth_region}.amazonaws.com/token")),
+    }
 }
 
 /// The request span: path only (a `?key=` query must never reach a log line).

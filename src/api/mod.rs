@@ -36,6 +36,8 @@ pub struct ProviderStatus {
     pub id: String,
     /// `mock` or `live`.
     pub mode: &'static str,
+    /// Live accounts (none in mock mode).
+    pub accounts: Vec<std::sync::Arc<crate::kiro::account::Account>>,
 }
 
 /// Everything the adapter needs besides the model service.
@@ -161,7 +163,25 @@ fn health(state: &ApiState) -> Response<ResponseBody> {
     let providers: Vec<_> = state
         .providers
         .iter()
-        .map(|p| json!({"id": p.id, "mode": p.mode, "status": "ok"}))
+        .map(|p| {
+            let accounts: Vec<_> = p
+                .accounts
+                .iter()
+                .map(|a| {
+                    let status = a.status();
+                    json!({
+                        "name": status.name,
+                        "format": status.format,
+                        "usable": status.unusable.is_none(),
+                        "reason": status.unusable,
+                        "token_expires_at": status.token_expires_at.map(crate::kiro::credentials::format_time),
+                        "refreshes": status.refreshes,
+                    })
+                })
+                .collect();
+            let usable = p.mode == "mock" || accounts.iter().any(|a| a["usable"] == true);
+            json!({"id": p.id, "mode": p.mode, "status": if usable { "ok" } else { "degraded" }, "accounts": accounts})
+        })
         .collect();
     let body = json!({
         "status": "ok",

@@ -1,9 +1,13 @@
 //! The Kiro provider: wire types, request builder, event-stream decoder, fake, service.
 
+pub mod account;
+pub mod credentials;
 pub mod errors;
 pub mod eventstream;
 pub mod fake;
+pub mod http;
 pub mod models;
+pub mod persist;
 pub mod request;
 pub mod service;
 pub mod stream;

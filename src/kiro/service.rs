@@ -1,7 +1,9 @@
 //! The Kiro upstream `Service`: canonical request in, canonical event stream out.
 
+use super::account::Account;
 use super::errors;
 use super::fake::FakeKiro;
+use super::http::{ide_headers, HttpUpstream, UpstreamResponse};
 use super::models::Catalog;
 use super::request::{self, BuildOptions};
 use super::stream::{chat_stream, ByteStream};
@@ -18,25 +20,33 @@ use tower::Service;
 
 /// Error bodies larger than this are cut when read (they are only used for messages).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+const CHAT_PATH: &str = "/generateAssistantResponse";
 
 /// How requests reach Kiro.
 #[derive(Clone, Debug)]
 pub enum Transport {
     /// The built-in fake, in-process (mock mode).
     Fake(FakeKiro),
-}
-
-/// An upstream answer with its body still streaming.
-struct UpstreamResponse {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: ByteStream,
+    /// Real HTTPS to Kiro (or to `aiproxy fake-kiro` in tests).
+    Http(HttpUpstream),
 }
 
 impl Transport {
-    async fn send(&self, request: Request<Bytes>) -> Result<UpstreamResponse, ChatError> {
+    async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, ChatError> {
         match self {
             Self::Fake(fake) => {
+                let mut request =
+                    Request::post(CHAT_PATH)
+                        .body(body)
+                        .map_err(|e| ChatError::Internal {
+                            message: format!("building the fake Kiro request failed: {e}"),
+                        })?;
+                *request.headers_mut() = headers;
                 let (parts, body) = fake.handle(request).into_parts();
                 Ok(UpstreamResponse {
                     status: parts.status,
@@ -44,13 +54,15 @@ impl Transport {
                     body: Box::pin(body),
                 })
             }
+            Self::Http(http) => http.post(url, headers, body).await,
         }
     }
 
-    /// Human-readable mode for `/health`.
+    /// `mock` or `live`, for `/health`.
     pub fn mode(&self) -> &'static str {
         match self {
             Self::Fake(_) => "mock",
+            Self::Http(_) => "live",
         }
     }
 }
@@ -58,6 +70,8 @@ impl Transport {
 struct Shared {
     transport: Transport,
     catalog: Catalog,
+    account: Option<Arc<Account>>,
+    chat_url: String,
 }
 
 /// One Kiro account's upstream. Cheap to clone.
@@ -70,21 +84,53 @@ impl std::fmt::Debug for KiroService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KiroService")
             .field("mode", &self.shared.transport.mode())
+            .field(
+                "account",
+                &self.shared.account.as_ref().map(|a| a.name().to_owned()),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl KiroService {
-    /// A service sending through `transport`, resolving models with `catalog`.
-    pub fn new(transport: Transport, catalog: Catalog) -> Self {
+    /// The in-process fake (mock mode): no account, no tokens.
+    pub fn mock(fake: FakeKiro, catalog: Catalog) -> Self {
+        Self::build(Transport::Fake(fake), catalog, None, CHAT_PATH.to_owned())
+    }
+
+    /// A real account over `http`.
+    pub fn live(http: HttpUpstream, catalog: Catalog, account: Arc<Account>) -> Self {
+        let chat_url = format!(
+            "{}{CHAT_PATH}",
+            account.endpoints().api_base.trim_end_matches('/')
+        );
+        Self::build(Transport::Http(http), catalog, Some(account), chat_url)
+    }
+
+    fn build(
+        transport: Transport,
+        catalog: Catalog,
+        account: Option<Arc<Account>>,
+        chat_url: String,
+    ) -> Self {
         Self {
-            shared: Arc::new(Shared { transport, catalog }),
+            shared: Arc::new(Shared {
+                transport,
+                catalog,
+                account,
+                chat_url,
+            }),
         }
     }
 
     /// `mock` or `live`.
     pub fn mode(&self) -> &'static str {
         self.shared.transport.mode()
+    }
+
+    /// The account behind this service, if live.
+    pub fn account(&self) -> Option<&Arc<Account>> {
+        self.shared.account.as_ref()
     }
 }
 
@@ -110,6 +156,10 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
         .ok_or_else(|| ChatError::ModelNotFound {
             model: chat.model.clone(),
         })?;
+    let mut token = match &shared.account {
+        Some(account) => Some(account.token().await?),
+        None => None,
+    };
     let conversation_id = chat
         .metadata
         .conversation_id
@@ -119,23 +169,63 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
         &chat,
         &BuildOptions {
             kiro_model_id: &model.kiro_model_id,
-            profile_arn: None,
+            profile_arn: token.as_ref().and_then(|t| t.profile_arn.as_deref()),
             conversation_id,
         },
     );
-    let body = serde_json::to_vec(&built.body).map_err(|e| ChatError::Internal {
-        message: format!("serialising the Kiro request failed: {e}"),
-    })?;
-    let request = Request::post("/generateAssistantResponse")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Bytes::from(body))
-        .map_err(|e| ChatError::Internal {
-            message: format!("building the Kiro request failed: {e}"),
-        })?;
-    let response = shared.transport.send(request).await?;
+    let body = Bytes::from(
+        serde_json::to_vec(&built.body).map_err(|e| ChatError::Internal {
+            message: format!("serialising the Kiro request failed: {e}"),
+        })?,
+    );
+    let machine_id = shared
+        .account
+        .as_ref()
+        .map(|a| a.machine_id())
+        .unwrap_or(MOCK_MACHINE_ID);
+    let mut response = shared
+        .transport
+        .post(
+            &shared.chat_url,
+            ide_headers(machine_id, token.as_ref()),
+            body.clone(),
+        )
+        .await?;
+    if let (Some(account), Some(rejected)) = (&shared.account, &token) {
+        if matches!(
+            response.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            let error_body = read_bounded(response.body).await;
+            if !errors::is_bearer_invalid(response.status, &error_body) {
+                return Err(failure(
+                    account,
+                    response.status,
+                    &response.headers,
+                    &error_body,
+                ));
+            }
+            tracing::info!(
+                account = account.name(),
+                "Kiro rejected the access token; refreshing once"
+            );
+            token = Some(account.token_after_rejection(&rejected.token).await?);
+            response = shared
+                .transport
+                .post(
+                    &shared.chat_url,
+                    ide_headers(machine_id, token.as_ref()),
+                    body,
+                )
+                .await?;
+        }
+    }
     if !response.status.is_success() {
-        let body = read_bounded(response.body).await;
-        return Err(errors::classify(response.status, &response.headers, &body));
+        let error_body = read_bounded(response.body).await;
+        return Err(match &shared.account {
+            Some(account) => failure(account, response.status, &response.headers, &error_body),
+            None => errors::classify(response.status, &response.headers, &error_body),
+        });
     }
     let input_estimate = tokens::estimate_request(&chat);
     let translator = Translator::new(built.tool_names, input_estimate, model.context_window);
@@ -145,6 +235,20 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
         input_tokens: input_estimate,
     };
     Ok(chat_stream(response.body, translator, start))
+}
+
+/// Machine id of the in-process fake (it has no account).
+const MOCK_MACHINE_ID: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Classifies an upstream failure and disables the account when it is suspended.
+fn failure(account: &Account, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatError {
+    let error = errors::classify(status, headers, body);
+    if status == StatusCode::FORBIDDEN && !errors::is_bearer_invalid(status, body) {
+        if let ChatError::AccountUnavailable { message } = &error {
+            account.mark_unusable(format!("Kiro account `{}`: {message}", account.name()));
+        }
+    }
+    error
 }
 
 async fn read_bounded(mut body: ByteStream) -> Bytes {

@@ -89,6 +89,11 @@ impl Stream for KiroChatStream {
                     this.decoder.push(&bytes);
                     this.decode_available()
                 }
+                Poll::Ready(Some(Err(error))) if error.kind() == std::io::ErrorKind::TimedOut => {
+                    Err(ChatError::Timeout {
+                        message: error.to_string(),
+                    })
+                }
                 Poll::Ready(Some(Err(error))) => Err(ChatError::Upstream {
                     message: format!("reading the upstream stream failed: {error}"),
                 }),

@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-bin=${AIPROXY_BIN:-$root/target/debug/aiproxy}
+bin=${AIPROXY_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/aiproxy}
 [ -x "$bin" ] || cargo build --bin aiproxy
 
 make_venv() { # dir requirements

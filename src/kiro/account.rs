@@ -1,0 +1,555 @@
+//! One Kiro account and its token manager.
+//!
+//! - The access token is refreshed before use when it is missing or within the refresh
+//!   margin of expiry, and once after Kiro rejects it (bearer-invalid 403).
+//! - One refresh at a time per account: concurrent callers wait on the same refresh and
+//!   reuse its result (double-checked under an async mutex).
+//! - A rotated refresh token is written back at once: to the credential file (read-merge-
+//!   write, atomic), or for base64 sources to a state file under `--state-dir`, which is
+//!   preferred over the original at the next start.
+//! - `invalid_grant` makes the account unusable with a clear reason, after re-reading the
+//!   credential file once in case another process rotated the token.
+
+use super::credentials::{self, format_time, Credentials, Format, Source};
+use super::persist;
+use crate::chat::ChatError;
+use crate::secret::Secret;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// Kiro IDE version mimicked in headers (A2 pins 0.11.63; see kiro-protocol.md §4.1).
+pub const KIRO_VERSION: &str = "0.11.63";
+/// Access tokens without `expiresIn` last this long (Kiro: about an hour).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Where an account talks to.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// `https://q.{region}.amazonaws.com` or `--kiro-base-url`.
+    pub api_base: String,
+    /// Social refresh URL (full).
+    pub social_refresh: String,
+    /// IdC refresh URL (full).
+    pub idc_refresh: String,
+}
+
+/// Settings shared by all accounts.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    /// Refresh when the token expires within this margin.
+    pub refresh_margin: Duration,
+    /// Where rotated tokens of base64 sources are kept.
+    pub state_dir: PathBuf,
+    /// Bound on one refresh call.
+    pub timeout: Duration,
+}
+
+/// An access token ready for a request.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    /// Bearer token.
+    pub token: Secret,
+    /// `profileArn` to send, if known.
+    pub profile_arn: Option<String>,
+}
+
+#[derive(Debug)]
+struct TokenState {
+    access: Option<Secret>,
+    expires_at: Option<SystemTime>,
+    refresh: Secret,
+    profile_arn: Option<String>,
+    unusable: Option<String>,
+    refreshes: u64,
+}
+
+/// What an account looks like from outside (no secrets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountStatus {
+    /// Display name.
+    pub name: String,
+    /// Credential format.
+    pub format: &'static str,
+    /// Expiry of the current access token.
+    pub token_expires_at: Option<SystemTime>,
+    /// Why the account cannot be used, if it cannot.
+    pub unusable: Option<String>,
+    /// Successful refreshes since start.
+    pub refreshes: u64,
+}
+
+/// One Kiro account.
+pub struct Account {
+    name: String,
+    source: Source,
+    format: Format,
+    machine_id: String,
+    endpoints: Endpoints,
+    settings: TokenSettings,
+    state_file: Option<PathBuf>,
+    http: reqwest::Client,
+    state: Mutex<TokenState>,
+    refresh_gate: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .field("format", &self.format.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    /// Sets up an account from parsed credentials. For base64 sources, a state file left by
+    /// an earlier run (with a rotated refresh token) takes precedence.
+    pub fn new(
+        name: String,
+        credentials: Credentials,
+        endpoints: Endpoints,
+        settings: TokenSettings,
+        http: reqwest::Client,
+    ) -> Arc<Self> {
+        let identity = credentials
+            .profile_arn
+            .clone()
+            .or_else(|| match &credentials.format {
+                Format::Seed { client_id, .. } | Format::Idc { client_id, .. } => {
+                    Some(client_id.clone())
+                }
+                Format::Social => None,
+            })
+            .unwrap_or_else(|| credentials.source.describe());
+        let machine_id = blake3::hash(format!("aiproxy/machine-id/{identity}").as_bytes())
+            .to_hex()
+            .to_string();
+        let state_file = match credentials.source {
+            Source::Base64 { .. } => {
+                let key = blake3::hash(credentials.refresh_token.expose().as_bytes()).to_hex();
+                Some(settings.state_dir.join(format!("kiro-{}.json", &key[..16])))
+            }
+            Source::File(_) => None,
+        };
+        let mut state = TokenState {
+            access: credentials.access_token,
+            expires_at: credentials.expires_at,
+            refresh: credentials.refresh_token,
+            profile_arn: credentials.profile_arn,
+            unusable: None,
+            refreshes: 0,
+        };
+        if let Some(path) = &state_file {
+            load_state_file(path, &mut state);
+        }
+        Arc::new(Self {
+            name,
+            source: credentials.source,
+            format: credentials.format,
+            machine_id,
+            endpoints,
+            settings,
+            state_file,
+            http,
+            state: Mutex::new(state),
+            refresh_gate: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stable 64-hex machine id sent in the IDE user agent.
+    pub fn machine_id(&self) -> &str {
+        &self.machine_id
+    }
+
+    /// Where requests go.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TokenState> {
+        // A poisoned lock only means another thread panicked mid-update of plain fields.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Non-secret status.
+    pub fn status(&self) -> AccountStatus {
+        let state = self.lock();
+        AccountStatus {
+            name: self.name.clone(),
+            format: self.format.name(),
+            token_expires_at: state.expires_at,
+            unusable: state.unusable.clone(),
+            refreshes: state.refreshes,
+        }
+    }
+
+    /// Marks the account unusable (e.g. suspended).
+    pub fn mark_unusable(&self, reason: String) {
+        tracing::warn!(account = %self.name, %reason, "account disabled");
+        self.lock().unusable = Some(reason);
+    }
+
+    fn current(&self) -> Result<Option<AccessToken>, ChatError> {
+        let state = self.lock();
+        if let Some(reason) = &state.unusable {
+            return Err(ChatError::AccountUnavailable {
+                message: reason.clone(),
+            });
+        }
+        let fresh = state
+            .expires_at
+            .is_some_and(|at| at > SystemTime::now() + self.settings.refresh_margin);
+        Ok(match (&state.access, fresh) {
+            (Some(token), true) => Some(AccessToken {
+                token: token.clone(),
+                profile_arn: state.profile_arn.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// A usable access token, refreshing first if it is missing or about to expire.
+    pub async fn token(&self) -> Result<AccessToken, ChatError> {
+        if let Some(token) = self.current()? {
+            return Ok(token);
+        }
+        let _gate = self.refresh_gate.lock().await;
+        if let Some(token) = self.current()? {
+            return Ok(token);
+        }
+        self.refresh().await
+    }
+
+    /// Kiro rejected `rejected`: refresh once (unless another caller already did).
+    pub async fn token_after_rejection(&self, rejected: &Secret) -> Result<AccessToken, ChatError> {
+        let _gate = self.refresh_gate.lock().await;
+        {
+            let state = self.lock();
+            if let Some(reason) = &state.unusable {
+                return Err(ChatError::AccountUnavailable {
+                    message: reason.clone(),
+                });
+            }
+            if let Some(access) = state.access.as_ref().filter(|a| *a != rejected) {
+                return Ok(AccessToken {
+                    token: access.clone(),
+                    profile_arn: state.profile_arn.clone(),
+                });
+            }
+        }
+        self.refresh().await
+    }
+
+    /// Exchanges the refresh token. Caller holds the refresh gate.
+    async fn refresh(&self) -> Result<AccessToken, ChatError> {
+        let refresh_token = self.lock().refresh.clone();
+        match self.exchange(&refresh_token).await {
+            Ok(answer) => Ok(self.adopt(answer)),
+            Err(RefreshError::InvalidGrant) => {
+                if let Some(newer) = self.reread_refresh_token(&refresh_token) {
+                    tracing::info!(account = %self.name, "credential file has a newer refresh token; retrying with it");
+                    self.lock().refresh = newer.clone();
+                    if let Ok(answer) = self.exchange(&newer).await {
+                        return Ok(self.adopt(answer));
+                    }
+                }
+                let reason = format!(
+                    "Kiro account `{}`: the refresh token was rejected (invalid_grant). It was revoked or \
+                     already used elsewhere; sign in to Kiro again and update {}.",
+                    self.name,
+                    self.source.describe()
+                );
+                self.mark_unusable(reason.clone());
+                Err(ChatError::AccountUnavailable { message: reason })
+            }
+            Err(RefreshError::Failed(message)) => Err(ChatError::Upstream {
+                message: format!(
+                    "refreshing the token of Kiro account `{}` failed: {message}",
+                    self.name
+                ),
+            }),
+        }
+    }
+
+    /// Stores a refresh answer and writes it back before anything else uses it.
+    fn adopt(&self, answer: RefreshAnswer) -> AccessToken {
+        let expires_at = SystemTime::now() + answer.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let (token, rotated, profile_arn) = {
+            let mut state = self.lock();
+            let rotated = answer
+                .refresh_token
+                .filter(|r| !r.is_empty() && *r != state.refresh);
+            if let Some(rotated) = &rotated {
+                state.refresh = rotated.clone();
+            }
+            state.access = Some(answer.access_token.clone());
+            state.expires_at = Some(expires_at);
+            if answer.profile_arn.is_some() {
+                state.profile_arn = answer.profile_arn;
+            }
+            state.refreshes += 1;
+            (
+                answer.access_token,
+                rotated.is_some(),
+                state.profile_arn.clone(),
+            )
+        };
+        tracing::info!(account = %self.name, rotated, expires_at = %format_time(expires_at), "token refreshed");
+        self.persist(&token, expires_at, rotated);
+        AccessToken { token, profile_arn }
+    }
+
+    fn persist(&self, access: &Secret, expires_at: SystemTime, rotated: bool) {
+        let (refresh, profile_arn) = {
+            let state = self.lock();
+            (state.refresh.clone(), state.profile_arn.clone())
+        };
+        let snake = matches!(self.format, Format::Seed { .. }) && self.state_file.is_none();
+        let key =
+            |camel: &'static str, snake_key: &'static str| if snake { snake_key } else { camel };
+        let mut updates = Map::new();
+        updates.insert(
+            key("accessToken", "access_token").into(),
+            json!(access.expose()),
+        );
+        updates.insert(
+            key("expiresAt", "expires_at").into(),
+            json!(format_time(expires_at)),
+        );
+        updates.insert(
+            key("refreshToken", "refresh_token").into(),
+            json!(refresh.expose()),
+        );
+        if let Some(arn) = profile_arn {
+            updates.insert(key("profileArn", "profile_arn").into(), json!(arn));
+        }
+        let target = match (&self.state_file, &self.source) {
+            (Some(path), _) => path.clone(),
+            (None, Source::File(path)) => path.clone(),
+            (None, Source::Base64 { .. }) => return,
+        };
+        if let Err(error) = persist::merge_into_file(&target, &updates) {
+            tracing::error!(
+                account = %self.name, %error, rotated,
+                "could not save the refreshed tokens; they are kept in memory, but after a restart \
+                 this account may need a new login. Fix the file's permissions."
+            );
+        }
+    }
+
+    /// The refresh token currently in the credential file, if it differs from `ours`.
+    fn reread_refresh_token(&self, ours: &Secret) -> Option<Secret> {
+        let path = match (&self.state_file, &self.source) {
+            (Some(path), _) => path.clone(),
+            (None, Source::File(path)) => path.clone(),
+            _ => return None,
+        };
+        let fresh = if self.state_file.is_some() {
+            let mut probe = TokenState {
+                access: None,
+                expires_at: None,
+                refresh: ours.clone(),
+                profile_arn: None,
+                unusable: None,
+                refreshes: 0,
+            };
+            load_state_file(&path, &mut probe);
+            probe.refresh
+        } else {
+            credentials::from_file(&path).ok()?.refresh_token
+        };
+        (fresh != *ours).then_some(fresh)
+    }
+
+    async fn exchange(&self, refresh_token: &Secret) -> Result<RefreshAnswer, RefreshError> {
+        let user_agent = format!("KiroIDE-{KIRO_VERSION}-{}", self.machine_id);
+        let request = match &self.format {
+            Format::Seed {
+                client_id,
+                client_secret,
+                token_url,
+                scope,
+            } => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.expose()),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", client_secret.expose()),
+                ];
+                if let Some(scope) = scope {
+                    form.push(("scope", scope.as_str()));
+                }
+                self.http.post(token_url).form(&form)
+            }
+            Format::Social => self
+                .http
+                .post(&self.endpoints.social_refresh)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(json!({ "refreshToken": refresh_token.expose() }).to_string()),
+            Format::Idc {
+                client_id,
+                client_secret,
+            } => self
+                .http
+                .post(&self.endpoints.idc_refresh)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("x-amz-user-agent", "aws-sdk-js/3.980.0 KiroIDE")
+                .header("amz-sdk-invocation-id", uuid::Uuid::new_v4().to_string())
+                .header("amz-sdk-request", "attempt=1; max=4")
+                .body(
+                    json!({
+                        "clientId": client_id,
+                        "clientSecret": client_secret.expose(),
+                        "refreshToken": refresh_token.expose(),
+                        "grantType": "refresh_token",
+                    })
+                    .to_string(),
+                ),
+        };
+        let response = request
+            .header(reqwest::header::USER_AGENT, user_agent)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.settings.timeout)
+            .send()
+            .await
+            .map_err(|e| RefreshError::Failed(describe_reqwest(&e)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| RefreshError::Failed(describe_reqwest(&e)))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            if text.contains("invalid_grant") || text.contains("Invalid refresh token") {
+                return Err(RefreshError::InvalidGrant);
+            }
+            return Err(RefreshError::Failed(format!(
+                "the token endpoint answered {status}: {}",
+                error_summary(&body)
+            )));
+        }
+        let raw: RawRefresh = serde_json::from_slice(&body).map_err(|e| {
+            RefreshError::Failed(format!(
+                "the token endpoint answered with unexpected JSON ({e})"
+            ))
+        })?;
+        let access_token = raw.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            RefreshError::Failed("the token endpoint's answer has no access token".into())
+        })?;
+        Ok(RefreshAnswer {
+            access_token: Secret::new(access_token),
+            refresh_token: raw.refresh_token.map(Secret::new),
+            expires_in: raw.expires_in.map(Duration::from_secs),
+            profile_arn: raw.profile_arn,
+        })
+    }
+}
+
+/// A refresh token file's or state file's tokens override what the base64 held.
+fn load_state_file(path: &std::path::Path, state: &mut TokenState) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return;
+    };
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) else {
+        tracing::warn!(path = %path.display(), "ignoring an unreadable token state file");
+        return;
+    };
+    let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+    if let Some(refresh) = text("refreshToken").filter(|r| !r.is_empty()) {
+        state.refresh = Secret::new(refresh);
+        state.access = text("accessToken").map(Secret::new);
+        state.expires_at = text("expiresAt").and_then(|t| credentials::parse_time(&t));
+        if let Some(arn) = text("profileArn") {
+            state.profile_arn = Some(arn);
+        }
+    }
+}
+
+/// A non-secret one-line summary of an error body.
+fn error_summary(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Option<Value>,
+        error_description: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => [
+            b.error.map(|e| e.to_string()),
+            b.error_description,
+            b.message,
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": "),
+        Err(_) => format!("{} bytes of non-JSON", body.len()),
+    }
+}
+
+/// reqwest errors without the URL's query (which never holds secrets here, but keep it short).
+pub fn describe_reqwest(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else if error.is_body() || error.is_decode() {
+        "broken response body"
+    } else {
+        "request failed"
+    };
+    let host = error
+        .url()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
+        })
+        .unwrap_or_default();
+    let mut source = std::error::Error::source(error);
+    let mut detail = String::new();
+    while let Some(inner) = source {
+        detail = inner.to_string();
+        source = inner.source();
+    }
+    format!(
+        "{kind} ({host}){}",
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {detail}")
+        }
+    )
+}
+
+enum RefreshError {
+    InvalidGrant,
+    Failed(String),
+}
+
+struct RefreshAnswer {
+    access_token: Secret,
+    refresh_token: Option<Secret>,
+    expires_in: Option<Duration>,
+    profile_arn: Option<String>,
+}
+
+/// Accepts camelCase (Kiro, OIDC) and snake_case (OAuth2) answers alike.
+#[derive(Deserialize)]
+struct RawRefresh {
+    #[serde(alias = "accessToken")]
+    access_token: Option<String>,
+    #[serde(alias = "refreshToken")]
+    refresh_token: Option<String>,
+    #[serde(alias = "expiresIn")]
+    expires_in: Option<u64>,
+    #[serde(alias = "profileArn")]
+    profile_arn: Option<String>,
+}

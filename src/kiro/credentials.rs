@@ -1,0 +1,361 @@
+//! Kiro credentials: where they come from and which of the three formats they are
+//! (kiro-protocol.md §2-3).
+//!
+//! | format | detected by | refresh |
+//! |---|---|---|
+//! | generic OAuth2 (product guide) | `token_url` / snake_case `refresh_token` | form `grant_type=refresh_token` to `token_url`, snake_case answer |
+//! | Kiro social | `authMethod: social`, or `refreshToken` without client fields | JSON `{refreshToken}` to `/refreshToken` |
+//! | Kiro IdC / Builder ID | `authMethod: IdC`, `clientId`+`clientSecret`, or `clientIdHash` | JSON camelCase to `oidc.{region}.amazonaws.com/token` |
+//!
+//! Errors name the source and the missing or malformed field, never a value.
+
+use crate::secret::Secret;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Kiro IDE's own login file, relative to the home directory.
+pub const KIRO_IDE_TOKEN_FILE: &str = ".aws/sso/cache/kiro-auth-token.json";
+
+/// Where a credential came from (and where rotated tokens go back to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A JSON file, rewritten in place when tokens rotate.
+    File(PathBuf),
+    /// Base64 text from a flag or the environment; rotated tokens go to a state file.
+    Base64 {
+        /// Which flag/variable, for messages.
+        origin: &'static str,
+    },
+}
+
+impl Source {
+    /// For messages: the file path or the flag name.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Base64 { origin } => origin.to_string(),
+        }
+    }
+}
+
+/// How the refresh token is exchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The product guide's generic OAuth2 shape.
+    Seed {
+        /// `client_id`.
+        client_id: String,
+        /// `client_secret`.
+        client_secret: Secret,
+        /// `token_url`.
+        token_url: String,
+        /// `scope`, if given.
+        scope: Option<String>,
+    },
+    /// Kiro desktop social login (Google/GitHub).
+    Social,
+    /// AWS Builder ID / IAM Identity Center.
+    Idc {
+        /// OIDC client id.
+        client_id: String,
+        /// OIDC client secret.
+        client_secret: Secret,
+    },
+}
+
+impl Format {
+    /// Short name for logs and admin output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Seed { .. } => "oauth2",
+            Self::Social => "social",
+            Self::Idc { .. } => "idc",
+        }
+    }
+}
+
+/// A parsed credential.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// Where it came from.
+    pub source: Source,
+    /// Refresh flavour.
+    pub format: Format,
+    /// Long-lived token exchanged for access tokens.
+    pub refresh_token: Secret,
+    /// Current access token, if the file has one.
+    pub access_token: Option<Secret>,
+    /// When the access token expires, if known.
+    pub expires_at: Option<SystemTime>,
+    /// `profileArn`, sent with requests when known.
+    pub profile_arn: Option<String>,
+    /// `region` of the login (refresh endpoint region).
+    pub region: Option<String>,
+}
+
+/// Why a credential cannot be used. Never contains a secret value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The file could not be read.
+    #[error("Kiro credentials {source_name}: cannot read the file: {reason}")]
+    Unreadable {
+        /// File or flag.
+        source_name: String,
+        /// OS error.
+        reason: String,
+    },
+    /// Not base64 / not JSON / not an object.
+    #[error("Kiro credentials {source_name}: {reason}")]
+    Malformed {
+        /// File or flag.
+        source_name: String,
+        /// What is wrong (no values).
+        reason: String,
+    },
+    /// A required field is missing or has the wrong type.
+    #[error("Kiro credentials {source_name}: field `{field}` is {problem} ({format} credentials need it)")]
+    Field {
+        /// File or flag.
+        source_name: String,
+        /// The field.
+        field: String,
+        /// `missing`, `not a string`, `empty`.
+        problem: &'static str,
+        /// The detected format.
+        format: &'static str,
+    },
+}
+
+/// Reads and parses a credential file.
+pub fn from_file(path: &Path) -> Result<Credentials, CredentialError> {
+    let source = Source::File(path.to_path_buf());
+    let text = std::fs::read_to_string(path).map_err(|e| CredentialError::Unreadable {
+        source_name: source.describe(),
+        reason: e.to_string(),
+    })?;
+    let object = parse_object(&text, &source)?;
+    parse(&object, source, path.parent())
+}
+
+/// Decodes and parses base64 credentials (whitespace, padding and URL-safe forms accepted).
+pub fn from_base64(text: &str, origin: &'static str) -> Result<Credentials, CredentialError> {
+    let source = Source::Base64 { origin };
+    let json = decode_base64(text).ok_or_else(|| CredentialError::Malformed {
+        source_name: source.describe(),
+        reason: "the value is not valid base64; encode the JSON credential file with `base64 -w0`"
+            .into(),
+    })?;
+    let text = String::from_utf8(json).map_err(|_| CredentialError::Malformed {
+        source_name: source.describe(),
+        reason: "the decoded value is not UTF-8 JSON".into(),
+    })?;
+    let object = parse_object(&text, &source)?;
+    parse(&object, source, None)
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(&compact).ok())
+}
+
+fn parse_object(text: &str, source: &Source) -> Result<Map<String, Value>, CredentialError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(CredentialError::Malformed {
+            source_name: source.describe(),
+            reason: "expected a JSON object".into(),
+        }),
+        Err(e) => Err(CredentialError::Malformed {
+            source_name: source.describe(),
+            // serde_json's message carries line/column only, never the content.
+            reason: format!("not valid JSON ({e})"),
+        }),
+    }
+}
+
+/// Detects the format of a credential object and extracts its fields. `dir` is where a
+/// `clientIdHash` registration file is looked up.
+pub fn parse(
+    object: &Map<String, Value>,
+    source: Source,
+    dir: Option<&Path>,
+) -> Result<Credentials, CredentialError> {
+    let fields = Fields {
+        object,
+        source: &source,
+    };
+    let auth_method = fields
+        .optional("authMethod")?
+        .map(|m| m.to_ascii_lowercase());
+    let is_seed = object.contains_key("token_url") || object.contains_key("refresh_token");
+    let format = if is_seed {
+        Format::Seed {
+            client_id: fields.required("client_id", "oauth2")?,
+            client_secret: Secret::new(fields.required("client_secret", "oauth2")?),
+            token_url: fields.required("token_url", "oauth2")?,
+            scope: fields.optional("scope")?,
+        }
+    } else if auth_method.as_deref() == Some("social")
+        || (auth_method.is_none()
+            && !object.contains_key("clientId")
+            && !object.contains_key("clientIdHash"))
+    {
+        Format::Social
+    } else {
+        let (client_id, client_secret) = idc_client(&fields, dir)?;
+        Format::Idc {
+            client_id,
+            client_secret,
+        }
+    };
+    let format_name = format.name();
+    let (refresh_key, access_key, expires_key, arn_key) = if is_seed {
+        ("refresh_token", "access_token", "expires_at", "profile_arn")
+    } else {
+        ("refreshToken", "accessToken", "expiresAt", "profileArn")
+    };
+    let refresh_token = Secret::new(fields.required(refresh_key, format_name)?);
+    let access_token = fields
+        .optional(access_key)?
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    let expires_at = match fields.optional(expires_key)? {
+        Some(text) => Some(parse_time(&text).ok_or_else(|| CredentialError::Field {
+            source_name: source.describe(),
+            field: expires_key.into(),
+            problem: "not an RFC 3339 time (e.g. 2025-12-31T02:32:45.144Z)",
+            format: format_name,
+        })?),
+        None => None,
+    };
+    Ok(Credentials {
+        format,
+        refresh_token,
+        access_token,
+        expires_at,
+        profile_arn: fields.optional(arn_key)?,
+        region: fields.optional("region")?,
+        source,
+    })
+}
+
+/// IdC client registration: inline, or in `<clientIdHash>.json` beside the token file.
+fn idc_client(
+    fields: &Fields<'_>,
+    dir: Option<&Path>,
+) -> Result<(String, Secret), CredentialError> {
+    if fields.object.contains_key("clientId") || fields.object.get("clientIdHash").is_none() {
+        return Ok((
+            fields.required("clientId", "idc")?,
+            Secret::new(fields.required("clientSecret", "idc")?),
+        ));
+    }
+    let hash = fields.required("clientIdHash", "idc")?;
+    let Some(dir) = dir else {
+        return Err(CredentialError::Malformed {
+            source_name: fields.source.describe(),
+            reason: "`clientIdHash` points at a registration file, which only works for credential files; \
+                     put `clientId` and `clientSecret` into the credentials instead"
+                .into(),
+        });
+    };
+    if hash.contains(['/', '\\']) || hash.contains("..") {
+        return Err(CredentialError::Field {
+            source_name: fields.source.describe(),
+            field: "clientIdHash".into(),
+            problem: "not a plain file name",
+            format: "idc",
+        });
+    }
+    let path = dir.join(format!("{hash}.json"));
+    let registration_source = Source::File(path.clone());
+    let text = std::fs::read_to_string(&path).map_err(|e| CredentialError::Unreadable {
+        source_name: registration_source.describe(),
+        reason: format!("{e} (the IdC registration named by `clientIdHash`)"),
+    })?;
+    let object = parse_object(&text, &registration_source)?;
+    let registration = Fields {
+        object: &object,
+        source: &registration_source,
+    };
+    Ok((
+        registration.required("clientId", "idc")?,
+        Secret::new(registration.required("clientSecret", "idc")?),
+    ))
+}
+
+struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    source: &'a Source,
+}
+
+impl Fields<'_> {
+    fn optional(&self, key: &str) -> Result<Option<String>, CredentialError> {
+        match self.object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(CredentialError::Field {
+                source_name: self.source.describe(),
+                field: key.into(),
+                problem: "not a string",
+                format: "these",
+            }),
+        }
+    }
+
+    fn required(&self, key: &str, format: &'static str) -> Result<String, CredentialError> {
+        let problem = match self.object.get(key) {
+            Some(Value::String(s)) if !s.trim().is_empty() => return Ok(s.clone()),
+            Some(Value::String(_)) => "empty",
+            None | Some(Value::Null) => "missing",
+            Some(_) => "not a string",
+        };
+        Err(CredentialError::Field {
+            source_name: self.source.describe(),
+            field: key.into(),
+            problem,
+            format,
+        })
+    }
+}
+
+/// Parses RFC 3339 (`2025-12-31T02:32:45.144Z`, `...+00:00`) or Unix seconds/millis.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<u64>() {
+        let seconds = if number > 100_000_000_000 {
+            number / 1000
+        } else {
+            number
+        };
+        return Some(UNIX_EPOCH + Duration::from_secs(seconds));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// RFC 3339 in UTC with milliseconds (`2025-12-31T02:32:45.144Z`), as Kiro writes it.
+pub fn format_time(at: SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at);
+    let at = at
+        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The home directory's Kiro IDE token file, if it exists.
+pub fn kiro_ide_token_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let path = PathBuf::from(home).join(KIRO_IDE_TOKEN_FILE);
+    path.is_file().then_some(path)
+}
+
+#[cfg(test)]
+mod tests;

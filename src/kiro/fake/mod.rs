@@ -1,0 +1,629 @@
+//! A wire-level fake of Kiro, in-process (mock mode) or on a socket (`aiproxy fake-kiro`).
+//!
+//! It checks request bodies the way the real service does (kiro-protocol.md §4.3), answers
+//! with real event-stream bytes, issues and rotates tokens like the three refresh endpoints,
+//! and can be scripted to fail in every way Kiro does (see [`script::Step`]). The default
+//! answer is deterministic: the current user message echoed back, one event per word.
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `POST /generateAssistantResponse` | the chat call (bearer checked when tokens are checked) |
+//! | `POST /refreshToken` | social refresh: `{refreshToken}` -> `{accessToken, refreshToken, expiresIn, profileArn}` |
+//! | `POST /token` | IdC refresh: `{clientId, clientSecret, refreshToken, grantType}` -> camelCase |
+//! | `POST /oauth/token` | OAuth2 refresh (form) -> `{access_token, refresh_token, expires_in}` |
+//! | `GET /getUsageLimits`, `GET /ListAvailableModels` | the shapes of §8.2 / §8.3 |
+//! | `POST /__fake/script` | queue steps (a JSON object or array) for the next chat calls |
+//! | `GET /__fake/stats` | call counters, the last IDE headers seen, peak concurrency |
+//! | `POST /__fake/expire-tokens` | invalidate every issued access token |
+
+pub mod script;
+pub mod server;
+pub mod tokens;
+mod validate;
+
+pub use validate::validate;
+
+use super::wire::KiroRequest;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{header, Method, Request, Response, StatusCode};
+use script::Step;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Model ids the fake accepts (§5.1, current dotted ids).
+pub const KNOWN_MODEL_IDS: &[&str] = &[
+    "auto",
+    "claude-sonnet-4",
+    "claude-sonnet-4.5",
+    "claude-sonnet-4.6",
+    "claude-haiku-4.5",
+    "claude-opus-4.5",
+    "claude-opus-4.6",
+    "claude-opus-4.7",
+    "claude-opus-4.8",
+];
+
+/// Kiro rejects bodies over about this size (§4.3 rule 11).
+pub const MAX_PAYLOAD_BYTES: usize = 600_000;
+
+/// Profile ARN the fake hands out with social refreshes.
+pub const FAKE_PROFILE_ARN: &str =
+    "arn:aws:codewhisperer:us-east-1:000000000000:profile/FAKEPROFILE";
+
+/// Counters and last-seen values, served at `/__fake/stats`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Successful and failed refresh calls, all flavours.
+    pub refresh_calls: u64,
+    /// `invalid_grant` answers.
+    pub invalid_grants: u64,
+    /// Chat calls.
+    pub generate_calls: u64,
+    /// Chat calls refused for a bad or expired bearer token.
+    pub rejected_tokens: u64,
+    /// Most chat calls streaming at once.
+    pub peak_concurrent_generates: usize,
+    /// `user-agent` of the last chat call.
+    pub last_user_agent: Option<String>,
+    /// `x-amz-user-agent` of the last chat call.
+    pub last_x_amz_user_agent: Option<String>,
+    /// `profileArn` of the last chat call.
+    pub last_profile_arn: Option<String>,
+    /// `modelId` of the last chat call.
+    pub last_model_id: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tokens: tokens::Tokens,
+    script: VecDeque<Step>,
+    stats: Stats,
+}
+
+#[derive(Debug)]
+struct Inner {
+    event_delay: Duration,
+    check_tokens: bool,
+    token_ttl: Duration,
+    state: Mutex<State>,
+    streaming: AtomicUsize,
+}
+
+/// The fake service. Cheap to clone; clones share state.
+#[derive(Clone, Debug)]
+pub struct FakeKiro {
+    inner: Arc<Inner>,
+}
+
+impl Default for FakeKiro {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeKiro {
+    /// The in-process fake of mock mode: no token checks, no delays.
+    pub fn new() -> Self {
+        Self::build(Duration::ZERO, false, Duration::from_secs(3600))
+    }
+
+    /// The fake as a server: tokens are issued and checked.
+    pub fn server(token_ttl: Duration, event_delay: Duration) -> Self {
+        Self::build(event_delay, true, token_ttl)
+    }
+
+    fn build(event_delay: Duration, check_tokens: bool, token_ttl: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                event_delay,
+                check_tokens,
+                token_ttl,
+                state: Mutex::new(State::default()),
+                streaming: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Waits this long before each write (slow-stream tests, benchmarks).
+    pub fn with_event_delay(self, delay: Duration) -> Self {
+        Self::build(delay, self.inner.check_tokens, self.inner.token_ttl)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// Queues steps for the next chat calls.
+    pub fn push_script(&self, steps: impl IntoIterator<Item = Step>) {
+        self.lock().script.extend(steps);
+    }
+
+    /// Answers one HTTP request.
+    pub fn handle(&self, request: Request<Bytes>) -> Response<FrameStream> {
+        let path = request.uri().path().to_owned();
+        match (request.method(), path.as_str()) {
+            (&Method::POST, "/generateAssistantResponse") => self.generate(&request),
+            (&Method::POST, "/refreshToken") => self.refresh(request.body(), Flavour::Social),
+            (&Method::POST, "/token") => self.refresh(request.body(), Flavour::Idc),
+            (&Method::POST, "/oauth/token") => self.refresh(request.body(), Flavour::OAuth2),
+            (&Method::GET, "/getUsageLimits") => json_response(StatusCode::OK, usage_limits()),
+            (&Method::GET, "/ListAvailableModels") => {
+                json_response(StatusCode::OK, available_models())
+            }
+            (&Method::POST, "/__fake/script") => self.script(request.body()),
+            (&Method::GET, "/__fake/stats") => json_response(
+                StatusCode::OK,
+                serde_json::to_value(self.stats()).unwrap_or_default(),
+            ),
+            (&Method::POST, "/__fake/expire-tokens") => {
+                self.lock().tokens.expire_all();
+                json_response(StatusCode::OK, json!({"expired": true}))
+            }
+            (method, path) => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"message": format!("fake Kiro has no route {method} {path}")}),
+            ),
+        }
+    }
+
+    fn script(&self, body: &[u8]) -> Response<FrameStream> {
+        let steps = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => items
+                .into_iter()
+                .map(serde_json::from_value::<Step>)
+                .collect(),
+            Ok(item) => serde_json::from_value::<Step>(item).map(|s| vec![s]),
+            Err(e) => Err(e),
+        };
+        match steps {
+            Ok(steps) => {
+                let queued = steps.len();
+                self.push_script(steps);
+                json_response(StatusCode::OK, json!({"queued": queued}))
+            }
+            Err(e) => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"message": format!("bad script: {e}")}),
+            ),
+        }
+    }
+
+    fn refresh(&self, body: &[u8], flavour: Flavour) -> Response<FrameStream> {
+        let refresh_token = flavour.refresh_token(body);
+        let mut state = self.lock();
+        state.stats.refresh_calls += 1;
+        let issued = match refresh_token {
+            Some(token) => state.tokens.refresh(&token, self.inner.token_ttl),
+            None => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "invalid_request", "error_description": flavour.shape_hint()}),
+                )
+            }
+        };
+        let Some(issued) = issued else {
+            state.stats.invalid_grants += 1;
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_grant", "error_description": "Invalid refresh token provided"}),
+            );
+        };
+        drop(state);
+        let ttl = self.inner.token_ttl.as_secs();
+        let body = match flavour {
+            Flavour::Social => json!({"accessToken": issued.access, "refreshToken": issued.refresh,
+                                      "expiresIn": ttl, "profileArn": FAKE_PROFILE_ARN}),
+            Flavour::Idc => json!({"accessToken": issued.access, "refreshToken": issued.refresh,
+                                   "expiresIn": ttl, "tokenType": "Bearer"}),
+            Flavour::OAuth2 => {
+                json!({"access_token": issued.access, "refresh_token": issued.refresh,
+                                      "expires_in": ttl, "token_type": "Bearer"})
+            }
+        };
+        json_response(StatusCode::OK, body)
+    }
+
+    fn generate(&self, request: &Request<Bytes>) -> Response<FrameStream> {
+        let body = request.body();
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let mut step = {
+            let mut state = self.lock();
+            state.stats.generate_calls += 1;
+            state.stats.last_user_agent = header("user-agent");
+            state.stats.last_x_amz_user_agent = header("x-amz-user-agent");
+            state.script.pop_front()
+        };
+        if step.as_ref().is_some_and(|s| s.expire_tokens) {
+            self.lock().tokens.expire_all();
+        }
+        if self.inner.check_tokens {
+            let bearer =
+                header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+            let valid = bearer.is_some_and(|token| self.lock().tokens.is_valid(&token));
+            if !valid {
+                self.lock().stats.rejected_tokens += 1;
+                let forbidden = Step {
+                    status: Some(403),
+                    ..Step::default()
+                };
+                return error_response(&forbidden);
+            }
+        }
+        if body.len() > MAX_PAYLOAD_BYTES {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"message": "Input is too long.", "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD"}),
+            );
+        }
+        let parsed: KiroRequest = match serde_json::from_slice(body) {
+            Ok(parsed) => parsed,
+            Err(e) => return improperly_formed(&format!("body does not parse: {e}")),
+        };
+        if let Err(violation) = validate(&parsed) {
+            return improperly_formed(&violation);
+        }
+        let current = &parsed.conversation_state.current_message.user_input_message;
+        {
+            let mut state = self.lock();
+            state.stats.last_profile_arn = parsed.profile_arn.clone();
+            state.stats.last_model_id = Some(current.model_id.clone());
+        }
+        let (echo, directive) = script::directive(&current.content);
+        if step.is_none() {
+            match directive {
+                Some(Ok(from_message)) => step = Some(from_message),
+                Some(Err(error)) => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"message": format!("fake-kiro directive is invalid: {error}"), "reason": "FAKE_SCRIPT"}),
+                    )
+                }
+                None => {}
+            }
+        }
+        let step = step.unwrap_or_default();
+        if step.status.is_some() {
+            return error_response(&step);
+        }
+        let delay = step
+            .event_delay_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.event_delay);
+        let frames = script::frames(&step, &echo, body.len());
+        let stream = FrameStream::new(frames, delay).counted(Arc::clone(&self.inner));
+        let mut response = Response::new(stream);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/vnd.amazon.eventstream"),
+        );
+        response
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Flavour {
+    Social,
+    Idc,
+    OAuth2,
+}
+
+impl Flavour {
+    fn refresh_token(self, body: &[u8]) -> Option<String> {
+        match self {
+            Self::Social | Self::Idc => serde_json::from_slice::<Value>(body)
+                .ok()?
+                .get("refreshToken")?
+                .as_str()
+                .map(str::to_owned),
+            Self::OAuth2 => {
+                let text = std::str::from_utf8(body).ok()?;
+                let grant = form_value(text, "grant_type")?;
+                (grant == "refresh_token").then(|| form_value(text, "refresh_token"))?
+            }
+        }
+    }
+
+    fn shape_hint(self) -> &'static str {
+        match self {
+            Self::Social => "send JSON {\"refreshToken\": ...}",
+            Self::Idc => "send JSON {\"clientId\", \"clientSecret\", \"refreshToken\", \"grantType\": \"refresh_token\"}",
+            Self::OAuth2 => "send a form with grant_type=refresh_token and refresh_token",
+        }
+    }
+}
+
+fn form_value(form: &str, key: &str) -> Option<String> {
+    form.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = match bytes[i] {
+            b'+' => b' ',
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    i += 2;
+                    b
+                }
+                Err(_) => b'%',
+            },
+            b => b,
+        };
+        out.push(byte);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn usage_limits() -> Value {
+    json!({
+        "nextDateReset": 1_798_761_600.0,
+        "subscriptionInfo": {"subscriptionTitle": "KIRO PRO", "subscriptionName": "PRO", "subscriptionType": "Q_DEVELOPER_STANDALONE_PRO", "status": "ACTIVE"},
+        "userInfo": {"email": "fake@example.com", "userId": "fake-user"},
+        "usageBreakdownList": [{
+            "resourceType": "CREDIT", "currentUsage": 12, "currentUsageWithPrecision": 12.5,
+            "usageLimit": 1000, "usageLimitWithPrecision": 1000.0, "nextDateReset": 1_798_761_600.0,
+            "currency": "USD", "unit": "INVOCATIONS", "overageRate": 0.04
+        }]
+    })
+}
+
+fn available_models() -> Value {
+    let models: Vec<Value> = KNOWN_MODEL_IDS
+        .iter()
+        .map(|id| {
+            json!({
+                "modelId": id, "modelName": id, "description": format!("{id} (fake)"),
+                "supportedInputTypes": ["TEXT", "IMAGE"], "rateMultiplier": 1.0,
+                "tokenLimits": {"maxInputTokens": 200_000, "maxOutputTokens": 32_000}
+            })
+        })
+        .collect();
+    json!({ "models": models })
+}
+
+fn error_response(step: &Step) -> Response<FrameStream> {
+    let Some((status, body, retry_after)) = script::error_response(step) else {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": "Internal failure"}),
+        );
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json_response(status, body);
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn improperly_formed(violation: &str) -> Response<FrameStream> {
+    tracing::debug!(violation, "fake Kiro rejected a request");
+    let mut response = json_response(
+        StatusCode::BAD_REQUEST,
+        json!({"message": "Improperly formed request.", "reason": null}),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&violation.replace(['\r', '\n'], " ")) {
+        // Not part of Kiro's protocol: tells a developer which rule was broken.
+        response
+            .headers_mut()
+            .insert("x-fake-kiro-violation", value);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<FrameStream> {
+    let mut frames = VecDeque::new();
+    frames.push_back(Bytes::from(body.to_string()));
+    let mut response = Response::new(FrameStream::new(frames, Duration::ZERO));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The fake's response body: writes released one by one, each after the configured delay.
+pub struct FrameStream {
+    frames: VecDeque<Bytes>,
+    delay: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set while a chat stream is open, for the peak-concurrency counter.
+    counted: Option<Arc<Inner>>,
+}
+
+impl FrameStream {
+    fn new(frames: VecDeque<Bytes>, delay: Duration) -> Self {
+        Self {
+            frames,
+            delay,
+            sleep: None,
+            counted: None,
+        }
+    }
+
+    fn counted(mut self, inner: Arc<Inner>) -> Self {
+        let now = inner.streaming.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.stats.peak_concurrent_generates = state.stats.peak_concurrent_generates.max(now);
+        }
+        self.counted = Some(inner);
+        self
+    }
+}
+
+impl Drop for FrameStream {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.counted {
+            inner.streaming.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Stream for FrameStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.frames.is_empty() {
+            return Poll::Ready(None);
+        }
+        if !self.delay.is_zero() {
+            let delay = self.delay;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        Poll::Ready(self.frames.pop_front().map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kiro::eventstream::{FrameDecoder, KiroEvent};
+    use futures_util::StreamExt;
+
+    fn body(history: serde_json::Value, current: &str) -> Bytes {
+        Bytes::from(
+            json!({
+                "conversationState": {
+                    "chatTriggerType": "MANUAL",
+                    "conversationId": "c",
+                    "currentMessage": {"userInputMessage": {"content": current, "modelId": "claude-sonnet-4.5", "origin": "AI_EDITOR"}},
+                    "history": history,
+                }
+            })
+            .to_string(),
+        )
+    }
+
+    fn post(body: Bytes) -> Request<Bytes> {
+        Request::post("/generateAssistantResponse")
+            .body(body)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn echoes_the_current_message_as_event_frames() {
+        let response = FakeKiro::new().handle(post(body(json!([]), "Hello there Claude")));
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut decoder = FrameDecoder::new();
+        let mut stream = response.into_body();
+        let mut text = String::new();
+        let mut saw_stop = false;
+        while let Some(chunk) = stream.next().await {
+            decoder.push(&chunk.unwrap());
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                match KiroEvent::from_frame(&frame).unwrap() {
+                    KiroEvent::Text(t) => text.push_str(&t),
+                    KiroEvent::Metadata { stop_reason, .. } => {
+                        saw_stop = stop_reason.as_deref() == Some("END_TURN")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(text, "Hello there Claude");
+        assert!(saw_stop);
+    }
+
+    #[test]
+    fn rejects_what_kiro_rejects() {
+        let user = |c: &str| json!({"userInputMessage": {"content": c, "modelId": "claude-sonnet-4.5", "origin": "AI_EDITOR"}});
+        let assistant = |c: &str| json!({"assistantResponseMessage": {"content": c}});
+        let cases = [
+            (body(json!([]), ""), "empty content"),
+            (body(json!([assistant("a")]), "x"), "expected a user"),
+            (body(json!([user("a"), user("b")]), "x"), "two user"),
+            (body(json!([user("a")]), "x"), "end with an assistant"),
+            (
+                body(json!([user("a"), assistant("")]), "x"),
+                "empty assistant",
+            ),
+            (Bytes::from_static(b"{}"), "does not parse"),
+        ];
+        for (body, expected) in cases {
+            let response = FakeKiro::new().handle(post(body));
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            let violation = response.headers()["x-fake-kiro-violation"]
+                .to_str()
+                .unwrap();
+            assert!(
+                violation.contains(expected),
+                "{violation} should mention {expected}"
+            );
+        }
+        let ok = FakeKiro::new().handle(post(body(json!([user("a"), assistant("b")]), "x")));
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn tool_traffic_needs_pairing_and_definitions() {
+        let with_tools = |tools: serde_json::Value, results: serde_json::Value| {
+            Bytes::from(json!({
+                "conversationState": {
+                    "chatTriggerType": "MANUAL", "conversationId": "c",
+                    "history": [
+                        {"userInputMessage": {"content": "go", "modelId": "claude-sonnet-4.5", "origin": "AI_EDITOR"}},
+                        {"assistantResponseMessage": {"content": " ", "toolUses": [{"toolUseId": "t1", "name": "read", "input": {}}]}}
+                    ],
+                    "currentMessage": {"userInputMessage": {"content": "r", "modelId": "claude-sonnet-4.5", "origin": "AI_EDITOR",
+                        "userInputMessageContext": {"tools": tools, "toolResults": results}}}
+                }
+            }).to_string())
+        };
+        let tool = json!([{"toolSpecification": {"name": "read", "description": "d", "inputSchema": {"json": {}}}}]);
+        let result = json!([{"toolUseId": "t1", "content": [{"text": "x"}], "status": "success"}]);
+        assert_eq!(
+            FakeKiro::new()
+                .handle(post(with_tools(tool.clone(), result.clone())))
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            FakeKiro::new()
+                .handle(post(with_tools(json!([]), result)))
+                .status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            FakeKiro::new()
+                .handle(post(with_tools(tool, json!([]))))
+                .status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The request rules Kiro enforces (kiro-protocol.md §4.3).
+
+use super::KNOWN_MODEL_IDS;
+use crate::kiro::wire::{HistoryEntry, KiroRequest, UserInputMessage};
+use std::collections::HashSet;
+
+/// The §4.3 rules, as the real service enforces them.
+pub fn validate(request: &KiroRequest) -> Result<(), String> {
+    let state = &request.conversation_state;
+    let current = &state.current_message.user_input_message;
+    check_user(current, "currentMessage")?;
+
+    let mut expect_user = true;
+    let mut previous_uses: Option<HashSet<&str>> = None;
+    let mut used_names: HashSet<String> = HashSet::new();
+    let mut traffic = false;
+    for (index, entry) in state.history.iter().enumerate() {
+        match entry {
+            HistoryEntry::UserInputMessage(user) => {
+                if !expect_user {
+                    return Err(format!("history[{index}]: two user messages in a row"));
+                }
+                check_user(user, &format!("history[{index}]"))?;
+                let results = result_ids(user);
+                traffic |= !results.is_empty();
+                check_pairing(previous_uses.take(), results, index)?;
+            }
+            HistoryEntry::AssistantResponseMessage(assistant) => {
+                if expect_user {
+                    return Err(format!(
+                        "history[{index}]: expected a user message (history must start with user and alternate)"
+                    ));
+                }
+                if assistant.content.is_empty() {
+                    return Err(format!("history[{index}]: empty assistant content"));
+                }
+                let mut uses = HashSet::new();
+                for tool_use in &assistant.tool_uses {
+                    if !uses.insert(tool_use.tool_use_id.as_str()) {
+                        return Err(format!(
+                            "history[{index}]: duplicate toolUseId {}",
+                            tool_use.tool_use_id
+                        ));
+                    }
+                    used_names.insert(tool_use.name.to_ascii_lowercase());
+                    traffic = true;
+                }
+                previous_uses = Some(uses);
+            }
+        }
+        expect_user = !expect_user;
+    }
+    if !expect_user {
+        return Err("history must end with an assistant message".into());
+    }
+    let current_results = result_ids(current);
+    traffic |= !current_results.is_empty();
+    check_pairing(previous_uses, current_results, state.history.len())?;
+
+    let tools = current
+        .user_input_message_context
+        .as_ref()
+        .map(|c| c.tools.as_slice())
+        .unwrap_or_default();
+    let mut defined = HashSet::new();
+    for tool in tools {
+        let spec = &tool.tool_specification;
+        if spec.name.is_empty() || spec.name.len() > 64 {
+            return Err(format!(
+                "tool name `{}` must be 1..=64 characters",
+                spec.name
+            ));
+        }
+        if spec.description.is_empty() {
+            return Err(format!("tool `{}` has an empty description", spec.name));
+        }
+        defined.insert(spec.name.to_ascii_lowercase());
+    }
+    if traffic && tools.is_empty() {
+        return Err("tool uses/results present but currentMessage defines no tools".into());
+    }
+    if let Some(missing) = used_names.iter().find(|name| !defined.contains(*name)) {
+        return Err(format!(
+            "tool `{missing}` is used in history but not defined"
+        ));
+    }
+    Ok(())
+}
+
+fn check_user(message: &UserInputMessage, at: &str) -> Result<(), String> {
+    if message.content.is_empty() {
+        return Err(format!("{at}: empty content"));
+    }
+    if !KNOWN_MODEL_IDS.contains(&message.model_id.as_str()) {
+        return Err(format!("{at}: unknown modelId `{}`", message.model_id));
+    }
+    if message.origin.is_empty() {
+        return Err(format!("{at}: missing origin"));
+    }
+    Ok(())
+}
+
+fn result_ids(message: &UserInputMessage) -> Vec<&str> {
+    message
+        .user_input_message_context
+        .as_ref()
+        .map(|c| {
+            c.tool_results
+                .iter()
+                .map(|r| r.tool_use_id.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn check_pairing(
+    uses: Option<HashSet<&str>>,
+    results: Vec<&str>,
+    index: usize,
+) -> Result<(), String> {
+    let uses = uses.unwrap_or_default();
+    let mut answered = HashSet::new();
+    for id in results {
+        if !uses.contains(id) {
+            return Err(format!("turn {index}: toolResult {id} answers no tool use"));
+        }
+        if !answered.insert(id) {
+            return Err(format!("turn {index}: duplicate toolResult {id}"));
+        }
+    }
+    if answered.len() != uses.len() {
+        return Err(format!(
+            "turn {index}: a tool use of the previous turn has no result"
+        ));
+    }
+    Ok(())
+}

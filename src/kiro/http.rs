@@ -1,0 +1,189 @@
+//! The live transport: a pooled HTTPS client (rustls), IDE-persona headers (kiro-protocol.md
+//! §4.1), a bound on concurrent upstream requests whose permit lives until the response
+//! stream ends, and timeouts on connect + first bytes and on the idle gap between chunks,
+//! never on the length of a stream.
+
+use super::account::{describe_reqwest, AccessToken, KIRO_VERSION};
+use super::stream::ByteStream;
+use crate::chat::ChatError;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// Node/OS strings of the Kiro IDE user agent.
+const UA_OS: &str = "darwin#24.6.0";
+const UA_NODE: &str = "22.21.1";
+const SDK_VERSION: &str = "1.0.34";
+
+/// An upstream answer with its body still streaming.
+pub struct UpstreamResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body chunks.
+    pub body: ByteStream,
+}
+
+/// Pooled client shared by all accounts.
+#[derive(Clone, Debug)]
+pub struct HttpUpstream {
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+    timeout: Duration,
+}
+
+impl HttpUpstream {
+    /// `max_connections` bounds idle pooled connections per host and concurrent requests;
+    /// `timeout` bounds connect + first bytes, and each idle gap of a stream.
+    pub fn new(client: reqwest::Client, max_connections: usize, timeout: Duration) -> Self {
+        Self {
+            client,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            timeout,
+        }
+    }
+
+    /// Builds the reqwest client these settings need.
+    pub fn client(
+        max_connections: usize,
+        timeout: Duration,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .pool_max_idle_per_host(max_connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .build()
+    }
+
+    /// Upstream requests currently running (holding a permit).
+    pub fn in_flight(&self) -> usize {
+        self.max_connections - self.permits.available_permits()
+    }
+
+    /// Sends one POST.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, ChatError> {
+        let deadline = Instant::now() + self.timeout;
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| ChatError::Timeout {
+                message: format!(
+                    "all {} upstream connections stayed busy for {}s; raise --max-connections or --request-timeout",
+                    self.max_connections,
+                    self.timeout.as_secs()
+                ),
+            })?
+            .map_err(|_| ChatError::Internal { message: "upstream permits closed".into() })?;
+        let send = self.client.post(url).headers(headers).body(body).send();
+        let response = tokio::time::timeout_at(deadline, send)
+            .await
+            .map_err(|_| ChatError::Timeout {
+                message: format!(
+                    "Kiro did not answer within {}s (--request-timeout)",
+                    self.timeout.as_secs()
+                ),
+            })?
+            .map_err(|e| ChatError::Upstream {
+                message: describe_reqwest(&e),
+            })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let chunks = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| std::io::Error::other(describe_reqwest(&e))));
+        let body = TimedStream {
+            inner: Box::pin(chunks),
+            idle: self.timeout,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            _permit: permit,
+        };
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body: Box::pin(body),
+        })
+    }
+}
+
+/// The Kiro IDE request headers for one call.
+pub fn ide_headers(machine_id: &str, token: Option<&AccessToken>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(12);
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    put("content-type", "application/json".into());
+    put("accept", "application/json".into());
+    put("amz-sdk-invocation-id", uuid::Uuid::new_v4().to_string());
+    put("amz-sdk-request", "attempt=1; max=3".into());
+    put("x-amzn-codewhisperer-optout", "true".into());
+    put("x-amzn-kiro-agent-mode", "vibe".into());
+    put(
+        "x-amz-user-agent",
+        format!("aws-sdk-js/{SDK_VERSION} KiroIDE-{KIRO_VERSION}-{machine_id}"),
+    );
+    put(
+        "user-agent",
+        format!(
+            "aws-sdk-js/{SDK_VERSION} ua/2.1 os/{UA_OS} lang/js md/nodejs#{UA_NODE} \
+             api/codewhispererstreaming#{SDK_VERSION} m/E KiroIDE-{KIRO_VERSION}-{machine_id}"
+        ),
+    );
+    if let Some(token) = token {
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.token.expose())) {
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+    }
+    headers
+}
+
+/// A body stream with a deadline for the first chunk and an idle timeout after it; holds the
+/// concurrency permit until the stream is dropped.
+struct TimedStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Stream for TimedStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(item) => {
+                let next = Instant::now() + self.idle;
+                self.sleep.as_mut().reset(next);
+                Poll::Ready(item)
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no data from Kiro for {}s (--request-timeout)",
+                        self.idle.as_secs()
+                    ),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
