@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fake;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -19,12 +21,22 @@ impl Proxy {
     /// Starts the binary with `--port 0` plus `args`, with `envs`, and waits for its
     /// "listening" line.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_aiproxy"));
+        let mut all = vec!["--host", "127.0.0.1", "--port", "0"];
+        all.extend_from_slice(args);
+        Self::spawn(&all, envs, "aiproxy")
+    }
+
+    /// Starts `aiproxy fake-kiro --port 0` plus `args`.
+    pub fn start_fake(args: &[&str]) -> Self {
+        let mut all = vec!["fake-kiro", "--port", "0"];
+        all.extend_from_slice(args);
+        Self::spawn(&all, &[], "fake-kiro")
+    }
+
+    fn spawn(args: &[&str], envs: &[(&str, &str)], what: &str) -> Self {
+        let mut command = hermetic_command();
         command
-            .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
-            .env_remove("KIRO_MOCK_MODE")
-            .env_remove("AIPROXY_API_KEY")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -35,15 +47,12 @@ impl Proxy {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let Some(base) = line
-            .trim()
-            .strip_prefix("aiproxy listening on ")
-            .map(str::to_owned)
-        else {
+        let prefix = format!("{what} listening on ");
+        let Some(base) = line.trim().strip_prefix(prefix.as_str()).map(str::to_owned) else {
             let _ = child.kill();
             let output = child.wait_with_output().unwrap();
             panic!(
-                "aiproxy did not start: {line:?} {}",
+                "{what} did not start: {line:?} {}",
                 String::from_utf8_lossy(&output.stderr)
             )
         };
@@ -94,14 +103,33 @@ impl Drop for Proxy {
     }
 }
 
+/// The binary, without the developer's KIRO_*/AIPROXY_* variables and with a throw-away
+/// HOME (so a real Kiro IDE login is never picked up).
+pub fn hermetic_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_aiproxy"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("KIRO_") || key.starts_with("AIPROXY_") || key == "XDG_STATE_HOME" {
+            command.env_remove(key.as_ref());
+        }
+    }
+    command.env("HOME", temp_dir("home"));
+    command
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("aiproxy-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Runs the binary to completion (for start-up failures).
 pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_aiproxy"));
+    let mut command = hermetic_command();
     command
         .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .env_remove("KIRO_MOCK_MODE")
-        .env_remove("AIPROXY_API_KEY");
+        .args(args);
     for (k, v) in envs {
         command.env(k, v);
     }

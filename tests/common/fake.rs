@@ -1,0 +1,113 @@
+//! Helpers for tests against `aiproxy fake-kiro`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::{chat_body, send, Proxy};
+use aiproxy::config::Config;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use tower::ServiceExt;
+
+pub struct Fake {
+    pub process: Proxy,
+}
+
+impl Fake {
+    pub fn start() -> Self {
+        Self {
+            process: Proxy::start_fake(&[]),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.process.base)
+    }
+
+    pub async fn stats(&self) -> Value {
+        let answer = send(
+            http::Request::get(self.url("/__fake/stats"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        answer.json()
+    }
+
+    pub async fn script(&self, steps: Value) {
+        let answer = send(
+            http::Request::post(self.url("/__fake/script"))
+                .body(Full::from(steps.to_string()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+
+    /// Uses up a refresh token directly, as another machine would.
+    pub async fn burn_refresh_token(&self, token: &str) {
+        let answer = send(
+            http::Request::post(self.url("/refreshToken"))
+                .body(Full::from(json!({ "refreshToken": token }).to_string()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+    }
+
+    pub fn config(&self, dir: &Path) -> Config {
+        Config {
+            kiro_base_url: Some(self.process.base.clone()),
+            kiro_refresh_url: Some(self.url("/refreshToken")),
+            kiro_idc_refresh_url: Some(self.url("/token")),
+            state_dir: dir.join("state"),
+            ..Config::default()
+        }
+    }
+}
+
+pub fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    path
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+pub async fn chat(pipeline: &aiproxy::pipeline::Pipeline, content: &str, stream: bool) -> Reply {
+    let request = http::Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::<Bytes>::from(chat_body(content, stream)))
+        .unwrap();
+    let response = pipeline.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+pub fn content_of(reply: &Reply) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
