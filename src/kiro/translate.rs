@@ -196,6 +196,12 @@ impl Translator {
                 message: format!("{detail}; retry the request"),
             });
         }
+        if self.unknown_events > 0 {
+            tracing::debug!(
+                unknown_events = self.unknown_events,
+                "Kiro sent event types aiproxy does not know; they were ignored"
+            );
+        }
         for (position, tool) in self.tools.iter_mut().enumerate() {
             if !tool.closed {
                 close_tool(tool, position as u32, out)?;
