@@ -91,5 +91,67 @@ fn decoder(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, decoder);
+fn anthropic(c: &mut Criterion) {
+    use aiproxy::api::anthropic::{request, response};
+    use aiproxy::chat::{ChatEvent, ChatStream, Metadata, StopReason};
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+
+    // count_tokens on a Claude Code-sized request: system prompt, 20 turns, 10 tools.
+    let tool = serde_json::json!({"name": "read_file", "description": "Read a file from disk. ".repeat(20),
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}});
+    let mut messages = Vec::new();
+    for i in 0..20 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(serde_json::json!({"role": role, "content": "Some typical conversational text with code `fn main() {}`. ".repeat(8)}));
+    }
+    let body = serde_json::json!({"model": "claude-sonnet-4-6", "system": "You are Claude Code. ".repeat(100),
+        "messages": messages, "tools": vec![tool; 10]})
+    .to_string();
+    let mut group = c.benchmark_group("anthropic");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("count_tokens_claude_code_sized", |b| {
+        b.iter(|| {
+            let chat = request::parse(
+                body.as_bytes(),
+                Metadata::default(),
+                request::Endpoint::CountTokens,
+            )
+            .unwrap();
+            black_box(aiproxy::tokens::estimate_request(&chat))
+        })
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let events: Vec<ChatEvent> = std::iter::once(ChatEvent::Start {
+        id: Arc::from("msg_1"),
+        model: Arc::from("m"),
+        input_tokens: 10,
+    })
+    .chain((0..100).map(|i| ChatEvent::TextDelta(format!("word{i} "))))
+    .chain(std::iter::once(ChatEvent::Stop(StopReason::EndTurn)))
+    .collect();
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("sse_encode_100_text_events", |b| {
+        b.iter(|| {
+            let stream: ChatStream = Box::pin(futures_util::stream::iter(
+                events.clone().into_iter().map(Ok),
+            ));
+            runtime.block_on(async {
+                let mut out = response::sse(stream, "m");
+                let mut n = 0;
+                while let Some(chunk) = out.next().await {
+                    n += black_box(chunk).len();
+                }
+                n
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, decoder, anthropic);
 criterion_main!(benches);

@@ -26,6 +26,8 @@ pub struct ChatRequest {
     pub tool_choice: ToolChoice,
     /// Sampling parameters as given by the client.
     pub sampling: Sampling,
+    /// Extended thinking, if requested (Anthropic `thinking` or a `-thinking` model id).
+    pub thinking: Option<Thinking>,
     /// Whether the client wants a stream (the provider streams either way).
     pub stream: bool,
     /// Who is asking and how.
@@ -117,6 +119,43 @@ pub enum ToolChoice {
     Any,
     /// The model must call this tool.
     Tool(String),
+}
+
+/// Extended thinking settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Thinking {
+    /// Think up to about this many tokens.
+    Enabled {
+        /// Budget in tokens.
+        budget_tokens: u32,
+    },
+    /// The model decides how much to think.
+    Adaptive {
+        /// `low`, `medium` or `high`.
+        effort: Effort,
+    },
+}
+
+/// Effort of adaptive thinking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effort {
+    /// Little thinking.
+    Low,
+    /// Some thinking.
+    Medium,
+    /// Much thinking.
+    High,
+}
+
+impl Effort {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
 }
 
 /// Sampling parameters. Kiro does not honour them (kiro-protocol.md §4.4), but they are

@@ -1,9 +1,13 @@
 //! The API adapter: HTTP requests of the OpenAI surface -> canonical [`ChatRequest`]s for the
 //! model tier, and its event streams -> JSON or SSE responses.
 //!
-//! Routes: `GET /v1/models`, `POST /v1/chat/completions`, `GET /health`. Anything else is a
-//! 404 (or 405 for a known path with the wrong method) that lists what is served.
+//! Routes: `GET /v1/models` (OpenAI shape, or Anthropic's when the client sends
+//! `anthropic-version`), `POST /v1/chat/completions`, `POST /v1/messages`,
+//! `POST /v1/messages/count_tokens` (answered locally), `GET /health`. Anything else is a 404
+//! (or 405 for a known path with the wrong method) that lists what is served.
 
+pub mod anthropic;
+pub mod collect;
 pub mod error;
 pub mod json;
 pub mod openai;
@@ -27,7 +31,8 @@ use tower::{Service, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const ROUTES: &str = "GET /v1/models, POST /v1/chat/completions, GET /health";
+const ROUTES: &str = "GET /v1/models, POST /v1/chat/completions, POST /v1/messages, \
+                      POST /v1/messages/count_tokens, GET /health";
 
 /// What `/health` reports about one provider.
 #[derive(Clone, Debug)]
@@ -105,10 +110,15 @@ where
     }
     let shape = ErrorShape::for_request(&parts);
     let result = match (&parts.method, parts.uri.path()) {
+        (&Method::GET, "/v1/models") if parts.headers.contains_key("anthropic-version") => {
+            Ok(anthropic_models(&state))
+        }
         (&Method::GET, "/v1/models") => Ok(models(&state)),
         (&Method::POST, "/v1/chat/completions") => {
             chat_completions(model, &state, &parts, body).await
         }
+        (&Method::POST, "/v1/messages") => messages(model, &state, &parts, body).await,
+        (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
         (&Method::GET, "/health") => Ok(health(&state)),
         (method, path) => Err(unknown_route(method, path)),
     };
@@ -118,7 +128,7 @@ where
 fn unknown_route(method: &Method, path: &str) -> Rejection {
     let allow = match path {
         "/v1/models" | "/health" => Some("GET"),
-        "/v1/chat/completions" => Some("POST"),
+        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => Some("POST"),
         _ => None,
     };
     match allow {
@@ -157,6 +167,23 @@ fn models(state: &ApiState) -> Response<ResponseBody> {
         StatusCode::OK,
         json!({"object": "list", "data": data}).to_string(),
     )
+}
+
+fn anthropic_models(state: &ApiState) -> Response<ResponseBody> {
+    let data: Vec<_> = state
+        .catalog
+        .entries()
+        .iter()
+        .map(|m| {
+            let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created);
+            json!({"type": "model", "id": m.id, "display_name": m.id,
+                   "created_at": crate::kiro::credentials::format_time(created)})
+        })
+        .collect();
+    let first = data.first().map(|m| m["id"].clone());
+    let last = data.last().map(|m| m["id"].clone());
+    let body = json!({"data": data, "has_more": false, "first_id": first, "last_id": last});
+    json_response(StatusCode::OK, body.to_string())
 }
 
 fn health(state: &ApiState) -> Response<ResponseBody> {
@@ -216,6 +243,45 @@ where
     }
 }
 
+fn metadata(parts: &http::request::Parts) -> Metadata {
+    Metadata {
+        client: parts
+            .extensions
+            .get::<ClientKey>()
+            .cloned()
+            .unwrap_or_else(ClientKey::anonymous),
+        conversation_id: None,
+    }
+}
+
+/// Sends a parsed request to the model tier.
+async fn call_model<M>(model: M, chat: ChatRequest) -> Result<ChatStream, Rejection>
+where
+    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
+{
+    tracing::Span::current().record("model", chat.model.as_str());
+    model.oneshot(chat).await.map_err(|e| error::rejection(&e))
+}
+
+fn sse_response(chunks: crate::body::ChunkStream) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Stream(chunks));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A finished JSON answer, flagged when its usage figures are estimates.
+fn completed_response(body: Bytes, usage_estimated: bool) -> Response<ResponseBody> {
+    let mut response = json_response(StatusCode::OK, body);
+    if usage_estimated {
+        response
+            .headers_mut()
+            .insert("x-aiproxy-usage", HeaderValue::from_static("estimated"));
+    }
+    response
+}
+
 async fn chat_completions<M, B>(
     model: M,
     state: &ApiState,
@@ -228,40 +294,71 @@ where
     B::Error: Into<BoxError>,
 {
     let bytes = read_body(body, state.max_body_bytes).await?;
-    let metadata = Metadata {
-        client: parts
-            .extensions
-            .get::<ClientKey>()
-            .cloned()
-            .unwrap_or_else(ClientKey::anonymous),
-        conversation_id: None,
-    };
     let (chat, options) =
-        openai::request::parse(&bytes, metadata).map_err(|e| error::rejection(&e))?;
-    let stream = chat.stream;
-    let model_id = chat.model.clone();
-    tracing::Span::current().record("model", model_id.as_str());
-    let events = model
-        .oneshot(chat)
-        .await
-        .map_err(|e| error::rejection(&e))?;
+        openai::request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
+    let (stream, model_id) = (chat.stream, chat.model.clone());
+    let events = call_model(model, chat).await?;
     if stream {
-        let mut response = Response::new(ResponseBody::Stream(openai::response::sse(
+        return Ok(sse_response(openai::response::sse(
             events, &model_id, options,
         )));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(response);
     }
-    let done = openai::response::complete(events, &model_id)
+    let done = openai::response::complete(events, &model_id, options)
         .await
         .map_err(|e| error::rejection(&e))?;
-    let mut response = json_response(StatusCode::OK, done.body);
-    if done.usage_estimated {
-        response
-            .headers_mut()
-            .insert("x-aiproxy-usage", HeaderValue::from_static("estimated"));
+    Ok(completed_response(done.body, done.usage_estimated))
+}
+
+async fn messages<M, B>(
+    model: M,
+    state: &ApiState,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<Response<ResponseBody>, Rejection>
+where
+    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let chat = anthropic::request::parse(
+        &bytes,
+        metadata(parts),
+        anthropic::request::Endpoint::Messages,
+    )
+    .map_err(|e| error::rejection(&e))?;
+    let (stream, model_id) = (chat.stream, chat.model.clone());
+    let events = call_model(model, chat).await?;
+    if stream {
+        return Ok(sse_response(anthropic::response::sse(events, &model_id)));
     }
-    Ok(response)
+    let done = anthropic::response::complete(events, &model_id)
+        .await
+        .map_err(|e| error::rejection(&e))?;
+    Ok(completed_response(done.body, done.usage_estimated))
+}
+
+/// Answered locally with the same estimator that fills in missing upstream usage.
+async fn count_tokens<B>(state: &ApiState, body: B) -> Result<Response<ResponseBody>, Rejection>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let chat = anthropic::request::parse(
+        &bytes,
+        Metadata::default(),
+        anthropic::request::Endpoint::CountTokens,
+    )
+    .map_err(|e| error::rejection(&e))?;
+    if state.catalog.resolve(&chat.model).is_none() {
+        return Err(error::rejection(&ChatError::ModelNotFound {
+            model: chat.model,
+        }));
+    }
+    let tokens = crate::tokens::estimate_request(&chat);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "input_tokens": tokens }).to_string(),
+    ))
 }

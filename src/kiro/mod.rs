@@ -11,6 +11,7 @@ pub mod persist;
 pub mod request;
 pub mod service;
 pub mod stream;
+pub mod thinking;
 pub mod translate;
 pub mod wire;
 

@@ -8,6 +8,9 @@ use std::sync::Arc;
 /// The catalog compiled into the binary (`config/models.toml`).
 pub const DEFAULT_CATALOG: &str = include_str!("../../config/models.toml");
 
+/// Appending this to any catalog id turns extended thinking on.
+pub const THINKING_SUFFIX: &str = "-thinking";
+
 /// One model clients can ask for.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +105,16 @@ impl Catalog {
         self.by_id.get(id).and_then(|&i| self.entries.get(i))
     }
 
+    /// Resolves a requested id: an exact id, or an id with the `-thinking` suffix (which
+    /// turns thinking on). Returns the entry and whether the suffix was used.
+    pub fn resolve(&self, id: &str) -> Option<(&ModelEntry, bool)> {
+        if let Some(entry) = self.get(id) {
+            return Some((entry, false));
+        }
+        let base = id.strip_suffix(THINKING_SUFFIX)?;
+        self.get(base).map(|entry| (entry, true))
+    }
+
     /// All entries, in catalog order.
     pub fn entries(&self) -> &[ModelEntry] {
         &self.entries
@@ -131,6 +144,10 @@ mod tests {
             "claude-opus-4.6"
         );
         assert!(catalog.get("gpt-4").is_none());
+        let (entry, thinking) = catalog.resolve("claude-sonnet-4-5-thinking").unwrap();
+        assert_eq!((entry.id.as_str(), thinking), ("claude-sonnet-4-5", true));
+        assert!(!catalog.resolve("claude-sonnet-4-5").unwrap().1);
+        assert!(catalog.resolve("nope-thinking").is_none());
     }
 
     #[test]

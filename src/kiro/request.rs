@@ -17,7 +17,8 @@
 //!    names the client no longer sends);
 //! 6. tool names over 64 characters are shortened (`prefix_<hash>`) and restored in
 //!    responses through [`ToolNameMap`]; descriptions are capped; schemas are tidied;
-//! 7. the system prompt is prefixed to the first user turn.
+//! 7. the system prompt is prefixed to the first user turn, and in front of it the
+//!    thinking tags when thinking is on (§4.4).
 
 use super::wire::*;
 use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolChoice};
@@ -43,6 +44,8 @@ pub struct BuildOptions<'a> {
     pub profile_arn: Option<&'a str>,
     /// Conversation id to send.
     pub conversation_id: String,
+    /// Effective thinking setting (the request's, or implied by a `-thinking` model id).
+    pub thinking: Option<crate::chat::Thinking>,
 }
 
 /// Shortened tool name -> the client's original name.
@@ -128,6 +131,13 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
     let mut names = ToolNameMap::default();
     let mut turns = normalise(&request.messages, &mut names);
     prefix_system(&mut turns, &request.system);
+    if let (Some(thinking), Some(first)) = (options.thinking, turns.first_mut()) {
+        first.text = format!(
+            "{}\n\n{}",
+            super::thinking::prompt_prefix(thinking),
+            first.text
+        );
+    }
 
     let mut tools = if request.tool_choice == ToolChoice::None && !has_tool_traffic(&turns) {
         Vec::new()

@@ -8,7 +8,7 @@ use super::models::Catalog;
 use super::request::{self, BuildOptions};
 use super::stream::{chat_stream, ByteStream};
 use super::translate::Translator;
-use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream};
+use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Thinking};
 use crate::tokens;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -150,12 +150,18 @@ impl Service<ChatRequest> for KiroService {
 }
 
 async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatError> {
-    let model = shared
-        .catalog
-        .get(&chat.model)
-        .ok_or_else(|| ChatError::ModelNotFound {
-            model: chat.model.clone(),
-        })?;
+    let (model, thinking_suffix) =
+        shared
+            .catalog
+            .resolve(&chat.model)
+            .ok_or_else(|| ChatError::ModelNotFound {
+                model: chat.model.clone(),
+            })?;
+    let thinking = chat
+        .thinking
+        .or(thinking_suffix.then_some(Thinking::Enabled {
+            budget_tokens: super::thinking::DEFAULT_BUDGET,
+        }));
     let mut token = match &shared.account {
         Some(account) => Some(account.token().await?),
         None => None,
@@ -171,6 +177,7 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
             kiro_model_id: &model.kiro_model_id,
             profile_arn: token.as_ref().and_then(|t| t.profile_arn.as_deref()),
             conversation_id,
+            thinking,
         },
     );
     let body = Bytes::from(
@@ -228,7 +235,8 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
         });
     }
     let input_estimate = tokens::estimate_request(&chat);
-    let translator = Translator::new(built.tool_names, input_estimate, model.context_window);
+    let translator = Translator::new(built.tool_names, input_estimate, model.context_window)
+        .with_thinking(thinking.is_some());
     let start = ChatEvent::Start {
         id: Arc::from(format!("msg_{}", uuid::Uuid::new_v4().simple())),
         model: Arc::from(chat.model.as_str()),

@@ -6,6 +6,7 @@
 
 use super::eventstream::{KiroEvent, TokenUsage};
 use super::request::ToolNameMap;
+use super::thinking::{Piece, ThinkingSplitter};
 use crate::chat::{ChatError, ChatEvent, StopReason, Usage};
 use crate::tokens::estimate_text;
 use std::collections::VecDeque;
@@ -32,6 +33,8 @@ pub struct Translator {
     input_estimate: u64,
     context_window: u64,
     unknown_events: u32,
+    /// Present when thinking was requested: `<thinking>` text becomes thinking deltas.
+    splitter: Option<ThinkingSplitter>,
 }
 
 impl Translator {
@@ -49,6 +52,23 @@ impl Translator {
             input_estimate,
             context_window,
             unknown_events: 0,
+            splitter: None,
+        }
+    }
+
+    /// Splits `<thinking>…</thinking>` out of the text (when thinking was requested).
+    pub fn with_thinking(mut self, enabled: bool) -> Self {
+        self.splitter = enabled.then(ThinkingSplitter::default);
+        self
+    }
+
+    fn emit_text(&mut self, text: String, out: &mut VecDeque<ChatEvent>) {
+        let Some(splitter) = self.splitter.as_mut() else {
+            out.push_back(ChatEvent::TextDelta(text));
+            return;
+        };
+        for piece in splitter.push(&text) {
+            out.push_back(piece_event(piece));
         }
     }
 
@@ -67,7 +87,7 @@ impl Translator {
             KiroEvent::Text(text) => {
                 if !text.is_empty() {
                     self.output_chars.push_str(&text);
-                    out.push_back(ChatEvent::TextDelta(text));
+                    self.emit_text(text, out);
                 }
             }
             KiroEvent::Reasoning(text) => {
@@ -180,6 +200,9 @@ impl Translator {
 
     /// Called at EOF: emits usage and the stop, or reports a truncation.
     pub fn finish(&mut self, out: &mut VecDeque<ChatEvent>) -> Result<(), ChatError> {
+        if let Some(splitter) = self.splitter.as_mut() {
+            out.extend(splitter.finish().into_iter().map(piece_event));
+        }
         let complete = self.stop_reason.is_some()
             || self.context_exceeded
             || (self.context_percentage.is_some() && self.tools.iter().all(|t| t.closed));
@@ -255,6 +278,13 @@ impl Translator {
             cache_write: 0,
             estimated: true,
         }
+    }
+}
+
+fn piece_event(piece: Piece) -> ChatEvent {
+    match piece {
+        Piece::Thinking(text) => ChatEvent::ThinkingDelta(text),
+        Piece::Text(text) => ChatEvent::TextDelta(text),
     }
 }
 
@@ -487,6 +517,7 @@ mod tests {
             }],
             tool_choice: ToolChoice::Auto,
             sampling: Sampling::default(),
+            thinking: None,
             stream: false,
             metadata: Metadata::default(),
         };
@@ -494,6 +525,7 @@ mod tests {
             kiro_model_id: "claude-sonnet-4.5",
             profile_arn: None,
             conversation_id: "c".into(),
+            thinking: None,
         };
         let built = build(&request, &options);
         let short = shorten_tool_name(&long);

@@ -90,3 +90,66 @@ def test_raw_responses_validate_against_the_official_schemas(base, key):
         ):
             assert response.status_code >= 400
             validate(response.json(), "ErrorResponse")
+
+
+def _directive(step):
+    import json
+    return "fake-kiro: " + json.dumps(step)
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tool_calls_round_trip(client):
+    question = "Weather?\n" + _directive({"tool_calls": [
+        {"name": "get_weather", "input": {"city": "Paris"}, "id": "call_a"},
+        {"name": "get_weather", "input": {"city": "Rome"}, "id": "call_b"}]})
+    first = client.chat.completions.create(
+        model="claude-sonnet-4-5", tools=[WEATHER], messages=[{"role": "user", "content": question}])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [c.id for c in choice.message.tool_calls] == ["call_a", "call_b"]
+    assert choice.message.tool_calls[1].function.name == "get_weather"
+    import json
+    assert json.loads(choice.message.tool_calls[1].function.arguments) == {"city": "Rome"}
+
+    second = client.chat.completions.create(
+        model="claude-sonnet-4-5", tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": question},
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_b", "content": "rain"},
+        ])
+    assert second.choices[0].message.content == "Received tool results: call_a=sunny (success); call_b=rain (success)"
+
+
+def test_streamed_tool_calls_are_indexed_per_call(client):
+    stream = client.chat.completions.create(
+        model="claude-sonnet-4-5", tools=[WEATHER], stream=True,
+        messages=[{"role": "user", "content": _directive({"text": "Checking.", "interleave_tools": True, "tool_calls": [
+            {"name": "get_weather", "input": {"city": "Paris"}}, {"name": "get_weather", "input": {"city": "Rome"}}]})}])
+    args = {}
+    finish = None
+    content = ""
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        for call in delta.tool_calls or []:
+            args[call.index] = args.get(call.index, "") + (call.function.arguments or "")
+        finish = chunk.choices[0].finish_reason or finish
+    import json
+    assert content == "Checking."
+    assert {i: json.loads(a) for i, a in args.items()} == {0: {"city": "Paris"}, 1: {"city": "Rome"}}
+    assert finish == "tool_calls"
+
+
+def test_reasoning_content_from_thinking_models(base, key):
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        body = http.post("/v1/chat/completions", json={
+            "model": "claude-sonnet-4-5-thinking", "messages": [{"role": "user", "content": "hmm"}]}).json()
+    message = body["choices"][0]["message"]
+    assert message["reasoning_content"] == "Thinking about: hmm"
+    assert message["content"] == "hmm"

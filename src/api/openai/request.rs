@@ -13,6 +13,8 @@ const HINT: &str = "Send a JSON object like {\"model\": \"claude-sonnet-4-5\", \
 pub struct ResponseOptions {
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// The request used the legacy `functions` (not `tools`): answer with `function_call`.
+    pub legacy_functions: bool,
 }
 
 /// Parses a `/v1/chat/completions` body.
@@ -76,10 +78,18 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         tools,
         tool_choice,
         sampling,
+        thinking: None,
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
     };
-    Ok((request, ResponseOptions { include_usage }))
+    let legacy_functions = root.get("functions").is_some() && root.get("tools").is_none();
+    Ok((
+        request,
+        ResponseOptions {
+            include_usage,
+            legacy_functions,
+        },
+    ))
 }
 
 fn parse_message(

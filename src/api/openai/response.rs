@@ -4,12 +4,13 @@
 //! error after the stream began is sent as an `{"error": ...}` chunk before `[DONE]`.
 
 use super::request::ResponseOptions;
+use crate::api::collect::{collect, Block};
 use crate::api::error::rejection;
 use crate::body::ChunkStream;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -87,6 +88,8 @@ struct MessageOut {
     reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionOut>,
 }
 
 #[derive(Serialize)]
@@ -116,64 +119,65 @@ pub struct Completed {
 }
 
 /// Drains the stream into one `chat.completion`.
-pub async fn complete(mut stream: ChatStream, model: &str) -> Result<Completed, ChatError> {
-    let mut model: Arc<str> = Arc::from(model);
+pub async fn complete(
+    stream: ChatStream,
+    model: &str,
+    options: ResponseOptions,
+) -> Result<Completed, ChatError> {
+    let collected = collect(stream, model).await?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls: Vec<ToolCallOut> = Vec::new();
-    let mut usage = Usage::default();
-    let mut stop = None;
-    while let Some(event) = stream.next().await {
-        match event? {
-            ChatEvent::Start { model: m, .. } => model = m,
-            ChatEvent::TextDelta(t) => text.push_str(&t),
-            ChatEvent::ThinkingDelta(t) => reasoning.push_str(&t),
-            ChatEvent::ToolCallStart { id, name, .. } => calls.push(ToolCallOut {
+    for block in collected.blocks {
+        match block {
+            Block::Text(t) => text.push_str(&t),
+            Block::Thinking(t) => reasoning.push_str(&t),
+            Block::ToolUse {
+                id,
+                name,
+                arguments,
+            } => calls.push(ToolCallOut {
                 id,
                 kind: "function",
-                function: FunctionOut {
-                    name,
-                    arguments: String::new(),
-                },
+                function: FunctionOut { name, arguments },
             }),
-            ChatEvent::ToolCallDelta { index, json } => {
-                if let Some(call) = calls.get_mut(index as usize) {
-                    call.function.arguments.push_str(&json);
-                }
-            }
-            ChatEvent::ToolCallEnd { .. } => {}
-            ChatEvent::Usage(u) => usage = u,
-            ChatEvent::Stop(reason) => stop = Some(reason),
         }
     }
-    let stop = stop.ok_or_else(|| ChatError::Truncated {
-        message: "the response ended without a stop reason; retry the request".into(),
-    })?;
+    let legacy_call = (options.legacy_functions && calls.len() == 1)
+        .then(|| calls.pop())
+        .flatten()
+        .map(|call| call.function);
+    let finish = match (&legacy_call, collected.stop) {
+        (Some(_), _) => "function_call",
+        (None, stop) => finish_reason(stop),
+    };
     let completion = CompletionOut {
         id: completion_id(),
         object: "chat.completion",
         created: unix_now(),
-        model,
+        model: collected.model,
         choices: [ChoiceOut {
             index: 0,
             message: MessageOut {
                 role: "assistant",
-                content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                content: (!text.is_empty() || (calls.is_empty() && legacy_call.is_none()))
+                    .then_some(text),
                 refusal: None,
                 reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                 tool_calls: calls,
+                function_call: legacy_call,
             },
             logprobs: None,
-            finish_reason: finish_reason(stop),
+            finish_reason: finish,
         }],
-        usage: usage.into(),
+        usage: collected.usage.into(),
     };
     let body = serde_json::to_vec(&completion).map_err(|e| ChatError::Internal {
         message: format!("encoding the completion failed: {e}"),
     })?;
     Ok(Completed {
         body: Bytes::from(body),
-        usage_estimated: usage.estimated,
+        usage_estimated: collected.usage.estimated,
     })
 }
 
@@ -204,6 +208,8 @@ struct Delta<'a> {
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionDelta<'a>>,
 }
 
 #[derive(Serialize)]
@@ -233,6 +239,7 @@ pub fn sse(stream: ChatStream, model: &str, options: ResponseOptions) -> ChunkSt
         created: unix_now(),
         model: Arc::from(model),
         include_usage: options.include_usage,
+        legacy_functions: options.legacy_functions,
         usage: None,
         out: VecDeque::with_capacity(3),
         finished: false,
@@ -245,6 +252,7 @@ struct OpenAiSse {
     created: u64,
     model: Arc<str>,
     include_usage: bool,
+    legacy_functions: bool,
     usage: Option<Usage>,
     out: VecDeque<Bytes>,
     finished: bool,
@@ -307,6 +315,26 @@ impl OpenAiSse {
                 },
                 None,
             ),
+            ChatEvent::ToolCallStart { index: 0, name, .. } if self.legacy_functions => self.chunk(
+                Delta {
+                    function_call: Some(FunctionDelta {
+                        name: Some(&name),
+                        arguments: "",
+                    }),
+                    ..Delta::default()
+                },
+                None,
+            ),
+            ChatEvent::ToolCallDelta { index: 0, json } if self.legacy_functions => self.chunk(
+                Delta {
+                    function_call: Some(FunctionDelta {
+                        name: None,
+                        arguments: &json,
+                    }),
+                    ..Delta::default()
+                },
+                None,
+            ),
             ChatEvent::ToolCallStart { index, id, name } => self.chunk(
                 Delta {
                     tool_calls: Some([ToolCallDelta {
@@ -343,7 +371,11 @@ impl OpenAiSse {
                 return;
             }
             ChatEvent::Stop(reason) => {
-                let finish = self.chunk(Delta::default(), Some(finish_reason(reason)));
+                let finish = match reason {
+                    StopReason::ToolUse if self.legacy_functions => "function_call",
+                    other => finish_reason(other),
+                };
+                let finish = self.chunk(Delta::default(), Some(finish));
                 self.out.push_back(finish);
                 if self.include_usage {
                     let usage = sse_data(&Chunk {
@@ -404,7 +436,7 @@ impl Stream for OpenAiSse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::stream;
+    use futures_util::{stream, StreamExt};
 
     fn events(items: Vec<Result<ChatEvent, ChatError>>) -> ChatStream {
         Box::pin(stream::iter(items))
@@ -422,9 +454,11 @@ mod tests {
         items: Vec<Result<ChatEvent, ChatError>>,
         include_usage: bool,
     ) -> Vec<serde_json::Value> {
-        let chunks: Vec<Bytes> = sse(events(items), "m", ResponseOptions { include_usage })
-            .collect()
-            .await;
+        let options = ResponseOptions {
+            include_usage,
+            legacy_functions: false,
+        };
+        let chunks: Vec<Bytes> = sse(events(items), "m", options).collect().await;
         let mut out = Vec::new();
         for chunk in chunks {
             let text = std::str::from_utf8(&chunk).unwrap();
@@ -506,6 +540,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn legacy_functions_stream_as_function_call() {
+        let chunks: Vec<Bytes> = sse(
+            events(vec![
+                Ok(start()),
+                Ok(ChatEvent::ToolCallStart {
+                    index: 0,
+                    id: "t1".into(),
+                    name: "f".into(),
+                }),
+                Ok(ChatEvent::ToolCallDelta {
+                    index: 0,
+                    json: "{}".into(),
+                }),
+                Ok(ChatEvent::ToolCallEnd { index: 0 }),
+                Ok(ChatEvent::Stop(StopReason::ToolUse)),
+            ]),
+            "m",
+            ResponseOptions {
+                include_usage: false,
+                legacy_functions: true,
+            },
+        )
+        .collect()
+        .await;
+        let text: String = chunks
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        assert!(
+            text.contains(r#""function_call":{"name":"f","arguments":""}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""finish_reason":"function_call""#),
+            "{text}"
+        );
+        assert!(!text.contains("tool_calls"));
+    }
+
+    #[tokio::test]
     async fn mid_stream_error_is_an_error_chunk_before_done() {
         let lines = sse_lines(
             vec![
@@ -537,6 +611,7 @@ mod tests {
                 Ok(ChatEvent::Stop(StopReason::EndTurn)),
             ]),
             "m",
+            ResponseOptions::default(),
         )
         .await
         .unwrap();
@@ -548,6 +623,7 @@ mod tests {
         let truncated = complete(
             events(vec![Ok(start()), Ok(ChatEvent::TextDelta("x".into()))]),
             "m",
+            ResponseOptions::default(),
         )
         .await;
         assert!(matches!(truncated, Err(ChatError::Truncated { .. })));

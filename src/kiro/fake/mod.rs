@@ -3,7 +3,9 @@
 //! It checks request bodies the way the real service does (kiro-protocol.md §4.3), answers
 //! with real event-stream bytes, issues and rotates tokens like the three refresh endpoints,
 //! and can be scripted to fail in every way Kiro does (see [`script::Step`]). The default
-//! answer is deterministic: the current user message echoed back, one event per word.
+//! answer is deterministic: the current user message echoed back, one event per word (a turn
+//! carrying tool results is answered `Received tool results: id=text (status); ...`; a
+//! request with thinking tags gets `<thinking>Thinking about: …</thinking>` first).
 //!
 //! | route | what it does |
 //! |---|---|
@@ -287,7 +289,28 @@ impl FakeKiro {
             state.stats.last_profile_arn = parsed.profile_arn.clone();
             state.stats.last_model_id = Some(current.model_id.clone());
         }
-        let (echo, directive) = script::directive(&current.content);
+        let thinking = asks_for_thinking(&parsed);
+        let (echo, directive) = script::directive(strip_thinking_tags(&current.content));
+        let results: Vec<String> = current
+            .user_input_message_context
+            .iter()
+            .flat_map(|c| &c.tool_results)
+            .map(|r| {
+                let text: Vec<&str> = r.content.iter().map(|b| b.text.as_str()).collect();
+                format!("{}={} ({})", r.tool_use_id, text.join(" "), r.status)
+            })
+            .collect();
+        // A tool-results turn is answered with the results, so a round trip shows they arrived.
+        let echo = if results.is_empty() {
+            echo
+        } else {
+            format!("Received tool results: {}", results.join("; "))
+        };
+        let echo = if thinking {
+            format!("<thinking>Thinking about: {echo}</thinking>\n\n{echo}")
+        } else {
+            echo
+        };
         if step.is_none() {
             match directive {
                 Some(Ok(from_message)) => step = Some(from_message),
@@ -316,6 +339,27 @@ impl FakeKiro {
             header::HeaderValue::from_static("application/vnd.amazon.eventstream"),
         );
         response
+    }
+}
+
+/// Thinking is requested with tags in front of the first user turn (§4.4).
+fn asks_for_thinking(request: &KiroRequest) -> bool {
+    let state = &request.conversation_state;
+    let first = match state.history.first() {
+        Some(super::wire::HistoryEntry::UserInputMessage(user)) => &user.content,
+        _ => &state.current_message.user_input_message.content,
+    };
+    first.starts_with("<thinking_mode>")
+}
+
+/// The current message without leading thinking tags (so the echo is the user's text).
+fn strip_thinking_tags(content: &str) -> &str {
+    if !content.starts_with("<thinking_mode>") {
+        return content;
+    }
+    match content.split_once("\n\n") {
+        Some((_, rest)) => rest,
+        None => content,
     }
 }
 

@@ -12,6 +12,7 @@ fn request(system: &[&str], messages: Vec<Message>) -> ChatRequest {
         tools: Vec::new(),
         tool_choice: ToolChoice::Auto,
         sampling: Sampling::default(),
+        thinking: None,
         stream: false,
         metadata: Metadata::default(),
     }
@@ -22,6 +23,7 @@ fn options() -> BuildOptions<'static> {
         kiro_model_id: "claude-sonnet-4.5",
         profile_arn: None,
         conversation_id: "conv-1".into(),
+        thinking: None,
     }
 }
 
@@ -385,4 +387,22 @@ fn profile_arn_is_sent_when_known() {
         json["profileArn"],
         "arn:aws:codewhisperer:us-east-1:1:profile/P"
     );
+}
+
+#[test]
+fn thinking_tags_go_in_front_of_the_first_user_turn() {
+    let built = build(
+        &request(&["S"], vec![user("q1"), assistant("a1"), user("q2")]),
+        &BuildOptions {
+            thinking: Some(crate::chat::Thinking::Enabled {
+                budget_tokens: 8000,
+            }),
+            ..options()
+        },
+    );
+    assert_eq!(
+        shape(&built).0[0].1,
+        "<thinking_mode>enabled</thinking_mode><max_thinking_length>8000</max_thinking_length>\n\nS\n\nq1"
+    );
+    assert_eq!(shape(&built).1, "q2");
 }

@@ -1,0 +1,465 @@
+//! Anthropic Messages request -> [`ChatRequest`] (kiro-protocol.md §4.4).
+
+use crate::api::json::{parse_object, wrong_type, Obj};
+use crate::chat::{
+    ChatError, ChatRequest, Effort, Message, Metadata, Part, Role, Sampling, Thinking, Tool,
+    ToolChoice,
+};
+use serde_json::Value;
+
+const HINT: &str = "Send a JSON object like {\"model\": \"claude-sonnet-4-5\", \"max_tokens\": 1024, \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}.";
+
+/// Which endpoint is parsing: `count_tokens` does not need `max_tokens`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/messages`.
+    Messages,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
+}
+
+/// Parses a Messages API body.
+pub fn parse(
+    body: &[u8],
+    mut metadata: Metadata,
+    endpoint: Endpoint,
+) -> Result<ChatRequest, ChatError> {
+    let map = parse_object(body, HINT)?;
+    let root = Obj {
+        map: &map,
+        path: String::new(),
+    };
+    let model = root.required_str("model")?.to_owned();
+    let max_tokens = root.u32("max_tokens")?;
+    if endpoint == Endpoint::Messages && max_tokens.is_none() {
+        return Err(ChatError::invalid(
+            "max_tokens",
+            "`max_tokens` is required (the Messages API has no default).",
+        ));
+    }
+    let items = root
+        .array("messages")?
+        .ok_or_else(|| ChatError::invalid("messages", format!("`messages` is required. {HINT}")))?;
+    if items.is_empty() {
+        return Err(ChatError::invalid(
+            "messages",
+            "`messages` must contain at least one message.",
+        ));
+    }
+    let mut messages = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let obj = Obj::new(item, format!("messages[{index}]"))?;
+        let role = match obj.required_str("role")? {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(ChatError::invalid(
+                    obj.at("role"),
+                    format!("`{}` is `{other}`; allowed roles: user, assistant (put system text in `system`).", obj.at("role")),
+                ))
+            }
+        };
+        messages.push(Message {
+            role,
+            parts: content(&obj, "content")?,
+        });
+    }
+    if let Some(value) = root.get("metadata") {
+        let meta = Obj::new(value, "metadata".into())?;
+        metadata.conversation_id = meta.str("user_id")?.and_then(session_id);
+    }
+    let (tools, tool_choice) = tools(&root)?;
+    Ok(ChatRequest {
+        model,
+        system: system(&root)?,
+        messages,
+        tools,
+        tool_choice,
+        sampling: Sampling {
+            max_tokens,
+            temperature: root.number("temperature", 0.0, 1.0)?,
+            top_p: root.number("top_p", 0.0, 1.0)?,
+            stop: stop_sequences(&root)?,
+        },
+        thinking: thinking(&root)?,
+        stream: root.bool("stream")?.unwrap_or(false),
+        metadata,
+    })
+}
+
+/// Claude Code sends `user_<hash>_account_<uuid>_session_<uuid>` (or JSON with
+/// `session_id`); the session id keeps one Kiro conversation id per session.
+fn session_id(user_id: &str) -> Option<String> {
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(user_id) {
+        return map
+            .get("session_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    let (_, session) = user_id.rsplit_once("session_")?;
+    (session.len() >= 32).then(|| session.to_owned())
+}
+
+fn system(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
+    match root.get("system") {
+        None => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(vec![text.clone()]),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .enumerate()
+            .map(|(i, block)| {
+                let block = Obj::new(block, format!("system[{i}]"))?;
+                match block.str("type")? {
+                    Some("text") | None => Ok(block.str("text")?.unwrap_or_default().to_owned()),
+                    Some(other) => Err(ChatError::invalid(
+                        block.at("type"),
+                        format!(
+                            "`{}` is `{other}`; system blocks must be text.",
+                            block.at("type")
+                        ),
+                    )),
+                }
+            })
+            .collect(),
+        Some(other) => Err(wrong_type(
+            "system",
+            "a string or an array of text blocks",
+            other,
+        )),
+    }
+}
+
+fn content(obj: &Obj<'_>, key: &str) -> Result<Vec<Part>, ChatError> {
+    match obj.get(key) {
+        None => Err(ChatError::invalid(
+            obj.at(key),
+            format!("`{}` is required.", obj.at(key)),
+        )),
+        Some(Value::String(text)) => Ok(vec![Part::Text(text.clone())]),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, block)| block_part(block, format!("{}[{i}]", obj.at(key))).transpose())
+            .collect(),
+        Some(other) => Err(wrong_type(
+            &obj.at(key),
+            "a string or an array of content blocks",
+            other,
+        )),
+    }
+}
+
+/// One content block; `None` for blocks that carry nothing for Kiro.
+fn block_part(value: &Value, path: String) -> Result<Option<Part>, ChatError> {
+    let block = Obj::new(value, path)?;
+    Ok(Some(match block.required_str("type")? {
+        "text" => Part::Text(block.str("text")?.unwrap_or_default().to_owned()),
+        "image" => image(&block)?,
+        "tool_use" => Part::ToolUse {
+            id: block.required_str("id")?.to_owned(),
+            name: block.required_str("name")?.to_owned(),
+            input: match block.get("input") {
+                None => Value::Object(Default::default()),
+                Some(input @ Value::Object(_)) => input.clone(),
+                Some(other) => return Err(wrong_type(&block.at("input"), "an object", other)),
+            },
+        },
+        "tool_result" => Part::ToolResult {
+            tool_use_id: block.required_str("tool_use_id")?.to_owned(),
+            content: tool_result_text(&block)?,
+            is_error: block.bool("is_error")?.unwrap_or(false),
+        },
+        "thinking" => Part::Thinking(block.str("thinking")?.unwrap_or_default().to_owned()),
+        // Redacted thinking is opaque ciphertext for Anthropic's own servers; Kiro cannot use it.
+        "redacted_thinking" => return Ok(None),
+        "document" => document(&block)?,
+        other => {
+            return Err(ChatError::invalid(
+                block.at("type"),
+                format!(
+                    "Content block type `{other}` is not supported; use text, image, tool_use, tool_result, thinking or a text document."
+                ),
+            ))
+        }
+    }))
+}
+
+fn image(block: &Obj<'_>) -> Result<Part, ChatError> {
+    let source = block.get("source").ok_or_else(|| {
+        ChatError::invalid(
+            block.at("source"),
+            format!("`{}` is required.", block.at("source")),
+        )
+    })?;
+    let source = Obj::new(source, block.at("source"))?;
+    match source.required_str("type")? {
+        "base64" => Ok(Part::Image {
+            media_type: source.required_str("media_type")?.to_owned(),
+            data: source.required_str("data")?.to_owned(),
+        }),
+        // Kiro takes inline bytes only; keep the reference visible to the model.
+        "url" => Ok(Part::Text(format!(
+            "[Image: {}]",
+            source.required_str("url")?
+        ))),
+        other => Err(ChatError::invalid(
+            source.at("type"),
+            format!("Image source type `{other}` is not supported; send base64 data."),
+        )),
+    }
+}
+
+fn document(block: &Obj<'_>) -> Result<Part, ChatError> {
+    let source = block.get("source").ok_or_else(|| {
+        ChatError::invalid(
+            block.at("source"),
+            format!("`{}` is required.", block.at("source")),
+        )
+    })?;
+    let source = Obj::new(source, block.at("source"))?;
+    match source.required_str("type")? {
+        "text" => Ok(Part::Text(source.str("data")?.unwrap_or_default().to_owned())),
+        other => Err(ChatError::invalid(
+            source.at("type"),
+            format!("Document source type `{other}` is not supported by Kiro; send the document as text."),
+        )),
+    }
+}
+
+/// `tool_result.content`: a string, or blocks flattened to text (images noted).
+fn tool_result_text(block: &Obj<'_>) -> Result<String, ChatError> {
+    match block.get("content") {
+        None => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(items)) => {
+            let mut text = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let part = Obj::new(item, format!("{}[{i}]", block.at("content")))?;
+                match part.required_str("type")? {
+                    "text" => text.push(part.str("text")?.unwrap_or_default().to_owned()),
+                    "image" => text.push("[image]".to_owned()),
+                    other => text.push(format!("[{other}]")),
+                }
+            }
+            Ok(text.join("\n"))
+        }
+        Some(other) => Err(wrong_type(
+            &block.at("content"),
+            "a string or an array of blocks",
+            other,
+        )),
+    }
+}
+
+fn stop_sequences(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
+    let Some(items) = root.array("stop_sequences")? else {
+        return Ok(Vec::new());
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(wrong_type(
+                &format!("stop_sequences[{i}]"),
+                "a string",
+                other,
+            )),
+        })
+        .collect()
+}
+
+fn thinking(root: &Obj<'_>) -> Result<Option<Thinking>, ChatError> {
+    let Some(value) = root.get("thinking") else {
+        return Ok(None);
+    };
+    let obj = Obj::new(value, "thinking".into())?;
+    match obj.required_str("type")? {
+        "enabled" => {
+            let budget_tokens = obj.u32("budget_tokens")?.ok_or_else(|| {
+                ChatError::invalid(
+                    "thinking.budget_tokens",
+                    "`thinking.budget_tokens` is required when thinking is enabled.",
+                )
+            })?;
+            Ok(Some(Thinking::Enabled { budget_tokens }))
+        }
+        "adaptive" => {
+            let effort = match root.get("output_config") {
+                Some(config) => Obj::new(config, "output_config".into())?.str("effort")?,
+                None => None,
+            };
+            let effort = match effort.unwrap_or("high") {
+                "low" => Effort::Low,
+                "medium" => Effort::Medium,
+                "high" | "max" => Effort::High,
+                other => {
+                    return Err(ChatError::invalid(
+                        "output_config.effort",
+                        format!("`output_config.effort` is `{other}`; allowed: low, medium, high."),
+                    ))
+                }
+            };
+            Ok(Some(Thinking::Adaptive { effort }))
+        }
+        "disabled" => Ok(None),
+        other => Err(ChatError::invalid(
+            "thinking.type",
+            format!("`thinking.type` is `{other}`; allowed: enabled, adaptive, disabled."),
+        )),
+    }
+}
+
+fn tools(root: &Obj<'_>) -> Result<(Vec<Tool>, ToolChoice), ChatError> {
+    let mut tools = Vec::new();
+    for (index, item) in root.array("tools")?.into_iter().flatten().enumerate() {
+        let tool = Obj::new(item, format!("tools[{index}]"))?;
+        let name = tool.required_str("name")?;
+        let Some(schema) = tool.get("input_schema") else {
+            let kind = tool.str("type")?.unwrap_or("custom");
+            return Err(ChatError::invalid(
+                tool.at("input_schema"),
+                format!(
+                    "Tool `{name}` (type `{kind}`) has no `input_schema`. Anthropic server tools such as web search \
+                     run on Anthropic's servers and are not available through Kiro; define a client tool instead."
+                ),
+            ));
+        };
+        tools.push(Tool {
+            name: name.to_owned(),
+            description: tool.str("description")?.unwrap_or_default().to_owned(),
+            input_schema: schema.clone(),
+        });
+    }
+    let choice = match root.get("tool_choice") {
+        None => ToolChoice::Auto,
+        Some(value) => {
+            let obj = Obj::new(value, "tool_choice".into())?;
+            match obj.required_str("type")? {
+                "auto" => ToolChoice::Auto,
+                "any" => ToolChoice::Any,
+                "none" => ToolChoice::None,
+                "tool" => ToolChoice::Tool(obj.required_str("name")?.to_owned()),
+                other => {
+                    return Err(ChatError::invalid(
+                        "tool_choice.type",
+                        format!("`tool_choice.type` is `{other}`; allowed: auto, any, tool, none."),
+                    ))
+                }
+            }
+        }
+    };
+    Ok((tools, choice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_json(value: Value) -> Result<ChatRequest, ChatError> {
+        parse(
+            value.to_string().as_bytes(),
+            Metadata::default(),
+            Endpoint::Messages,
+        )
+    }
+
+    fn param(value: Value) -> Option<String> {
+        match parse_json(value).unwrap_err() {
+            ChatError::InvalidRequest { param, .. } => param,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_block_type() {
+        let req = parse_json(json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 100,
+            "system": [{"type": "text", "text": "S1", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "S2"}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    {"type": "text", "text": "calling"},
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "is_error": true, "content": [{"type": "text", "text": "boom"}]}
+                ]}
+            ],
+            "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any"},
+            "stop_sequences": ["END"],
+            "thinking": {"type": "enabled", "budget_tokens": 4000},
+            "metadata": {"user_id": "user_abc_account_x_session_0123456789abcdef0123456789abcdef"},
+            "stream": true
+        }))
+        .unwrap();
+        assert_eq!(req.system, vec!["S1", "S2"]);
+        assert_eq!(
+            req.messages[0].parts[1],
+            Part::Image {
+                media_type: "image/png".into(),
+                data: "AAAA".into()
+            }
+        );
+        assert_eq!(req.messages[1].parts[0], Part::Thinking("hmm".into()));
+        assert_eq!(
+            req.messages[1].parts[2],
+            Part::ToolUse {
+                id: "t1".into(),
+                name: "f".into(),
+                input: json!({"a": 1})
+            }
+        );
+        assert_eq!(
+            req.messages[2].parts[0],
+            Part::ToolResult {
+                tool_use_id: "t1".into(),
+                content: "boom".into(),
+                is_error: true
+            }
+        );
+        assert_eq!(req.tool_choice, ToolChoice::Any);
+        assert_eq!(req.sampling.stop, vec!["END"]);
+        assert_eq!(
+            req.thinking,
+            Some(Thinking::Enabled {
+                budget_tokens: 4000
+            })
+        );
+        assert_eq!(
+            req.metadata.conversation_id.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(req.stream);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            param(json!({"max_tokens": 1, "messages": []})).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})).as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]})).as_deref(), Some("messages[0].role"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "video"}]}]})).as_deref(), Some("messages[0].content[0].type"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]})).as_deref(), Some("messages[0].content[0].tool_use_id"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]})).as_deref(), Some("tools[0].input_schema"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled"}})).as_deref(), Some("thinking.budget_tokens"));
+    }
+
+    #[test]
+    fn count_tokens_does_not_need_max_tokens() {
+        let body =
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}).to_string();
+        assert!(parse(body.as_bytes(), Metadata::default(), Endpoint::CountTokens).is_ok());
+    }
+}

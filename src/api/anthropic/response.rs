@@ -1,0 +1,421 @@
+//! Canonical events -> Anthropic Messages responses.
+//!
+//! Stream: `message_start` (with usage), then per content block `content_block_start`,
+//! deltas (`text_delta`, `thinking_delta`, `input_json_delta`), `content_block_stop`, with
+//! strictly increasing indexes and never two blocks open; then `message_delta` (stop reason,
+//! usage) and `message_stop`. Kiro may interleave the fragments of parallel tool calls; the
+//! Anthropic format cannot, so a tool call that starts while another is open is buffered and
+//! sent as soon as the open one closes. `ping` keeps quiet connections alive. An error after
+//! the stream began is an `event: error`, never a normal finish.
+
+use crate::api::collect::{collect, Block};
+use crate::api::error::rejection;
+use crate::body::ChunkStream;
+use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
+use aiproxy_layers::ErrorShape;
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Quiet time after which a `ping` is sent.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+fn stop_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::EndTurn => "end_turn",
+        StopReason::ToolUse => "tool_use",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::MaxTokens | StopReason::ContextWindowExceeded => "max_tokens",
+    }
+}
+
+#[derive(Serialize)]
+struct UsageOut {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+}
+
+impl From<Usage> for UsageOut {
+    fn from(u: Usage) -> Self {
+        Self {
+            input_tokens: u.input,
+            output_tokens: u.output,
+            cache_creation_input_tokens: u.cache_write,
+            cache_read_input_tokens: u.cache_read,
+        }
+    }
+}
+
+/// A finished non-stream answer.
+pub struct Completed {
+    /// JSON body.
+    pub body: Bytes,
+    /// Whether the usage figures are estimates.
+    pub usage_estimated: bool,
+}
+
+/// Drains the stream into one Messages API `message`.
+pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, ChatError> {
+    let collected = collect(stream, model).await?;
+    let content: Vec<Value> = collected
+        .blocks
+        .into_iter()
+        .map(|block| match block {
+            Block::Text(text) => json!({"type": "text", "text": text}),
+            Block::Thinking(thinking) => {
+                json!({"type": "thinking", "thinking": thinking, "signature": ""})
+            }
+            Block::ToolUse {
+                id,
+                name,
+                arguments,
+            } => {
+                let input: Value = serde_json::from_str(&arguments).unwrap_or_else(|_| json!({}));
+                json!({"type": "tool_use", "id": id, "name": name, "input": input})
+            }
+        })
+        .collect();
+    let body = json!({
+        "id": message_id(&collected.id),
+        "type": "message",
+        "role": "assistant",
+        "model": collected.model,
+        "content": content,
+        "stop_reason": stop_reason(collected.stop),
+        "stop_sequence": null,
+        "usage": UsageOut::from(collected.usage),
+    });
+    Ok(Completed {
+        body: Bytes::from(body.to_string()),
+        usage_estimated: collected.usage.estimated,
+    })
+}
+
+fn message_id(id: &str) -> String {
+    if id.starts_with("msg_") {
+        id.to_owned()
+    } else {
+        format!("msg_{}", uuid::Uuid::new_v4().simple())
+    }
+}
+
+/// Encodes a chat stream as Anthropic SSE.
+pub fn sse(stream: ChatStream, model: &str) -> ChunkStream {
+    sse_with_ping(stream, model, PING_INTERVAL)
+}
+
+/// [`sse`] with a custom keep-alive interval (tests).
+pub fn sse_with_ping(stream: ChatStream, model: &str, ping: Duration) -> ChunkStream {
+    Box::pin(AnthropicSse {
+        inner: stream,
+        model: Arc::from(model),
+        encoder: BlockEncoder::default(),
+        out: VecDeque::with_capacity(4),
+        ping,
+        sleep: Box::pin(tokio::time::sleep(ping)),
+        finished: false,
+    })
+}
+
+fn event(name: &str, data: &impl Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(128);
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    if serde_json::to_writer(&mut buf, data).is_err() {
+        buf.extend_from_slice(
+            br#"{"type":"error","error":{"type":"api_error","message":"encoding failed"}}"#,
+        );
+    }
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    None,
+    Text,
+    Thinking,
+    Tool(usize),
+}
+
+#[derive(Debug, Default)]
+struct PendingTool {
+    id: String,
+    name: String,
+    buffered: String,
+    started: bool,
+    ended: bool,
+}
+
+/// The content-block state machine, separate from polling so it can be tested alone.
+#[derive(Debug)]
+struct BlockEncoder {
+    open: Open,
+    block_index: u32,
+    tools: Vec<PendingTool>,
+    /// Text or thinking that arrived while a tool block was open.
+    held: Vec<(Open, String)>,
+    usage: Usage,
+}
+
+impl Default for BlockEncoder {
+    fn default() -> Self {
+        Self {
+            open: Open::None,
+            block_index: 0,
+            tools: Vec::new(),
+            held: Vec::new(),
+            usage: Usage::default(),
+        }
+    }
+}
+
+impl BlockEncoder {
+    fn start(&mut self, id: &str, model: &str, input_tokens: u64, out: &mut VecDeque<Bytes>) {
+        self.usage.input = input_tokens;
+        out.push_back(event(
+            "message_start",
+            &json!({
+                "type": "message_start",
+                "message": {
+                    "id": message_id(id), "type": "message", "role": "assistant", "model": model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": 0,
+                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+                }
+            }),
+        ));
+        out.push_back(event("ping", &json!({"type": "ping"})));
+    }
+
+    fn open_block(&mut self, kind: Open, content_block: Value, out: &mut VecDeque<Bytes>) {
+        self.close(out);
+        out.push_back(event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.block_index, "content_block": content_block}),
+        ));
+        self.open = kind;
+    }
+
+    fn close(&mut self, out: &mut VecDeque<Bytes>) {
+        if self.open == Open::None {
+            return;
+        }
+        out.push_back(event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": self.block_index}),
+        ));
+        self.block_index += 1;
+        self.open = Open::None;
+    }
+
+    fn delta(&self, delta: Value, out: &mut VecDeque<Bytes>) {
+        out.push_back(event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": self.block_index, "delta": delta}),
+        ));
+    }
+
+    fn text(&mut self, kind: Open, text: String, out: &mut VecDeque<Bytes>) {
+        if matches!(self.open, Open::Tool(_)) {
+            self.held.push((kind, text));
+            return;
+        }
+        if self.open != kind {
+            let block = match kind {
+                Open::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+                _ => json!({"type": "text", "text": ""}),
+            };
+            self.open_block(kind, block, out);
+        }
+        let delta = match kind {
+            Open::Thinking => json!({"type": "thinking_delta", "thinking": text}),
+            _ => json!({"type": "text_delta", "text": text}),
+        };
+        self.delta(delta, out);
+    }
+
+    fn tool_start(&mut self, index: usize, id: String, name: String, out: &mut VecDeque<Bytes>) {
+        if self.tools.len() <= index {
+            self.tools.resize_with(index + 1, PendingTool::default);
+        }
+        self.tools[index] = PendingTool {
+            id,
+            name,
+            ..PendingTool::default()
+        };
+        if !matches!(self.open, Open::Tool(_)) {
+            self.open_tool(index, out);
+        }
+    }
+
+    fn open_tool(&mut self, index: usize, out: &mut VecDeque<Bytes>) {
+        let tool = &mut self.tools[index];
+        tool.started = true;
+        let block = json!({"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}});
+        let buffered = std::mem::take(&mut tool.buffered);
+        self.open_block(Open::Tool(index), block, out);
+        if !buffered.is_empty() {
+            self.delta(
+                json!({"type": "input_json_delta", "partial_json": buffered}),
+                out,
+            );
+        }
+    }
+
+    fn tool_delta(&mut self, index: usize, json: String, out: &mut VecDeque<Bytes>) {
+        if self.open == Open::Tool(index) {
+            self.delta(
+                json!({"type": "input_json_delta", "partial_json": json}),
+                out,
+            );
+        } else if let Some(tool) = self.tools.get_mut(index) {
+            tool.buffered.push_str(&json);
+        }
+    }
+
+    fn tool_end(&mut self, index: usize, out: &mut VecDeque<Bytes>) {
+        if let Some(tool) = self.tools.get_mut(index) {
+            tool.ended = true;
+        }
+        if self.open == Open::Tool(index) {
+            self.close(out);
+            self.advance(out);
+        }
+    }
+
+    /// After a tool block closed: send the next waiting tool calls, then held text.
+    fn advance(&mut self, out: &mut VecDeque<Bytes>) {
+        while let Some(next) = self
+            .tools
+            .iter()
+            .position(|t| !t.started && !t.id.is_empty())
+        {
+            self.open_tool(next, out);
+            if !self.tools[next].ended {
+                return;
+            }
+            self.close(out);
+        }
+        for (kind, text) in std::mem::take(&mut self.held) {
+            self.text(kind, text, out);
+        }
+    }
+
+    fn stop(&mut self, reason: StopReason, out: &mut VecDeque<Bytes>) {
+        self.close(out);
+        self.advance(out);
+        self.close(out);
+        out.push_back(event(
+            "message_delta",
+            &json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(reason), "stop_sequence": null},
+                "usage": UsageOut::from(self.usage),
+            }),
+        ));
+        out.push_back(event("message_stop", &json!({"type": "message_stop"})));
+    }
+
+    fn fail(&mut self, error: &ChatError, out: &mut VecDeque<Bytes>) {
+        tracing::warn!(error = %error, kind = error.kind(), "stream failed after it began");
+        if let Some(body) = rejection(error).body_json(ErrorShape::Anthropic) {
+            out.push_back(event("error", &body));
+        }
+    }
+
+    fn encode(&mut self, event: ChatEvent, model: &str, out: &mut VecDeque<Bytes>) -> bool {
+        match event {
+            ChatEvent::Start {
+                id,
+                model: m,
+                input_tokens,
+            } => {
+                let model = if m.is_empty() {
+                    model.to_owned()
+                } else {
+                    m.to_string()
+                };
+                self.start(&id, &model, input_tokens, out);
+            }
+            ChatEvent::TextDelta(text) => self.text(Open::Text, text, out),
+            ChatEvent::ThinkingDelta(text) => self.text(Open::Thinking, text, out),
+            ChatEvent::ToolCallStart { index, id, name } => {
+                self.tool_start(index as usize, id, name, out)
+            }
+            ChatEvent::ToolCallDelta { index, json } => self.tool_delta(index as usize, json, out),
+            ChatEvent::ToolCallEnd { index } => self.tool_end(index as usize, out),
+            ChatEvent::Usage(usage) => self.usage = usage,
+            ChatEvent::Stop(reason) => {
+                self.stop(reason, out);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+struct AnthropicSse {
+    inner: ChatStream,
+    model: Arc<str>,
+    encoder: BlockEncoder,
+    out: VecDeque<Bytes>,
+    ping: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    finished: bool,
+}
+
+impl Stream for AnthropicSse {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.out.pop_front() {
+                let next = tokio::time::Instant::now() + this.ping;
+                this.sleep.as_mut().reset(next);
+                return Poll::Ready(Some(bytes));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    this.finished = this.encoder.encode(event, &this.model, &mut this.out);
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.encoder.fail(&error, &mut this.out);
+                    this.finished = true;
+                }
+                Poll::Ready(None) => {
+                    let error = ChatError::Truncated {
+                        message: "the response ended without a stop reason; retry the request"
+                            .into(),
+                    };
+                    this.encoder.fail(&error, &mut this.out);
+                    this.finished = true;
+                }
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        this.out.push_back(event("ping", &json!({"type": "ping"})));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
