@@ -34,6 +34,8 @@ struct Args {
     rps: u64,
     requests: usize,
     concurrency: usize,
+    /// Leading chunks that carry no content (aiproxy's OpenAI role chunk).
+    skip_chunks: usize,
 }
 
 fn args() -> Args {
@@ -49,6 +51,7 @@ fn args() -> Args {
         rps: 1000,
         requests: 20,
         concurrency: 1,
+        skip_chunks: 0,
     };
     while let Some(flag) = raw.next() {
         let value = raw.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -57,17 +60,22 @@ fn args() -> Args {
             "--body" => args.body = Bytes::from(std::fs::read(&value).expect("read --body file")),
             "--header" => {
                 let (k, v) = value.split_once(':').expect("--header K:V");
-                args.headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                args.headers
+                    .push((k.trim().to_owned(), v.trim().to_owned()));
             }
             "--connections" => args.connections = value.parse().unwrap(),
             "--seconds" => args.seconds = value.parse().unwrap(),
             "--rps" => args.rps = value.parse().unwrap(),
             "--requests" => args.requests = value.parse().unwrap(),
             "--concurrency" => args.concurrency = value.parse().unwrap(),
+            "--skip-chunks" => args.skip_chunks = value.parse().unwrap(),
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(args.url.starts_with("http://127.0.0.1") || args.url.starts_with("http://localhost"), "loopback only");
+    assert!(
+        args.url.starts_with("http://127.0.0.1") || args.url.starts_with("http://localhost"),
+        "loopback only"
+    );
     args
 }
 
@@ -80,7 +88,11 @@ fn request(args: &Args) -> http::Request<Full<Bytes>> {
 }
 
 /// Sends one request and drains the body; returns (ok, first-byte time, chunk arrival times).
-async fn one(client: &HttpClient, args: &Args, timed: bool) -> (bool, Option<Instant>, Vec<Instant>) {
+async fn one(
+    client: &HttpClient,
+    args: &Args,
+    timed: bool,
+) -> (bool, Option<Instant>, Vec<Instant>) {
     let Ok(response) = client.request(request(args)).await else {
         return (false, None, Vec::new());
     };
@@ -89,7 +101,9 @@ async fn one(client: &HttpClient, args: &Args, timed: bool) -> (bool, Option<Ins
     let mut first = None;
     let mut chunks = Vec::new();
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return (false, first, chunks) };
+        let Ok(frame) = frame else {
+            return (false, first, chunks);
+        };
         if frame.is_data() {
             let now = Instant::now();
             first.get_or_insert(now);
@@ -125,14 +139,24 @@ async fn saturate(args: Arc<Args>) -> serde_json::Value {
     let started = Instant::now();
     let workers: Vec<_> = (0..args.connections)
         .map(|_| {
-            let (client, args, stop, done, failed) = (client.clone(), args.clone(), stop.clone(), done.clone(), failed.clone());
+            let (client, args, stop, done, failed) = (
+                client.clone(),
+                args.clone(),
+                stop.clone(),
+                done.clone(),
+                failed.clone(),
+            );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
                     let (ok, _, _) = one(&client, &args, false).await;
                     latencies.push(start.elapsed().as_micros() as u64);
-                    if ok { done.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed)
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    };
                 }
                 latencies
             })
@@ -172,7 +196,11 @@ async fn rate(args: Arc<Args>) -> serde_json::Value {
     let mut failed = 0;
     for task in tasks {
         let (ok, micros) = task.await.unwrap();
-        if ok { latencies.push(micros) } else { failed += 1 }
+        if ok {
+            latencies.push(micros)
+        } else {
+            failed += 1
+        }
     }
     json!({"mode": "rate", "rps": args.rps, "seconds": args.seconds, "failed": failed, "latency": percentiles(latencies)})
 }
@@ -185,6 +213,8 @@ async fn stream(args: Arc<Args>) -> serde_json::Value {
             let (client, args) = (client.clone(), args.clone());
             tokio::spawn(async move {
                 let mut ttfb = Vec::new();
+                let mut first_content = Vec::new();
+                let mut durations = Vec::new();
                 let mut gaps = Vec::new();
                 let mut chunks_per_stream = Vec::new();
                 let mut failed = 0;
@@ -198,24 +228,47 @@ async fn stream(args: Arc<Args>) -> serde_json::Value {
                     if let Some(first) = first {
                         ttfb.push((first - start).as_micros() as u64);
                     }
+                    if let Some(content) = chunks.get(args.skip_chunks) {
+                        first_content.push((*content - start).as_micros() as u64);
+                    }
+                    if let Some(last) = chunks.last() {
+                        durations.push((*last - start).as_micros() as u64);
+                    }
                     gaps.extend(chunks.windows(2).map(|w| (w[1] - w[0]).as_micros() as u64));
                     chunks_per_stream.push(chunks.len());
                 }
-                (ttfb, gaps, chunks_per_stream, failed)
+                (
+                    ttfb,
+                    first_content,
+                    durations,
+                    gaps,
+                    chunks_per_stream,
+                    failed,
+                )
             })
         })
         .collect();
-    let (mut ttfb, mut gaps, mut chunks, mut failed) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut ttfb, mut first_content, mut durations, mut gaps, mut chunks, mut failed) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        0,
+    );
     for worker in workers {
-        let (t, g, c, f) = worker.await.unwrap();
+        let (t, fc, d, g, c, f) = worker.await.unwrap();
         ttfb.extend(t);
+        first_content.extend(fc);
+        durations.extend(d);
         gaps.extend(g);
         chunks.extend(c);
         failed += f;
     }
     let mean_chunks = chunks.iter().sum::<usize>() as f64 / chunks.len().max(1) as f64;
     json!({"mode": "stream", "requests": args.requests, "concurrency": args.concurrency, "failed": failed,
-           "chunks_per_stream": mean_chunks, "ttfb": percentiles(ttfb), "chunk_gap": percentiles(gaps)})
+           "chunks_per_stream": mean_chunks, "ttfb": percentiles(ttfb), "first_content": percentiles(first_content),
+           "duration": percentiles(durations), "chunk_gap": percentiles(gaps)})
 }
 
 #[tokio::main]

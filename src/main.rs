@@ -9,6 +9,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// mimalloc: measured faster than glibc malloc on the request path (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Start-up errors caused by configuration exit with 2 (like clap's own errors).
 const EXIT_CONFIG: u8 = 2;
 

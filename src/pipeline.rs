@@ -75,8 +75,8 @@ pub enum BuildError {
          ~/.aws/sso/cache/kiro-auth-token.json exists, or start with KIRO_MOCK_MODE=true to use the built-in fake Kiro"
     )]
     NoCredentials,
-    /// The HTTP client could not be set up.
-    #[error("cannot set up the HTTPS client: {0}")]
+    /// The HTTP client or the upstream URL could not be set up.
+    #[error("cannot set up the Kiro client: {0}")]
     Client(String),
 }
 
@@ -140,7 +140,7 @@ fn model_service(config: &Config, catalog: Catalog) -> Result<KiroService, Build
     };
     let account = Account::new(name, credentials, endpoints, settings, client.clone());
     let http = HttpUpstream::new(client, config.max_connections, config.request_timeout);
-    Ok(KiroService::live(http, catalog, account))
+    KiroService::live(http, catalog, account).map_err(BuildError::Client)
 }
 
 /// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.

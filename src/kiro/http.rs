@@ -75,7 +75,7 @@ impl HttpUpstream {
     /// Sends one POST.
     pub async fn post(
         &self,
-        url: &str,
+        url: reqwest::Url,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, ChatError> {

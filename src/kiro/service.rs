@@ -27,17 +27,12 @@ const CHAT_PATH: &str = "/generateAssistantResponse";
 pub enum Transport {
     /// The built-in fake, in-process (mock mode).
     Fake(FakeKiro),
-    /// Real HTTPS to Kiro (or to `aiproxy fake-kiro` in tests).
-    Http(HttpUpstream),
+    /// Real HTTPS to Kiro (or to `aiproxy fake-kiro` in tests), with the chat URL parsed once.
+    Http(HttpUpstream, reqwest::Url),
 }
 
 impl Transport {
-    async fn post(
-        &self,
-        url: &str,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<UpstreamResponse, ChatError> {
+    async fn post(&self, headers: HeaderMap, body: Bytes) -> Result<UpstreamResponse, ChatError> {
         match self {
             Self::Fake(fake) => {
                 let mut request =
@@ -54,7 +49,7 @@ impl Transport {
                     body: Box::pin(body),
                 })
             }
-            Self::Http(http) => http.post(url, headers, body).await,
+            Self::Http(http, url) => http.post(url.clone(), headers, body).await,
         }
     }
 
@@ -62,7 +57,7 @@ impl Transport {
     pub fn mode(&self) -> &'static str {
         match self {
             Self::Fake(_) => "mock",
-            Self::Http(_) => "live",
+            Self::Http(..) => "live",
         }
     }
 }
@@ -71,7 +66,6 @@ struct Shared {
     transport: Transport,
     catalog: Catalog,
     account: Option<Arc<Account>>,
-    chat_url: String,
 }
 
 /// One Kiro account's upstream. Cheap to clone.
@@ -95,30 +89,35 @@ impl std::fmt::Debug for KiroService {
 impl KiroService {
     /// The in-process fake (mock mode): no account, no tokens.
     pub fn mock(fake: FakeKiro, catalog: Catalog) -> Self {
-        Self::build(Transport::Fake(fake), catalog, None, CHAT_PATH.to_owned())
+        Self::build(Transport::Fake(fake), catalog, None)
     }
 
-    /// A real account over `http`.
-    pub fn live(http: HttpUpstream, catalog: Catalog, account: Arc<Account>) -> Self {
+    /// A real account over `http`. Fails when the account's API base is not a valid URL.
+    pub fn live(
+        http: HttpUpstream,
+        catalog: Catalog,
+        account: Arc<Account>,
+    ) -> Result<Self, String> {
         let chat_url = format!(
             "{}{CHAT_PATH}",
             account.endpoints().api_base.trim_end_matches('/')
         );
-        Self::build(Transport::Http(http), catalog, Some(account), chat_url)
+        // Parsed once here, not by the client on every request.
+        let chat_url = reqwest::Url::parse(&chat_url)
+            .map_err(|e| format!("`{chat_url}` is not a valid URL: {e}"))?;
+        Ok(Self::build(
+            Transport::Http(http, chat_url),
+            catalog,
+            Some(account),
+        ))
     }
 
-    fn build(
-        transport: Transport,
-        catalog: Catalog,
-        account: Option<Arc<Account>>,
-        chat_url: String,
-    ) -> Self {
+    fn build(transport: Transport, catalog: Catalog, account: Option<Arc<Account>>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 transport,
                 catalog,
                 account,
-                chat_url,
             }),
         }
     }
@@ -192,11 +191,7 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
         .unwrap_or(MOCK_MACHINE_ID);
     let mut response = shared
         .transport
-        .post(
-            &shared.chat_url,
-            ide_headers(machine_id, token.as_ref()),
-            body.clone(),
-        )
+        .post(ide_headers(machine_id, token.as_ref()), body.clone())
         .await?;
     if let (Some(account), Some(rejected)) = (&shared.account, &token) {
         if matches!(
@@ -219,11 +214,7 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
             token = Some(account.token_after_rejection(&rejected.token).await?);
             response = shared
                 .transport
-                .post(
-                    &shared.chat_url,
-                    ide_headers(machine_id, token.as_ref()),
-                    body,
-                )
+                .post(ide_headers(machine_id, token.as_ref()), body)
                 .await?;
         }
     }
