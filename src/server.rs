@@ -2,7 +2,7 @@
 //! shutdown: stop accepting, let in-flight requests and streams finish within the grace
 //! period, then return.
 
-use crate::pipeline::Pipeline;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -17,13 +17,26 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind((host, port)).await
 }
 
-/// Serves until `shutdown` completes, then drains for at most `grace`.
-pub async fn serve(
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves `service` (the aiproxy pipeline, or the fake Kiro) until `shutdown` completes, then
+/// drains for at most `grace`.
+pub async fn serve<S, B>(
     listener: TcpListener,
-    pipeline: Pipeline,
+    service: S,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-) {
+) where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -39,7 +52,7 @@ pub async fn serve(
                         continue;
                     }
                 };
-                serve_connection(&builder, &graceful, stream, peer, pipeline.clone());
+                serve_connection(&builder, &graceful, stream, peer, service.clone());
             }
             () = &mut shutdown => break,
         }
@@ -55,18 +68,28 @@ pub async fn serve(
     }
 }
 
-fn serve_connection(
+fn serve_connection<S, B>(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    pipeline: Pipeline,
-) {
+    service: S,
+) where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
     let connection = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(pipeline))
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .into_owned();
     let connection = graceful.watch(connection);
     tokio::spawn(async move {

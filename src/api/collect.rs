@@ -23,6 +23,14 @@ pub enum Block {
     },
 }
 
+/// An encoded non-stream answer.
+pub struct Completed {
+    /// The JSON body.
+    pub body: bytes::Bytes,
+    /// Whether the usage figures are estimates (answered with `x-aiproxy-usage: estimated`).
+    pub usage_estimated: bool,
+}
+
 /// A finished answer.
 #[derive(Debug, Clone)]
 pub struct Collected {

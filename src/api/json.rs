@@ -95,11 +95,23 @@ impl<'a> Obj<'a> {
                 self.at(key),
                 format!("`{}` must not be empty.", self.at(key)),
             )),
-            None => Err(ChatError::invalid(
-                self.at(key),
-                format!("`{}` is required.", self.at(key)),
-            )),
+            None => Err(self.missing(key)),
         }
+    }
+
+    /// The error for an absent required field.
+    fn missing(&self, key: &str) -> ChatError {
+        ChatError::invalid(self.at(key), format!("`{}` is required.", self.at(key)))
+    }
+
+    /// A required field of any type.
+    pub fn required(&self, key: &str) -> Result<&'a Value, ChatError> {
+        self.get(key).ok_or_else(|| self.missing(key))
+    }
+
+    /// A required object.
+    pub fn required_obj(&self, key: &str) -> Result<Obj<'a>, ChatError> {
+        Obj::new(self.required(key)?, self.at(key))
     }
 
     /// An optional boolean.

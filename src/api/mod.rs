@@ -115,9 +115,11 @@ where
         }
         (&Method::GET, "/v1/models") => Ok(models(&state)),
         (&Method::POST, "/v1/chat/completions") => {
-            chat_completions(model, &state, &parts, body).await
+            chat::<OpenAiSurface, _, _>(model, &state, &parts, body).await
         }
-        (&Method::POST, "/v1/messages") => messages(model, &state, &parts, body).await,
+        (&Method::POST, "/v1/messages") => {
+            chat::<AnthropicSurface, _, _>(model, &state, &parts, body).await
+        }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
         (&Method::GET, "/health") => Ok(health(&state)),
         (method, path) => Err(unknown_route(method, path)),
@@ -282,57 +284,94 @@ fn completed_response(body: Bytes, usage_estimated: bool) -> Response<ResponseBo
     response
 }
 
-async fn chat_completions<M, B>(
-    model: M,
-    state: &ApiState,
-    parts: &http::request::Parts,
-    body: B,
-) -> Result<Response<ResponseBody>, Rejection>
-where
-    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let bytes = read_body(body, state.max_body_bytes).await?;
-    let (chat, options) =
-        openai::request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
-    let (stream, model_id) = (chat.stream, chat.model.clone());
-    let events = call_model(model, chat).await?;
-    if stream {
-        return Ok(sse_response(openai::response::sse(
-            events, &model_id, options,
-        )));
-    }
-    let done = openai::response::complete(events, &model_id, options)
-        .await
-        .map_err(|e| error::rejection(&e))?;
-    Ok(completed_response(done.body, done.usage_estimated))
+/// An API wire format: how its requests become a [`ChatRequest`] and how answers are encoded.
+/// One generic handler ([`chat`]) serves every surface.
+trait Surface {
+    /// Per-request options that shape the answer, not the model call.
+    type Options: Send + 'static;
+
+    /// Parses a request body.
+    fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Self::Options), ChatError>;
+
+    /// Encodes a streamed answer.
+    fn stream(events: ChatStream, model: &str, options: Self::Options) -> crate::body::ChunkStream;
+
+    /// Drains and encodes a non-stream answer.
+    fn complete(
+        events: ChatStream,
+        model: String,
+        options: Self::Options,
+    ) -> impl std::future::Future<Output = Result<collect::Completed, ChatError>> + Send;
 }
 
-async fn messages<M, B>(
+/// `/v1/chat/completions`.
+struct OpenAiSurface;
+
+impl Surface for OpenAiSurface {
+    type Options = openai::request::ResponseOptions;
+
+    fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Self::Options), ChatError> {
+        openai::request::parse(body, metadata)
+    }
+
+    fn stream(events: ChatStream, model: &str, options: Self::Options) -> crate::body::ChunkStream {
+        openai::response::sse(events, model, options)
+    }
+
+    async fn complete(
+        events: ChatStream,
+        model: String,
+        options: Self::Options,
+    ) -> Result<collect::Completed, ChatError> {
+        openai::response::complete(events, &model, options).await
+    }
+}
+
+/// `/v1/messages`.
+struct AnthropicSurface;
+
+impl Surface for AnthropicSurface {
+    type Options = ();
+
+    fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ()), ChatError> {
+        anthropic::request::parse(body, metadata, anthropic::request::Endpoint::Messages)
+            .map(|chat| (chat, ()))
+    }
+
+    fn stream(events: ChatStream, model: &str, _: ()) -> crate::body::ChunkStream {
+        anthropic::response::sse(events, model)
+    }
+
+    async fn complete(
+        events: ChatStream,
+        model: String,
+        _: (),
+    ) -> Result<collect::Completed, ChatError> {
+        anthropic::response::complete(events, &model).await
+    }
+}
+
+/// Read, parse, call the model tier, answer as a stream or as one JSON body.
+async fn chat<S, M, B>(
     model: M,
     state: &ApiState,
     parts: &http::request::Parts,
     body: B,
 ) -> Result<Response<ResponseBody>, Rejection>
 where
+    S: Surface,
     M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let bytes = read_body(body, state.max_body_bytes).await?;
-    let chat = anthropic::request::parse(
-        &bytes,
-        metadata(parts),
-        anthropic::request::Endpoint::Messages,
-    )
-    .map_err(|e| error::rejection(&e))?;
+    let (chat, options) = S::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let (stream, model_id) = (chat.stream, chat.model.clone());
     let events = call_model(model, chat).await?;
     if stream {
-        return Ok(sse_response(anthropic::response::sse(events, &model_id)));
+        return Ok(sse_response(S::stream(events, &model_id, options)));
     }
-    let done = anthropic::response::complete(events, &model_id)
+    let done = S::complete(events, model_id, options)
         .await
         .map_err(|e| error::rejection(&e))?;
     Ok(completed_response(done.body, done.usage_estimated))

@@ -130,18 +130,14 @@ fn system(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
 }
 
 fn content(obj: &Obj<'_>, key: &str) -> Result<Vec<Part>, ChatError> {
-    match obj.get(key) {
-        None => Err(ChatError::invalid(
-            obj.at(key),
-            format!("`{}` is required.", obj.at(key)),
-        )),
-        Some(Value::String(text)) => Ok(vec![Part::Text(text.clone())]),
-        Some(Value::Array(blocks)) => blocks
+    match obj.required(key)? {
+        Value::String(text) => Ok(vec![Part::Text(text.clone())]),
+        Value::Array(blocks) => blocks
             .iter()
             .enumerate()
             .filter_map(|(i, block)| block_part(block, format!("{}[{i}]", obj.at(key))).transpose())
             .collect(),
-        Some(other) => Err(wrong_type(
+        other => Err(wrong_type(
             &obj.at(key),
             "a string or an array of content blocks",
             other,
@@ -185,13 +181,7 @@ fn block_part(value: &Value, path: String) -> Result<Option<Part>, ChatError> {
 }
 
 fn image(block: &Obj<'_>) -> Result<Part, ChatError> {
-    let source = block.get("source").ok_or_else(|| {
-        ChatError::invalid(
-            block.at("source"),
-            format!("`{}` is required.", block.at("source")),
-        )
-    })?;
-    let source = Obj::new(source, block.at("source"))?;
+    let source = block.required_obj("source")?;
     match source.required_str("type")? {
         "base64" => Ok(Part::Image {
             media_type: source.required_str("media_type")?.to_owned(),
@@ -210,13 +200,7 @@ fn image(block: &Obj<'_>) -> Result<Part, ChatError> {
 }
 
 fn document(block: &Obj<'_>) -> Result<Part, ChatError> {
-    let source = block.get("source").ok_or_else(|| {
-        ChatError::invalid(
-            block.at("source"),
-            format!("`{}` is required.", block.at("source")),
-        )
-    })?;
-    let source = Obj::new(source, block.at("source"))?;
+    let source = block.required_obj("source")?;
     match source.required_str("type")? {
         "text" => Ok(Part::Text(source.str("data")?.unwrap_or_default().to_owned())),
         other => Err(ChatError::invalid(

@@ -8,7 +8,7 @@
 //! sent as soon as the open one closes. `ping` keeps quiet connections alive. An error after
 //! the stream began is an `event: error`, never a normal finish.
 
-use crate::api::collect::{collect, Block};
+use crate::api::collect::{collect, Block, Completed};
 use crate::api::error::rejection;
 use crate::body::ChunkStream;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
@@ -53,14 +53,6 @@ impl From<Usage> for UsageOut {
             cache_read_input_tokens: u.cache_read,
         }
     }
-}
-
-/// A finished non-stream answer.
-pub struct Completed {
-    /// JSON body.
-    pub body: Bytes,
-    /// Whether the usage figures are estimates.
-    pub usage_estimated: bool,
 }
 
 /// Drains the stream into one Messages API `message`.

@@ -175,13 +175,7 @@ fn legacy_call_id(name: &str) -> String {
 
 fn tool_call(call: &Obj<'_>) -> Result<Part, ChatError> {
     let id = call.required_str("id")?;
-    let function = call.get("function").ok_or_else(|| {
-        ChatError::invalid(
-            call.at("function"),
-            format!("`{}` is required.", call.at("function")),
-        )
-    })?;
-    let function = Obj::new(function, call.at("function"))?;
+    let function = call.required_obj("function")?;
     Ok(Part::ToolUse {
         id: id.to_owned(),
         name: function.required_str("name")?.to_owned(),
@@ -270,13 +264,7 @@ fn content_part(part: &Obj<'_>) -> Result<Part, ChatError> {
     match part.required_str("type")? {
         "text" => Ok(Part::Text(part.str("text")?.unwrap_or_default().to_owned())),
         "image_url" => {
-            let image = part.get("image_url").ok_or_else(|| {
-                ChatError::invalid(
-                    part.at("image_url"),
-                    format!("`{}` is required.", part.at("image_url")),
-                )
-            })?;
-            let url = match image {
+            let url = match part.required("image_url")? {
                 Value::String(url) => url.as_str(),
                 other => Obj::new(other, part.at("image_url"))?.required_str("url")?,
             };
@@ -339,16 +327,7 @@ fn parse_tools(root: &Obj<'_>) -> Result<(Vec<Tool>, ToolChoice), ChatError> {
                     ))
                 }
             }
-            let function = tool.get("function").ok_or_else(|| {
-                ChatError::invalid(
-                    tool.at("function"),
-                    format!("`{}` is required.", tool.at("function")),
-                )
-            })?;
-            tools.push(function_definition(&Obj::new(
-                function,
-                tool.at("function"),
-            )?)?);
+            tools.push(function_definition(&tool.required_obj("function")?)?);
         }
     }
     if let Some(items) = root.array("functions")? {

@@ -4,7 +4,7 @@
 //! error after the stream began is sent as an `{"error": ...}` chunk before `[DONE]`.
 
 use super::request::ResponseOptions;
-use crate::api::collect::{collect, Block};
+use crate::api::collect::{collect, Block, Completed};
 use crate::api::error::rejection;
 use crate::body::ChunkStream;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
@@ -108,14 +108,6 @@ struct CompletionOut {
     model: Arc<str>,
     choices: [ChoiceOut; 1],
     usage: UsageOut,
-}
-
-/// A finished non-stream answer.
-pub struct Completed {
-    /// The JSON body.
-    pub body: Bytes,
-    /// Whether the usage figures are estimates.
-    pub usage_estimated: bool,
 }
 
 /// Drains the stream into one `chat.completion`.
