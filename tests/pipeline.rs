@@ -321,3 +321,38 @@ async fn no_credentials_and_no_mock_mode_refuses_to_build() {
         .to_string();
     assert!(error.contains("KIRO_MOCK_MODE=true"), "{error}");
 }
+
+#[tokio::test]
+async fn a_models_file_replaces_the_catalog() {
+    let dir =
+        std::env::temp_dir().join(format!("aiproxy-models-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("models.toml");
+    std::fs::write(&path, "[[model]]\nid = \"house-model\"\nkiro_model_id = \"claude-haiku-4.5\"\ncreated = 1\ncontext_window = 200000\n").unwrap();
+    let config = Config {
+        models_file: Some(path.clone()),
+        ..config()
+    };
+    let (status, _, body) = call_with(&config, get("/v1/models")).await;
+    assert_eq!(status, 200);
+    let ids: Vec<String> = json(&body)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec!["house-model"]);
+    let chat = json!({"model": "house-model", "messages": [{"role": "user", "content": "via the custom catalog"}]});
+    let (status, _, body) =
+        call_with(&config, post("/v1/chat/completions", chat.to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["model"], "house-model");
+
+    std::fs::write(&path, "[[model]]\nid = \"x\"\n").unwrap();
+    let error = aiproxy::pipeline::build(&config).err().unwrap().to_string();
+    assert!(
+        error.contains("models.toml") && error.contains("kiro_model_id"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
