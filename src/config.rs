@@ -192,8 +192,8 @@ struct FileConfig {
 pub struct Config {
     /// Default provider.
     pub model_provider: String,
-    /// Accepted client keys (empty = open server).
-    pub api_keys: Vec<String>,
+    /// Accepted client keys (empty = open server). `Secret`, so `{config:?}` never shows them.
+    pub api_keys: Vec<crate::secret::Secret>,
     /// Listen address.
     pub host: String,
     /// Listen port.
@@ -312,6 +312,7 @@ impl Config {
                 .into_iter()
                 .map(|k| k.trim().to_owned())
                 .filter(|k| !k.is_empty())
+                .map(crate::secret::Secret::new)
                 .collect(),
             host: pick(cli.host.clone(), file.host, defaults.host),
             port: pick(cli.port, file.port, defaults.port),
@@ -507,13 +508,17 @@ mod tests {
             Config::resolve(&parse(&["--config", path, "--port", "5000"]).unwrap()).unwrap();
         assert_eq!(config.port, 5000);
         assert_eq!(config.host, "0.0.0.0");
-        assert_eq!(config.api_keys, vec!["from-file"]);
+        assert_eq!(config.api_keys, vec!["from-file".into()]);
+        assert!(
+            !format!("{config:?}").contains("from-file"),
+            "keys never in Debug output"
+        );
         assert_eq!(config.log_format, LogFormat::Json);
         let config = Config::resolve(
             &parse(&["--config", path, "--api-key", "a", "--api-key", "b"]).unwrap(),
         )
         .unwrap();
-        assert_eq!(config.api_keys, vec!["a", "b"]);
+        assert_eq!(config.api_keys, vec!["a".into(), "b".into()]);
     }
 
     #[test]

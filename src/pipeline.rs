@@ -25,6 +25,7 @@ use crate::kiro::credentials::{self, Credentials};
 use crate::kiro::fake::FakeKiro;
 use crate::kiro::http::HttpUpstream;
 use crate::kiro::{Catalog, KiroService};
+use crate::secret::Secret;
 use aiproxy_layers::auth::{Auth, AuthLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
 use aiproxy_layers::{ErrorShape, Rejection};
@@ -114,7 +115,7 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(PanicResponse))
-        .layer(AuthLayer::new(&config.api_keys).public_path("/health"))
+        .layer(AuthLayer::new(config.api_keys.iter().map(Secret::expose)).public_path("/health"))
         .layer(RouteLayer::new(
             &config.model_provider,
             crate::config::PROVIDERS,
