@@ -91,7 +91,7 @@ fn decoder(c: &mut Criterion) {
     group.finish();
 }
 
-fn anthropic(c: &mut Criterion) {
+fn api(c: &mut Criterion) {
     use aiproxy::api::anthropic::{request, response};
     use aiproxy::chat::{ChatEvent, ChatStream, Metadata, StopReason};
     use futures_util::StreamExt;
@@ -108,9 +108,9 @@ fn anthropic(c: &mut Criterion) {
     let body = serde_json::json!({"model": "claude-sonnet-4-6", "system": "You are Claude Code. ".repeat(100),
         "messages": messages, "tools": vec![tool; 10]})
     .to_string();
-    let mut group = c.benchmark_group("anthropic");
+    let mut group = c.benchmark_group("api");
     group.throughput(Throughput::Bytes(body.len() as u64));
-    group.bench_function("count_tokens_claude_code_sized", |b| {
+    group.bench_function("anthropic_count_tokens_claude_code_sized", |b| {
         b.iter(|| {
             let chat = request::parse(
                 body.as_bytes(),
@@ -135,7 +135,23 @@ fn anthropic(c: &mut Criterion) {
     .chain(std::iter::once(ChatEvent::Stop(StopReason::EndTurn)))
     .collect();
     group.throughput(Throughput::Elements(events.len() as u64));
-    group.bench_function("sse_encode_100_text_events", |b| {
+    group.bench_function("openai_sse_encode_100_text_events", |b| {
+        b.iter(|| {
+            let stream: ChatStream = Box::pin(futures_util::stream::iter(
+                events.clone().into_iter().map(Ok),
+            ));
+            runtime.block_on(async {
+                let options = aiproxy::api::openai::request::ResponseOptions::default();
+                let mut out = aiproxy::api::openai::response::sse(stream, "m", options);
+                let mut n = 0;
+                while let Some(chunk) = out.next().await {
+                    n += black_box(chunk).len();
+                }
+                n
+            })
+        })
+    });
+    group.bench_function("anthropic_sse_encode_100_text_events", |b| {
         b.iter(|| {
             let stream: ChatStream = Box::pin(futures_util::stream::iter(
                 events.clone().into_iter().map(Ok),
@@ -153,5 +169,5 @@ fn anthropic(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, decoder, anthropic);
+criterion_group!(benches, pipeline, decoder, api);
 criterion_main!(benches);

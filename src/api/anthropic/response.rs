@@ -132,6 +132,23 @@ fn event(name: &str, data: &impl Serialize) -> Bytes {
     Bytes::from(buf)
 }
 
+/// `content_block_delta` data, typed: deltas are the hot path of a stream.
+#[derive(Serialize)]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    delta: Delta<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Delta<'a> {
+    TextDelta { text: &'a str },
+    ThinkingDelta { thinking: &'a str },
+    InputJsonDelta { partial_json: &'a str },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
     None,
@@ -211,11 +228,13 @@ impl BlockEncoder {
         self.open = Open::None;
     }
 
-    fn delta(&self, delta: Value, out: &mut VecDeque<Bytes>) {
-        out.push_back(event(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": self.block_index, "delta": delta}),
-        ));
+    fn delta(&self, delta: Delta<'_>, out: &mut VecDeque<Bytes>) {
+        let data = DeltaEvent {
+            kind: "content_block_delta",
+            index: self.block_index,
+            delta,
+        };
+        out.push_back(event("content_block_delta", &data));
     }
 
     fn text(&mut self, kind: Open, text: String, out: &mut VecDeque<Bytes>) {
@@ -231,8 +250,8 @@ impl BlockEncoder {
             self.open_block(kind, block, out);
         }
         let delta = match kind {
-            Open::Thinking => json!({"type": "thinking_delta", "thinking": text}),
-            _ => json!({"type": "text_delta", "text": text}),
+            Open::Thinking => Delta::ThinkingDelta { thinking: &text },
+            _ => Delta::TextDelta { text: &text },
         };
         self.delta(delta, out);
     }
@@ -259,7 +278,9 @@ impl BlockEncoder {
         self.open_block(Open::Tool(index), block, out);
         if !buffered.is_empty() {
             self.delta(
-                json!({"type": "input_json_delta", "partial_json": buffered}),
+                Delta::InputJsonDelta {
+                    partial_json: &buffered,
+                },
                 out,
             );
         }
@@ -268,7 +289,9 @@ impl BlockEncoder {
     fn tool_delta(&mut self, index: usize, json: String, out: &mut VecDeque<Bytes>) {
         if self.open == Open::Tool(index) {
             self.delta(
-                json!({"type": "input_json_delta", "partial_json": json}),
+                Delta::InputJsonDelta {
+                    partial_json: &json,
+                },
                 out,
             );
         } else if let Some(tool) = self.tools.get_mut(index) {
