@@ -142,11 +142,14 @@ struct DeltaEvent<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum Delta<'a> {
-    TextDelta { text: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    InputJsonDelta { partial_json: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,8 +253,8 @@ impl BlockEncoder {
             self.open_block(kind, block, out);
         }
         let delta = match kind {
-            Open::Thinking => Delta::ThinkingDelta { thinking: &text },
-            _ => Delta::TextDelta { text: &text },
+            Open::Thinking => Delta::Thinking { thinking: &text },
+            _ => Delta::Text { text: &text },
         };
         self.delta(delta, out);
     }
@@ -278,7 +281,7 @@ impl BlockEncoder {
         self.open_block(Open::Tool(index), block, out);
         if !buffered.is_empty() {
             self.delta(
-                Delta::InputJsonDelta {
+                Delta::InputJson {
                     partial_json: &buffered,
                 },
                 out,
@@ -289,7 +292,7 @@ impl BlockEncoder {
     fn tool_delta(&mut self, index: usize, json: String, out: &mut VecDeque<Bytes>) {
         if self.open == Open::Tool(index) {
             self.delta(
-                Delta::InputJsonDelta {
+                Delta::InputJson {
                     partial_json: &json,
                 },
                 out,
