@@ -396,32 +396,9 @@ impl Flavour {
 }
 
 fn form_value(form: &str, key: &str) -> Option<String> {
-    form.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let byte = match bytes[i] {
-            b'+' => b' ',
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    i += 2;
-                    b
-                }
-                Err(_) => b'%',
-            },
-            b => b,
-        };
-        out.push(byte);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(form.as_bytes())
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.into_owned())
 }
 
 fn usage_limits() -> Value {
@@ -559,6 +536,18 @@ mod tests {
     use super::*;
     use crate::kiro::eventstream::{FrameDecoder, KiroEvent};
     use futures_util::StreamExt;
+
+    #[test]
+    fn form_values_are_percent_decoded_without_panicking() {
+        let form = "grant_type=refresh_token&refresh_token=a%2Bb+c%E2%82%AC";
+        assert_eq!(form_value(form, "refresh_token").as_deref(), Some("a+b c€"));
+        // A `%` before a multi-byte character is not an escape (it used to be sliced mid-char).
+        assert_eq!(
+            form_value("refresh_token=%é1", "refresh_token").as_deref(),
+            Some("%é1")
+        );
+        assert_eq!(form_value(form, "missing"), None);
+    }
 
     fn body(history: serde_json::Value, current: &str) -> Bytes {
         Bytes::from(
