@@ -142,8 +142,13 @@ impl Account {
             unusable: None,
             refreshes: 0,
         };
-        if let Some(path) = &state_file {
-            load_state_file(path, &mut state);
+        if let Some(stored) = state_file.as_deref().and_then(read_state_file) {
+            state.refresh = stored.refresh;
+            state.access = stored.access;
+            state.expires_at = stored.expires_at;
+            if stored.profile_arn.is_some() {
+                state.profile_arn = stored.profile_arn;
+            }
         }
         Arc::new(Self {
             name,
@@ -331,12 +336,10 @@ impl Account {
         if let Some(arn) = profile_arn {
             updates.insert(key("profileArn", "profile_arn").into(), json!(arn));
         }
-        let target = match (&self.state_file, &self.source) {
-            (Some(path), _) => path.clone(),
-            (None, Source::File(path)) => path.clone(),
-            (None, Source::Base64 { .. }) => return,
+        let Some(target) = self.token_file() else {
+            return;
         };
-        if let Err(error) = persist::merge_into_file(&target, &updates) {
+        if let Err(error) = persist::merge_into_file(target, &updates) {
             tracing::error!(
                 account = %self.name, %error, rotated,
                 "could not save the refreshed tokens; they are kept in memory, but after a restart \
@@ -347,26 +350,22 @@ impl Account {
 
     /// The refresh token currently in the credential file, if it differs from `ours`.
     fn reread_refresh_token(&self, ours: &Secret) -> Option<Secret> {
-        let path = match (&self.state_file, &self.source) {
-            (Some(path), _) => path.clone(),
-            (None, Source::File(path)) => path.clone(),
-            _ => return None,
-        };
+        let path = self.token_file()?;
         let fresh = if self.state_file.is_some() {
-            let mut probe = TokenState {
-                access: None,
-                expires_at: None,
-                refresh: ours.clone(),
-                profile_arn: None,
-                unusable: None,
-                refreshes: 0,
-            };
-            load_state_file(&path, &mut probe);
-            probe.refresh
+            read_state_file(path)?.refresh
         } else {
-            credentials::from_file(&path).ok()?.refresh_token
+            credentials::from_file(path).ok()?.refresh_token
         };
         (fresh != *ours).then_some(fresh)
+    }
+
+    /// Where this account's tokens are written back: the state file of a base64 source, or
+    /// the credential file itself.
+    fn token_file(&self) -> Option<&std::path::Path> {
+        match (&self.state_file, &self.source) {
+            (Some(path), _) | (None, Source::File(path)) => Some(path),
+            (None, Source::Base64 { .. }) => None,
+        }
     }
 
     async fn exchange(&self, refresh_token: &Secret) -> Result<RefreshAnswer, RefreshError> {
@@ -453,24 +452,28 @@ impl Account {
     }
 }
 
-/// A refresh token file's or state file's tokens override what the base64 held.
-fn load_state_file(path: &std::path::Path, state: &mut TokenState) {
-    let Ok(bytes) = std::fs::read(path) else {
-        return;
-    };
+/// Tokens a previous run left in a state file.
+struct StoredTokens {
+    refresh: Secret,
+    access: Option<Secret>,
+    expires_at: Option<SystemTime>,
+    profile_arn: Option<String>,
+}
+
+/// Reads a state file; `None` when it is missing, unreadable or holds no refresh token.
+fn read_state_file(path: &std::path::Path) -> Option<StoredTokens> {
+    let bytes = std::fs::read(path).ok()?;
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) else {
         tracing::warn!(path = %path.display(), "ignoring an unreadable token state file");
-        return;
+        return None;
     };
     let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
-    if let Some(refresh) = text("refreshToken").filter(|r| !r.is_empty()) {
-        state.refresh = Secret::new(refresh);
-        state.access = text("accessToken").map(Secret::new);
-        state.expires_at = text("expiresAt").and_then(|t| credentials::parse_time(&t));
-        if let Some(arn) = text("profileArn") {
-            state.profile_arn = Some(arn);
-        }
-    }
+    Some(StoredTokens {
+        refresh: Secret::new(text("refreshToken").filter(|r| !r.is_empty())?),
+        access: text("accessToken").map(Secret::new),
+        expires_at: text("expiresAt").and_then(|t| credentials::parse_time(&t)),
+        profile_arn: text("profileArn"),
+    })
 }
 
 /// A non-secret one-line summary of an error body.
