@@ -21,16 +21,35 @@ use crate::chat::{ChatRequest, Part, ToolChoice};
 
 /// Estimated tokens of a text.
 pub fn estimate_text(text: &str) -> u64 {
-    let mut ascii = 0u64;
-    let mut other = 0u64;
-    for ch in text.chars() {
-        if ch.is_ascii() {
-            ascii += 1;
-        } else {
-            other += 1;
+    let mut counter = TextCounter::default();
+    counter.add(text);
+    counter.tokens()
+}
+
+/// The same estimate over text that arrives in pieces (a stream's output), without keeping
+/// the text: rounding happens once, at the end, so it equals [`estimate_text`] of the whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextCounter {
+    ascii: u64,
+    other: u64,
+}
+
+impl TextCounter {
+    /// Counts one more piece.
+    pub fn add(&mut self, text: &str) {
+        for ch in text.chars() {
+            if ch.is_ascii() {
+                self.ascii += 1;
+            } else {
+                self.other += 1;
+            }
         }
     }
-    ascii.div_ceil(4) + other
+
+    /// Estimated tokens so far.
+    pub fn tokens(&self) -> u64 {
+        self.ascii.div_ceil(4) + self.other
+    }
 }
 
 /// Per-message framing overhead (role markers), as Anthropic's counts show.
@@ -108,6 +127,16 @@ mod tests {
         assert_eq!(estimate_request(&request), 6 + TOOL_PROMPT_AUTO + 1 + 1);
         request.tool_choice = ToolChoice::Any;
         assert_eq!(estimate_request(&request), 6 + TOOL_PROMPT_FORCED + 1 + 1);
+    }
+
+    #[test]
+    fn counting_in_pieces_equals_counting_the_whole() {
+        let whole = "Hello, 世界! abc 你好 defgh";
+        let mut counter = TextCounter::default();
+        for piece in ["Hel", "lo, 世", "界! abc 你", "好 defgh"] {
+            counter.add(piece);
+        }
+        assert_eq!(counter.tokens(), estimate_text(whole));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::eventstream::{KiroEvent, TokenUsage};
 use super::request::ToolNameMap;
 use super::thinking::{Piece, ThinkingSplitter};
 use crate::chat::{ChatError, ChatEvent, StopReason, Usage};
-use crate::tokens::estimate_text;
+use crate::tokens::TextCounter;
 use std::collections::VecDeque;
 
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct Translator {
     token_usage: Option<TokenUsage>,
     context_percentage: Option<f64>,
     context_exceeded: bool,
-    output_chars: String,
+    output: TextCounter,
     input_estimate: u64,
     context_window: u64,
     unknown_events: u32,
@@ -48,7 +48,7 @@ impl Translator {
             token_usage: None,
             context_percentage: None,
             context_exceeded: false,
-            output_chars: String::new(),
+            output: TextCounter::default(),
             input_estimate,
             context_window,
             unknown_events: 0,
@@ -86,13 +86,13 @@ impl Translator {
         match event {
             KiroEvent::Text(text) => {
                 if !text.is_empty() {
-                    self.output_chars.push_str(&text);
+                    self.output.add(&text);
                     self.emit_text(text, out);
                 }
             }
             KiroEvent::Reasoning(text) => {
                 if !text.is_empty() {
-                    self.output_chars.push_str(&text);
+                    self.output.add(&text);
                     out.push_back(ChatEvent::ThinkingDelta(text));
                 }
             }
@@ -163,7 +163,7 @@ impl Translator {
         }
         if let Some(fragment) = input.filter(|f| !f.is_empty()) {
             tool.arguments.push_str(&fragment);
-            self.output_chars.push_str(&fragment);
+            self.output.add(&fragment);
             out.push_back(ChatEvent::ToolCallDelta {
                 index,
                 json: fragment,
@@ -261,7 +261,7 @@ impl Translator {
                 estimated: false,
             };
         }
-        let output = estimate_text(&self.output_chars);
+        let output = self.output.tokens();
         let input = match self.context_percentage {
             Some(p) => ((p / 100.0) * self.context_window as f64).round() as u64,
             None => self.input_estimate,
