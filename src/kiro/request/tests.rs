@@ -52,6 +52,20 @@ fn shape(built: &BuiltRequest) -> (Vec<(char, String)>, String) {
     )
 }
 
+/// The current (last user) message of a built request.
+fn current(built: &BuiltRequest) -> &UserInputMessage {
+    &built
+        .body
+        .conversation_state
+        .current_message
+        .user_input_message
+}
+
+/// Its tools/tool-results context, which the test expects to be there.
+fn current_context(built: &BuiltRequest) -> &UserInputMessageContext {
+    current(built).user_input_message_context.as_ref().unwrap()
+}
+
 fn tool_use(id: &str, name: &str) -> Part {
     Part::ToolUse {
         id: id.into(),
@@ -192,15 +206,10 @@ fn tool_round_trip_is_paired_and_tools_defined() {
         input_schema: json!({"$schema": "x", "type": "object", "properties": {"path": {"type": "string"}}, "required": []}),
     }];
     let built = build(&req, &options());
-    let (history, current) = shape(&built);
+    let (history, current_text) = shape(&built);
     assert_eq!(history, vec![('u', "read it".into()), ('a', " ".into())]);
-    assert_eq!(current, "Tool results provided.");
-    let cm = &built
-        .body
-        .conversation_state
-        .current_message
-        .user_input_message;
-    let context = cm.user_input_message_context.as_ref().unwrap();
+    assert_eq!(current_text, "Tool results provided.");
+    let context = current_context(&built);
     assert_eq!(context.tool_results[0].tool_use_id, "t1");
     assert_eq!(context.tool_results[0].status, "success");
     let schema = &context.tools[0].tool_specification.input_schema.json;
@@ -243,17 +252,14 @@ fn orphans_and_duplicates_are_repaired() {
         vec!["t1"],
         "unanswered t2 and duplicate t1 are dropped"
     );
-    let current = &state.current_message.user_input_message;
-    let results = &current
-        .user_input_message_context
-        .as_ref()
-        .unwrap()
-        .tool_results;
+    let results = &current_context(&built).tool_results;
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].content[0].text, "ok");
-    assert!(current.content.contains("[result of tool call zz]: stray"));
+    assert!(current(&built)
+        .content
+        .contains("[result of tool call zz]: stray"));
     // Tool `a` was used but the client sent no definitions: a placeholder is added.
-    let tools = &current.user_input_message_context.as_ref().unwrap().tools;
+    let tools = &current_context(&built).tools;
     assert_eq!(tools.len(), 1);
     assert_eq!(tools[0].tool_specification.name, "a");
 }
@@ -269,16 +275,7 @@ fn long_tool_names_are_shortened_and_restorable() {
         input_schema: json!({}),
     }];
     let built = build(&req, &options());
-    let spec = &built
-        .body
-        .conversation_state
-        .current_message
-        .user_input_message
-        .user_input_message_context
-        .as_ref()
-        .unwrap()
-        .tools[0]
-        .tool_specification;
+    let spec = &current_context(&built).tools[0].tool_specification;
     assert_eq!(spec.name.len(), 64);
     assert_eq!(built.tool_names.restore(&spec.name), long);
     assert_eq!(built.tool_names.restore("short"), "short");
@@ -299,16 +296,7 @@ fn long_descriptions_are_capped() {
         input_schema: json!({"type":"object"}),
     }];
     let built = build(&req, &options());
-    let spec = &built
-        .body
-        .conversation_state
-        .current_message
-        .user_input_message
-        .user_input_message_context
-        .as_ref()
-        .unwrap()
-        .tools[0]
-        .tool_specification;
+    let spec = &current_context(&built).tools[0].tool_specification;
     assert_eq!(spec.description.chars().count(), MAX_TOOL_DESCRIPTION + 3);
 }
 
@@ -322,13 +310,7 @@ fn tool_choice_none_without_traffic_sends_no_tools() {
     }];
     req.tool_choice = ToolChoice::None;
     let built = build(&req, &options());
-    assert!(built
-        .body
-        .conversation_state
-        .current_message
-        .user_input_message
-        .user_input_message_context
-        .is_none());
+    assert!(current(&built).user_input_message_context.is_none());
 }
 
 #[test]
