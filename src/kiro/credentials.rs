@@ -299,11 +299,10 @@ impl Fields<'_> {
         match self.object.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(CredentialError::Field {
+            // Optional, so not "needed": say only what is wrong with it.
+            Some(_) => Err(CredentialError::Malformed {
                 source_name: self.source.describe(),
-                field: key.into(),
-                problem: "not a string",
-                format: "these",
+                reason: format!("field `{key}` must be a string when present"),
             }),
         }
     }

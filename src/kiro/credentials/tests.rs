@@ -96,6 +96,14 @@ fn errors_name_source_and_field_never_values() {
     assert!(err.contains("--kiro-oauth-creds-base64"), "{err}");
     assert!(!err.contains("TOPSECRET"));
 
+    let err = parse_json(json!({"refreshToken": "r", "profileArn": 5}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`profileArn` must be a string when present") && !err.contains("need it"),
+        "{err}"
+    );
+
     let err = parse_json(json!({"refreshToken": 5}))
         .unwrap_err()
         .to_string();
