@@ -9,7 +9,7 @@ use std::time::Duration;
 struct ErrorBody {
     #[serde(default)]
     message: Option<String>,
-    #[serde(default, alias = "Message")]
+    #[serde(default, rename = "Message")]
     message_upper: Option<String>,
     #[serde(default)]
     reason: Option<String>,
