@@ -121,38 +121,57 @@ impl HttpUpstream {
     }
 }
 
-/// The Kiro IDE request headers for one call.
-pub fn ide_headers(machine_id: &str, token: Option<&AccessToken>) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(12);
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    };
-    put("content-type", "application/json".into());
-    put("accept", "application/json".into());
-    put("amz-sdk-invocation-id", uuid::Uuid::new_v4().to_string());
-    put("amz-sdk-request", "attempt=1; max=3".into());
-    put("x-amzn-codewhisperer-optout", "true".into());
-    put("x-amzn-kiro-agent-mode", "vibe".into());
-    put(
-        "x-amz-user-agent",
-        format!("aws-sdk-js/{SDK_VERSION} KiroIDE-{KIRO_VERSION}-{machine_id}"),
-    );
-    put(
-        "user-agent",
-        format!(
-            "aws-sdk-js/{SDK_VERSION} ua/2.1 os/{UA_OS} lang/js md/nodejs#{UA_NODE} \
-             api/codewhispererstreaming#{SDK_VERSION} m/E KiroIDE-{KIRO_VERSION}-{machine_id}"
-        ),
-    );
-    if let Some(token) = token {
-        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.token.expose())) {
-            value.set_sensitive(true);
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
+/// The Kiro IDE request headers of one account. The constant part (user agents with the
+/// machine id) is built once; each call only adds its invocation id and bearer token.
+#[derive(Clone, Debug)]
+pub struct IdeHeaders {
+    base: HeaderMap,
+}
+
+impl IdeHeaders {
+    /// Headers for the account with this machine id.
+    pub fn new(machine_id: &str) -> Self {
+        let mut base = HeaderMap::with_capacity(12);
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                base.insert(name, value);
+            }
+        };
+        put("content-type", "application/json".into());
+        put("accept", "application/json".into());
+        put("amz-sdk-request", "attempt=1; max=3".into());
+        put("x-amzn-codewhisperer-optout", "true".into());
+        put("x-amzn-kiro-agent-mode", "vibe".into());
+        put(
+            "x-amz-user-agent",
+            format!("aws-sdk-js/{SDK_VERSION} KiroIDE-{KIRO_VERSION}-{machine_id}"),
+        );
+        put(
+            "user-agent",
+            format!(
+                "aws-sdk-js/{SDK_VERSION} ua/2.1 os/{UA_OS} lang/js md/nodejs#{UA_NODE} \
+                 api/codewhispererstreaming#{SDK_VERSION} m/E KiroIDE-{KIRO_VERSION}-{machine_id}"
+            ),
+        );
+        Self { base }
     }
-    headers
+
+    /// The headers of one call.
+    pub fn for_call(&self, token: Option<&AccessToken>) -> HeaderMap {
+        let mut headers = self.base.clone();
+        if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            headers.insert("amz-sdk-invocation-id", id);
+        }
+        if let Some(token) = token {
+            if let Ok(mut value) =
+                HeaderValue::from_str(&format!("Bearer {}", token.token.expose()))
+            {
+                value.set_sensitive(true);
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+        }
+        headers
+    }
 }
 
 /// A body stream with a deadline for the first chunk and an idle timeout after it; holds the

@@ -3,7 +3,7 @@
 use super::account::Account;
 use super::errors;
 use super::fake::FakeKiro;
-use super::http::{ide_headers, HttpUpstream, UpstreamResponse};
+use super::http::{HttpUpstream, IdeHeaders, UpstreamResponse};
 use super::models::Catalog;
 use super::request::{self, BuildOptions};
 use super::stream::{chat_stream, ByteStream};
@@ -66,6 +66,8 @@ struct Shared {
     transport: Transport,
     catalog: Catalog,
     account: Option<Arc<Account>>,
+    /// The account's IDE headers, built once.
+    headers: IdeHeaders,
 }
 
 /// One Kiro account's upstream. Cheap to clone.
@@ -113,11 +115,14 @@ impl KiroService {
     }
 
     fn build(transport: Transport, catalog: Catalog, account: Option<Arc<Account>>) -> Self {
+        let machine_id = account.as_ref().map_or(MOCK_MACHINE_ID, |a| a.machine_id());
+        let headers = IdeHeaders::new(machine_id);
         Self {
             shared: Arc::new(Shared {
                 transport,
                 catalog,
                 account,
+                headers,
             }),
         }
     }
@@ -184,14 +189,9 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
             message: format!("serialising the Kiro request failed: {e}"),
         })?,
     );
-    let machine_id = shared
-        .account
-        .as_ref()
-        .map(|a| a.machine_id())
-        .unwrap_or(MOCK_MACHINE_ID);
     let mut response = shared
         .transport
-        .post(ide_headers(machine_id, token.as_ref()), body.clone())
+        .post(shared.headers.for_call(token.as_ref()), body.clone())
         .await?;
     if let (Some(account), Some(rejected)) = (&shared.account, &token) {
         if matches!(
@@ -214,7 +214,7 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
             token = Some(account.token_after_rejection(&rejected.token).await?);
             response = shared
                 .transport
-                .post(ide_headers(machine_id, token.as_ref()), body)
+                .post(shared.headers.for_call(token.as_ref()), body)
                 .await?;
         }
     }
