@@ -1,17 +1,30 @@
 //! In-process benchmarks of the whole pipeline against the built-in fake Kiro (zero
-//! latency), and of the event-stream decoder.
+//! latency): every switchable layer alone, all on and all off, the model tier without the
+//! HTTP/JSON surface; the event-stream decoder; the SSE encoders; count_tokens.
 //!
 //! `cargo bench --bench pipeline`
 // Benchmark set-up failing is a bug in the bench: fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aiproxy::config::Config;
+use aiproxy::config::{Config, PipelineLayer};
 use aiproxy::kiro::eventstream::{encode_frame, FrameDecoder, KiroEvent};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
 use std::hint::black_box;
 use tower::ServiceExt;
+
+/// The allocator of the `aiproxy` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ALL_LAYERS: [PipelineLayer; 5] = [
+    PipelineLayer::RequestId,
+    PipelineLayer::Trace,
+    PipelineLayer::CatchPanic,
+    PipelineLayer::Auth,
+    PipelineLayer::Route,
+];
 
 fn request(body: &str) -> http::Request<Full<Bytes>> {
     http::Request::post("/v1/chat/completions")
@@ -31,32 +44,103 @@ fn chat(words: usize, stream: bool) -> String {
     .to_string()
 }
 
-fn pipeline(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The pipeline with exactly the `on` layers switched on.
+fn pipeline_with(on: &[PipelineLayer]) -> aiproxy::pipeline::Pipeline {
+    let auth = on.contains(&PipelineLayer::Auth);
     let config = Config {
-        api_keys: vec!["bench-key".into()],
+        api_keys: if auth {
+            vec!["bench-key".into()]
+        } else {
+            Vec::new()
+        },
+        disabled_layers: ALL_LAYERS.into_iter().filter(|l| !on.contains(l)).collect(),
         ..Config::mock()
     };
-    let pipeline = aiproxy::pipeline::build(&config).unwrap();
+    aiproxy::pipeline::build(&config).unwrap()
+}
+
+fn bench_requests(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    pipeline: &aiproxy::pipeline::Pipeline,
+    body: &str,
+) {
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let response = pipeline.clone().oneshot(request(body)).await.unwrap();
+                assert_eq!(response.status(), 200);
+                black_box(response.into_body().collect().await.unwrap().to_bytes())
+            })
+        })
+    });
+}
+
+/// Whole pipeline, all layers on: a small non-stream request, and streams of 50 and 500
+/// events (the difference between the two streams / 450 is the cost of one event).
+fn pipeline(c: &mut Criterion) {
+    let runtime = runtime();
+    let pipeline = pipeline_with(&ALL_LAYERS);
     let mut group = c.benchmark_group("pipeline");
     for (name, words, stream) in [
         ("non_stream_small", 3, false),
         ("stream_50_events", 50, true),
+        ("stream_500_events", 500, true),
     ] {
-        let body = chat(words, stream);
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let response = pipeline.clone().oneshot(request(&body)).await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    black_box(response.into_body().collect().await.unwrap().to_bytes())
-                })
-            })
-        });
+        bench_requests(&mut group, &runtime, name, &pipeline, &chat(words, stream));
     }
+    group.finish();
+}
+
+/// A small non-stream request with all layers off, each layer alone, and all on; and the
+/// model tier alone (a parsed `ChatRequest` straight to the Kiro service: no HTTP surface,
+/// no JSON parsing or encoding), so that (all_off - model_tier) is the OpenAI conversion.
+fn layers(c: &mut Criterion) {
+    let runtime = runtime();
+    let body = chat(3, false);
+    let mut group = c.benchmark_group("layers");
+    bench_requests(&mut group, &runtime, "all_off", &pipeline_with(&[]), &body);
+    for layer in ALL_LAYERS {
+        let name = format!("only_{layer:?}").to_lowercase();
+        bench_requests(&mut group, &runtime, &name, &pipeline_with(&[layer]), &body);
+    }
+    bench_requests(
+        &mut group,
+        &runtime,
+        "all_on",
+        &pipeline_with(&ALL_LAYERS),
+        &body,
+    );
+
+    use aiproxy::chat::Metadata;
+    use futures_util::StreamExt;
+    let model = aiproxy::kiro::KiroService::mock(
+        aiproxy::kiro::fake::FakeKiro::new(),
+        aiproxy::kiro::Catalog::builtin().unwrap(),
+    );
+    let (chat_request, _) =
+        aiproxy::api::openai::request::parse(body.as_bytes(), Metadata::default()).unwrap();
+    group.bench_function("model_tier_only", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut events = model.clone().oneshot(chat_request.clone()).await.unwrap();
+                let mut n = 0;
+                while let Some(event) = events.next().await {
+                    black_box(event.unwrap());
+                    n += 1;
+                }
+                n
+            })
+        })
+    });
     group.finish();
 }
 
@@ -122,10 +206,7 @@ fn api(c: &mut Criterion) {
         })
     });
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let events: Vec<ChatEvent> = std::iter::once(ChatEvent::Start {
         id: Arc::from("msg_1"),
         model: Arc::from("m"),
@@ -169,5 +250,5 @@ fn api(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, decoder, api);
+criterion_group!(benches, pipeline, layers, decoder, api);
 criterion_main!(benches);

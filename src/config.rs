@@ -26,6 +26,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// The HTTP layers of the pipeline that `--disable-layers` can switch off (see
+/// `src/pipeline.rs`). A switched-off layer is skipped entirely and costs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineLayer {
+    /// `x-request-id` set on the request and copied onto the response.
+    RequestId,
+    /// The request span and the per-response log line.
+    Trace,
+    /// Turning a handler panic into a 500 answer.
+    CatchPanic,
+    /// The API key check (refused while API keys are configured).
+    Auth,
+    /// Provider selection; off, every request goes to `--model-provider`.
+    Route,
+}
+
 /// Command line of the `aiproxy` binary.
 #[derive(Debug, Parser)]
 #[command(
@@ -135,6 +152,17 @@ pub struct Cli {
     /// Seconds in-flight requests and streams get to finish after SIGINT/SIGTERM [default: 30].
     #[arg(long, env = "AIPROXY_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
+
+    /// Pipeline layers to switch off, for benchmarking middleware (repeatable; the variable
+    /// takes a comma-separated list).
+    #[arg(
+        long = "disable-layers",
+        env = "AIPROXY_DISABLE_LAYERS",
+        value_delimiter = ',',
+        value_enum,
+        value_name = "LAYER"
+    )]
+    pub disable_layers: Vec<PipelineLayer>,
 }
 
 /// Sub-commands.
@@ -185,6 +213,7 @@ struct FileConfig {
     max_body_bytes: Option<u64>,
     models_file: Option<PathBuf>,
     shutdown_timeout: Option<u64>,
+    disable_layers: Option<Vec<PipelineLayer>>,
 }
 
 /// Resolved configuration.
@@ -230,6 +259,8 @@ pub struct Config {
     pub models_file: Option<PathBuf>,
     /// Grace period at shutdown.
     pub shutdown_timeout: Duration,
+    /// Pipeline layers switched off (sorted, no duplicates).
+    pub disabled_layers: Vec<PipelineLayer>,
 }
 
 impl Default for Config {
@@ -255,6 +286,7 @@ impl Default for Config {
             max_body_bytes: 8 * 1024 * 1024,
             models_file: None,
             shutdown_timeout: Duration::from_secs(30),
+            disabled_layers: Vec::new(),
         }
     }
 }
@@ -375,6 +407,16 @@ impl Config {
                 .or(file.shutdown_timeout)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.shutdown_timeout),
+            disabled_layers: {
+                let mut layers = if cli.disable_layers.is_empty() {
+                    file.disable_layers.unwrap_or_default()
+                } else {
+                    cli.disable_layers.clone()
+                };
+                layers.sort_unstable();
+                layers.dedup();
+                layers
+            },
         };
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
             return Err(ConfigError::Invalid {
@@ -416,7 +458,22 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
-        Ok(config)
+        if config.layer_enabled(PipelineLayer::Auth) || config.api_keys.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                key: "disable_layers",
+                message: "`auth` cannot be switched off while API keys are configured: the keys \
+                          would not be checked. Drop the --api-key values for an open server, or \
+                          keep the auth layer"
+                    .into(),
+            })
+        }
+    }
+
+    /// Whether `layer` is part of the pipeline (not switched off).
+    pub fn layer_enabled(&self, layer: PipelineLayer) -> bool {
+        !self.disabled_layers.contains(&layer)
     }
 
     /// A configuration for tests and embedding: mock mode, no keys, defaults otherwise.
@@ -548,6 +605,49 @@ mod tests {
             .to_string();
         assert!(
             err.contains("`model_provider`") && err.contains("kiro-api"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn disabled_layers_from_flags_or_file_and_auth_guarded() {
+        let config = Config::resolve(
+            &parse(&[
+                "--disable-layers",
+                "trace,route",
+                "--disable-layers",
+                "trace",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.disabled_layers,
+            vec![PipelineLayer::Trace, PipelineLayer::Route]
+        );
+        assert!(!config.layer_enabled(PipelineLayer::Trace));
+        assert!(config.layer_enabled(PipelineLayer::Auth));
+        let f = file("disable_layers = [\"catch-panic\", \"request-id\"]\n");
+        let config =
+            Config::resolve(&parse(&["--config", f.0.to_str().unwrap()]).unwrap()).unwrap();
+        assert_eq!(
+            config.disabled_layers,
+            vec![PipelineLayer::RequestId, PipelineLayer::CatchPanic]
+        );
+        let err = parse(&["--disable-layers", "cache"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--disable-layers") && err.contains("request-id") && err.contains("route"),
+            "{err}"
+        );
+        // An open server may drop auth; a server with keys may not (they would go unchecked).
+        assert!(Config::resolve(&parse(&["--disable-layers", "auth"]).unwrap()).is_ok());
+        let err = Config::resolve(&parse(&["--disable-layers", "auth", "--api-key", "k"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--disable-layers") && err.contains("--api-key"),
             "{err}"
         );
     }

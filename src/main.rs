@@ -68,6 +68,9 @@ async fn run(config: Config) -> ExitCode {
             "no API key configured (--api-key / AIPROXY_API_KEY): every client is allowed"
         );
     }
+    if !config.disabled_layers.is_empty() {
+        tracing::warn!(layers = ?config.disabled_layers, "pipeline layers switched off");
+    }
     if config.kiro_mock_mode {
         tracing::warn!(
             "mock mode: answers come from the built-in fake Kiro, not from real accounts"

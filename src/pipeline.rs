@@ -16,10 +16,15 @@
 //! | 9 | [`KiroService`] | aiproxy | the Kiro upstream: request builder, transport, event-stream decoder | (model tier: `ChatRequest.metadata`) |
 //!
 //! Every service in the stack has `Error = Infallible`: failures are API-shaped responses.
+//!
+//! Layers 1-7 can be switched off with `--disable-layers` (config key `disable_layers`):
+//! `trace` (1 and 3), `request-id` (2 and 4), `catch-panic`, `auth`, `route`. Each sits in a
+//! [`ToggleLayer`]: off, requests go straight to the inner service (an enum match, no
+//! boxing), which is how `benches/pipeline.rs` measures what each layer costs.
 
 use crate::api::{ApiService, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
-use crate::config::Config;
+use crate::config::{Config, PipelineLayer};
 use crate::kiro::account::{Account, Endpoints, TokenSettings};
 use crate::kiro::credentials::{self, Credentials};
 use crate::kiro::fake::FakeKiro;
@@ -28,6 +33,7 @@ use crate::kiro::{Catalog, KiroService};
 use crate::secret::Secret;
 use aiproxy_layers::auth::{Auth, AuthLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
+use aiproxy_layers::toggle::{Toggle, ToggleLayer};
 use aiproxy_layers::{ErrorShape, Rejection};
 use http::header::{HeaderName, AUTHORIZATION, COOKIE};
 use http::{Request, Response, StatusCode};
@@ -46,19 +52,27 @@ use tracing::Level;
 /// The model tier (what the API adapter calls).
 pub type ModelService = KiroService;
 
-/// The whole stack, as a named type so embedding apps can store it.
-pub type Pipeline = SetSensitiveRequestHeaders<
-    SetRequestId<
+/// The whole stack, as a named type so embedding apps can store it. Each level is a
+/// [`Toggle`] of the layered service and the service it wraps (what is left when the layer is
+/// switched off), outermost first.
+pub type Pipeline = Toggle<SetRequestId<PropagateRequestId<Traced>, MakeRequestUuid>, Traced>;
+
+type Traced = Toggle<
+    SetSensitiveRequestHeaders<
         Trace<
-            PropagateRequestId<CatchPanic<Auth<Route<ApiService<ModelService>>>, PanicResponse>>,
+            PanicsCaught,
             SharedClassifier<ServerErrorsAsFailures>,
             RequestSpan,
             DefaultOnRequest,
             DefaultOnResponse,
         >,
-        MakeRequestUuid,
     >,
+    PanicsCaught,
 >;
+type PanicsCaught = Toggle<CatchPanic<Authenticated, PanicResponse>, Authenticated>;
+type Authenticated = Toggle<Auth<Routed>, Routed>;
+type Routed = Toggle<Route<Api>, Api>;
+type Api = ApiService<ModelService>;
 
 /// Why the pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -104,22 +118,36 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         HeaderName::from_static("x-goog-api-key"),
         COOKIE,
     ];
+    let on = |layer| config.layer_enabled(layer);
+    let trace = on(PipelineLayer::Trace);
+    let request_id = on(PipelineLayer::RequestId);
     Ok(ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(RequestSpan)
-                .on_request(DefaultOnRequest::new().level(Level::DEBUG))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(CatchPanicLayer::custom(PanicResponse))
-        .layer(AuthLayer::new(config.api_keys.iter().map(Secret::expose)).public_path("/health"))
-        .layer(RouteLayer::new(
-            &config.model_provider,
-            crate::config::PROVIDERS,
+        .layer(ToggleLayer::new(request_id.then(|| {
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .into_inner()
+        })))
+        .layer(ToggleLayer::new(trace.then(|| {
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(RequestSpan)
+                        .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .into_inner()
+        })))
+        .layer(ToggleLayer::new(
+            on(PipelineLayer::CatchPanic).then(|| CatchPanicLayer::custom(PanicResponse)),
         ))
+        .layer(ToggleLayer::new(on(PipelineLayer::Auth).then(|| {
+            AuthLayer::new(config.api_keys.iter().map(Secret::expose)).public_path("/health")
+        })))
+        .layer(ToggleLayer::new(on(PipelineLayer::Route).then(|| {
+            RouteLayer::new(&config.model_provider, crate::config::PROVIDERS)
+        })))
         .service(ApiService::new(kiro, state)))
 }
 

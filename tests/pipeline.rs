@@ -314,6 +314,40 @@ async fn open_mode_without_keys() {
 }
 
 #[tokio::test]
+async fn every_switchable_layer_can_be_turned_off() {
+    use aiproxy::config::PipelineLayer::*;
+    let all_off = Config {
+        disabled_layers: vec![RequestId, Trace, CatchPanic, Auth, Route],
+        ..Config::mock()
+    };
+    let body =
+        json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, headers, text) =
+        call_with(&all_off, post("/v1/chat/completions", body.to_string())).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["choices"][0]["message"]["content"], "hi");
+    assert!(
+        !headers.contains_key("x-request-id"),
+        "request-id layer is off"
+    );
+    // Without the route layer a /{provider}/ prefix is not understood any more.
+    assert_eq!(call_with(&all_off, get("/kiro-api/v1/models")).await.0, 404);
+
+    let (_, headers, _) = call(get("/v1/models")).await;
+    assert!(headers.contains_key("x-request-id"), "on by default");
+    let only_auth_off = Config {
+        disabled_layers: vec![Auth],
+        ..Config::mock()
+    };
+    let request = Request::get("/kiro-api/v1/models")
+        .body(Full::default())
+        .unwrap();
+    let (status, headers, _) = call_with(&only_auth_off, request).await;
+    assert_eq!(status, 200);
+    assert!(headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
 async fn no_credentials_and_no_mock_mode_refuses_to_build() {
     let error = aiproxy::pipeline::build(&Config::default())
         .err()

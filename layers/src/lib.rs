@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | [`auth`] | API key check (Bearer, `x-api-key`, `x-goog-api-key`, `?key=`), constant time | [`ClientKey`] |
 //! | [`route`] | provider selection from headers or a `/{provider}/...` path prefix | [`ProviderId`] |
+//! | [`toggle`] | switches any HTTP layer on or off by configuration, free when off | |
 
 pub mod auth;
 mod body;
@@ -18,6 +19,7 @@ mod extensions;
 mod future;
 mod rejection;
 pub mod route;
+pub mod toggle;
 
 pub use body::RejectBody;
 pub use extensions::{ClientKey, ProviderId};
