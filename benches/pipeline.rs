@@ -85,7 +85,8 @@ fn bench_requests(
 }
 
 /// Whole pipeline, all layers on: a small non-stream request, and streams of 50 and 500
-/// events (the difference between the two streams / 450 is the cost of one event).
+/// events (the difference between the two streams / 450 is the cost of one event, of which
+/// the `fake_kiro_alone_*` difference / 450 is the fake's, not aiproxy's).
 fn pipeline(c: &mut Criterion) {
     let runtime = runtime();
     let pipeline = pipeline_with(&ALL_LAYERS);
@@ -96,6 +97,38 @@ fn pipeline(c: &mut Criterion) {
         ("stream_500_events", 500, true),
     ] {
         bench_requests(&mut group, &runtime, name, &pipeline, &chat(words, stream));
+    }
+    // The in-process fake's own share of the stream benches (building and framing the
+    // events aiproxy then decodes): subtract it to get aiproxy's cost per event.
+    let fake = aiproxy::kiro::fake::FakeKiro::new();
+    for (name, words) in [
+        ("fake_kiro_alone_50_events", 50),
+        ("fake_kiro_alone_500_events", 500),
+    ] {
+        let content: Vec<String> = (0..words).map(|i| format!("w{i}")).collect();
+        let body = Bytes::from(
+            serde_json::json!({"conversationState": {"chatTriggerType": "MANUAL",
+                "conversationId": "bench", "currentMessage": {"userInputMessage": {
+                "content": content.join(" "), "modelId": "claude-sonnet-4.5", "origin": "AI_EDITOR"}}}})
+            .to_string(),
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let request = http::Request::post("/generateAssistantResponse")
+                        .body(body.clone())
+                        .unwrap();
+                    let response = fake.handle(request);
+                    assert_eq!(response.status(), 200);
+                    let mut frames = response.into_body();
+                    let mut n = 0;
+                    while let Some(chunk) = futures_util::StreamExt::next(&mut frames).await {
+                        n += black_box(chunk.unwrap()).len();
+                    }
+                    n
+                })
+            })
+        });
     }
     group.finish();
 }

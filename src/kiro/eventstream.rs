@@ -8,6 +8,7 @@
 
 use aws_smithy_eventstream::frame::{read_message_from, write_message_to};
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use aws_smithy_types::str_bytes::StrBytes;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::Deserialize;
 
@@ -37,13 +38,14 @@ pub enum FrameError {
     Corrupt(String),
 }
 
-/// One decoded frame, with the headers Kiro uses pulled out.
+/// One decoded frame, with the headers Kiro uses pulled out. The strings share the frame's
+/// buffer (no copy, no allocation per frame).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     /// `:message-type` (`event`, `exception`, `error`).
-    pub message_type: String,
+    pub message_type: StrBytes,
     /// `:event-type`, `:exception-type` or `:error-code`, whichever applies.
-    pub kind: String,
+    pub kind: StrBytes,
     /// The payload (JSON for Kiro).
     pub payload: Bytes,
 }
@@ -63,6 +65,16 @@ impl FrameDecoder {
     /// Appends bytes read from the upstream.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Appends a chunk read from the upstream; when nothing is pending and the chunk is not
+    /// shared, its buffer is taken over instead of copied, and the frames cut from it share it.
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if self.buffer.is_empty() {
+            self.buffer = BytesMut::from(bytes);
+        } else {
+            self.buffer.extend_from_slice(&bytes);
+        }
     }
 
     /// Bytes received but not yet part of a complete frame.
@@ -101,26 +113,23 @@ impl FrameDecoder {
 
 impl Frame {
     fn from_message(message: Message) -> Self {
-        let mut message_type = String::new();
-        let mut kind = String::new();
+        let mut message_type = None;
+        let mut kind = None;
         for header in message.headers() {
             let Ok(value) = header.value().as_string() else {
                 continue;
             };
             match header.name().as_str() {
-                ":message-type" => message_type = value.as_str().to_owned(),
-                ":event-type" | ":exception-type" | ":error-code" => {
-                    kind = value.as_str().to_owned()
-                }
+                ":message-type" => message_type = Some(value.clone()),
+                ":event-type" | ":exception-type" | ":error-code" => kind = Some(value.clone()),
                 _ => {}
             }
         }
-        if message_type.is_empty() {
-            message_type.push_str("event");
-        }
         Self {
-            message_type,
-            kind,
+            message_type: message_type
+                .filter(|t| !t.as_str().is_empty())
+                .unwrap_or(StrBytes::from("event")),
+            kind: kind.unwrap_or(StrBytes::from("")),
             payload: message.payload().clone(),
         }
     }
@@ -219,8 +228,9 @@ pub enum KiroEvent {
 struct TextPayload {
     #[serde(default)]
     content: String,
+    /// Only whether it is there matters: skipped, not built.
     #[serde(default, rename = "followupPrompt")]
-    followup_prompt: Option<serde_json::Value>,
+    followup_prompt: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -278,7 +288,7 @@ impl KiroEvent {
     /// Interprets a decoded frame.
     pub fn from_frame(frame: &Frame) -> Result<Self, PayloadError> {
         let fail = |e: serde_json::Error| PayloadError {
-            event_type: frame.kind.clone(),
+            event_type: frame.kind.as_str().to_owned(),
             reason: e.to_string(),
         };
         let payload = &frame.payload;
@@ -288,13 +298,13 @@ impl KiroEvent {
                     .map(|p| p.message)
                     .unwrap_or_else(|_| String::from_utf8_lossy(payload).into_owned());
                 return Ok(Self::Exception {
-                    kind: frame.kind.clone(),
+                    kind: frame.kind.as_str().to_owned(),
                     message,
                 });
             }
             "error" => {
                 return Ok(Self::Error {
-                    code: frame.kind.clone(),
+                    code: frame.kind.as_str().to_owned(),
                     message: String::from_utf8_lossy(payload).into_owned(),
                 })
             }
@@ -372,8 +382,8 @@ mod tests {
         let mut decoder = FrameDecoder::new();
         decoder.push(&vector());
         let frame = decoder.next_frame().unwrap().unwrap();
-        assert_eq!(frame.message_type, "event");
-        assert_eq!(frame.kind, "assistantResponseEvent");
+        assert_eq!(frame.message_type.as_str(), "event");
+        assert_eq!(frame.kind.as_str(), "assistantResponseEvent");
         assert_eq!(
             KiroEvent::from_frame(&frame).unwrap(),
             KiroEvent::Text("Hi".into())
@@ -404,6 +414,26 @@ mod tests {
             encode_frame("event", "assistantResponseEvent", br#"{"content":"Hi"}"#).to_vec(),
             vector()
         );
+    }
+
+    #[test]
+    fn owned_chunks_cut_at_every_position_decode_the_same() {
+        let one = encode_frame("event", "assistantResponseEvent", br#"{"content":"a"}"#);
+        let two = encode_frame("event", "assistantResponseEvent", br#"{"content":"b"}"#);
+        let all: Bytes = [one.as_ref(), two.as_ref()].concat().into();
+        for cut in 0..=all.len() {
+            let mut decoder = FrameDecoder::new();
+            let mut texts = Vec::new();
+            for chunk in [all.slice(..cut), all.slice(cut..)] {
+                decoder.push_bytes(chunk);
+                while let Some(frame) = decoder.next_frame().unwrap() {
+                    texts.push(KiroEvent::from_frame(&frame).unwrap());
+                }
+            }
+            let expected = vec![KiroEvent::Text("a".into()), KiroEvent::Text("b".into())];
+            assert_eq!(texts, expected, "cut at {cut}");
+            assert_eq!(decoder.pending(), 0);
+        }
     }
 
     #[test]
@@ -465,7 +495,7 @@ mod tests {
     fn payload_variants() {
         let frame = |kind: &str, payload: &str| Frame {
             message_type: "event".into(),
-            kind: kind.into(),
+            kind: kind.to_owned().into(),
             payload: Bytes::from(payload.to_owned()),
         };
         assert_eq!(

@@ -86,7 +86,7 @@ impl Stream for KiroChatStream {
             let step = match this.body.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
-                    this.decoder.push(&bytes);
+                    this.decoder.push_bytes(bytes);
                     this.decode_available()
                 }
                 Poll::Ready(Some(Err(error))) if error.kind() == std::io::ErrorKind::TimedOut => {

@@ -225,10 +225,13 @@ struct Chunk<'a> {
 
 /// Encodes a chat stream as OpenAI SSE.
 pub fn sse(stream: ChatStream, model: &str, options: ResponseOptions) -> ChunkStream {
+    let id = completion_id();
+    let created = unix_now();
     Box::pin(OpenAiSse {
         inner: stream,
-        id: completion_id(),
-        created: unix_now(),
+        prefix: chunk_prefix(&id, created, model),
+        id,
+        created,
         model: Arc::from(model),
         include_usage: options.include_usage,
         legacy_functions: options.legacy_functions,
@@ -240,6 +243,9 @@ pub fn sse(stream: ChatStream, model: &str, options: ResponseOptions) -> ChunkSt
 
 struct OpenAiSse {
     inner: ChatStream,
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":[`: the same on every
+    /// chunk, so it is encoded once per stream and copied, not re-serialised per event.
+    prefix: Vec<u8>,
     id: String,
     created: u64,
     model: Arc<str>,
@@ -250,12 +256,17 @@ struct OpenAiSse {
     finished: bool,
 }
 
+/// Sent in place of a chunk that could not be serialised (not expected to happen).
+const ENCODING_FAILED: &[u8] =
+    br#"data: {"error":{"message":"encoding failed","type":"api_error","code":null,"param":null}}
+
+"#;
+
 fn sse_data(value: &impl Serialize) -> Bytes {
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(b"data: ");
     if serde_json::to_writer(&mut buf, value).is_err() {
-        buf.truncate(6);
-        buf.extend_from_slice(br#"{"error":{"message":"encoding failed","type":"api_error","code":null,"param":null}}"#);
+        return Bytes::from_static(ENCODING_FAILED);
     }
     buf.extend_from_slice(b"\n\n");
     Bytes::from(buf)
@@ -263,26 +274,50 @@ fn sse_data(value: &impl Serialize) -> Bytes {
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// The part of every chunk before its one choice (see [`OpenAiSse::prefix`]).
+fn chunk_prefix(id: &str, created: u64, model: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(128 + id.len() + model.len());
+    prefix.extend_from_slice(b"data: {\"id\":");
+    push_json_string(&mut prefix, id);
+    prefix.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+    prefix.extend_from_slice(created.to_string().as_bytes());
+    prefix.extend_from_slice(b",\"model\":");
+    push_json_string(&mut prefix, model);
+    prefix.extend_from_slice(b",\"choices\":[");
+    prefix
+}
+
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serialising a &str into a Vec cannot fail; on the impossible error keep JSON valid.
+    if serde_json::to_writer(&mut *out, text).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
 impl OpenAiSse {
+    /// One chunk with one choice: the stream's prefix, the choice, `]}`.
     fn chunk(&self, delta: Delta<'_>, finish: Option<&'static str>) -> Bytes {
-        sse_data(&Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                logprobs: None,
-                finish_reason: finish,
-            }],
-            usage: None,
-        })
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish,
+        };
+        let mut buf = Vec::with_capacity(self.prefix.len() + 128);
+        buf.extend_from_slice(&self.prefix);
+        if serde_json::to_writer(&mut buf, &choice).is_err() {
+            return Bytes::from_static(ENCODING_FAILED);
+        }
+        buf.extend_from_slice(b"]}\n\n");
+        Bytes::from(buf)
     }
 
     fn encode(&mut self, event: ChatEvent) {
         let bytes = match event {
             ChatEvent::Start { model, .. } => {
+                if *model != *self.model {
+                    self.prefix = chunk_prefix(&self.id, self.created, &model);
+                }
                 self.model = model;
                 self.chunk(
                     Delta {
