@@ -19,7 +19,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::FakeKiro(args)) = &cli.command {
-        telemetry::init(LogFormat::Text);
+        let _log = telemetry::init(LogFormat::Text);
         return match runtime() {
             Ok(runtime) => runtime.block_on(fake_kiro(args)),
             Err(code) => code,
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init(config.log_format);
+    let _log = telemetry::init(config.log_format);
     match runtime() {
         Ok(runtime) => runtime.block_on(run(config)),
         Err(code) => code,
