@@ -64,6 +64,9 @@ impl HttpUpstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(timeout)
             .tcp_nodelay(true)
+            // Kiro answers in place; following a redirect would resend the bearer token to
+            // wherever it points. Not following one also skips a layer on every request.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
     }
 
