@@ -133,7 +133,8 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-/// A small non-stream request with all layers off, each layer alone, and all on; and the
+/// A small non-stream request with all layers off, each layer alone, all on (without and
+/// with an INFO log subscriber); and the
 /// model tier alone (a parsed `ChatRequest` straight to the Kiro service: no HTTP surface,
 /// no JSON parsing or encoding), so that (all_off - model_tier) is the OpenAI conversion.
 fn layers(c: &mut Criterion) {
@@ -145,13 +146,18 @@ fn layers(c: &mut Criterion) {
         let name = format!("only_{layer:?}").to_lowercase();
         bench_requests(&mut group, &runtime, &name, &pipeline_with(&[layer]), &body);
     }
-    bench_requests(
-        &mut group,
-        &runtime,
-        "all_on",
-        &pipeline_with(&ALL_LAYERS),
-        &body,
-    );
+    let all_on = pipeline_with(&ALL_LAYERS);
+    bench_requests(&mut group, &runtime, "all_on", &all_on, &body);
+    // As the binary runs by default: an INFO subscriber formats the span and the access-log
+    // line (written to a sink here, so the write itself is not measured).
+    let logging = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(logging, || {
+        bench_requests(&mut group, &runtime, "all_on_info_logging", &all_on, &body);
+    });
 
     use aiproxy::chat::Metadata;
     use futures_util::StreamExt;
