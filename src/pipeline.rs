@@ -5,11 +5,11 @@
 //!
 //! | # | layer | crate | does | extensions |
 //! |---|---|---|---|---|
-//! | 1 | `SetSensitiveRequestHeaders` | tower-http | marks `authorization`, `x-api-key`, `x-goog-api-key`, `cookie` sensitive so no `Debug`/trace output shows them | |
-//! | 2 | `SetRequestId` | tower-http | `x-request-id` (kept if the client sent one, else a UUID) | + header `x-request-id` |
-//! | 3 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `provider`, `model` recorded later), a log line per response | ? `x-request-id` |
-//! | 4 | `PropagateRequestId` | tower-http | copies `x-request-id` onto the response | ? `x-request-id` |
-//! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape | |
+//! | 1 | `SetRequestId` | tower-http | `x-request-id` (kept if the client sent one, else a UUID) | + header `x-request-id` |
+//! | 2 | `PropagateRequestId` | tower-http | copies `x-request-id` onto the response | ? `x-request-id` |
+//! | 3 | `SetSensitiveRequestHeaders` | tower-http | marks `authorization`, `x-api-key`, `x-goog-api-key`, `cookie` sensitive so no `Debug`/trace output shows them | |
+//! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `provider`, `model` recorded later), a log line per response | ? `x-request-id` |
+//! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape (release builds unwind for this) | |
 //! | 6 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` is public | + [`ClientKey`](aiproxy_layers::ClientKey) |
 //! | 7 | [`route`](aiproxy_layers::route) | aiproxy-layers | provider from headers / path prefix / default | + [`ProviderId`](aiproxy_layers::ProviderId) |
 //! | 8 | [`ApiService`] | aiproxy | OpenAI wire format <-> [`ChatRequest`](crate::chat::ChatRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams | ? `ClientKey`, ? `ProviderId` |
@@ -18,7 +18,7 @@
 //! Every service in the stack has `Error = Infallible`: failures are API-shaped responses.
 //!
 //! Layers 1-7 can be switched off with `--disable-layers` (config key `disable_layers`):
-//! `trace` (1 and 3), `request-id` (2 and 4), `catch-panic`, `auth`, `route`. Each sits in a
+//! `request-id` (1 and 2), `trace` (3 and 4), `catch-panic`, `auth`, `route`. Each sits in a
 //! [`ToggleLayer`]: off, requests go straight to the inner service (an enum match, no
 //! boxing), which is how `benches/pipeline.rs` measures what each layer costs.
 
@@ -168,7 +168,7 @@ fn model_service(config: &Config, catalog: Catalog) -> Result<KiroService, Build
         timeout: config.request_timeout,
     };
     let account = Account::new(name, credentials, endpoints, settings, client.clone());
-    let http = HttpUpstream::new(client, config.max_connections, config.request_timeout);
+    let http = HttpUpstream::new(config.max_connections, config.request_timeout);
     KiroService::live(http, catalog, account).map_err(BuildError::Client)
 }
 

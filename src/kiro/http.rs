@@ -1,14 +1,22 @@
-//! The live transport: a pooled HTTPS client (rustls), IDE-persona headers (kiro-protocol.md
-//! §4.1), a bound on concurrent upstream requests whose permit lives until the response
-//! stream ends, and timeouts on connect + first bytes and on the idle gap between chunks,
-//! never on the length of a stream.
+//! The live transport: a pooled HTTPS client (rustls; HTTP/2 by ALPN, else HTTP/1.1),
+//! IDE-persona headers (kiro-protocol.md §4.1), a bound on concurrent upstream requests whose
+//! permit lives until the response stream ends, and timeouts on connect + first bytes and on
+//! the idle gap between chunks, never on the length of a stream.
+//!
+//! The chat path uses hyper-util's pooled client directly: reqwest (kept for the rare token
+//! refreshes) re-parses the URL, merges headers and wraps every response on each call, which
+//! was about a tenth of the proxy's CPU per request at saturation.
 
-use super::account::{describe_reqwest, AccessToken, KIRO_VERSION};
+use super::account::{AccessToken, KIRO_VERSION};
 use super::stream::ByteStream;
 use crate::chat::ChatError;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyDataStream, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,10 +40,12 @@ pub struct UpstreamResponse {
     pub body: ByteStream,
 }
 
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// Pooled client shared by all accounts.
 #[derive(Clone, Debug)]
 pub struct HttpUpstream {
-    client: reqwest::Client,
+    client: HttpsClient,
     permits: Arc<Semaphore>,
     max_connections: usize,
     timeout: Duration,
@@ -44,7 +54,20 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// `max_connections` bounds idle pooled connections per host and concurrent requests;
     /// `timeout` bounds connect + first bytes, and each idle gap of a stream.
-    pub fn new(client: reqwest::Client, max_connections: usize, timeout: Duration) -> Self {
+    pub fn new(max_connections: usize, timeout: Duration) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(timeout));
+        tcp.enforce_http(false);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(max_connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(tls);
         Self {
             client,
             permits: Arc::new(Semaphore::new(max_connections)),
@@ -53,7 +76,7 @@ impl HttpUpstream {
         }
     }
 
-    /// Builds the reqwest client these settings need.
+    /// Builds the reqwest client of the token refreshes.
     pub fn client(
         max_connections: usize,
         timeout: Duration,
@@ -78,7 +101,7 @@ impl HttpUpstream {
     /// Sends one POST.
     pub async fn post(
         &self,
-        url: reqwest::Url,
+        uri: Uri,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, ChatError> {
@@ -93,7 +116,11 @@ impl HttpUpstream {
                 ),
             })?
             .map_err(|_| ChatError::Internal { message: "upstream permits closed".into() })?;
-        let send = self.client.post(url).headers(headers).body(body).send();
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers;
+        let send = self.client.request(request);
         let response = tokio::time::timeout_at(deadline, send)
             .await
             .map_err(|_| ChatError::Timeout {
@@ -103,13 +130,15 @@ impl HttpUpstream {
                 ),
             })?
             .map_err(|e| ChatError::Upstream {
-                message: describe_reqwest(&e),
+                message: describe_client_error(&e, &uri),
             })?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let chunks = response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(|e| std::io::Error::other(describe_reqwest(&e))));
+        let (parts, body) = response.into_parts();
+        let host = host_of(&uri);
+        let chunks = BodyDataStream::new(body).map(move |chunk| {
+            chunk.map_err(|e| {
+                std::io::Error::other(format!("broken response body ({host}): {}", innermost(&e)))
+            })
+        });
         let body = TimedStream {
             inner: Box::pin(chunks),
             idle: self.timeout,
@@ -117,11 +146,39 @@ impl HttpUpstream {
             _permit: permit,
         };
         Ok(UpstreamResponse {
-            status,
-            headers,
+            status: parts.status,
+            headers: parts.headers,
             body: Box::pin(body),
         })
     }
+}
+
+/// `cannot connect (host:port): connection refused`, worded like the refresh errors
+/// (`describe_reqwest`).
+fn describe_client_error(error: &hyper_util::client::legacy::Error, uri: &Uri) -> String {
+    let kind = if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{kind} ({}): {}", host_of(uri), innermost(error))
+}
+
+fn host_of(uri: &Uri) -> String {
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("http") => 80,
+        _ => 443,
+    });
+    format!("{}:{port}", uri.host().unwrap_or_default())
+}
+
+/// The root cause's message (the outer layers only say "client error").
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(inner) = current.source() {
+        current = inner;
+    }
+    current.to_string()
 }
 
 /// The Kiro IDE request headers of one account. The constant part (user agents with the

@@ -28,7 +28,8 @@ pub enum Transport {
     /// The built-in fake, in-process (mock mode).
     Fake(FakeKiro),
     /// Real HTTPS to Kiro (or to `aiproxy fake-kiro` in tests), with the chat URL parsed once.
-    Http(HttpUpstream, reqwest::Url),
+    /// (Boxed: the pooled client is large and the fake variant small.)
+    Http(Box<HttpUpstream>, http::Uri),
 }
 
 impl Transport {
@@ -105,10 +106,13 @@ impl KiroService {
             account.endpoints().api_base.trim_end_matches('/')
         );
         // Parsed once here, not by the client on every request.
-        let chat_url = reqwest::Url::parse(&chat_url)
-            .map_err(|e| format!("`{chat_url}` is not a valid URL: {e}"))?;
+        let chat_url = chat_url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|uri| uri.host().is_some())
+            .ok_or_else(|| format!("`{chat_url}` is not a valid http(s) URL"))?;
         Ok(Self::build(
-            Transport::Http(http, chat_url),
+            Transport::Http(Box::new(http), chat_url),
             catalog,
             Some(account),
         ))
