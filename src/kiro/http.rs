@@ -87,8 +87,8 @@ impl HttpUpstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(timeout)
             .tcp_nodelay(true)
-            // Kiro answers in place; following a redirect would resend the bearer token to
-            // wherever it points. Not following one also skips a layer on every request.
+            // Kiro answers in place; following a redirect would resend the refresh token to
+            // wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .build()
     }
@@ -133,9 +133,9 @@ impl HttpUpstream {
                 message: describe_client_error(&e, &uri),
             })?;
         let (parts, body) = response.into_parts();
-        let host = host_of(&uri);
         let chunks = BodyDataStream::new(body).map(move |chunk| {
             chunk.map_err(|e| {
+                let host = host_of(&uri);
                 std::io::Error::other(format!("broken response body ({host}): {}", innermost(&e)))
             })
         });
