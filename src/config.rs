@@ -458,17 +458,23 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
-        if config.layer_enabled(PipelineLayer::Auth) || config.api_keys.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid {
-                key: "disable_layers",
-                message: "`auth` cannot be switched off while API keys are configured: the keys \
-                          would not be checked. Drop the --api-key values for an open server, or \
-                          keep the auth layer"
-                    .into(),
-            })
+        config.check_layers()?;
+        Ok(config)
+    }
+
+    /// Refuses to switch `auth` off while API keys are configured (they would go unchecked).
+    /// Also run by `pipeline::build`, for configurations built in code.
+    pub fn check_layers(&self) -> Result<(), ConfigError> {
+        if self.layer_enabled(PipelineLayer::Auth) || self.api_keys.is_empty() {
+            return Ok(());
         }
+        Err(ConfigError::Invalid {
+            key: "disable_layers",
+            message: "`auth` cannot be switched off while API keys are configured: the keys \
+                      would not be checked. Drop the --api-key values for an open server, or \
+                      keep the auth layer"
+                .into(),
+        })
     }
 
     /// Whether `layer` is part of the pipeline (not switched off).

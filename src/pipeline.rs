@@ -90,6 +90,9 @@ pub enum BuildError {
          ~/.aws/sso/cache/kiro-auth-token.json exists, or start with KIRO_MOCK_MODE=true to use the built-in fake Kiro"
     )]
     NoCredentials,
+    /// The configuration contradicts itself.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The HTTP client or the upstream URL could not be set up.
     #[error("cannot set up the Kiro client: {0}")]
     Client(String),
@@ -97,6 +100,7 @@ pub enum BuildError {
 
 /// Builds the pipeline for `config`.
 pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
+    config.check_layers()?;
     let catalog = match &config.models_file {
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,

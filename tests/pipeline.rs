@@ -345,6 +345,15 @@ async fn every_switchable_layer_can_be_turned_off() {
     let (status, headers, _) = call_with(&only_auth_off, request).await;
     assert_eq!(status, 200);
     assert!(headers.contains_key("x-request-id"));
+    // Keys with auth switched off would go unchecked: refused, also for code-built configs.
+    let error = aiproxy::pipeline::build(&Config {
+        api_keys: vec![KEY.into()],
+        ..only_auth_off
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(error.contains("`auth` cannot be switched off"), "{error}");
 }
 
 #[tokio::test]
