@@ -535,6 +535,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn prefix_built_chunks_match_serialised_ones_and_follow_the_model() {
+        // The model from Start (here with characters JSON must escape) replaces the
+        // requested one in every chunk, and each chunk parses to what serde would write.
+        let odd_model = "m\"\\é\n";
+        let items = vec![
+            Ok(ChatEvent::Start {
+                id: Arc::from("msg_1"),
+                model: Arc::from(odd_model),
+                input_tokens: 3,
+            }),
+            Ok(ChatEvent::TextDelta("x".into())),
+            Ok(ChatEvent::Stop(StopReason::EndTurn)),
+        ];
+        let lines = sse_lines(items, true).await;
+        let first = &lines[0];
+        for line in &lines[..4] {
+            assert_eq!(line["model"], odd_model);
+            assert_eq!(line["object"], "chat.completion.chunk");
+            assert_eq!(line["created"], first["created"]);
+        }
+        let expected = serde_json::to_value(Chunk {
+            id: first["id"].as_str().unwrap(),
+            object: "chat.completion.chunk",
+            created: first["created"].as_u64().unwrap(),
+            model: odd_model,
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    content: Some("x"),
+                    ..Delta::default()
+                },
+                logprobs: None,
+                finish_reason: None,
+            }],
+            usage: None,
+        })
+        .unwrap();
+        assert_eq!(lines[1], expected);
+    }
+
+    #[tokio::test]
     async fn tool_call_deltas_are_indexed_per_call() {
         let lines = sse_lines(
             vec![
