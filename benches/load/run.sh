@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The load harness: one command, loopback only, bounded in time (about 4 minutes).
+# The load harness: one command, loopback only, bounded in time (about 5 minutes).
 #
 #   bash benches/load/run.sh            # writes benches/load/results.json and BENCHMARKS.md
 #
-# Knobs (environment): RUN_SECONDS (10), RATE (1000 req/s), CONNECTIONS (64),
+# Knobs (environment): RUN_SECONDS (10), RATE (1000 req/s), RATE_HIGH (3000), CONNECTIONS (64),
+# SAT_ROUNDS (5), SAT_SECONDS (6),
 # STREAM_EVENTS (50), STREAM_DELAY_MS (20), SLOW_STREAMS (1000), SLOW_DELAY_MS (200).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 RUN_SECONDS=${RUN_SECONDS:-10}
 RATE=${RATE:-1000}
+RATE_HIGH=${RATE_HIGH:-3000}
+SAT_ROUNDS=${SAT_ROUNDS:-5}
+SAT_SECONDS=${SAT_SECONDS:-6}
 CONNECTIONS=${CONNECTIONS:-64}
 STREAM_EVENTS=${STREAM_EVENTS:-50}
 STREAM_DELAY_MS=${STREAM_DELAY_MS:-20}
@@ -83,20 +87,30 @@ run() { pin 0 "$load" "$@"; }
 
 # Warm both paths (token refresh, connection pools).
 run saturate "${via[@]}" --body "$work/proxy_small.json" --connections 4 --seconds 1 >/dev/null
-# Saturation runs vary by +-15 % from run to run on a shared 2-core VM: three interleaved
-# rounds (direct, aiproxy, direct, ...) and the median of each path.
-median_run() { python3 -c 'import json,sys; runs=[json.loads(l) for l in sys.stdin if l.strip()]; runs.sort(key=lambda r: r["rps"]); m=runs[len(runs)//2]; m["rounds_rps"]=[round(r["rps"]) for r in runs]; print(json.dumps(m))'; }
-sat_direct_runs=""; sat_proxy_runs=""
-for round in 1 2 3; do
-    echo "== saturation round $round/3 (closed loop, $CONNECTIONS connections, ${RUN_SECONDS}s per path)" >&2
-    sat_direct_runs+="$(run saturate "${direct[@]}" --body "$work/direct_small.json" --connections "$CONNECTIONS" --seconds "$RUN_SECONDS")"$'\n'
-    sat_proxy_runs+="$(run saturate "${via[@]}" --body "$work/proxy_small.json" --connections "$CONNECTIONS" --seconds "$RUN_SECONDS")"$'\n'
+# Saturation varies by +-15 % from minute to minute on a shared 2-core VM, and the two paths
+# use different cores (direct: core 0 only), so they are measured in adjacent pairs
+# (direct, then aiproxy) and the ratio is the median of the per-pair ratios.
+sat_pairs=""
+for round in $(seq "$SAT_ROUNDS"); do
+    echo "== saturation pair $round/$SAT_ROUNDS (closed loop, $CONNECTIONS connections, ${SAT_SECONDS}s per path)" >&2
+    d=$(run saturate "${direct[@]}" --body "$work/direct_small.json" --connections "$CONNECTIONS" --seconds "$SAT_SECONDS")
+    p=$(run saturate "${via[@]}" --body "$work/proxy_small.json" --connections "$CONNECTIONS" --seconds "$SAT_SECONDS")
+    sat_pairs+="{\"direct\": $d, \"proxy\": $p}"$'\n'
 done
-sat_direct=$(printf '%s' "$sat_direct_runs" | median_run)
-sat_proxy=$(printf '%s' "$sat_proxy_runs" | median_run)
+saturation=$(printf '%s' "$sat_pairs" | python3 -c '
+import json, statistics, sys
+pairs = [json.loads(l) for l in sys.stdin if l.strip()]
+ratios = [p["proxy"]["rps"] / p["direct"]["rps"] * 100 for p in pairs]
+print(json.dumps({"pairs": pairs, "ratios": ratios, "ratio_median": statistics.median(ratios),
+    "direct_median_rps": statistics.median(p["direct"]["rps"] for p in pairs),
+    "proxy_median_rps": statistics.median(p["proxy"]["rps"] for p in pairs),
+    "failed": sum(p["direct"]["failed"] + p["proxy"]["failed"] for p in pairs)}))')
 echo "== fixed rate ($RATE req/s, ${RUN_SECONDS}s)" >&2
 rate_direct=$(run rate "${direct[@]}" --body "$work/direct_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
 rate_proxy=$(run rate "${via[@]}" --body "$work/proxy_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
+echo "== fixed rate ($RATE_HIGH req/s, ${RUN_SECONDS}s)" >&2
+high_direct=$(run rate "${direct[@]}" --body "$work/direct_small.json" --rps "$RATE_HIGH" --seconds "$RUN_SECONDS")
+high_proxy=$(run rate "${via[@]}" --body "$work/proxy_small.json" --rps "$RATE_HIGH" --seconds "$RUN_SECONDS")
 echo "== streaming ($STREAM_EVENTS events, ${STREAM_DELAY_MS} ms apart)" >&2
 stream_direct=$(run stream "${direct[@]}" --body "$work/direct_stream.json" --requests 20)
 stream_proxy=$(run stream "${via[@]}" --body "$work/proxy_stream.json" --requests 20 --skip-chunks 1)
@@ -124,10 +138,11 @@ import json, sys, datetime
 root = sys.argv[1]
 r = {
   "machine": """$machine""", "pinning": """$pinning""", "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-  "settings": {"run_seconds": $RUN_SECONDS, "rate": $RATE, "connections": $CONNECTIONS, "stream_events": $STREAM_EVENTS,
+  "settings": {"run_seconds": $RUN_SECONDS, "rate": $RATE, "rate_high": $RATE_HIGH, "sat_rounds": $SAT_ROUNDS, "sat_seconds": $SAT_SECONDS, "connections": $CONNECTIONS, "stream_events": $STREAM_EVENTS,
                "stream_delay_ms": $STREAM_DELAY_MS, "slow_streams": $SLOW_STREAMS, "slow_delay_ms": $SLOW_DELAY_MS},
-  "saturation": {"direct": $sat_direct, "proxy": $sat_proxy},
+  "saturation": $saturation,
   "rate": {"direct": $rate_direct, "proxy": $rate_proxy},
+  "rate_high": {"direct": $high_direct, "proxy": $high_proxy},
   "stream": {"direct": $stream_direct, "proxy": $stream_proxy},
   "slow_streams": $slow,
   "rss_kib": {"idle": $rss_idle, "before_slow": $rss_before_slow, "peak_slow": $rss_peak_1, "after_first": $rss_after_1,
@@ -135,18 +150,21 @@ r = {
 }
 json.dump(r, open(f"{root}/benches/load/results.json", "w"), indent=2)
 s, rt, st = r["saturation"], r["rate"], r["stream"]
-ratio = s["proxy"]["rps"] / s["direct"]["rps"] * 100
-def added(key): return rt["proxy"]["latency"][key] - rt["direct"]["latency"][key]
+def added(key, rates=rt): return rates["proxy"]["latency"][key] - rates["direct"]["latency"][key]
+hi = r["rate_high"]
+ratios = ", ".join(f"{x:.0f}" for x in s["ratios"])
 events = r["settings"]["stream_events"]
 per_event_added = (st["proxy"]["duration"]["mean_ms"] - st["direct"]["duration"]["mean_ms"]) / events
 content_added = st["proxy"]["first_content"]["p50_ms"] - st["direct"]["first_content"]["p50_ms"]
 mb = lambda kib: kib / 1024
 rows = [
-  ("Saturation, direct to fake-kiro (median of 3)", f'{s["direct"]["rps"]:.0f} req/s', f'{s["direct"]["connections"]} connections, {s["direct"]["failed"]} failed; rounds {s["direct"]["rounds_rps"]}'),
-  ("Saturation, through aiproxy (median of 3)", f'{s["proxy"]["rps"]:.0f} req/s', f'{ratio:.0f} % of direct (target >= 60 %), {s["proxy"]["failed"]} failed; rounds {s["proxy"]["rounds_rps"]}'),
+  ("Saturation, direct to fake-kiro", f'{s["direct_median_rps"]:.0f} req/s', f'median of {len(s["pairs"])} runs, {r["settings"]["connections"]} connections'),
+  ("Saturation, through aiproxy", f'{s["proxy_median_rps"]:.0f} req/s', f'median of {len(s["pairs"])} runs; {s["failed"]} failed in all'),
+  ("Saturation ratio, aiproxy / direct", f'{s["ratio_median"]:.0f} %', f'target >= 60 %; median of the per-pair ratios ({ratios} %)'),
   (f'Added latency at {r["settings"]["rate"]} req/s, p50', f'{added("p50_ms"):.3f} ms', f'direct p50 {rt["direct"]["latency"]["p50_ms"]:.3f} ms, aiproxy {rt["proxy"]["latency"]["p50_ms"]:.3f} ms'),
   (f'Added latency at {r["settings"]["rate"]} req/s, p90', f'{added("p90_ms"):.3f} ms', ""),
   (f'Added latency at {r["settings"]["rate"]} req/s, p99', f'{added("p99_ms"):.3f} ms', f'target < 1 ms; failed: direct {rt["direct"]["failed"]}, aiproxy {rt["proxy"]["failed"]}'),
+  (f'Added latency at {r["settings"]["rate_high"]} req/s, p50 / p99', f'{added("p50_ms", hi):.3f} / {added("p99_ms", hi):.3f} ms', f'direct p99 {hi["direct"]["latency"]["p99_ms"]:.3f} ms, aiproxy p99 {hi["proxy"]["latency"]["p99_ms"]:.3f} ms; failed: direct {hi["direct"]["failed"]}, aiproxy {hi["proxy"]["failed"]}'),
   ("Streaming time to first byte (aiproxy, p50)", f'{st["proxy"]["ttfb"]["p50_ms"]:.3f} ms', "headers and the role chunk leave before the first upstream event"),
   ("Streaming time to first content, added (p50)", f'{content_added:.3f} ms', f'direct {st["direct"]["first_content"]["p50_ms"]:.3f} ms (the fake waits {r["settings"]["stream_delay_ms"]} ms before each event), aiproxy {st["proxy"]["first_content"]["p50_ms"]:.3f} ms'),
   ("Streaming delay added per event", f'{per_event_added * 1000:.1f} µs', f'(aiproxy - direct stream duration) / {events} events; {st["proxy"]["chunks_per_stream"]:.0f} chunks per aiproxy stream for {events} text events: each event leaves as its own chunk'),
@@ -172,8 +190,8 @@ Generated by \`bash benches/load/run.sh\` on {r["date"]}; raw numbers in
   auth, routing, JSON parsing, the Kiro request builder, decoding the event stream and
   encoding the OpenAI answer.
 - Load generator: \`examples/loadgen.rs\` (tokio + hyper). Saturation is closed-loop with
-  {r["settings"]["connections"]} connections for {r["settings"]["run_seconds"]} s per path, three interleaved rounds, median reported; the fixed-rate run is open-loop at {r["settings"]["rate"]} req/s for
-  {r["settings"]["run_seconds"]} s, with latency measured from each request's scheduled send time (no coordinated
+  {r["settings"]["connections"]} connections, {r["settings"]["sat_rounds"]} adjacent pairs of {r["settings"]["sat_seconds"]} s runs (direct, then aiproxy), medians reported; the fixed-rate run is open-loop at {r["settings"]["rate"]} req/s for
+  {r["settings"]["run_seconds"]} s (and again at {r["settings"]["rate_high"]} req/s), with latency measured from each request's scheduled send time (no coordinated
   omission). Streams: {r["settings"]["stream_events"]} upstream events {r["settings"]["stream_delay_ms"]} ms apart, 20 streams; slow streams:
   {r["settings"]["slow_streams"]} at once, each {r["settings"]["stream_events"]} events {r["settings"]["slow_delay_ms"]} ms apart.
 - On 2 cores the load generator, the fake and aiproxy compete for CPU, so saturation figures
@@ -184,6 +202,19 @@ Generated by \`bash benches/load/run.sh\` on {r["date"]}; raw numbers in
 | Measure | Value | Notes |
 |---|---|---|
 {table}
+
+## Against the peers' published figures
+
+Not re-run here (they do not speak Kiro and this machine has no internet); their own
+published numbers, on their machines, next to ours from the table above:
+
+| proxy | published | ours on this 2-core machine |
+|---|---|---|
+| TensorZero (Rust) | p99 0.94 ms at 10k QPS, 4 vCPU, mock upstream | added p99 {added("p99_ms", hi):.2f} ms at {r["settings"]["rate_high"]} req/s, {added("p99_ms"):.2f} ms at {r["settings"]["rate"]} req/s; saturation {s["proxy_median_rps"]:.0f} req/s with the load generator and the fake sharing the other core |
+| Helicone AI gateway (Rust) | 0.3-0.6 ms overhead at 3k RPS, 2 vCPU, < 100 MB | added p50 {added("p50_ms", hi):.2f} ms / p99 {added("p99_ms", hi):.2f} ms at {r["settings"]["rate_high"]} req/s; {mb(r["rss_kib"]["peak_slow"]):.0f} MiB with {r["settings"]["slow_streams"]} open streams |
+| LiteLLM (Python) | several ms at p50, fails above about 1k QPS | added p50 {added("p50_ms"):.2f} ms at {r["settings"]["rate"]} req/s, 0 failed at saturation |
+
+The comparison is of kind, not exact: each figure comes from its own test and hardware.
 
 ## In-process benchmarks
 
