@@ -153,16 +153,16 @@ pub struct Cli {
     #[arg(long, env = "AIPROXY_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
 
-    /// Pipeline layers to switch off, for benchmarking middleware (repeatable; the variable
-    /// takes a comma-separated list).
+    /// Pipeline layers to switch off, for benchmarking middleware: request-id, trace,
+    /// catch-panic, auth, route (repeatable; the variable takes a comma-separated list, and an
+    /// empty one means none).
     #[arg(
         long = "disable-layers",
         env = "AIPROXY_DISABLE_LAYERS",
         value_delimiter = ',',
-        value_enum,
         value_name = "LAYER"
     )]
-    pub disable_layers: Vec<PipelineLayer>,
+    pub disable_layers: Vec<String>,
 }
 
 /// Sub-commands.
@@ -407,15 +407,10 @@ impl Config {
                 .or(file.shutdown_timeout)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.shutdown_timeout),
-            disabled_layers: {
-                let mut layers = if cli.disable_layers.is_empty() {
-                    file.disable_layers.unwrap_or_default()
-                } else {
-                    cli.disable_layers.clone()
-                };
-                layers.sort_unstable();
-                layers.dedup();
-                layers
+            disabled_layers: if cli.disable_layers.iter().any(|l| !l.trim().is_empty()) {
+                parse_layers(&cli.disable_layers)?
+            } else {
+                file.disable_layers.unwrap_or_default()
             },
         };
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
@@ -459,7 +454,13 @@ impl Config {
             });
         }
         config.check_layers()?;
-        Ok(config)
+        let mut disabled_layers = config.disabled_layers;
+        disabled_layers.sort_unstable();
+        disabled_layers.dedup();
+        Ok(Self {
+            disabled_layers,
+            ..config
+        })
     }
 
     /// Refuses to switch `auth` off while API keys are configured (they would go unchecked).
@@ -489,6 +490,31 @@ impl Config {
             ..Self::default()
         }
     }
+}
+
+/// `--disable-layers` / `AIPROXY_DISABLE_LAYERS` values; empty items are skipped (an empty
+/// variable means no layer), unknown ones name the allowed values.
+fn parse_layers(names: &[String]) -> Result<Vec<PipelineLayer>, ConfigError> {
+    names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            PipelineLayer::from_str(name, true).map_err(|_| {
+                let allowed: Vec<String> = PipelineLayer::value_variants()
+                    .iter()
+                    .filter_map(|l| l.to_possible_value().map(|v| v.get_name().to_owned()))
+                    .collect();
+                ConfigError::Invalid {
+                    key: "disable_layers",
+                    message: format!(
+                        "unknown layer `{name}`; allowed values: {}",
+                        allowed.join(", ")
+                    ),
+                }
+            })
+        })
+        .collect()
 }
 
 /// `max_body_bytes` -> `--max-body-bytes`.
@@ -640,13 +666,16 @@ mod tests {
             config.disabled_layers,
             vec![PipelineLayer::RequestId, PipelineLayer::CatchPanic]
         );
-        let err = parse(&["--disable-layers", "cache"])
+        let err = Config::resolve(&parse(&["--disable-layers", "cache"]).unwrap())
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("--disable-layers") && err.contains("request-id") && err.contains("route"),
             "{err}"
         );
+        // An empty list (e.g. `AIPROXY_DISABLE_LAYERS=`) switches nothing off.
+        let config = Config::resolve(&parse(&["--disable-layers", ""]).unwrap()).unwrap();
+        assert!(config.disabled_layers.is_empty());
         // An open server may drop auth; a server with keys may not (they would go unchecked).
         assert!(Config::resolve(&parse(&["--disable-layers", "auth"]).unwrap()).is_ok());
         let err = Config::resolve(&parse(&["--disable-layers", "auth", "--api-key", "k"]).unwrap())
