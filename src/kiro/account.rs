@@ -516,20 +516,29 @@ pub fn describe_reqwest(error: &reqwest::Error) -> String {
                 .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
         })
         .unwrap_or_default();
-    let mut source = std::error::Error::source(error);
-    let mut detail = String::new();
-    while let Some(inner) = source {
-        detail = inner.to_string();
-        source = inner.source();
-    }
-    format!(
-        "{kind} ({host}){}",
-        if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {detail}")
-        }
+    describe_failure(
+        kind,
+        &host,
+        std::error::Error::source(error).map(root_cause),
     )
+}
+
+/// `{kind} ({host})`, then `: {cause}` when there is one: the wording of every upstream
+/// failure (refreshes here, chat calls in `http.rs`).
+pub(crate) fn describe_failure(kind: &str, host: &str, cause: Option<String>) -> String {
+    match cause.filter(|c| !c.is_empty()) {
+        Some(cause) => format!("{kind} ({host}): {cause}"),
+        None => format!("{kind} ({host})"),
+    }
+}
+
+/// The root cause's message (outer layers of client errors only say "client error").
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(inner) = current.source() {
+        current = inner;
+    }
+    current.to_string()
 }
 
 enum RefreshError {

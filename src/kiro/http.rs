@@ -7,7 +7,7 @@
 //! refreshes) re-parses the URL, merges headers and wraps every response on each call, which
 //! was about a tenth of the proxy's CPU per request at saturation.
 
-use super::account::{AccessToken, KIRO_VERSION};
+use super::account::{describe_failure, root_cause, AccessToken, KIRO_VERSION};
 use super::stream::ByteStream;
 use crate::chat::ChatError;
 use bytes::Bytes;
@@ -135,8 +135,12 @@ impl HttpUpstream {
         let (parts, body) = response.into_parts();
         let chunks = BodyDataStream::new(body).map(move |chunk| {
             chunk.map_err(|e| {
-                let host = host_of(&uri);
-                std::io::Error::other(format!("broken response body ({host}): {}", innermost(&e)))
+                let cause = Some(root_cause(&e));
+                std::io::Error::other(describe_failure(
+                    "broken response body",
+                    &host_of(&uri),
+                    cause,
+                ))
             })
         });
         let body = TimedStream {
@@ -161,7 +165,7 @@ fn describe_client_error(error: &hyper_util::client::legacy::Error, uri: &Uri) -
     } else {
         "request failed"
     };
-    format!("{kind} ({}): {}", host_of(uri), innermost(error))
+    describe_failure(kind, &host_of(uri), Some(root_cause(error)))
 }
 
 fn host_of(uri: &Uri) -> String {
@@ -170,15 +174,6 @@ fn host_of(uri: &Uri) -> String {
         _ => 443,
     });
     format!("{}:{port}", uri.host().unwrap_or_default())
-}
-
-/// The root cause's message (the outer layers only say "client error").
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(inner) = current.source() {
-        current = inner;
-    }
-    current.to_string()
 }
 
 /// The Kiro IDE request headers of one account. The constant part (user agents with the
