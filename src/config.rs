@@ -334,6 +334,13 @@ impl Config {
         } else {
             file.api_keys.unwrap_or_default()
         };
+        let mut disabled_layers = if cli.disable_layers.iter().any(|l| !l.trim().is_empty()) {
+            parse_layers(&cli.disable_layers)?
+        } else {
+            file.disable_layers.unwrap_or_default()
+        };
+        disabled_layers.sort_unstable();
+        disabled_layers.dedup();
         let config = Self {
             model_provider: pick(
                 cli.model_provider.clone(),
@@ -407,11 +414,7 @@ impl Config {
                 .or(file.shutdown_timeout)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.shutdown_timeout),
-            disabled_layers: if cli.disable_layers.iter().any(|l| !l.trim().is_empty()) {
-                parse_layers(&cli.disable_layers)?
-            } else {
-                file.disable_layers.unwrap_or_default()
-            },
+            disabled_layers,
         };
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
             return Err(ConfigError::Invalid {
@@ -454,13 +457,7 @@ impl Config {
             });
         }
         config.check_layers()?;
-        let mut disabled_layers = config.disabled_layers;
-        disabled_layers.sort_unstable();
-        disabled_layers.dedup();
-        Ok(Self {
-            disabled_layers,
-            ..config
-        })
+        Ok(config)
     }
 
     /// Refuses to switch `auth` off while API keys are configured (they would go unchecked).
