@@ -469,6 +469,23 @@ mod tests {
         Box::pin(stream::iter(items))
     }
 
+    /// Call `t1` of tool `f` with arguments `{}`, then the tool-use stop.
+    fn one_tool_call() -> Vec<Result<ChatEvent, ChatError>> {
+        vec![
+            Ok(ChatEvent::ToolCallStart {
+                index: 0,
+                id: "t1".into(),
+                name: "f".into(),
+            }),
+            Ok(ChatEvent::ToolCallDelta {
+                index: 0,
+                json: "{}".into(),
+            }),
+            Ok(ChatEvent::ToolCallEnd { index: 0 }),
+            Ok(ChatEvent::Stop(StopReason::ToolUse)),
+        ]
+    }
+
     fn start() -> ChatEvent {
         ChatEvent::Start {
             id: Arc::from("msg_1"),
@@ -578,21 +595,14 @@ mod tests {
     #[tokio::test]
     async fn tool_call_deltas_are_indexed_per_call() {
         let lines = sse_lines(
-            vec![
-                Ok(start()),
-                Ok(ChatEvent::TextDelta("Let me check.".into())),
-                Ok(ChatEvent::ToolCallStart {
-                    index: 0,
-                    id: "t1".into(),
-                    name: "f".into(),
-                }),
-                Ok(ChatEvent::ToolCallDelta {
-                    index: 0,
-                    json: "{}".into(),
-                }),
-                Ok(ChatEvent::ToolCallEnd { index: 0 }),
-                Ok(ChatEvent::Stop(StopReason::ToolUse)),
-            ],
+            [
+                vec![
+                    Ok(start()),
+                    Ok(ChatEvent::TextDelta("Let me check.".into())),
+                ],
+                one_tool_call(),
+            ]
+            .concat(),
             false,
         )
         .await;
@@ -610,20 +620,7 @@ mod tests {
     #[tokio::test]
     async fn legacy_functions_stream_as_function_call() {
         let chunks: Vec<Bytes> = sse(
-            events(vec![
-                Ok(start()),
-                Ok(ChatEvent::ToolCallStart {
-                    index: 0,
-                    id: "t1".into(),
-                    name: "f".into(),
-                }),
-                Ok(ChatEvent::ToolCallDelta {
-                    index: 0,
-                    json: "{}".into(),
-                }),
-                Ok(ChatEvent::ToolCallEnd { index: 0 }),
-                Ok(ChatEvent::Stop(StopReason::ToolUse)),
-            ]),
+            events([vec![Ok(start())], one_tool_call()].concat()),
             "m",
             ResponseOptions {
                 include_usage: false,
