@@ -284,8 +284,9 @@ async fn oversized_body_is_413() {
 
 #[tokio::test]
 async fn context_overflow_from_kiro_is_400_on_messages() {
-    // 700 kB passes our body limit but exceeds what Kiro (and the fake) accept.
-    let body = common::chat_body(&"word ".repeat(140_000), false);
+    // 600 kB passes our body limit, but CJK weighs 8 in Kiro's payload limit (§13.1):
+    // 1.8 M weighted units, over what Kiro (and the fake) accept.
+    let body = common::chat_body(&"字 ".repeat(200_000), false);
     let (status, _, text) = call(post("/v1/chat/completions", body)).await;
     assert_eq!(status, 400, "{text}");
     let error = &json(&text)["error"];

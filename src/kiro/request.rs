@@ -16,9 +16,12 @@
 //! 5. whenever tool traffic appears, every tool name used is defined (placeholders for
 //!    names the client no longer sends);
 //! 6. tool names over 64 characters are shortened (`prefix_<hash>`) and restored in
-//!    responses through [`ToolNameMap`]; descriptions are capped; schemas are tidied;
-//! 7. the system prompt is prefixed to the first user turn, and in front of it the
-//!    thinking tags when thinking is on (§4.4).
+//!    responses through [`ToolNameMap`]; a description over [`MAX_TOOL_DESCRIPTION`]
+//!    characters moves, whole, into the system prompt under a heading that names the tool,
+//!    and the tool keeps its first paragraph plus a pointer to that heading (so nothing is
+//!    cut); schemas are tidied;
+//! 7. the system prompt (with the moved tool descriptions after it) is prefixed to the
+//!    first user turn, and in front of it the thinking tags when thinking is on (§4.4).
 
 use super::wire::*;
 use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolChoice};
@@ -27,8 +30,11 @@ use std::collections::{HashMap, HashSet};
 
 /// Kiro rejects longer tool names (A2 and KGW use 64).
 pub const MAX_TOOL_NAME: usize = 64;
-/// Longer descriptions are cut (A2 9216, KRS/K2A 10 000).
+/// Kiro rejects a longer tool description (§4.3 rule 8, §13.1: the cap is on the final
+/// string, in characters).
 pub const MAX_TOOL_DESCRIPTION: usize = 10_000;
+/// How much of a moved description's first paragraph stays in the tool itself.
+const MOVED_DESCRIPTION_SUMMARY: usize = 1_000;
 const ORIGIN: &str = "AI_EDITOR";
 const EMPTY: &str = "(empty)";
 const TOOL_RESULTS_ONLY: &str = "Tool results provided.";
@@ -130,7 +136,18 @@ impl Turn {
 pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest {
     let mut names = ToolNameMap::default();
     let mut turns = normalise(&request.messages, &mut names);
-    prefix_system(&mut turns, &request.system);
+    let mut moved = MovedDescriptions::default();
+    let mut tools = if request.tool_choice == ToolChoice::None && !has_tool_traffic(&turns) {
+        Vec::new()
+    } else {
+        request
+            .tools
+            .iter()
+            .map(|tool| tool_definition(tool, &mut names, &mut moved))
+            .collect()
+    };
+    add_placeholder_tools(&turns, &mut tools);
+    prefix_system(&mut turns, &request.system, &moved.section);
     if let (Some(thinking), Some(first)) = (options.thinking, turns.first_mut()) {
         first.text = format!(
             "{}\n\n{}",
@@ -138,17 +155,6 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
             first.text
         );
     }
-
-    let mut tools = if request.tool_choice == ToolChoice::None && !has_tool_traffic(&turns) {
-        Vec::new()
-    } else {
-        request
-            .tools
-            .iter()
-            .map(|tool| tool_definition(tool, &mut names))
-            .collect()
-    };
-    add_placeholder_tools(&turns, &mut tools);
 
     let current = turns.pop().unwrap_or_else(|| {
         let mut turn = Turn::new(Role::User);
@@ -350,11 +356,13 @@ fn has_tool_traffic(turns: &[Turn]) -> bool {
         .any(|t| !t.tool_uses.is_empty() || !t.tool_results.is_empty())
 }
 
-/// Rule 7 of the module docs: system prompt in front of the first user turn.
-fn prefix_system(turns: &mut [Turn], system: &[String]) {
+/// Rule 7 of the module docs: system prompt (and the moved tool descriptions) in front of
+/// the first user turn.
+fn prefix_system(turns: &mut [Turn], system: &[String], moved_descriptions: &str) {
     let system: Vec<&str> = system
         .iter()
         .map(|s| s.trim())
+        .chain(std::iter::once(moved_descriptions))
         .filter(|s| !s.is_empty())
         .collect();
     if system.is_empty() {
@@ -365,18 +373,52 @@ fn prefix_system(turns: &mut [Turn], system: &[String]) {
     }
 }
 
-fn tool_definition(tool: &Tool, names: &mut ToolNameMap) -> KiroTool {
+/// Full texts of the descriptions too long for Kiro's tool field, as one system-prompt
+/// section (rule 6).
+#[derive(Debug, Default)]
+struct MovedDescriptions {
+    section: String,
+}
+
+impl MovedDescriptions {
+    /// Keeps `description` whole in the system prompt and returns what the tool itself says.
+    fn take(&mut self, name: &str, description: &str) -> String {
+        let heading = format!("Tool documentation: {name}");
+        if self.section.is_empty() {
+            self.section.push_str(
+                "The full descriptions of these tools were too long for the tool list and are given here.",
+            );
+        }
+        self.section
+            .push_str(&format!("\n\n## {heading}\n\n{description}"));
+        let first_paragraph = description.split("\n\n").next().unwrap_or_default();
+        let mut summary: String = first_paragraph
+            .chars()
+            .take(MOVED_DESCRIPTION_SUMMARY)
+            .collect();
+        if summary.len() < first_paragraph.len() {
+            summary.push('…');
+        }
+        format!("{summary}\n\n(The full description of this tool is in the system prompt under \"{heading}\".)")
+    }
+}
+
+fn tool_definition(
+    tool: &Tool,
+    names: &mut ToolNameMap,
+    moved: &mut MovedDescriptions,
+) -> KiroTool {
+    let name = names.shorten(&tool.name);
     let mut description = tool.description.trim().to_owned();
     if description.is_empty() {
         description = format!("Tool: {}", tool.name);
     }
     if description.chars().count() > MAX_TOOL_DESCRIPTION {
-        description = description.chars().take(MAX_TOOL_DESCRIPTION).collect();
-        description.push_str("...");
+        description = moved.take(&name, &description);
     }
     KiroTool {
         tool_specification: ToolSpecification {
-            name: names.shorten(&tool.name),
+            name,
             description,
             input_schema: InputSchema {
                 json: tidy_schema(&tool.input_schema),

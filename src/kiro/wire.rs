@@ -4,9 +4,26 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Top-level request body.
+/// Kiro refuses a body whose weighted size is over this (kiro-protocol.md §13.1: about
+/// 1.3 M weighted units pass and 1.36 M fail; we take the lower, proven figure).
+pub const MAX_WEIGHTED_PAYLOAD: usize = 1_300_000;
+
+/// The size Kiro's payload limit counts (§13.1): an ASCII character weighs 1, any other 8.
+pub fn weighted_payload_size(body: &[u8]) -> usize {
+    body.iter()
+        .map(|&byte| match byte {
+            0x00..=0x7f => 1,
+            // UTF-8 continuation bytes belong to a character already counted.
+            0x80..=0xbf => 0,
+            _ => 8,
+        })
+        .sum()
+}
+
+/// Top-level request body. Unknown fields are refused when parsing (the fake), as Kiro
+/// refuses e.g. a top-level `systemPrompt` or `agentMode` (§13.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KiroRequest {
     /// The conversation.
     pub conversation_state: ConversationState,
@@ -17,7 +34,7 @@ pub struct KiroRequest {
 
 /// `conversationState`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConversationState {
     /// Random per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]

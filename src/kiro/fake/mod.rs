@@ -25,7 +25,7 @@ mod validate;
 
 pub use validate::validate;
 
-use super::wire::KiroRequest;
+use super::wire::{weighted_payload_size, KiroRequest, MAX_WEIGHTED_PAYLOAD};
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{header, Method, Request, Response, StatusCode};
@@ -53,9 +53,6 @@ pub const KNOWN_MODEL_IDS: &[&str] = &[
     "claude-opus-4.8",
 ];
 
-/// Kiro rejects bodies over about this size (§4.3 rule 11).
-pub const MAX_PAYLOAD_BYTES: usize = 600_000;
-
 /// Profile ARN the fake hands out with social refreshes.
 pub const FAKE_PROFILE_ARN: &str =
     "arn:aws:codewhisperer:us-east-1:000000000000:profile/FAKEPROFILE";
@@ -71,6 +68,11 @@ pub struct Stats {
     pub generate_calls: u64,
     /// Chat calls refused for a bad or expired bearer token.
     pub rejected_tokens: u64,
+    /// Chat calls refused because the body broke one of Kiro's rules (§4.3, §13.1): a
+    /// client test that must stay within them asserts this stays 0.
+    pub rejected_requests: u64,
+    /// Which rule the last refused body broke.
+    pub last_violation: Option<String>,
     /// Most chat calls streaming at once.
     pub peak_concurrent_generates: usize,
     /// `user-agent` of the last chat call.
@@ -270,19 +272,16 @@ impl FakeKiro {
                 return error_response(&forbidden);
             }
         }
-        if body.len() > MAX_PAYLOAD_BYTES {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"message": "Input is too long.", "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD"}),
-            );
-        }
-        let parsed: KiroRequest = match serde_json::from_slice(body) {
+        let parsed = match check_body(body) {
             Ok(parsed) => parsed,
-            Err(e) => return improperly_formed(&format!("body does not parse: {e}")),
+            Err(rejection) => {
+                let (violation, response) = *rejection;
+                let mut state = self.lock();
+                state.stats.rejected_requests += 1;
+                state.stats.last_violation = Some(violation);
+                return response;
+            }
         };
-        if let Err(violation) = validate(&parsed) {
-            return improperly_formed(&violation);
-        }
         let current = &parsed.conversation_state.current_message.user_input_message;
         {
             let mut state = self.lock();
@@ -340,6 +339,29 @@ impl FakeKiro {
         );
         response
     }
+}
+
+/// Kiro's checks of a chat body: its weighted size, its shape, the §4.3 rules.
+fn check_body(body: &[u8]) -> Result<KiroRequest, Box<(String, Response<FrameStream>)>> {
+    let size = weighted_payload_size(body);
+    if size > MAX_WEIGHTED_PAYLOAD {
+        let violation = format!("weighted payload {size} > {MAX_WEIGHTED_PAYLOAD}");
+        let response = json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "Input is too long.", "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD"}),
+        );
+        return Err(Box::new((violation, response)));
+    }
+    let parsed: KiroRequest = serde_json::from_slice(body).map_err(|e| {
+        let violation = format!("body does not parse: {e}");
+        let response = body_invalid(&violation);
+        (violation, response)
+    })?;
+    validate(&parsed).map_err(|violation| {
+        let response = improperly_formed(&violation);
+        (violation, response)
+    })?;
+    Ok(parsed)
 }
 
 /// Thinking is requested with tags in front of the first user turn (§4.4).
@@ -446,10 +468,19 @@ fn error_response(step: &Step) -> Response<FrameStream> {
 }
 
 fn improperly_formed(violation: &str) -> Response<FrameStream> {
+    rejected(violation, Value::Null)
+}
+
+/// A body that is not Kiro's shape at all (unknown fields, wrong types): §7.1, §13.1.
+fn body_invalid(violation: &str) -> Response<FrameStream> {
+    rejected(violation, Value::from("REQUEST_BODY_INVALID"))
+}
+
+fn rejected(violation: &str, reason: Value) -> Response<FrameStream> {
     tracing::debug!(violation, "fake Kiro rejected a request");
     let mut response = json_response(
         StatusCode::BAD_REQUEST,
-        json!({"message": "Improperly formed request.", "reason": null}),
+        json!({"message": "Improperly formed request.", "reason": reason}),
     );
     if let Ok(value) = header::HeaderValue::from_str(&violation.replace(['\r', '\n'], " ")) {
         // Not part of Kiro's protocol: tells a developer which rule was broken.

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Largest request body the fake reads (Kiro's own limit is far lower; see `MAX_PAYLOAD_BYTES`).
+/// Largest request body the fake reads (Kiro's own limit is far lower; see `MAX_WEIGHTED_PAYLOAD`).
 const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// In-flight fake streams get this long to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(5);

@@ -4,6 +4,12 @@ use super::KNOWN_MODEL_IDS;
 use crate::kiro::wire::{HistoryEntry, KiroRequest, UserInputMessage};
 use std::collections::HashSet;
 
+/// Kiro's limit on a tool name, in characters (§4.3 rule 7).
+pub const TOOL_NAME_LIMIT: usize = 64;
+/// Kiro's limit on a tool description, in characters, on the final string (§4.3 rule 8,
+/// §13.1).
+pub const TOOL_DESCRIPTION_LIMIT: usize = 10_000;
+
 /// The §4.3 rules, as the real service enforces them.
 pub fn validate(request: &KiroRequest) -> Result<(), String> {
     let state = &request.conversation_state;
@@ -65,14 +71,22 @@ pub fn validate(request: &KiroRequest) -> Result<(), String> {
     let mut defined = HashSet::new();
     for tool in tools {
         let spec = &tool.tool_specification;
-        if spec.name.is_empty() || spec.name.len() > 64 {
+        let name_length = spec.name.chars().count();
+        if name_length == 0 || name_length > TOOL_NAME_LIMIT {
             return Err(format!(
-                "tool name `{}` must be 1..=64 characters",
+                "tool name `{}` must be 1..={TOOL_NAME_LIMIT} characters",
                 spec.name
             ));
         }
         if spec.description.is_empty() {
             return Err(format!("tool `{}` has an empty description", spec.name));
+        }
+        let description_length = spec.description.chars().count();
+        if description_length > TOOL_DESCRIPTION_LIMIT {
+            return Err(format!(
+                "tool `{}` has a description of {description_length} characters (at most {TOOL_DESCRIPTION_LIMIT})",
+                spec.name
+            ));
         }
         defined.insert(spec.name.to_ascii_lowercase());
     }
@@ -135,3 +149,6 @@ fn check_pairing(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

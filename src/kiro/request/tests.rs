@@ -287,17 +287,54 @@ fn long_tool_names_are_shortened_and_restorable() {
     assert_eq!(shorten_tool_name(long), shorten_tool_name(long), "stable");
 }
 
-#[test]
-fn long_descriptions_are_capped() {
-    let mut req = request(&[], vec![user("x")]);
-    req.tools = vec![Tool {
+fn tool_with_description(description: String) -> Tool {
+    Tool {
         name: "t".into(),
-        description: "d".repeat(20_000),
+        description,
         input_schema: json!({"type":"object"}),
-    }];
+    }
+}
+
+#[test]
+fn a_description_at_the_cap_is_sent_as_is() {
+    let mut req = request(&["sys"], vec![user("x")]);
+    req.tools = vec![tool_with_description("d".repeat(MAX_TOOL_DESCRIPTION))];
     let built = build(&req, &options());
     let spec = &current_context(&built).tools[0].tool_specification;
-    assert_eq!(spec.description.chars().count(), MAX_TOOL_DESCRIPTION + 3);
+    assert_eq!(spec.description, "d".repeat(MAX_TOOL_DESCRIPTION));
+    assert_eq!(current(&built).content, "sys\n\nx");
+}
+
+#[test]
+fn long_descriptions_move_whole_into_the_system_prompt() {
+    // Multi-byte characters: the cap counts characters, and nothing may be cut.
+    let long = format!("Runs a command.\n\n{}", "é-detail ".repeat(2_000));
+    let mut req = request(&["sys"], vec![user("x")]);
+    req.tools = vec![
+        tool_with_description(long.clone()),
+        tool_with_description("d".repeat(MAX_TOOL_DESCRIPTION + 1)),
+    ];
+    req.tools[1].name = "u".into();
+    let built = build(&req, &options());
+    let tools = &current_context(&built).tools;
+    for tool in tools {
+        let description = &tool.tool_specification.description;
+        assert!(description.chars().count() <= MAX_TOOL_DESCRIPTION);
+        let heading = format!("Tool documentation: {}", tool.tool_specification.name);
+        assert!(description.contains(&heading), "{description}");
+    }
+    assert!(tools[0]
+        .tool_specification
+        .description
+        .starts_with("Runs a command.\n\n(The full description"));
+    let prompt = &current(&built).content;
+    assert!(prompt.starts_with("sys\n\n"));
+    assert!(prompt.contains(&format!("## Tool documentation: t\n\n{}", long.trim())));
+    assert!(prompt.contains(&format!(
+        "## Tool documentation: u\n\n{}",
+        "d".repeat(MAX_TOOL_DESCRIPTION + 1)
+    )));
+    assert!(prompt.ends_with("\n\nx"));
 }
 
 #[test]
