@@ -278,6 +278,16 @@ pub enum ChatError {
         /// The field at fault, if known.
         param: Option<String>,
     },
+    /// The conversation does not fit the model's context (Kiro's overflow answer, or the
+    /// local guard's prediction). Worded exactly as Anthropic words it, because Claude Code
+    /// and other agents compact their conversation when they read this message.
+    #[error("prompt is too long: {tokens} tokens > {limit} maximum")]
+    ContextOverflow {
+        /// The conversation's size in tokens (an estimate; see [`crate::kiro::overflow`]).
+        tokens: u64,
+        /// The model's context window in tokens.
+        limit: u64,
+    },
     /// The requested model is not in the catalog.
     #[error("The model `{model}` does not exist. GET /v1/models lists the available model ids.")]
     ModelNotFound {
@@ -349,6 +359,7 @@ impl ChatError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::InvalidRequest { .. } => "invalid_request",
+            Self::ContextOverflow { .. } => "context_overflow",
             Self::ModelNotFound { .. } => "model_not_found",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::RateLimited { .. } => "rate_limited",

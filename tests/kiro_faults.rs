@@ -51,7 +51,7 @@ async fn each_error_class_maps_to_its_api_error() {
         (
             json!({"status": 400, "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD"}),
             400,
-            "null",
+            "context_length_exceeded",
         ),
         (json!({"status": 500}), 502, "upstream_error"),
         (json!({"status": 503}), 502, "upstream_error"),

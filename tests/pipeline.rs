@@ -283,18 +283,19 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
-async fn context_overflow_from_kiro_is_400_on_messages() {
+async fn context_overflow_is_worded_so_clients_compact() {
     // 600 kB passes our body limit, but CJK weighs 8 in Kiro's payload limit (§13.1):
-    // 1.8 M weighted units, over what Kiro (and the fake) accept.
+    // 1.8 M weighted units, over what Kiro accepts (the local guard says so).
     let body = common::chat_body(&"字 ".repeat(200_000), false);
     let (status, _, text) = call(post("/v1/chat/completions", body)).await;
     assert_eq!(status, 400, "{text}");
     let error = &json(&text)["error"];
     assert_eq!(error["param"], "messages");
+    assert_eq!(error["code"], "context_length_exceeded");
     assert!(error["message"]
         .as_str()
         .unwrap()
-        .contains("context window"));
+        .starts_with("prompt is too long: "));
 }
 
 #[tokio::test]

@@ -16,6 +16,11 @@ pub fn rejection(error: &ChatError) -> Rejection {
                 None => r,
             }
         }
+        ChatError::ContextOverflow { .. } => {
+            Rejection::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+                .with_code("context_length_exceeded")
+                .with_param("messages")
+        }
         ChatError::ModelNotFound { .. } => {
             Rejection::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
                 .with_code("model_not_found")

@@ -33,7 +33,23 @@ pub fn is_bearer_invalid(status: StatusCode, body: &[u8]) -> bool {
             && String::from_utf8_lossy(body).contains(BEARER_INVALID))
 }
 
-/// Turns a non-2xx answer of `generateAssistantResponse` into an error.
+/// Whether a 400 says the conversation is over the model's context or Kiro's payload limit
+/// (§7.1, §13.4): reason `CONTENT_LENGTH_EXCEEDS_THRESHOLD` or "Input is too long". The
+/// caller words it as [`ChatError::ContextOverflow`], which needs the request's figures.
+pub fn is_context_overflow(status: StatusCode, body: &[u8]) -> bool {
+    if status != StatusCode::BAD_REQUEST {
+        return false;
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let reason = parsed
+        .reason
+        .or_else(|| parsed.error.and_then(|e| e.reason));
+    reason.as_deref() == Some("CONTENT_LENGTH_EXCEEDS_THRESHOLD")
+        || String::from_utf8_lossy(body).contains("Input is too long")
+}
+
+/// Turns a non-2xx answer of `generateAssistantResponse` into an error (a context overflow
+/// is told apart first, with [`is_context_overflow`]).
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let reason = parsed
@@ -46,15 +62,6 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatErr
         .or(parsed.message_upper)
         .unwrap_or_else(|| raw.chars().take(300).collect());
     match status.as_u16() {
-        400 if reason == "CONTENT_LENGTH_EXCEEDS_THRESHOLD" || message.contains("Input is too long") => {
-            ChatError::InvalidRequest {
-                message: format!(
-                    "The conversation is too long for the model's context window (Kiro: {message}). \
-                     Shorten the conversation or start a new one."
-                ),
-                param: Some("messages".into()),
-            }
-        }
         400 => ChatError::UpstreamRejected {
             message: if reason.is_empty() {
                 format!("{message} aiproxy repairs the usual causes before sending; if this repeats, report the request shape.")
@@ -125,13 +132,6 @@ mod tests {
         ));
         assert!(matches!(
             classify_body(
-                400,
-                r#"{"message":"Input is too long.","reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}"#
-            ),
-            ChatError::InvalidRequest { .. }
-        ));
-        assert!(matches!(
-            classify_body(
                 402,
                 r#"{"message":"You have reached the limit.","reason":"MONTHLY_REQUEST_COUNT"}"#
             ),
@@ -152,6 +152,31 @@ mod tests {
         assert!(matches!(
             classify_body(500, "boom"),
             ChatError::Upstream { .. }
+        ));
+    }
+
+    #[test]
+    fn overflow_answers_are_told_apart() {
+        let bad = StatusCode::BAD_REQUEST;
+        assert!(is_context_overflow(
+            bad,
+            br#"{"message":"Input is too long.","reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}"#
+        ));
+        assert!(is_context_overflow(
+            bad,
+            br#"{"error":{"reason":"CONTENT_LENGTH_EXCEEDS_THRESHOLD"}}"#
+        ));
+        assert!(is_context_overflow(
+            bad,
+            b"Input is too long for this model"
+        ));
+        assert!(!is_context_overflow(
+            bad,
+            br#"{"message":"Improperly formed request.","reason":null}"#
+        ));
+        assert!(!is_context_overflow(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            b"Input is too long"
         ));
     }
 

@@ -7,6 +7,7 @@ pub mod eventstream;
 pub mod fake;
 pub mod http;
 pub mod models;
+pub mod overflow;
 pub mod persist;
 pub mod request;
 pub mod service;

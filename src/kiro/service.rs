@@ -5,6 +5,7 @@ use super::errors;
 use super::fake::FakeKiro;
 use super::http::{HttpUpstream, IdeHeaders, UpstreamResponse};
 use super::models::Catalog;
+use super::overflow::Measure;
 use super::request::{self, BuildOptions};
 use super::stream::{chat_stream, ByteStream};
 use super::translate::Translator;
@@ -193,6 +194,9 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
             message: format!("serialising the Kiro request failed: {e}"),
         })?,
     );
+    let input_estimate = tokens::estimate_request(&chat);
+    let measure = Measure::new(input_estimate, model.context_window, &body);
+    measure.check()?;
     let mut response = shared
         .transport
         .post(shared.headers.for_call(token.as_ref()), body.clone())
@@ -224,12 +228,14 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
     }
     if !response.status.is_success() {
         let error_body = read_bounded(response.body).await;
+        if errors::is_context_overflow(response.status, &error_body) {
+            return Err(measure.upstream_error());
+        }
         return Err(match &shared.account {
             Some(account) => failure(account, response.status, &response.headers, &error_body),
             None => errors::classify(response.status, &response.headers, &error_body),
         });
     }
-    let input_estimate = tokens::estimate_request(&chat);
     let translator = Translator::new(built.tool_names, input_estimate, model.context_window)
         .with_thinking(thinking.is_some());
     let start = ChatEvent::Start {

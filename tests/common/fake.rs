@@ -89,9 +89,18 @@ impl Reply {
 }
 
 pub async fn chat(pipeline: &aiproxy::pipeline::Pipeline, content: &str, stream: bool) -> Reply {
-    let request = http::Request::post("/v1/chat/completions")
+    post_json(pipeline, "/v1/chat/completions", chat_body(content, stream)).await
+}
+
+/// POSTs a JSON body to `path` of the pipeline, in-process.
+pub async fn post_json(
+    pipeline: &aiproxy::pipeline::Pipeline,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let request = http::Request::post(path)
         .header("content-type", "application/json")
-        .body(Full::<Bytes>::from(chat_body(content, stream)))
+        .body(Full::<Bytes>::from(body.into()))
         .unwrap();
     let response = pipeline.clone().oneshot(request).await.unwrap();
     let status = response.status().as_u16();

@@ -46,16 +46,26 @@ pub fn parse(
             "`messages` must contain at least one message.",
         ));
     }
+    let mut system = system_texts(root.get("system"), "system")?;
     let mut messages = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let obj = Obj::new(item, format!("messages[{index}]"))?;
         let role = match obj.required_str("role")? {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            // Claude Code 2.1 sends its environment section as a system message inside
+            // `messages`; like OpenAI's system/developer messages it joins the system prompt.
+            "system" => {
+                system.extend(system_texts(obj.get("content"), &obj.at("content"))?);
+                continue;
+            }
             other => {
                 return Err(ChatError::invalid(
                     obj.at("role"),
-                    format!("`{}` is `{other}`; allowed roles: user, assistant (put system text in `system`).", obj.at("role")),
+                    format!(
+                        "`{}` is `{other}`; allowed roles: user, assistant, system.",
+                        obj.at("role")
+                    ),
                 ))
             }
         };
@@ -64,6 +74,12 @@ pub fn parse(
             parts: content(&obj, "content")?,
         });
     }
+    if messages.is_empty() {
+        return Err(ChatError::invalid(
+            "messages",
+            "`messages` must contain at least one user or assistant message.",
+        ));
+    }
     if let Some(value) = root.get("metadata") {
         let meta = Obj::new(value, "metadata".into())?;
         metadata.conversation_id = meta.str("user_id")?.and_then(session_id);
@@ -71,7 +87,7 @@ pub fn parse(
     let (tools, tool_choice) = tools(&root)?;
     Ok(ChatRequest {
         model,
-        system: system(&root)?,
+        system,
         messages,
         tools,
         tool_choice,
@@ -100,15 +116,16 @@ fn session_id(user_id: &str) -> Option<String> {
     (session.len() >= 32).then(|| session.to_owned())
 }
 
-fn system(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
-    match root.get("system") {
+/// Text of a `system` value: a string or text blocks (`at` names it in errors).
+fn system_texts(value: Option<&Value>, at: &str) -> Result<Vec<String>, ChatError> {
+    match value {
         None => Ok(Vec::new()),
         Some(Value::String(text)) => Ok(vec![text.clone()]),
         Some(Value::Array(blocks)) => blocks
             .iter()
             .enumerate()
             .map(|(i, block)| {
-                let block = Obj::new(block, format!("system[{i}]"))?;
+                let block = Obj::new(block, format!("{at}[{i}]"))?;
                 match block.str("type")? {
                     Some("text") | None => Ok(block.str("text")?.unwrap_or_default().to_owned()),
                     Some(other) => Err(ChatError::invalid(
@@ -121,11 +138,7 @@ fn system(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
                 }
             })
             .collect(),
-        Some(other) => Err(wrong_type(
-            "system",
-            "a string or an array of text blocks",
-            other,
-        )),
+        Some(other) => Err(wrong_type(at, "a string or an array of text blocks", other)),
     }
 }
 
@@ -357,6 +370,24 @@ mod tests {
     }
 
     #[test]
+    fn system_messages_inside_messages_join_the_system_prompt() {
+        // The shape Claude Code 2.1 sends: the environment as a system message after the
+        // first user message.
+        let req = parse_json(json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 100,
+            "system": [{"type": "text", "text": "S1"}],
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+                {"role": "system", "content": "S3"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(req.system, vec!["S1", "# Environment", "S3"]);
+        assert_eq!(req.messages, vec![Message::text(Role::User, "hi")]);
+    }
+
+    #[test]
     fn every_block_type() {
         let req = parse_json(json!({
             "model": "claude-sonnet-4-5", "max_tokens": 100,
@@ -433,7 +464,9 @@ mod tests {
             param(json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})).as_deref(),
             Some("max_tokens")
         );
-        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]})).as_deref(), Some("messages[0].role"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]})).as_deref(), Some("messages[0].role"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]})).as_deref(), Some("messages"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": [{"type": "image"}]}]})).as_deref(), Some("messages[0].content[0].type"));
         assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "video"}]}]})).as_deref(), Some("messages[0].content[0].type"));
         assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]})).as_deref(), Some("messages[0].content[0].tool_use_id"));
         assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]})).as_deref(), Some("tools[0].input_schema"));
