@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Client compatibility: the official Python SDKs, the legacy openai==0.28 client and the
-# product guide's curls, against a started aiproxy binary on mock Kiro, started exactly as
-# the guide's test mode says (port 3000, key your-api-key).
+# Client compatibility, twice:
+# 1. mock mode, started exactly as the product guide's test mode says (port 3000, key
+#    your-api-key): the official Python SDKs, the legacy openai==0.28 client, the guide's curls;
+# 2. live mode: aiproxy with a real credential file against `aiproxy fake-kiro` (tokens,
+#    refresh, the HTTP client, the fake's validation of every upstream body): the same SDK
+#    suite again, then the real Claude Code CLI (tests/clients/live/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -18,26 +21,57 @@ make_venv() { # dir requirements
 }
 make_venv .venv-clients tests/clients/requirements.txt
 make_venv .venv-legacy tests/clients/legacy/requirements.txt
+claude_bin=$(bash tests/clients/live/install_claude_code.sh)
 
 if (exec 3<>/dev/tcp/127.0.0.1/3000) 2>/dev/null; then
     echo "port 3000 is in use; the guide's examples need it. Stop what listens there." >&2
     exit 1
 fi
-log=$(mktemp)
-KIRO_MOCK_MODE=true "$bin" --model-provider kiro-api --api-key your-api-key >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    grep -q "listening on" "$log" && break
-    sleep 0.1
-done
-grep -q "listening on" "$log" || { cat "$log" >&2; exit 1; }
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_listening() { # log
+    for _ in $(seq 100); do
+        grep -q "listening on" "$1" && return 0
+        sleep 0.1
+    done
+    cat "$1" >&2
+    return 1
+}
+stop() { # pid what
+    kill -TERM "$1"
+    wait "$1" || { echo "$2 did not exit cleanly on SIGTERM" >&2; return 1; }
+}
+pytest_clients() { # extra pytest args...
+    (cd tests/clients && "$root/.venv-clients/bin/python" -m pytest -q -p no:cacheprovider . --ignore=legacy "$@")
+}
 
 status=0
-(cd tests/clients && "$root/.venv-clients/bin/python" -m pytest -q -p no:cacheprovider .  --ignore=legacy) || status=1
+echo "-- mock mode"
+KIRO_MOCK_MODE=true "$bin" --model-provider kiro-api --api-key your-api-key >"$work/mock.log" 2>&1 &
+mock=$!
+pids+=("$mock")
+wait_listening "$work/mock.log"
+pytest_clients --ignore=live || status=1
 (cd tests/clients/legacy && "$root/.venv-legacy/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
+stop "$mock" aiproxy || status=1
 
-kill -TERM $pid
-wait $pid || { echo "aiproxy did not exit cleanly on SIGTERM" >&2; status=1; }
-trap - EXIT
+echo "-- live mode (aiproxy -> aiproxy fake-kiro)"
+"$bin" fake-kiro --port 0 >"$work/fake.log" 2>&1 &
+pids+=("$!")
+wait_listening "$work/fake.log"
+fake_url=$(sed -n 's/^fake-kiro listening on //p' "$work/fake.log" | head -n 1)
+printf '{"refreshToken": "rt-client-suite-%s", "authMethod": "social"}\n' "$RANDOM$RANDOM" >"$work/kiro-creds.json"
+"$bin" --model-provider kiro-api --api-key your-api-key \
+    --kiro-oauth-creds-file "$work/kiro-creds.json" --state-dir "$work/state" \
+    --kiro-base-url "$fake_url" --kiro-refresh-url "$fake_url/refreshToken" \
+    --kiro-idc-refresh-url "$fake_url/token" >"$work/live.log" 2>&1 &
+live=$!
+pids+=("$live")
+wait_listening "$work/live.log"
+FAKE_KIRO_URL=$fake_url CLAUDE_BIN=$claude_bin pytest_clients || status=1
+stop "$live" aiproxy || status=1
+[ $status -eq 0 ] || { echo "-- aiproxy live log (tail)"; tail -n 40 "$work/live.log"; }
 exit $status
