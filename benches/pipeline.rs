@@ -214,6 +214,58 @@ fn decoder(c: &mut Criterion) {
     group.finish();
 }
 
+/// A Claude Code-shaped Anthropic request: system prompt, 20 turns, `tools` tools (with
+/// `long_tool`, the first has a 12 000-character description, as Claude Code's own set does).
+fn claude_code_sized(tools: usize, long_tool: bool) -> String {
+    let tool = |i: usize| {
+        serde_json::json!({"name": format!("tool_{i}"), "description": "Read a file from disk. ".repeat(20),
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}})
+    };
+    let mut tools: Vec<serde_json::Value> = (0..tools).map(tool).collect();
+    if long_tool {
+        tools[0]["description"] = serde_json::Value::from("Runs a shell command. ".repeat(550));
+    }
+    let mut messages = Vec::new();
+    for i in 0..20 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(serde_json::json!({"role": role, "content": "Some typical conversational text with code `fn main() {}`. ".repeat(8)}));
+    }
+    serde_json::json!({"model": "claude-sonnet-4-6", "max_tokens": 32000, "system": "You are Claude Code. ".repeat(100),
+        "messages": messages, "tools": tools})
+    .to_string()
+}
+
+/// The Kiro request builder (normaliser + body serialisation) on a Claude Code-sized
+/// request, the work done for every chat call before the upstream sees a byte.
+fn builder(c: &mut Criterion) {
+    use aiproxy::api::anthropic::request;
+    use aiproxy::chat::Metadata;
+    use aiproxy::kiro::request::{build, BuildOptions};
+
+    let body = claude_code_sized(20, true);
+    let chat = request::parse(
+        body.as_bytes(),
+        Metadata::default(),
+        request::Endpoint::Messages,
+    )
+    .unwrap();
+    let options = BuildOptions {
+        kiro_model_id: "claude-sonnet-4.6",
+        profile_arn: None,
+        conversation_id: "bench".into(),
+        thinking: None,
+    };
+    let mut group = c.benchmark_group("kiro");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("build_request_claude_code_sized_20_tools", |b| {
+        b.iter(|| {
+            let built = build(black_box(&chat), &options);
+            black_box(serde_json::to_vec(&built.body).unwrap())
+        })
+    });
+    group.finish();
+}
+
 fn api(c: &mut Criterion) {
     use aiproxy::api::anthropic::{request, response};
     use aiproxy::chat::{ChatEvent, ChatStream, Metadata, StopReason};
@@ -221,16 +273,7 @@ fn api(c: &mut Criterion) {
     use std::sync::Arc;
 
     // count_tokens on a Claude Code-sized request: system prompt, 20 turns, 10 tools.
-    let tool = serde_json::json!({"name": "read_file", "description": "Read a file from disk. ".repeat(20),
-        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}});
-    let mut messages = Vec::new();
-    for i in 0..20 {
-        let role = if i % 2 == 0 { "user" } else { "assistant" };
-        messages.push(serde_json::json!({"role": role, "content": "Some typical conversational text with code `fn main() {}`. ".repeat(8)}));
-    }
-    let body = serde_json::json!({"model": "claude-sonnet-4-6", "system": "You are Claude Code. ".repeat(100),
-        "messages": messages, "tools": vec![tool; 10]})
-    .to_string();
+    let body = claude_code_sized(10, false);
     let mut group = c.benchmark_group("api");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("anthropic_count_tokens_claude_code_sized", |b| {
@@ -289,5 +332,5 @@ fn api(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, layers, decoder, api);
+criterion_group!(benches, pipeline, layers, decoder, builder, api);
 criterion_main!(benches);

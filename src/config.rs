@@ -153,6 +153,23 @@ pub struct Cli {
     #[arg(long, env = "AIPROXY_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
 
+    /// Seconds a new client connection may take to send its first request's headers [default: 10].
+    #[arg(long, env = "AIPROXY_HEADER_READ_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: Option<u64>,
+
+    /// Seconds a request body may pause between chunks [default: 30].
+    #[arg(long, env = "AIPROXY_BODY_READ_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout: Option<u64>,
+
+    /// Seconds a keep-alive client connection may sit idle between requests [default: 60].
+    #[arg(long, env = "AIPROXY_IDLE_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: Option<u64>,
+
+    /// Open client connections at most; at the cap, silent and idle connections are closed
+    /// to make room [default: the descriptor limit less 128 and --max-connections].
+    #[arg(long, env = "AIPROXY_MAX_CLIENT_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_client_connections: Option<u64>,
+
     /// Pipeline layers to switch off, for benchmarking middleware: request-id, trace,
     /// catch-panic, auth, route (repeatable; the variable takes a comma-separated list, and an
     /// empty one means none).
@@ -213,6 +230,10 @@ struct FileConfig {
     max_body_bytes: Option<u64>,
     models_file: Option<PathBuf>,
     shutdown_timeout: Option<u64>,
+    header_read_timeout: Option<u64>,
+    body_read_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    max_client_connections: Option<u64>,
     disable_layers: Option<Vec<PipelineLayer>>,
 }
 
@@ -259,6 +280,14 @@ pub struct Config {
     pub models_file: Option<PathBuf>,
     /// Grace period at shutdown.
     pub shutdown_timeout: Duration,
+    /// A new connection's first request headers must arrive within this.
+    pub header_read_timeout: Duration,
+    /// Longest pause inside a request body.
+    pub body_read_timeout: Duration,
+    /// Longest idle time of a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// Cap on client connections (`None`: from the descriptor limit at start-up).
+    pub max_client_connections: Option<usize>,
     /// Pipeline layers switched off (sorted, no duplicates).
     pub disabled_layers: Vec<PipelineLayer>,
 }
@@ -286,8 +315,28 @@ impl Default for Config {
             max_body_bytes: 8 * 1024 * 1024,
             models_file: None,
             shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_client_connections: None,
             disabled_layers: Vec::new(),
         }
+    }
+}
+
+/// A timeout in whole seconds, at least 1.
+fn seconds(
+    key: &'static str,
+    value: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::Invalid {
+            key,
+            message: "must be at least 1 second".into(),
+        }),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Ok(default),
     }
 }
 
@@ -414,6 +463,31 @@ impl Config {
                 .or(file.shutdown_timeout)
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.shutdown_timeout),
+            header_read_timeout: seconds(
+                "header_read_timeout",
+                cli.header_read_timeout.or(file.header_read_timeout),
+                defaults.header_read_timeout,
+            )?,
+            body_read_timeout: seconds(
+                "body_read_timeout",
+                cli.body_read_timeout.or(file.body_read_timeout),
+                defaults.body_read_timeout,
+            )?,
+            idle_timeout: seconds(
+                "idle_timeout",
+                cli.idle_timeout.or(file.idle_timeout),
+                defaults.idle_timeout,
+            )?,
+            max_client_connections: match cli.max_client_connections.or(file.max_client_connections)
+            {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        key: "max_client_connections",
+                        message: "must be at least 1".into(),
+                    })
+                }
+                other => other.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            },
             disabled_layers,
         };
         if !PROVIDERS.contains(&config.model_provider.as_str()) {

@@ -93,14 +93,40 @@ async fn run(config: Config) -> ExitCode {
         }
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
     }
-    server::serve(
-        listener,
-        pipeline,
-        server::shutdown_signal(),
-        config.shutdown_timeout,
-    )
-    .await;
+    let limits = server_limits(&config);
+    server::serve(listener, pipeline, server::shutdown_signal(), limits).await;
     ExitCode::SUCCESS
+}
+
+/// The server's client limits, the descriptor limit raised to its hard limit first.
+fn server_limits(config: &Config) -> server::Limits {
+    let nofile = match server::fd_limit::raise() {
+        Ok((before, after)) => {
+            tracing::info!(before, after, "descriptor limit (RLIMIT_NOFILE)");
+            after
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the descriptor limit; assuming 1024");
+            1024
+        }
+    };
+    let max_connections = config.max_client_connections.unwrap_or_else(|| {
+        server::fd_limit::default_max_connections(nofile, config.max_connections)
+    });
+    tracing::info!(
+        max_client_connections = max_connections,
+        header_read_timeout_secs = config.header_read_timeout.as_secs(),
+        body_read_timeout_secs = config.body_read_timeout.as_secs(),
+        idle_timeout_secs = config.idle_timeout.as_secs(),
+        "client limits"
+    );
+    server::Limits {
+        header_read_timeout: config.header_read_timeout,
+        body_read_timeout: config.body_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections,
+        shutdown_grace: config.shutdown_timeout,
+    }
 }
 
 async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {

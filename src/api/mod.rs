@@ -237,6 +237,12 @@ where
             ),
         )
         .with_code("request_too_large")),
+        Err(error) if error.is::<crate::server::tracked::BodyReadTimeout>() => Err(Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("The request body could not be read: {error}."),
+        )
+        .with_code("request_timeout")),
         Err(error) => Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",

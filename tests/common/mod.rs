@@ -33,8 +33,29 @@ impl Proxy {
         Self::spawn(&all, &[], "fake-kiro")
     }
 
+    /// Like [`Proxy::start`], with the descriptor limit (soft, hard) set before exec.
+    pub fn start_with_nofile(nofile: (u64, u64), args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let script = format!(
+            "ulimit -Sn {} && ulimit -Hn {} && exec \"$0\" \"$@\"",
+            nofile.0, nofile.1
+        );
+        let mut command = hermetic(Command::new("sh"));
+        command
+            .args(["-c", &script, env!("CARGO_BIN_EXE_aiproxy")])
+            .args(["--host", "127.0.0.1", "--port", "0"]);
+        Self::spawn_command(command, args, envs, "aiproxy")
+    }
+
     fn spawn(args: &[&str], envs: &[(&str, &str)], what: &str) -> Self {
-        let mut command = hermetic_command();
+        Self::spawn_command(hermetic_command(), args, envs, what)
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        what: &str,
+    ) -> Self {
         command
             .args(args)
             .env("RUST_LOG", "warn")
@@ -80,6 +101,18 @@ impl Proxy {
         logs
     }
 
+    /// Stops the process with SIGTERM (so its log writer flushes) and returns what it logged.
+    pub fn stop_and_logs(&mut self) -> String {
+        use std::io::Read;
+        self.terminate();
+        self.wait_exit(Duration::from_secs(20));
+        let mut logs = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut logs);
+        }
+        logs
+    }
+
     /// Waits for exit with a deadline.
     pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let start = std::time::Instant::now();
@@ -106,7 +139,11 @@ impl Drop for Proxy {
 /// The binary, without the developer's KIRO_*/AIPROXY_* variables and with a throw-away
 /// HOME (so a real Kiro IDE login is never picked up).
 pub fn hermetic_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_aiproxy"));
+    hermetic(Command::new(env!("CARGO_BIN_EXE_aiproxy")))
+}
+
+/// `command` without the developer's KIRO_*/AIPROXY_* variables and with a throw-away HOME.
+pub fn hermetic(mut command: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("KIRO_") || key.starts_with("AIPROXY_") || key == "XDG_STATE_HOME" {

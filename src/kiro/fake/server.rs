@@ -7,6 +7,8 @@ use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
+
+type Body = crate::server::tracked::IdleTimeoutBody<Incoming>;
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
@@ -32,10 +34,7 @@ fn to_frame(chunk: Result<Bytes, std::io::Error>) -> ChunkResult {
     chunk.map(Frame::data)
 }
 
-async fn handle(
-    fake: FakeKiro,
-    request: Request<Incoming>,
-) -> Result<Response<FakeBody>, Infallible> {
+async fn handle(fake: FakeKiro, request: Request<Body>) -> Result<Response<FakeBody>, Infallible> {
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -54,6 +53,10 @@ async fn handle(
 
 /// Serves `fake` on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, fake: FakeKiro, shutdown: impl Future<Output = ()>) {
-    let service = tower::service_fn(move |request| handle(fake.clone(), request));
-    crate::server::serve(listener, service, shutdown, GRACE).await;
+    let service = tower::service_fn(move |request: Request<Body>| handle(fake.clone(), request));
+    let limits = crate::server::Limits {
+        shutdown_grace: GRACE,
+        ..crate::server::Limits::default()
+    };
+    crate::server::serve(listener, service, shutdown, limits).await;
 }

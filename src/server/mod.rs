@@ -1,0 +1,210 @@
+//! Serves the pipeline over HTTP/1.1 and h2c (hyper 1 + hyper-util), with graceful
+//! shutdown (stop accepting, let in-flight requests and streams finish within the grace
+//! period, then return) and the defences a public listener needs against slow and idle
+//! clients: a header-read timeout, a body-read idle timeout, a keep-alive idle timeout, a
+//! bounded set of connections that makes room by closing silent ones first
+//! ([`connections`]), and HTTP/2 limits. Only the client's silence counts: a long stream is
+//! never cut by these timers.
+
+pub mod connections;
+pub mod fd_limit;
+pub mod tracked;
+
+use connections::{Registry, Timeouts};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracked::{IdleTimeoutBody, Tracked};
+
+/// Binds the listening socket.
+pub async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The server's limits on clients (see the README's "Limits and timeouts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A new connection must complete its first request's headers within this.
+    pub header_read_timeout: Duration,
+    /// A request body may pause for at most this between chunks.
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection may sit idle between requests for at most this.
+    pub idle_timeout: Duration,
+    /// Open client connections at most.
+    pub max_connections: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// HTTP/2: concurrent streams per connection.
+const H2_MAX_STREAMS: u32 = 128;
+/// Request headers at most, in bytes (HTTP/1 read buffer and HTTP/2 header list).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// HTTP/2 keep-alive ping interval and how long the ping's answer may take.
+const H2_PING: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No HTTP/1 timer: hyper's header-read timeout would also run while a keep-alive
+    // connection waits for its next request, cutting it after the header-read timeout
+    // instead of the idle timeout. The connection watchdog in `serve` times both.
+    builder.http1().max_buf_size(MAX_HEADER_BYTES.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .keep_alive_interval(H2_PING)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
+}
+
+/// Serves `service` (the aiproxy pipeline, or the fake Kiro) until `shutdown` completes, then
+/// drains for at most `limits.shutdown_grace`.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+) where
+    S: tower::Service<http::Request<IdleTimeoutBody<Incoming>>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let builder = connection_builder();
+    let registry = Registry::new(limits.max_connections);
+    let timeouts = Timeouts {
+        header_read: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let slot = match registry.admit() {
+                    Ok(slot) => slot,
+                    Err(full) => {
+                        tracing::warn!(%peer, cap = full.cap, "connection refused: every connection is busy (--max-client-connections)");
+                        continue;
+                    }
+                };
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY not set");
+                }
+                let connection = Arc::clone(slot.connection());
+                let tracked = Tracked::new(service.clone(), Arc::clone(&connection), limits.body_read_timeout);
+                let hyper_service = TowerToHyperService::new(tracked);
+                let served = builder.serve_connection(TokioIo::new(stream), hyper_service).into_owned();
+                let served = graceful.watch(served);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    tokio::pin!(served);
+                    loop {
+                        let deadline = connection.deadline(timeouts);
+                        tokio::select! {
+                            result = &mut served => {
+                                if let Err(error) = result {
+                                    tracing::debug!(%peer, %error, "connection ended with an error");
+                                }
+                                break;
+                            }
+                            () = connection.evicted() => {
+                                tracing::debug!(%peer, "closing a silent or idle connection to make room");
+                                break;
+                            }
+                            () = sleep_until_or_recheck(deadline, timeouts.idle) => {
+                                if connection.deadline(timeouts).is_some_and(|d| d <= tokio::time::Instant::now()) {
+                                    tracing::debug!(%peer, "closing a connection that stayed silent");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = limits.shutdown_grace.as_secs(),
+        "shutting down: finishing in-flight requests"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Sleeps to `deadline`, or for `recheck` while the connection is busy (no deadline).
+async fn sleep_until_or_recheck(deadline: Option<tokio::time::Instant>, recheck: Duration) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => tokio::time::sleep(recheck).await,
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

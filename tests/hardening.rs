@@ -1,0 +1,188 @@
+//! The server against hostile and careless clients, over real sockets against the binary:
+//! silent sockets cannot lock real clients out (with a lowered descriptor limit), trickled
+//! headers and bodies and idle keep-alives are cut, a long stream is not, and the descriptor
+//! limit is raised at start-up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{chat_body, send, sse_data, Proxy};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+const MOCK: (&str, &str) = ("KIRO_MOCK_MODE", "true");
+
+fn addr(proxy: &Proxy) -> String {
+    proxy.base.trim_start_matches("http://").to_owned()
+}
+
+fn chat_request(
+    base: &str,
+    content: &str,
+    stream: bool,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::from(chat_body(content, stream)))
+        .unwrap()
+}
+
+/// Reads until the server closes the socket; the bytes it sent first. Panics if the
+/// server keeps it open past `patience` (a bound on a hang, not a timing assertion).
+fn read_until_closed(socket: &mut TcpStream, patience: Duration) -> Vec<u8> {
+    socket.set_read_timeout(Some(patience)).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match socket.read(&mut buffer) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return received,
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_sockets_cannot_lock_out_a_real_client() {
+    // 256 descriptors: the default cap is then 64 client connections.
+    let mut proxy = Proxy::start_with_nofile((256, 256), &[], &[MOCK, ("RUST_LOG", "info")]);
+    let target = addr(&proxy);
+    // More silent sockets than the server has descriptors.
+    let mut silent: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&target).unwrap())
+        .collect();
+    let answer = send(chat_request(&proxy.base, "still served", false)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        answer.json()["choices"][0]["message"]["content"],
+        "still served"
+    );
+    // The server made room by closing silent sockets (the oldest first).
+    let mut closed = 0;
+    for socket in silent.iter_mut().take(200) {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        if matches!(socket.read(&mut [0u8; 1]), Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 190,
+        "only {closed} of the oldest 200 silent sockets were closed"
+    );
+    drop(silent);
+    let logs = proxy.stop_and_logs();
+    assert!(
+        !logs.contains("accept failed"),
+        "ran out of descriptors: {logs}"
+    );
+    assert!(logs.contains("max_client_connections=64"), "{logs}");
+}
+
+#[tokio::test]
+async fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+    let mut proxy = Proxy::start_with_nofile((256, 4096), &[], &[MOCK, ("RUST_LOG", "info")]);
+    let logs = proxy.stop_and_logs();
+    assert!(
+        logs.contains("before=256 after=4096"),
+        "no or wrong descriptor-limit line: {logs}"
+    );
+}
+
+#[test]
+fn trickled_headers_are_cut_after_the_header_read_timeout() {
+    let proxy = Proxy::start(&["--header-read-timeout", "1"], &[MOCK]);
+    let mut socket = TcpStream::connect(addr(&proxy)).unwrap();
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Never finished: the server closes it (hyper may answer 408 first).
+    let sent = read_until_closed(&mut socket, Duration::from_secs(10));
+    let sent = String::from_utf8_lossy(&sent);
+    assert!(
+        sent.is_empty() || sent.starts_with("HTTP/1.1 408"),
+        "{sent}"
+    );
+
+    // A connection that never sends a byte is closed too.
+    let mut socket = TcpStream::connect(addr(&proxy)).unwrap();
+    assert!(read_until_closed(&mut socket, Duration::from_secs(10)).is_empty());
+}
+
+#[test]
+fn idle_keep_alive_is_closed_after_the_idle_timeout_not_before() {
+    let proxy = Proxy::start(
+        &["--header-read-timeout", "1", "--idle-timeout", "3"],
+        &[MOCK],
+    );
+    let mut socket = TcpStream::connect(addr(&proxy)).unwrap();
+    let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    socket.write_all(request).unwrap();
+    let mut buffer = [0u8; 8192];
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let n = socket.read(&mut buffer).unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+    // Idle longer than the header-read timeout, shorter than the idle timeout: still open.
+    std::thread::sleep(Duration::from_millis(1500));
+    socket.write_all(request).unwrap();
+    let n = socket.read(&mut buffer).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"),
+        "a keep-alive connection was cut by the header-read timeout"
+    );
+    // Then idle past the idle timeout: closed.
+    assert!(read_until_closed(&mut socket, Duration::from_secs(10)).is_empty());
+}
+
+#[test]
+fn a_trickled_body_gets_408_in_the_openai_shape() {
+    let proxy = Proxy::start(&["--body-read-timeout", "1"], &[MOCK]);
+    let mut socket = TcpStream::connect(addr(&proxy)).unwrap();
+    socket
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\"",
+        )
+        .unwrap();
+    let answer = read_until_closed(&mut socket, Duration::from_secs(10));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--body-read-timeout"));
+}
+
+#[tokio::test]
+async fn a_long_stream_is_not_cut_by_the_client_timeouts() {
+    // Ten events 400 ms apart: four seconds, longer than every client timeout here.
+    let proxy = Proxy::start(
+        &[
+            "--header-read-timeout",
+            "1",
+            "--idle-timeout",
+            "1",
+            "--body-read-timeout",
+            "1",
+            "--kiro-mock-event-delay-ms",
+            "400",
+        ],
+        &[MOCK],
+    );
+    let answer = send(chat_request(
+        &proxy.base,
+        "one two three four five six seven eight nine ten",
+        true,
+    ))
+    .await;
+    assert_eq!(answer.status, 200);
+    let data = sse_data(&answer.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+}
