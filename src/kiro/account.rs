@@ -307,8 +307,9 @@ impl Account {
                 state.profile_arn.clone(),
             )
         };
-        tracing::info!(account = %self.name, rotated, expires_at = %format_time(expires_at), "token refreshed");
+        // Disk first: until the temp file is written, a crash loses the rotated token.
         self.persist(&token, expires_at, rotated);
+        tracing::info!(account = %self.name, rotated, expires_at = %format_time(expires_at), "token refreshed");
         AccessToken { token, profile_arn }
     }
 
@@ -462,6 +463,7 @@ struct StoredTokens {
 
 /// Reads a state file; `None` when it is missing, unreadable or holds no refresh token.
 fn read_state_file(path: &std::path::Path) -> Option<StoredTokens> {
+    credentials::recover(path, &Source::File(path.to_path_buf()));
     let bytes = std::fs::read(path).ok()?;
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) else {
         tracing::warn!(path = %path.display(), "ignoring an unreadable token state file");

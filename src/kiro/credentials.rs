@@ -130,12 +130,28 @@ pub enum CredentialError {
 /// Reads and parses a credential file.
 pub fn from_file(path: &Path) -> Result<Credentials, CredentialError> {
     let source = Source::File(path.to_path_buf());
+    recover(path, &source);
     let text = std::fs::read_to_string(path).map_err(|e| CredentialError::Unreadable {
         source_name: source.describe(),
         reason: e.to_string(),
     })?;
     let object = parse_object(&text, &source)?;
     parse(&object, source, path.parent())
+}
+
+/// Puts back a rotated token that a crash left in an orphan temp file (see
+/// [`super::persist`]) before the file is read.
+pub fn recover(path: &Path, source: &Source) {
+    let recovery = super::persist::recover_orphans(path);
+    if recovery.adopted.is_some() {
+        tracing::warn!(
+            source = %source.describe(),
+            "recovered a rotated refresh token that an interrupted write-back had left in a temp file"
+        );
+    }
+    if recovery.removed > 0 {
+        tracing::info!(source = %source.describe(), removed = recovery.removed, "removed stale token temp files");
+    }
 }
 
 /// Decodes and parses base64 credentials (whitespace, padding and URL-safe forms accepted).

@@ -64,6 +64,10 @@ pub struct Stats {
     pub refresh_calls: u64,
     /// `invalid_grant` answers.
     pub invalid_grants: u64,
+    /// When the last successful refresh was answered (the old refresh token consumed), in
+    /// microseconds since the Unix epoch: lets a crash test tell whether a process it killed
+    /// could have had the answer.
+    pub last_refresh_answered_us: Option<u64>,
     /// Chat calls.
     pub generate_calls: u64,
     /// Chat calls refused for a bad or expired bearer token.
@@ -225,6 +229,10 @@ impl FakeKiro {
                 json!({"error": "invalid_grant", "error_description": "Invalid refresh token provided"}),
             );
         };
+        state.stats.last_refresh_answered_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_micros()).ok());
         drop(state);
         let ttl = self.inner.token_ttl.as_secs();
         let body = match flavour {
