@@ -161,16 +161,22 @@ fn layers(c: &mut Criterion) {
 
     use aiproxy::chat::Metadata;
     use futures_util::StreamExt;
-    let model = aiproxy::kiro::KiroService::mock(
-        aiproxy::kiro::fake::FakeKiro::new(),
-        aiproxy::kiro::Catalog::builtin().unwrap(),
+    let model = tower::Layer::layer(
+        &aiproxy::model::resolve::ResolveLayer::new(aiproxy::kiro::Catalog::builtin().unwrap()),
+        aiproxy::kiro::KiroService::mock(
+            aiproxy::kiro::fake::FakeKiro::new(),
+            std::sync::Arc::new(aiproxy::kiro::token_source::FixedToken::new("bench")),
+            64,
+        ),
     );
     let (chat_request, _) =
         aiproxy::api::openai::request::parse(body.as_bytes(), Metadata::default()).unwrap();
+    let request = aiproxy::model::ModelRequest::new(chat_request);
     group.bench_function("model_tier_only", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut events = model.clone().oneshot(chat_request.clone()).await.unwrap();
+                let response = model.clone().oneshot(request.clone()).await.unwrap();
+                let mut events = response.events;
                 let mut n = 0;
                 while let Some(event) = events.next().await {
                     black_box(event.unwrap());

@@ -226,7 +226,7 @@ pub enum StopReason {
 pub enum ChatEvent {
     /// The response begins.
     Start {
-        /// Provider-side message id, if known.
+        /// Message id for the client (made by aiproxy; Kiro sends none).
         id: Arc<str>,
         /// Model id to report to the client.
         model: Arc<str>,
@@ -266,6 +266,21 @@ pub enum ChatEvent {
 
 /// Boxed stream of chat events: the response type of every model-tier service.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, ChatError>> + Send>>;
+
+/// Whose fault a [`ChatError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The request itself: retrying it anywhere fails the same way; no account is to blame.
+    Request,
+    /// The account that served it (rate limit, quota, suspension, revoked token): another
+    /// account may succeed; this one should rest.
+    Account,
+    /// The upstream or the way to it (5xx, network, timeout, broken stream): a retry may
+    /// succeed, on this account or another.
+    Upstream,
+    /// aiproxy itself (at capacity, or a bug); nothing reached the upstream's judgement.
+    Local,
+}
 
 /// Closed vocabulary of failures, shared by the adapters, retry, pool and metrics.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -338,6 +353,15 @@ pub enum ChatError {
         /// What was missing or broken.
         message: String,
     },
+    /// No local capacity: every upstream slot of the account stayed busy for the wait
+    /// allowed. Not an upstream failure (nothing was sent), and not the account's fault.
+    #[error("aiproxy is at capacity: {message}")]
+    Busy {
+        /// Which limit was full and what to do.
+        message: String,
+        /// When a slot is likely free again.
+        retry_after: Option<Duration>,
+    },
     /// A bug or an unexpected state inside aiproxy.
     #[error("Internal error: {message}")]
     Internal {
@@ -355,6 +379,31 @@ impl ChatError {
         }
     }
 
+    /// Whose fault the failure is: what retry and breakers classify by, with one call.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::InvalidRequest { .. }
+            | Self::ContextOverflow { .. }
+            | Self::ModelNotFound { .. }
+            | Self::UpstreamRejected { .. } => Fault::Request,
+            Self::RateLimited { .. }
+            | Self::QuotaExhausted { .. }
+            | Self::AccountUnavailable { .. } => Fault::Account,
+            Self::Upstream { .. } | Self::Timeout { .. } | Self::Truncated { .. } => {
+                Fault::Upstream
+            }
+            Self::Busy { .. } | Self::Internal { .. } => Fault::Local,
+        }
+    }
+
+    /// When to come back, when the failure says so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::Busy { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Stable label for metrics and logs (a closed list).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -368,6 +417,7 @@ impl ChatError {
             Self::Upstream { .. } => "upstream_error",
             Self::Timeout { .. } => "timeout",
             Self::Truncated { .. } => "truncated",
+            Self::Busy { .. } => "busy",
             Self::Internal { .. } => "internal",
         }
     }

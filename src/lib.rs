@@ -17,6 +17,7 @@ pub mod body;
 pub mod chat;
 pub mod config;
 pub mod kiro;
+pub mod model;
 pub mod pipeline;
 pub mod secret;
 pub mod server;

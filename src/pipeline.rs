@@ -12,10 +12,12 @@
 //! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape (release builds unwind for this) | |
 //! | 6 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` is public | + [`ClientKey`](aiproxy_layers::ClientKey) |
 //! | 7 | [`route`](aiproxy_layers::route) | aiproxy-layers | provider from headers / path prefix / default | + [`ProviderId`](aiproxy_layers::ProviderId) |
-//! | 8 | [`ApiService`] | aiproxy | OpenAI wire format <-> [`ChatRequest`](crate::chat::ChatRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams | ? `ClientKey`, ? `ProviderId` |
-//! | 9 | [`KiroService`] | aiproxy | the Kiro upstream: request builder, transport, event-stream decoder | (model tier: `ChatRequest.metadata`) |
+//! | 8 | [`ApiService`] | aiproxy | OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; waits (bounded) for the model tier to be ready | ? `ClientKey`, ? `ProviderId`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field |
+//! | 9 | [`ModelService`] | aiproxy | the model tier: its own table of layers is in [`crate::model`] | |
 //!
-//! Every service in the stack has `Error = Infallible`: failures are API-shaped responses.
+//! Every service of the HTTP tier has `Error = Infallible`: failures are API-shaped
+//! responses. The model tier's services fail with [`ChatError`](crate::chat::ChatError),
+//! which the adapter turns into those responses.
 //!
 //! Layers 1-7 can be switched off with `--disable-layers` (config key `disable_layers`):
 //! `request-id` (1 and 2), `trace` (3 and 4), `catch-panic`, `auth`, `route`. Each sits in a
@@ -29,7 +31,9 @@ use crate::kiro::account::{Account, Endpoints, TokenSettings};
 use crate::kiro::credentials::{self, Credentials};
 use crate::kiro::fake::FakeKiro;
 use crate::kiro::http::HttpUpstream;
+use crate::kiro::token_source::FixedToken;
 use crate::kiro::{Catalog, KiroService};
+use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::secret::Secret;
 use aiproxy_layers::auth::{Auth, AuthLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
@@ -38,7 +42,9 @@ use aiproxy_layers::{ErrorShape, Rejection};
 use http::header::{HeaderName, AUTHORIZATION, COOKIE};
 use http::{Request, Response, StatusCode};
 use std::any::Any;
+use std::sync::Arc;
 use std::time::Instant;
+use tower::Layer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
@@ -49,8 +55,8 @@ use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequ
 use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, Trace, TraceLayer};
 use tracing::Level;
 
-/// The model tier (what the API adapter calls).
-pub type ModelService = KiroService;
+/// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
+pub type ModelService = Resolve<KiroService>;
 
 /// The whole stack, as a named type so embedding apps can store it. Each level is a
 /// [`Toggle`] of the layered service and the service it wraps (what is left when the layer is
@@ -105,17 +111,19 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
     };
-    let kiro = model_service(config, catalog.clone())?;
+    let (kiro, account) = model_service(config)?;
     let state = ApiState {
-        catalog,
+        catalog: catalog.clone(),
         max_body_bytes: config.max_body_bytes,
+        ready_timeout: config.request_timeout,
         providers: vec![ProviderStatus {
             id: config.model_provider.clone(),
             mode: kiro.mode(),
-            accounts: kiro.account().cloned().into_iter().collect(),
+            accounts: account.into_iter().collect(),
         }],
         started: Instant::now(),
     };
+    let model = ResolveLayer::new(catalog).layer(kiro);
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,
         HeaderName::from_static("x-api-key"),
@@ -152,14 +160,19 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         .layer(ToggleLayer::new(on(PipelineLayer::Route).then(|| {
             RouteLayer::new(&config.model_provider, crate::config::PROVIDERS)
         })))
-        .service(ApiService::new(kiro, state)))
+        .service(ApiService::new(model, state)))
 }
 
-/// The Kiro upstream: the in-process fake in mock mode, else a live account.
-fn model_service(config: &Config, catalog: Catalog) -> Result<KiroService, BuildError> {
+/// The Kiro upstream: the in-process fake with a mock account in mock mode, else a live
+/// account (returned too, for `/health`).
+fn model_service(config: &Config) -> Result<(KiroService, Option<Arc<Account>>), BuildError> {
     if config.kiro_mock_mode {
         let fake = FakeKiro::new().with_event_delay(config.kiro_mock_event_delay);
-        return Ok(KiroService::mock(fake, catalog));
+        let account = Arc::new(FixedToken::new("mock"));
+        return Ok((
+            KiroService::mock(fake, account, config.max_connections),
+            None,
+        ));
     }
     let (name, credentials) = load_credentials(config)?;
     let client = HttpUpstream::client(config.max_connections, config.request_timeout)
@@ -173,7 +186,9 @@ fn model_service(config: &Config, catalog: Catalog) -> Result<KiroService, Build
     };
     let account = Account::new(name, credentials, endpoints, settings, client.clone());
     let http = HttpUpstream::new(config.max_connections, config.request_timeout);
-    KiroService::live(http, catalog, account).map_err(BuildError::Client)
+    let service = KiroService::live(http, Arc::clone(&account), config.max_connections)
+        .map_err(BuildError::Client)?;
+    Ok((service, Some(account)))
 }
 
 /// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
@@ -249,6 +264,7 @@ impl<B> MakeSpan<B> for RequestSpan {
             request_id,
             provider = tracing::field::Empty,
             model = tracing::field::Empty,
+            account = tracing::field::Empty,
         )
     }
 }

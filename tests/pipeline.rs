@@ -401,3 +401,41 @@ async fn a_models_file_replaces_the_catalog() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_full_account_answers_503_busy_not_an_upstream_timeout() {
+    let config = Config {
+        max_connections: 1,
+        request_timeout: std::time::Duration::from_secs(1),
+        ..config()
+    };
+    let pipeline = aiproxy::pipeline::build(&config).unwrap();
+    // The only slot is held by an open stream (its body not yet read).
+    let open = pipeline
+        .clone()
+        .oneshot(post(
+            "/v1/chat/completions",
+            common::chat_body("hold the slot", true),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    assert_eq!(open.headers()["x-aiproxy-account"], "mock");
+    let response = pipeline
+        .clone()
+        .oneshot(post("/v1/chat/completions", common::chat_body("x", false)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error = &json(std::str::from_utf8(&body).unwrap())["error"];
+    assert_eq!(error["code"], "capacity_exhausted");
+    // The stream ends, the slot comes back.
+    let _ = open.into_body().collect().await.unwrap();
+    let again = pipeline
+        .oneshot(post("/v1/chat/completions", common::chat_body("x", false)))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+}

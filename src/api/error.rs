@@ -56,6 +56,14 @@ pub fn rejection(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)
                 .with_code("upstream_truncated")
         }
+        ChatError::Busy { retry_after, .. } => {
+            let r = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
+                .with_code("capacity_exhausted");
+            match retry_after {
+                Some(wait) => r.with_header(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
+                None => r,
+            }
+        }
         ChatError::Internal { .. } => {
             Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", message)
                 .with_code("internal_error")

@@ -15,6 +15,7 @@ pub mod openai;
 use crate::body::ResponseBody;
 use crate::chat::{ChatError, ChatRequest, ChatStream, Metadata};
 use crate::kiro::Catalog;
+use crate::model::{AccountId, ModelRequest, ModelResponse};
 use aiproxy_layers::{ClientKey, ErrorShape, ProviderId, Rejection};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub catalog: Catalog,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// How long a request may wait for the model tier to be ready (a free slot).
+    pub ready_timeout: std::time::Duration,
     /// Providers, for `/health`.
     pub providers: Vec<ProviderStatus>,
     /// Process start, for `/health`.
@@ -77,7 +80,7 @@ impl<M> ApiService<M> {
 
 impl<M, B> Service<Request<B>> for ApiService<M>
 where
-    M: Service<ChatRequest, Response = ChatStream, Error = ChatError> + Clone + Send + 'static,
+    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone + Send + 'static,
     M::Future: Send,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -87,7 +90,8 @@ where
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The model tier is driven with `oneshot`, which waits for its readiness per call.
+        // The model tier's readiness is waited for per call (bounded, see `call_model`), so
+        // a full account answers 503 instead of stalling the HTTP tier.
         Poll::Ready(Ok(()))
     }
 
@@ -100,7 +104,7 @@ where
 
 async fn route<M, B>(model: M, state: Arc<ApiState>, request: Request<B>) -> Response<ResponseBody>
 where
-    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
+    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
@@ -262,13 +266,45 @@ fn metadata(parts: &http::request::Parts) -> Metadata {
     }
 }
 
-/// Sends a parsed request to the model tier.
-async fn call_model<M>(model: M, chat: ChatRequest) -> Result<ChatStream, Rejection>
+/// Sends a parsed request to the model tier. Waiting for the tier to be ready (a free
+/// concurrency slot) is bounded by `state.ready_timeout`, and running out of it is
+/// [`ChatError::Busy`], not an upstream timeout: nothing was sent.
+async fn call_model<M>(
+    mut model: M,
+    state: &ApiState,
+    chat: ChatRequest,
+) -> Result<ModelResponse, Rejection>
 where
-    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
+    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
 {
-    tracing::Span::current().record("model", chat.model.as_str());
-    model.oneshot(chat).await.map_err(|e| error::rejection(&e))
+    let span = tracing::Span::current();
+    span.record("model", chat.model.as_str());
+    let ready = tokio::time::timeout(state.ready_timeout, model.ready()).await;
+    let result = match ready {
+        Err(_) => Err(ChatError::Busy {
+            message: format!(
+                "every upstream slot of the account stayed busy for {} s; retry shortly, or raise --max-connections",
+                state.ready_timeout.as_secs()
+            ),
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        }),
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(ready)) => ready.call(ModelRequest::new(chat)).await,
+    };
+    let response = result.map_err(|e| error::rejection(&e))?;
+    if let Some(AccountId(account)) = response.extensions.get::<AccountId>() {
+        span.record("account", &**account);
+    }
+    Ok(response)
+}
+
+/// Response headers from what the model tier reported.
+fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::model::Extensions) {
+    if let Some(AccountId(account)) = extensions.get::<AccountId>() {
+        if let Ok(value) = HeaderValue::from_str(account) {
+            response.headers_mut().insert("x-aiproxy-account", value);
+        }
+    }
 }
 
 fn sse_response(chunks: crate::body::ChunkStream) -> Response<ResponseBody> {
@@ -366,21 +402,24 @@ async fn chat<S, M, B>(
 ) -> Result<Response<ResponseBody>, Rejection>
 where
     S: Surface,
-    M: Service<ChatRequest, Response = ChatStream, Error = ChatError>,
+    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let bytes = read_body(body, state.max_body_bytes).await?;
     let (chat, options) = S::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let (stream, model_id) = (chat.stream, chat.model.clone());
-    let events = call_model(model, chat).await?;
-    if stream {
-        return Ok(sse_response(S::stream(events, &model_id, options)));
-    }
-    let done = S::complete(events, model_id, options)
-        .await
-        .map_err(|e| error::rejection(&e))?;
-    Ok(completed_response(done.body, done.usage_estimated))
+    let ModelResponse { events, extensions } = call_model(model, state, chat).await?;
+    let mut response = if stream {
+        sse_response(S::stream(events, &model_id, options))
+    } else {
+        let done = S::complete(events, model_id, options)
+            .await
+            .map_err(|e| error::rejection(&e))?;
+        completed_response(done.body, done.usage_estimated)
+    };
+    model_headers(&mut response, &extensions);
+    Ok(response)
 }
 
 /// Answered locally with the same estimator that fills in missing upstream usage.

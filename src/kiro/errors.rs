@@ -71,7 +71,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatErr
         },
         402 if reason == "MONTHLY_REQUEST_COUNT" || raw.contains("MONTHLY_REQUEST_COUNT") => {
             ChatError::QuotaExhausted {
-                message: format!("{message} The account is unusable until its monthly reset."),
+                message: format!("{message} The account's monthly quota is used up; it can serve again after Kiro's monthly reset."),
             }
         }
         401 | 403 if is_bearer_invalid(status, body) => ChatError::AccountUnavailable {

@@ -1,7 +1,7 @@
 //! The live transport: a pooled HTTPS client (rustls; HTTP/2 by ALPN, else HTTP/1.1),
-//! IDE-persona headers (kiro-protocol.md §4.1), a bound on concurrent upstream requests whose
-//! permit lives until the response stream ends, and timeouts on connect + first bytes and on
-//! the idle gap between chunks, never on the length of a stream.
+//! IDE-persona headers (kiro-protocol.md §4.1), and timeouts on connect + first bytes and on
+//! the idle gap between chunks, never on the length of a stream. (The bound on concurrent
+//! requests is the account's, in [`super::KiroService`]'s `poll_ready`.)
 //!
 //! The chat path uses hyper-util's pooled client directly: reqwest (kept for the rare token
 //! refreshes) re-parses the URL, merges headers and wraps every response on each call, which
@@ -19,10 +19,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// Node/OS strings of the Kiro IDE user agent.
@@ -46,14 +44,12 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 #[derive(Clone, Debug)]
 pub struct HttpUpstream {
     client: HttpsClient,
-    permits: Arc<Semaphore>,
-    max_connections: usize,
     timeout: Duration,
 }
 
 impl HttpUpstream {
-    /// `max_connections` bounds idle pooled connections per host and concurrent requests;
-    /// `timeout` bounds connect + first bytes, and each idle gap of a stream.
+    /// `max_connections` bounds idle pooled connections per host; `timeout` bounds connect +
+    /// first bytes, and each idle gap of a stream.
     pub fn new(max_connections: usize, timeout: Duration) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -68,12 +64,7 @@ impl HttpUpstream {
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(tls);
-        Self {
-            client,
-            permits: Arc::new(Semaphore::new(max_connections)),
-            max_connections,
-            timeout,
-        }
+        Self { client, timeout }
     }
 
     /// Builds the reqwest client of the token refreshes.
@@ -93,11 +84,6 @@ impl HttpUpstream {
             .build()
     }
 
-    /// Upstream requests currently running (holding a permit).
-    pub fn in_flight(&self) -> usize {
-        self.max_connections - self.permits.available_permits()
-    }
-
     /// Sends one POST.
     pub async fn post(
         &self,
@@ -106,16 +92,6 @@ impl HttpUpstream {
         body: Bytes,
     ) -> Result<UpstreamResponse, ChatError> {
         let deadline = Instant::now() + self.timeout;
-        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
-            .await
-            .map_err(|_| ChatError::Timeout {
-                message: format!(
-                    "all {} upstream connections stayed busy for {}s; raise --max-connections or --request-timeout",
-                    self.max_connections,
-                    self.timeout.as_secs()
-                ),
-            })?
-            .map_err(|_| ChatError::Internal { message: "upstream permits closed".into() })?;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri.clone();
@@ -147,7 +123,6 @@ impl HttpUpstream {
             inner: Box::pin(chunks),
             idle: self.timeout,
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            _permit: permit,
         };
         Ok(UpstreamResponse {
             status: parts.status,
@@ -229,13 +204,11 @@ impl IdeHeaders {
     }
 }
 
-/// A body stream with a deadline for the first chunk and an idle timeout after it; holds the
-/// concurrency permit until the stream is dropped.
+/// A body stream with a deadline for the first chunk and an idle timeout after it.
 struct TimedStream {
     inner: Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Stream for TimedStream {

@@ -13,6 +13,7 @@ pub mod request;
 pub mod service;
 pub mod stream;
 pub mod thinking;
+pub mod token_source;
 pub mod translate;
 pub mod wire;
 

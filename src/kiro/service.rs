@@ -1,15 +1,17 @@
-//! The Kiro upstream `Service`: canonical request in, canonical event stream out.
+//! The Kiro upstream `Service`, the leaf of the model tier: one account; a model-tier
+//! request in, its event stream out.
 
 use super::account::Account;
 use super::errors;
 use super::fake::FakeKiro;
 use super::http::{HttpUpstream, IdeHeaders, UpstreamResponse};
-use super::models::Catalog;
 use super::overflow::Measure;
 use super::request::{self, BuildOptions};
 use super::stream::{chat_stream, ByteStream};
+use super::token_source::TokenSource;
 use super::translate::Translator;
-use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Thinking};
+use crate::chat::{ChatError, ChatEvent, Thinking};
+use crate::model::{AccountId, ModelRequest, ModelResponse, ResolvedModel};
 use crate::tokens;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -17,6 +19,8 @@ use futures_util::StreamExt;
 use http::{HeaderMap, Request, StatusCode};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::PollSemaphore;
 use tower::Service;
 
 /// Error bodies larger than this are cut when read (they are only used for messages).
@@ -66,41 +70,54 @@ impl Transport {
 
 struct Shared {
     transport: Transport,
-    catalog: Catalog,
-    account: Option<Arc<Account>>,
+    tokens: Arc<dyn TokenSource>,
+    account_id: AccountId,
     /// The account's IDE headers, built once.
     headers: IdeHeaders,
 }
 
-/// One Kiro account's upstream. Cheap to clone.
-#[derive(Clone)]
+/// One Kiro account's upstream: the leaf of the model tier (see [`crate::model`]).
+///
+/// `poll_ready` reserves one of the account's concurrency slots (pending while all are in
+/// use, never an error); the call's future resolves after the first upstream event, so its
+/// error means nothing reached the client; the slot is held until the response stream ends.
 pub struct KiroService {
     shared: Arc<Shared>,
+    slots: PollSemaphore,
+    reserved: Option<OwnedSemaphorePermit>,
+}
+
+impl Clone for KiroService {
+    fn clone(&self) -> Self {
+        // A reserved slot belongs to the clone that was polled ready, not to its copies.
+        Self {
+            shared: Arc::clone(&self.shared),
+            slots: self.slots.clone(),
+            reserved: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for KiroService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KiroService")
             .field("mode", &self.shared.transport.mode())
-            .field(
-                "account",
-                &self.shared.account.as_ref().map(|a| a.name().to_owned()),
-            )
+            .field("account", &self.shared.tokens.name())
             .finish_non_exhaustive()
     }
 }
 
 impl KiroService {
-    /// The in-process fake (mock mode): no account, no tokens.
-    pub fn mock(fake: FakeKiro, catalog: Catalog) -> Self {
-        Self::build(Transport::Fake(fake), catalog, None)
+    /// The in-process fake (mock mode), with a mock account.
+    pub fn mock(fake: FakeKiro, tokens: Arc<dyn TokenSource>, max_concurrency: usize) -> Self {
+        Self::build(Transport::Fake(fake), tokens, max_concurrency)
     }
 
     /// A real account over `http`. Fails when the account's API base is not a valid URL.
     pub fn live(
         http: HttpUpstream,
-        catalog: Catalog,
         account: Arc<Account>,
+        max_concurrency: usize,
     ) -> Result<Self, String> {
         let chat_url = format!(
             "{}{CHAT_PATH}",
@@ -114,21 +131,23 @@ impl KiroService {
             .ok_or_else(|| format!("`{chat_url}` is not a valid http(s) URL"))?;
         Ok(Self::build(
             Transport::Http(Box::new(http), chat_url),
-            catalog,
-            Some(account),
+            account,
+            max_concurrency,
         ))
     }
 
-    fn build(transport: Transport, catalog: Catalog, account: Option<Arc<Account>>) -> Self {
-        let machine_id = account.as_ref().map_or(MOCK_MACHINE_ID, |a| a.machine_id());
-        let headers = IdeHeaders::new(machine_id);
+    fn build(transport: Transport, tokens: Arc<dyn TokenSource>, max_concurrency: usize) -> Self {
+        let headers = IdeHeaders::new(tokens.machine_id());
+        let account_id = AccountId(Arc::from(tokens.name()));
         Self {
             shared: Arc::new(Shared {
                 transport,
-                catalog,
-                account,
+                tokens,
+                account_id,
                 headers,
             }),
+            slots: PollSemaphore::new(Arc::new(Semaphore::new(max_concurrency.max(1)))),
+            reserved: None,
         }
     }
 
@@ -136,55 +155,75 @@ impl KiroService {
     pub fn mode(&self) -> &'static str {
         self.shared.transport.mode()
     }
-
-    /// The account behind this service, if live.
-    pub fn account(&self) -> Option<&Arc<Account>> {
-        self.shared.account.as_ref()
-    }
 }
 
-impl Service<ChatRequest> for KiroService {
-    type Response = ChatStream;
+impl Service<ModelRequest> for KiroService {
+    type Response = ModelResponse;
     type Error = ChatError;
-    type Future = BoxFuture<'static, Result<ChatStream, ChatError>>;
+    type Future = BoxFuture<'static, Result<ModelResponse, ChatError>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.reserved.is_none() {
+            // The semaphore is never closed, so `None` cannot happen; stay pending rather
+            // than report an error from poll_ready.
+            match self.slots.poll_acquire(cx) {
+                Poll::Ready(Some(permit)) => self.reserved = Some(permit),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, chat: ChatRequest) -> Self::Future {
+    fn call(&mut self, request: ModelRequest) -> Self::Future {
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move { call(&shared, chat).await })
+        let slot = self.reserved.take();
+        Box::pin(async move {
+            let slot = slot.ok_or_else(|| ChatError::Internal {
+                message: "the Kiro service was called without poll_ready".into(),
+            })?;
+            let response = call(&shared, request).await?;
+            let account = shared.account_id.0.clone();
+            Ok(response.on_end(move |outcome| {
+                drop(slot);
+                tracing::debug!(
+                    account = %account,
+                    error = outcome.error,
+                    duration_ms = outcome.duration.as_millis() as u64,
+                    first_event_ms = outcome.time_to_first_event.map(|d| d.as_millis() as u64),
+                    "upstream stream ended"
+                );
+            }))
+        })
     }
 }
 
-async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatError> {
-    let (model, thinking_suffix) =
-        shared
-            .catalog
-            .resolve(&chat.model)
-            .ok_or_else(|| ChatError::ModelNotFound {
-                model: chat.model.clone(),
+async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, ChatError> {
+    let resolved =
+        request
+            .extensions
+            .get::<ResolvedModel>()
+            .ok_or_else(|| ChatError::Internal {
+                message: "the model tier has no model resolution above the Kiro service".into(),
             })?;
+    let chat = &*request.chat;
+    let model = &resolved.entry;
     let thinking = chat
         .thinking
-        .or(thinking_suffix.then_some(Thinking::Enabled {
+        .or(resolved.thinking_suffix.then_some(Thinking::Enabled {
             budget_tokens: super::thinking::DEFAULT_BUDGET,
         }));
-    let mut token = match &shared.account {
-        Some(account) => Some(account.token().await?),
-        None => None,
-    };
+    let tokens = &shared.tokens;
+    let mut token = tokens.token().await?;
     let conversation_id = chat
         .metadata
         .conversation_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let built = request::build(
-        &chat,
+        chat,
         &BuildOptions {
             kiro_model_id: &model.kiro_model_id,
-            profile_arn: token.as_ref().and_then(|t| t.profile_arn.as_deref()),
+            profile_arn: token.profile_arn.as_deref(),
             conversation_id,
             thinking,
         },
@@ -194,67 +233,85 @@ async fn call(shared: &Shared, chat: ChatRequest) -> Result<ChatStream, ChatErro
             message: format!("serialising the Kiro request failed: {e}"),
         })?,
     );
-    let input_estimate = tokens::estimate_request(&chat);
+    let input_estimate = tokens::estimate_request(chat);
     let measure = Measure::new(input_estimate, model.context_window, &body);
     measure.check()?;
     let mut response = shared
         .transport
-        .post(shared.headers.for_call(token.as_ref()), body.clone())
+        .post(shared.headers.for_call(Some(&token)), body.clone())
         .await?;
-    if let (Some(account), Some(rejected)) = (&shared.account, &token) {
-        if matches!(
-            response.status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        ) {
-            let error_body = read_bounded(response.body).await;
-            if !errors::is_bearer_invalid(response.status, &error_body) {
-                return Err(failure(
-                    account,
-                    response.status,
-                    &response.headers,
-                    &error_body,
-                ));
-            }
-            tracing::info!(
-                account = account.name(),
-                "Kiro rejected the access token; refreshing once"
-            );
-            token = Some(account.token_after_rejection(&rejected.token).await?);
-            response = shared
-                .transport
-                .post(shared.headers.for_call(token.as_ref()), body)
-                .await?;
+    if matches!(
+        response.status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        let error_body = read_bounded(response.body).await;
+        if !errors::is_bearer_invalid(response.status, &error_body) {
+            return Err(failure(
+                tokens.as_ref(),
+                response.status,
+                &response.headers,
+                &error_body,
+            ));
         }
+        tracing::info!(
+            account = tokens.name(),
+            "Kiro rejected the access token; refreshing once"
+        );
+        token = tokens.token_after_rejection(&token.token).await?;
+        response = shared
+            .transport
+            .post(shared.headers.for_call(Some(&token)), body)
+            .await?;
     }
     if !response.status.is_success() {
         let error_body = read_bounded(response.body).await;
         if errors::is_context_overflow(response.status, &error_body) {
             return Err(measure.upstream_error());
         }
-        return Err(match &shared.account {
-            Some(account) => failure(account, response.status, &response.headers, &error_body),
-            None => errors::classify(response.status, &response.headers, &error_body),
-        });
+        return Err(failure(
+            tokens.as_ref(),
+            response.status,
+            &response.headers,
+            &error_body,
+        ));
     }
     let translator = Translator::new(built.tool_names, input_estimate, model.context_window)
         .with_thinking(thinking.is_some());
+    let mut events = chat_stream(response.body, translator);
+    // Resolve only once the upstream has said something: a failure before that is the
+    // future's error, so nothing reached the client and a retry is safe.
+    let first = match events.next().await {
+        Some(Ok(event)) => event,
+        Some(Err(error)) => return Err(error),
+        None => {
+            return Err(ChatError::Truncated {
+                message: "the upstream stream ended before its first event; retry the request"
+                    .into(),
+            })
+        }
+    };
     let start = ChatEvent::Start {
         id: Arc::from(format!("msg_{}", uuid::Uuid::new_v4().simple())),
         model: Arc::from(chat.model.as_str()),
         input_tokens: input_estimate,
     };
-    Ok(chat_stream(response.body, translator, start))
+    let events = futures_util::stream::iter([Ok(start), Ok(first)]).chain(events);
+    let mut response = ModelResponse::new(Box::pin(events));
+    response.extensions.insert(shared.account_id.clone());
+    Ok(response)
 }
 
-/// Machine id of the in-process fake (it has no account).
-const MOCK_MACHINE_ID: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
 /// Classifies an upstream failure and disables the account when it is suspended.
-fn failure(account: &Account, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatError {
+fn failure(
+    tokens: &dyn TokenSource,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ChatError {
     let error = errors::classify(status, headers, body);
     if status == StatusCode::FORBIDDEN && !errors::is_bearer_invalid(status, body) {
         if let ChatError::AccountUnavailable { message } = &error {
-            account.mark_unusable(format!("Kiro account `{}`: {message}", account.name()));
+            tokens.mark_unusable(format!("Kiro account `{}`: {message}", tokens.name()));
         }
     }
     error
@@ -271,3 +328,6 @@ async fn read_bounded(mut body: ByteStream) -> Bytes {
     }
     out.freeze()
 }
+
+#[cfg(test)]
+mod tests;

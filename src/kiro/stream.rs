@@ -14,15 +14,13 @@ use std::task::{Context, Poll};
 /// A byte stream as delivered by the transport.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
-/// Wraps an upstream body into a chat event stream that starts with `start`.
-pub fn chat_stream(body: ByteStream, translator: Translator, start: ChatEvent) -> ChatStream {
-    let mut queue = VecDeque::with_capacity(4);
-    queue.push_back(start);
+/// Wraps an upstream body into a chat event stream.
+pub fn chat_stream(body: ByteStream, translator: Translator) -> ChatStream {
     Box::pin(KiroChatStream {
         body,
         decoder: FrameDecoder::new(),
         translator,
-        queue,
+        queue: VecDeque::with_capacity(4),
         pending_error: None,
         done: false,
     })

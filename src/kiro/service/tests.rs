@@ -1,0 +1,144 @@
+//! The leaf against the in-process fake: the model-tier contract of `crate::model`.
+
+use super::*;
+use crate::chat::{ChatRequest, Message, Role, StopReason};
+use crate::kiro::fake::script::Step;
+use crate::kiro::token_source::FixedToken;
+use crate::kiro::Catalog;
+use crate::model::resolve::ResolveLayer;
+use std::future::poll_fn;
+use tower::{Layer, ServiceExt};
+
+fn request(text: &str) -> ModelRequest {
+    ModelRequest::new(ChatRequest {
+        model: "claude-sonnet-4-5".into(),
+        system: Vec::new(),
+        messages: vec![Message::text(Role::User, text)],
+        tools: Vec::new(),
+        tool_choice: Default::default(),
+        sampling: Default::default(),
+        thinking: None,
+        stream: true,
+        metadata: Default::default(),
+    })
+}
+
+fn leaf(
+    fake: &FakeKiro,
+    slots: usize,
+) -> (crate::model::resolve::Resolve<KiroService>, Arc<FixedToken>) {
+    let account = Arc::new(FixedToken::new("acct-1"));
+    let service = KiroService::mock(fake.clone(), account.clone(), slots);
+    (
+        ResolveLayer::new(Catalog::builtin().unwrap()).layer(service),
+        account,
+    )
+}
+
+fn step(value: serde_json::Value) -> Step {
+    serde_json::from_value(value).unwrap()
+}
+
+async fn drain(response: ModelResponse) -> Vec<ChatEvent> {
+    response.events.map(|e| e.unwrap()).collect().await
+}
+
+#[tokio::test]
+async fn the_response_names_its_account_and_starts_with_start() {
+    let fake = FakeKiro::new();
+    let (service, _) = leaf(&fake, 4);
+    let response = service.oneshot(request("hello there")).await.unwrap();
+    assert_eq!(
+        response.extensions.get::<AccountId>(),
+        Some(&AccountId(Arc::from("acct-1")))
+    );
+    let events = drain(response).await;
+    assert!(matches!(events[0], ChatEvent::Start { .. }));
+    assert!(matches!(
+        events.last(),
+        Some(ChatEvent::Stop(StopReason::EndTurn))
+    ));
+}
+
+#[tokio::test]
+async fn a_full_account_is_not_ready_and_its_slot_lives_until_the_stream_ends() {
+    let fake = FakeKiro::new();
+    let (mut service, _) = leaf(&fake, 1);
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("one"))
+        .await
+        .unwrap();
+    // The stream is still open: its slot is held, so the account is not ready.
+    let mut probe = service.clone();
+    let pending = poll_fn(|cx| Poll::Ready(probe.poll_ready(cx))).await;
+    assert!(pending.is_pending(), "ready while the only slot is in use");
+    drain(response).await;
+    let ready = poll_fn(|cx| Poll::Ready(probe.poll_ready(cx))).await;
+    assert!(
+        matches!(ready, Poll::Ready(Ok(()))),
+        "the slot came back at end of stream"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_gives_its_slot_back() {
+    let fake = FakeKiro::new();
+    let (mut service, _) = leaf(&fake, 1);
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("one two"))
+        .await
+        .unwrap();
+    drop(response);
+    let ready = poll_fn(|cx| Poll::Ready(service.poll_ready(cx))).await;
+    assert!(matches!(ready, Poll::Ready(Ok(()))));
+}
+
+#[tokio::test]
+async fn failures_before_the_first_upstream_event_are_the_futures_errors() {
+    let fake = FakeKiro::new();
+    let (service, _) = leaf(&fake, 4);
+    // No frame at all, then a broken first frame: nothing reached the client, so the future
+    // fails (safe to retry) instead of a stream that fails after Start.
+    fake.push_script([step(serde_json::json!({"truncate_after": 0}))]);
+    let error = service.clone().oneshot(request("x")).await.unwrap_err();
+    assert_eq!(error.fault(), crate::chat::Fault::Upstream, "{error}");
+    fake.push_script([step(serde_json::json!({"corrupt_frame": 0}))]);
+    let error = service.clone().oneshot(request("x")).await.unwrap_err();
+    assert!(matches!(error, ChatError::Truncated { .. }), "{error}");
+    fake.push_script([step(serde_json::json!({"status": 429, "retry_after": 7}))]);
+    let error = service.clone().oneshot(request("x")).await.unwrap_err();
+    assert_eq!(error.fault(), crate::chat::Fault::Account);
+    assert_eq!(error.retry_after(), Some(std::time::Duration::from_secs(7)));
+}
+
+#[tokio::test]
+async fn a_suspended_mock_account_is_disabled_like_a_live_one() {
+    let fake = FakeKiro::new();
+    let (service, _account) = leaf(&fake, 4);
+    fake.push_script([step(
+        serde_json::json!({"status": 403, "reason": "suspended"}),
+    )]);
+    let error = service.clone().oneshot(request("x")).await.unwrap_err();
+    assert!(matches!(error, ChatError::AccountUnavailable { .. }));
+    let calls = fake.stats().generate_calls;
+    let error = service.clone().oneshot(request("x")).await.unwrap_err();
+    assert!(error.to_string().contains("acct-1"), "{error}");
+    assert_eq!(
+        fake.stats().generate_calls,
+        calls,
+        "no call on a disabled account"
+    );
+}
+
+#[tokio::test]
+async fn without_resolution_above_it_the_leaf_says_the_stack_is_wrong() {
+    let service = KiroService::mock(FakeKiro::new(), Arc::new(FixedToken::new("a")), 1);
+    let error = service.oneshot(request("x")).await.unwrap_err();
+    assert!(matches!(error, ChatError::Internal { .. }), "{error}");
+}

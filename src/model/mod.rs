@@ -1,0 +1,262 @@
+//! The model tier's contract: what every model-tier layer takes, returns and fails with, so
+//! that retry, pool, breakers, cache, limits and metrics are ordinary tower layers.
+//!
+//! - [`ModelRequest`]: the canonical request behind an `Arc` (retry clones it before every
+//!   attempt for the price of a refcount) plus typed [`Extensions`] that layers read and add
+//!   ([`ResolvedModel`] from [`resolve`]). Whether the client streams is the adapter's
+//!   business; the model tier always produces a stream.
+//! - [`ModelResponse`]: the event stream plus extensions that layers fill ([`AccountId`], ...)
+//!   and the adapter turns into headers and span fields.
+//! - [`ChatError`]: says whose fault a failure is ([`ChatError::fault`]) and when to come
+//!   back ([`ChatError::retry_after`]).
+//! - The leaf ([`crate::kiro::KiroService`]) is one account. Its future resolves after the
+//!   first upstream event: an error from the future means nothing reached the client, so a
+//!   retry is safe. Its concurrency permit lives until the stream ends, and a full account
+//!   is not ready in `poll_ready` (never an error there).
+//! - [`ModelResponse::on_end`] is the one end-of-stream hook: each layer that needs the
+//!   [`Outcome`] (load, breakers, metrics, cache writes) registers its own.
+//!
+//! The stack, outermost first (the HTTP tier's table is in [`crate::pipeline`]):
+//!
+//! | # | layer | does | extensions |
+//! |---|---|---|---|
+//! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`] |
+//! | 2 | [`crate::kiro::KiroService`] | one account: token source, request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
+
+pub mod resolve;
+
+use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Usage};
+use futures_util::Stream;
+pub use http::Extensions;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// A model-tier request (see the module docs).
+#[derive(Clone, Debug)]
+pub struct ModelRequest {
+    /// The canonical request.
+    pub chat: Arc<ChatRequest>,
+    /// Typed values layers add for the layers below them.
+    pub extensions: Extensions,
+}
+
+impl ModelRequest {
+    /// A request with no extensions yet.
+    pub fn new(chat: ChatRequest) -> Self {
+        Self {
+            chat: Arc::new(chat),
+            extensions: Extensions::new(),
+        }
+    }
+}
+
+impl From<ChatRequest> for ModelRequest {
+    fn from(chat: ChatRequest) -> Self {
+        Self::new(chat)
+    }
+}
+
+/// The model the request resolved to, found once above the leaf.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedModel {
+    /// The catalog entry (client id, Kiro id, context window).
+    pub entry: crate::kiro::models::ModelEntry,
+    /// Whether the `-thinking` suffix turned thinking on.
+    pub thinking_suffix: bool,
+}
+
+/// Which account served a response (its configured name; never a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountId(pub Arc<str>);
+
+/// What a finished (or abandoned) response stream did: the input of every end-of-stream
+/// consumer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// `None` when the stream ended with its stop event; else the error's
+    /// [`ChatError::kind`], or `"abandoned"` when the client went away first.
+    pub error: Option<&'static str>,
+    /// From the response to the end of the stream.
+    pub duration: Duration,
+    /// From the response to its first event after `Start`, if any came.
+    pub time_to_first_event: Option<Duration>,
+    /// The last usage the stream reported.
+    pub usage: Option<Usage>,
+}
+
+/// A model-tier response (see the module docs).
+pub struct ModelResponse {
+    /// The events, starting with [`ChatEvent::Start`].
+    pub events: ChatStream,
+    /// Typed values layers add for the adapter and the layers above them.
+    pub extensions: Extensions,
+}
+
+impl std::fmt::Debug for ModelResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelResponse")
+            .field("extensions", &self.extensions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelResponse {
+    /// A response with no extensions yet.
+    pub fn new(events: ChatStream) -> Self {
+        Self {
+            events,
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// Calls `hook` once with the stream's [`Outcome`] when it ends, fails or is dropped.
+    /// Whatever `hook` owns (a load guard, a permit) lives until then.
+    pub fn on_end(mut self, hook: impl FnOnce(&Outcome) + Send + 'static) -> Self {
+        self.events = Box::pin(Observed {
+            inner: self.events,
+            started: Instant::now(),
+            first_event: None,
+            usage: None,
+            hook: Some(Box::new(hook)),
+        });
+        self
+    }
+}
+
+type Hook = Box<dyn FnOnce(&Outcome) + Send>;
+
+struct Observed {
+    inner: ChatStream,
+    started: Instant,
+    first_event: Option<Duration>,
+    usage: Option<Usage>,
+    hook: Option<Hook>,
+}
+
+impl Observed {
+    fn finish(&mut self, error: Option<&'static str>) {
+        if let Some(hook) = self.hook.take() {
+            hook(&Outcome {
+                error,
+                duration: self.started.elapsed(),
+                time_to_first_event: self.first_event,
+                usage: self.usage,
+            });
+        }
+    }
+}
+
+impl Stream for Observed {
+    type Item = Result<ChatEvent, ChatError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let item = match this.inner.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        match &item {
+            Some(Ok(ChatEvent::Start { .. })) => {}
+            Some(Ok(event)) => {
+                if this.first_event.is_none() {
+                    this.first_event = Some(this.started.elapsed());
+                }
+                match event {
+                    ChatEvent::Usage(usage) => this.usage = Some(*usage),
+                    ChatEvent::Stop(_) => this.finish(None),
+                    _ => {}
+                }
+            }
+            Some(Err(error)) => this.finish(Some(error.kind())),
+            // A stream that ends without Stop is a truncation, and is told as one upstream.
+            None => this.finish(Some("truncated")),
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.finish(Some("abandoned"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::StopReason;
+    use futures_util::StreamExt;
+    use std::sync::Mutex;
+
+    fn events(items: Vec<Result<ChatEvent, ChatError>>) -> ChatStream {
+        Box::pin(futures_util::stream::iter(items))
+    }
+
+    fn start() -> ChatEvent {
+        ChatEvent::Start {
+            id: Arc::from("msg"),
+            model: Arc::from("m"),
+            input_tokens: 1,
+        }
+    }
+
+    fn observe(
+        items: Vec<Result<ChatEvent, ChatError>>,
+    ) -> (ModelResponse, Arc<Mutex<Vec<Outcome>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let response =
+            ModelResponse::new(events(items)).on_end(move |o| sink.lock().unwrap().push(o.clone()));
+        (response, seen)
+    }
+
+    #[tokio::test]
+    async fn the_hook_sees_one_outcome_per_stream() {
+        let usage = Usage {
+            input: 3,
+            output: 4,
+            ..Usage::default()
+        };
+        let (response, seen) = observe(vec![
+            Ok(start()),
+            Ok(ChatEvent::TextDelta("hi".into())),
+            Ok(ChatEvent::Usage(usage)),
+            Ok(ChatEvent::Stop(StopReason::EndTurn)),
+        ]);
+        let all: Vec<_> = response.events.collect().await;
+        assert_eq!(all.len(), 4);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "once, though the stream was also dropped");
+        assert_eq!(seen[0].error, None);
+        assert_eq!(seen[0].usage, Some(usage));
+        assert!(seen[0].time_to_first_event.is_some());
+    }
+
+    #[tokio::test]
+    async fn errors_truncations_and_abandoned_streams_are_told_apart() {
+        let (response, seen) = observe(vec![
+            Ok(start()),
+            Err(ChatError::Upstream {
+                message: "x".into(),
+            }),
+        ]);
+        let _ = response.events.collect::<Vec<_>>().await;
+        assert_eq!(seen.lock().unwrap()[0].error, Some("upstream_error"));
+
+        let (response, seen) = observe(vec![Ok(start()), Ok(ChatEvent::TextDelta("a".into()))]);
+        let _ = response.events.collect::<Vec<_>>().await;
+        assert_eq!(seen.lock().unwrap()[0].error, Some("truncated"));
+
+        let (mut response, seen) = observe(vec![Ok(start()), Ok(ChatEvent::TextDelta("a".into()))]);
+        let _ = response.events.next().await;
+        drop(response);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].error, Some("abandoned"));
+        assert_eq!(
+            seen[0].time_to_first_event, None,
+            "Start is not an upstream event"
+        );
+    }
+}
