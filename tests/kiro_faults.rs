@@ -431,3 +431,51 @@ async fn the_kiro_ide_login_file_is_the_fallback_source() {
     let saved = std::fs::read_to_string(cache.join("kiro-auth-token.json")).unwrap();
     assert!(saved.contains("fake-rt-"));
 }
+
+async fn health(pipeline: &Pipeline, method: http::Method) -> (u16, String) {
+    use tower::ServiceExt;
+    let request = http::Request::builder()
+        .method(method)
+        .uri("/health")
+        .body(Full::<bytes::Bytes>::default())
+        .unwrap();
+    let response = pipeline.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn health_is_honest_and_says_nothing_an_outsider_should_not_see() {
+    let fake = Fake::start();
+    let pipeline = live(&fake, |_| {});
+    let (status, body) = health(&pipeline, http::Method::GET).await;
+    assert_eq!(status, 200, "{body}");
+    let value: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["status"], "ok");
+    assert_eq!(value["providers"][0]["healthy"], 1);
+
+    fake.script(json!({"status": 403, "reason": "suspended"}))
+        .await;
+    assert_eq!(chat(&pipeline, "x", false).await.status, 503);
+    let (status, body) = health(&pipeline, http::Method::GET).await;
+    assert_eq!(status, 503, "no account can serve: {body}");
+    let value: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["status"], "unavailable");
+    let account = &value["providers"][0]["accounts"][0];
+    assert_eq!(account["usable"], false);
+    assert_eq!(
+        account["reason"], "suspended",
+        "a short code, not Kiro's text"
+    );
+    assert!(!body.contains("temporarily"), "raw upstream text: {body}");
+    assert!(
+        !body.contains(std::env::temp_dir().to_str().unwrap()),
+        "a file path: {body}"
+    );
+    let (status, body) = health(&pipeline, http::Method::HEAD).await;
+    assert_eq!((status, body.as_str()), (503, ""), "HEAD answers like GET");
+}

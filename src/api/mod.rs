@@ -126,6 +126,8 @@ where
         }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
         (&Method::GET, "/health") => Ok(health(&state)),
+        // HEAD answers like GET, without the body.
+        (&Method::HEAD, "/health") => Ok(health(&state).map(|_| ResponseBody::full(Bytes::new()))),
         (method, path) => Err(unknown_route(method, path)),
     };
     result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full))
@@ -133,7 +135,8 @@ where
 
 fn unknown_route(method: &Method, path: &str) -> Rejection {
     let allow = match path {
-        "/v1/models" | "/health" => Some("GET"),
+        "/v1/models" => Some("GET"),
+        "/health" => Some("GET, HEAD"),
         "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => Some("POST"),
         _ => None,
     };
@@ -192,7 +195,11 @@ fn anthropic_models(state: &ApiState) -> Response<ResponseBody> {
     json_response(StatusCode::OK, body.to_string())
 }
 
+/// `/health`: 200 `ok` when every account can serve, 200 `degraded` when some can, 503
+/// `unavailable` when none can (so load balancers stop routing here). It needs no key, so it
+/// shows account names, states and short reason codes only; the details are in the log.
 fn health(state: &ApiState) -> Response<ResponseBody> {
+    let (mut healthy_total, mut accounts_total) = (0, 0);
     let providers: Vec<_> = state
         .providers
         .iter()
@@ -205,24 +212,47 @@ fn health(state: &ApiState) -> Response<ResponseBody> {
                     json!({
                         "name": status.name,
                         "format": status.format,
-                        "usable": status.unusable.is_none(),
-                        "reason": status.unusable,
+                        "usable": status.disabled.is_none(),
+                        "reason": status.disabled,
                         "token_expires_at": status.token_expires_at.map(crate::kiro::credentials::format_time),
                         "refreshes": status.refreshes,
                     })
                 })
                 .collect();
-            let usable = p.mode == "mock" || accounts.iter().any(|a| a["usable"] == true);
-            json!({"id": p.id, "mode": p.mode, "status": if usable { "ok" } else { "degraded" }, "accounts": accounts})
+            // Mock mode serves from the in-process fake: one account that is always there.
+            let total = if p.mode == "mock" { 1 } else { accounts.len() };
+            let healthy = if p.mode == "mock" {
+                1
+            } else {
+                accounts.iter().filter(|a| a["usable"] == true).count()
+            };
+            healthy_total += healthy;
+            accounts_total += total;
+            json!({"id": p.id, "mode": p.mode, "status": health_word(healthy, total),
+                   "healthy": healthy, "total": total, "accounts": accounts})
         })
         .collect();
+    let word = health_word(healthy_total, accounts_total);
     let body = json!({
-        "status": "ok",
+        "status": word,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "providers": providers,
     });
-    json_response(StatusCode::OK, body.to_string())
+    let status = if word == "unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json_response(status, body.to_string())
+}
+
+fn health_word(healthy: usize, total: usize) -> &'static str {
+    match (healthy, total) {
+        (0, _) => "unavailable",
+        (h, t) if h < t => "degraded",
+        _ => "ok",
+    }
 }
 
 async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Rejection>

@@ -62,7 +62,8 @@ struct TokenState {
     expires_at: Option<SystemTime>,
     refresh: Secret,
     profile_arn: Option<String>,
-    unusable: Option<String>,
+    /// Why the account is disabled: (short code for `/health`, full reason for errors).
+    unusable: Option<(&'static str, String)>,
     refreshes: u64,
 }
 
@@ -75,8 +76,9 @@ pub struct AccountStatus {
     pub format: &'static str,
     /// Expiry of the current access token.
     pub token_expires_at: Option<SystemTime>,
-    /// Why the account cannot be used, if it cannot.
-    pub unusable: Option<String>,
+    /// Why the account cannot be used, as a short code (`suspended`, `invalid_grant`, ...),
+    /// if it cannot. The full reason goes to the log, never to `/health`.
+    pub disabled: Option<&'static str>,
     /// Successful refreshes since start.
     pub refreshes: u64,
 }
@@ -191,20 +193,21 @@ impl Account {
             name: self.name.clone(),
             format: self.format.name(),
             token_expires_at: state.expires_at,
-            unusable: state.unusable.clone(),
+            disabled: state.unusable.as_ref().map(|(code, _)| *code),
             refreshes: state.refreshes,
         }
     }
 
-    /// Marks the account unusable (e.g. suspended).
-    pub fn mark_unusable(&self, reason: String) {
-        tracing::warn!(account = %self.name, %reason, "account disabled");
-        self.lock().unusable = Some(reason);
+    /// Marks the account unusable (e.g. suspended): `code` is the short reason `/health`
+    /// shows, `reason` the full one for the log and the clients' errors.
+    pub fn mark_unusable(&self, code: &'static str, reason: String) {
+        tracing::warn!(account = %self.name, code, %reason, "account disabled");
+        self.lock().unusable = Some((code, reason));
     }
 
     fn current(&self) -> Result<Option<AccessToken>, ChatError> {
         let state = self.lock();
-        if let Some(reason) = &state.unusable {
+        if let Some((_, reason)) = &state.unusable {
             return Err(ChatError::AccountUnavailable {
                 message: reason.clone(),
             });
@@ -238,7 +241,7 @@ impl Account {
         let _gate = self.refresh_gate.lock().await;
         {
             let state = self.lock();
-            if let Some(reason) = &state.unusable {
+            if let Some((_, reason)) = &state.unusable {
                 return Err(ChatError::AccountUnavailable {
                     message: reason.clone(),
                 });
@@ -272,7 +275,7 @@ impl Account {
                     self.name,
                     self.source.describe()
                 );
-                self.mark_unusable(reason.clone());
+                self.mark_unusable("invalid_grant", reason.clone());
                 Err(ChatError::AccountUnavailable { message: reason })
             }
             Err(RefreshError::Failed(message)) => Err(ChatError::Upstream {

@@ -48,6 +48,11 @@ pub fn is_context_overflow(status: StatusCode, body: &[u8]) -> bool {
         || String::from_utf8_lossy(body).contains("Input is too long")
 }
 
+/// Whether a 403 body is Kiro's account suspension (§7.1).
+pub fn is_suspension(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains("suspended")
+}
+
 /// Turns a non-2xx answer of `generateAssistantResponse` into an error (a context overflow
 /// is told apart first, with [`is_context_overflow`]).
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatError {
@@ -79,7 +84,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatErr
                       Sign in to Kiro again and update the credentials."
                 .into(),
         },
-        403 if raw.contains("suspended") => ChatError::AccountUnavailable {
+        403 if is_suspension(body) => ChatError::AccountUnavailable {
             message: "The Kiro account is suspended (Kiro: temporarily suspended). \
                       It is disabled here; contact Kiro support to restore it."
                 .into(),

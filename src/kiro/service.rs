@@ -311,7 +311,12 @@ fn failure(
     let error = errors::classify(status, headers, body);
     if status == StatusCode::FORBIDDEN && !errors::is_bearer_invalid(status, body) {
         if let ChatError::AccountUnavailable { message } = &error {
-            tokens.mark_unusable(format!("Kiro account `{}`: {message}", tokens.name()));
+            let code = if errors::is_suspension(body) {
+                "suspended"
+            } else {
+                "forbidden"
+            };
+            tokens.mark_unusable(code, format!("Kiro account `{}`: {message}", tokens.name()));
         }
     }
     error

@@ -21,8 +21,9 @@ pub trait TokenSource: Send + Sync + std::fmt::Debug {
         &'a self,
         rejected: &'a Secret,
     ) -> BoxFuture<'a, Result<AccessToken, ChatError>>;
-    /// The account cannot serve any more (suspended, revoked) until the operator acts.
-    fn mark_unusable(&self, reason: String);
+    /// The account cannot serve any more (suspended, revoked) until the operator acts;
+    /// `code` is a short reason for status views, `reason` the full text.
+    fn mark_unusable(&self, code: &'static str, reason: String);
 }
 
 impl TokenSource for Account {
@@ -45,8 +46,8 @@ impl TokenSource for Account {
         Box::pin(Account::token_after_rejection(self, rejected))
     }
 
-    fn mark_unusable(&self, reason: String) {
-        Account::mark_unusable(self, reason);
+    fn mark_unusable(&self, code: &'static str, reason: String) {
+        Account::mark_unusable(self, code, reason);
     }
 }
 
@@ -113,8 +114,8 @@ impl TokenSource for FixedToken {
         })))
     }
 
-    fn mark_unusable(&self, reason: String) {
-        tracing::warn!(account = %self.name, %reason, "account disabled");
+    fn mark_unusable(&self, code: &'static str, reason: String) {
+        tracing::warn!(account = %self.name, code, %reason, "account disabled");
         *self.lock() = Some(reason);
     }
 }
