@@ -245,10 +245,15 @@ async fn invalid_grant_disables_the_account_with_a_clear_reason() {
         )
         .await
         .unwrap();
+    assert_eq!(health.status(), 503, "the only account cannot serve");
     let health: Value =
         serde_json::from_slice(&health.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(health["providers"][0]["accounts"][0]["usable"], false);
-    assert_eq!(health["providers"][0]["status"], "degraded");
+    assert_eq!(
+        health["providers"][0]["accounts"][0]["reason"],
+        "invalid_grant"
+    );
+    assert_eq!(health["providers"][0]["status"], "unavailable");
     assert!(!health.to_string().contains(&refresh_token));
     // Unusable now: no more refresh attempts.
     assert_eq!(chat(&pipeline, "x", false).await.status, 503);
