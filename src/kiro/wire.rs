@@ -10,14 +10,15 @@ pub const MAX_WEIGHTED_PAYLOAD: usize = 1_300_000;
 
 /// The size Kiro's payload limit counts (§13.1): an ASCII character weighs 1, any other 8.
 pub fn weighted_payload_size(body: &[u8]) -> usize {
-    body.iter()
-        .map(|&byte| match byte {
-            0x00..=0x7f => 1,
-            // UTF-8 continuation bytes belong to a character already counted.
-            0x80..=0xbf => 0,
-            _ => 8,
-        })
-        .sum()
+    // Most bodies are ASCII, which std checks a word at a time.
+    if body.is_ascii() {
+        return body.len();
+    }
+    // Each non-ASCII character is one leading byte (0xC0..) plus continuation bytes
+    // (0x80..0xBF): ASCII bytes weigh 1, leading bytes 8, continuation bytes 0.
+    let leading = body.iter().filter(|&&b| b >= 0xc0).count();
+    let continuation = body.iter().filter(|&&b| (0x80..0xc0).contains(&b)).count();
+    body.len() - leading - continuation + 8 * leading
 }
 
 /// Top-level request body. Unknown fields are refused when parsing (the fake), as Kiro
