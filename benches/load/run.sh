@@ -165,7 +165,7 @@ rows = [
   (f'Added latency at {r["settings"]["rate"]} req/s, p90', f'{added("p90_ms"):.3f} ms', ""),
   (f'Added latency at {r["settings"]["rate"]} req/s, p99', f'{added("p99_ms"):.3f} ms', f'target < 1 ms; failed: direct {rt["direct"]["failed"]}, aiproxy {rt["proxy"]["failed"]}'),
   (f'Added latency at {r["settings"]["rate_high"]} req/s, p50 / p99', f'{added("p50_ms", hi):.3f} / {added("p99_ms", hi):.3f} ms', f'direct p99 {hi["direct"]["latency"]["p99_ms"]:.3f} ms, aiproxy p99 {hi["proxy"]["latency"]["p99_ms"]:.3f} ms; failed: direct {hi["direct"]["failed"]}, aiproxy {hi["proxy"]["failed"]}'),
-  ("Streaming time to first byte (aiproxy, p50)", f'{st["proxy"]["ttfb"]["p50_ms"]:.3f} ms', "headers and the role chunk leave before the first upstream event"),
+  ("Streaming time to first byte (aiproxy, p50)", f'{st["proxy"]["ttfb"]["p50_ms"]:.3f} ms', "headers and the role chunk leave with the first upstream event (the model tier resolves after it, so a failure before it is still retryable)"),
   ("Streaming time to first content, added (p50)", f'{content_added:.3f} ms', f'direct {st["direct"]["first_content"]["p50_ms"]:.3f} ms (the fake waits {r["settings"]["stream_delay_ms"]} ms before each event), aiproxy {st["proxy"]["first_content"]["p50_ms"]:.3f} ms'),
   ("Streaming delay added per event", f'{per_event_added * 1000:.1f} µs', f'(aiproxy - direct stream duration) / {events} events; {st["proxy"]["chunks_per_stream"]:.0f} chunks per aiproxy stream for {events} text events: each event leaves as its own chunk'),
   ("RSS idle", f'{mb(r["rss_kib"]["idle"]):.1f} MiB', "target < 20 MB"),
