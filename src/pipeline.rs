@@ -5,7 +5,8 @@
 //!
 //! | # | layer | crate | does | extensions |
 //! |---|---|---|---|---|
-//! | 1 | `SetRequestId` | tower-http | `x-request-id` (kept if the client sent one, else a UUID) | + header `x-request-id` |
+//! | 1 | [`BoundRequestId`] | aiproxy-layers | drops a client `x-request-id` over 128 characters or not visible ASCII | |
+//! | 1 | `SetRequestId` | tower-http | `x-request-id` (kept if the client sent a sane one, else a UUID) | + header `x-request-id` |
 //! | 2 | `PropagateRequestId` | tower-http | copies `x-request-id` onto the response | ? `x-request-id` |
 //! | 3 | `SetSensitiveRequestHeaders` | tower-http | marks `authorization`, `x-api-key`, `x-goog-api-key`, `cookie` sensitive so no `Debug`/trace output shows them | |
 //! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `provider`, `model` recorded later), a log line per response | ? `x-request-id` |
@@ -36,6 +37,7 @@ use crate::kiro::{Catalog, KiroService};
 use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::secret::Secret;
 use aiproxy_layers::auth::{Auth, AuthLayer};
+use aiproxy_layers::request_id::{BoundRequestId, BoundRequestIdLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
 use aiproxy_layers::toggle::{Toggle, ToggleLayer};
 use aiproxy_layers::{ErrorShape, Rejection};
@@ -61,7 +63,8 @@ pub type ModelService = Resolve<KiroService>;
 /// The whole stack, as a named type so embedding apps can store it. Each level is a
 /// [`Toggle`] of the layered service and the service it wraps (what is left when the layer is
 /// switched off), outermost first.
-pub type Pipeline = Toggle<SetRequestId<PropagateRequestId<Traced>, MakeRequestUuid>, Traced>;
+pub type Pipeline =
+    Toggle<BoundRequestId<SetRequestId<PropagateRequestId<Traced>, MakeRequestUuid>>, Traced>;
 
 type Traced = Toggle<
     SetSensitiveRequestHeaders<
@@ -136,6 +139,7 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
     Ok(ServiceBuilder::new()
         .layer(ToggleLayer::new(request_id.then(|| {
             ServiceBuilder::new()
+                .layer(BoundRequestIdLayer::new())
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .into_inner()

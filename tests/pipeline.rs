@@ -439,3 +439,26 @@ async fn a_full_account_answers_503_busy_not_an_upstream_timeout() {
         .unwrap();
     assert_eq!(again.status(), 200);
 }
+
+#[tokio::test]
+async fn request_ids_are_bounded() {
+    let with_id = |id: &str| {
+        let mut request = get("/v1/models");
+        request
+            .headers_mut()
+            .insert("x-request-id", http::HeaderValue::from_str(id).unwrap());
+        request
+    };
+    let (_, headers, _) = call(with_id("client-trace-42")).await;
+    assert_eq!(
+        headers["x-request-id"], "client-trace-42",
+        "a sane id is kept"
+    );
+    let long = "x".repeat(129);
+    let (_, headers, _) = call(with_id(&long)).await;
+    let fresh = headers["x-request-id"].to_str().unwrap();
+    assert_ne!(fresh, long, "an id over 128 characters is replaced");
+    assert_eq!(fresh.len(), 36, "by a fresh UUID: {fresh}");
+    let (_, headers, _) = call(with_id("two words")).await;
+    assert_ne!(headers["x-request-id"], "two words", "only visible ASCII");
+}

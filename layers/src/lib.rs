@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | [`auth`] | API key check (Bearer, `x-api-key`, `x-goog-api-key`, `?key=`), constant time | [`ClientKey`] |
 //! | [`route`] | provider selection from headers or a `/{provider}/...` path prefix | [`ProviderId`] |
+//! | [`request_id`] | drops a client `x-request-id` over 128 characters or not visible ASCII, so a fresh one is made | |
 //! | [`toggle`] | switches any HTTP layer on or off by configuration, free when off | |
 
 pub mod auth;
@@ -18,6 +19,7 @@ mod body;
 mod extensions;
 mod future;
 mod rejection;
+pub mod request_id;
 pub mod route;
 pub mod toggle;
 
