@@ -208,12 +208,34 @@ pub fn parse(
     let auth_method = fields
         .optional("authMethod")?
         .map(|m| m.to_ascii_lowercase());
+    if !["refreshToken", "refresh_token", "token_url"]
+        .iter()
+        .any(|key| object.contains_key(*key))
+    {
+        return Err(CredentialError::Malformed {
+            source_name: source.describe(),
+            reason: "these are not Kiro credentials of any known format. Expected one of: \
+                     generic OAuth2 (`client_id`, `client_secret`, `token_url`, `refresh_token`, optional `scope`); \
+                     Kiro social (`refreshToken`, optional `accessToken`, `expiresAt`, `profileArn`, `authMethod: \"social\"`); \
+                     Kiro IdC (`refreshToken`, `clientId` + `clientSecret` or `clientIdHash`, `authMethod: \"IdC\"`)"
+                .into(),
+        });
+    }
     let is_seed = object.contains_key("token_url") || object.contains_key("refresh_token");
     let format = if is_seed {
+        let token_url = fields.required("token_url", "oauth2")?;
+        if !(token_url.starts_with("https://") || token_url.starts_with("http://")) {
+            return Err(CredentialError::Field {
+                source_name: source.describe(),
+                field: "token_url".into(),
+                problem: "not an http:// or https:// URL",
+                format: "oauth2",
+            });
+        }
         Format::Seed {
             client_id: fields.required("client_id", "oauth2")?,
             client_secret: Secret::new(fields.required("client_secret", "oauth2")?),
-            token_url: fields.required("token_url", "oauth2")?,
+            token_url,
             scope: fields.optional("scope")?,
         }
     } else if auth_method.as_deref() == Some("social")

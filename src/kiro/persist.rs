@@ -77,7 +77,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    create_private_dir(dir).map_err(|e| io_error(dir, e))?;
     let temp = temp_path(path);
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
@@ -97,6 +97,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
         let _ = std::fs::remove_file(&temp);
     }
     result.map_err(|e| io_error(path, e))
+}
+
+/// Creates `dir` (and missing parents) readable by the owner only: it holds tokens.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// The file a token file's writes land in: the final target when `path` is a symlink
@@ -385,6 +394,15 @@ mod tests {
         updates.insert("refreshToken".into(), json!("r"));
         merge_into_file(&path, &updates).unwrap();
         assert!(path.is_file());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "a new state directory is private");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -89,7 +89,7 @@ fn idc_format_inline_and_by_hash() {
 #[test]
 fn errors_name_source_and_field_never_values() {
     let err =
-        parse_json(json!({"client_id": "cid", "client_secret": "TOPSECRET", "token_url": "u"}))
+        parse_json(json!({"client_id": "cid", "client_secret": "TOPSECRET", "token_url": "https://auth.example/token"}))
             .unwrap_err()
             .to_string();
     assert!(err.contains("`refresh_token` is missing"), "{err}");
@@ -173,4 +173,41 @@ fn times() {
         Some("2025-12-31T01:32:45.144Z")
     );
     assert!(parse_time("NaN").is_none());
+}
+
+#[test]
+fn a_file_of_no_known_format_lists_every_formats_fields() {
+    let object = serde_json::json!({"token": "x", "user": "me"});
+    let err = parse(
+        object.as_object().unwrap(),
+        Source::Base64 { origin: "test" },
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    for field in [
+        "token_url",
+        "client_id",
+        "refreshToken",
+        "clientIdHash",
+        "authMethod",
+    ] {
+        assert!(err.contains(field), "{field} missing from: {err}");
+    }
+    assert!(!err.contains("me"), "never a value: {err}");
+}
+
+#[test]
+fn a_token_url_that_is_not_http_is_refused_naming_the_field() {
+    let object = serde_json::json!({"client_id": "c", "client_secret": "s",
+        "token_url": "file:///etc/passwd", "refresh_token": "r"});
+    let err = parse(
+        object.as_object().unwrap(),
+        Source::Base64 { origin: "test" },
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`token_url`") && err.contains("http"), "{err}");
+    assert!(!err.contains("passwd"), "never a value: {err}");
 }
