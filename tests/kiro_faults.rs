@@ -479,3 +479,28 @@ async fn health_is_honest_and_says_nothing_an_outsider_should_not_see() {
     let (status, body) = health(&pipeline, http::Method::HEAD).await;
     assert_eq!((status, body.as_str()), (503, ""), "HEAD answers like GET");
 }
+
+#[tokio::test]
+async fn an_empty_turn_is_asked_again_once_with_a_reminder_then_refused() {
+    let fake = Fake::start();
+    let pipeline = live(&fake, |_| {});
+    let calls = |stats: Value| stats["generate_calls"].as_u64().unwrap();
+    let before = calls(fake.stats().await);
+    // Metadata only (no text, no tool call), then a normal answer.
+    fake.script(json!([{"text": ""}])).await;
+    let reply = chat(&pipeline, "hello", false).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let content = common::fake::content_of(&reply);
+    assert!(content.starts_with("hello"), "{content}");
+    assert!(
+        content.contains("Your previous reply was empty"),
+        "the retry carried the reminder: {content}"
+    );
+    assert_eq!(calls(fake.stats().await), before + 2);
+    // Empty twice: an explicit error, never an empty end_turn; nothing streamed.
+    fake.script(json!([{"text": ""}, {"text": ""}])).await;
+    let reply = chat(&pipeline, "hello", true).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(reply.body.contains("empty turn"), "{}", reply.body);
+    assert_eq!(calls(fake.stats().await), before + 4);
+}

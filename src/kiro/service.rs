@@ -197,7 +197,58 @@ impl Service<ModelRequest> for KiroService {
     }
 }
 
+/// Appended to the current message when Kiro answered an empty turn (kiro-protocol.md
+/// §13.2: resending the same request tends to come back empty again; a reminder fixes it).
+const EMPTY_TURN_NUDGE: &str =
+    "(Your previous reply was empty. Continue: answer the request above, or call a tool.)";
+
+/// What one upstream attempt produced.
+enum Attempt {
+    /// A response that has content (or a tool call), ready for the client.
+    Answer(ModelResponse),
+    /// The upstream ended the turn without text, tool call or reasoning.
+    Empty,
+}
+
 async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, ChatError> {
+    if let Attempt::Answer(response) = attempt(shared, &request, false).await? {
+        return Ok(response);
+    }
+    tracing::info!(
+        account = shared.tokens.name(),
+        "Kiro answered an empty turn; asking once more with a continuation reminder"
+    );
+    match attempt(shared, &request, true).await? {
+        Attempt::Answer(response) => Ok(response),
+        Attempt::Empty => Err(ChatError::Upstream {
+            message:
+                "Kiro answered twice with an empty turn (no text, no tool call, no reasoning); \
+                      retry the request or rephrase the last message"
+                    .into(),
+        }),
+    }
+}
+
+/// `chat` with the empty-turn reminder added to its current (last, user) message.
+fn nudged(chat: &crate::chat::ChatRequest) -> crate::chat::ChatRequest {
+    use crate::chat::{Message, Part, Role};
+    let mut chat = chat.clone();
+    match chat.messages.last_mut() {
+        Some(last) if last.role == Role::User => {
+            last.parts.push(Part::Text(EMPTY_TURN_NUDGE.to_owned()))
+        }
+        _ => chat
+            .messages
+            .push(Message::text(Role::User, EMPTY_TURN_NUDGE)),
+    }
+    chat
+}
+
+async fn attempt(
+    shared: &Shared,
+    request: &ModelRequest,
+    nudge: bool,
+) -> Result<Attempt, ChatError> {
     let resolved =
         request
             .extensions
@@ -205,7 +256,8 @@ async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, C
             .ok_or_else(|| ChatError::Internal {
                 message: "the model tier has no model resolution above the Kiro service".into(),
             })?;
-    let chat = &*request.chat;
+    let nudged_chat = nudge.then(|| nudged(&request.chat));
+    let chat = nudged_chat.as_ref().unwrap_or(&*request.chat);
     let model = &resolved.entry;
     let thinking = chat
         .thinking
@@ -279,26 +331,37 @@ async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, C
         .with_thinking(thinking.is_some());
     let mut events = chat_stream(response.body, translator);
     // Resolve only once the upstream has said something: a failure before that is the
-    // future's error, so nothing reached the client and a retry is safe.
-    let first = match events.next().await {
-        Some(Ok(event)) => event,
-        Some(Err(error)) => return Err(error),
-        None => {
-            return Err(ChatError::Truncated {
-                message: "the upstream stream ended before its first event; retry the request"
-                    .into(),
-            })
+    // future's error, so nothing reached the client and a retry is safe. Usage figures
+    // may come first; a stop before any content is an empty turn.
+    let mut prelude = Vec::with_capacity(2);
+    loop {
+        match events.next().await {
+            Some(Ok(usage @ ChatEvent::Usage(_))) => prelude.push(usage),
+            Some(Ok(ChatEvent::Stop(_))) => return Ok(Attempt::Empty),
+            Some(Ok(event)) => {
+                prelude.push(event);
+                break;
+            }
+            Some(Err(error)) => return Err(error),
+            None => {
+                return Err(ChatError::Truncated {
+                    message: "the upstream stream ended before its first event; retry the request"
+                        .into(),
+                })
+            }
         }
-    };
+    }
     let start = ChatEvent::Start {
         id: Arc::from(format!("msg_{}", uuid::Uuid::new_v4().simple())),
-        model: Arc::from(chat.model.as_str()),
+        model: Arc::from(request.chat.model.as_str()),
         input_tokens: input_estimate,
     };
-    let events = futures_util::stream::iter([Ok(start), Ok(first)]).chain(events);
+    let head: Vec<Result<ChatEvent, ChatError>> =
+        std::iter::once(start).chain(prelude).map(Ok).collect();
+    let events = futures_util::stream::iter(head).chain(events);
     let mut response = ModelResponse::new(Box::pin(events));
     response.extensions.insert(shared.account_id.clone());
-    Ok(response)
+    Ok(Attempt::Answer(response))
 }
 
 /// Classifies an upstream failure and disables the account when it is suspended.

@@ -10,6 +10,7 @@
 
 use crate::api::collect::{collect, Block, Completed};
 use crate::api::error::rejection;
+use crate::api::keep_alive::KeepAlive;
 use crate::body::ChunkStream;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
@@ -18,14 +19,13 @@ use futures_util::Stream;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Quiet time after which a `ping` is sent.
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+pub const PING_INTERVAL: Duration = crate::api::keep_alive::INTERVAL;
 
 fn stop_reason(stop: StopReason) -> &'static str {
     match stop {
@@ -112,8 +112,7 @@ pub fn sse_with_ping(stream: ChatStream, model: &str, ping: Duration) -> ChunkSt
         model: Arc::from(model),
         encoder: BlockEncoder::default(),
         out: VecDeque::with_capacity(4),
-        ping,
-        sleep: Box::pin(tokio::time::sleep(ping)),
+        keep_alive: KeepAlive::new(ping),
         finished: false,
     })
 }
@@ -388,8 +387,7 @@ struct AnthropicSse {
     model: Arc<str>,
     encoder: BlockEncoder,
     out: VecDeque<Bytes>,
-    ping: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    keep_alive: KeepAlive,
     finished: bool,
 }
 
@@ -400,8 +398,7 @@ impl Stream for AnthropicSse {
         let this = &mut *self;
         loop {
             if let Some(bytes) = this.out.pop_front() {
-                let next = tokio::time::Instant::now() + this.ping;
-                this.sleep.as_mut().reset(next);
+                this.keep_alive.sent();
                 return Poll::Ready(Some(bytes));
             }
             if this.finished {
@@ -424,7 +421,7 @@ impl Stream for AnthropicSse {
                     this.finished = true;
                 }
                 Poll::Pending => {
-                    if this.sleep.as_mut().poll(cx).is_ready() {
+                    if this.keep_alive.due(cx) {
                         this.out.push_back(event("ping", &json!({"type": "ping"})));
                         continue;
                     }

@@ -225,6 +225,19 @@ struct Chunk<'a> {
 
 /// Encodes a chat stream as OpenAI SSE.
 pub fn sse(stream: ChatStream, model: &str, options: ResponseOptions) -> ChunkStream {
+    sse_with_keep_alive(stream, model, options, crate::api::keep_alive::INTERVAL)
+}
+
+/// SSE comment sent after a quiet stretch (clients skip comment lines).
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// [`sse`] with a custom keep-alive interval (tests).
+pub fn sse_with_keep_alive(
+    stream: ChatStream,
+    model: &str,
+    options: ResponseOptions,
+    keep_alive: std::time::Duration,
+) -> ChunkStream {
     let id = completion_id();
     let created = unix_now();
     Box::pin(OpenAiSse {
@@ -237,6 +250,7 @@ pub fn sse(stream: ChatStream, model: &str, options: ResponseOptions) -> ChunkSt
         legacy_functions: options.legacy_functions,
         usage: None,
         out: VecDeque::with_capacity(3),
+        keep_alive: crate::api::keep_alive::KeepAlive::new(keep_alive),
         finished: false,
     })
 }
@@ -253,6 +267,7 @@ struct OpenAiSse {
     legacy_functions: bool,
     usage: Option<Usage>,
     out: VecDeque<Bytes>,
+    keep_alive: crate::api::keep_alive::KeepAlive,
     finished: bool,
 }
 
@@ -443,13 +458,20 @@ impl Stream for OpenAiSse {
         let this = &mut *self;
         loop {
             if let Some(bytes) = this.out.pop_front() {
+                this.keep_alive.sent();
                 return Poll::Ready(Some(bytes));
             }
             if this.finished {
                 return Poll::Ready(None);
             }
             match this.inner.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if this.keep_alive.due(cx) {
+                        this.out.push_back(Bytes::from_static(KEEP_ALIVE));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(event))) => this.encode(event),
                 Poll::Ready(Some(Err(error))) => this.fail(&error),
                 Poll::Ready(None) => this.fail(&ChatError::Truncated {
@@ -464,6 +486,44 @@ impl Stream for OpenAiSse {
 mod tests {
     use super::*;
     use futures_util::{stream, StreamExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn comments_keep_a_quiet_stream_alive_and_stop_when_it_talks() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ChatEvent, ChatError>>(4);
+        let mut out = sse_with_keep_alive(
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            "m",
+            ResponseOptions::default(),
+            std::time::Duration::from_secs(15),
+        );
+        tx.send(Ok(ChatEvent::Start {
+            id: Arc::from("x"),
+            model: Arc::from("m"),
+            input_tokens: 1,
+        }))
+        .await
+        .unwrap();
+        assert!(out.next().await.unwrap().starts_with(b"data: "));
+        // Upstream silent for 15 s (a long tool call being generated): a comment line.
+        let started = tokio::time::Instant::now();
+        assert_eq!(&out.next().await.unwrap()[..], KEEP_ALIVE);
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(15));
+        // Talk resets the quiet time: the next comment is 15 s after the last chunk.
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        tx.send(Ok(ChatEvent::TextDelta("hi".into())))
+            .await
+            .unwrap();
+        assert!(out.next().await.unwrap().starts_with(b"data: "));
+        let spoke = tokio::time::Instant::now();
+        assert_eq!(&out.next().await.unwrap()[..], KEEP_ALIVE);
+        assert_eq!(spoke.elapsed(), std::time::Duration::from_secs(15));
+        tx.send(Ok(ChatEvent::Stop(StopReason::EndTurn)))
+            .await
+            .unwrap();
+        drop(tx);
+        let rest: Vec<_> = out.collect().await;
+        assert!(rest.iter().any(|c| c.starts_with(b"data: [DONE]")));
+    }
 
     fn events(items: Vec<Result<ChatEvent, ChatError>>) -> ChatStream {
         Box::pin(stream::iter(items))
