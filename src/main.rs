@@ -76,6 +76,9 @@ async fn run(config: Config) -> ExitCode {
             "mock mode: answers come from the built-in fake Kiro, not from real accounts"
         );
     }
+    // Both before the "listening" line: a client (or a test) may act on it at once.
+    let limits = server_limits(&config);
+    let shutdown = server::shutdown_signal();
     let listener = match server::bind(&config.host, config.port).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -93,8 +96,7 @@ async fn run(config: Config) -> ExitCode {
         }
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
     }
-    let limits = server_limits(&config);
-    server::serve(listener, pipeline, server::shutdown_signal(), limits).await;
+    server::serve(listener, pipeline, shutdown, limits).await;
     ExitCode::SUCCESS
 }
 
@@ -130,6 +132,7 @@ fn server_limits(config: &Config) -> server::Limits {
 }
 
 async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {
+    let shutdown = server::shutdown_signal();
     let listener = match server::bind(&args.host, args.port).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -147,6 +150,6 @@ async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {
     if let Ok(addr) = listener.local_addr() {
         announce("fake-kiro", addr);
     }
-    fake_server::serve(listener, fake, server::shutdown_signal()).await;
+    fake_server::serve(listener, fake, shutdown).await;
     ExitCode::SUCCESS
 }

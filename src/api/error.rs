@@ -5,8 +5,17 @@ use aiproxy_layers::Rejection;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::StatusCode;
 
-/// The API error for a chat failure.
+/// The API error for a chat failure, with `Retry-After` when the failure says when to
+/// come back.
 pub fn rejection(error: &ChatError) -> Rejection {
+    let rejection = classified(error);
+    match error.retry_after() {
+        Some(wait) => rejection.with_header(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
+        None => rejection,
+    }
+}
+
+fn classified(error: &ChatError) -> Rejection {
     let message = error.to_string();
     match error {
         ChatError::InvalidRequest { param, .. } => {
@@ -30,13 +39,9 @@ pub fn rejection(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
                 .with_code("upstream_rejected")
         }
-        ChatError::RateLimited { retry_after, .. } => {
-            let r = Rejection::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
-                .with_code("rate_limit_exceeded");
-            match retry_after {
-                Some(wait) => r.with_header(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
-                None => r,
-            }
+        ChatError::RateLimited { .. } => {
+            Rejection::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                .with_code("rate_limit_exceeded")
         }
         ChatError::QuotaExhausted { .. } => {
             Rejection::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
@@ -56,13 +61,9 @@ pub fn rejection(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)
                 .with_code("upstream_truncated")
         }
-        ChatError::Busy { retry_after, .. } => {
-            let r = Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
-                .with_code("capacity_exhausted");
-            match retry_after {
-                Some(wait) => r.with_header(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
-                None => r,
-            }
+        ChatError::Busy { .. } => {
+            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
+                .with_code("capacity_exhausted")
         }
         ChatError::Internal { .. } => {
             Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", message)

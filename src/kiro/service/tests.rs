@@ -5,7 +5,7 @@ use crate::chat::{ChatRequest, Message, Role, StopReason};
 use crate::kiro::fake::script::Step;
 use crate::kiro::token_source::FixedToken;
 use crate::kiro::Catalog;
-use crate::model::resolve::ResolveLayer;
+use crate::model::resolve::{Resolve, ResolveLayer};
 use std::future::poll_fn;
 use tower::{Layer, ServiceExt};
 
@@ -39,6 +39,17 @@ fn step(value: serde_json::Value) -> Step {
     serde_json::from_value(value).unwrap()
 }
 
+/// Waits for a slot, then starts a response (its stream not yet read).
+async fn open(service: &mut Resolve<KiroService>, text: &str) -> ModelResponse {
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request(text))
+        .await
+        .unwrap()
+}
+
 async fn drain(response: ModelResponse) -> Vec<ChatEvent> {
     response.events.map(|e| e.unwrap()).collect().await
 }
@@ -64,13 +75,7 @@ async fn the_response_names_its_account_and_starts_with_start() {
 async fn a_full_account_is_not_ready_and_its_slot_lives_until_the_stream_ends() {
     let fake = FakeKiro::new();
     let (mut service, _) = leaf(&fake, 1);
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request("one"))
-        .await
-        .unwrap();
+    let response = open(&mut service, "one").await;
     // The stream is still open: its slot is held, so the account is not ready.
     let mut probe = service.clone();
     let pending = poll_fn(|cx| Poll::Ready(probe.poll_ready(cx))).await;
@@ -87,13 +92,7 @@ async fn a_full_account_is_not_ready_and_its_slot_lives_until_the_stream_ends() 
 async fn a_dropped_stream_gives_its_slot_back() {
     let fake = FakeKiro::new();
     let (mut service, _) = leaf(&fake, 1);
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request("one two"))
-        .await
-        .unwrap();
+    let response = open(&mut service, "one two").await;
     drop(response);
     let ready = poll_fn(|cx| Poll::Ready(service.poll_ready(cx))).await;
     assert!(matches!(ready, Poll::Ready(Ok(()))));
