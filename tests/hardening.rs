@@ -186,3 +186,21 @@ async fn a_long_stream_is_not_cut_by_the_client_timeouts() {
     let data = sse_data(&answer.text());
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
 }
+
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
+    let proxy = Proxy::start(&["--max-body-bytes", "1024"], &[MOCK]);
+    let mut socket = TcpStream::connect(addr(&proxy)).unwrap();
+    socket
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n")
+        .unwrap();
+    // Not a byte of the 10 MB follows: the answer comes anyway.
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = socket.read(&mut buffer).unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("request_too_large"), "{answer}");
+}

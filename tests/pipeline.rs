@@ -462,3 +462,23 @@ async fn request_ids_are_bounded() {
     let (_, headers, _) = call(with_id("two words")).await;
     assert_ne!(headers["x-request-id"], "two words", "only visible ASCII");
 }
+
+#[tokio::test]
+async fn a_model_is_retrieved_by_id_in_either_shape() {
+    let (status, _, body) = call(get("/v1/models/claude-sonnet-4-5")).await;
+    assert_eq!(status, 200, "{body}");
+    let model = json(&body);
+    assert_eq!(model["id"], "claude-sonnet-4-5");
+    assert_eq!(model["object"], "model");
+    let mut request = get("/v1/models/claude-sonnet-4-5");
+    request.headers_mut().insert(
+        "anthropic-version",
+        http::HeaderValue::from_static("2023-06-01"),
+    );
+    let (status, _, body) = call(request).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["type"], "model");
+    let (status, _, body) = call(get("/v1/models/gpt-4")).await;
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "model_not_found");
+}

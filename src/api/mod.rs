@@ -33,7 +33,8 @@ use tower::{Service, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const ROUTES: &str = "GET /v1/models, POST /v1/chat/completions, POST /v1/messages, \
+const ROUTES: &str =
+    "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/messages, \
                       POST /v1/messages/count_tokens, GET /health";
 
 /// What `/health` reports about one provider.
@@ -119,6 +120,11 @@ where
             Ok(anthropic_models(&state))
         }
         (&Method::GET, "/v1/models") => Ok(models(&state)),
+        (&Method::GET, path) if path.starts_with("/v1/models/") => model_by_id(
+            &state,
+            &path["/v1/models/".len()..],
+            parts.headers.contains_key("anthropic-version"),
+        ),
         (&Method::POST, "/v1/chat/completions") => {
             chat::<OpenAiSurface, _, _>(model, &state, &parts, body).await
         }
@@ -166,13 +172,20 @@ fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Respons
     response
 }
 
+/// One catalog entry in OpenAI's `model` shape.
+fn openai_model(m: &crate::kiro::models::ModelEntry) -> serde_json::Value {
+    json!({"id": m.id, "object": "model", "created": m.created, "owned_by": "kiro"})
+}
+
+/// One catalog entry in Anthropic's `model` shape.
+fn anthropic_model(m: &crate::kiro::models::ModelEntry) -> serde_json::Value {
+    let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created);
+    json!({"type": "model", "id": m.id, "display_name": m.id,
+           "created_at": crate::kiro::credentials::format_time(created)})
+}
+
 fn models(state: &ApiState) -> Response<ResponseBody> {
-    let data: Vec<_> = state
-        .catalog
-        .entries()
-        .iter()
-        .map(|m| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": "kiro"}))
-        .collect();
+    let data: Vec<_> = state.catalog.entries().iter().map(openai_model).collect();
     json_response(
         StatusCode::OK,
         json!({"object": "list", "data": data}).to_string(),
@@ -184,16 +197,31 @@ fn anthropic_models(state: &ApiState) -> Response<ResponseBody> {
         .catalog
         .entries()
         .iter()
-        .map(|m| {
-            let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created);
-            json!({"type": "model", "id": m.id, "display_name": m.id,
-                   "created_at": crate::kiro::credentials::format_time(created)})
-        })
+        .map(anthropic_model)
         .collect();
     let first = data.first().map(|m| m["id"].clone());
     let last = data.last().map(|m| m["id"].clone());
     let body = json!({"data": data, "has_more": false, "first_id": first, "last_id": last});
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`), in the shape the client speaks.
+fn model_by_id(
+    state: &ApiState,
+    id: &str,
+    anthropic: bool,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let entry = state.catalog.get(id).ok_or_else(|| {
+        error::rejection(&ChatError::ModelNotFound {
+            model: id.to_owned(),
+        })
+    })?;
+    let body = if anthropic {
+        anthropic_model(entry)
+    } else {
+        openai_model(entry)
+    };
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 /// `/health`: 200 `ok` when every account can serve, 200 `degraded` when some can, 503
@@ -261,17 +289,13 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    // A declared length over the limit is refused before a byte of the body is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large(limit));
+    }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(Rejection::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!(
-                "The request body is larger than the limit of {limit} bytes. \
-                 Send a smaller request or raise --max-body-bytes."
-            ),
-        )
-        .with_code("request_too_large")),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large(limit)),
         Err(error) if error.is::<crate::server::tracked::BodyReadTimeout>() => Err(Rejection::new(
             StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
@@ -284,6 +308,18 @@ where
             format!("The request body could not be read: {error}."),
         )),
     }
+}
+
+fn too_large(limit: usize) -> Rejection {
+    Rejection::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        format!(
+            "The request body is larger than the limit of {limit} bytes. \
+             Send a smaller request or raise --max-body-bytes."
+        ),
+    )
+    .with_code("request_too_large")
 }
 
 fn metadata(parts: &http::request::Parts) -> Metadata {
