@@ -99,13 +99,10 @@ fn trickled_headers_are_cut_after_the_header_read_timeout() {
     socket
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    // Never finished: the server closes it (hyper may answer 408 first).
+    // Never finished: the connection watchdog closes it (hyper has no HTTP/1 timer here,
+    // so nothing is answered first).
     let sent = read_until_closed(&mut socket, Duration::from_secs(10));
-    let sent = String::from_utf8_lossy(&sent);
-    assert!(
-        sent.is_empty() || sent.starts_with("HTTP/1.1 408"),
-        "{sent}"
-    );
+    assert!(sent.is_empty(), "{}", String::from_utf8_lossy(&sent));
 
     // A connection that never sends a byte is closed too.
     let mut socket = TcpStream::connect(addr(&proxy)).unwrap();

@@ -249,11 +249,11 @@ fn health(state: &ApiState) -> Response<ResponseBody> {
                 })
                 .collect();
             // Mock mode serves from the in-process fake: one account that is always there.
-            let total = if p.mode == "mock" { 1 } else { accounts.len() };
-            let healthy = if p.mode == "mock" {
-                1
+            let (healthy, total) = if p.mode == "mock" {
+                (1, 1)
             } else {
-                accounts.iter().filter(|a| a["usable"] == true).count()
+                let usable = accounts.iter().filter(|a| a["usable"] == true).count();
+                (usable, accounts.len())
             };
             healthy_total += healthy;
             accounts_total += total;

@@ -186,19 +186,15 @@ impl IdeHeaders {
         Self { base }
     }
 
-    /// The headers of one call.
-    pub fn for_call(&self, token: Option<&AccessToken>) -> HeaderMap {
+    /// The headers of one call with `token` (every account, mock ones too, has one).
+    pub fn for_call(&self, token: &AccessToken) -> HeaderMap {
         let mut headers = self.base.clone();
         if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
             headers.insert("amz-sdk-invocation-id", id);
         }
-        if let Some(token) = token {
-            if let Ok(mut value) =
-                HeaderValue::from_str(&format!("Bearer {}", token.token.expose()))
-            {
-                value.set_sensitive(true);
-                headers.insert(http::header::AUTHORIZATION, value);
-            }
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.token.expose())) {
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
         }
         headers
     }

@@ -290,7 +290,7 @@ async fn attempt(
     measure.check()?;
     let mut response = shared
         .transport
-        .post(shared.headers.for_call(Some(&token)), body.clone())
+        .post(shared.headers.for_call(&token), body.clone())
         .await?;
     if matches!(
         response.status,
@@ -312,7 +312,7 @@ async fn attempt(
         token = tokens.token_after_rejection(&token.token).await?;
         response = shared
             .transport
-            .post(shared.headers.for_call(Some(&token)), body)
+            .post(shared.headers.for_call(&token), body)
             .await?;
     }
     if !response.status.is_success() {

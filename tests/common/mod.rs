@@ -91,9 +91,14 @@ impl Proxy {
 
     /// Kills the process and returns what it logged.
     pub fn kill_and_logs(&mut self) -> String {
-        use std::io::Read;
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.logs()
+    }
+
+    /// What the exited process wrote to stderr.
+    fn logs(&mut self) -> String {
+        use std::io::Read;
         let mut logs = String::new();
         if let Some(mut stderr) = self.child.stderr.take() {
             let _ = stderr.read_to_string(&mut logs);
@@ -103,14 +108,9 @@ impl Proxy {
 
     /// Stops the process with SIGTERM (so its log writer flushes) and returns what it logged.
     pub fn stop_and_logs(&mut self) -> String {
-        use std::io::Read;
         self.terminate();
         self.wait_exit(Duration::from_secs(20));
-        let mut logs = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = stderr.read_to_string(&mut logs);
-        }
-        logs
+        self.logs()
     }
 
     /// Waits for exit with a deadline.
