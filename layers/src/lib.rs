@@ -18,6 +18,7 @@ pub mod auth;
 mod body;
 mod extensions;
 mod future;
+pub mod model;
 mod rejection;
 pub mod request_id;
 pub mod route;

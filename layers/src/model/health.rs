@@ -1,0 +1,494 @@
+//! Per-account health: a breaker (closed -> open after consecutive failures -> half-open
+//! after a backoff that doubles up to a cap -> closed on a successful trial), cooldowns per
+//! rate-limit class, and disabling until a date or until the operator acts.
+//!
+//! Only the account's own faults count ([`Penalty`] from [`crate::model::Failure`]): a 400,
+//! a client that went away or a proxy-side failure never move the breaker. Time is passed
+//! in (`now`), so every transition is unit-tested without sleeping.
+
+use super::{Penalty, RateLimitClass};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The breaker's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long the breaker stays open the first time; doubles on each failed trial.
+    pub open_base: Duration,
+    /// The cap of that doubling.
+    pub open_max: Duration,
+    /// Cooldown after "suspicious activity" (when no `Retry-After` says longer).
+    pub suspicious_cooldown: Duration,
+    /// Cooldown after a short-window limit ("5-minute credit limit").
+    pub short_window_cooldown: Duration,
+    /// Cooldown after any other 429 without `Retry-After` (jittered by up to +25 %).
+    pub default_cooldown: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_base: Duration::from_secs(10),
+            open_max: Duration::from_secs(600),
+            suspicious_cooldown: Duration::from_secs(3600),
+            short_window_cooldown: Duration::from_secs(300),
+            default_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where an account stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Serving.
+    Healthy,
+    /// Kept out after failures until its backoff ends.
+    Open,
+    /// Backoff over: one trial request decides.
+    HalfOpen,
+    /// Resting after a rate limit.
+    Cooldown,
+    /// Out until a date (quota reset) or until the operator acts.
+    Disabled,
+}
+
+impl State {
+    /// The name status views show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+            Self::Cooldown => "cooldown",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// Whether an account may take a request now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Yes.
+    Open,
+    /// Yes, as the half-open trial (only one at a time).
+    Trial,
+    /// No; it may serve again at `until` (`None`: not by itself).
+    Closed {
+        /// Earliest recovery.
+        until: Option<Instant>,
+    },
+}
+
+impl Admission {
+    /// Whether a request may go.
+    pub fn admits(self) -> bool {
+        !matches!(self, Self::Closed { .. })
+    }
+}
+
+/// A non-secret view of an account's health.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Where it stands.
+    pub state: State,
+    /// Short reason code of the last state change (`failures`, `rate_limited`, `suspicious`,
+    /// `suspended`, ...), if not healthy.
+    pub reason: Option<&'static str>,
+    /// When it may serve again (wall clock), if it is out.
+    pub until: Option<SystemTime>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// When it last came back (slow start ramps from here).
+    pub recovered_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    reason: Option<&'static str>,
+    until: Option<Instant>,
+    /// Wall-clock deadline for disables given as a date (a quota reset).
+    until_wall: Option<SystemTime>,
+    consecutive_failures: u32,
+    open_for: Duration,
+    trial_in_flight: bool,
+    recovered_at: Option<Instant>,
+}
+
+/// One account's breaker. Cheap to clone; clones share state.
+#[derive(Clone, Debug)]
+pub struct Breaker {
+    config: Arc<HealthConfig>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Breaker {
+    /// A healthy account under `config`.
+    pub fn new(config: Arc<HealthConfig>) -> Self {
+        let open_for = config.open_base;
+        Self {
+            config,
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Healthy,
+                reason: None,
+                until: None,
+                until_wall: None,
+                consecutive_failures: 0,
+                open_for,
+                trial_in_flight: false,
+                recovered_at: None,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock only means a panic mid-update of plain fields.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request may go now, without claiming the half-open trial.
+    pub fn peek(&self, now: Instant) -> Admission {
+        let mut inner = self.lock();
+        inner.advance(now);
+        inner.admission(false)
+    }
+
+    /// Whether a request may go now; claims the half-open trial when it is the one.
+    pub fn admit(&self, now: Instant) -> Admission {
+        let mut inner = self.lock();
+        inner.advance(now);
+        inner.admission(true)
+    }
+
+    /// A request succeeded: failures reset; a trial closes the breaker.
+    pub fn on_success(&self, now: Instant) {
+        let mut inner = self.lock();
+        inner.consecutive_failures = 0;
+        inner.trial_in_flight = false;
+        if inner.state == State::HalfOpen {
+            inner.recover(now);
+            inner.open_for = self.config.open_base;
+        }
+    }
+
+    /// A request ended without a verdict (the client left, or a failure that is not the
+    /// account's): a claimed trial is given back.
+    pub fn on_neutral(&self) {
+        self.lock().trial_in_flight = false;
+    }
+
+    /// A request failed with `penalty`.
+    pub fn on_failure(&self, penalty: &Penalty, now: Instant) {
+        let config = &self.config;
+        let mut inner = self.lock();
+        inner.trial_in_flight = false;
+        match penalty {
+            Penalty::None => {}
+            Penalty::Failure => {
+                inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
+                if inner.state == State::HalfOpen {
+                    // The trial failed: out again, for twice as long.
+                    inner.open_for = (inner.open_for * 2).min(config.open_max);
+                    inner.open(now, "failures");
+                } else if inner.state == State::Healthy
+                    && inner.consecutive_failures >= config.failure_threshold
+                {
+                    inner.open_for = config.open_base;
+                    inner.open(now, "failures");
+                }
+            }
+            Penalty::Cooldown { class, retry_after } => {
+                let (base, reason) = match class {
+                    RateLimitClass::Suspicious => (config.suspicious_cooldown, "suspicious"),
+                    RateLimitClass::ShortWindow => (config.short_window_cooldown, "short_window"),
+                    RateLimitClass::Plain => (jittered(config.default_cooldown, 4), "rate_limited"),
+                };
+                // Suspicious activity rests at least its configured time whatever the
+                // header says; other classes trust the upstream's Retry-After.
+                let rest = match (class, retry_after) {
+                    (RateLimitClass::Suspicious, Some(after)) => base.max(*after),
+                    (_, Some(after)) => *after,
+                    (_, None) => base,
+                };
+                inner.state = State::Cooldown;
+                inner.reason = Some(reason);
+                inner.until = Some(now + rest);
+                inner.until_wall = None;
+            }
+            Penalty::Disable { reason, until } => {
+                inner.state = State::Disabled;
+                inner.reason = Some(reason);
+                inner.until_wall = *until;
+                inner.until = None;
+            }
+        }
+    }
+
+    /// The operator acted (file change, SIGHUP): a disabled or cooling account gets
+    /// another chance.
+    pub fn reset(&self, now: Instant) {
+        let mut inner = self.lock();
+        if inner.state != State::Healthy {
+            inner.recover(now);
+        }
+        inner.consecutive_failures = 0;
+        inner.open_for = self.config.open_base;
+    }
+
+    /// A non-secret view, as of `now`.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut inner = self.lock();
+        inner.advance(now);
+        let wall_now = SystemTime::now();
+        let until = inner.until_wall.or_else(|| {
+            inner
+                .until
+                .map(|at| wall_now + at.saturating_duration_since(now))
+        });
+        Snapshot {
+            state: inner.state,
+            reason: inner.reason,
+            until,
+            consecutive_failures: inner.consecutive_failures,
+            recovered_at: inner.recovered_at,
+        }
+    }
+}
+
+impl Inner {
+    /// Moves timed states on: an open breaker whose backoff ended becomes half-open, a
+    /// cooldown or dated disable that ended becomes healthy.
+    fn advance(&mut self, now: Instant) {
+        let due = self.until.is_some_and(|at| now >= at);
+        match self.state {
+            State::Open if due => {
+                self.state = State::HalfOpen;
+                self.until = None;
+            }
+            State::Cooldown if due => self.recover(now),
+            State::Disabled if self.until_wall.is_some_and(|at| SystemTime::now() >= at) => {
+                self.recover(now)
+            }
+            _ => {}
+        }
+    }
+
+    fn admission(&mut self, claim: bool) -> Admission {
+        match self.state {
+            State::Healthy => Admission::Open,
+            State::HalfOpen if !self.trial_in_flight => {
+                if claim {
+                    self.trial_in_flight = true;
+                }
+                Admission::Trial
+            }
+            // A trial is out: the account is expected back when it answers.
+            State::HalfOpen => Admission::Closed { until: None },
+            State::Open | State::Cooldown => Admission::Closed { until: self.until },
+            State::Disabled => Admission::Closed {
+                until: self.until_wall.map(|at| {
+                    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+                }),
+            },
+        }
+    }
+
+    fn open(&mut self, now: Instant, reason: &'static str) {
+        self.state = State::Open;
+        self.reason = Some(reason);
+        self.until = Some(now + self.open_for);
+        self.until_wall = None;
+    }
+
+    fn recover(&mut self, now: Instant) {
+        self.state = State::Healthy;
+        self.reason = None;
+        self.until = None;
+        self.until_wall = None;
+        self.consecutive_failures = 0;
+        self.trial_in_flight = false;
+        self.recovered_at = Some(now);
+    }
+}
+
+/// `base` plus up to `base / divisor`, at random: accounts that hit a limit together do not
+/// all come back in the same instant.
+fn jittered(base: Duration, divisor: u32) -> Duration {
+    let spread = base / divisor;
+    let nanos = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX);
+    if nanos == 0 {
+        return base;
+    }
+    base + Duration::from_nanos(super::pool::random_u64() % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Breaker {
+        Breaker::new(Arc::new(HealthConfig {
+            failure_threshold: 3,
+            open_base: Duration::from_secs(10),
+            open_max: Duration::from_secs(40),
+            ..HealthConfig::default()
+        }))
+    }
+
+    #[test]
+    fn consecutive_failures_open_then_a_trial_decides() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            b.on_failure(&Penalty::Failure, t0);
+        }
+        assert_eq!(b.peek(t0), Admission::Open, "under the threshold");
+        b.on_failure(&Penalty::Failure, t0);
+        assert_eq!(b.snapshot(t0).state, State::Open);
+        assert!(!b.peek(t0 + Duration::from_secs(9)).admits());
+        // Backoff over: one trial at a time.
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(b.admit(t1), Admission::Trial);
+        assert!(
+            !b.admit(t1).admits(),
+            "a second request waits for the trial"
+        );
+        // The trial fails: open for twice as long.
+        b.on_failure(&Penalty::Failure, t1);
+        assert!(!b.peek(t1 + Duration::from_secs(19)).admits());
+        let t2 = t1 + Duration::from_secs(20);
+        assert_eq!(b.admit(t2), Admission::Trial);
+        b.on_success(t2);
+        let s = b.snapshot(t2);
+        assert_eq!((s.state, s.consecutive_failures), (State::Healthy, 0));
+        assert_eq!(s.recovered_at, Some(t2));
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        let b = breaker();
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            b.on_failure(&Penalty::Failure, now);
+        }
+        for expected in [10, 20, 40, 40] {
+            assert!(!b.peek(now + Duration::from_secs(expected - 1)).admits());
+            now += Duration::from_secs(expected);
+            assert_eq!(b.admit(now), Admission::Trial, "after {expected} s");
+            b.on_failure(&Penalty::Failure, now);
+        }
+    }
+
+    #[test]
+    fn a_success_between_failures_keeps_it_closed() {
+        let b = breaker();
+        let now = Instant::now();
+        for _ in 0..10 {
+            b.on_failure(&Penalty::Failure, now);
+            b.on_failure(&Penalty::Failure, now);
+            b.on_success(now);
+        }
+        assert_eq!(b.snapshot(now).state, State::Healthy);
+    }
+
+    #[test]
+    fn neutral_outcomes_never_move_it() {
+        let b = breaker();
+        let now = Instant::now();
+        for _ in 0..10 {
+            b.on_failure(&Penalty::None, now);
+            b.on_neutral();
+        }
+        assert_eq!(b.snapshot(now).state, State::Healthy);
+    }
+
+    #[test]
+    fn cooldowns_follow_retry_after_or_their_class() {
+        let now = Instant::now();
+        let b = breaker();
+        b.on_failure(
+            &Penalty::Cooldown {
+                class: RateLimitClass::Plain,
+                retry_after: Some(Duration::from_secs(7)),
+            },
+            now,
+        );
+        let s = b.snapshot(now);
+        assert_eq!((s.state, s.reason), (State::Cooldown, Some("rate_limited")));
+        assert!(!b.peek(now + Duration::from_secs(6)).admits());
+        assert_eq!(b.peek(now + Duration::from_secs(7)), Admission::Open);
+
+        let b = breaker();
+        b.on_failure(
+            &Penalty::Cooldown {
+                class: RateLimitClass::Suspicious,
+                retry_after: Some(Duration::from_secs(5)),
+            },
+            now,
+        );
+        assert!(
+            !b.peek(now + Duration::from_secs(3599)).admits(),
+            "suspicious activity rests its hour whatever Retry-After says"
+        );
+        assert!(b.peek(now + Duration::from_secs(3600)).admits());
+
+        let b = breaker();
+        b.on_failure(
+            &Penalty::Cooldown {
+                class: RateLimitClass::ShortWindow,
+                retry_after: None,
+            },
+            now,
+        );
+        assert!(!b.peek(now + Duration::from_secs(299)).admits());
+        assert!(b.peek(now + Duration::from_secs(300)).admits());
+
+        let b = breaker();
+        b.on_failure(
+            &Penalty::Cooldown {
+                class: RateLimitClass::Plain,
+                retry_after: None,
+            },
+            now,
+        );
+        assert!(!b.peek(now + Duration::from_secs(29)).admits());
+        assert!(
+            b.peek(now + Duration::from_millis(37_501)).admits(),
+            "30 s + at most 25 %"
+        );
+    }
+
+    #[test]
+    fn disabled_until_a_date_or_the_operator() {
+        let now = Instant::now();
+        let b = breaker();
+        b.on_failure(
+            &Penalty::Disable {
+                reason: "suspended",
+                until: None,
+            },
+            now,
+        );
+        let s = b.snapshot(now + Duration::from_secs(86_400));
+        assert_eq!(
+            (s.state, s.reason, s.until),
+            (State::Disabled, Some("suspended"), None)
+        );
+        b.reset(now);
+        assert_eq!(b.peek(now), Admission::Open);
+
+        let b = breaker();
+        let past = SystemTime::now() - Duration::from_secs(1);
+        b.on_failure(
+            &Penalty::Disable {
+                reason: "quota_exhausted",
+                until: Some(past),
+            },
+            now,
+        );
+        assert_eq!(b.peek(now), Admission::Open, "the reset date has passed");
+    }
+}

@@ -1,0 +1,185 @@
+//! Model-tier layers: a pool of accounts, retry and per-account health, generic over the
+//! request, response and error types of the model tier they wrap.
+//!
+//! They need three things of those types, each a small trait here:
+//! - [`Failure`] on the error: whose fault it is ([`Fault`]), when to come back and what it
+//!   means for the account that served it ([`Penalty`]), so every layer classifies with one
+//!   call;
+//! - [`Observe`] on the response: one end-of-stream hook, so load, breakers and latency are
+//!   accounted when the stream ends, not when its headers arrive;
+//! - [`HasExtensions`] on request and response: typed values between layers
+//!   ([`SessionKey`], [`Attempts`], [`Served`]).
+//!
+//! | module | what it does | extensions |
+//! |---|---|---|
+//! | [`retry`] | retries failures that happened before any byte reached the client (a `tower::retry` policy with backoff, jitter and a budget) | + [`Attempts`] (request and response) |
+//! | [`pool`] | picks one account per request: session affinity, power of two choices over load, weights, concurrency caps, slow start; skips accounts the [`health`] breaker keeps out | ? [`SessionKey`], ? [`Attempts`]; response + [`Served`] |
+//! | [`health`] | the per-account breaker and cooldowns the pool consults and feeds | |
+
+pub mod health;
+pub mod pool;
+pub mod retry;
+#[cfg(test)]
+mod testing;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Whose fault a failure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The request itself: retrying it anywhere fails the same way; no account is to blame.
+    Request,
+    /// The account that served it (rate limit, quota, suspension, revoked token): another
+    /// account may succeed; this one should rest.
+    Account,
+    /// The upstream or the way to it (5xx, network, timeout, broken stream): a retry may
+    /// succeed, on this account or another.
+    Upstream,
+    /// The proxy itself (at capacity, no account available, a bug); nothing reached the
+    /// upstream's judgement.
+    Local,
+}
+
+/// Which kind of rate limit an account hit: each rests for its own time (kiro-protocol.md
+/// §13.4 has the texts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RateLimitClass {
+    /// "Due to suspicious activity ...": keep traffic off the account for long.
+    Suspicious,
+    /// A short window ("5-minute credit limit exceeded").
+    ShortWindow,
+    /// Any other 429.
+    Plain,
+}
+
+/// What a failure means for the account that served it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Penalty {
+    /// Nothing: the request's fault, the client's, or the proxy's.
+    None,
+    /// One failure towards the account's breaker.
+    Failure,
+    /// Rest the account: for `retry_after` when the upstream said so, else for the class's
+    /// configured time.
+    Cooldown {
+        /// Which limit.
+        class: RateLimitClass,
+        /// The upstream's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// Take the account out: until `until` (a quota reset), or until the operator acts.
+    Disable {
+        /// Short, non-secret reason code for status views (`suspended`, `quota_exhausted`).
+        reason: &'static str,
+        /// When it may serve again by itself.
+        until: Option<SystemTime>,
+    },
+}
+
+/// What the model-tier layers need to know about an error.
+pub trait Failure {
+    /// Whose fault it is.
+    fn fault(&self) -> Fault;
+    /// When to come back, when the failure says so.
+    fn retry_after(&self) -> Option<Duration>;
+    /// What it means for the account that served it.
+    fn penalty(&self) -> Penalty {
+        match self.fault() {
+            Fault::Upstream | Fault::Account => Penalty::Failure,
+            Fault::Request | Fault::Local => Penalty::None,
+        }
+    }
+    /// Stable short label (closed vocabulary) for status views and logs.
+    fn kind(&self) -> &'static str;
+}
+
+/// How a response stream ended, as the layers here see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// It reached its stop event.
+    Complete,
+    /// It failed; the fault says whose fault.
+    Failed(Fault),
+    /// The client went away first: nobody's fault, counts neither way.
+    Abandoned,
+}
+
+/// A response whose end can be observed.
+pub trait Observe: Sized {
+    /// Calls `hook` once when the response stream ends, fails or is dropped, with how it
+    /// ended and how long it took from the response to the first content event (if any
+    /// came). Whatever `hook` owns (a load guard, a permit) lives until then.
+    fn on_stream_end(self, hook: impl FnOnce(StreamEnd, Option<Duration>) + Send + 'static)
+        -> Self;
+}
+
+/// Requests and responses that carry typed extensions.
+pub trait HasExtensions {
+    /// The extensions.
+    fn extensions(&self) -> &http::Extensions;
+    /// The extensions, to add to.
+    fn extensions_mut(&mut self) -> &mut http::Extensions;
+}
+
+impl<B> HasExtensions for http::Request<B> {
+    fn extensions(&self) -> &http::Extensions {
+        http::Request::extensions(self)
+    }
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        http::Request::extensions_mut(self)
+    }
+}
+
+/// Keeps the requests of one conversation on one account while it is healthy (a hash of a
+/// session id; see the pool's affinity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub u64);
+
+impl SessionKey {
+    /// The key of a session id (any stable string: a client's session id, a conversation id).
+    pub fn of(id: &str) -> Self {
+        // FNV-1a: stable across processes and releases (affinity survives restarts, and two
+        // proxies behind one balancer agree), unlike the std hasher's random seed.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in id.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self(hash)
+    }
+}
+
+/// The attempts of one client request: the retry layer adds it (clones share it), the pool
+/// records each account it tried, so a retry lands on another account when there is one.
+/// Also put on the response, for the `x-aiproxy-attempts` header.
+#[derive(Clone, Debug, Default)]
+pub struct Attempts(Arc<std::sync::Mutex<Vec<Arc<str>>>>);
+
+impl Attempts {
+    /// Accounts tried so far, in order.
+    pub fn tried(&self) -> Vec<Arc<str>> {
+        self.lock().clone()
+    }
+
+    /// How many attempts were made.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(crate) fn record(&self, account: Arc<str>) {
+        self.lock().push(account);
+    }
+
+    pub(crate) fn has_tried(&self, account: &str) -> bool {
+        self.lock().iter().any(|a| &**a == account)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<str>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Which pool member served a response (its name; never a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served(pub Arc<str>);

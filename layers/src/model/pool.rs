@@ -1,0 +1,592 @@
+//! The account pool: one inner service per account, one account per request.
+//!
+//! Choice, in order:
+//! 1. **Candidates**: accounts the [`Breaker`] admits, below their `max_concurrency`, not yet
+//!    tried by this request's earlier attempts ([`Attempts`]; tried ones only when nothing
+//!    else is left). An account in **slow start** (just added or just recovered) is a
+//!    candidate with a probability that ramps from 10 % to 100 % over `slow_start`, so it gets
+//!    a growing share of traffic instead of all of it at once.
+//! 2. **Session affinity**: a request with a [`SessionKey`] goes to the candidate that ranks
+//!    first for that key (rendezvous hashing), so one conversation stays on one account
+//!    while that account is healthy (Kiro's prompt cache stays warm and Kiro sees one user),
+//!    and moves as little as possible when accounts come and go.
+//! 3. Otherwise **power of two choices**: two random candidates, the one with the lower load
+//!    wins. Load is the in-flight count ([`Balance::InFlight`]) or the
+//!    peak-EWMA of time to first event times in-flight ([`Balance::PeakEwma`]); in-flight
+//!    counts last until the response stream ends ([`Observe`]). The two are drawn with
+//!    probability proportional to `weight`, so idle accounts split traffic by weight.
+//!
+//! No candidate at all: the call fails at once with [`NoAccount`] (retry-after = the earliest
+//! recovery, and a message naming every account's state). All candidates full: `poll_ready`
+//! is pending until a stream ends.
+
+use super::health::{Admission, Breaker, HealthConfig, Snapshot};
+use super::{
+    Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey, StreamEnd,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tower_service::Service;
+
+/// How the pool weighs load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Requests in flight (streams count until they end).
+    #[default]
+    InFlight,
+    /// Peak-EWMA of the time to first event, times (in flight + 1).
+    PeakEwma,
+}
+
+/// The pool's settings.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Breaker settings of every account.
+    pub health: Arc<HealthConfig>,
+    /// How long a new or recovered account ramps up (zero: no ramp).
+    pub slow_start: Duration,
+    /// The load measure.
+    pub balance: Balance,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            health: Arc::new(HealthConfig::default()),
+            slow_start: Duration::from_secs(60),
+            balance: Balance::default(),
+        }
+    }
+}
+
+/// One account of the pool, as configured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberSpec {
+    /// Display name (unique in the pool; never a secret).
+    pub name: Arc<str>,
+    /// Relative share of traffic (>= 1).
+    pub weight: u32,
+    /// Most requests in flight at once.
+    pub max_concurrency: usize,
+}
+
+/// No account can take the request now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoAccount {
+    /// Every account's state, e.g. `all 2 accounts are unavailable: a (cooldown:
+    /// rate_limited, back in 12 s), b (disabled: suspended)`.
+    pub message: String,
+    /// When the first of them is expected back, if any is.
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    last_used_ms: AtomicU64,
+    ewma_ns: AtomicU64,
+    last_error: Mutex<Option<&'static str>>,
+}
+
+#[derive(Debug)]
+struct Member<S> {
+    spec: MemberSpec,
+    service: S,
+    breaker: Breaker,
+    counters: Arc<Counters>,
+    added_at: Instant,
+}
+
+impl<S> Member<S> {
+    fn load(&self, balance: Balance) -> f64 {
+        let in_flight = self.counters.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
+        match balance {
+            Balance::InFlight => in_flight,
+            Balance::PeakEwma => {
+                // An account with no sample yet looks as fast as the best (1 ms).
+                let ewma = self.counters.ewma_ns.load(Ordering::Relaxed).max(1_000_000);
+                ewma as f64 * in_flight
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.counters.in_flight.load(Ordering::Relaxed) < self.spec.max_concurrency.max(1)
+    }
+}
+
+/// A member's view for status pages (never a secret).
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    /// What was configured.
+    pub spec: MemberSpec,
+    /// Breaker state.
+    pub health: Snapshot,
+    /// Requests in flight (streams included).
+    pub in_flight: usize,
+    /// Requests sent to it.
+    pub requests: u64,
+    /// Requests that failed through its fault or the upstream's.
+    pub errors: u64,
+    /// The kind of its last error.
+    pub last_error: Option<&'static str>,
+    /// When it was last picked.
+    pub last_used: Option<SystemTime>,
+}
+
+struct Shared<S> {
+    config: PoolConfig,
+    members: RwLock<Arc<Vec<Arc<Member<S>>>>>,
+    waiters: Mutex<Vec<Waker>>,
+    waiting: AtomicUsize,
+}
+
+/// The pool service (see the module docs). Cheap to clone; clones share the accounts.
+pub struct Pool<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Pool<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Pool<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("members", &self.members().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Pool<S> {
+    /// A pool of `members` (each its spec and its service).
+    pub fn new(config: PoolConfig, members: Vec<(MemberSpec, S)>) -> Self {
+        let pool = Self {
+            shared: Arc::new(Shared {
+                config,
+                members: RwLock::new(Arc::new(Vec::new())),
+                waiters: Mutex::new(Vec::new()),
+                waiting: AtomicUsize::new(0),
+            }),
+        };
+        pool.replace(members, false);
+        pool
+    }
+
+    fn members(&self) -> Arc<Vec<Arc<Member<S>>>> {
+        Arc::clone(
+            &self
+                .shared
+                .members
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Replaces the member list (a pool file reload): accounts that stay keep their state
+    /// and counters (and get their breaker reset when `operator_acted`), new ones join in
+    /// slow start, removed ones take no new requests and drain the ones they have.
+    pub fn replace(&self, members: Vec<(MemberSpec, S)>, operator_acted: bool) {
+        let now = Instant::now();
+        let old = self.members();
+        let next: Vec<Arc<Member<S>>> = members
+            .into_iter()
+            .map(|(spec, service)| {
+                let kept = old.iter().find(|m| m.spec.name == spec.name);
+                let (breaker, counters, added_at) = match kept {
+                    Some(m) => {
+                        if operator_acted {
+                            m.breaker.reset(now);
+                        }
+                        (m.breaker.clone(), Arc::clone(&m.counters), m.added_at)
+                    }
+                    None => (
+                        Breaker::new(Arc::clone(&self.shared.config.health)),
+                        Arc::default(),
+                        now,
+                    ),
+                };
+                Arc::new(Member {
+                    spec,
+                    service,
+                    breaker,
+                    counters,
+                    added_at,
+                })
+            })
+            .collect();
+        *self
+            .shared
+            .members
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.shared.wake_all();
+    }
+
+    /// Every member's state, in configuration order.
+    pub fn views(&self) -> Vec<MemberView> {
+        let now = Instant::now();
+        self.members()
+            .iter()
+            .map(|m| {
+                let c = &m.counters;
+                let last_used_ms = c.last_used_ms.load(Ordering::Relaxed);
+                MemberView {
+                    spec: m.spec.clone(),
+                    health: m.breaker.snapshot(now),
+                    in_flight: c.in_flight.load(Ordering::Relaxed),
+                    requests: c.requests.load(Ordering::Relaxed),
+                    errors: c.errors.load(Ordering::Relaxed),
+                    last_error: *c.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+                    last_used: (last_used_ms > 0)
+                        .then(|| UNIX_EPOCH + Duration::from_millis(last_used_ms)),
+                }
+            })
+            .collect()
+    }
+
+    /// Picks the account for one request, or says why there is none.
+    fn pick(
+        &self,
+        members: &[Arc<Member<S>>],
+        session: Option<SessionKey>,
+        attempts: Option<&Attempts>,
+        now: Instant,
+    ) -> Result<Arc<Member<S>>, NoAccount> {
+        let config = &self.shared.config;
+        let admitted: Vec<&Arc<Member<S>>> = members
+            .iter()
+            .filter(|m| m.breaker.peek(now).admits())
+            .collect();
+        if admitted.is_empty() {
+            return Err(no_account(members, now));
+        }
+        let untried = |m: &&&Arc<Member<S>>| attempts.is_none_or(|a| !a.has_tried(&m.spec.name));
+        let mut candidates: Vec<&Arc<Member<S>>> = admitted
+            .iter()
+            .filter(|m| m.has_room())
+            .filter(untried)
+            .copied()
+            .collect();
+        if candidates.is_empty() {
+            // Every untried account is full or gone: a tried one with room beats waiting.
+            candidates = admitted.iter().filter(|m| m.has_room()).copied().collect();
+        }
+        if candidates.is_empty() {
+            // All full (a race with poll_ready): the least loaded waits for a slot.
+            candidates = admitted;
+        }
+        if session.is_none() && !config.slow_start.is_zero() && candidates.len() > 1 {
+            let ramped: Vec<_> = candidates
+                .iter()
+                .filter(|m| {
+                    let since = m
+                        .breaker
+                        .snapshot(now)
+                        .recovered_at
+                        .map_or(m.added_at, |r| r.max(m.added_at));
+                    ramp_admits(now.saturating_duration_since(since), config.slow_start)
+                })
+                .copied()
+                .collect();
+            if !ramped.is_empty() {
+                candidates = ramped;
+            }
+        }
+        let chosen = match session {
+            Some(key) => candidates
+                .iter()
+                .max_by_key(|m| rendezvous(key, &m.spec.name))
+                .copied(),
+            None => p2c(&candidates, config.balance),
+        };
+        chosen.cloned().ok_or_else(|| no_account(members, now))
+    }
+}
+
+impl<S> Shared<S> {
+    fn wake_all(&self) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let wakers = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        self.waiting.store(0, Ordering::Release);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// Whether an account `age` into its slow start is a candidate this time: with probability
+/// ramping linearly from 10 % to 100 %.
+fn ramp_admits(age: Duration, window: Duration) -> bool {
+    if age >= window {
+        return true;
+    }
+    let share = 0.1 + 0.9 * age.as_secs_f64() / window.as_secs_f64();
+    (random_u64() % 10_000) as f64 / 10_000.0 < share
+}
+
+/// Power of two choices: two distinct candidates drawn with probability proportional to
+/// their weight, the less loaded wins (ties: the first drawn), so equal loads split traffic
+/// by weight and unequal loads go to the idler account.
+fn p2c<'a, S>(candidates: &[&'a Arc<Member<S>>], balance: Balance) -> Option<&'a Arc<Member<S>>> {
+    let first = weighted_draw(candidates, None)?;
+    let Some(second) = weighted_draw(candidates, Some(first)) else {
+        return Some(candidates[first]);
+    };
+    let (a, b) = (candidates[first], candidates[second]);
+    Some(if b.load(balance) < a.load(balance) {
+        b
+    } else {
+        a
+    })
+}
+
+/// Index of a candidate drawn with probability proportional to its weight, `skip` excluded.
+fn weighted_draw<S>(candidates: &[&Arc<Member<S>>], skip: Option<usize>) -> Option<usize> {
+    let weight = |i: usize| u64::from(candidates[i].spec.weight.max(1));
+    let total: u64 = (0..candidates.len())
+        .filter(|i| Some(*i) != skip)
+        .map(weight)
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = random_u64() % total;
+    (0..candidates.len())
+        .filter(|i| Some(*i) != skip)
+        .find(|i| {
+            let w = weight(*i);
+            if point < w {
+                true
+            } else {
+                point -= w;
+                false
+            }
+        })
+}
+
+/// Rank of `name` for `key`: the highest wins (rendezvous hashing).
+fn rendezvous(key: SessionKey, name: &str) -> u64 {
+    mix(key.0 ^ SessionKey::of(name).0)
+}
+
+/// A 64-bit finaliser (splitmix64), so that nearby inputs rank far apart.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A fast per-thread random number (xorshift seeded from the std hasher's random keys):
+/// good enough to spread load, not for secrets.
+pub(crate) fn random_u64() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
+}
+
+fn no_account<S>(members: &[Arc<Member<S>>], now: Instant) -> NoAccount {
+    if members.is_empty() {
+        return NoAccount {
+            message: "the pool has no accounts; add one to the pool file".into(),
+            retry_after: None,
+        };
+    }
+    let mut earliest: Option<Duration> = None;
+    let states: Vec<String> = members
+        .iter()
+        .map(|m| {
+            let snapshot = m.breaker.snapshot(now);
+            let back = match m.breaker.peek(now) {
+                Admission::Closed { until: Some(at) } => {
+                    let wait = at.saturating_duration_since(now);
+                    earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+                    format!(", back in {} s", wait.as_secs().max(1))
+                }
+                _ => String::new(),
+            };
+            let reason = snapshot.reason.unwrap_or("trial in flight");
+            format!(
+                "{} ({}: {reason}{back})",
+                m.spec.name,
+                snapshot.state.as_str()
+            )
+        })
+        .collect();
+    NoAccount {
+        message: format!(
+            "all {} accounts are unavailable: {}",
+            members.len(),
+            states.join(", ")
+        ),
+        retry_after: earliest.map(|d| d.max(Duration::from_secs(1))),
+    }
+}
+
+/// Holds one in-flight slot of a member until dropped.
+struct Load<S> {
+    shared: Arc<Shared<S>>,
+    counters: Arc<Counters>,
+}
+
+impl<S> Drop for Load<S> {
+    fn drop(&mut self) {
+        self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.wake_all();
+    }
+}
+
+impl<S, Req> Service<Req> for Pool<S>
+where
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: Observe + HasExtensions + Send + 'static,
+    S::Error: Failure + From<NoAccount> + Send + 'static,
+    S::Future: Send + 'static,
+    Req: HasExtensions + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        let now = Instant::now();
+        let ready = |members: &[Arc<Member<S>>]| {
+            let mut admitted = members
+                .iter()
+                .filter(|m| m.breaker.peek(now).admits())
+                .peekable();
+            // Nobody admitted: ready, so that the call answers NoAccount at once.
+            admitted.peek().is_none() || admitted.any(|m| m.has_room())
+        };
+        if ready(&self.members()) {
+            return Poll::Ready(Ok(()));
+        }
+        let mut waiters = self
+            .shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.shared.waiting.fetch_add(1, Ordering::AcqRel);
+        // Checked again under the lock: a slot freed since the first look is not missed.
+        if ready(&self.members()) {
+            return Poll::Ready(Ok(()));
+        }
+        waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let now = Instant::now();
+        let members = self.members();
+        let session = request.extensions().get::<SessionKey>().copied();
+        let attempts = request.extensions().get::<Attempts>().cloned();
+        let member = match self.pick(&members, session, attempts.as_ref(), now) {
+            Ok(member) => member,
+            Err(none) => return Box::pin(std::future::ready(Err(S::Error::from(none)))),
+        };
+        // Claims the half-open trial when it is one (peek did not).
+        let _ = member.breaker.admit(now);
+        if let Some(attempts) = &attempts {
+            attempts.record(Arc::clone(&member.spec.name));
+        }
+        let counters = Arc::clone(&member.counters);
+        counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        counters.last_used_ms.store(unix_ms, Ordering::Relaxed);
+        let load = Load {
+            shared: Arc::clone(&self.shared),
+            counters,
+        };
+        let mut service = member.service.clone();
+        Box::pin(async move {
+            let result = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
+                Ok(()) => service.call(request).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Err(error) => {
+                    record_failure(&member, &error.penalty(), error.kind());
+                    drop(load);
+                    Err(error)
+                }
+                Ok(mut response) => {
+                    response
+                        .extensions_mut()
+                        .insert(Served(Arc::clone(&member.spec.name)));
+                    Ok(response.on_stream_end(move |end, first_event| {
+                        drop(load);
+                        let now = Instant::now();
+                        match end {
+                            StreamEnd::Complete => {
+                                member.breaker.on_success(now);
+                                if let Some(sample) = first_event {
+                                    update_ewma(&member.counters.ewma_ns, sample);
+                                }
+                            }
+                            StreamEnd::Failed(Fault::Upstream | Fault::Account) => {
+                                record_failure(&member, &Penalty::Failure, "stream_failed")
+                            }
+                            StreamEnd::Failed(_) | StreamEnd::Abandoned => {
+                                member.breaker.on_neutral()
+                            }
+                        }
+                    }))
+                }
+            }
+        })
+    }
+}
+
+fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) {
+    if *penalty == Penalty::None {
+        member.breaker.on_neutral();
+        return;
+    }
+    member.counters.errors.fetch_add(1, Ordering::Relaxed);
+    *member
+        .counters
+        .last_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(kind);
+    member.breaker.on_failure(penalty, Instant::now());
+}
+
+/// Peak-EWMA: a slower sample is taken at once, faster ones pull the average down slowly.
+fn update_ewma(cell: &AtomicU64, sample: Duration) {
+    let sample = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 || sample > old {
+            sample
+        } else {
+            old - (old - sample) / 4
+        })
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+use super::*;
+use crate::model::testing::{MockAccount, MockError, MockRequest, MockResponse};
+use crate::model::RateLimitClass;
+use std::collections::HashMap;
+use tower::ServiceExt;
+
+fn spec(name: &'static str, weight: u32, max_concurrency: usize) -> MemberSpec {
+    MemberSpec {
+        name: Arc::from(name),
+        weight,
+        max_concurrency,
+    }
+}
+
+fn pool_of(accounts: &[&MockAccount], config: PoolConfig) -> Pool<MockAccount> {
+    Pool::new(
+        config,
+        accounts
+            .iter()
+            .map(|a| (spec(a.name, 1, 100), (*a).clone()))
+            .collect(),
+    )
+}
+
+fn no_ramp() -> PoolConfig {
+    PoolConfig {
+        slow_start: Duration::ZERO,
+        ..PoolConfig::default()
+    }
+}
+
+async fn one(pool: &Pool<MockAccount>, request: MockRequest) -> Result<MockResponse, MockError> {
+    pool.clone().oneshot(request).await
+}
+
+async fn served_by(pool: &Pool<MockAccount>, request: MockRequest) -> &'static str {
+    let response = one(pool, request).await.unwrap();
+    let name = response.account;
+    response.end(StreamEnd::Complete);
+    name
+}
+
+#[tokio::test]
+async fn equal_accounts_share_the_load_within_a_fifth() {
+    let accounts = [
+        MockAccount::new("a"),
+        MockAccount::new("b"),
+        MockAccount::new("c"),
+    ];
+    let pool = pool_of(&accounts.iter().collect::<Vec<_>>(), no_ramp());
+    // Streams stay open in batches of 30, so in-flight counts matter too.
+    let mut open = Vec::new();
+    for i in 0..3000 {
+        open.push(one(&pool, MockRequest::default()).await.unwrap());
+        if i % 30 == 29 {
+            open.drain(..).for_each(|r| r.end(StreamEnd::Complete));
+        }
+    }
+    for account in &accounts {
+        let calls = account.calls();
+        assert!(
+            (800..=1200).contains(&calls),
+            "{}: {calls} of 3000",
+            account.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn weights_split_idle_traffic() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let pool = Pool::new(
+        no_ramp(),
+        vec![
+            (spec("a", 3, 100), a.clone()),
+            (spec("b", 1, 100), b.clone()),
+        ],
+    );
+    for _ in 0..2000 {
+        served_by(&pool, MockRequest::default()).await;
+    }
+    let share = a.calls() as f64 / 2000.0;
+    assert!((0.68..=0.82).contains(&share), "weight 3 of 4 got {share}");
+}
+
+#[tokio::test]
+async fn the_idler_account_wins() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let pool = pool_of(&[&a, &b], no_ramp());
+    // Hold 10 streams open on whichever account took them; the next ones go elsewhere.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(one(&pool, MockRequest::default()).await.unwrap());
+    }
+    let on_a = held.iter().filter(|r| r.account == "a").count();
+    assert!(
+        (4..=6).contains(&on_a),
+        "in-flight balancing keeps them even: {on_a}"
+    );
+}
+
+#[tokio::test]
+async fn an_account_that_keeps_failing_is_left_alone() {
+    let (bad, good) = (MockAccount::new("bad"), MockAccount::new("good"));
+    bad.fail_always(Some(MockError::upstream()));
+    let pool = pool_of(&[&bad, &good], no_ramp());
+    let mut failures = 0;
+    for _ in 0..200 {
+        match one(&pool, MockRequest::default()).await {
+            Ok(response) => response.end(StreamEnd::Complete),
+            Err(_) => failures += 1,
+        }
+    }
+    assert_eq!(bad.calls(), 5, "the breaker opened at the threshold");
+    assert_eq!(failures, 5);
+    let view = &pool.views()[0];
+    assert_eq!(view.health.state.as_str(), "open");
+    assert_eq!((view.requests, view.errors), (5, 5));
+}
+
+#[tokio::test]
+async fn client_faults_and_abandoned_streams_do_not_count() {
+    let a = MockAccount::new("a");
+    let pool = pool_of(&[&a], no_ramp());
+    for _ in 0..20 {
+        a.script(Err(MockError::request()));
+        let _ = one(&pool, MockRequest::default()).await;
+        drop(one(&pool, MockRequest::default()).await.unwrap());
+        one(&pool, MockRequest::default())
+            .await
+            .unwrap()
+            .end(StreamEnd::Failed(Fault::Request));
+    }
+    let view = &pool.views()[0];
+    assert_eq!((view.health.state.as_str(), view.errors), ("healthy", 0));
+    assert_eq!(view.in_flight, 0, "every load guard was released");
+}
+
+#[tokio::test]
+async fn a_failing_stream_counts_against_its_account() {
+    let a = MockAccount::new("a");
+    let pool = pool_of(&[&a], no_ramp());
+    for _ in 0..5 {
+        one(&pool, MockRequest::default())
+            .await
+            .unwrap()
+            .end(StreamEnd::Failed(Fault::Upstream));
+    }
+    assert_eq!(pool.views()[0].health.state.as_str(), "open");
+}
+
+#[tokio::test]
+async fn all_cooling_down_answers_when_the_first_comes_back() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let pool = pool_of(&[&a, &b], no_ramp());
+    for (account, secs) in [(&a, 30), (&b, 12)] {
+        account.fail_always(Some(MockError::penalty(
+            Fault::Account,
+            Penalty::Cooldown {
+                class: RateLimitClass::Plain,
+                retry_after: Some(Duration::from_secs(secs)),
+            },
+        )));
+    }
+    for _ in 0..2 {
+        let _ = one(&pool, MockRequest::default()).await;
+    }
+    let Err(MockError::None(none)) = one(&pool, MockRequest::default()).await else {
+        panic!("expected NoAccount");
+    };
+    assert_eq!((a.calls(), b.calls()), (1, 1), "none sent while cooling");
+    let retry = none.retry_after.unwrap().as_secs();
+    assert!((11..=12).contains(&retry), "{retry}");
+    assert!(
+        none.message.contains("a (cooldown: rate_limited, back in"),
+        "{}",
+        none.message
+    );
+    assert!(
+        none.message.starts_with("all 2 accounts are unavailable"),
+        "{}",
+        none.message
+    );
+}
+
+#[tokio::test]
+async fn a_conversation_stays_on_its_account() {
+    let accounts = [
+        MockAccount::new("a"),
+        MockAccount::new("b"),
+        MockAccount::new("c"),
+    ];
+    let pool = pool_of(&accounts.iter().collect::<Vec<_>>(), no_ramp());
+    let mut homes = HashMap::new();
+    for session in 0..60 {
+        let key = SessionKey::of(&format!("session-{session}"));
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let mut request = MockRequest::default();
+            request.extensions.insert(key);
+            seen.push(served_by(&pool, request).await);
+        }
+        assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+        *homes.entry(seen[0]).or_insert(0) += 1;
+    }
+    assert_eq!(
+        homes.len(),
+        3,
+        "sessions spread over the accounts: {homes:?}"
+    );
+    // Its account fails: the session moves, and comes back once the account heals.
+    let key = SessionKey::of("session-0");
+    let home = accounts.iter().find(|a| {
+        let mut request = MockRequest::default();
+        request.extensions.insert(key);
+        futures_ready(served_by(&pool, request)) == a.name
+    });
+    let home = home.unwrap();
+    home.fail_always(Some(MockError::penalty(
+        Fault::Account,
+        Penalty::Disable {
+            reason: "suspended",
+            until: None,
+        },
+    )));
+    let mut request = MockRequest::default();
+    request.extensions.insert(key);
+    let _ = one(&pool, request.clone()).await;
+    assert_ne!(served_by(&pool, request.clone()).await, home.name);
+}
+
+/// Runs a future that never waits (the mock answers at once).
+fn futures_ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
+    match future.as_mut().poll(&mut Context::from_waker(waker)) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the mock future waited"),
+    }
+}
+
+#[tokio::test]
+async fn max_concurrency_makes_the_pool_wait_for_a_stream_to_end() {
+    let a = MockAccount::new("a");
+    let mut pool = Pool::new(no_ramp(), vec![(spec("a", 1, 2), a.clone())]);
+    let first = one(&pool, MockRequest::default()).await.unwrap();
+    let _second = one(&pool, MockRequest::default()).await.unwrap();
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(
+        Service::<MockRequest>::poll_ready(&mut pool, &mut cx).is_pending(),
+        "both slots in use"
+    );
+    first.end(StreamEnd::Complete);
+    assert!(Service::<MockRequest>::poll_ready(&mut pool, &mut cx).is_ready());
+}
+
+#[tokio::test]
+async fn a_retry_goes_to_another_account() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let pool = pool_of(&[&a, &b], no_ramp());
+    let attempts = Attempts::default();
+    let mut request = MockRequest::default();
+    request.extensions.insert(attempts.clone());
+    let first = served_by(&pool, request.clone()).await;
+    let second = served_by(&pool, request.clone()).await;
+    assert_ne!(first, second);
+    // Both tried: the next attempt may use either again.
+    served_by(&pool, request).await;
+    assert_eq!(attempts.count(), 3);
+}
+
+#[tokio::test]
+async fn a_new_account_ramps_up() {
+    let (old, new) = (MockAccount::new("old"), MockAccount::new("new"));
+    let config = PoolConfig {
+        slow_start: Duration::from_secs(3600),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, vec![(spec("old", 1, 100), old.clone())]);
+    // The long-standing account is past its own ramp by the time the new one joins.
+    let aged: Vec<_> = pool
+        .members()
+        .iter()
+        .map(|m| {
+            Arc::new(Member {
+                spec: m.spec.clone(),
+                service: m.service.clone(),
+                breaker: m.breaker.clone(),
+                counters: Arc::clone(&m.counters),
+                added_at: Instant::now() - Duration::from_secs(7200),
+            })
+        })
+        .collect();
+    *pool.shared.members.write().unwrap() = Arc::new(aged);
+    pool.replace(
+        vec![
+            (spec("old", 1, 100), old.clone()),
+            (spec("new", 1, 100), new.clone()),
+        ],
+        false,
+    );
+    for _ in 0..2000 {
+        served_by(&pool, MockRequest::default()).await;
+    }
+    let share = new.calls() as f64 / 2000.0;
+    // At the start of its ramp it is a candidate 10 % of the time, then wins half of those.
+    assert!(
+        (0.02..=0.12).contains(&share),
+        "new account's share {share}"
+    );
+}
+
+#[tokio::test]
+async fn removed_accounts_drain_and_kept_ones_keep_their_state() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let pool = pool_of(&[&a, &b], no_ramp());
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(one(&pool, MockRequest::default()).await.unwrap());
+    }
+    pool.replace(vec![(spec("b", 1, 100), b.clone())], false);
+    for _ in 0..10 {
+        assert_eq!(served_by(&pool, MockRequest::default()).await, "b");
+    }
+    // Streams on the removed account finish normally.
+    held.into_iter().for_each(|r| r.end(StreamEnd::Complete));
+    let views = pool.views();
+    assert_eq!(views.len(), 1);
+    assert!(views[0].requests >= 10, "b kept its counters");
+    assert_eq!(views[0].in_flight, 0);
+}

@@ -1,0 +1,221 @@
+//! Retry of failures that happened before any byte reached the client.
+//!
+//! The model tier's futures resolve after the first upstream event (see the crate's model
+//! contract), so a failed future means nothing was sent to the client and a retry cannot
+//! duplicate tokens; a failure inside a stream that already started is never retried here.
+//! Retried: the upstream's and the account's faults (5xx, network, timeouts before the first
+//! event, 429, truncation before the first event). Never: the request's own faults (a 400
+//! fails the same way everywhere). A proxy-side wait with a short `retry_after` (every
+//! account cooling down for a second) is waited out once.
+//!
+//! Each retry goes back through the layers below (the pool), which skips the accounts this
+//! request already tried ([`Attempts`]). Delays: exponential backoff with full jitter
+//! (`base * 2^n`, capped), or the failure's own `retry_after` when it is within the cap; a
+//! retry budget ([`TpsBudget`]) keeps a failing upstream from being hammered.
+
+use super::{Attempts, Failure, Fault, HasExtensions};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The retry settings.
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Backoff base.
+    pub base_delay: Duration,
+    /// Backoff cap; also the longest `retry_after` that is waited out.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The `tower::retry` policy (see the module docs). One clone per client request.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    config: Arc<RetryConfig>,
+    budget: Arc<TpsBudget>,
+    retries: u32,
+}
+
+impl RetryPolicy {
+    /// A policy with `config` and a budget that allows 20 % retries on top of 10 per
+    /// second, over a 10 s window.
+    pub fn new(config: RetryConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            retries: 0,
+        }
+    }
+
+    /// How long to wait before retrying after `error`, or `None` when it is not retried.
+    pub fn delay_for(&self, error: &impl Failure) -> Option<Duration> {
+        if self.retries >= self.config.max_retries {
+            return None;
+        }
+        let backoff = || {
+            let cap = self
+                .config
+                .base_delay
+                .saturating_mul(1 << self.retries.min(16))
+                .min(self.config.max_delay);
+            full_jitter(cap)
+        };
+        match (error.fault(), error.retry_after()) {
+            (Fault::Request, _) => None,
+            (Fault::Local, Some(after)) if after <= self.config.max_delay => Some(after),
+            (Fault::Local, _) => None,
+            // Another account takes it: a short pause, not the resting account's Retry-After.
+            (Fault::Account, _) => Some(full_jitter(self.config.base_delay)),
+            (Fault::Upstream, Some(after)) if after <= self.config.max_delay => Some(after),
+            (Fault::Upstream, _) => Some(backoff()),
+        }
+    }
+}
+
+fn full_jitter(cap: Duration) -> Duration {
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(super::pool::random_u64() % nanos)
+}
+
+impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for RetryPolicy
+where
+    Req: Clone,
+    E: Failure,
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _request: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(error) => {
+                let delay = self.delay_for(error)?;
+                if !self.budget.withdraw() {
+                    tracing::debug!(kind = error.kind(), "retry budget spent; not retrying");
+                    return None;
+                }
+                self.retries += 1;
+                tracing::debug!(
+                    kind = error.kind(),
+                    retry = self.retries,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying"
+                );
+                Some(tokio::time::sleep(delay))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, request: &Req) -> Option<Req> {
+        Some(request.clone())
+    }
+}
+
+/// Adds [`Retry`] around a model service.
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    policy: RetryPolicy,
+}
+
+impl RetryLayer {
+    /// Retries with `config` (one budget shared by every request through this layer).
+    pub fn new(config: RetryConfig) -> Self {
+        Self {
+            policy: RetryPolicy::new(config),
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner: tower::retry::Retry::new(self.policy.clone(), inner),
+        }
+    }
+}
+
+/// `tower::retry::Retry` with [`RetryPolicy`], plus the [`Attempts`] record: put on the
+/// request before its first attempt (so clones share it) and on the response.
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: tower::retry::Retry<RetryPolicy, S>,
+}
+
+impl<S, Req> Service<Req> for Retry<S>
+where
+    S: Service<Req> + Clone,
+    S::Response: HasExtensions,
+    S::Error: Failure,
+    Req: HasExtensions + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RetryFuture<tower::retry::future::ResponseFuture<RetryPolicy, S, Req>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let attempts = Attempts::default();
+        request.extensions_mut().insert(attempts.clone());
+        RetryFuture {
+            inner: self.inner.call(request),
+            attempts,
+        }
+    }
+}
+
+pin_project! {
+    /// [`Retry`]'s future: the retries, then the [`Attempts`] on the response.
+    pub struct RetryFuture<F> {
+        #[pin]
+        inner: F,
+        attempts: Attempts,
+    }
+}
+
+impl<F, Res, E> Future for RetryFuture<F>
+where
+    F: Future<Output = Result<Res, E>>,
+    Res: HasExtensions,
+{
+    type Output = Result<Res, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.inner.poll(cx).map(|result| {
+            result.map(|mut response| {
+                response.extensions_mut().insert(this.attempts.clone());
+                response
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! A scriptable in-process model service for the unit tests of the model-tier layers (in
+//! the spirit of tower-test's mock): each account answers from its own script, counts its
+//! calls and hands out responses whose stream end the test decides.
+
+use super::pool::NoAccount;
+use super::{Failure, Fault, HasExtensions, Observe, Penalty, StreamEnd};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MockError {
+    Fails {
+        fault: Fault,
+        penalty: Penalty,
+        retry_after: Option<Duration>,
+    },
+    None(NoAccount),
+}
+
+impl MockError {
+    pub fn upstream() -> Self {
+        Self::Fails {
+            fault: Fault::Upstream,
+            penalty: Penalty::Failure,
+            retry_after: None,
+        }
+    }
+    pub fn request() -> Self {
+        Self::Fails {
+            fault: Fault::Request,
+            penalty: Penalty::None,
+            retry_after: None,
+        }
+    }
+    pub fn penalty(fault: Fault, penalty: Penalty) -> Self {
+        Self::Fails {
+            fault,
+            penalty,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<NoAccount> for MockError {
+    fn from(none: NoAccount) -> Self {
+        Self::None(none)
+    }
+}
+
+impl Failure for MockError {
+    fn fault(&self) -> Fault {
+        match self {
+            Self::Fails { fault, .. } => *fault,
+            Self::None(_) => Fault::Local,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Fails { retry_after, .. } => *retry_after,
+            Self::None(none) => none.retry_after,
+        }
+    }
+    fn penalty(&self) -> Penalty {
+        match self {
+            Self::Fails { penalty, .. } => penalty.clone(),
+            Self::None(_) => Penalty::None,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Fails { .. } => "mock",
+            Self::None(_) => "no_account",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MockRequest {
+    pub extensions: http::Extensions,
+}
+
+impl HasExtensions for MockRequest {
+    fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+}
+
+type Hook = Box<dyn FnOnce(StreamEnd, Option<Duration>) + Send>;
+
+pub struct MockResponse {
+    pub account: &'static str,
+    pub extensions: http::Extensions,
+    hooks: Vec<Hook>,
+}
+
+impl std::fmt::Debug for MockResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockResponse")
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockResponse {
+    /// Ends the stream the way the test says (dropping it is `Abandoned`).
+    pub fn end(mut self, end: StreamEnd) {
+        for hook in self.hooks.drain(..).rev() {
+            hook(end, Some(Duration::from_millis(5)));
+        }
+    }
+}
+
+impl Drop for MockResponse {
+    fn drop(&mut self) {
+        for hook in self.hooks.drain(..).rev() {
+            hook(StreamEnd::Abandoned, None);
+        }
+    }
+}
+
+impl HasExtensions for MockResponse {
+    fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+}
+
+impl Observe for MockResponse {
+    fn on_stream_end(
+        mut self,
+        hook: impl FnOnce(StreamEnd, Option<Duration>) + Send + 'static,
+    ) -> Self {
+        self.hooks.push(Box::new(hook));
+        self
+    }
+}
+
+/// One scripted account: answers `Ok` unless its script says otherwise.
+#[derive(Clone, Debug)]
+pub struct MockAccount {
+    pub name: &'static str,
+    script: Arc<Mutex<VecDeque<Result<(), MockError>>>>,
+    /// Fails every call with this when set.
+    always: Arc<Mutex<Option<MockError>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl MockAccount {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            script: Arc::default(),
+            always: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+    pub fn script(&self, answer: Result<(), MockError>) -> &Self {
+        self.script.lock().unwrap().push_back(answer);
+        self
+    }
+    pub fn fail_always(&self, error: Option<MockError>) {
+        *self.always.lock().unwrap() = error;
+    }
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl tower_service::Service<MockRequest> for MockAccount {
+    type Response = MockResponse;
+    type Error = MockError;
+    type Future = Pin<Box<dyn Future<Output = Result<MockResponse, MockError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), MockError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: MockRequest) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let scripted = self.script.lock().unwrap().pop_front();
+        let always = self.always.lock().unwrap().clone();
+        let answer = match (always, scripted) {
+            (Some(error), _) => Err(error),
+            (None, Some(answer)) => answer,
+            (None, None) => Ok(()),
+        };
+        let account = self.name;
+        Box::pin(async move {
+            answer.map(|()| MockResponse {
+                account,
+                extensions: http::Extensions::new(),
+                hooks: Vec::new(),
+            })
+        })
+    }
+}
