@@ -267,20 +267,8 @@ pub enum ChatEvent {
 /// Boxed stream of chat events: the response type of every model-tier service.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, ChatError>> + Send>>;
 
-/// Whose fault a [`ChatError`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// The request itself: retrying it anywhere fails the same way; no account is to blame.
-    Request,
-    /// The account that served it (rate limit, quota, suspension, revoked token): another
-    /// account may succeed; this one should rest.
-    Account,
-    /// The upstream or the way to it (5xx, network, timeout, broken stream): a retry may
-    /// succeed, on this account or another.
-    Upstream,
-    /// aiproxy itself (at capacity, or a bug); nothing reached the upstream's judgement.
-    Local,
-}
+/// Whose fault a [`ChatError`] is (the model-tier layers' vocabulary).
+pub use aiproxy_layers::model::Fault;
 
 /// Closed vocabulary of failures, shared by the adapters, retry, pool and metrics.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -341,6 +329,14 @@ pub enum ChatError {
         /// What happened.
         message: String,
     },
+    /// The upstream answered an empty turn again after the reminder (kiro-protocol.md
+    /// §13.2). Another attempt of the same request fails the same way and no account is to
+    /// blame, so retry and breakers leave it alone.
+    #[error("The upstream failed: {message}")]
+    EmptyTurn {
+        /// What happened and what to do.
+        message: String,
+    },
     /// The upstream did not answer in time.
     #[error("The upstream timed out: {message}")]
     Timeout {
@@ -360,6 +356,15 @@ pub enum ChatError {
         /// Which limit was full and what to do.
         message: String,
         /// When a slot is likely free again.
+        retry_after: Option<Duration>,
+    },
+    /// No account of the pool can take the request now (all cooling down, open, disabled
+    /// or removed). Nothing was sent upstream.
+    #[error("No Kiro account can serve this request now: {message}")]
+    NoAccount {
+        /// Every account's state and when the first is expected back.
+        message: String,
+        /// When the first account is expected back.
         retry_after: Option<Duration>,
     },
     /// A bug or an unexpected state inside aiproxy.
@@ -385,21 +390,24 @@ impl ChatError {
             Self::InvalidRequest { .. }
             | Self::ContextOverflow { .. }
             | Self::ModelNotFound { .. }
-            | Self::UpstreamRejected { .. } => Fault::Request,
+            | Self::UpstreamRejected { .. }
+            | Self::EmptyTurn { .. } => Fault::Request,
             Self::RateLimited { .. }
             | Self::QuotaExhausted { .. }
             | Self::AccountUnavailable { .. } => Fault::Account,
             Self::Upstream { .. } | Self::Timeout { .. } | Self::Truncated { .. } => {
                 Fault::Upstream
             }
-            Self::Busy { .. } | Self::Internal { .. } => Fault::Local,
+            Self::Busy { .. } | Self::NoAccount { .. } | Self::Internal { .. } => Fault::Local,
         }
     }
 
     /// When to come back, when the failure says so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } | Self::Busy { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. }
+            | Self::Busy { retry_after, .. }
+            | Self::NoAccount { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -415,9 +423,11 @@ impl ChatError {
             Self::QuotaExhausted { .. } => "quota_exhausted",
             Self::AccountUnavailable { .. } => "account_unavailable",
             Self::Upstream { .. } => "upstream_error",
+            Self::EmptyTurn { .. } => "empty_turn",
             Self::Timeout { .. } => "timeout",
             Self::Truncated { .. } => "truncated",
             Self::Busy { .. } => "busy",
+            Self::NoAccount { .. } => "no_account",
             Self::Internal { .. } => "internal",
         }
     }

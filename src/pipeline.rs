@@ -32,11 +32,14 @@ use crate::kiro::account::{Account, Endpoints, TokenSettings};
 use crate::kiro::credentials::{self, Credentials};
 use crate::kiro::fake::FakeKiro;
 use crate::kiro::http::HttpUpstream;
+use crate::kiro::pool_file;
 use crate::kiro::token_source::FixedToken;
 use crate::kiro::{Catalog, KiroService};
 use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::secret::Secret;
 use aiproxy_layers::auth::{Auth, AuthLayer};
+use aiproxy_layers::model::pool::{MemberSpec, Pool};
+use aiproxy_layers::model::retry::{Retry, RetryLayer};
 use aiproxy_layers::request_id::{BoundRequestId, BoundRequestIdLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
 use aiproxy_layers::toggle::{Toggle, ToggleLayer};
@@ -46,6 +49,7 @@ use http::{Request, Response, StatusCode};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
+use tower::util::Either;
 use tower::Layer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
@@ -58,7 +62,7 @@ use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, Trace, Tr
 use tracing::Level;
 
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
-pub type ModelService = Resolve<KiroService>;
+pub type ModelService = Resolve<Either<Retry<Pool<KiroService>>, Pool<KiroService>>>;
 
 /// The whole stack, as a named type so embedding apps can store it. Each level is a
 /// [`Toggle`] of the layered service and the service it wraps (what is left when the layer is
@@ -92,6 +96,9 @@ pub enum BuildError {
     /// The credentials are unusable.
     #[error(transparent)]
     Credentials(#[from] crate::kiro::credentials::CredentialError),
+    /// The pool file is unusable.
+    #[error(transparent)]
+    PoolFile(#[from] crate::kiro::pool_file::PoolFileError),
     /// No way to reach Kiro.
     #[error(
         "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE or --kiro-oauth-creds-base64 B64 \
@@ -114,19 +121,40 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
     };
-    let (kiro, account) = model_service(config)?;
+    let built = accounts(config)?;
+    let mode = built.first().map_or("live", |b| b.service.mode());
+    let accounts: Vec<Arc<Account>> = built.iter().filter_map(|b| b.account.clone()).collect();
+    let disabled: Vec<Arc<str>> = built
+        .iter()
+        .filter(|b| !b.enabled)
+        .map(|b| Arc::clone(&b.spec.name))
+        .collect();
+    let pool = Pool::new(
+        config.pool.pool.clone(),
+        built.into_iter().map(|b| (b.spec, b.service)).collect(),
+    );
+    for name in &disabled {
+        pool.disable(name, "disabled_in_pool_file");
+    }
+    let views = pool.clone();
     let state = ApiState {
         catalog: catalog.clone(),
         max_body_bytes: config.max_body_bytes,
         ready_timeout: config.request_timeout,
         providers: vec![ProviderStatus {
             id: config.model_provider.clone(),
-            mode: kiro.mode(),
-            accounts: account.into_iter().collect(),
+            mode,
+            accounts,
+            pool: Arc::new(move || views.views()),
         }],
         started: Instant::now(),
     };
-    let model = ResolveLayer::new(catalog).layer(kiro);
+    let tier = if config.layer_enabled(PipelineLayer::Retry) {
+        Either::Left(RetryLayer::new(config.pool.retry.clone()).layer(pool))
+    } else {
+        Either::Right(pool)
+    };
+    let model = ResolveLayer::new(catalog).layer(tier);
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,
         HeaderName::from_static("x-api-key"),
@@ -159,7 +187,13 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
             on(PipelineLayer::CatchPanic).then(|| CatchPanicLayer::custom(PanicResponse)),
         ))
         .layer(ToggleLayer::new(on(PipelineLayer::Auth).then(|| {
-            AuthLayer::new(config.api_keys.iter().map(Secret::expose)).public_path("/health")
+            let auth =
+                AuthLayer::new(config.api_keys.iter().map(Secret::expose)).public_path("/health");
+            if config.pool.admin_require_key {
+                auth
+            } else {
+                auth.public_path("/loadbalancer/instances")
+            }
         })))
         .layer(ToggleLayer::new(on(PipelineLayer::Route).then(|| {
             RouteLayer::new(&config.model_provider, crate::config::PROVIDERS)
@@ -167,32 +201,108 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         .service(ApiService::new(model, state)))
 }
 
-/// The Kiro upstream: the in-process fake with a mock account in mock mode, else a live
-/// account (returned too, for `/health`).
-fn model_service(config: &Config) -> Result<(KiroService, Option<Arc<Account>>), BuildError> {
+/// One pool member to be: its spec, its leaf service, its live account (for views) and
+/// whether the operator switched it off.
+struct Built {
+    spec: MemberSpec,
+    service: KiroService,
+    account: Option<Arc<Account>>,
+    enabled: bool,
+}
+
+/// The accounts: a mock account on the in-process fake in mock mode; else the pool file's
+/// instances when there is one; else the single account of the credential flags (a pool
+/// of one).
+fn accounts(config: &Config) -> Result<Vec<Built>, BuildError> {
     if config.kiro_mock_mode {
+        if let Some(file) = &config.pool.file {
+            tracing::info!(file = %file.display(), "mock mode: the pool file is not used");
+        }
         let fake = FakeKiro::new().with_event_delay(config.kiro_mock_event_delay);
         let account = Arc::new(FixedToken::new("mock"));
-        return Ok((
-            KiroService::mock(fake, account, config.max_connections),
-            None,
-        ));
+        return Ok(vec![Built {
+            spec: spec("mock", 1, config.max_connections),
+            service: KiroService::mock(fake, account, config.max_connections),
+            account: None,
+            enabled: true,
+        }]);
     }
-    let (name, credentials) = load_credentials(config)?;
     let client = HttpUpstream::client(config.max_connections, config.request_timeout)
         .map_err(|e| BuildError::Client(e.to_string()))?;
-    let endpoints = endpoints(config, &credentials);
-    tracing::info!(account = %name, format = credentials.format.name(), api = %endpoints.api_base, "Kiro account loaded");
-    let settings = TokenSettings {
-        refresh_margin: config.token_refresh_margin,
-        state_dir: config.state_dir.clone(),
-        timeout: config.request_timeout,
-    };
-    let account = Account::new(name, credentials, endpoints, settings, client.clone());
     let http = HttpUpstream::new(config.max_connections, config.request_timeout);
-    let service = KiroService::live(http, Arc::clone(&account), config.max_connections)
-        .map_err(BuildError::Client)?;
-    Ok((service, Some(account)))
+    let live = |name: String, credentials: Credentials, overrides: &Overrides, weight, cap| {
+        let endpoints = endpoints(config, &credentials, overrides);
+        tracing::info!(account = %name, format = credentials.format.name(), api = %endpoints.api_base, "Kiro account loaded");
+        let settings = TokenSettings {
+            refresh_margin: config.token_refresh_margin,
+            state_dir: config.state_dir.clone(),
+            timeout: config.request_timeout,
+        };
+        let account = Account::new(
+            name.clone(),
+            credentials,
+            endpoints,
+            settings,
+            client.clone(),
+        );
+        let service = KiroService::live(http.clone(), Arc::clone(&account), cap)
+            .map_err(BuildError::Client)?;
+        Ok::<_, BuildError>((spec(&name, weight, cap), service, account))
+    };
+    let Some(file) = &config.pool.file else {
+        let (name, credentials) = load_credentials(config)?;
+        let cap = config.max_connections;
+        let (spec, service, account) = live(name, credentials, &Overrides::default(), 1, cap)?;
+        return Ok(vec![Built {
+            spec,
+            service,
+            account: Some(account),
+            enabled: true,
+        }]);
+    };
+    tracing::info!(file = %file.display(), "reading the pool file");
+    pool_file::load(file)?
+        .into_iter()
+        .map(|instance| {
+            let overrides = Overrides {
+                region: instance.region,
+                base_url: instance.base_url,
+                refresh_url: instance.refresh_url,
+                idc_refresh_url: instance.idc_refresh_url,
+            };
+            let cap = instance.max_concurrency.unwrap_or(config.max_connections);
+            let (spec, service, account) = live(
+                instance.name,
+                instance.credentials,
+                &overrides,
+                instance.weight,
+                cap,
+            )?;
+            Ok(Built {
+                spec,
+                service,
+                account: Some(account),
+                enabled: instance.enabled,
+            })
+        })
+        .collect()
+}
+
+fn spec(name: &str, weight: u32, max_concurrency: usize) -> MemberSpec {
+    MemberSpec {
+        name: Arc::from(name),
+        weight,
+        max_concurrency,
+    }
+}
+
+/// Per-account settings of the pool file that beat the global flags.
+#[derive(Default)]
+struct Overrides {
+    region: Option<String>,
+    base_url: Option<String>,
+    refresh_url: Option<String>,
+    idc_refresh_url: Option<String>,
 }
 
 /// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
@@ -217,36 +327,44 @@ fn load_credentials(config: &Config) -> Result<(String, Credentials), BuildError
     Err(BuildError::NoCredentials)
 }
 
-/// API region: explicit `--kiro-region`, else the profileArn's region, else us-east-1.
-/// Refresh region: the credential's `region`, else the same.
-fn endpoints(config: &Config, credentials: &Credentials) -> Endpoints {
+/// API region: the instance's, else explicit `--kiro-region`, else the profileArn's region,
+/// else us-east-1. Refresh region: the credential's `region`, else the same. URLs: the
+/// instance's, else the flags', else derived from the regions.
+fn endpoints(config: &Config, credentials: &Credentials, overrides: &Overrides) -> Endpoints {
+    let region = overrides
+        .region
+        .as_deref()
+        .or(config.kiro_region.as_deref());
     let arn_region = credentials
         .profile_arn
         .as_deref()
         .and_then(|arn| arn.split(':').nth(3))
         .filter(|r| !r.is_empty());
-    let api_region = config
-        .kiro_region
-        .as_deref()
-        .or(arn_region)
-        .unwrap_or("us-east-1");
+    let api_region = region.or(arn_region).unwrap_or("us-east-1");
     let auth_region = credentials
         .region
         .as_deref()
-        .or(config.kiro_region.as_deref())
+        .or(region)
         .unwrap_or("us-east-1");
+    let pick = |own: &Option<String>, flag: &Option<String>, derived: String| {
+        own.clone().or_else(|| flag.clone()).unwrap_or(derived)
+    };
     Endpoints {
-        api_base: config
-            .kiro_base_url
-            .clone()
-            .unwrap_or_else(|| format!("https://q.{api_region}.amazonaws.com")),
-        social_refresh: config.kiro_refresh_url.clone().unwrap_or_else(|| {
-            format!("https://prod.{auth_region}.auth.desktop.kiro.dev/refreshToken")
-        }),
-        idc_refresh: config
-            .kiro_idc_refresh_url
-            .clone()
-            .unwrap_or_else(|| format!("https://oidc.{auth_region}.amazonaws.com/token")),
+        api_base: pick(
+            &overrides.base_url,
+            &config.kiro_base_url,
+            format!("https://q.{api_region}.amazonaws.com"),
+        ),
+        social_refresh: pick(
+            &overrides.refresh_url,
+            &config.kiro_refresh_url,
+            format!("https://prod.{auth_region}.auth.desktop.kiro.dev/refreshToken"),
+        ),
+        idc_refresh: pick(
+            &overrides.idc_refresh_url,
+            &config.kiro_idc_refresh_url,
+            format!("https://oidc.{auth_region}.amazonaws.com/token"),
+        ),
     }
 }
 

@@ -35,7 +35,6 @@ fn error_of(body: &str) -> Value {
 #[tokio::test]
 async fn each_error_class_maps_to_its_api_error() {
     let fake = Fake::start();
-    let pipeline = live(&fake, |_| {});
     let cases: [(Value, u16, &str); 6] = [
         (
             json!({"status": 429, "retry_after": 7}),
@@ -57,6 +56,11 @@ async fn each_error_class_maps_to_its_api_error() {
         (json!({"status": 503}), 502, "upstream_error"),
     ];
     for (step, status, code) in cases {
+        // One pipeline per case, without retry: each failure as the first attempt saw it
+        // (a 429 also rests the account, which would answer the next case).
+        let pipeline = live(&fake, |c| {
+            c.disabled_layers = vec![aiproxy::config::PipelineLayer::Retry]
+        });
         fake.script(step.clone()).await;
         let reply = chat(&pipeline, "x", false).await;
         assert_eq!(reply.status, status, "{step} -> {}", reply.body);
@@ -74,10 +78,16 @@ async fn each_error_class_maps_to_its_api_error() {
             assert_eq!(error["param"], "messages");
         }
     }
+    // The request's own faults never count against the account: after several, it serves.
+    let pipeline = live(&fake, |_| {});
+    for _ in 0..6 {
+        fake.script(json!({"status": 400})).await;
+        assert_eq!(chat(&pipeline, "x", false).await.status, 400);
+    }
     assert_eq!(
         chat(&pipeline, "still fine", false).await.status,
         200,
-        "none of these disable the account"
+        "400s do not open the breaker"
     );
 }
 
@@ -264,8 +274,14 @@ async fn request_timeout_bounds_waiting_not_stream_length() {
     assert_eq!(reply.status, 200);
     assert_eq!(sse_data(&reply.body).last().unwrap(), "[DONE]");
     assert!(!reply.body.contains("error"), "{}", reply.body);
-    // A 1.5 s gap is a timeout.
+    // A 1.5 s gap before the first event is a timeout; nothing reached the client, so it is
+    // retried (here once: the second attempt answers in time).
     fake.script(json!({"event_delay_ms": 1500})).await;
+    let reply = chat(&pipeline, "slow", false).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.headers["x-aiproxy-attempts"], "2");
+    // Slow every time: after the first attempt and three retries, the timeout is the answer.
+    fake.script(json!([{"event_delay_ms": 1500}, {"event_delay_ms": 1500}, {"event_delay_ms": 1500}, {"event_delay_ms": 1500}])).await;
     let reply = chat(&pipeline, "slow", false).await;
     assert_eq!(reply.status, 504, "{}", reply.body);
     assert_eq!(error_of(&reply.body)["code"], "upstream_timeout");

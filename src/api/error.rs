@@ -51,8 +51,10 @@ fn classified(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
                 .with_code("account_unavailable")
         }
-        ChatError::Upstream { .. } => Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)
-            .with_code("upstream_error"),
+        ChatError::Upstream { .. } | ChatError::EmptyTurn { .. } => {
+            Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)
+                .with_code("upstream_error")
+        }
         ChatError::Timeout { .. } => {
             Rejection::new(StatusCode::GATEWAY_TIMEOUT, "api_error", message)
                 .with_code("upstream_timeout")
@@ -64,6 +66,10 @@ fn classified(error: &ChatError) -> Rejection {
         ChatError::Busy { .. } => {
             Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
                 .with_code("capacity_exhausted")
+        }
+        ChatError::NoAccount { .. } => {
+            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
+                .with_code("no_account_available")
         }
         ChatError::Internal { .. } => {
             Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", message)

@@ -3,7 +3,8 @@
 //!
 //! Routes: `GET /v1/models` (OpenAI shape, or Anthropic's when the client sends
 //! `anthropic-version`), `POST /v1/chat/completions`, `POST /v1/messages`,
-//! `POST /v1/messages/count_tokens` (answered locally), `GET /health`. Anything else is a 404
+//! `POST /v1/messages/count_tokens` (answered locally), `GET /health`,
+//! `GET /loadbalancer/instances`. Anything else is a 404
 //! (or 405 for a known path with the wrong method) that lists what is served.
 
 pub mod anthropic;
@@ -12,11 +13,13 @@ pub mod error;
 pub mod json;
 pub mod keep_alive;
 pub mod openai;
+mod status;
 
 use crate::body::ResponseBody;
 use crate::chat::{ChatError, ChatRequest, ChatStream, Metadata};
 use crate::kiro::Catalog;
 use crate::model::{AccountId, ModelRequest, ModelResponse};
+use aiproxy_layers::model::{Attempts, SessionKey};
 use aiproxy_layers::{ClientKey, ErrorShape, ProviderId, Rejection};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -35,10 +38,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const ROUTES: &str =
     "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/messages, \
-                      POST /v1/messages/count_tokens, GET /health";
+                      POST /v1/messages/count_tokens, GET /health, GET /loadbalancer/instances";
 
 /// What `/health` reports about one provider.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProviderStatus {
     /// Provider id (`kiro-api`).
     pub id: String,
@@ -46,7 +49,22 @@ pub struct ProviderStatus {
     pub mode: &'static str,
     /// Live accounts (none in mock mode).
     pub accounts: Vec<std::sync::Arc<crate::kiro::account::Account>>,
+    /// The pool's members as of now (every account, mock ones too).
+    pub pool: PoolViews,
 }
+
+impl std::fmt::Debug for ProviderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderStatus")
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .field("accounts", &self.accounts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the pool's member views.
+pub type PoolViews = Arc<dyn Fn() -> Vec<aiproxy_layers::model::pool::MemberView> + Send + Sync>;
 
 /// Everything the adapter needs besides the model service.
 #[derive(Debug)]
@@ -132,9 +150,12 @@ where
             chat::<AnthropicSurface, _, _>(model, &state, &parts, body).await
         }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
-        (&Method::GET, "/health") => Ok(health(&state)),
+        (&Method::GET, "/health") => Ok(status::health(&state)),
         // HEAD answers like GET, without the body.
-        (&Method::HEAD, "/health") => Ok(health(&state).map(|_| ResponseBody::full(Bytes::new()))),
+        (&Method::HEAD, "/health") => {
+            Ok(status::health(&state).map(|_| ResponseBody::full(Bytes::new())))
+        }
+        (&Method::GET, "/loadbalancer/instances") => Ok(status::instances(&state)),
         (method, path) => Err(unknown_route(method, path)),
     };
     result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full))
@@ -144,6 +165,7 @@ fn unknown_route(method: &Method, path: &str) -> Rejection {
     let allow = match path {
         "/v1/models" => Some("GET"),
         "/health" => Some("GET, HEAD"),
+        "/loadbalancer/instances" => Some("GET"),
         "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => Some("POST"),
         _ => None,
     };
@@ -224,66 +246,6 @@ fn model_by_id(
     Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
-/// `/health`: 200 `ok` when every account can serve, 200 `degraded` when some can, 503
-/// `unavailable` when none can (so load balancers stop routing here). It needs no key, so it
-/// shows account names, states and short reason codes only; the details are in the log.
-fn health(state: &ApiState) -> Response<ResponseBody> {
-    let (mut healthy_total, mut accounts_total) = (0, 0);
-    let providers: Vec<_> = state
-        .providers
-        .iter()
-        .map(|p| {
-            let accounts: Vec<_> = p
-                .accounts
-                .iter()
-                .map(|a| {
-                    let status = a.status();
-                    json!({
-                        "name": status.name,
-                        "format": status.format,
-                        "usable": status.disabled.is_none(),
-                        "reason": status.disabled,
-                        "token_expires_at": status.token_expires_at.map(crate::kiro::credentials::format_time),
-                        "refreshes": status.refreshes,
-                    })
-                })
-                .collect();
-            // Mock mode serves from the in-process fake: one account that is always there.
-            let (healthy, total) = if p.mode == "mock" {
-                (1, 1)
-            } else {
-                let usable = accounts.iter().filter(|a| a["usable"] == true).count();
-                (usable, accounts.len())
-            };
-            healthy_total += healthy;
-            accounts_total += total;
-            json!({"id": p.id, "mode": p.mode, "status": health_word(healthy, total),
-                   "healthy": healthy, "total": total, "accounts": accounts})
-        })
-        .collect();
-    let word = health_word(healthy_total, accounts_total);
-    let body = json!({
-        "status": word,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "providers": providers,
-    });
-    let status = if word == "unavailable" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    json_response(status, body.to_string())
-}
-
-fn health_word(healthy: usize, total: usize) -> &'static str {
-    match (healthy, total) {
-        (0, _) => "unavailable",
-        (h, t) if h < t => "degraded",
-        _ => "ok",
-    }
-}
-
 async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Rejection>
 where
     B: Body<Data = Bytes>,
@@ -340,6 +302,7 @@ async fn call_model<M>(
     mut model: M,
     state: &ApiState,
     chat: ChatRequest,
+    session: Option<SessionKey>,
 ) -> Result<ModelResponse, Rejection>
 where
     M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
@@ -350,13 +313,19 @@ where
     let result = match ready {
         Err(_) => Err(ChatError::Busy {
             message: format!(
-                "every upstream slot of the account stayed busy for {} s; retry shortly, or raise --max-connections",
+                "every upstream slot of every account stayed busy for {} s; retry shortly, or raise --max-connections (or maxConcurrency in the pool file)",
                 state.ready_timeout.as_secs()
             ),
             retry_after: Some(std::time::Duration::from_secs(1)),
         }),
         Ok(Err(error)) => Err(error),
-        Ok(Ok(ready)) => ready.call(ModelRequest::new(chat)).await,
+        Ok(Ok(ready)) => {
+            let mut request = ModelRequest::new(chat);
+            if let Some(session) = session {
+                request.extensions.insert(session);
+            }
+            ready.call(request).await
+        }
     };
     let response = result.map_err(|e| error::rejection(&e))?;
     if let Some(AccountId(account)) = response.extensions.get::<AccountId>() {
@@ -372,6 +341,24 @@ fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::mode
             response.headers_mut().insert("x-aiproxy-account", value);
         }
     }
+    if let Some(attempts) = extensions.get::<Attempts>() {
+        response
+            .headers_mut()
+            .insert("x-aiproxy-attempts", HeaderValue::from(attempts.count()));
+    }
+}
+
+/// The conversation a request belongs to, for the pool's session affinity: an explicit
+/// `x-aiproxy-session` header, else the session the client's metadata names (Claude Code's
+/// `metadata.user_id`). Keyed per client, so two tenants' equal ids stay apart.
+fn session_key(parts: &http::request::Parts, chat: &ChatRequest) -> Option<SessionKey> {
+    let header = parts
+        .headers
+        .get("x-aiproxy-session")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    let id = header.or(chat.metadata.conversation_id.as_deref())?;
+    Some(SessionKey::of(&format!("{}\n{id}", chat.metadata.client)))
 }
 
 fn sse_response(chunks: crate::body::ChunkStream) -> Response<ResponseBody> {
@@ -476,7 +463,8 @@ where
     let bytes = read_body(body, state.max_body_bytes).await?;
     let (chat, options) = S::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let (stream, model_id) = (chat.stream, chat.model.clone());
-    let ModelResponse { events, extensions } = call_model(model, state, chat).await?;
+    let session = session_key(parts, &chat);
+    let ModelResponse { events, extensions } = call_model(model, state, chat, session).await?;
     let mut response = if stream {
         sse_response(S::stream(events, &model_id, options))
     } else {

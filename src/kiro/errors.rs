@@ -92,8 +92,13 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatErr
         402 | 403 => ChatError::AccountUnavailable {
             message: format!("Kiro refused this account ({status}): {message}"),
         },
+        // The reason tells the cooldown classes apart (`DAILY_REQUEST_COUNT`: §13.4).
         429 => ChatError::RateLimited {
-            message,
+            message: if reason.is_empty() {
+                message
+            } else {
+                format!("{message} (reason: {reason})")
+            },
             retry_after: retry_after(headers),
         },
         500..=599 => ChatError::Upstream {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod models;
 pub mod overflow;
 pub mod persist;
+pub mod pool_file;
 pub mod request;
 pub mod service;
 pub mod stream;

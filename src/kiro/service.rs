@@ -220,7 +220,7 @@ async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, C
     );
     match attempt(shared, &request, true).await? {
         Attempt::Answer(response) => Ok(response),
-        Attempt::Empty => Err(ChatError::Upstream {
+        Attempt::Empty => Err(ChatError::EmptyTurn {
             message:
                 "Kiro answered twice with an empty turn (no text, no tool call, no reasoning); \
                       retry the request or rephrase the last message"

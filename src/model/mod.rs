@@ -23,9 +23,12 @@
 //! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`] |
 //! | 2 | [`crate::kiro::KiroService`] | one account: token source, request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
 
+mod failure;
 pub mod resolve;
 
-use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Usage};
+use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Fault, Usage};
+pub use aiproxy_layers::model::StreamEnd;
+use aiproxy_layers::model::{HasExtensions, Observe};
 use futures_util::Stream;
 pub use http::Extensions;
 use std::pin::Pin;
@@ -78,6 +81,8 @@ pub struct Outcome {
     /// `None` when the stream ended with its stop event; else the error's
     /// [`ChatError::kind`], or `"abandoned"` when the client went away first.
     pub error: Option<&'static str>,
+    /// The same, as the generic model-tier layers see it (with the error's fault).
+    pub end: StreamEnd,
     /// From the response to the end of the stream.
     pub duration: Duration,
     /// From the response to its first event after `Start`, if any came.
@@ -125,6 +130,33 @@ impl ModelResponse {
     }
 }
 
+impl HasExtensions for ModelRequest {
+    fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+}
+
+impl HasExtensions for ModelResponse {
+    fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+}
+
+impl Observe for ModelResponse {
+    fn on_stream_end(
+        self,
+        hook: impl FnOnce(StreamEnd, Option<Duration>) + Send + 'static,
+    ) -> Self {
+        self.on_end(move |outcome| hook(outcome.end, outcome.time_to_first_event))
+    }
+}
+
 type Hook = Box<dyn FnOnce(&Outcome) + Send>;
 
 struct Observed {
@@ -136,10 +168,11 @@ struct Observed {
 }
 
 impl Observed {
-    fn finish(&mut self, error: Option<&'static str>) {
+    fn finish(&mut self, error: Option<&'static str>, end: StreamEnd) {
         if let Some(hook) = self.hook.take() {
             hook(&Outcome {
                 error,
+                end,
                 duration: self.started.elapsed(),
                 time_to_first_event: self.first_event,
                 usage: self.usage,
@@ -165,13 +198,13 @@ impl Stream for Observed {
                 }
                 match event {
                     ChatEvent::Usage(usage) => this.usage = Some(*usage),
-                    ChatEvent::Stop(_) => this.finish(None),
+                    ChatEvent::Stop(_) => this.finish(None, StreamEnd::Complete),
                     _ => {}
                 }
             }
-            Some(Err(error)) => this.finish(Some(error.kind())),
+            Some(Err(error)) => this.finish(Some(error.kind()), StreamEnd::Failed(error.fault())),
             // A stream that ends without Stop is a truncation, and is told as one upstream.
-            None => this.finish(Some("truncated")),
+            None => this.finish(Some("truncated"), StreamEnd::Failed(Fault::Upstream)),
         }
         Poll::Ready(item)
     }
@@ -179,7 +212,7 @@ impl Stream for Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        self.finish(Some("abandoned"));
+        self.finish(Some("abandoned"), StreamEnd::Abandoned);
     }
 }
 

@@ -43,7 +43,7 @@ pub enum Balance {
 }
 
 /// The pool's settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PoolConfig {
     /// Breaker settings of every account.
     pub health: Arc<HealthConfig>,
@@ -231,6 +231,17 @@ impl<S> Pool<S> {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.shared.wake_all();
+    }
+
+    /// Takes `name` out until the operator acts (`reason`: a short code for status views).
+    pub fn disable(&self, name: &str, reason: &'static str) {
+        let penalty = Penalty::Disable {
+            reason,
+            until: None,
+        };
+        for member in self.members().iter().filter(|m| &*m.spec.name == name) {
+            member.breaker.on_failure(&penalty, Instant::now());
+        }
     }
 
     /// Every member's state, in configuration order.

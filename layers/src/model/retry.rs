@@ -25,7 +25,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// The retry settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RetryConfig {
     /// Retries after the first attempt.
     pub max_retries: u32,
@@ -45,15 +45,31 @@ impl Default for RetryConfig {
     }
 }
 
-/// The `tower::retry` policy (see the module docs). One clone per client request.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
+/// The `tower::retry` policy (see the module docs). One clone per client request; it keeps
+/// the last upstream error, so that when the pool has nobody left for the next attempt (every
+/// account now resting because of this request's own failures) the client gets that real
+/// error (a 429 with its `Retry-After`), not the pool's "no account".
+#[derive(Debug)]
+pub struct RetryPolicy<E> {
     config: Arc<RetryConfig>,
     budget: Arc<TpsBudget>,
     retries: u32,
+    last_upstream: Option<E>,
 }
 
-impl RetryPolicy {
+impl<E> Clone for RetryPolicy<E> {
+    fn clone(&self) -> Self {
+        // A fresh clone per request: the count and the last error are that request's.
+        Self {
+            config: Arc::clone(&self.config),
+            budget: Arc::clone(&self.budget),
+            retries: self.retries,
+            last_upstream: None,
+        }
+    }
+}
+
+impl<E> RetryPolicy<E> {
     /// A policy with `config` and a budget that allows 20 % retries on top of 10 per
     /// second, over a 10 s window.
     pub fn new(config: RetryConfig) -> Self {
@@ -61,6 +77,7 @@ impl RetryPolicy {
             config: Arc::new(config),
             budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
             retries: 0,
+            last_upstream: None,
         }
     }
 
@@ -97,10 +114,10 @@ fn full_jitter(cap: Duration) -> Duration {
     Duration::from_nanos(super::pool::random_u64() % nanos)
 }
 
-impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for RetryPolicy
+impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for RetryPolicy<E>
 where
     Req: Clone,
-    E: Failure,
+    E: Failure + Clone,
 {
     type Future = tokio::time::Sleep;
 
@@ -111,9 +128,24 @@ where
                 None
             }
             Err(error) => {
-                let delay = self.delay_for(error)?;
+                if matches!(error.fault(), Fault::Upstream | Fault::Account) {
+                    self.last_upstream = Some(error.clone());
+                }
+                let Some(delay) = self.delay_for(error) else {
+                    if error.fault() == Fault::Local {
+                        if let Some(upstream) = self.last_upstream.take() {
+                            *error = upstream;
+                        }
+                    }
+                    return None;
+                };
                 if !self.budget.withdraw() {
                     tracing::debug!(kind = error.kind(), "retry budget spent; not retrying");
+                    if error.fault() == Fault::Local {
+                        if let Some(upstream) = self.last_upstream.take() {
+                            *error = upstream;
+                        }
+                    }
                     return None;
                 }
                 self.retries += 1;
@@ -134,16 +166,28 @@ where
 }
 
 /// Adds [`Retry`] around a model service.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RetryLayer {
-    policy: RetryPolicy,
+    config: Arc<RetryConfig>,
+    budget: Arc<TpsBudget>,
+}
+
+impl Clone for RetryLayer {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            budget: Arc::clone(&self.budget),
+        }
+    }
 }
 
 impl RetryLayer {
     /// Retries with `config` (one budget shared by every request through this layer).
     pub fn new(config: RetryConfig) -> Self {
+        let policy = RetryPolicy::<()>::new(config);
         Self {
-            policy: RetryPolicy::new(config),
+            config: policy.config,
+            budget: policy.budget,
         }
     }
 }
@@ -153,7 +197,8 @@ impl<S> Layer<S> for RetryLayer {
 
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
-            inner: tower::retry::Retry::new(self.policy.clone(), inner),
+            inner,
+            layer: self.clone(),
         }
     }
 }
@@ -162,19 +207,20 @@ impl<S> Layer<S> for RetryLayer {
 /// request before its first attempt (so clones share it) and on the response.
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
-    inner: tower::retry::Retry<RetryPolicy, S>,
+    inner: S,
+    layer: RetryLayer,
 }
 
 impl<S, Req> Service<Req> for Retry<S>
 where
     S: Service<Req> + Clone,
     S::Response: HasExtensions,
-    S::Error: Failure,
+    S::Error: Failure + Clone,
     Req: HasExtensions + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = RetryFuture<tower::retry::future::ResponseFuture<RetryPolicy, S, Req>>;
+    type Future = RetryFuture<tower::retry::future::ResponseFuture<RetryPolicy<S::Error>, S, Req>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -183,8 +229,17 @@ where
     fn call(&mut self, mut request: Req) -> Self::Future {
         let attempts = Attempts::default();
         request.extensions_mut().insert(attempts.clone());
+        let policy = RetryPolicy {
+            config: Arc::clone(&self.layer.config),
+            budget: Arc::clone(&self.layer.budget),
+            retries: 0,
+            last_upstream: None,
+        };
+        // The service polled ready goes into this request's retry loop; a clone stays.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
         RetryFuture {
-            inner: self.inner.call(request),
+            inner: tower::retry::Retry::new(policy, ready).call(request),
             attempts,
         }
     }

@@ -12,6 +12,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod pool;
+
+pub use pool::{PoolArgs, PoolSettings};
+
 /// Providers this build can serve.
 pub const PROVIDERS: &[&str] = &["kiro-api"];
 
@@ -41,6 +45,8 @@ pub enum PipelineLayer {
     Auth,
     /// Provider selection; off, every request goes to `--model-provider`.
     Route,
+    /// The model tier's retry of failures before the first byte.
+    Retry,
 }
 
 /// Command line of the `aiproxy` binary.
@@ -180,6 +186,10 @@ pub struct Cli {
         value_name = "LAYER"
     )]
     pub disable_layers: Vec<String>,
+
+    /// Pool, retry and breaker settings.
+    #[command(flatten)]
+    pub pool: PoolArgs,
 }
 
 /// Sub-commands.
@@ -235,6 +245,8 @@ struct FileConfig {
     idle_timeout: Option<u64>,
     max_client_connections: Option<u64>,
     disable_layers: Option<Vec<PipelineLayer>>,
+    #[serde(default)]
+    pool: PoolArgs,
 }
 
 /// Resolved configuration.
@@ -290,6 +302,8 @@ pub struct Config {
     pub max_client_connections: Option<usize>,
     /// Pipeline layers switched off (sorted, no duplicates).
     pub disabled_layers: Vec<PipelineLayer>,
+    /// Pool, retry and breakers.
+    pub pool: PoolSettings,
 }
 
 impl Default for Config {
@@ -320,6 +334,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             max_client_connections: None,
             disabled_layers: Vec::new(),
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -489,6 +504,7 @@ impl Config {
                 other => other.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             },
             disabled_layers,
+            pool: cli.pool.clone().or(file.pool).resolve()?,
         };
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
             return Err(ConfigError::Invalid {

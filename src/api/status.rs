@@ -1,0 +1,137 @@
+//! The status views: `GET /health` and `GET /loadbalancer/instances`. Both answer without
+//! an API key (as the product guide shows them; `--admin-require-key` puts the second
+//! behind the key), so they show names, states, counters and short reason codes only:
+//! never a token, a key or an upstream message (the details are in the log).
+
+use super::{json_response, ApiState, ProviderStatus};
+use crate::body::ResponseBody;
+use crate::kiro::credentials::format_time;
+use aiproxy_layers::model::health::State;
+use aiproxy_layers::model::pool::MemberView;
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+
+/// One member as the views show it: the pool's view merged with the live account's own
+/// state (a suspended or revoked account is disabled whatever its breaker says).
+struct Member {
+    view: MemberView,
+    account: Option<crate::kiro::account::AccountStatus>,
+}
+
+impl Member {
+    fn state(&self) -> (State, Option<&'static str>) {
+        match self.account.as_ref().and_then(|a| a.disabled) {
+            Some(code) => (State::Disabled, Some(code)),
+            None => (self.view.health.state, self.view.health.reason),
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.state().0 == State::Healthy
+    }
+}
+
+fn members(provider: &ProviderStatus) -> Vec<Member> {
+    (provider.pool)()
+        .into_iter()
+        .map(|view| {
+            let account = provider
+                .accounts
+                .iter()
+                .find(|a| a.name() == &*view.spec.name)
+                .map(|a| a.status());
+            Member { view, account }
+        })
+        .collect()
+}
+
+/// `/health`: 200 `ok` when every account can serve, 200 `degraded` when some can, 503
+/// `unavailable` when none can (so load balancers stop routing here).
+pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
+    let (mut healthy_total, mut accounts_total) = (0, 0);
+    let providers: Vec<_> = state
+        .providers
+        .iter()
+        .map(|p| {
+            let members = members(p);
+            let accounts: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    let (state, reason) = m.state();
+                    json!({
+                        "name": &*m.view.spec.name,
+                        "format": m.account.as_ref().map_or("mock", |a| a.format),
+                        "usable": m.healthy(),
+                        "state": state.as_str(),
+                        "reason": reason,
+                        "token_expires_at": m.account.as_ref().and_then(|a| a.token_expires_at).map(format_time),
+                        "refreshes": m.account.as_ref().map_or(0, |a| a.refreshes),
+                    })
+                })
+                .collect();
+            let healthy = members.iter().filter(|m| m.healthy()).count();
+            healthy_total += healthy;
+            accounts_total += members.len();
+            json!({"id": p.id, "mode": p.mode, "status": health_word(healthy, members.len()),
+                   "healthy": healthy, "total": members.len(), "accounts": accounts})
+        })
+        .collect();
+    let word = health_word(healthy_total, accounts_total);
+    let body = json!({
+        "status": word,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "providers": providers,
+    });
+    let status = if word == "unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json_response(status, body.to_string())
+}
+
+fn health_word(healthy: usize, total: usize) -> &'static str {
+    match (healthy, total) {
+        (0, _) => "unavailable",
+        (h, t) if h < t => "degraded",
+        _ => "ok",
+    }
+}
+
+/// `/loadbalancer/instances`: a JSON array, one object per account of every provider (the
+/// guide's `jq '.[] | select(.provider == "kiro-api")'` works on it).
+pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
+    let list: Vec<Value> = state
+        .providers
+        .iter()
+        .flat_map(|p| {
+            members(p).into_iter().map(move |m| {
+                let (health, reason) = m.state();
+                let v = &m.view;
+                json!({
+                    "id": format!("{}/{}", p.id, v.spec.name),
+                    "provider": p.id,
+                    "name": &*v.spec.name,
+                    "mode": p.mode,
+                    "healthy": m.healthy(),
+                    "state": health.as_str(),
+                    "reason": reason,
+                    "weight": v.spec.weight,
+                    "max_concurrency": v.spec.max_concurrency,
+                    "in_flight": v.in_flight,
+                    "requests": v.requests,
+                    "errors": v.errors,
+                    "consecutive_failures": v.health.consecutive_failures,
+                    "last_error": v.last_error,
+                    "last_used": v.last_used.map(format_time),
+                    "cooldown_until": v.health.until.map(format_time),
+                    "token_expires_at": m.account.as_ref().and_then(|a| a.token_expires_at).map(format_time),
+                    // Credits from /getUsageLimits: filled by the health probe (not yet built).
+                    "usage": Value::Null,
+                })
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, Value::Array(list).to_string())
+}

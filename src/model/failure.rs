@@ -1,0 +1,190 @@
+//! What a [`ChatError`] means to the model-tier layers of `aiproxy-layers` (pool, retry,
+//! breakers): its fault, when to come back, and the penalty for the account that served it
+//! (kiro-protocol.md §7.1 and §13.4).
+
+use crate::chat::{ChatError, Fault};
+use aiproxy_layers::model::pool::NoAccount;
+use aiproxy_layers::model::{Failure, Penalty, RateLimitClass};
+use std::time::{Duration, SystemTime};
+
+impl Failure for ChatError {
+    fn fault(&self) -> Fault {
+        ChatError::fault(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        ChatError::retry_after(self)
+    }
+
+    fn penalty(&self) -> Penalty {
+        match self {
+            Self::RateLimited {
+                message,
+                retry_after,
+            } => Penalty::Cooldown {
+                class: rate_limit_class(message),
+                retry_after: *retry_after,
+            },
+            // Kiro resets monthly quotas at the start of the month (UTC); the health probe
+            // replaces this guess with `nextDateReset` when it has one.
+            Self::QuotaExhausted { .. } => Penalty::Disable {
+                reason: "quota_exhausted",
+                until: Some(next_month_start(SystemTime::now())),
+            },
+            Self::AccountUnavailable { message } => Penalty::Disable {
+                reason: account_reason(message),
+                until: None,
+            },
+            _ => match ChatError::fault(self) {
+                Fault::Upstream | Fault::Account => Penalty::Failure,
+                Fault::Request | Fault::Local => Penalty::None,
+            },
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        ChatError::kind(self)
+    }
+}
+
+impl From<NoAccount> for ChatError {
+    fn from(none: NoAccount) -> Self {
+        Self::NoAccount {
+            message: none.message,
+            retry_after: none.retry_after,
+        }
+    }
+}
+
+/// The cooldown class of a 429 from its text (§13.4).
+fn rate_limit_class(message: &str) -> RateLimitClass {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("suspicious activity") {
+        RateLimitClass::Suspicious
+    } else if lower.contains("5-minute") || message.contains("DAILY_REQUEST_COUNT") {
+        RateLimitClass::ShortWindow
+    } else {
+        RateLimitClass::Plain
+    }
+}
+
+/// A short reason code for an account that cannot serve until the operator acts.
+fn account_reason(message: &str) -> &'static str {
+    if message.contains("suspended") {
+        "suspended"
+    } else if message.contains("invalid_grant") {
+        "invalid_grant"
+    } else {
+        "account_unavailable"
+    }
+}
+
+/// 00:00 UTC on the first day of the month after `now`.
+fn next_month_start(now: SystemTime) -> SystemTime {
+    let now = time::OffsetDateTime::from(now);
+    let (year, month) = match now.month() {
+        time::Month::December => (now.year() + 1, time::Month::January),
+        month => (now.year(), month.next()),
+    };
+    time::Date::from_calendar_date(year, month, 1)
+        .map(|date| SystemTime::from(date.midnight().assume_utc()))
+        .unwrap_or(SystemTime::now() + Duration::from_secs(31 * 86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited(message: &str) -> Penalty {
+        ChatError::RateLimited {
+            message: message.into(),
+            retry_after: None,
+        }
+        .penalty()
+    }
+
+    #[test]
+    fn each_429_text_has_its_cooldown_class() {
+        let class = |p| match p {
+            Penalty::Cooldown { class, .. } => class,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            class(limited(
+                "Due to suspicious activity, we are imposing temporary limits on your account."
+            )),
+            RateLimitClass::Suspicious
+        );
+        assert_eq!(
+            class(limited(
+                "5-minute credit limit exceeded (reason: DAILY_REQUEST_COUNT)"
+            )),
+            RateLimitClass::ShortWindow
+        );
+        assert_eq!(
+            class(limited(
+                "Too many requests, please wait before trying again."
+            )),
+            RateLimitClass::Plain
+        );
+    }
+
+    #[test]
+    fn account_problems_disable_and_request_problems_do_not_count() {
+        let suspended = ChatError::AccountUnavailable {
+            message: "The Kiro account is suspended (Kiro: temporarily suspended).".into(),
+        };
+        assert_eq!(
+            suspended.penalty(),
+            Penalty::Disable {
+                reason: "suspended",
+                until: None
+            }
+        );
+        let Penalty::Disable { reason, until } = ChatError::QuotaExhausted {
+            message: "x".into(),
+        }
+        .penalty() else {
+            panic!("quota disables")
+        };
+        assert_eq!(reason, "quota_exhausted");
+        assert!(until.unwrap() > SystemTime::now());
+        for error in [
+            ChatError::invalid("model", "x"),
+            ChatError::UpstreamRejected {
+                message: "x".into(),
+            },
+            ChatError::Busy {
+                message: "x".into(),
+                retry_after: None,
+            },
+        ] {
+            assert_eq!(error.penalty(), Penalty::None, "{error:?}");
+        }
+        assert_eq!(
+            ChatError::Timeout {
+                message: "x".into()
+            }
+            .penalty(),
+            Penalty::Failure
+        );
+    }
+
+    #[test]
+    fn the_month_rolls_over() {
+        let at = |text| {
+            SystemTime::from(
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            next_month_start(at("2026-12-15T10:00:00Z")),
+            at("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            next_month_start(at("2026-03-31T23:59:59Z")),
+            at("2026-04-01T00:00:00Z")
+        );
+    }
+}
