@@ -70,7 +70,7 @@ pub struct PoolArgs {
 }
 
 /// The resolved model-tier settings.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PoolSettings {
     /// The pool file, when one is configured or `provider_pools.json` exists.
     pub file: Option<PathBuf>,
@@ -80,17 +80,6 @@ pub struct PoolSettings {
     pub pool: PoolConfig,
     /// Whether `/loadbalancer/instances` needs the API key.
     pub admin_require_key: bool,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            file: None,
-            retry: RetryConfig::default(),
-            pool: PoolConfig::default(),
-            admin_require_key: false,
-        }
-    }
 }
 
 impl PoolArgs {

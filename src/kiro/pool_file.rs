@@ -49,45 +49,17 @@ pub struct Instance {
     pub check_model: Option<String>,
 }
 
-/// Why the pool file cannot be used.
+/// Why the pool file cannot be used: the file, the instance (`kiro-api[0] (name)`) when
+/// one is at fault, and what is wrong, naming the field. Never a secret value.
 #[derive(Debug, thiserror::Error)]
-pub enum PoolFileError {
-    /// Unreadable or not JSON.
-    #[error("pool file {path}: {message}")]
-    File {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// One instance is wrong.
-    #[error("pool file {path}: {provider}[{index}] ({name}): {message}")]
-    Instance {
-        /// The file.
-        path: String,
-        /// `kiro-api` or `claude-kiro-oauth`.
-        provider: &'static str,
-        /// Position in its array.
-        index: usize,
-        /// Its name, or `unnamed`.
-        name: String,
-        /// What is wrong, naming the field.
-        message: String,
-    },
-    /// Its credentials are unusable.
-    #[error("pool file {path}: {provider}[{index}] ({name}): {source}")]
-    Credentials {
-        /// The file.
-        path: String,
-        /// Provider key.
-        provider: &'static str,
-        /// Position.
-        index: usize,
-        /// Its name.
-        name: String,
-        /// The credential error.
-        source: CredentialError,
-    },
+#[error("pool file {path}: {}{message}", at.as_deref().map(|a| format!("{a}: ")).unwrap_or_default())]
+pub struct PoolFileError {
+    /// The file.
+    pub path: String,
+    /// The instance at fault, if one is.
+    pub at: Option<String>,
+    /// What is wrong.
+    pub message: String,
 }
 
 #[derive(Deserialize)]
@@ -144,8 +116,9 @@ const THEIRS: &str = "claude-kiro-oauth";
 /// Reads `path`.
 pub fn load(path: &Path) -> Result<Vec<Instance>, PoolFileError> {
     let shown = path.display().to_string();
-    let file_error = |message: String| PoolFileError::File {
+    let file_error = |message: String| PoolFileError {
         path: shown.clone(),
+        at: None,
         message,
     };
     let text =
@@ -208,11 +181,14 @@ struct At<'a> {
 
 impl At<'_> {
     fn error(&self, name: Option<&str>, message: impl Into<String>) -> PoolFileError {
-        PoolFileError::Instance {
+        PoolFileError {
             path: self.path.to_owned(),
-            provider: self.provider,
-            index: self.index,
-            name: name.unwrap_or("unnamed").to_owned(),
+            at: Some(format!(
+                "{}[{}] ({})",
+                self.provider,
+                self.index,
+                name.unwrap_or("unnamed")
+            )),
             message: message.into(),
         }
     }
@@ -230,13 +206,7 @@ impl At<'_> {
         inline: Option<&Map<String, Value>>,
         fields: &[&str],
     ) -> Result<Credentials, PoolFileError> {
-        let wrap = |source| PoolFileError::Credentials {
-            path: self.path.to_owned(),
-            provider: self.provider,
-            index: self.index,
-            name: name.to_owned(),
-            source,
-        };
+        let wrap = |error: CredentialError| self.error(Some(name), error.to_string());
         match (file, base64.filter(|b| !b.trim().is_empty()), inline) {
             (Some(file), None, None) => credentials::from_file(&self.resolve(file)).map_err(wrap),
             (None, Some(b64), None) => {
