@@ -584,6 +584,22 @@ fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) 
         .last_error
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(kind);
+    match penalty {
+        Penalty::Cooldown {
+            class: crate::model::RateLimitClass::Suspicious,
+            ..
+        } => tracing::warn!(
+            account = %member.spec.name,
+            "the upstream reports suspicious activity on this account; it rests for the long cooldown"
+        ),
+        Penalty::Cooldown { .. } => {
+            tracing::info!(account = %member.spec.name, kind, "account rate limited; cooling down")
+        }
+        Penalty::Disable { reason, .. } => {
+            tracing::warn!(account = %member.spec.name, reason, "account taken out of the pool")
+        }
+        Penalty::None | Penalty::Failure => {}
+    }
     member.breaker.on_failure(penalty, Instant::now());
 }
 

@@ -24,7 +24,7 @@ pub struct Step {
     /// `Retry-After` seconds (with status 429).
     pub retry_after: Option<u64>,
     /// Error flavour: `bearer` / `suspended` (403), `MONTHLY_REQUEST_COUNT` (402),
-    /// `CONTENT_LENGTH_EXCEEDS_THRESHOLD` (400).
+    /// `CONTENT_LENGTH_EXCEEDS_THRESHOLD` (400), `suspicious` / `DAILY_REQUEST_COUNT` (429).
     pub reason: Option<String>,
     /// Reply text instead of the echo.
     pub text: Option<String>,
@@ -108,6 +108,13 @@ pub fn error_response(step: &Step) -> Option<(u16, Value, Option<u64>)> {
             "__type": "AccessDeniedException",
             "message": "The bearer token included in the request is invalid."
         }),
+        // The 2026 texts (kiro-protocol.md §13.4): each is its own cooldown class.
+        (429, "suspicious") => json!({
+            "message": "Due to suspicious activity, we are imposing temporary limits on your account. Please try again later."
+        }),
+        (429, "DAILY_REQUEST_COUNT") => {
+            json!({"message": "5-minute credit limit exceeded", "reason": "DAILY_REQUEST_COUNT"})
+        }
         (429, _) => json!({"message": "Too many requests, please wait before trying again."}),
         (_, _) => json!({"message": "Internal failure"}),
     };

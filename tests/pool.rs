@@ -1,0 +1,403 @@
+//! The account pool over real sockets: aiproxy (the binary) with a pool file of three
+//! accounts, each served by its own `aiproxy fake-kiro`, so every fake scripts and counts
+//! one account's traffic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::fake::{write_json, Fake};
+use common::{chat_body, send, temp_dir, Answer, Proxy};
+use futures_util::future::join_all;
+use http_body_util::Full;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+struct Trio {
+    fakes: Vec<Fake>,
+    proxy: Proxy,
+}
+
+const NAMES: [&str; 3] = ["acct-a", "acct-b", "acct-c"];
+
+impl Trio {
+    /// Three accounts (`extra` fields go into every instance), aiproxy started with `args`.
+    fn start(extra: Value, args: &[&str]) -> Self {
+        let dir = temp_dir("pool");
+        let fakes: Vec<Fake> = (0..3).map(|_| Fake::start()).collect();
+        let instances: Vec<Value> = fakes
+            .iter()
+            .zip(NAMES)
+            .map(|(fake, name)| {
+                let creds = write_json(
+                    &dir,
+                    &format!("{name}.json"),
+                    &json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+                );
+                let mut instance = json!({
+                    "name": name,
+                    "credsFile": creds,
+                    "baseUrl": fake.process.base,
+                    "refreshUrl": fake.url("/refreshToken"),
+                });
+                if let Value::Object(extra) = &extra {
+                    instance.as_object_mut().unwrap().extend(extra.clone());
+                }
+                instance
+            })
+            .collect();
+        let pools = write_json(
+            &dir,
+            "provider_pools.json",
+            &json!({ "kiro-api": instances }),
+        );
+        let state = dir.join("state");
+        let mut all = vec![
+            "--provider-pools-file",
+            pools.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--retry-base-delay-ms",
+            "5",
+        ];
+        all.extend_from_slice(args);
+        let proxy = Proxy::start(&all, &[]);
+        Self { fakes, proxy }
+    }
+
+    async fn chat(&self, content: &str, stream: bool, session: Option<&str>) -> Answer {
+        let mut request = http::Request::post(format!("{}/v1/chat/completions", self.proxy.base))
+            .header("content-type", "application/json");
+        if let Some(session) = session {
+            request = request.header("x-aiproxy-session", session);
+        }
+        send(
+            request
+                .body(Full::from(chat_body(content, stream)))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `n` requests, `workers` at a time; the answers in order of completion.
+    async fn many(&self, n: usize, workers: usize) -> Vec<Answer> {
+        let per = n / workers;
+        let batches = join_all((0..workers).map(|w| async move {
+            let mut answers = Vec::new();
+            for i in 0..per {
+                answers.push(self.chat(&format!("hello {w} {i}"), i % 2 == 0, None).await);
+            }
+            answers
+        }))
+        .await;
+        batches.into_iter().flatten().collect()
+    }
+
+    async fn calls(&self) -> Vec<u64> {
+        let mut calls = Vec::new();
+        for fake in &self.fakes {
+            calls.push(fake.stats().await["generate_calls"].as_u64().unwrap());
+        }
+        calls
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        send(
+            http::Request::get(format!("{}{path}", self.proxy.base))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn instance(&self, name: &str) -> Value {
+        let list = self.get("/loadbalancer/instances").await.json();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .cloned()
+            .unwrap()
+    }
+}
+
+fn statuses(answers: &[Answer]) -> Vec<u16> {
+    let mut s: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    s.dedup();
+    s
+}
+
+#[tokio::test]
+async fn equal_accounts_share_the_load_and_the_view_shows_it() {
+    let trio = Trio::start(json!({}), &[]);
+    let answers = trio.many(600, 6).await;
+    assert_eq!(statuses(&answers), [200]);
+    let calls = trio.calls().await;
+    for (name, calls) in NAMES.iter().zip(&calls) {
+        assert!(
+            (160..=240).contains(calls),
+            "{name}: {calls} of 600 ({calls:?})"
+        );
+    }
+    let view = trio.get("/loadbalancer/instances").await;
+    assert_eq!(view.status, 200, "answers without a key");
+    let text = view.text();
+    assert!(
+        !text.contains("rt-acct"),
+        "no refresh token in the view: {text}"
+    );
+    let list = view.json();
+    let kiro: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["provider"] == "kiro-api")
+        .collect();
+    assert_eq!(kiro.len(), 3);
+    let total: u64 = kiro.iter().map(|i| i["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 600);
+    for i in &kiro {
+        assert_eq!(
+            (i["healthy"].clone(), i["state"].clone()),
+            (json!(true), json!("healthy"))
+        );
+        assert_eq!(i["in_flight"], 0);
+        assert!(
+            i["token_expires_at"].is_string() && i["last_used"].is_string(),
+            "{i}"
+        );
+    }
+    let health = trio.get("/health").await.json();
+    assert_eq!(
+        (
+            health["status"].clone(),
+            health["providers"][0]["healthy"].clone()
+        ),
+        (json!("ok"), json!(3))
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_account_gets_nothing_after_it_is_found_out() {
+    let trio = Trio::start(json!({}), &[]);
+    trio.fakes[0]
+        .script(json!({"status": 403, "reason": "suspended"}))
+        .await;
+    let answers = trio.many(500, 10).await;
+    assert_eq!(
+        statuses(&answers),
+        [200],
+        "the retry hid the suspension from every client"
+    );
+    // Up to one request per worker was already on its way when the first answer came back.
+    let found_out = trio.calls().await[0];
+    assert!((1..=10).contains(&found_out), "{found_out}");
+    assert_eq!(statuses(&trio.many(100, 10).await), [200]);
+    assert_eq!(
+        trio.calls().await[0],
+        found_out,
+        "none sent after it was disabled"
+    );
+    let a = trio.instance("acct-a").await;
+    assert_eq!(
+        (
+            a["state"].clone(),
+            a["reason"].clone(),
+            a["healthy"].clone()
+        ),
+        (json!("disabled"), json!("suspended"), json!(false))
+    );
+    let health = trio.get("/health").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "degraded");
+}
+
+#[tokio::test]
+async fn a_rate_limited_account_rests_for_its_retry_after_then_serves_again() {
+    let trio = Trio::start(json!({}), &[]);
+    trio.fakes[0]
+        .script(json!({"status": 429, "retry_after": 2}))
+        .await;
+    let answers = trio.many(60, 3).await;
+    assert_eq!(statuses(&answers), [200]);
+    let a = trio.instance("acct-a").await;
+    assert_eq!(
+        (a["state"].clone(), a["reason"].clone()),
+        (json!("cooldown"), json!("rate_limited"))
+    );
+    assert!(a["cooldown_until"].is_string());
+    // Up to one request per worker was on its way when the 429 came back; none after.
+    let found_out = trio.calls().await[0];
+    assert!((1..=3).contains(&found_out), "{found_out}");
+    trio.many(30, 3).await;
+    assert_eq!(trio.calls().await[0], found_out, "nothing sent while it rests");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    trio.many(60, 3).await;
+    assert!(
+        trio.calls().await[0] > 5,
+        "back in the rotation: {:?}",
+        trio.calls().await
+    );
+    assert_eq!(trio.instance("acct-a").await["state"], "healthy");
+}
+
+#[tokio::test]
+async fn suspicious_activity_means_a_long_rest_and_short_window_a_short_one() {
+    let trio = Trio::start(json!({}), &[]);
+    trio.fakes[0]
+        .script(json!({"status": 429, "reason": "suspicious", "retry_after": 1}))
+        .await;
+    trio.fakes[1]
+        .script(json!({"status": 429, "reason": "DAILY_REQUEST_COUNT"}))
+        .await;
+    assert_eq!(statuses(&trio.many(30, 3).await), [200]);
+    let until = |i: &Value| {
+        let text = i["cooldown_until"].as_str().unwrap().to_owned();
+        time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).unwrap()
+            - time::OffsetDateTime::now_utc()
+    };
+    let a = trio.instance("acct-a").await;
+    assert_eq!(a["reason"], "suspicious");
+    assert!(
+        until(&a) > time::Duration::minutes(59),
+        "an hour, whatever Retry-After said: {a}"
+    );
+    let b = trio.instance("acct-b").await;
+    assert_eq!(b["reason"], "short_window");
+    let rest = until(&b);
+    assert!(
+        rest > time::Duration::minutes(4) && rest <= time::Duration::minutes(5),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn all_accounts_resting_answers_503_with_retry_after() {
+    let trio = Trio::start(json!({}), &[]);
+    for fake in &trio.fakes {
+        fake.script(json!({"status": 429, "retry_after": 30})).await;
+    }
+    // The request that meets all three limits gets the upstream's own 429.
+    let first = trio.chat("x", false, None).await;
+    assert_eq!(first.status, 429, "{}", first.text());
+    assert_eq!(first.headers["retry-after"], "30");
+    // The next finds nobody: a 503 that says why and when to come back.
+    let next = trio.chat("x", false, None).await;
+    assert_eq!(next.status, 503, "{}", next.text());
+    let retry: u64 = next.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((28..=30).contains(&retry), "{retry}");
+    let message = next.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("all 3 accounts are unavailable")
+            && message.contains("acct-b (cooldown: rate_limited"),
+        "{message}"
+    );
+    assert_eq!(trio.calls().await, [1, 1, 1]);
+    let health = trio.get("/health").await;
+    assert_eq!(health.status, 503);
+}
+
+#[tokio::test]
+async fn an_open_breaker_tries_again_after_its_backoff_and_closes() {
+    let trio = Trio::start(
+        json!({}),
+        &["--breaker-failures", "2", "--breaker-open", "1"],
+    );
+    trio.fakes[0]
+        .script(json!([{"status": 500}, {"status": 500}]))
+        .await;
+    let mut sent = 0;
+    while trio.instance("acct-a").await["state"] != "open" {
+        assert_eq!(
+            trio.chat("x", false, None).await.status,
+            200,
+            "retried elsewhere"
+        );
+        sent += 1;
+        assert!(sent < 200, "acct-a never opened");
+    }
+    assert_eq!(trio.calls().await[0], 2);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..30 {
+        trio.chat("x", false, None).await;
+    }
+    assert!(trio.calls().await[0] > 2, "the trial went out");
+    assert_eq!(
+        trio.instance("acct-a").await["state"],
+        "healthy",
+        "the healed account is back"
+    );
+}
+
+#[tokio::test]
+async fn retries_never_duplicate_what_the_client_already_got() {
+    let trio = Trio::start(json!({}), &[]);
+    // Cut off before the first event, on every account: retried until one answers whole.
+    for fake in &trio.fakes {
+        fake.script(json!({"truncate_after": 0})).await;
+    }
+    let reply = trio.chat("alpha beta gamma", true, None).await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert_eq!(text.matches("alpha").count(), 1, "{text}");
+    assert_eq!(reply.headers["x-aiproxy-attempts"], "4");
+    // Cut off after text reached the client: an error event, never a second attempt.
+    let trio = Trio::start(json!({}), &[]);
+    for fake in &trio.fakes {
+        fake.script(json!({"truncate_after": 2})).await;
+    }
+    let reply = trio.chat("alpha beta gamma", true, None).await;
+    let text = reply.text();
+    assert_eq!(text.matches("alpha").count(), 1, "{text}");
+    assert!(text.contains("cut off"), "{text}");
+    assert_eq!(trio.calls().await.iter().sum::<u64>(), 1);
+}
+
+#[tokio::test]
+async fn max_concurrency_holds_per_account() {
+    let trio = Trio::start(json!({"maxConcurrency": 2}), &["--request-timeout", "10"]);
+    let replies = join_all((0..12).map(|i| {
+        let trio = &trio;
+        async move {
+            trio.chat(
+                &format!("slow {i} one two three\nfake-kiro: {{\"event_delay_ms\": 40}}"),
+                i % 2 == 0,
+                None,
+            )
+            .await
+        }
+    }))
+    .await;
+    assert_eq!(statuses(&replies), [200]);
+    for fake in &trio.fakes {
+        let peak = fake.stats().await["peak_concurrent_generates"]
+            .as_u64()
+            .unwrap();
+        assert!(peak <= 2, "peak {peak}");
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_stays_on_its_account() {
+    let trio = Trio::start(json!({}), &[]);
+    let mut homes = std::collections::HashSet::new();
+    for session in 0..12 {
+        let id = format!("conversation-{session}");
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..8 {
+            let reply = trio.chat("x", false, Some(&id)).await;
+            seen.insert(
+                reply.headers["x-aiproxy-account"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(seen.len(), 1, "{id}: {seen:?}");
+        homes.extend(seen);
+    }
+    assert!(homes.len() >= 2, "sessions spread: {homes:?}");
+}
