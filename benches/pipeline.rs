@@ -338,5 +338,62 @@ fn api(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, layers, decoder, builder, api);
+/// What the model-tier layers cost per request, around a leaf that answers at once (one
+/// Start and one Stop event): the leaf alone, the pool of one account around it, and retry
+/// around that (the tier as the pipeline runs it, less model resolution).
+fn model_layers(c: &mut Criterion) {
+    use aiproxy::chat::{ChatError, ChatEvent, StopReason};
+    use aiproxy::model::{ModelRequest, ModelResponse};
+    use aiproxy_layers::model::pool::{MemberSpec, Pool, PoolConfig};
+    use aiproxy_layers::model::retry::{RetryConfig, RetryLayer};
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    let runtime = runtime();
+    let leaf = tower::service_fn(|_request: ModelRequest| async {
+        let events = futures_util::stream::iter([
+            Ok(ChatEvent::Start {
+                id: Arc::from("m"),
+                model: Arc::from("m"),
+                input_tokens: 1,
+            }),
+            Ok(ChatEvent::Stop(StopReason::EndTurn)),
+        ]);
+        Ok::<_, ChatError>(ModelResponse::new(Box::pin(events)))
+    });
+    let spec = MemberSpec {
+        name: Arc::from("bench"),
+        weight: 1,
+        max_concurrency: 64,
+    };
+    let pool = Pool::new(PoolConfig::default(), vec![(spec, leaf)]);
+    let retried = tower::Layer::layer(&RetryLayer::new(RetryConfig::default()), pool.clone());
+    let request = ModelRequest::new(aiproxy::chat::ChatRequest::default());
+    let mut group = c.benchmark_group("model_layers");
+    macro_rules! bench {
+        ($name:expr, $service:expr) => {
+            group.bench_function($name, |b| {
+                b.iter(|| {
+                    runtime.block_on(async {
+                        let response = $service.clone().oneshot(request.clone()).await.unwrap();
+                        black_box(response.events.count().await)
+                    })
+                })
+            });
+        };
+    }
+    bench!("leaf_alone", leaf);
+    bench!("pool_of_one", pool);
+    bench!("retry_and_pool_of_one", retried);
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    pipeline,
+    layers,
+    decoder,
+    builder,
+    api,
+    model_layers
+);
 criterion_main!(benches);

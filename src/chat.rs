@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One chat call, as every provider sees it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChatRequest {
     /// The model id the client asked for (catalog id, e.g. `claude-sonnet-4-5`).
     pub model: String,

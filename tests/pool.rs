@@ -229,7 +229,11 @@ async fn a_rate_limited_account_rests_for_its_retry_after_then_serves_again() {
     let found_out = trio.calls().await[0];
     assert!((1..=3).contains(&found_out), "{found_out}");
     trio.many(30, 3).await;
-    assert_eq!(trio.calls().await[0], found_out, "nothing sent while it rests");
+    assert_eq!(
+        trio.calls().await[0],
+        found_out,
+        "nothing sent while it rests"
+    );
     tokio::time::sleep(Duration::from_millis(2200)).await;
     trio.many(60, 3).await;
     assert!(

@@ -12,7 +12,7 @@
 //!    and moves as little as possible when accounts come and go.
 //! 3. Otherwise **power of two choices**: two random candidates, the one with the lower load
 //!    wins. Load is the in-flight count ([`Balance::InFlight`]) or the
-//!    peak-EWMA of time to first event times in-flight ([`Balance::PeakEwma`]); in-flight
+//!    peak-EWMA of the time to first event (the inner future's duration) times in-flight ([`Balance::PeakEwma`]); in-flight
 //!    counts last until the response stream ends ([`Observe`]). The two are drawn with
 //!    probability proportional to `weight`, so idle accounts split traffic by weight.
 //!
@@ -534,6 +534,7 @@ where
             counters,
         };
         let mut service = member.service.clone();
+        let started = Instant::now();
         Box::pin(async move {
             let result = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
                 Ok(()) => service.call(request).await,
@@ -546,19 +547,17 @@ where
                     Err(error)
                 }
                 Ok(mut response) => {
+                    // The inner future resolves at the first upstream event: its duration is
+                    // the account's time to first token, the latency peak-EWMA weighs.
+                    update_ewma(&member.counters.ewma_ns, started.elapsed());
                     response
                         .extensions_mut()
                         .insert(Served(Arc::clone(&member.spec.name)));
-                    Ok(response.on_stream_end(move |end, first_event| {
+                    Ok(response.on_stream_end(move |end, _first_event| {
                         drop(load);
                         let now = Instant::now();
                         match end {
-                            StreamEnd::Complete => {
-                                member.breaker.on_success(now);
-                                if let Some(sample) = first_event {
-                                    update_ewma(&member.counters.ewma_ns, sample);
-                                }
-                            }
+                            StreamEnd::Complete => member.breaker.on_success(now),
                             StreamEnd::Failed(Fault::Upstream | Fault::Account) => {
                                 record_failure(&member, &Penalty::Failure, "stream_failed")
                             }
