@@ -56,8 +56,8 @@ fn announce(what: &str, addr: std::net::SocketAddr) {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let pipeline = match pipeline::build(&config) {
-        Ok(pipeline) => pipeline,
+    let (pipeline, accounts) = match pipeline::build_with_accounts(&config) {
+        Ok(built) => built,
         Err(error) => {
             eprintln!("aiproxy: {error}");
             return ExitCode::from(EXIT_CONFIG);
@@ -76,6 +76,9 @@ async fn run(config: Config) -> ExitCode {
             "mock mode: answers come from the built-in fake Kiro, not from real accounts"
         );
     }
+    tokio::spawn(aiproxy::model::accounts::watch(std::sync::Arc::new(
+        accounts,
+    )));
     // Both before the "listening" line: a client (or a test) may act on it at once.
     let limits = server_limits(&config);
     let shutdown = server::shutdown_signal();

@@ -28,17 +28,12 @@
 use crate::api::{ApiService, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
 use crate::config::{Config, PipelineLayer};
-use crate::kiro::account::{Account, Endpoints, TokenSettings};
-use crate::kiro::credentials::{self, Credentials};
-use crate::kiro::fake::FakeKiro;
-use crate::kiro::http::HttpUpstream;
-use crate::kiro::pool_file;
-use crate::kiro::token_source::FixedToken;
 use crate::kiro::{Catalog, KiroService};
+use crate::model::accounts::Accounts;
 use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::secret::Secret;
 use aiproxy_layers::auth::{Auth, AuthLayer};
-use aiproxy_layers::model::pool::{MemberSpec, Pool};
+use aiproxy_layers::model::pool::Pool;
 use aiproxy_layers::model::retry::{Retry, RetryLayer};
 use aiproxy_layers::request_id::{BoundRequestId, BoundRequestIdLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
@@ -116,26 +111,18 @@ pub enum BuildError {
 
 /// Builds the pipeline for `config`.
 pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
+    build_with_accounts(config).map(|(pipeline, _)| pipeline)
+}
+
+/// Builds the pipeline for `config`, with the handle that reloads its accounts.
+pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), BuildError> {
     config.check_layers()?;
     let catalog = match &config.models_file {
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
     };
-    let built = accounts(config)?;
-    let mode = built.first().map_or("live", |b| b.service.mode());
-    let accounts: Vec<Arc<Account>> = built.iter().filter_map(|b| b.account.clone()).collect();
-    let disabled: Vec<Arc<str>> = built
-        .iter()
-        .filter(|b| !b.enabled)
-        .map(|b| Arc::clone(&b.spec.name))
-        .collect();
-    let pool = Pool::new(
-        config.pool.pool.clone(),
-        built.into_iter().map(|b| (b.spec, b.service)).collect(),
-    );
-    for name in &disabled {
-        pool.disable(name, "disabled_in_pool_file");
-    }
+    let accounts = Accounts::build(config)?;
+    let pool = accounts.pool();
     let views = pool.clone();
     let state = ApiState {
         catalog: catalog.clone(),
@@ -143,8 +130,8 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         ready_timeout: config.request_timeout,
         providers: vec![ProviderStatus {
             id: config.model_provider.clone(),
-            mode,
-            accounts,
+            mode: accounts.mode(),
+            accounts: accounts.live(),
             pool: Arc::new(move || views.views()),
         }],
         started: Instant::now(),
@@ -164,7 +151,7 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
     let on = |layer| config.layer_enabled(layer);
     let trace = on(PipelineLayer::Trace);
     let request_id = on(PipelineLayer::RequestId);
-    Ok(ServiceBuilder::new()
+    let pipeline = ServiceBuilder::new()
         .layer(ToggleLayer::new(request_id.then(|| {
             ServiceBuilder::new()
                 .layer(BoundRequestIdLayer::new())
@@ -198,174 +185,8 @@ pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
         .layer(ToggleLayer::new(on(PipelineLayer::Route).then(|| {
             RouteLayer::new(&config.model_provider, crate::config::PROVIDERS)
         })))
-        .service(ApiService::new(model, state)))
-}
-
-/// One pool member to be: its spec, its leaf service, its live account (for views) and
-/// whether the operator switched it off.
-struct Built {
-    spec: MemberSpec,
-    service: KiroService,
-    account: Option<Arc<Account>>,
-    enabled: bool,
-}
-
-/// The accounts: a mock account on the in-process fake in mock mode; else the pool file's
-/// instances when there is one; else the single account of the credential flags (a pool
-/// of one).
-fn accounts(config: &Config) -> Result<Vec<Built>, BuildError> {
-    if config.kiro_mock_mode {
-        if let Some(file) = &config.pool.file {
-            tracing::info!(file = %file.display(), "mock mode: the pool file is not used");
-        }
-        let fake = FakeKiro::new().with_event_delay(config.kiro_mock_event_delay);
-        let account = Arc::new(FixedToken::new("mock"));
-        return Ok(vec![Built {
-            spec: spec("mock", 1, config.max_connections),
-            service: KiroService::mock(fake, account, config.max_connections),
-            account: None,
-            enabled: true,
-        }]);
-    }
-    let client = HttpUpstream::client(config.max_connections, config.request_timeout)
-        .map_err(|e| BuildError::Client(e.to_string()))?;
-    let http = HttpUpstream::new(config.max_connections, config.request_timeout);
-    let live = |name: String, credentials: Credentials, overrides: &Overrides, weight, cap| {
-        let endpoints = endpoints(config, &credentials, overrides);
-        tracing::info!(account = %name, format = credentials.format.name(), api = %endpoints.api_base, "Kiro account loaded");
-        let settings = TokenSettings {
-            refresh_margin: config.token_refresh_margin,
-            state_dir: config.state_dir.clone(),
-            timeout: config.request_timeout,
-        };
-        let account = Account::new(
-            name.clone(),
-            credentials,
-            endpoints,
-            settings,
-            client.clone(),
-        );
-        let service = KiroService::live(http.clone(), Arc::clone(&account), cap)
-            .map_err(BuildError::Client)?;
-        Ok::<_, BuildError>((spec(&name, weight, cap), service, account))
-    };
-    let Some(file) = &config.pool.file else {
-        let (name, credentials) = load_credentials(config)?;
-        let cap = config.max_connections;
-        let (spec, service, account) = live(name, credentials, &Overrides::default(), 1, cap)?;
-        return Ok(vec![Built {
-            spec,
-            service,
-            account: Some(account),
-            enabled: true,
-        }]);
-    };
-    tracing::info!(file = %file.display(), "reading the pool file");
-    pool_file::load(file)?
-        .into_iter()
-        .map(|instance| {
-            let overrides = Overrides {
-                region: instance.region,
-                base_url: instance.base_url,
-                refresh_url: instance.refresh_url,
-                idc_refresh_url: instance.idc_refresh_url,
-            };
-            let cap = instance.max_concurrency.unwrap_or(config.max_connections);
-            let (spec, service, account) = live(
-                instance.name,
-                instance.credentials,
-                &overrides,
-                instance.weight,
-                cap,
-            )?;
-            Ok(Built {
-                spec,
-                service,
-                account: Some(account),
-                enabled: instance.enabled,
-            })
-        })
-        .collect()
-}
-
-fn spec(name: &str, weight: u32, max_concurrency: usize) -> MemberSpec {
-    MemberSpec {
-        name: Arc::from(name),
-        weight,
-        max_concurrency,
-    }
-}
-
-/// Per-account settings of the pool file that beat the global flags.
-#[derive(Default)]
-struct Overrides {
-    region: Option<String>,
-    base_url: Option<String>,
-    refresh_url: Option<String>,
-    idc_refresh_url: Option<String>,
-}
-
-/// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
-fn load_credentials(config: &Config) -> Result<(String, Credentials), BuildError> {
-    if let Some(path) = &config.kiro_oauth_creds_file {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        return Ok((name, credentials::from_file(path)?));
-    }
-    if let Some(base64) = &config.kiro_oauth_creds_base64 {
-        let origin = "--kiro-oauth-creds-base64 / KIRO_OAUTH_CREDS_BASE64";
-        return Ok((
-            "base64".into(),
-            credentials::from_base64(base64.expose(), origin)?,
-        ));
-    }
-    if let Some(path) = credentials::kiro_ide_token_file() {
-        return Ok(("kiro-ide".into(), credentials::from_file(&path)?));
-    }
-    Err(BuildError::NoCredentials)
-}
-
-/// API region: the instance's, else explicit `--kiro-region`, else the profileArn's region,
-/// else us-east-1. Refresh region: the credential's `region`, else the same. URLs: the
-/// instance's, else the flags', else derived from the regions.
-fn endpoints(config: &Config, credentials: &Credentials, overrides: &Overrides) -> Endpoints {
-    let region = overrides
-        .region
-        .as_deref()
-        .or(config.kiro_region.as_deref());
-    let arn_region = credentials
-        .profile_arn
-        .as_deref()
-        .and_then(|arn| arn.split(':').nth(3))
-        .filter(|r| !r.is_empty());
-    let api_region = region.or(arn_region).unwrap_or("us-east-1");
-    let auth_region = credentials
-        .region
-        .as_deref()
-        .or(region)
-        .unwrap_or("us-east-1");
-    let pick = |own: &Option<String>, flag: &Option<String>, derived: String| {
-        own.clone().or_else(|| flag.clone()).unwrap_or(derived)
-    };
-    Endpoints {
-        api_base: pick(
-            &overrides.base_url,
-            &config.kiro_base_url,
-            format!("https://q.{api_region}.amazonaws.com"),
-        ),
-        social_refresh: pick(
-            &overrides.refresh_url,
-            &config.kiro_refresh_url,
-            format!("https://prod.{auth_region}.auth.desktop.kiro.dev/refreshToken"),
-        ),
-        idc_refresh: pick(
-            &overrides.idc_refresh_url,
-            &config.kiro_idc_refresh_url,
-            format!("https://oidc.{auth_region}.amazonaws.com/token"),
-        ),
-    }
+        .service(ApiService::new(model, state));
+    Ok((pipeline, accounts))
 }
 
 /// The request span: path only (a `?key=` query must never reach a log line).

@@ -15,6 +15,8 @@ use std::time::Duration;
 struct Trio {
     fakes: Vec<Fake>,
     proxy: Proxy,
+    pools: std::path::PathBuf,
+    instances: Vec<Value>,
 }
 
 const NAMES: [&str; 3] = ["acct-a", "acct-b", "acct-c"];
@@ -28,17 +30,7 @@ impl Trio {
             .iter()
             .zip(NAMES)
             .map(|(fake, name)| {
-                let creds = write_json(
-                    &dir,
-                    &format!("{name}.json"),
-                    &json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-                );
-                let mut instance = json!({
-                    "name": name,
-                    "credsFile": creds,
-                    "baseUrl": fake.process.base,
-                    "refreshUrl": fake.url("/refreshToken"),
-                });
+                let mut instance = instance(&dir, fake, name);
                 if let Value::Object(extra) = &extra {
                     instance.as_object_mut().unwrap().extend(extra.clone());
                 }
@@ -61,7 +53,26 @@ impl Trio {
         ];
         all.extend_from_slice(args);
         let proxy = Proxy::start(&all, &[]);
-        Self { fakes, proxy }
+        Self {
+            fakes,
+            proxy,
+            pools,
+            instances,
+        }
+    }
+
+    /// Rewrites the pool file with `instances` and tells aiproxy (SIGHUP).
+    fn rewrite(&self, instances: &[Value]) {
+        write_json(
+            self.pools.parent().unwrap(),
+            "provider_pools.json",
+            &json!({ "kiro-api": instances }),
+        );
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.proxy.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     async fn chat(&self, content: &str, stream: bool, session: Option<&str>) -> Answer {
@@ -118,6 +129,21 @@ impl Trio {
             .cloned()
             .unwrap()
     }
+}
+
+/// A pool-file instance for `fake`, with its own credential file in `dir`.
+fn instance(dir: &std::path::Path, fake: &Fake, name: &str) -> Value {
+    let creds = write_json(
+        dir,
+        &format!("{name}.json"),
+        &json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+    );
+    json!({
+        "name": name,
+        "credsFile": creds,
+        "baseUrl": fake.process.base,
+        "refreshUrl": fake.url("/refreshToken"),
+    })
 }
 
 fn statuses(answers: &[Answer]) -> Vec<u16> {
@@ -404,4 +430,78 @@ async fn a_conversation_stays_on_its_account() {
         homes.extend(seen);
     }
     assert!(homes.len() >= 2, "sessions spread: {homes:?}");
+}
+
+#[tokio::test]
+async fn a_pool_file_edit_adds_and_drains_accounts_with_requests_in_flight() {
+    let trio = Trio::start(json!({}), &[]);
+    // Six slow streams in flight, some of them on acct-a.
+    let slow = "one two three four five six seven eight\nfake-kiro: {\"event_delay_ms\": 120}";
+    let in_flight = join_all((0..6).map(|_| trio.chat(slow, true, None)));
+    let edit = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let on_a = trio.instance("acct-a").await["in_flight"].as_u64().unwrap();
+        assert!(
+            on_a >= 1,
+            "in-flight balancing put some of the six on acct-a"
+        );
+        let fourth = Fake::start();
+        let mut next: Vec<Value> = trio.instances[1..].to_vec();
+        next.push(instance(trio.pools.parent().unwrap(), &fourth, "acct-d"));
+        trio.rewrite(&next);
+        // The reload is quick; give it a moment, then load the new pool.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fourth
+    };
+    let (replies, fourth) = tokio::join!(in_flight, edit);
+    for reply in &replies {
+        assert_eq!(reply.status, 200);
+        let text = reply.text();
+        assert!(
+            text.contains("eight") && text.contains("[DONE]"),
+            "a drained stream finished: {text}"
+        );
+    }
+    let a_before = trio.calls().await[0];
+    assert_eq!(statuses(&trio.many(60, 3).await), [200]);
+    assert_eq!(
+        trio.calls().await[0],
+        a_before,
+        "the removed account takes nothing new"
+    );
+    assert!(
+        fourth.stats().await["generate_calls"].as_u64().unwrap() > 5,
+        "the added one serves"
+    );
+    let names: Vec<String> = trio
+        .get("/loadbalancer/instances")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["acct-b", "acct-c", "acct-d"]);
+}
+
+#[tokio::test]
+async fn an_account_disabled_in_the_file_is_shown_and_comes_back_when_enabled() {
+    let trio = Trio::start(json!({}), &[]);
+    let mut edited = trio.instances.clone();
+    edited[0]["enabled"] = json!(false);
+    trio.rewrite(&edited);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = trio.instance("acct-a").await;
+    assert_eq!(
+        (a["state"].clone(), a["reason"].clone()),
+        (json!("disabled"), json!("disabled_in_pool_file"))
+    );
+    trio.many(30, 3).await;
+    assert_eq!(trio.calls().await[0], 0);
+    trio.rewrite(&trio.instances);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(trio.instance("acct-a").await["state"], "healthy");
+    trio.many(60, 3).await;
+    assert!(trio.calls().await[0] > 0);
 }

@@ -47,8 +47,8 @@ pub struct ProviderStatus {
     pub id: String,
     /// `mock` or `live`.
     pub mode: &'static str,
-    /// Live accounts (none in mock mode).
-    pub accounts: Vec<std::sync::Arc<crate::kiro::account::Account>>,
+    /// Live accounts (none in mock mode); replaced when the pool file is reloaded.
+    pub accounts: crate::model::accounts::LiveAccounts,
     /// The pool's members as of now (every account, mock ones too).
     pub pool: PoolViews,
 }

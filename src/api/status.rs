@@ -32,11 +32,15 @@ impl Member {
 }
 
 fn members(provider: &ProviderStatus) -> Vec<Member> {
+    let accounts = provider
+        .accounts
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     (provider.pool)()
         .into_iter()
         .map(|view| {
-            let account = provider
-                .accounts
+            let account = accounts
                 .iter()
                 .find(|a| a.name() == &*view.spec.name)
                 .map(|a| a.status());

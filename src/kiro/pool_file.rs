@@ -29,6 +29,9 @@ pub const DEFAULT_FILE: &str = "provider_pools.json";
 pub struct Instance {
     /// Display name (unique).
     pub name: String,
+    /// Hash of the instance's entry as written: a reload keeps an account whose entry did
+    /// not change (its token state, its in-flight requests) and rebuilds one whose did.
+    pub fingerprint: String,
     /// The credentials.
     pub credentials: Credentials,
     /// Switched off by the operator.
@@ -150,7 +153,11 @@ pub fn load(path: &Path) -> Result<Vec<Instance>, PoolFileError> {
                 index,
                 base,
             };
-            instances.push(parse(value, &at)?);
+            let mut instance = parse(value, &at)?;
+            instance.fingerprint = blake3::hash(value.to_string().as_bytes())
+                .to_hex()
+                .to_string();
+            instances.push(instance);
         }
     }
     if instances.is_empty() {
@@ -284,6 +291,7 @@ fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
     )?;
     Ok(Instance {
         name,
+        fingerprint: String::new(),
         credentials,
         enabled: raw.enabled,
         weight: raw.weight,
@@ -321,6 +329,7 @@ fn theirs(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
     )?;
     Ok(Instance {
         name,
+        fingerprint: String::new(),
         credentials,
         enabled: !raw.disabled,
         weight: 1,

@@ -23,6 +23,7 @@
 //! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`] |
 //! | 2 | [`crate::kiro::KiroService`] | one account: token source, request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
 
+pub mod accounts;
 mod failure;
 pub mod resolve;
 

@@ -227,15 +227,15 @@ impl Breaker {
         }
     }
 
-    /// The operator acted (file change, SIGHUP): a disabled or cooling account gets
-    /// another chance.
+    /// The operator acted (file change, SIGHUP): a disabled account gets another chance.
+    /// Cooldowns and open breakers run their course: the upstream's verdict on the account
+    /// did not change because a file did.
     pub fn reset(&self, now: Instant) {
         let mut inner = self.lock();
-        if inner.state != State::Healthy {
+        if inner.state == State::Disabled {
             inner.recover(now);
+            inner.open_for = self.config.open_base;
         }
-        inner.consecutive_failures = 0;
-        inner.open_for = self.config.open_base;
     }
 
     /// A non-secret view, as of `now`.

@@ -1,0 +1,348 @@
+//! The accounts behind the pool, and the pool itself: built from the configuration (a mock
+//! account on the in-process fake in mock mode; else the pool file's instances; else the
+//! single account of the credential flags, a pool of one), and rebuilt from the pool file
+//! on [`Accounts::reload`] (SIGHUP or a change of the file) without dropping a request.
+
+use crate::config::Config;
+use crate::kiro::account::{Account, Endpoints, TokenSettings};
+use crate::kiro::credentials::{self, Credentials};
+use crate::kiro::fake::FakeKiro;
+use crate::kiro::http::HttpUpstream;
+use crate::kiro::pool_file::{self, Instance};
+use crate::kiro::token_source::FixedToken;
+use crate::kiro::KiroService;
+use crate::pipeline::BuildError;
+use aiproxy_layers::model::pool::{MemberSpec, Pool};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The live accounts, for the status views (empty in mock mode).
+pub type LiveAccounts = Arc<RwLock<Vec<Arc<Account>>>>;
+
+/// Why an account was taken out by the pool file itself.
+const DISABLED_IN_FILE: &str = "disabled_in_pool_file";
+
+/// One pool member: its spec, its leaf service, its live account (for views), whether the
+/// operator switched it off, and the hash of its pool-file entry.
+#[derive(Clone)]
+struct Member {
+    spec: MemberSpec,
+    service: KiroService,
+    account: Option<Arc<Account>>,
+    enabled: bool,
+    fingerprint: Option<String>,
+}
+
+/// The pool and what is needed to rebuild its members.
+pub struct Accounts {
+    config: Config,
+    pool: Pool<KiroService>,
+    members: Mutex<Vec<Member>>,
+    live: LiveAccounts,
+    clients: Option<(reqwest::Client, HttpUpstream)>,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Accounts {
+    /// The accounts of `config` in a pool.
+    pub fn build(config: &Config) -> Result<Self, BuildError> {
+        let clients = if config.kiro_mock_mode {
+            None
+        } else {
+            let client = HttpUpstream::client(config.max_connections, config.request_timeout)
+                .map_err(|e| BuildError::Client(e.to_string()))?;
+            let http = HttpUpstream::new(config.max_connections, config.request_timeout);
+            Some((client, http))
+        };
+        let accounts = Self {
+            config: config.clone(),
+            pool: Pool::new(config.pool.pool.clone(), Vec::new()),
+            members: Mutex::new(Vec::new()),
+            live: LiveAccounts::default(),
+            clients,
+        };
+        let members = accounts.members(&[])?;
+        accounts.install(members, false);
+        Ok(accounts)
+    }
+
+    /// The pool (clones share the members).
+    pub fn pool(&self) -> Pool<KiroService> {
+        self.pool.clone()
+    }
+
+    /// The live accounts, for the status views.
+    pub fn live(&self) -> LiveAccounts {
+        Arc::clone(&self.live)
+    }
+
+    /// `mock` or `live`.
+    pub fn mode(&self) -> &'static str {
+        if self.clients.is_some() {
+            "live"
+        } else {
+            "mock"
+        }
+    }
+
+    /// Re-reads the pool file: an account whose entry did not change keeps its state (unless
+    /// it was disabled: the operator may have fixed its credentials, so it is rebuilt);
+    /// changed and added ones are built afresh and join in slow start; removed ones take no
+    /// new requests and finish the ones they have. On an error nothing changes. Returns the
+    /// number of accounts.
+    pub fn reload(&self) -> Result<usize, BuildError> {
+        if self.config.pool.file.is_none() || self.clients.is_none() {
+            return Ok(self.lock().len());
+        }
+        let old = self.lock().clone();
+        let members = self.members(&old)?;
+        let count = members.len();
+        self.install(members, true);
+        Ok(count)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn install(&self, members: Vec<Member>, operator_acted: bool) {
+        self.pool.replace(
+            members
+                .iter()
+                .map(|m| (m.spec.clone(), m.service.clone()))
+                .collect(),
+            operator_acted,
+        );
+        for member in members.iter().filter(|m| !m.enabled) {
+            self.pool.disable(&member.spec.name, DISABLED_IN_FILE);
+        }
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) =
+            members.iter().filter_map(|m| m.account.clone()).collect();
+        *self.lock() = members;
+    }
+
+    fn members(&self, old: &[Member]) -> Result<Vec<Member>, BuildError> {
+        let config = &self.config;
+        let Some((client, http)) = &self.clients else {
+            if let Some(file) = &config.pool.file {
+                tracing::info!(file = %file.display(), "mock mode: the pool file is not used");
+            }
+            let fake = FakeKiro::new().with_event_delay(config.kiro_mock_event_delay);
+            let account = Arc::new(FixedToken::new("mock"));
+            return Ok(vec![Member {
+                spec: spec("mock", 1, config.max_connections),
+                service: KiroService::mock(fake, account, config.max_connections),
+                account: None,
+                enabled: true,
+                fingerprint: None,
+            }]);
+        };
+        let live = |name: String, credentials: Credentials, overrides: &Overrides, weight, cap| {
+            let endpoints = endpoints(config, &credentials, overrides);
+            tracing::info!(account = %name, format = credentials.format.name(), api = %endpoints.api_base, "Kiro account loaded");
+            let settings = TokenSettings {
+                refresh_margin: config.token_refresh_margin,
+                state_dir: config.state_dir.clone(),
+                timeout: config.request_timeout,
+            };
+            let account = Account::new(
+                name.clone(),
+                credentials,
+                endpoints,
+                settings,
+                client.clone(),
+            );
+            let service = KiroService::live(http.clone(), Arc::clone(&account), cap)
+                .map_err(BuildError::Client)?;
+            Ok::<_, BuildError>((spec(&name, weight, cap), service, account))
+        };
+        let Some(file) = &config.pool.file else {
+            let (name, credentials) = load_credentials(config)?;
+            let cap = config.max_connections;
+            let (spec, service, account) = live(name, credentials, &Overrides::default(), 1, cap)?;
+            return Ok(vec![Member {
+                spec,
+                service,
+                account: Some(account),
+                enabled: true,
+                fingerprint: None,
+            }]);
+        };
+        tracing::info!(file = %file.display(), "reading the pool file");
+        pool_file::load(file)?
+            .into_iter()
+            .map(|instance: Instance| {
+                if let Some(kept) = old.iter().find(|m| {
+                    *m.spec.name == *instance.name
+                        && m.fingerprint.as_deref() == Some(instance.fingerprint.as_str())
+                        && m.account
+                            .as_ref()
+                            .is_some_and(|a| a.status().disabled.is_none())
+                }) {
+                    return Ok(Member {
+                        enabled: instance.enabled,
+                        ..kept.clone()
+                    });
+                }
+                let overrides = Overrides {
+                    region: instance.region,
+                    base_url: instance.base_url,
+                    refresh_url: instance.refresh_url,
+                    idc_refresh_url: instance.idc_refresh_url,
+                };
+                let cap = instance.max_concurrency.unwrap_or(config.max_connections);
+                let (spec, service, account) = live(
+                    instance.name,
+                    instance.credentials,
+                    &overrides,
+                    instance.weight,
+                    cap,
+                )?;
+                Ok(Member {
+                    spec,
+                    service,
+                    account: Some(account),
+                    enabled: instance.enabled,
+                    fingerprint: Some(instance.fingerprint),
+                })
+            })
+            .collect()
+    }
+}
+
+fn spec(name: &str, weight: u32, max_concurrency: usize) -> MemberSpec {
+    MemberSpec {
+        name: Arc::from(name),
+        weight,
+        max_concurrency,
+    }
+}
+
+/// Per-account settings of the pool file that beat the global flags.
+#[derive(Default)]
+struct Overrides {
+    region: Option<String>,
+    base_url: Option<String>,
+    refresh_url: Option<String>,
+    idc_refresh_url: Option<String>,
+}
+
+/// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
+fn load_credentials(config: &Config) -> Result<(String, Credentials), BuildError> {
+    if let Some(path) = &config.kiro_oauth_creds_file {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok((name, credentials::from_file(path)?));
+    }
+    if let Some(base64) = &config.kiro_oauth_creds_base64 {
+        let origin = "--kiro-oauth-creds-base64 / KIRO_OAUTH_CREDS_BASE64";
+        return Ok((
+            "base64".into(),
+            credentials::from_base64(base64.expose(), origin)?,
+        ));
+    }
+    if let Some(path) = credentials::kiro_ide_token_file() {
+        return Ok(("kiro-ide".into(), credentials::from_file(&path)?));
+    }
+    Err(BuildError::NoCredentials)
+}
+
+/// API region: the instance's, else explicit `--kiro-region`, else the profileArn's region,
+/// else us-east-1. Refresh region: the credential's `region`, else the same. URLs: the
+/// instance's, else the flags', else derived from the regions.
+fn endpoints(config: &Config, credentials: &Credentials, overrides: &Overrides) -> Endpoints {
+    let region = overrides
+        .region
+        .as_deref()
+        .or(config.kiro_region.as_deref());
+    let arn_region = credentials
+        .profile_arn
+        .as_deref()
+        .and_then(|arn| arn.split(':').nth(3))
+        .filter(|r| !r.is_empty());
+    let api_region = region.or(arn_region).unwrap_or("us-east-1");
+    let auth_region = credentials
+        .region
+        .as_deref()
+        .or(region)
+        .unwrap_or("us-east-1");
+    let pick = |own: &Option<String>, flag: &Option<String>, derived: String| {
+        own.clone().or_else(|| flag.clone()).unwrap_or(derived)
+    };
+    Endpoints {
+        api_base: pick(
+            &overrides.base_url,
+            &config.kiro_base_url,
+            format!("https://q.{api_region}.amazonaws.com"),
+        ),
+        social_refresh: pick(
+            &overrides.refresh_url,
+            &config.kiro_refresh_url,
+            format!("https://prod.{auth_region}.auth.desktop.kiro.dev/refreshToken"),
+        ),
+        idc_refresh: pick(
+            &overrides.idc_refresh_url,
+            &config.kiro_idc_refresh_url,
+            format!("https://oidc.{auth_region}.amazonaws.com/token"),
+        ),
+    }
+}
+
+/// Reloads `accounts` on SIGHUP and when the pool file's modification time changes (checked
+/// every 2 s). A reload that fails keeps the accounts as they are and logs why. The SIGHUP
+/// handler is installed when this is called (inside the runtime, before the server announces
+/// itself), so a SIGHUP right after start-up cannot hit the default action and end the process.
+pub fn watch(accounts: Arc<Accounts>) -> impl std::future::Future<Output = ()> + Send {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP; the pool file is still watched"))
+        .ok();
+    async move {
+        let Some(file) = accounts.config.pool.file.clone() else {
+            return;
+        };
+        let modified =
+            |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut seen = modified(&file);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            #[cfg(unix)]
+            let cause = tokio::select! {
+                _ = tick.tick() => "file",
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => "sighup",
+            };
+            #[cfg(not(unix))]
+            let cause = {
+                tick.tick().await;
+                "file"
+            };
+            let now = modified(&file);
+            if cause == "file" && now == seen {
+                continue;
+            }
+            seen = now;
+            match accounts.reload() {
+                Ok(count) => {
+                    tracing::info!(file = %file.display(), cause, accounts = count, "pool file reloaded")
+                }
+                Err(error) => tracing::warn!(
+                    file = %file.display(), cause, %error,
+                    "pool file not reloaded; the accounts stay as they were"
+                ),
+            }
+        }
+    }
+}
