@@ -256,8 +256,18 @@ impl Account {
         self.refresh().await
     }
 
-    /// Exchanges the refresh token. Caller holds the refresh gate.
+    /// Exchanges the refresh token. Caller holds the refresh gate. With a token file, the
+    /// rotation holds its lock ([`super::file_lock`]) and first looks whether another
+    /// process already rotated while this one waited: then its fresh token is adopted and
+    /// no refresh is spent (the refresh token in hand may already be consumed).
     async fn refresh(&self) -> Result<AccessToken, ChatError> {
+        let _rotation = match self.token_file() {
+            Some(path) => super::file_lock::acquire(path, self.settings.timeout).await,
+            None => None,
+        };
+        if let Some(adopted) = self.adopt_from_file() {
+            return Ok(adopted);
+        }
         let refresh_token = self.lock().refresh.clone();
         match self.exchange(&refresh_token).await {
             Ok(answer) => Ok(self.adopt(answer)),
@@ -350,6 +360,45 @@ impl Account {
                  this account may need a new login. Fix the file's permissions."
             );
         }
+    }
+
+    /// Tokens another process wrote since this one read the file: a newer refresh token is
+    /// taken over (ours may be consumed), and a fresh access token along with it is returned.
+    fn adopt_from_file(&self) -> Option<AccessToken> {
+        let path = self.token_file()?;
+        let (refresh, access, expires_at, profile_arn) = if self.state_file.is_some() {
+            let stored = read_state_file(path)?;
+            (
+                stored.refresh,
+                stored.access,
+                stored.expires_at,
+                stored.profile_arn,
+            )
+        } else {
+            let c = credentials::from_file(path).ok()?;
+            (c.refresh_token, c.access_token, c.expires_at, c.profile_arn)
+        };
+        let mut state = self.lock();
+        let fresh =
+            expires_at.is_some_and(|at| at > SystemTime::now() + self.settings.refresh_margin);
+        let newer_access = access
+            .as_ref()
+            .filter(|a| fresh && state.access.as_ref() != Some(*a));
+        if refresh == state.refresh && newer_access.is_none() {
+            return None;
+        }
+        tracing::info!(account = %self.name, "another process rotated this account's tokens; taking them over");
+        state.refresh = refresh;
+        let access = newer_access?.clone();
+        state.access = Some(access.clone());
+        state.expires_at = expires_at;
+        if profile_arn.is_some() {
+            state.profile_arn = profile_arn;
+        }
+        Some(AccessToken {
+            token: access,
+            profile_arn: state.profile_arn.clone(),
+        })
     }
 
     /// The refresh token currently in the credential file, if it differs from `ours`.

@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod errors;
 pub mod eventstream;
 pub mod fake;
+pub mod file_lock;
 pub mod http;
 pub mod models;
 pub mod overflow;
