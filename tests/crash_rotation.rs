@@ -247,9 +247,14 @@ fn a_symlinked_credential_file_is_rotated_through_the_link() {
         "the target holds the rotated token"
     );
     assert_eq!(after["ideField"], 1, "unknown fields kept");
+    let mut names: Vec<String> = std::fs::read_dir(&ide)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
     assert_eq!(
-        std::fs::read_dir(&ide).unwrap().count(),
-        1,
-        "no temp file left"
+        names,
+        [".kiro-auth-token.json.lock", "kiro-auth-token.json"],
+        "no temp file left; the rotation lock sits beside the target"
     );
 }
