@@ -76,9 +76,11 @@ async fn run(config: Config) -> ExitCode {
             "mock mode: answers come from the built-in fake Kiro, not from real accounts"
         );
     }
-    tokio::spawn(aiproxy::model::accounts::watch(std::sync::Arc::new(
-        accounts,
+    let accounts = std::sync::Arc::new(accounts);
+    tokio::spawn(aiproxy::model::accounts::watch(std::sync::Arc::clone(
+        &accounts,
     )));
+    tokio::spawn(aiproxy::model::accounts::probe(accounts));
     // Both before the "listening" line: a client (or a test) may act on it at once.
     let limits = server_limits(&config);
     let shutdown = server::shutdown_signal();

@@ -505,3 +505,54 @@ async fn an_account_disabled_in_the_file_is_shown_and_comes_back_when_enabled() 
     trio.many(60, 3).await;
     assert!(trio.calls().await[0] > 0);
 }
+
+#[tokio::test]
+async fn the_health_probe_takes_out_an_account_without_credits_and_brings_it_back() {
+    let trio = Trio::start(json!({}), &["--health-check-interval", "1"]);
+    let set_usage = |fake: &Fake, used: f64| {
+        let url = fake.url("/__fake/usage");
+        async move {
+            let answer = send(
+                http::Request::post(url)
+                    .body(Full::from(
+                        json!({"currentUsage": used, "usageLimit": 50.0}).to_string(),
+                    ))
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(answer.status, 200);
+        }
+    };
+    set_usage(&trio.fakes[0], 50.0).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let a = trio.instance("acct-a").await;
+    assert_eq!(
+        (a["state"].clone(), a["reason"].clone()),
+        (json!("disabled"), json!("quota_exhausted")),
+        "{a}"
+    );
+    assert_eq!(
+        a["cooldown_until"], "2027-01-01T00:00:00Z",
+        "out until Kiro's reset date"
+    );
+    assert_eq!(a["usage"]["remaining"], 0.0);
+    let b = trio.instance("acct-b").await;
+    assert_eq!(
+        (
+            b["usage"]["used"].clone(),
+            b["usage"]["limit"].clone(),
+            b["usage"]["subscription"].clone()
+        ),
+        (json!(12.5), json!(1000.0), json!("KIRO PRO"))
+    );
+    trio.many(30, 3).await;
+    assert_eq!(trio.calls().await[0], 0, "no user traffic to it");
+    set_usage(&trio.fakes[0], 10.0).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        trio.instance("acct-a").await["state"],
+        "healthy",
+        "credits back, account back"
+    );
+    assert!(trio.fakes[0].stats().await["usage_calls"].as_u64().unwrap() >= 2);
+}

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 struct Member {
     view: MemberView,
     account: Option<crate::kiro::account::AccountStatus>,
+    usage: Option<crate::kiro::usage::UsageLimits>,
 }
 
 impl Member {
@@ -40,11 +41,12 @@ fn members(provider: &ProviderStatus) -> Vec<Member> {
     (provider.pool)()
         .into_iter()
         .map(|view| {
-            let account = accounts
-                .iter()
-                .find(|a| a.name() == &*view.spec.name)
-                .map(|a| a.status());
-            Member { view, account }
+            let account = accounts.iter().find(|a| a.name() == &*view.spec.name);
+            Member {
+                view,
+                account: account.map(|a| a.status()),
+                usage: account.and_then(|a| a.usage()),
+            }
         })
         .collect()
 }
@@ -131,8 +133,14 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
                     "last_used": v.last_used.map(format_time),
                     "cooldown_until": v.health.until.map(format_time),
                     "token_expires_at": m.account.as_ref().and_then(|a| a.token_expires_at).map(format_time),
-                    // Credits from /getUsageLimits: filled by the health probe (not yet built).
-                    "usage": Value::Null,
+                    // Credits from getUsageLimits, as the health probe last read them.
+                    "usage": m.usage.as_ref().map(|u| json!({
+                        "used": u.used,
+                        "limit": u.limit,
+                        "remaining": (u.limit - u.used).max(0.0),
+                        "resets_at": u.next_reset.map(format_time),
+                        "subscription": u.subscription,
+                    })),
                 })
             })
         })

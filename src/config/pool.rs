@@ -63,6 +63,9 @@ pub struct PoolArgs {
     /// Cooldown after any other 429 without Retry-After, in seconds (+ up to 25 % jitter) [default: 30].
     #[arg(long, env = "AIPROXY_RATE_LIMIT_COOLDOWN", value_name = "SECS")]
     pub rate_limit_cooldown: Option<u64>,
+    /// Seconds between active health probes of every account (token and getUsageLimits); 0 = off [default: 60].
+    #[arg(long, env = "AIPROXY_HEALTH_CHECK_INTERVAL", value_name = "SECS")]
+    pub health_check_interval: Option<u64>,
     /// Put /loadbalancer/instances behind the API key (for operators who expose the port) [default: false].
     #[arg(long, env = "AIPROXY_ADMIN_REQUIRE_KEY", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
@@ -70,7 +73,7 @@ pub struct PoolArgs {
 }
 
 /// The resolved model-tier settings.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PoolSettings {
     /// The pool file, when one is configured or `provider_pools.json` exists.
     pub file: Option<PathBuf>,
@@ -80,6 +83,20 @@ pub struct PoolSettings {
     pub pool: PoolConfig,
     /// Whether `/loadbalancer/instances` needs the API key.
     pub admin_require_key: bool,
+    /// Active health probe period (`None`: off).
+    pub health_check_interval: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            file: None,
+            retry: RetryConfig::default(),
+            pool: PoolConfig::default(),
+            admin_require_key: false,
+            health_check_interval: Some(Duration::from_secs(60)),
+        }
+    }
 }
 
 impl PoolArgs {
@@ -101,6 +118,7 @@ impl PoolArgs {
             suspicious_cooldown,
             short_window_cooldown,
             rate_limit_cooldown,
+            health_check_interval,
             admin_require_key
         )
     }
@@ -161,6 +179,11 @@ impl PoolArgs {
                 },
             },
             admin_require_key: self.admin_require_key.unwrap_or(false),
+            health_check_interval: match self.health_check_interval {
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+                None => d.health_check_interval,
+            },
         })
     }
 }

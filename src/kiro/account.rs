@@ -95,6 +95,7 @@ pub struct Account {
     http: reqwest::Client,
     state: Mutex<TokenState>,
     refresh_gate: tokio::sync::Mutex<()>,
+    usage: Mutex<Option<super::usage::UsageLimits>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -163,6 +164,7 @@ impl Account {
             http,
             state: Mutex::new(state),
             refresh_gate: tokio::sync::Mutex::new(()),
+            usage: Mutex::new(None),
         })
     }
 
@@ -184,6 +186,20 @@ impl Account {
     fn lock(&self) -> MutexGuard<'_, TokenState> {
         // A poisoned lock only means another thread panicked mid-update of plain fields.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The HTTP client for this account's token and REST calls.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The last usage Kiro reported (see [`super::usage`]).
+    pub fn usage(&self) -> Option<super::usage::UsageLimits> {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_usage(&self, usage: super::usage::UsageLimits) {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(usage);
     }
 
     /// Non-secret status.

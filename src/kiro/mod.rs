@@ -17,6 +17,7 @@ pub mod stream;
 pub mod thinking;
 pub mod token_source;
 pub mod translate;
+pub mod usage;
 pub mod wire;
 
 pub use models::Catalog;

@@ -120,7 +120,7 @@ impl Accounts {
             operator_acted,
         );
         for member in members.iter().filter(|m| !m.enabled) {
-            self.pool.disable(&member.spec.name, DISABLED_IN_FILE);
+            self.pool.disable(&member.spec.name, DISABLED_IN_FILE, None);
         }
         *self.live.write().unwrap_or_else(|e| e.into_inner()) =
             members.iter().filter_map(|m| m.account.clone()).collect();
@@ -344,5 +344,66 @@ pub fn watch(accounts: Arc<Accounts>) -> impl std::future::Future<Output = ()> +
                 ),
             }
         }
+    }
+}
+
+/// The active health probe: every `--health-check-interval`, each live account's token is
+/// checked (refreshed when due) and its usage read from `getUsageLimits`, so accounts
+/// recover without user traffic. Used-up credits disable the account until Kiro's reset
+/// date; credits left lift such a disable and close a breaker past its backoff; a
+/// suspension or a revoked token disables it like a request would. A probe that cannot
+/// reach Kiro changes nothing (user traffic judges the account).
+pub async fn probe(accounts: Arc<Accounts>) {
+    let Some(period) = accounts.config.pool.health_check_interval else {
+        return;
+    };
+    // The first probe after one period: start-up itself spends no refresh.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let live = accounts
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for account in live {
+            probe_one(&accounts.pool, &account, accounts.config.request_timeout).await;
+        }
+    }
+}
+
+async fn probe_one(pool: &Pool<KiroService>, account: &Account, timeout: std::time::Duration) {
+    use aiproxy_layers::model::{Failure, Penalty};
+    let name = account.name();
+    if account.status().disabled.is_some() {
+        return;
+    }
+    let usage = match tokio::time::timeout(timeout, crate::kiro::usage::fetch(account)).await {
+        Ok(usage) => usage,
+        Err(_) => {
+            tracing::debug!(account = name, "health probe timed out");
+            return;
+        }
+    };
+    match usage {
+        Ok(usage) if usage.exhausted() => {
+            tracing::warn!(
+                account = name,
+                used = usage.used,
+                limit = usage.limit,
+                "account's credits are used up; out until Kiro's reset"
+            );
+            pool.disable(
+                name,
+                aiproxy_layers::model::health::QUOTA_EXHAUSTED,
+                usage.next_reset,
+            );
+        }
+        Ok(_) => pool.probe_passed(name),
+        Err(error) => match error.penalty() {
+            Penalty::Disable { reason, until } => pool.disable(name, reason, until),
+            _ => tracing::debug!(account = name, kind = error.kind(), "health probe failed"),
+        },
     }
 }

@@ -28,7 +28,7 @@ impl Failure for ChatError {
             // Kiro resets monthly quotas at the start of the month (UTC); the health probe
             // replaces this guess with `nextDateReset` when it has one.
             Self::QuotaExhausted { .. } => Penalty::Disable {
-                reason: "quota_exhausted",
+                reason: aiproxy_layers::model::health::QUOTA_EXHAUSTED,
                 until: Some(next_month_start(SystemTime::now())),
             },
             Self::AccountUnavailable { message } => Penalty::Disable {

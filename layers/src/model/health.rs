@@ -10,6 +10,9 @@ use super::{Penalty, RateLimitClass};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The reason code of a disable for used-up credits: the one the health probe lifts.
+pub const QUOTA_EXHAUSTED: &str = "quota_exhausted";
+
 /// The breaker's settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HealthConfig {
@@ -169,6 +172,23 @@ impl Breaker {
         inner.consecutive_failures = 0;
         inner.trial_in_flight = false;
         if inner.state == State::HalfOpen {
+            inner.recover(now);
+            inner.open_for = self.config.open_base;
+        }
+    }
+
+    /// The active health probe reached the account and found it able to serve: a breaker
+    /// past its backoff closes without waiting for user traffic, and a quota disable lifts
+    /// (the probe saw credits left). Cooldowns run their course.
+    pub fn on_probe_ok(&self, now: Instant) {
+        let mut inner = self.lock();
+        inner.advance(now);
+        let lifts = match inner.state {
+            State::HalfOpen => !inner.trial_in_flight,
+            State::Disabled => inner.reason == Some(QUOTA_EXHAUSTED),
+            _ => false,
+        };
+        if lifts {
             inner.recover(now);
             inner.open_for = self.config.open_base;
         }
@@ -479,6 +499,44 @@ mod tests {
         );
         b.reset(now);
         assert_eq!(b.peek(now), Admission::Open);
+
+        let b = breaker();
+        b.on_failure(
+            &Penalty::Disable {
+                reason: QUOTA_EXHAUSTED,
+                until: Some(SystemTime::now() + Duration::from_secs(86_400)),
+            },
+            now,
+        );
+        b.on_probe_ok(now);
+        assert_eq!(b.peek(now), Admission::Open, "the probe saw credits left");
+
+        let b = breaker();
+        b.on_failure(
+            &Penalty::Disable {
+                reason: "suspended",
+                until: None,
+            },
+            now,
+        );
+        b.on_probe_ok(now);
+        assert!(!b.peek(now).admits(), "a suspension waits for the operator");
+
+        let b = breaker();
+        for _ in 0..3 {
+            b.on_failure(&Penalty::Failure, now);
+        }
+        b.on_probe_ok(now + Duration::from_secs(5));
+        assert!(
+            !b.peek(now + Duration::from_secs(5)).admits(),
+            "still in its backoff"
+        );
+        b.on_probe_ok(now + Duration::from_secs(10));
+        assert_eq!(
+            b.peek(now + Duration::from_secs(10)),
+            Admission::Open,
+            "closed by the probe"
+        );
 
         let b = breaker();
         let past = SystemTime::now() - Duration::from_secs(1);

@@ -233,14 +233,19 @@ impl<S> Pool<S> {
         self.shared.wake_all();
     }
 
-    /// Takes `name` out until the operator acts (`reason`: a short code for status views).
-    pub fn disable(&self, name: &str, reason: &'static str) {
-        let penalty = Penalty::Disable {
-            reason,
-            until: None,
-        };
+    /// Takes `name` out until `until`, or until the operator acts (`reason`: a short code
+    /// for status views).
+    pub fn disable(&self, name: &str, reason: &'static str, until: Option<SystemTime>) {
+        let penalty = Penalty::Disable { reason, until };
         for member in self.members().iter().filter(|m| &*m.spec.name == name) {
             member.breaker.on_failure(&penalty, Instant::now());
+        }
+    }
+
+    /// The health probe found `name` able to serve (see [`Breaker::on_probe_ok`]).
+    pub fn probe_passed(&self, name: &str) {
+        for member in self.members().iter().filter(|m| &*m.spec.name == name) {
+            member.breaker.on_probe_ok(Instant::now());
         }
     }
 

@@ -17,6 +17,7 @@
 //! | `POST /__fake/script` | queue steps (a JSON object or array) for the next chat calls |
 //! | `GET /__fake/stats` | call counters, the last IDE headers seen, peak concurrency |
 //! | `POST /__fake/expire-tokens` | invalidate every issued access token |
+//! | `POST /__fake/usage` | `{currentUsage, usageLimit}` that `getUsageLimits` reports from now on |
 
 pub mod script;
 pub mod server;
@@ -77,6 +78,8 @@ pub struct Stats {
     pub rejected_requests: u64,
     /// Which rule the last refused body broke.
     pub last_violation: Option<String>,
+    /// `getUsageLimits` calls (the health probe's).
+    pub usage_calls: u64,
     /// Most chat calls streaming at once.
     pub peak_concurrent_generates: usize,
     /// `user-agent` of the last chat call.
@@ -94,6 +97,8 @@ struct State {
     tokens: tokens::Tokens,
     script: VecDeque<Step>,
     stats: Stats,
+    /// Credits used and the limit `getUsageLimits` reports (default 12.5 of 1000).
+    usage: Option<(f64, f64)>,
 }
 
 #[derive(Debug)]
@@ -167,7 +172,8 @@ impl FakeKiro {
             (&Method::POST, "/refreshToken") => self.refresh(request.body(), Flavour::Social),
             (&Method::POST, "/token") => self.refresh(request.body(), Flavour::Idc),
             (&Method::POST, "/oauth/token") => self.refresh(request.body(), Flavour::OAuth2),
-            (&Method::GET, "/getUsageLimits") => json_response(StatusCode::OK, usage_limits()),
+            (&Method::GET, "/getUsageLimits") => self.usage_limits(&request),
+            (&Method::POST, "/__fake/usage") => self.set_usage(request.body()),
             (&Method::GET, "/ListAvailableModels") => {
                 json_response(StatusCode::OK, available_models())
             }
@@ -184,6 +190,55 @@ impl FakeKiro {
                 StatusCode::NOT_FOUND,
                 json!({"message": format!("fake Kiro has no route {method} {path}")}),
             ),
+        }
+    }
+
+    /// Whether the request's bearer token is one this fake issued (always, when tokens are
+    /// not checked).
+    fn bearer_valid(&self, request: &Request<Bytes>) -> bool {
+        if !self.inner.check_tokens {
+            return true;
+        }
+        let bearer = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        bearer.is_some_and(|token| self.lock().tokens.is_valid(token))
+    }
+
+    fn usage_limits(&self, request: &Request<Bytes>) -> Response<FrameStream> {
+        if !self.bearer_valid(request) {
+            self.lock().stats.rejected_tokens += 1;
+            return error_response(&Step {
+                status: Some(403),
+                ..Step::default()
+            });
+        }
+        let mut state = self.lock();
+        state.stats.usage_calls += 1;
+        let (used, limit) = state.usage.unwrap_or((12.5, 1000.0));
+        json_response(StatusCode::OK, usage_limits(used, limit))
+    }
+
+    fn set_usage(&self, body: &[u8]) -> Response<FrameStream> {
+        let parsed: Result<Value, _> = serde_json::from_slice(body);
+        let field = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64);
+        match parsed {
+            Ok(v) => match (field(&v, "currentUsage"), field(&v, "usageLimit")) {
+                (Some(used), Some(limit)) => {
+                    self.lock().usage = Some((used, limit));
+                    json_response(
+                        StatusCode::OK,
+                        json!({"currentUsage": used, "usageLimit": limit}),
+                    )
+                }
+                _ => json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": "send {\"currentUsage\": N, \"usageLimit\": M}"}),
+                ),
+            },
+            Err(e) => json_response(StatusCode::BAD_REQUEST, json!({"message": e.to_string()})),
         }
     }
 
@@ -431,14 +486,14 @@ fn form_value(form: &str, key: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-fn usage_limits() -> Value {
+fn usage_limits(used: f64, limit: f64) -> Value {
     json!({
         "nextDateReset": 1_798_761_600.0,
         "subscriptionInfo": {"subscriptionTitle": "KIRO PRO", "subscriptionName": "PRO", "subscriptionType": "Q_DEVELOPER_STANDALONE_PRO", "status": "ACTIVE"},
         "userInfo": {"email": "fake@example.com", "userId": "fake-user"},
         "usageBreakdownList": [{
-            "resourceType": "CREDIT", "currentUsage": 12, "currentUsageWithPrecision": 12.5,
-            "usageLimit": 1000, "usageLimitWithPrecision": 1000.0, "nextDateReset": 1_798_761_600.0,
+            "resourceType": "CREDIT", "currentUsage": used.floor(), "currentUsageWithPrecision": used,
+            "usageLimit": limit.floor(), "usageLimitWithPrecision": limit, "nextDateReset": 1_798_761_600.0,
             "currency": "USD", "unit": "INVOCATIONS", "overageRate": 0.04
         }]
     })
