@@ -11,7 +11,7 @@
 //! | 3 | `SetSensitiveRequestHeaders` | tower-http | marks `authorization`, `x-api-key`, `x-goog-api-key`, `cookie` sensitive so no `Debug`/trace output shows them | |
 //! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `provider`, `model` recorded later), a log line per response | ? `x-request-id` |
 //! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape (release builds unwind for this) | |
-//! | 6 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` is public | + [`ClientKey`](aiproxy_layers::ClientKey) |
+//! | 6 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` and (unless `--admin-require-key`) `/loadbalancer/instances` are public | + [`ClientKey`](aiproxy_layers::ClientKey) |
 //! | 7 | [`route`](aiproxy_layers::route) | aiproxy-layers | provider from headers / path prefix / default | + [`ProviderId`](aiproxy_layers::ProviderId) |
 //! | 8 | [`ApiService`] | aiproxy | OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; waits (bounded) for the model tier to be ready | ? `ClientKey`, ? `ProviderId`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field |
 //! | 9 | [`ModelService`] | aiproxy | the model tier: its own table of layers is in [`crate::model`] | |
@@ -23,7 +23,8 @@
 //! Layers 1-7 can be switched off with `--disable-layers` (config key `disable_layers`):
 //! `request-id` (1 and 2), `trace` (3 and 4), `catch-panic`, `auth`, `route`. Each sits in a
 //! [`ToggleLayer`]: off, requests go straight to the inner service (an enum match, no
-//! boxing), which is how `benches/pipeline.rs` measures what each layer costs.
+//! boxing), which is how `benches/pipeline.rs` measures what each layer costs. The model
+//! tier's `retry` switches off the same way (a `tower::util::Either`).
 
 use crate::api::{ApiService, ApiState, ProviderStatus};
 use crate::body::ResponseBody;

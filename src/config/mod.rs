@@ -30,8 +30,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The HTTP layers of the pipeline that `--disable-layers` can switch off (see
-/// `src/pipeline.rs`). A switched-off layer is skipped entirely and costs nothing.
+/// The layers of the pipeline that `--disable-layers` can switch off (see
+/// `src/pipeline.rs` and `src/model/mod.rs`). A switched-off layer is skipped entirely and
+/// costs nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineLayer {
@@ -177,7 +178,7 @@ pub struct Cli {
     pub max_client_connections: Option<u64>,
 
     /// Pipeline layers to switch off, for benchmarking middleware: request-id, trace,
-    /// catch-panic, auth, route (repeatable; the variable takes a comma-separated list, and an
+    /// catch-panic, auth, route, retry (repeatable; the variable takes a comma-separated list, and an
     /// empty one means none).
     #[arg(
         long = "disable-layers",
@@ -664,6 +665,49 @@ mod tests {
             f.write_all(text.as_bytes()).unwrap();
             TempPath(path)
         }
+    }
+
+    #[test]
+    fn the_example_file_loads_and_pool_flags_beat_its_section() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/aiproxy.example.toml");
+        let config = Config::resolve(&parse(&["--config", example]).unwrap()).unwrap();
+        assert_eq!(
+            config.pool,
+            PoolSettings::default(),
+            "the example shows the defaults"
+        );
+        let f = file(
+            "[pool]\nmax_retries = 1\nsuspicious_cooldown = 7200\nhealth_check_interval = 0\n",
+        );
+        let path = f.0.to_str().unwrap();
+        let config =
+            Config::resolve(&parse(&["--config", path, "--max-retries", "5"]).unwrap()).unwrap();
+        assert_eq!(config.pool.retry.max_retries, 5);
+        assert_eq!(
+            config.pool.pool.health.suspicious_cooldown,
+            Duration::from_secs(7200)
+        );
+        assert_eq!(config.pool.health_check_interval, None, "0 = off");
+        let typo = file("[pool]\nmax_retrys = 1\n");
+        let error = Config::resolve(&parse(&["--config", typo.0.to_str().unwrap()]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("max_retrys"), "{error}");
+        let error = Config::resolve(
+            &parse(&[
+                "--retry-base-delay-ms",
+                "5000",
+                "--retry-max-delay-ms",
+                "100",
+            ])
+            .unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("retry-base-delay-ms") || error.contains("retry_base_delay_ms"),
+            "{error}"
+        );
     }
 
     #[test]
