@@ -313,13 +313,7 @@ async fn base64_source_keeps_rotated_tokens_in_the_state_dir() {
 
     // Restart with the same base64, whose refresh token the fake has retired. Expire the
     // access tokens too, so a refresh is needed: only the rotated token can succeed.
-    let expired = send(
-        http::Request::post(fake.url("/__fake/expire-tokens"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(expired.status, 200);
+    fake.expire_tokens().await;
     let second = aiproxy::pipeline::build(&config).unwrap();
     let reply = chat(&second, "two", false).await;
     assert_eq!(reply.status, 200, "{}", reply.body);

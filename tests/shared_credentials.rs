@@ -48,13 +48,7 @@ async fn two_processes_on_one_file_rotate_once_each_time() {
     for round in 0..5 {
         if round > 0 {
             // Every access token dies: both processes hit a 403 and want to refresh.
-            let expired = send(
-                http::Request::post(fake.url("/__fake/expire-tokens"))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(expired.status, 200);
+            fake.expire_tokens().await;
         }
         let (a, b) = tokio::join!(chat(&one, "from one"), chat(&two, "from two"));
         assert_eq!((a, b), (200, 200), "round {round}");

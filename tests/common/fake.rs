@@ -44,6 +44,17 @@ impl Fake {
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
 
+    /// Invalidates every access token the fake issued (the next chat call gets a 403).
+    pub async fn expire_tokens(&self) {
+        let answer = send(
+            http::Request::post(self.url("/__fake/expire-tokens"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+    }
+
     /// Uses up a refresh token directly, as another machine would.
     pub async fn burn_refresh_token(&self, token: &str) {
         let answer = send(

@@ -349,6 +349,24 @@ fn jittered(base: Duration, divisor: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// A fresh breaker that just took `penalty`.
+    fn after(penalty: Penalty, now: Instant) -> Breaker {
+        let b = breaker();
+        b.on_failure(&penalty, now);
+        b
+    }
+
+    fn cooldown(class: RateLimitClass, retry_after: Option<u64>) -> Penalty {
+        Penalty::Cooldown {
+            class,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    fn disable(reason: &'static str, until: Option<SystemTime>) -> Penalty {
+        Penalty::Disable { reason, until }
+    }
+
     fn breaker() -> Breaker {
         Breaker::new(Arc::new(HealthConfig {
             failure_threshold: 3,
@@ -428,52 +446,24 @@ mod tests {
     #[test]
     fn cooldowns_follow_retry_after_or_their_class() {
         let now = Instant::now();
-        let b = breaker();
-        b.on_failure(
-            &Penalty::Cooldown {
-                class: RateLimitClass::Plain,
-                retry_after: Some(Duration::from_secs(7)),
-            },
-            now,
-        );
+        let b = after(cooldown(RateLimitClass::Plain, Some(7)), now);
         let s = b.snapshot(now);
         assert_eq!((s.state, s.reason), (State::Cooldown, Some("rate_limited")));
         assert!(!b.peek(now + Duration::from_secs(6)).admits());
         assert_eq!(b.peek(now + Duration::from_secs(7)), Admission::Open);
 
-        let b = breaker();
-        b.on_failure(
-            &Penalty::Cooldown {
-                class: RateLimitClass::Suspicious,
-                retry_after: Some(Duration::from_secs(5)),
-            },
-            now,
-        );
+        let b = after(cooldown(RateLimitClass::Suspicious, Some(5)), now);
         assert!(
             !b.peek(now + Duration::from_secs(3599)).admits(),
             "suspicious activity rests its hour whatever Retry-After says"
         );
         assert!(b.peek(now + Duration::from_secs(3600)).admits());
 
-        let b = breaker();
-        b.on_failure(
-            &Penalty::Cooldown {
-                class: RateLimitClass::ShortWindow,
-                retry_after: None,
-            },
-            now,
-        );
+        let b = after(cooldown(RateLimitClass::ShortWindow, None), now);
         assert!(!b.peek(now + Duration::from_secs(299)).admits());
         assert!(b.peek(now + Duration::from_secs(300)).admits());
 
-        let b = breaker();
-        b.on_failure(
-            &Penalty::Cooldown {
-                class: RateLimitClass::Plain,
-                retry_after: None,
-            },
-            now,
-        );
+        let b = after(cooldown(RateLimitClass::Plain, None), now);
         assert!(!b.peek(now + Duration::from_secs(29)).admits());
         assert!(
             b.peek(now + Duration::from_millis(37_501)).admits(),
@@ -484,14 +474,7 @@ mod tests {
     #[test]
     fn disabled_until_a_date_or_the_operator() {
         let now = Instant::now();
-        let b = breaker();
-        b.on_failure(
-            &Penalty::Disable {
-                reason: "suspended",
-                until: None,
-            },
-            now,
-        );
+        let b = after(disable("suspended", None), now);
         let s = b.snapshot(now + Duration::from_secs(86_400));
         assert_eq!(
             (s.state, s.reason, s.until),
@@ -500,25 +483,17 @@ mod tests {
         b.reset(now);
         assert_eq!(b.peek(now), Admission::Open);
 
-        let b = breaker();
-        b.on_failure(
-            &Penalty::Disable {
-                reason: QUOTA_EXHAUSTED,
-                until: Some(SystemTime::now() + Duration::from_secs(86_400)),
-            },
+        let b = after(
+            disable(
+                QUOTA_EXHAUSTED,
+                Some(SystemTime::now() + Duration::from_secs(86_400)),
+            ),
             now,
         );
         b.on_probe_ok(now);
         assert_eq!(b.peek(now), Admission::Open, "the probe saw credits left");
 
-        let b = breaker();
-        b.on_failure(
-            &Penalty::Disable {
-                reason: "suspended",
-                until: None,
-            },
-            now,
-        );
+        let b = after(disable("suspended", None), now);
         b.on_probe_ok(now);
         assert!(!b.peek(now).admits(), "a suspension waits for the operator");
 
