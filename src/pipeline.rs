@@ -95,6 +95,9 @@ pub enum BuildError {
     /// The pool file is unusable.
     #[error(transparent)]
     PoolFile(#[from] crate::kiro::pool_file::PoolFileError),
+    /// The pool as configured breaks a rule (e.g. too many accounts behind one egress).
+    #[error("pool: {0}")]
+    Pool(String),
     /// No way to reach Kiro.
     #[error(
         "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE or --kiro-oauth-creds-base64 B64 \

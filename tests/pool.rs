@@ -556,3 +556,160 @@ async fn the_health_probe_takes_out_an_account_without_credits_and_brings_it_bac
     );
     assert!(trio.fakes[0].stats().await["usage_calls"].as_u64().unwrap() >= 2);
 }
+
+/// A small forward proxy for the egress test: HTTP CONNECT tunnels and absolute-form
+/// requests, recording each target and the `Proxy-Authorization` it was given.
+/// Each connection's target and `Proxy-Authorization`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+struct TestProxy {
+    url: String,
+    seen: Seen,
+}
+
+impl TestProxy {
+    async fn start(userinfo: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{userinfo}@{}", listener.local_addr().unwrap());
+        let seen = Seen::default();
+        let log = std::sync::Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                let log = std::sync::Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let end = loop {
+                        let n = client.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                    };
+                    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                    let mut lines = text.lines();
+                    let first: Vec<&str> = lines.next().unwrap().split(' ').collect();
+                    let auth = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
+                        .map(|(_, v)| v.trim().to_owned());
+                    let connect = first[0] == "CONNECT";
+                    let target = if connect {
+                        first[1].to_owned()
+                    } else {
+                        first[1]
+                            .trim_start_matches("http://")
+                            .split('/')
+                            .next()
+                            .unwrap()
+                            .to_owned()
+                    };
+                    log.lock().unwrap().push((target.clone(), auth));
+                    let mut upstream = tokio::net::TcpStream::connect(&target).await.unwrap();
+                    if connect {
+                        client
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await
+                            .unwrap();
+                        upstream.write_all(&head[end..]).await.unwrap();
+                    } else {
+                        upstream.write_all(&head).await.unwrap();
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        Self { url, seen }
+    }
+}
+
+#[tokio::test]
+async fn an_egress_proxy_carries_exactly_its_accounts_traffic() {
+    use base64::Engine;
+    let proxy = TestProxy::start("alice:pa%24s").await;
+    let dir = temp_dir("egress");
+    let (a, b) = (Fake::start(), Fake::start());
+    let mut via_proxy = instance(&dir, &a, "acct-a");
+    via_proxy["egressProxy"] = json!(proxy.url);
+    let pools = write_json(
+        &dir,
+        "provider_pools.json",
+        &json!({"kiro-api": [via_proxy, instance(&dir, &b, "acct-b")]}),
+    );
+    let state = dir.join("state");
+    let aiproxy = Proxy::start(
+        &[
+            "--provider-pools-file",
+            pools.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let trio = Trio {
+        fakes: vec![a, b],
+        proxy: aiproxy,
+        pools,
+        instances: Vec::new(),
+    };
+    assert_eq!(statuses(&trio.many(40, 4).await), [200]);
+    let calls = trio.calls().await;
+    assert!(
+        calls[0] > 5 && calls[1] > 5,
+        "both accounts served: {calls:?}"
+    );
+    let a_target = trio.fakes[0]
+        .process
+        .base
+        .trim_start_matches("http://")
+        .to_owned();
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.len() >= 2,
+        "its refresh and its chats went through the proxy: {seen:?}"
+    );
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:pa$s")
+    );
+    for (target, auth) in &seen {
+        assert_eq!(target, &a_target, "only acct-a's traffic: {seen:?}");
+        assert_eq!(auth.as_deref(), Some(expected_auth.as_str()));
+    }
+    let view = trio.get("/loadbalancer/instances").await.text();
+    assert!(
+        !view.contains("pa$s") && !view.contains("pa%24s") && !view.contains("alice"),
+        "{view}"
+    );
+}
+
+#[test]
+fn too_many_accounts_behind_one_egress_are_refused_at_start_up() {
+    let dir = temp_dir("egress-cap");
+    let fake = Fake::start();
+    let instances: Vec<Value> = NAMES.iter().map(|n| instance(&dir, &fake, n)).collect();
+    let pools = write_json(
+        &dir,
+        "provider_pools.json",
+        &json!({ "kiro-api": instances }),
+    );
+    let (code, stderr) = common::run_to_exit(
+        &[
+            "--provider-pools-file",
+            pools.to_str().unwrap(),
+            "--max-accounts-per-egress",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("3 accounts go out through direct (acct-a, acct-b, acct-c), more than --max-accounts-per-egress 2"),
+        "{stderr}"
+    );
+}

@@ -63,6 +63,9 @@ pub struct PoolArgs {
     /// Cooldown after any other 429 without Retry-After, in seconds (+ up to 25 % jitter) [default: 30].
     #[arg(long, env = "AIPROXY_RATE_LIMIT_COOLDOWN", value_name = "SECS")]
     pub rate_limit_cooldown: Option<u64>,
+    /// Accounts that may share one egress proxy (0 = no cap) [default: 0].
+    #[arg(long, env = "AIPROXY_MAX_ACCOUNTS_PER_EGRESS", value_name = "N")]
+    pub max_accounts_per_egress: Option<usize>,
     /// Seconds between active health probes of every account (token and getUsageLimits); 0 = off [default: 60].
     #[arg(long, env = "AIPROXY_HEALTH_CHECK_INTERVAL", value_name = "SECS")]
     pub health_check_interval: Option<u64>,
@@ -85,6 +88,8 @@ pub struct PoolSettings {
     pub admin_require_key: bool,
     /// Active health probe period (`None`: off).
     pub health_check_interval: Option<Duration>,
+    /// Accounts that may share one egress proxy (`None`: no cap).
+    pub max_accounts_per_egress: Option<usize>,
 }
 
 impl Default for PoolSettings {
@@ -95,6 +100,7 @@ impl Default for PoolSettings {
             pool: PoolConfig::default(),
             admin_require_key: false,
             health_check_interval: Some(Duration::from_secs(60)),
+            max_accounts_per_egress: None,
         }
     }
 }
@@ -119,6 +125,7 @@ impl PoolArgs {
             short_window_cooldown,
             rate_limit_cooldown,
             health_check_interval,
+            max_accounts_per_egress,
             admin_require_key
         )
     }
@@ -184,6 +191,7 @@ impl PoolArgs {
                 Some(secs) => Some(Duration::from_secs(secs)),
                 None => d.health_check_interval,
             },
+            max_accounts_per_egress: self.max_accounts_per_egress.filter(|n| *n > 0),
         })
     }
 }

@@ -8,6 +8,7 @@
 //! was about a tenth of the proxy's CPU per request at saturation.
 
 use super::account::{describe_failure, root_cause, AccessToken, KIRO_VERSION};
+use super::egress::{Connector, EgressProxy};
 use super::stream::ByteStream;
 use crate::chat::ChatError;
 use bytes::Bytes;
@@ -38,9 +39,10 @@ pub struct UpstreamResponse {
     pub body: ByteStream,
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
 
-/// Pooled client shared by all accounts.
+/// Pooled client, shared by the accounts that go out directly; an account with an egress
+/// proxy has its own.
 #[derive(Clone, Debug)]
 pub struct HttpUpstream {
     client: HttpsClient,
@@ -49,17 +51,21 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     /// `max_connections` bounds idle pooled connections per host; `timeout` bounds connect +
-    /// first bytes, and each idle gap of a stream.
-    pub fn new(max_connections: usize, timeout: Duration) -> Self {
+    /// first bytes, and each idle gap of a stream; `egress` is the proxy to dial through.
+    pub fn new(max_connections: usize, timeout: Duration, egress: Option<&EgressProxy>) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(timeout));
         tcp.enforce_http(false);
+        let connector = match egress {
+            Some(proxy) => proxy.connector(tcp),
+            None => Connector::Direct(tcp),
+        };
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(tcp);
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -67,12 +73,18 @@ impl HttpUpstream {
         Self { client, timeout }
     }
 
-    /// Builds the reqwest client of the token refreshes.
+    /// Builds the reqwest client of the token refreshes and REST calls (through `egress`
+    /// when set; an unusable proxy is an error that names only its address).
     pub fn client(
         max_connections: usize,
         timeout: Duration,
-    ) -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
+        egress: Option<&EgressProxy>,
+    ) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(proxy) = egress {
+            builder = builder.proxy(proxy.reqwest()?);
+        }
+        builder
             .use_rustls_tls()
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -82,6 +94,7 @@ impl HttpUpstream {
             // wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 
     /// Sends one POST.

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod credentials;
+pub mod egress;
 pub mod errors;
 pub mod eventstream;
 pub mod fake;

@@ -4,7 +4,7 @@
 //! Two shapes are read, in one file or side by side:
 //! - ours, under the provider id `kiro-api`: `{name, credsFile | credsBase64 | credentials
 //!   (the credential JSON inline), enabled, weight, maxConcurrency, region, baseUrl,
-//!   refreshUrl, idcRefreshUrl, checkModel}`; unknown keys are errors (a typo must not
+//!   refreshUrl, idcRefreshUrl, checkModel, egressProxy}`; unknown keys are errors (a typo must not
 //!   silently drop a setting);
 //! - AIClient-2-API's as is, under `claude-kiro-oauth`: `customName`,
 //!   `KIRO_OAUTH_CREDS_FILE_PATH` / `KIRO_OAUTH_CREDS_BASE64`, `KIRO_BASE_URL`,
@@ -50,6 +50,8 @@ pub struct Instance {
     pub idc_refresh_url: Option<String>,
     /// Model of the optional 1-token health probe.
     pub check_model: Option<String>,
+    /// The proxy this account's traffic goes through.
+    pub egress: Option<super::egress::EgressProxy>,
 }
 
 /// Why the pool file cannot be used: the file, the instance (`kiro-api[0] (name)`) when
@@ -82,6 +84,7 @@ struct Ours {
     refresh_url: Option<String>,
     idc_refresh_url: Option<String>,
     check_model: Option<String>,
+    egress_proxy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +285,12 @@ fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
     ] {
         check_url(at, &name, field, url)?;
     }
+    let egress = raw
+        .egress_proxy
+        .as_deref()
+        .map(super::egress::EgressProxy::parse)
+        .transpose()
+        .map_err(|e| at.error(Some(&name), format!("`egressProxy` {e}")))?;
     let credentials = at.credentials(
         &name,
         raw.creds_file.as_deref(),
@@ -301,6 +310,7 @@ fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
         refresh_url: raw.refresh_url,
         idc_refresh_url: raw.idc_refresh_url,
         check_model: raw.check_model,
+        egress,
     })
 }
 
@@ -339,6 +349,7 @@ fn theirs(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
         refresh_url: raw.refresh_url,
         idc_refresh_url: raw.idc_refresh_url,
         check_model: raw.check_model,
+        egress: None,
     })
 }
 

@@ -55,9 +55,9 @@ impl Accounts {
         let clients = if config.kiro_mock_mode {
             None
         } else {
-            let client = HttpUpstream::client(config.max_connections, config.request_timeout)
-                .map_err(|e| BuildError::Client(e.to_string()))?;
-            let http = HttpUpstream::new(config.max_connections, config.request_timeout);
+            let client = HttpUpstream::client(config.max_connections, config.request_timeout, None)
+                .map_err(BuildError::Client)?;
+            let http = HttpUpstream::new(config.max_connections, config.request_timeout, None);
             Some((client, http))
         };
         let accounts = Self {
@@ -145,7 +145,27 @@ impl Accounts {
         };
         let live = |name: String, credentials: Credentials, overrides: &Overrides, weight, cap| {
             let endpoints = endpoints(config, &credentials, overrides);
-            tracing::info!(account = %name, format = credentials.format.name(), api = %endpoints.api_base, "Kiro account loaded");
+            let egress = overrides.egress.as_ref();
+            tracing::info!(
+                account = %name, format = credentials.format.name(), api = %endpoints.api_base,
+                egress = %egress.map_or_else(|| "direct".to_owned(), ToString::to_string),
+                "Kiro account loaded"
+            );
+            // An account with its own proxy gets its own clients; the others share one.
+            let (client, http) = match egress {
+                Some(proxy) => (
+                    HttpUpstream::client(
+                        config.max_connections,
+                        config.request_timeout,
+                        Some(proxy),
+                    )
+                    .map_err(|e| {
+                        BuildError::Client(format!("account `{name}`, egress {proxy}: {e}"))
+                    })?,
+                    HttpUpstream::new(cap, config.request_timeout, Some(proxy)),
+                ),
+                None => (client.clone(), http.clone()),
+            };
             let settings = TokenSettings {
                 refresh_margin: config.token_refresh_margin,
                 state_dir: config.state_dir.clone(),
@@ -158,8 +178,8 @@ impl Accounts {
                 settings,
                 client.clone(),
             );
-            let service = KiroService::live(http.clone(), Arc::clone(&account), cap)
-                .map_err(BuildError::Client)?;
+            let service =
+                KiroService::live(http, Arc::clone(&account), cap).map_err(BuildError::Client)?;
             Ok::<_, BuildError>((spec(&name, weight, cap), service, account))
         };
         let Some(file) = &config.pool.file else {
@@ -175,7 +195,9 @@ impl Accounts {
             }]);
         };
         tracing::info!(file = %file.display(), "reading the pool file");
-        pool_file::load(file)?
+        let instances = pool_file::load(file)?;
+        check_egress_cap(&instances, config.pool.max_accounts_per_egress)?;
+        instances
             .into_iter()
             .map(|instance: Instance| {
                 if let Some(kept) = old.iter().find(|m| {
@@ -195,6 +217,7 @@ impl Accounts {
                     base_url: instance.base_url,
                     refresh_url: instance.refresh_url,
                     idc_refresh_url: instance.idc_refresh_url,
+                    egress: instance.egress,
                 };
                 let cap = instance.max_concurrency.unwrap_or(config.max_connections);
                 let (spec, service, account) = live(
@@ -231,6 +254,32 @@ struct Overrides {
     base_url: Option<String>,
     refresh_url: Option<String>,
     idc_refresh_url: Option<String>,
+    egress: Option<crate::kiro::egress::EgressProxy>,
+}
+
+/// Refuses a pool file that puts more than `cap` accounts behind one egress proxy (many
+/// accounts behind one address is one of the signals Kiro bans on: kiro-protocol.md §13.4).
+fn check_egress_cap(instances: &[Instance], cap: Option<usize>) -> Result<(), BuildError> {
+    let Some(cap) = cap else {
+        return Ok(());
+    };
+    let mut by_egress: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for instance in instances.iter().filter(|i| i.enabled) {
+        let egress = instance
+            .egress
+            .as_ref()
+            .map_or_else(|| "direct".to_owned(), ToString::to_string);
+        by_egress.entry(egress).or_default().push(&instance.name);
+    }
+    match by_egress.iter().find(|(_, names)| names.len() > cap) {
+        Some((egress, names)) => Err(BuildError::Pool(format!(
+            "{} accounts go out through {egress} ({}), more than --max-accounts-per-egress {cap}; \
+             give some of them their own egressProxy",
+            names.len(),
+            names.join(", ")
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
