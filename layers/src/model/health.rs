@@ -154,9 +154,14 @@ impl Breaker {
 
     /// Whether a request may go now, without claiming the half-open trial.
     pub fn peek(&self, now: Instant) -> Admission {
+        self.peek_state(now).0
+    }
+
+    /// [`Breaker::peek`] and the state it is in, with one look.
+    pub fn peek_state(&self, now: Instant) -> (Admission, State) {
         let mut inner = self.lock();
         inner.advance(now);
-        inner.admission(false)
+        (inner.admission(false), inner.state)
     }
 
     /// Whether a request may go now; claims the half-open trial when it is the one.

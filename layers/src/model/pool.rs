@@ -16,11 +16,15 @@
 //!    counts last until the response stream ends ([`Observe`]). The two are drawn with
 //!    probability proportional to `weight`, so idle accounts split traffic by weight.
 //!
+//! A pool-wide **rate-limit wave** (more than half of the accounts cooling down at once)
+//! halves the concurrency caps of the others, so admission slows instead of burning
+//! through the accounts that are left.
+//!
 //! No candidate at all: the call fails at once with [`NoAccount`] (retry-after = the earliest
 //! recovery, and a message naming every account's state). All candidates full: `poll_ready`
 //! is pending until a stream ends.
 
-use super::health::{Admission, Breaker, HealthConfig, Snapshot};
+use super::health::{Admission, Breaker, HealthConfig, Snapshot, State};
 use super::{
     Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey, StreamEnd,
 };
@@ -116,9 +120,20 @@ impl<S> Member<S> {
         }
     }
 
-    fn has_room(&self) -> bool {
-        self.counters.in_flight.load(Ordering::Relaxed) < self.spec.max_concurrency.max(1)
+    /// Below its concurrency cap; during a rate-limit wave (see [`Admitted`]) the cap is
+    /// halved, so the accounts still serving are not burnt through as well.
+    fn has_room(&self, wave: bool) -> bool {
+        let cap = self.spec.max_concurrency.max(1);
+        let cap = if wave { (cap / 2).max(1) } else { cap };
+        self.counters.in_flight.load(Ordering::Relaxed) < cap
     }
+}
+
+/// The members a request may go to now.
+struct Admitted<'a, S> {
+    list: Vec<&'a Arc<Member<S>>>,
+    /// A pool-wide rate-limit wave is on (see [`Pool::admitted`]).
+    wave: bool,
 }
 
 /// A member's view for status pages (never a secret).
@@ -271,6 +286,26 @@ impl<S> Pool<S> {
             .collect()
     }
 
+    /// The members admitted now, and whether a pool-wide rate-limit wave is on: more than
+    /// half of the accounts cooling down after 429s at once. Kiro limits accounts together
+    /// when it limits one client (kiro-protocol.md §13.4), so the rest get less traffic,
+    /// not all of it.
+    fn admitted<'a>(&self, members: &'a [Arc<Member<S>>], now: Instant) -> Admitted<'a, S> {
+        let mut cooling = 0;
+        let list = members
+            .iter()
+            .filter(|m| {
+                let (admission, state) = m.breaker.peek_state(now);
+                cooling += usize::from(state == State::Cooldown);
+                admission.admits()
+            })
+            .collect();
+        Admitted {
+            list,
+            wave: members.len() >= 2 && cooling * 2 > members.len(),
+        }
+    }
+
     /// Picks the account for one request, or says why there is none.
     fn pick(
         &self,
@@ -280,23 +315,27 @@ impl<S> Pool<S> {
         now: Instant,
     ) -> Result<Arc<Member<S>>, NoAccount> {
         let config = &self.shared.config;
-        let admitted: Vec<&Arc<Member<S>>> = members
-            .iter()
-            .filter(|m| m.breaker.peek(now).admits())
-            .collect();
+        let Admitted {
+            list: admitted,
+            wave,
+        } = self.admitted(members, now);
         if admitted.is_empty() {
             return Err(no_account(members, now));
         }
         let untried = |m: &&&Arc<Member<S>>| attempts.is_none_or(|a| !a.has_tried(&m.spec.name));
         let mut candidates: Vec<&Arc<Member<S>>> = admitted
             .iter()
-            .filter(|m| m.has_room())
+            .filter(|m| m.has_room(wave))
             .filter(untried)
             .copied()
             .collect();
         if candidates.is_empty() {
             // Every untried account is full or gone: a tried one with room beats waiting.
-            candidates = admitted.iter().filter(|m| m.has_room()).copied().collect();
+            candidates = admitted
+                .iter()
+                .filter(|m| m.has_room(wave))
+                .copied()
+                .collect();
         }
         if candidates.is_empty() {
             // All full (a race with poll_ready): the least loaded waits for a slot.
@@ -489,12 +528,9 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let now = Instant::now();
         let ready = |members: &[Arc<Member<S>>]| {
-            let mut admitted = members
-                .iter()
-                .filter(|m| m.breaker.peek(now).admits())
-                .peekable();
+            let Admitted { list, wave } = self.admitted(members, now);
             // Nobody admitted: ready, so that the call answers NoAccount at once.
-            admitted.peek().is_none() || admitted.any(|m| m.has_room())
+            list.is_empty() || list.iter().any(|m| m.has_room(wave))
         };
         if ready(&self.members()) {
             return Poll::Ready(Ok(()));

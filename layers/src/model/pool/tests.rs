@@ -330,3 +330,40 @@ async fn removed_accounts_drain_and_kept_ones_keep_their_state() {
     assert!(views[0].requests >= 10, "b kept its counters");
     assert_eq!(views[0].in_flight, 0);
 }
+
+#[tokio::test]
+async fn a_rate_limit_wave_halves_what_the_rest_take() {
+    let accounts: Vec<MockAccount> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(MockAccount::new)
+        .collect();
+    let mut pool = Pool::new(
+        no_ramp(),
+        accounts
+            .iter()
+            .map(|a| (spec(a.name, 1, 4), a.clone()))
+            .collect(),
+    );
+    for account in &accounts[..3] {
+        account.fail_always(Some(MockError::penalty(
+            Fault::Account,
+            Penalty::Cooldown {
+                class: RateLimitClass::Plain,
+                retry_after: Some(Duration::from_secs(60)),
+            },
+        )));
+    }
+    // Each of a, b, c gets one request and starts cooling: 3 of 4 is a wave.
+    while accounts[..3].iter().any(|a| a.calls() == 0) {
+        let _ = one(&pool, MockRequest::default()).await;
+    }
+    let mut held = Vec::new();
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    while Service::<MockRequest>::poll_ready(&mut pool, &mut cx).is_ready() {
+        held.push(one(&pool, MockRequest::default()).await.unwrap());
+        assert!(held.len() <= 4, "the wave did not slow admission");
+    }
+    assert_eq!(held.len(), 2, "d takes half its cap while the others cool");
+    assert!(held.iter().all(|r| r.account == "d"));
+}
