@@ -469,6 +469,37 @@ async fn health(pipeline: &Pipeline, method: http::Method) -> (u16, String) {
 }
 
 #[tokio::test]
+async fn an_odd_403_or_a_suspension_rests_the_only_account_instead_of_disabling_it() {
+    let fake = Fake::start();
+    // Without retry, which would wait out a rest this short (1 s is within its cap).
+    let pipeline = live(&fake, |c| {
+        c.disabled_layers = vec![aiproxy::config::PipelineLayer::Retry];
+        c.pool.pool.health = std::sync::Arc::new(aiproxy_layers::model::health::HealthConfig {
+            suspended_cooldown: Duration::from_secs(1),
+            ..Default::default()
+        })
+    });
+    for reason in ["forbidden", "suspended"] {
+        fake.script(json!({"status": 403, "reason": reason})).await;
+        let reply = chat(&pipeline, "x", false).await;
+        assert_eq!(reply.status, 503, "{reason}: {}", reply.body);
+        assert_eq!(error_of(&reply.body)["code"], "account_unavailable");
+        let resting = chat(&pipeline, "x", false).await;
+        assert_eq!(
+            error_of(&resting.body)["code"],
+            "no_account_available",
+            "{reason}: it rests"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            chat(&pipeline, "x", false).await.status,
+            200,
+            "{reason}: tried again, serves"
+        );
+    }
+}
+
+#[tokio::test]
 async fn health_is_honest_and_says_nothing_an_outsider_should_not_see() {
     let fake = Fake::start();
     let pipeline = live(&fake, |_| {});

@@ -218,11 +218,7 @@ async fn a_suspended_account_gets_nothing_after_it_is_found_out() {
     let found_out = trio.calls().await[0];
     assert!((1..=10).contains(&found_out), "{found_out}");
     assert_eq!(statuses(&trio.many(100, 10).await), [200]);
-    assert_eq!(
-        trio.calls().await[0],
-        found_out,
-        "none sent after it was disabled"
-    );
+    assert_eq!(trio.calls().await[0], found_out, "none sent while it rests");
     let a = trio.instance("acct-a").await;
     assert_eq!(
         (
@@ -230,7 +226,7 @@ async fn a_suspended_account_gets_nothing_after_it_is_found_out() {
             a["reason"].clone(),
             a["healthy"].clone()
         ),
-        (json!("disabled"), json!("suspended"), json!(false))
+        (json!("cooldown"), json!("suspended"), json!(false))
     );
     let health = trio.get("/health").await;
     assert_eq!(health.status, 200);

@@ -60,6 +60,9 @@ pub struct PoolArgs {
     /// Cooldown after a short-window limit ("5-minute credit limit"), in seconds [default: 300].
     #[arg(long, env = "AIPROXY_SHORT_WINDOW_COOLDOWN", value_name = "SECS")]
     pub short_window_cooldown: Option<u64>,
+    /// Rest after a 403 suspension or an unexplained 403 before the account is tried again, in seconds [default: 3600].
+    #[arg(long, env = "AIPROXY_SUSPENDED_COOLDOWN", value_name = "SECS")]
+    pub suspended_cooldown: Option<u64>,
     /// Cooldown after any other 429 without Retry-After, in seconds (+ up to 25 % jitter) [default: 30].
     #[arg(long, env = "AIPROXY_RATE_LIMIT_COOLDOWN", value_name = "SECS")]
     pub rate_limit_cooldown: Option<u64>,
@@ -124,6 +127,7 @@ impl PoolArgs {
             suspicious_cooldown,
             short_window_cooldown,
             rate_limit_cooldown,
+            suspended_cooldown,
             health_check_interval,
             max_accounts_per_egress,
             admin_require_key
@@ -163,6 +167,7 @@ impl PoolArgs {
             suspicious_cooldown: secs(self.suspicious_cooldown, health.suspicious_cooldown),
             short_window_cooldown: secs(self.short_window_cooldown, health.short_window_cooldown),
             default_cooldown: secs(self.rate_limit_cooldown, health.default_cooldown),
+            suspended_cooldown: secs(self.suspended_cooldown, health.suspended_cooldown),
         };
         if health.open_base > health.open_max {
             return Err(ConfigError::Invalid {

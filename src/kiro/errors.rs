@@ -86,7 +86,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatErr
         },
         403 if is_suspension(body) => ChatError::AccountUnavailable {
             message: "The Kiro account is suspended (Kiro: temporarily suspended). \
-                      It is disabled here; contact Kiro support to restore it."
+                      It rests here and is tried again later; contact Kiro support if it stays so."
                 .into(),
         },
         402 | 403 => ChatError::AccountUnavailable {

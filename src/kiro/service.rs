@@ -364,25 +364,21 @@ async fn attempt(
     Ok(Attempt::Answer(response))
 }
 
-/// Classifies an upstream failure and disables the account when it is suspended.
+/// Classifies an upstream failure, naming the account when the account is the problem.
+/// A suspension or an unexplained 403 is not made permanent here: the pool's breaker rests
+/// the account and re-checks it (kiro-protocol.md §7.1 says "temporarily").
 fn failure(
     tokens: &dyn TokenSource,
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
 ) -> ChatError {
-    let error = errors::classify(status, headers, body);
-    if status == StatusCode::FORBIDDEN && !errors::is_bearer_invalid(status, body) {
-        if let ChatError::AccountUnavailable { message } = &error {
-            let code = if errors::is_suspension(body) {
-                "suspended"
-            } else {
-                "forbidden"
-            };
-            tokens.mark_unusable(code, format!("Kiro account `{}`: {message}", tokens.name()));
-        }
+    match errors::classify(status, headers, body) {
+        ChatError::AccountUnavailable { message } => ChatError::AccountUnavailable {
+            message: format!("Kiro account `{}`: {message}", tokens.name()),
+        },
+        other => other,
     }
-    error
 }
 
 async fn read_bounded(mut body: ByteStream) -> Bytes {

@@ -31,10 +31,7 @@ impl Failure for ChatError {
                 reason: aiproxy_layers::model::health::QUOTA_EXHAUSTED,
                 until: Some(next_month_start(SystemTime::now())),
             },
-            Self::AccountUnavailable { message } => Penalty::Disable {
-                reason: account_reason(message),
-                until: None,
-            },
+            Self::AccountUnavailable { message } => account_penalty(message),
             _ => match ChatError::fault(self) {
                 Fault::Upstream | Fault::Account => Penalty::Failure,
                 Fault::Request | Fault::Local => Penalty::None,
@@ -68,14 +65,28 @@ fn rate_limit_class(message: &str) -> RateLimitClass {
     }
 }
 
-/// A short reason code for an account that cannot serve until the operator acts.
-fn account_reason(message: &str) -> &'static str {
-    if message.contains("suspended") {
-        "suspended"
-    } else if message.contains("invalid_grant") {
-        "invalid_grant"
+/// What an account problem means: a suspension ("temporarily", Kiro says) or an
+/// unexplained 403 rests the account for long and it is tried again after; a revoked
+/// refresh token or a token Kiro keeps rejecting needs a new login (the operator acts).
+fn account_penalty(message: &str) -> Penalty {
+    let rest = |class| Penalty::Cooldown {
+        class,
+        retry_after: None,
+    };
+    if message.contains("invalid_grant") {
+        Penalty::Disable {
+            reason: "invalid_grant",
+            until: None,
+        }
+    } else if message.contains("suspended") {
+        rest(RateLimitClass::Suspended)
+    } else if message.contains("Kiro refused this account") {
+        rest(RateLimitClass::Forbidden)
     } else {
-        "account_unavailable"
+        Penalty::Disable {
+            reason: "account_unavailable",
+            until: None,
+        }
     }
 }
 
@@ -134,10 +145,26 @@ mod tests {
         let suspended = ChatError::AccountUnavailable {
             message: "The Kiro account is suspended (Kiro: temporarily suspended).".into(),
         };
+        let rests = |class| Penalty::Cooldown {
+            class,
+            retry_after: None,
+        };
         assert_eq!(
             suspended.penalty(),
+            rests(RateLimitClass::Suspended),
+            "rests, not disabled for good"
+        );
+        let odd = ChatError::AccountUnavailable {
+            message: "Kiro refused this account (403 Forbidden): Not authorized".into(),
+        };
+        assert_eq!(odd.penalty(), rests(RateLimitClass::Forbidden));
+        let revoked = ChatError::AccountUnavailable {
+            message: "the refresh token was rejected (invalid_grant)".into(),
+        };
+        assert_eq!(
+            revoked.penalty(),
             Penalty::Disable {
-                reason: "suspended",
+                reason: "invalid_grant",
                 until: None
             }
         );

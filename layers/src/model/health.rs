@@ -28,6 +28,8 @@ pub struct HealthConfig {
     pub short_window_cooldown: Duration,
     /// Cooldown after any other 429 without `Retry-After` (jittered by up to +25 %).
     pub default_cooldown: Duration,
+    /// Rest after a 403 suspension or an unexplained 403, before the account is tried again.
+    pub suspended_cooldown: Duration,
 }
 
 impl Default for HealthConfig {
@@ -39,6 +41,7 @@ impl Default for HealthConfig {
             suspicious_cooldown: Duration::from_secs(3600),
             short_window_cooldown: Duration::from_secs(300),
             default_cooldown: Duration::from_secs(30),
+            suspended_cooldown: Duration::from_secs(3600),
         }
     }
 }
@@ -230,11 +233,18 @@ impl Breaker {
                     RateLimitClass::Suspicious => (config.suspicious_cooldown, "suspicious"),
                     RateLimitClass::ShortWindow => (config.short_window_cooldown, "short_window"),
                     RateLimitClass::Plain => (jittered(config.default_cooldown, 4), "rate_limited"),
+                    RateLimitClass::Suspended => (config.suspended_cooldown, "suspended"),
+                    RateLimitClass::Forbidden => (config.suspended_cooldown, "forbidden"),
                 };
-                // Suspicious activity rests at least its configured time whatever the
-                // header says; other classes trust the upstream's Retry-After.
+                // Suspicious activity and refusals rest at least their configured time
+                // whatever a header says; rate limits trust the upstream's Retry-After.
                 let rest = match (class, retry_after) {
-                    (RateLimitClass::Suspicious, Some(after)) => base.max(*after),
+                    (
+                        RateLimitClass::Suspicious
+                        | RateLimitClass::Suspended
+                        | RateLimitClass::Forbidden,
+                        Some(after),
+                    ) => base.max(*after),
                     (_, Some(after)) => *after,
                     (_, None) => base,
                 };

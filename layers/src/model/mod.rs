@@ -41,8 +41,8 @@ pub enum Fault {
     Local,
 }
 
-/// Which kind of rate limit an account hit: each rests for its own time (kiro-protocol.md
-/// §13.4 has the texts).
+/// Why an account rests: which kind of rate limit it hit, or a refusal that may be
+/// temporary; each rests for its own time (kiro-protocol.md §7.1 and §13.4 have the texts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RateLimitClass {
     /// "Due to suspicious activity ...": keep traffic off the account for long.
@@ -51,6 +51,10 @@ pub enum RateLimitClass {
     ShortWindow,
     /// Any other 429.
     Plain,
+    /// A 403 suspension ("temporarily suspended"): rests for long, then is tried again.
+    Suspended,
+    /// A 403 that is neither a stale token nor a recognised suspension: rests the same way.
+    Forbidden,
 }
 
 /// What a failure means for the account that served it.

@@ -632,6 +632,14 @@ fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) 
             account = %member.spec.name,
             "the upstream reports suspicious activity on this account; it rests for the long cooldown"
         ),
+        Penalty::Cooldown {
+            class: crate::model::RateLimitClass::Suspended | crate::model::RateLimitClass::Forbidden,
+            ..
+        } => tracing::warn!(
+            account = %member.spec.name,
+            kind,
+            "the upstream refused this account (suspended or forbidden); it rests and is tried again later"
+        ),
         Penalty::Cooldown { .. } => {
             tracing::info!(account = %member.spec.name, kind, "account rate limited; cooling down")
         }

@@ -23,7 +23,7 @@ pub struct Step {
     pub status: Option<u16>,
     /// `Retry-After` seconds (with status 429).
     pub retry_after: Option<u64>,
-    /// Error flavour: `bearer` / `suspended` (403), `MONTHLY_REQUEST_COUNT` (402),
+    /// Error flavour: `bearer` / `suspended` / `forbidden` (403), `MONTHLY_REQUEST_COUNT` (402),
     /// `CONTENT_LENGTH_EXCEEDS_THRESHOLD` (400), `suspicious` / `DAILY_REQUEST_COUNT` (429).
     pub reason: Option<String>,
     /// Reply text instead of the echo.
@@ -103,6 +103,10 @@ pub fn error_response(step: &Step) -> Option<(u16, Value, Option<u64>)> {
         }
         (403, "suspended") => json!({
             "message": "Your User ID (fake-user) temporarily is suspended. We've locked your account as a security precaution."
+        }),
+        (403, "forbidden") => json!({
+            "__type": "AccessDeniedException",
+            "message": "User is not authorized to make this call."
         }),
         (403, _) => json!({
             "__type": "AccessDeniedException",

@@ -117,7 +117,8 @@ async fn failures_before_the_first_upstream_event_are_the_futures_errors() {
 }
 
 #[tokio::test]
-async fn a_suspended_mock_account_is_disabled_like_a_live_one() {
+async fn a_suspension_names_the_account_and_rests_it_through_the_pool() {
+    use aiproxy_layers::model::{Failure, Penalty, RateLimitClass};
     let fake = FakeKiro::new();
     let (service, _account) = leaf(&fake, 4);
     fake.push_script([step(
@@ -125,13 +126,18 @@ async fn a_suspended_mock_account_is_disabled_like_a_live_one() {
     )]);
     let error = service.clone().oneshot(request("x")).await.unwrap_err();
     assert!(matches!(error, ChatError::AccountUnavailable { .. }));
-    let calls = fake.stats().generate_calls;
-    let error = service.clone().oneshot(request("x")).await.unwrap_err();
     assert!(error.to_string().contains("acct-1"), "{error}");
     assert_eq!(
-        fake.stats().generate_calls,
-        calls,
-        "no call on a disabled account"
+        error.penalty(),
+        Penalty::Cooldown {
+            class: RateLimitClass::Suspended,
+            retry_after: None
+        },
+        "the breaker rests it; the leaf does not disable it for good"
+    );
+    assert!(
+        service.clone().oneshot(request("x")).await.is_ok(),
+        "a later call goes out again (the pool decides when)"
     );
 }
 
