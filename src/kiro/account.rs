@@ -499,9 +499,12 @@ impl Account {
             if text.contains("invalid_grant") || text.contains("Invalid refresh token") {
                 return Err(RefreshError::InvalidGrant);
             }
+            // The body stays in the log (with this account's secrets cut out): a token
+            // endpoint that reflects its input must not hand a client the refresh token.
+            let summary = self.scrub(&error_summary(&body), refresh_token);
+            tracing::warn!(account = %self.name, %status, answer = %summary, "token refresh refused");
             return Err(RefreshError::Failed(format!(
-                "the token endpoint answered {status}: {}",
-                error_summary(&body)
+                "the token endpoint answered {status} (its answer is in aiproxy's log)"
             )));
         }
         let raw: RawRefresh = serde_json::from_slice(&body).map_err(|e| {
@@ -519,6 +522,33 @@ impl Account {
             profile_arn: raw.profile_arn,
         })
     }
+}
+
+impl Account {
+    /// `text` with every secret of this account (refresh token, access token, client
+    /// secret, and `extra`) replaced by `[redacted]`.
+    fn scrub(&self, text: &str, extra: &Secret) -> String {
+        let state = self.lock();
+        let mut secrets: Vec<&str> = vec![state.refresh.expose(), extra.expose()];
+        if let Some(access) = &state.access {
+            secrets.push(access.expose());
+        }
+        if let Format::Seed { client_secret, .. } | Format::Idc { client_secret, .. } = &self.format
+        {
+            secrets.push(client_secret.expose());
+        }
+        scrub(text, &secrets)
+    }
+}
+
+/// `text` with each of `secrets` (those of 8 characters or more) replaced by `[redacted]`.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 8)
+        .fold(text.to_owned(), |text, secret| {
+            text.replace(secret, "[redacted]")
+        })
 }
 
 /// Tokens a previous run left in a state file.

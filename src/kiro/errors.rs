@@ -62,10 +62,16 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatErr
         .or_else(|| parsed.error.and_then(|e| e.reason))
         .unwrap_or_default();
     let raw = String::from_utf8_lossy(body);
-    let message = parsed
+    // Only Kiro's documented fields, cut to a sane length (the rest of a body never reaches
+    // a client).
+    let message: String = parsed
         .message
         .or(parsed.message_upper)
-        .unwrap_or_else(|| raw.chars().take(300).collect());
+        .unwrap_or_else(|| raw.to_string())
+        .chars()
+        .take(300)
+        .collect();
+    let reason: String = reason.chars().take(64).collect();
     match status.as_u16() {
         400 => ChatError::UpstreamRejected {
             message: if reason.is_empty() {

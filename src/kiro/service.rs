@@ -300,6 +300,7 @@ async fn attempt(
         if !errors::is_bearer_invalid(response.status, &error_body) {
             return Err(failure(
                 tokens.as_ref(),
+                &token,
                 response.status,
                 &response.headers,
                 &error_body,
@@ -322,6 +323,7 @@ async fn attempt(
         }
         return Err(failure(
             tokens.as_ref(),
+            &token,
             response.status,
             &response.headers,
             &error_body,
@@ -364,18 +366,39 @@ async fn attempt(
     Ok(Attempt::Answer(response))
 }
 
-/// Classifies an upstream failure, naming the account when the account is the problem.
-/// A suspension or an unexplained 403 is not made permanent here: the pool's breaker rests
-/// the account and re-checks it (kiro-protocol.md §7.1 says "temporarily").
+/// Classifies an upstream failure, naming the account when the account is the problem,
+/// with the bearer token cut out of whatever Kiro's message repeats (an upstream that
+/// reflects its input must not hand it to a client). A suspension or an unexplained 403 is
+/// not made permanent here: the pool's breaker rests the account and re-checks it
+/// (kiro-protocol.md §7.1 says "temporarily").
 fn failure(
     tokens: &dyn TokenSource,
+    token: &super::account::AccessToken,
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
 ) -> ChatError {
-    match errors::classify(status, headers, body) {
+    let error = errors::classify(status, headers, body);
+    let scrub = |message: &str| super::account::scrub(message, &[token.token.expose()]);
+    match error {
         ChatError::AccountUnavailable { message } => ChatError::AccountUnavailable {
-            message: format!("Kiro account `{}`: {message}", tokens.name()),
+            message: format!("Kiro account `{}`: {}", tokens.name(), scrub(&message)),
+        },
+        ChatError::UpstreamRejected { message } => ChatError::UpstreamRejected {
+            message: scrub(&message),
+        },
+        ChatError::RateLimited {
+            message,
+            retry_after,
+        } => ChatError::RateLimited {
+            message: scrub(&message),
+            retry_after,
+        },
+        ChatError::QuotaExhausted { message } => ChatError::QuotaExhausted {
+            message: scrub(&message),
+        },
+        ChatError::Upstream { message } => ChatError::Upstream {
+            message: scrub(&message),
         },
         other => other,
     }
