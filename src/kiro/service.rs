@@ -378,27 +378,11 @@ fn failure(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ChatError {
-    let error = errors::classify(status, headers, body);
-    let scrub = |message: &str| super::account::scrub(message, &[token.token.expose()]);
-    match error {
+    // Scrubbed before it is read, so no message built from it can carry the token.
+    let body = super::account::scrub(&String::from_utf8_lossy(body), &[token.token.expose()]);
+    match errors::classify(status, headers, body.as_bytes()) {
         ChatError::AccountUnavailable { message } => ChatError::AccountUnavailable {
-            message: format!("Kiro account `{}`: {}", tokens.name(), scrub(&message)),
-        },
-        ChatError::UpstreamRejected { message } => ChatError::UpstreamRejected {
-            message: scrub(&message),
-        },
-        ChatError::RateLimited {
-            message,
-            retry_after,
-        } => ChatError::RateLimited {
-            message: scrub(&message),
-            retry_after,
-        },
-        ChatError::QuotaExhausted { message } => ChatError::QuotaExhausted {
-            message: scrub(&message),
-        },
-        ChatError::Upstream { message } => ChatError::Upstream {
-            message: scrub(&message),
+            message: format!("Kiro account `{}`: {message}", tokens.name()),
         },
         other => other,
     }

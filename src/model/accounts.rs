@@ -171,13 +171,7 @@ impl Accounts {
                 state_dir: config.state_dir.clone(),
                 timeout: config.request_timeout,
             };
-            let account = Account::new(
-                name.clone(),
-                credentials,
-                endpoints,
-                settings,
-                client.clone(),
-            );
+            let account = Account::new(name.clone(), credentials, endpoints, settings, client);
             let service =
                 KiroService::live(http, Arc::clone(&account), cap).map_err(BuildError::Client)?;
             Ok::<_, BuildError>((spec(&name, weight, cap), service, account))

@@ -174,6 +174,12 @@ impl Breaker {
         inner.admission(true)
     }
 
+    /// When the account last came back (its slow start ramps from here), without moving
+    /// timed states on: the one field, for the pool's hot path.
+    pub fn recovered_at(&self) -> Option<Instant> {
+        self.lock().recovered_at
+    }
+
     /// A request succeeded: failures reset; a trial closes the breaker.
     pub fn on_success(&self, now: Instant) {
         let mut inner = self.lock();
@@ -352,12 +358,7 @@ impl Inner {
 /// `base` plus up to `base / divisor`, at random: accounts that hit a limit together do not
 /// all come back in the same instant.
 fn jittered(base: Duration, divisor: u32) -> Duration {
-    let spread = base / divisor;
-    let nanos = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX);
-    if nanos == 0 {
-        return base;
-    }
-    base + Duration::from_nanos(super::pool::random_u64() % nanos)
+    base + super::random_below(base / divisor)
 }
 
 #[cfg(test)]

@@ -187,3 +187,31 @@ impl Attempts {
 /// Which pool member served a response (its name; never a secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served(pub Arc<str>);
+
+/// A fast per-thread random number (xorshift seeded from the std hasher's random keys):
+/// good enough to spread load and jitter waits, not for secrets.
+pub(crate) fn random_u64() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
+}
+
+/// A random duration in `[0, cap)` (zero when `cap` is): the jitter of retries and
+/// cooldowns.
+pub(crate) fn random_below(cap: Duration) -> Duration {
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(random_u64() % nanos)
+}

@@ -26,7 +26,8 @@
 
 use super::health::{Admission, Breaker, HealthConfig, Snapshot, State};
 use super::{
-    Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey, StreamEnd,
+    random_u64, Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey,
+    StreamEnd,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -101,6 +102,8 @@ struct Counters {
 #[derive(Debug)]
 struct Member<S> {
     spec: MemberSpec,
+    /// The name's hash, for rendezvous ranking (computed once, not per request).
+    name_key: SessionKey,
     service: S,
     breaker: Breaker,
     counters: Arc<Counters>,
@@ -209,8 +212,9 @@ impl<S> Pool<S> {
     }
 
     /// Replaces the member list (a pool file reload): accounts that stay keep their state
-    /// and counters (and get their breaker reset when `operator_acted`), new ones join in
-    /// slow start, removed ones take no new requests and drain the ones they have.
+    /// and counters (a disabled one gets another chance when `operator_acted`: see
+    /// [`Breaker::reset`]), new ones join in slow start, removed ones take no new requests
+    /// and drain the ones they have.
     pub fn replace(&self, members: Vec<(MemberSpec, S)>, operator_acted: bool) {
         let now = Instant::now();
         let old = self.members();
@@ -232,6 +236,7 @@ impl<S> Pool<S> {
                     ),
                 };
                 Arc::new(Member {
+                    name_key: SessionKey::of(&spec.name),
                     spec,
                     service,
                     breaker,
@@ -251,17 +256,26 @@ impl<S> Pool<S> {
     /// Takes `name` out until `until`, or until the operator acts (`reason`: a short code
     /// for status views).
     pub fn disable(&self, name: &str, reason: &'static str, until: Option<SystemTime>) {
-        let penalty = Penalty::Disable { reason, until };
-        for member in self.members().iter().filter(|m| &*m.spec.name == name) {
-            member.breaker.on_failure(&penalty, Instant::now());
+        if let Some(member) = self.named(name) {
+            member
+                .breaker
+                .on_failure(&Penalty::Disable { reason, until }, Instant::now());
         }
     }
 
     /// The health probe found `name` able to serve (see [`Breaker::on_probe_ok`]).
     pub fn probe_passed(&self, name: &str) {
-        for member in self.members().iter().filter(|m| &*m.spec.name == name) {
+        if let Some(member) = self.named(name) {
             member.breaker.on_probe_ok(Instant::now());
         }
+    }
+
+    /// The member called `name` (names are unique).
+    fn named(&self, name: &str) -> Option<Arc<Member<S>>> {
+        self.members()
+            .iter()
+            .find(|m| &*m.spec.name == name)
+            .cloned()
     }
 
     /// Every member's state, in configuration order.
@@ -347,8 +361,7 @@ impl<S> Pool<S> {
                 .filter(|m| {
                     let since = m
                         .breaker
-                        .snapshot(now)
-                        .recovered_at
+                        .recovered_at()
                         .map_or(m.added_at, |r| r.max(m.added_at));
                     ramp_admits(now.saturating_duration_since(since), config.slow_start)
                 })
@@ -361,7 +374,7 @@ impl<S> Pool<S> {
         let chosen = match session {
             Some(key) => candidates
                 .iter()
-                .max_by_key(|m| rendezvous(key, &m.spec.name))
+                .max_by_key(|m| rendezvous(key, m.name_key))
                 .copied(),
             None => p2c(&candidates, config.balance),
         };
@@ -432,9 +445,9 @@ fn weighted_draw<S>(candidates: &[&Arc<Member<S>>], skip: Option<usize>) -> Opti
         })
 }
 
-/// Rank of `name` for `key`: the highest wins (rendezvous hashing).
-fn rendezvous(key: SessionKey, name: &str) -> u64 {
-    mix(key.0 ^ SessionKey::of(name).0)
+/// Rank of a member (by its name's key) for `key`: the highest wins (rendezvous hashing).
+fn rendezvous(key: SessionKey, name_key: SessionKey) -> u64 {
+    mix(key.0 ^ name_key.0)
 }
 
 /// A 64-bit finaliser (splitmix64), so that nearby inputs rank far apart.
@@ -442,24 +455,6 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-/// A fast per-thread random number (xorshift seeded from the std hasher's random keys):
-/// good enough to spread load, not for secrets.
-pub(crate) fn random_u64() -> u64 {
-    use std::cell::Cell;
-    use std::hash::{BuildHasher, RandomState};
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        x
-    })
 }
 
 fn no_account<S>(members: &[Arc<Member<S>>], now: Instant) -> NoAccount {
@@ -575,7 +570,6 @@ where
             counters,
         };
         let mut service = member.service.clone();
-        let started = Instant::now();
         Box::pin(async move {
             let result = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
                 Ok(()) => service.call(request).await,
@@ -590,7 +584,7 @@ where
                 Ok(mut response) => {
                     // The inner future resolves at the first upstream event: its duration is
                     // the account's time to first token, the latency peak-EWMA weighs.
-                    update_ewma(&member.counters.ewma_ns, started.elapsed());
+                    update_ewma(&member.counters.ewma_ns, now.elapsed());
                     response
                         .extensions_mut()
                         .insert(Served(Arc::clone(&member.spec.name)));

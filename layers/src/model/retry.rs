@@ -13,7 +13,7 @@
 //! (`base * 2^n`, capped), or the failure's own `retry_after` when it is within the cap; a
 //! retry budget ([`TpsBudget`]) keeps a failing upstream from being hammered.
 
-use super::{Attempts, Failure, Fault, HasExtensions};
+use super::{random_below, Attempts, Failure, Fault, HasExtensions};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -69,13 +69,23 @@ impl<E> Clone for RetryPolicy<E> {
     }
 }
 
+/// The retry budget: 20 % retries on top of 10 per second, over a 10 s window.
+fn budget() -> Arc<TpsBudget> {
+    Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2))
+}
+
 impl<E> RetryPolicy<E> {
-    /// A policy with `config` and a budget that allows 20 % retries on top of 10 per
-    /// second, over a 10 s window.
+    /// A policy with `config` and a budget of its own (see [`RetryLayer`] for one budget
+    /// shared by every request).
     pub fn new(config: RetryConfig) -> Self {
+        Self::for_request(&Arc::new(config), &budget())
+    }
+
+    /// One request's policy: no retries yet, the shared settings and budget.
+    fn for_request(config: &Arc<RetryConfig>, budget: &Arc<TpsBudget>) -> Self {
         Self {
-            config: Arc::new(config),
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            config: Arc::clone(config),
+            budget: Arc::clone(budget),
             retries: 0,
             last_upstream: None,
         }
@@ -92,26 +102,30 @@ impl<E> RetryPolicy<E> {
                 .base_delay
                 .saturating_mul(1 << self.retries.min(16))
                 .min(self.config.max_delay);
-            full_jitter(cap)
+            random_below(cap)
         };
         match (error.fault(), error.retry_after()) {
             (Fault::Request, _) => None,
             (Fault::Local, Some(after)) if after <= self.config.max_delay => Some(after),
             (Fault::Local, _) => None,
             // Another account takes it: a short pause, not the resting account's Retry-After.
-            (Fault::Account, _) => Some(full_jitter(self.config.base_delay)),
+            (Fault::Account, _) => Some(random_below(self.config.base_delay)),
             (Fault::Upstream, Some(after)) if after <= self.config.max_delay => Some(after),
             (Fault::Upstream, _) => Some(backoff()),
         }
     }
 }
 
-fn full_jitter(cap: Duration) -> Duration {
-    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-    if nanos == 0 {
-        return Duration::ZERO;
+impl<E: Failure> RetryPolicy<E> {
+    /// Giving up on `error`: when it is the proxy's own (nobody left to try), the client
+    /// gets the last upstream error instead, which says what really happened.
+    fn give_up(&mut self, error: &mut E) {
+        if error.fault() == Fault::Local {
+            if let Some(upstream) = self.last_upstream.take() {
+                *error = upstream;
+            }
+        }
     }
-    Duration::from_nanos(super::pool::random_u64() % nanos)
 }
 
 impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for RetryPolicy<E>
@@ -132,20 +146,12 @@ where
                     self.last_upstream = Some(error.clone());
                 }
                 let Some(delay) = self.delay_for(error) else {
-                    if error.fault() == Fault::Local {
-                        if let Some(upstream) = self.last_upstream.take() {
-                            *error = upstream;
-                        }
-                    }
+                    self.give_up(error);
                     return None;
                 };
                 if !self.budget.withdraw() {
                     tracing::debug!(kind = error.kind(), "retry budget spent; not retrying");
-                    if error.fault() == Fault::Local {
-                        if let Some(upstream) = self.last_upstream.take() {
-                            *error = upstream;
-                        }
-                    }
+                    self.give_up(error);
                     return None;
                 }
                 self.retries += 1;
@@ -166,28 +172,18 @@ where
 }
 
 /// Adds [`Retry`] around a model service.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RetryLayer {
     config: Arc<RetryConfig>,
     budget: Arc<TpsBudget>,
 }
 
-impl Clone for RetryLayer {
-    fn clone(&self) -> Self {
-        Self {
-            config: Arc::clone(&self.config),
-            budget: Arc::clone(&self.budget),
-        }
-    }
-}
-
 impl RetryLayer {
     /// Retries with `config` (one budget shared by every request through this layer).
     pub fn new(config: RetryConfig) -> Self {
-        let policy = RetryPolicy::<()>::new(config);
         Self {
-            config: policy.config,
-            budget: policy.budget,
+            config: Arc::new(config),
+            budget: budget(),
         }
     }
 }
@@ -229,12 +225,7 @@ where
     fn call(&mut self, mut request: Req) -> Self::Future {
         let attempts = Attempts::default();
         request.extensions_mut().insert(attempts.clone());
-        let policy = RetryPolicy {
-            config: Arc::clone(&self.layer.config),
-            budget: Arc::clone(&self.layer.budget),
-            retries: 0,
-            last_upstream: None,
-        };
+        let policy = RetryPolicy::for_request(&self.layer.config, &self.layer.budget);
         // The service polled ready goes into this request's retry loop; a clone stays.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);

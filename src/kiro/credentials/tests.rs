@@ -177,14 +177,9 @@ fn times() {
 
 #[test]
 fn a_file_of_no_known_format_lists_every_formats_fields() {
-    let object = serde_json::json!({"token": "x", "user": "me"});
-    let err = parse(
-        object.as_object().unwrap(),
-        Source::Base64 { origin: "test" },
-        None,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = parse_json(json!({"token": "x", "user": "me"}))
+        .unwrap_err()
+        .to_string();
     for field in [
         "token_url",
         "client_id",
@@ -199,13 +194,8 @@ fn a_file_of_no_known_format_lists_every_formats_fields() {
 
 #[test]
 fn a_token_url_that_is_not_http_is_refused_naming_the_field() {
-    let object = serde_json::json!({"client_id": "c", "client_secret": "s",
-        "token_url": "file:///etc/passwd", "refresh_token": "r"});
-    let err = parse(
-        object.as_object().unwrap(),
-        Source::Base64 { origin: "test" },
-        None,
-    )
+    let err = parse_json(json!({"client_id": "c", "client_secret": "s",
+        "token_url": "file:///etc/passwd", "refresh_token": "r"}))
     .unwrap_err()
     .to_string();
     assert!(err.contains("`token_url`") && err.contains("http"), "{err}");

@@ -207,13 +207,22 @@ impl FakeKiro {
         bearer.is_some_and(|token| self.lock().tokens.is_valid(token))
     }
 
+    /// Kiro's bearer-invalid 403 when the request's token is not one this fake issued
+    /// (counted in `rejected_tokens`).
+    fn refuse_stale_bearer(&self, request: &Request<Bytes>) -> Option<Response<FrameStream>> {
+        if self.bearer_valid(request) {
+            return None;
+        }
+        self.lock().stats.rejected_tokens += 1;
+        Some(error_response(&Step {
+            status: Some(403),
+            ..Step::default()
+        }))
+    }
+
     fn usage_limits(&self, request: &Request<Bytes>) -> Response<FrameStream> {
-        if !self.bearer_valid(request) {
-            self.lock().stats.rejected_tokens += 1;
-            return error_response(&Step {
-                status: Some(403),
-                ..Step::default()
-            });
+        if let Some(refused) = self.refuse_stale_bearer(request) {
+            return refused;
         }
         let mut state = self.lock();
         state.stats.usage_calls += 1;
@@ -322,18 +331,8 @@ impl FakeKiro {
         if step.as_ref().is_some_and(|s| s.expire_tokens) {
             self.lock().tokens.expire_all();
         }
-        if self.inner.check_tokens {
-            let bearer =
-                header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
-            let valid = bearer.is_some_and(|token| self.lock().tokens.is_valid(&token));
-            if !valid {
-                self.lock().stats.rejected_tokens += 1;
-                let forbidden = Step {
-                    status: Some(403),
-                    ..Step::default()
-                };
-                return error_response(&forbidden);
-            }
+        if let Some(refused) = self.refuse_stale_bearer(request) {
+            return refused;
         }
         let parsed = match check_body(body) {
             Ok(parsed) => parsed,

@@ -285,6 +285,7 @@ async fn a_new_account_ramps_up() {
         .map(|m| {
             Arc::new(Member {
                 spec: m.spec.clone(),
+                name_key: m.name_key,
                 service: m.service.clone(),
                 breaker: m.breaker.clone(),
                 counters: Arc::clone(&m.counters),
