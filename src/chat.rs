@@ -24,6 +24,9 @@ pub struct ChatRequest {
     pub tools: Vec<Tool>,
     /// How the model may use the tools.
     pub tool_choice: ToolChoice,
+    /// At most one tool call per answer (OpenAI `parallel_tool_calls: false`, Anthropic
+    /// `tool_choice.disable_parallel_tool_use: true`).
+    pub single_tool_call: bool,
     /// Sampling parameters as given by the client.
     pub sampling: Sampling,
     /// Extended thinking, if requested (Anthropic `thinking` or a `-thinking` model id).
@@ -32,6 +35,20 @@ pub struct ChatRequest {
     pub stream: bool,
     /// Who is asking and how.
     pub metadata: Metadata,
+}
+
+impl ChatRequest {
+    /// A copy with `reminder` appended to the current (last, user) message, or added as a
+    /// new user message when the conversation ends with the assistant: how aiproxy asks
+    /// the model again after an answer that missed what the request needs.
+    pub fn with_reminder(&self, reminder: &str) -> Self {
+        let mut chat = self.clone();
+        match chat.messages.last_mut() {
+            Some(last) if last.role == Role::User => last.parts.push(Part::Text(reminder.into())),
+            _ => chat.messages.push(Message::text(Role::User, reminder)),
+        }
+        chat
+    }
 }
 
 /// Author of a message. System prompts are not messages (see [`ChatRequest::system`]).
@@ -260,6 +277,9 @@ pub enum ChatEvent {
     },
     /// Token usage (may come more than once; the last one wins).
     Usage(Usage),
+    /// The stop sequence that ended the answer; comes right before
+    /// `Stop(StopReason::StopSequence)` when aiproxy matched it.
+    StopSequence(String),
     /// The response is complete.
     Stop(StopReason),
 }
@@ -337,6 +357,14 @@ pub enum ChatError {
         /// What happened and what to do.
         message: String,
     },
+    /// The model answered twice without what the request requires (a forced tool call):
+    /// nothing reached the client. Another attempt is unlikely to do better and no account
+    /// is to blame.
+    #[error("The model did not do what the request requires: {message}")]
+    Unfulfilled {
+        /// What was missing and what to do.
+        message: String,
+    },
     /// The upstream did not answer in time.
     #[error("The upstream timed out: {message}")]
     Timeout {
@@ -391,7 +419,8 @@ impl ChatError {
             | Self::ContextOverflow { .. }
             | Self::ModelNotFound { .. }
             | Self::UpstreamRejected { .. }
-            | Self::EmptyTurn { .. } => Fault::Request,
+            | Self::EmptyTurn { .. }
+            | Self::Unfulfilled { .. } => Fault::Request,
             Self::RateLimited { .. }
             | Self::QuotaExhausted { .. }
             | Self::AccountUnavailable { .. } => Fault::Account,
@@ -424,6 +453,7 @@ impl ChatError {
             Self::AccountUnavailable { .. } => "account_unavailable",
             Self::Upstream { .. } => "upstream_error",
             Self::EmptyTurn { .. } => "empty_turn",
+            Self::Unfulfilled { .. } => "unfulfilled",
             Self::Timeout { .. } => "timeout",
             Self::Truncated { .. } => "truncated",
             Self::Busy { .. } => "busy",

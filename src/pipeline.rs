@@ -31,6 +31,7 @@ use crate::body::ResponseBody;
 use crate::config::{Config, PipelineLayer};
 use crate::kiro::{Catalog, KiroService};
 use crate::model::accounts::Accounts;
+use crate::model::emulate::{Emulate, EmulateLayer};
 use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::secret::Secret;
 use aiproxy_layers::auth::{Auth, AuthLayer};
@@ -58,7 +59,7 @@ use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, Trace, Tr
 use tracing::Level;
 
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
-pub type ModelService = Resolve<Either<Retry<Pool<KiroService>>, Pool<KiroService>>>;
+pub type ModelService = Resolve<Emulate<Either<Retry<Pool<KiroService>>, Pool<KiroService>>>>;
 
 /// The whole stack, as a named type so embedding apps can store it. Each level is a
 /// [`Toggle`] of the layered service and the service it wraps (what is left when the layer is
@@ -145,7 +146,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     } else {
         Either::Right(pool)
     };
-    let model = ResolveLayer::new(catalog).layer(tier);
+    let model = ResolveLayer::new(catalog).layer(EmulateLayer.layer(tier));
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,
         HeaderName::from_static("x-api-key"),

@@ -113,6 +113,7 @@ mod tests {
             messages: vec![Message::text(Role::User, "abcdefgh")],
             tools: vec![],
             tool_choice: ToolChoice::Auto,
+            single_tool_call: false,
             sampling: Sampling::default(),
             thinking: None,
             stream: false,

@@ -44,6 +44,8 @@ pub struct Collected {
     pub usage: Usage,
     /// Why it ended.
     pub stop: StopReason,
+    /// The stop sequence that ended it, when one did.
+    pub stop_sequence: Option<String>,
 }
 
 /// Reads the whole stream; a stream without a stop is a truncation.
@@ -54,6 +56,7 @@ pub async fn collect(mut stream: ChatStream, model: &str) -> Result<Collected, C
     let mut tool_blocks: Vec<usize> = Vec::new();
     let mut usage = Usage::default();
     let mut stop = None;
+    let mut stop_sequence = None;
     while let Some(event) = stream.next().await {
         match event? {
             ChatEvent::Start {
@@ -96,6 +99,7 @@ pub async fn collect(mut stream: ChatStream, model: &str) -> Result<Collected, C
             }
             ChatEvent::ToolCallEnd { .. } => {}
             ChatEvent::Usage(u) => usage = u,
+            ChatEvent::StopSequence(sequence) => stop_sequence = Some(sequence),
             ChatEvent::Stop(reason) => stop = Some(reason),
         }
     }
@@ -108,6 +112,7 @@ pub async fn collect(mut stream: ChatStream, model: &str) -> Result<Collected, C
         blocks,
         usage,
         stop,
+        stop_sequence,
     })
 }
 

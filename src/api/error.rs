@@ -55,6 +55,10 @@ fn classified(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)
                 .with_code("upstream_error")
         }
+        ChatError::Unfulfilled { .. } => {
+            Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)
+                .with_code("requirement_unmet")
+        }
         ChatError::Timeout { .. } => {
             Rejection::new(StatusCode::GATEWAY_TIMEOUT, "api_error", message)
                 .with_code("upstream_timeout")

@@ -23,6 +23,10 @@ pub struct ModelEntry {
     pub created: u64,
     /// Context window in tokens.
     pub context_window: u64,
+    /// The most output tokens the model produces; a larger `max_tokens` is refused. `None`
+    /// (a catalog file without the key) leaves `max_tokens` unchecked.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -229,21 +229,6 @@ async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, C
     }
 }
 
-/// `chat` with the empty-turn reminder added to its current (last, user) message.
-fn nudged(chat: &crate::chat::ChatRequest) -> crate::chat::ChatRequest {
-    use crate::chat::{Message, Part, Role};
-    let mut chat = chat.clone();
-    match chat.messages.last_mut() {
-        Some(last) if last.role == Role::User => {
-            last.parts.push(Part::Text(EMPTY_TURN_NUDGE.to_owned()))
-        }
-        _ => chat
-            .messages
-            .push(Message::text(Role::User, EMPTY_TURN_NUDGE)),
-    }
-    chat
-}
-
 async fn attempt(
     shared: &Shared,
     request: &ModelRequest,
@@ -256,7 +241,7 @@ async fn attempt(
             .ok_or_else(|| ChatError::Internal {
                 message: "the model tier has no model resolution above the Kiro service".into(),
             })?;
-    let nudged_chat = nudge.then(|| nudged(&request.chat));
+    let nudged_chat = nudge.then(|| request.chat.with_reminder(EMPTY_TURN_NUDGE));
     let chat = nudged_chat.as_ref().unwrap_or(&*request.chat);
     let model = &resolved.entry;
     let thinking = chat

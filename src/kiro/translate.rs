@@ -516,6 +516,7 @@ mod tests {
                 input_schema: serde_json::json!({}),
             }],
             tool_choice: ToolChoice::Auto,
+            single_tool_call: false,
             sampling: Sampling::default(),
             thinking: None,
             stream: false,

@@ -21,15 +21,17 @@
 //! | # | layer | does | extensions |
 //! |---|---|---|---|
 //! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`] |
-//! | 2 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
-//! | 3 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) | one account per request (affinity, p2c, caps, slow start), breakers and cooldowns fed by each outcome; accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
-//! | 4 | [`crate::kiro::KiroService`] | one account: token source, request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
+//! | 2 | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more) | ? [`ResolvedModel`] |
+//! | 3 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
+//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) | one account per request (affinity, p2c, caps, slow start), breakers and cooldowns fed by each outcome; accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
+//! | 5 | [`crate::kiro::KiroService`] | one account: token source, request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
 //!
-//! The layers of 2 and 3 live in `aiproxy-layers`, generic over the request, response and
+//! The layers of 3 and 4 live in `aiproxy-layers`, generic over the request, response and
 //! error through its `HasExtensions`, `Observe` and `Failure` traits, which this module and
 //! [`failure`] implement for [`ModelRequest`], [`ModelResponse`] and [`ChatError`].
 
 pub mod accounts;
+pub mod emulate;
 pub mod failure;
 pub mod resolve;
 

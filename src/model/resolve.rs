@@ -79,6 +79,7 @@ mod tests {
             messages: vec![Message::text(Role::User, "hi")],
             tools: Vec::new(),
             tool_choice: Default::default(),
+            single_tool_call: false,
             sampling: Default::default(),
             thinking: None,
             stream: false,

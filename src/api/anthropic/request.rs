@@ -85,12 +85,19 @@ pub fn parse(
         metadata.conversation_id = meta.str("user_id")?.and_then(session_id);
     }
     let (tools, tool_choice) = tools(&root)?;
+    let single_tool_call = match root.get("tool_choice") {
+        Some(value) => Obj::new(value, "tool_choice".into())?
+            .bool("disable_parallel_tool_use")?
+            .unwrap_or(false),
+        None => false,
+    };
     Ok(ChatRequest {
         model,
         system,
         messages,
         tools,
         tool_choice,
+        single_tool_call,
         sampling: Sampling {
             max_tokens,
             temperature: root.number("temperature", 0.0, 1.0)?,
@@ -407,7 +414,7 @@ mod tests {
                 ]}
             ],
             "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
-            "tool_choice": {"type": "any"},
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
             "stop_sequences": ["END"],
             "thinking": {"type": "enabled", "budget_tokens": 4000},
             "metadata": {"user_id": "user_abc_account_x_session_0123456789abcdef0123456789abcdef"},
@@ -440,6 +447,7 @@ mod tests {
             }
         );
         assert_eq!(req.tool_choice, ToolChoice::Any);
+        assert!(req.single_tool_call);
         assert_eq!(req.sampling.stop, vec!["END"]);
         assert_eq!(
             req.thinking,

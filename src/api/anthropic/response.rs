@@ -83,7 +83,7 @@ pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, Chat
         "model": collected.model,
         "content": content,
         "stop_reason": stop_reason(collected.stop),
-        "stop_sequence": null,
+        "stop_sequence": collected.stop_sequence,
         "usage": UsageOut::from(collected.usage),
     });
     Ok(Completed {
@@ -177,6 +177,8 @@ struct BlockEncoder {
     /// Text or thinking that arrived while a tool block was open.
     held: Vec<(Open, String)>,
     usage: Usage,
+    /// The stop sequence that ended the answer, for `message_delta.delta.stop_sequence`.
+    stop_sequence: Option<String>,
 }
 
 impl Default for BlockEncoder {
@@ -187,6 +189,7 @@ impl Default for BlockEncoder {
             tools: Vec::new(),
             held: Vec::new(),
             usage: Usage::default(),
+            stop_sequence: None,
         }
     }
 }
@@ -337,7 +340,7 @@ impl BlockEncoder {
             "message_delta",
             &json!({
                 "type": "message_delta",
-                "delta": {"stop_reason": stop_reason(reason), "stop_sequence": null},
+                "delta": {"stop_reason": stop_reason(reason), "stop_sequence": self.stop_sequence},
                 "usage": UsageOut::from(self.usage),
             }),
         ));
@@ -373,6 +376,7 @@ impl BlockEncoder {
             ChatEvent::ToolCallDelta { index, json } => self.tool_delta(index as usize, json, out),
             ChatEvent::ToolCallEnd { index } => self.tool_end(index as usize, out),
             ChatEvent::Usage(usage) => self.usage = usage,
+            ChatEvent::StopSequence(sequence) => self.stop_sequence = Some(sequence),
             ChatEvent::Stop(reason) => {
                 self.stop(reason, out);
                 return true;

@@ -77,6 +77,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         messages: conversation,
         tools,
         tool_choice,
+        single_tool_call: !root.bool("parallel_tool_calls")?.unwrap_or(true),
         sampling,
         thinking: None,
         stream: root.bool("stream")?.unwrap_or(false),
@@ -455,7 +456,8 @@ mod tests {
                 {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
             ],
             "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object"}}}],
-            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false
         }))
         .unwrap();
         assert_eq!(
@@ -480,6 +482,7 @@ mod tests {
             }
         );
         assert_eq!(req.tool_choice, ToolChoice::Tool("get_weather".into()));
+        assert!(req.single_tool_call);
         assert_eq!(req.tools[0].name, "get_weather");
     }
 

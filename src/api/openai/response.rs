@@ -407,7 +407,7 @@ impl OpenAiSse {
                 },
                 None,
             ),
-            ChatEvent::ToolCallEnd { .. } => return,
+            ChatEvent::ToolCallEnd { .. } | ChatEvent::StopSequence(_) => return,
             ChatEvent::Usage(usage) => {
                 self.usage = Some(usage);
                 return;

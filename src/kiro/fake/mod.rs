@@ -82,6 +82,9 @@ pub struct Stats {
     pub usage_calls: u64,
     /// Most chat calls streaming at once.
     pub peak_concurrent_generates: usize,
+    /// Chat streams the client closed before their last frame (aiproxy ending an answer
+    /// early at a stop sequence or `max_tokens` closes the upstream this way).
+    pub abandoned_streams: u64,
     /// `user-agent` of the last chat call.
     pub last_user_agent: Option<String>,
     /// `x-amz-user-agent` of the last chat call.
@@ -599,6 +602,10 @@ impl Drop for FrameStream {
     fn drop(&mut self) {
         if let Some(inner) = &self.counted {
             inner.streaming.fetch_sub(1, Ordering::SeqCst);
+            if !self.frames.is_empty() {
+                let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.stats.abandoned_streams += 1;
+            }
         }
     }
 }

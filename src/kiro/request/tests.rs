@@ -11,6 +11,7 @@ fn request(system: &[&str], messages: Vec<Message>) -> ChatRequest {
         messages,
         tools: Vec::new(),
         tool_choice: ToolChoice::Auto,
+        single_tool_call: false,
         sampling: Sampling::default(),
         thinking: None,
         stream: false,

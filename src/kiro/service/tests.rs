@@ -16,6 +16,7 @@ fn request(text: &str) -> ModelRequest {
         messages: vec![Message::text(Role::User, text)],
         tools: Vec::new(),
         tool_choice: Default::default(),
+        single_tool_call: false,
         sampling: Default::default(),
         thinking: None,
         stream: true,

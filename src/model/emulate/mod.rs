@@ -1,0 +1,189 @@
+//! What Kiro does not do, done by aiproxy: the request fields Kiro has no equivalent for
+//! are applied here rather than accepted and ignored (kiro-protocol.md §4.4: Kiro takes no
+//! stop list, no `max_tokens`, no tool choice).
+//!
+//! - `max_tokens` above the model's output limit (`max_output_tokens` in the catalog) is a
+//!   400 that names the limit; within it, the answer is cut at the count ([`limits`]).
+//! - Stop sequences end the answer at the first match ([`limits`], [`stop`]).
+//! - `parallel_tool_calls: false` / `disable_parallel_tool_use` end it after the first
+//!   tool call ([`limits`]).
+//! - A forced tool choice is told to the model, held back until the call begins, and
+//!   asked once more when it is missing ([`forced`]).
+//!
+//! The layer sits below [`super::resolve`] (it reads the [`ResolvedModel`]) and above retry,
+//! so a second ask for a forced tool call goes through retry and the pool like any request.
+
+pub mod forced;
+pub mod limits;
+pub mod stop;
+
+use super::{ModelRequest, ModelResponse, ResolvedModel};
+use crate::chat::ChatError;
+use forced::Required;
+use futures_util::future::BoxFuture;
+use limits::Limits;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Adds [`Emulate`] around a model service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmulateLayer;
+
+impl<S> tower::Layer<S> for EmulateLayer {
+    type Service = Emulate<S>;
+
+    fn layer(&self, inner: S) -> Emulate<S> {
+        Emulate { inner }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct Emulate<S> {
+    inner: S,
+}
+
+/// What one request needs emulated.
+struct Plan {
+    limits: Limits,
+    required: Option<Required>,
+}
+
+impl Plan {
+    fn of(request: &ModelRequest) -> Result<Self, ChatError> {
+        let chat = &request.chat;
+        let max_tokens = chat.sampling.max_tokens.map(u64::from);
+        if let Some(max) = max_tokens {
+            check_max_tokens(max, request.extensions.get::<ResolvedModel>())?;
+        }
+        if let Some(i) = chat.sampling.stop.iter().position(String::is_empty) {
+            return Err(ChatError::invalid(
+                "stop",
+                format!(
+                    "stop sequence {i} is empty; every stop sequence needs at least one character."
+                ),
+            ));
+        }
+        Ok(Self {
+            limits: Limits {
+                stop: chat.sampling.stop.clone(),
+                max_tokens,
+                single_tool_call: chat.single_tool_call && !chat.tools.is_empty(),
+            },
+            required: Required::of(chat)?,
+        })
+    }
+}
+
+fn check_max_tokens(max: u64, resolved: Option<&ResolvedModel>) -> Result<(), ChatError> {
+    if max == 0 {
+        return Err(ChatError::invalid(
+            "max_tokens",
+            "`max_tokens` is 0; it must be at least 1.",
+        ));
+    }
+    let Some(entry) = resolved.map(|r| &r.entry) else {
+        return Ok(());
+    };
+    match entry.max_output_tokens {
+        Some(limit) if max > limit => Err(ChatError::invalid(
+            "max_tokens",
+            format!(
+                "`max_tokens` is {max}, above the {limit} output tokens `{}` can produce; send at most {limit}.",
+                entry.id
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl<S> tower::Service<ModelRequest> for Emulate<S>
+where
+    S: tower::Service<ModelRequest, Response = ModelResponse, Error = ChatError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = ModelResponse;
+    type Error = ChatError;
+    type Future = BoxFuture<'static, Result<ModelResponse, ChatError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChatError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: ModelRequest) -> Self::Future {
+        let plan = match Plan::of(&request) {
+            Ok(plan) => plan,
+            Err(error) => return Box::pin(futures_util::future::ready(Err(error))),
+        };
+        // The ready service serves this call; the clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut response = match plan.required {
+                None => inner.call(request).await?,
+                Some(required) => {
+                    let mut chat = (*request.chat).clone();
+                    chat.system.push(required.instruction());
+                    let request = ModelRequest {
+                        chat: Arc::new(chat),
+                        extensions: request.extensions,
+                    };
+                    forced::call(inner, request, required).await?
+                }
+            };
+            response.events = plan.limits.apply(response.events);
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{ChatRequest, Message, Role, Sampling};
+    use crate::kiro::Catalog;
+
+    fn request(max_tokens: u32, stop: &[&str]) -> ModelRequest {
+        let mut request = ModelRequest::new(ChatRequest {
+            model: "claude-sonnet-4-5".into(),
+            messages: vec![Message::text(Role::User, "hi")],
+            sampling: Sampling {
+                max_tokens: Some(max_tokens),
+                stop: stop.iter().map(|s| s.to_string()).collect(),
+                ..Sampling::default()
+            },
+            ..ChatRequest::default()
+        });
+        let catalog = Catalog::builtin().unwrap();
+        request.extensions.insert(ResolvedModel {
+            entry: catalog.get("claude-sonnet-4-5").unwrap().clone(),
+            thinking_suffix: false,
+        });
+        request
+    }
+
+    #[test]
+    fn max_tokens_over_the_model_limit_names_the_limit() {
+        let error = Plan::of(&request(64_001, &[])).err().unwrap();
+        assert_eq!(error.kind(), "invalid_request");
+        assert!(
+            error.to_string().contains("64000") && error.to_string().contains("claude-sonnet-4-5"),
+            "{error}"
+        );
+        assert!(Plan::of(&request(64_000, &[])).is_ok(), "at the limit");
+        assert!(Plan::of(&request(0, &[])).is_err());
+    }
+
+    #[test]
+    fn an_empty_stop_sequence_is_refused() {
+        let error = Plan::of(&request(10, &["ok", ""])).err().unwrap();
+        assert!(error.to_string().contains("stop sequence 1"), "{error}");
+        let plan = Plan::of(&request(10, &["ok"])).unwrap();
+        assert_eq!(plan.limits.stop, vec!["ok"]);
+        assert_eq!(plan.limits.max_tokens, Some(10));
+        assert!(plan.required.is_none());
+    }
+}
