@@ -150,3 +150,22 @@ def test_mid_stream_error_is_an_error_event(client):
             for _ in stream:
                 pass
     assert "cut off" in str(info.value)
+
+
+SENTENCE = "alpha beta gamma delta epsilon zeta eta theta"
+
+
+def test_stop_sequences_and_max_tokens(client):
+    with client.messages.stream(model=MODEL, max_tokens=200, stop_sequences=["ta gam"], messages=[
+        {"role": "user", "content": directive({"text": SENTENCE})}
+    ]) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "alpha be"
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "ta gam"
+    message = client.messages.create(model=MODEL, max_tokens=3, messages=[
+        {"role": "user", "content": directive({"text": SENTENCE})}])
+    assert message.content[0].text == "alpha beta g"
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 3
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client.messages.create(model=MODEL, max_tokens=64_001, stream=True, messages=[{"role": "user", "content": "x"}])
+    assert "64000" in str(info.value)

@@ -153,3 +153,55 @@ def test_reasoning_content_from_thinking_models(base, key):
     message = body["choices"][0]["message"]
     assert message["reasoning_content"] == "Thinking about: hmm"
     assert message["content"] == "hmm"
+
+
+SENTENCE = "alpha beta gamma delta epsilon zeta eta theta"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_sequences_end_the_answer(client, stream):
+    content = _directive({"text": SENTENCE})
+    answer = client.chat.completions.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": content}],
+        stop=["ta gam", "never"], stream=stream)
+    if stream:
+        chunks = list(answer)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    else:
+        text, finish = answer.choices[0].message.content, [answer.choices[0].finish_reason]
+    assert text == "alpha be"
+    assert finish == ["stop"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_max_tokens_cuts_the_answer(client, stream):
+    content = _directive({"text": SENTENCE})
+    answer = client.chat.completions.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": content}],
+        max_tokens=2, stream=stream, **({"stream_options": {"include_usage": True}} if stream else {}))
+    if stream:
+        chunks = list(answer)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        usage = chunks[-1].usage
+    else:
+        text, finish, usage = answer.choices[0].message.content, [answer.choices[0].finish_reason], answer.usage
+    assert text == "alpha be"
+    assert finish == ["length"]
+    assert usage.completion_tokens == 2
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "x"}], max_tokens=1_000_000)
+    assert "64000" in str(info.value)
+
+
+def test_required_tool_choice_and_a_single_call(client):
+    content = "Weather?\n" + _directive({"tool_calls": [
+        {"name": "get_weather", "input": {"city": "Paris"}}, {"name": "get_weather", "input": {"city": "Rome"}}]})
+    answer = client.chat.completions.create(
+        model="claude-sonnet-4-5", tools=[WEATHER], tool_choice="required", parallel_tool_calls=False,
+        messages=[{"role": "user", "content": content}])
+    calls = answer.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == ["get_weather"]
+    assert answer.choices[0].finish_reason == "tool_calls"
