@@ -29,6 +29,8 @@ pub struct ChatRequest {
     pub single_tool_call: bool,
     /// Sampling parameters as given by the client.
     pub sampling: Sampling,
+    /// The shape the answer must have (OpenAI `response_format`, Anthropic `output_format`).
+    pub output: Option<OutputFormat>,
     /// Extended thinking, if requested (Anthropic `thinking` or a `-thinking` model id).
     pub thinking: Option<Thinking>,
     /// Whether the client wants a stream (the provider streams either way).
@@ -136,6 +138,22 @@ pub enum ToolChoice {
     Any,
     /// The model must call this tool.
     Tool(String),
+}
+
+/// A required shape of the answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputFormat {
+    /// Any JSON object (OpenAI `json_object`).
+    JsonObject,
+    /// JSON that validates against `schema`.
+    JsonSchema {
+        /// The schema's name (OpenAI requires one; Anthropic's default is `output`).
+        name: String,
+        /// What the answer is, if the client said.
+        description: Option<String>,
+        /// The JSON Schema.
+        schema: Value,
+    },
 }
 
 /// Extended thinking settings.

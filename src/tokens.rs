@@ -114,6 +114,7 @@ mod tests {
             tools: vec![],
             tool_choice: ToolChoice::Auto,
             single_tool_call: false,
+            output: None,
             sampling: Sampling::default(),
             thinking: None,
             stream: false,

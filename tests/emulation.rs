@@ -274,3 +274,92 @@ async fn parallel_tool_calls_false_keeps_only_the_first_call() {
         "parallel calls are the default"
     );
 }
+
+fn person_format() -> Value {
+    json!({"type": "json_schema", "json_schema": {"name": "person", "strict": true, "schema": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"], "additionalProperties": false
+    }}})
+}
+
+#[tokio::test]
+async fn structured_output_is_the_validated_content_and_a_bad_answer_is_asked_again() {
+    let fake = Fake::start();
+    let pipeline = live(&fake);
+    fake.script(json!([
+        {"text": "Ada is 36."},
+        {"text": "Sure.", "tool_calls": [{"name": "person", "input": {"name": "Ada", "age": 36}}]},
+    ]))
+    .await;
+    let reply = openai(&pipeline, json!({"response_format": person_format()})).await;
+    let body = reply.json();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(
+        serde_json::from_str::<Value>(message["content"].as_str().unwrap()).unwrap(),
+        json!({"name": "Ada", "age": 36})
+    );
+    assert!(message.get("tool_calls").is_none(), "{message}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(fake.stats().await["generate_calls"], 2);
+
+    // Streams carry the JSON as content deltas.
+    fake.script(json!([{"tool_calls": [{"name": "person", "input": {"name": "Bo", "age": 7}}]}]))
+        .await;
+    let reply = openai(
+        &pipeline,
+        json!({"response_format": person_format(), "stream": true}),
+    )
+    .await;
+    let text = openai_stream_text(&events(&reply));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"name": "Bo", "age": 7})
+    );
+
+    // An answer that breaks the schema twice is refused, naming what was wrong.
+    let wrong = json!({"tool_calls": [{"name": "person", "input": {"name": "Ada"}}]});
+    fake.script(json!([wrong, wrong])).await;
+    let reply = openai(&pipeline, json!({"response_format": person_format()})).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("schema") && message.contains("age"), "{message}");
+    assert_eq!(fake.stats().await["rejected_requests"], 0);
+}
+
+#[tokio::test]
+async fn anthropic_output_format_and_json_object_work_and_a_bad_schema_is_a_400() {
+    let fake = Fake::start();
+    let pipeline = live(&fake);
+    fake.script(json!([{"tool_calls": [{"name": "output", "input": {"ok": true}}]}]))
+        .await;
+    let reply = anthropic(
+        &pipeline,
+        json!({"output_format": {"type": "json_schema", "schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}),
+    )
+    .await;
+    let body = reply.json();
+    assert_eq!(body["content"], json!([{"type": "text", "text": "{\"ok\":true}"}]));
+    assert_eq!(body["stop_reason"], "end_turn");
+
+    fake.script(json!([{"tool_calls": [{"name": "json_answer", "input": {"a": 1}}]}]))
+        .await;
+    let reply = openai(&pipeline, json!({"response_format": {"type": "json_object"}})).await;
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        "{\"a\":1}"
+    );
+
+    let reply = openai(
+        &pipeline,
+        json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}}),
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(
+        reply.json()["error"]["param"],
+        "response_format.json_schema.schema"
+    );
+    let reply = openai(&pipeline, json!({"response_format": {"type": "yaml"}})).await;
+    assert_eq!(reply.status, 400);
+}

@@ -517,6 +517,7 @@ mod tests {
             }],
             tool_choice: ToolChoice::Auto,
             single_tool_call: false,
+            output: None,
             sampling: Sampling::default(),
             thinking: None,
             stream: false,

@@ -80,6 +80,7 @@ mod tests {
             tools: Vec::new(),
             tool_choice: Default::default(),
             single_tool_call: false,
+            output: None,
             sampling: Default::default(),
             thinking: None,
             stream: false,

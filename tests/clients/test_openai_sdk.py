@@ -205,3 +205,27 @@ def test_required_tool_choice_and_a_single_call(client):
     calls = answer.choices[0].message.tool_calls
     assert [c.function.name for c in calls] == ["get_weather"]
     assert answer.choices[0].finish_reason == "tool_calls"
+
+
+def test_structured_output_parse_with_pydantic(client):
+    import pydantic
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: int
+
+    content = "Who?\n" + _directive({"tool_calls": [{"name": "Person", "input": {"name": "Ada", "age": 36}}]})
+    completion = client.chat.completions.parse(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": content}], response_format=Person)
+    parsed = completion.choices[0].message.parsed
+    assert parsed == Person(name="Ada", age=36)
+    assert completion.choices[0].finish_reason == "stop"
+
+
+def test_json_object_mode(client):
+    import json
+    content = _directive({"tool_calls": [{"name": "json_answer", "input": {"colour": "blue"}}]})
+    completion = client.chat.completions.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": content}],
+        response_format={"type": "json_object"})
+    assert json.loads(completion.choices[0].message.content) == {"colour": "blue"}

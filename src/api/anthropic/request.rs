@@ -2,8 +2,8 @@
 
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::chat::{
-    ChatError, ChatRequest, Effort, Message, Metadata, Part, Role, Sampling, Thinking, Tool,
-    ToolChoice,
+    ChatError, ChatRequest, Effort, Message, Metadata, OutputFormat, Part, Role, Sampling,
+    Thinking, Tool, ToolChoice,
 };
 use serde_json::Value;
 
@@ -105,6 +105,7 @@ pub fn parse(
             stop: stop_sequences(&root)?,
         },
         thinking: thinking(&root)?,
+        output: output_format(&root)?,
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
     })
@@ -271,6 +272,44 @@ fn stop_sequences(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
             )),
         })
         .collect()
+}
+
+/// Structured outputs: `output_config.format` or the beta's `output_format`, both
+/// `{"type": "json_schema", "schema": {...}}`.
+fn output_format(root: &Obj<'_>) -> Result<Option<OutputFormat>, ChatError> {
+    let (value, path) = match root.get("output_config") {
+        Some(config) => match Obj::new(config, "output_config".into())?.get("format") {
+            Some(format) => (format, "output_config.format"),
+            None => return beta_output_format(root),
+        },
+        None => return beta_output_format(root),
+    };
+    json_schema_format(value, path)
+}
+
+fn beta_output_format(root: &Obj<'_>) -> Result<Option<OutputFormat>, ChatError> {
+    match root.get("output_format") {
+        Some(value) => json_schema_format(value, "output_format"),
+        None => Ok(None),
+    }
+}
+
+fn json_schema_format(value: &Value, path: &str) -> Result<Option<OutputFormat>, ChatError> {
+    let format = Obj::new(value, path.into())?;
+    match format.required_str("type")? {
+        "json_schema" => Ok(Some(OutputFormat::JsonSchema {
+            name: "output".into(),
+            description: None,
+            schema: format.required("schema")?.clone(),
+        })),
+        other => Err(ChatError::invalid(
+            format.at("type"),
+            format!(
+                "`{}` is `{other}`; allowed: json_schema.",
+                format.at("type")
+            ),
+        )),
+    }
 }
 
 fn thinking(root: &Obj<'_>) -> Result<Option<Thinking>, ChatError> {

@@ -2,7 +2,7 @@
 
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::chat::{
-    ChatError, ChatRequest, Message, Metadata, Part, Role, Sampling, Tool, ToolChoice,
+    ChatError, ChatRequest, Message, Metadata, OutputFormat, Part, Role, Sampling, Tool, ToolChoice,
 };
 use serde_json::{Map, Value};
 
@@ -79,6 +79,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         tool_choice,
         single_tool_call: !root.bool("parallel_tool_calls")?.unwrap_or(true),
         sampling,
+        output: response_format(&root)?,
         thinking: None,
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
@@ -91,6 +92,36 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
             legacy_functions,
         },
     ))
+}
+
+/// `response_format`: `text` (the default), `json_object`, or `json_schema`.
+fn response_format(root: &Obj<'_>) -> Result<Option<OutputFormat>, ChatError> {
+    let Some(value) = root.get("response_format") else {
+        return Ok(None);
+    };
+    let format = Obj::new(value, "response_format".into())?;
+    match format.required_str("type")? {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(OutputFormat::JsonObject)),
+        "json_schema" => {
+            let spec = format.required_obj("json_schema")?;
+            let schema = spec
+                .get("schema")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+            Ok(Some(OutputFormat::JsonSchema {
+                name: spec.required_str("name")?.to_owned(),
+                description: spec.str("description")?.map(str::to_owned),
+                schema,
+            }))
+        }
+        other => Err(ChatError::invalid(
+            "response_format.type",
+            format!(
+                "`response_format.type` is `{other}`; allowed: text, json_object, json_schema."
+            ),
+        )),
+    }
 }
 
 fn parse_message(

@@ -12,6 +12,7 @@ fn request(system: &[&str], messages: Vec<Message>) -> ChatRequest {
         tools: Vec::new(),
         tool_choice: ToolChoice::Auto,
         single_tool_call: false,
+        output: None,
         sampling: Sampling::default(),
         thinking: None,
         stream: false,

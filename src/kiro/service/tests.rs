@@ -17,6 +17,7 @@ fn request(text: &str) -> ModelRequest {
         tools: Vec::new(),
         tool_choice: Default::default(),
         single_tool_call: false,
+        output: None,
         sampling: Default::default(),
         thinking: None,
         stream: true,

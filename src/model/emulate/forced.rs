@@ -1,26 +1,32 @@
-//! Forced tool choice (OpenAI `tool_choice: "required"` or a named function, Anthropic
-//! `{"type": "any"}` or `{"type": "tool"}`). Kiro has no such field, so aiproxy tells the
-//! model in the system prompt, holds the answer back until the required call begins, and
-//! asks once more (with a reminder) when the answer ends without it. Nothing reaches the
-//! client before the call is there, so the second try and the final error are clean.
+//! Answers that must make a call: a forced tool choice (OpenAI `tool_choice: "required"` or
+//! a named function, Anthropic `{"type": "any"}` or `{"type": "tool"}`) and structured output
+//! ([`super::structured`]). Kiro has no such field, so aiproxy tells the model in the system
+//! prompt, holds the answer back until the requirement is met (the required call begins; the
+//! output call is complete and its input validates), and asks once more, with a reminder
+//! that says what was wrong, when the answer misses it. Nothing reaches the client before
+//! the requirement is met, so the second try and the final error are clean.
 
 use super::super::{ModelRequest, ModelResponse};
+use super::structured::OutputTool;
 use crate::chat::{ChatError, ChatEvent, ChatRequest, ToolChoice};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use tower::{Service, ServiceExt};
 
-/// Which call the answer must make.
-#[derive(Clone, Debug, PartialEq)]
+/// What the answer must do.
+#[derive(Clone, Debug)]
 pub enum Required {
-    /// Any of the request's tools.
+    /// Call any of the request's tools.
     Any,
-    /// This tool.
+    /// Call this tool.
     Named(String),
+    /// Answer through the output tool, with input that validates (or call one of the
+    /// request's own tools).
+    Output(Arc<OutputTool>),
 }
 
 impl Required {
-    /// What `chat` requires, checked against its tools.
+    /// What `chat`'s tool choice requires, checked against its tools.
     pub fn of(chat: &ChatRequest) -> Result<Option<Self>, ChatError> {
         match &chat.tool_choice {
             ToolChoice::Auto | ToolChoice::None => Ok(None),
@@ -49,29 +55,36 @@ impl Required {
             Self::Named(name) => format!(
                 "Answer this turn by calling the tool `{name}`. Do not answer with text alone and do not call another tool first."
             ),
+            Self::Output(tool) => format!(
+                "Give your final answer by calling the tool `{}`: its input is your answer, and it must match the tool's input schema exactly. Do not write the answer as text.",
+                tool.name
+            ),
         }
     }
 
-    fn reminder(&self) -> String {
+    fn reminder(&self, missed: &str) -> String {
         match self {
-            Self::Any => {
-                "(Your previous reply did not call a tool. Call one of the tools now.)".into()
-            }
+            Self::Any => "(Your previous reply did not call a tool. Call one of the tools now.)".into(),
             Self::Named(name) => {
                 format!("(Your previous reply did not call `{name}`. Call `{name}` now.)")
             }
+            Self::Output(tool) => format!(
+                "(Your previous reply was not a valid answer: {missed}. Call `{}` now, with input that matches its schema.)",
+                tool.name
+            ),
         }
     }
 
-    fn met_by(&self, name: &str) -> bool {
+    fn describe(&self) -> String {
         match self {
-            Self::Any => true,
-            Self::Named(required) => required == name,
+            Self::Any => "the tool call that `tool_choice` requires (any tool)".into(),
+            Self::Named(name) => format!("the tool call that `tool_choice` requires (`{name}`)"),
+            Self::Output(_) => "an answer that matches the requested JSON schema".into(),
         }
     }
 }
 
-/// Calls `inner` (ready) and, if the answer misses the required call, once more.
+/// Calls `inner` (ready) and, if the answer misses the requirement, once more.
 pub async fn call<S>(
     mut inner: S,
     request: ModelRequest,
@@ -80,51 +93,85 @@ pub async fn call<S>(
 where
     S: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
 {
-    let retry = ModelRequest {
-        chat: Arc::new(request.chat.with_reminder(&required.reminder())),
-        extensions: request.extensions.clone(),
+    let chat = Arc::clone(&request.chat);
+    let extensions = request.extensions.clone();
+    let missed = match held(inner.call(request).await?, &required).await? {
+        Held::Met(response) => return Ok(response),
+        Held::Missed(why) => why,
     };
-    if let Some(response) = held(inner.call(request).await?, &required).await? {
-        return Ok(response);
-    }
-    tracing::info!("the answer did not make the required tool call; asking once more");
+    tracing::info!(missed = %missed, "the answer missed what the request requires; asking once more");
+    let retry = ModelRequest {
+        chat: Arc::new(chat.with_reminder(&required.reminder(&missed))),
+        extensions,
+    };
     match held(inner.ready().await?.call(retry).await?, &required).await? {
-        Some(response) => Ok(response),
-        None => Err(ChatError::Unfulfilled {
+        Held::Met(response) => Ok(response),
+        Held::Missed(why) => Err(ChatError::Unfulfilled {
             message: format!(
-                "the model answered twice without the tool call that `tool_choice` requires ({}); \
-                 retry, rephrase the request, or use `tool_choice: auto`",
-                match &required {
-                    Required::Any => "any tool".to_owned(),
-                    Required::Named(name) => format!("`{name}`"),
-                }
+                "the model answered twice without {} (last time: {why}); retry, rephrase the request, or relax the requirement",
+                required.describe()
             ),
         }),
     }
 }
 
-/// Reads `response` until the required call begins: the response with what was read put
-/// back in front, or `None` when the answer ended without it.
-async fn held(
-    mut response: ModelResponse,
-    required: &Required,
-) -> Result<Option<ModelResponse>, ChatError> {
+enum Held {
+    /// The requirement is met: the response, with what was read put back in front.
+    Met(ModelResponse),
+    /// The answer ended without it, for this reason.
+    Missed(String),
+}
+
+/// Reads `response` until the requirement is met or missed.
+async fn held(mut response: ModelResponse, required: &Required) -> Result<Held, ChatError> {
     let mut read = Vec::new();
+    let mut output_call: Option<(u32, String)> = None;
     while let Some(item) = response.events.next().await {
         let event = item?;
-        match &event {
-            ChatEvent::ToolCallStart { name, .. } if required.met_by(name) => {
-                read.push(Ok(event));
-                let rest = std::mem::replace(
-                    &mut response.events,
-                    Box::pin(futures_util::stream::empty()),
-                );
-                response.events = Box::pin(futures_util::stream::iter(read).chain(rest));
-                return Ok(Some(response));
+        let met = match (&event, required) {
+            (ChatEvent::ToolCallStart { index, name, .. }, Required::Output(tool))
+                if *name == tool.name =>
+            {
+                output_call = Some((*index, String::new()));
+                false
             }
-            // Another tool first: the named one was not called as asked.
-            ChatEvent::ToolCallStart { .. } | ChatEvent::Stop(_) => return Ok(None),
-            _ => read.push(Ok(event)),
+            (ChatEvent::ToolCallStart { .. }, Required::Output(_) | Required::Any) => true,
+            (ChatEvent::ToolCallStart { name, .. }, Required::Named(wanted)) => {
+                if name != wanted {
+                    return Ok(Held::Missed(format!("it called `{name}` first")));
+                }
+                true
+            }
+            (ChatEvent::ToolCallDelta { index, json }, Required::Output(_)) => {
+                if let Some((call, arguments)) = &mut output_call {
+                    if call == index {
+                        arguments.push_str(json);
+                    }
+                }
+                false
+            }
+            (ChatEvent::ToolCallEnd { index }, Required::Output(tool)) => match &output_call {
+                Some((call, arguments)) if call == index => {
+                    if let Err(why) = tool.check(arguments) {
+                        return Ok(Held::Missed(why));
+                    }
+                    true
+                }
+                _ => false,
+            },
+            (ChatEvent::Stop(_), _) => {
+                return Ok(Held::Missed("it answered without the required call".into()))
+            }
+            _ => false,
+        };
+        read.push(Ok(event));
+        if met {
+            let rest = std::mem::replace(
+                &mut response.events,
+                Box::pin(futures_util::stream::empty()),
+            );
+            response.events = Box::pin(futures_util::stream::iter(read).chain(rest));
+            return Ok(Held::Met(response));
         }
     }
     Err(ChatError::Truncated {
@@ -258,6 +305,6 @@ mod tests {
         assert!(error.to_string().contains("defines no tools"), "{error}");
         let error = Required::of(&chat(ToolChoice::Tool("nope".into()))).unwrap_err();
         assert!(error.to_string().contains("`nope`"), "{error}");
-        assert_eq!(Required::of(&chat(ToolChoice::Auto)).unwrap(), None);
+        assert!(Required::of(&chat(ToolChoice::Auto)).unwrap().is_none());
     }
 }

@@ -9,6 +9,8 @@
 //!   tool call ([`limits`]).
 //! - A forced tool choice is told to the model, held back until the call begins, and
 //!   asked once more when it is missing ([`forced`]).
+//! - Structured output goes through a forced internal tool whose input schema is the
+//!   requested schema; its input, validated, becomes the message content ([`structured`]).
 //!
 //! The layer sits below [`super::resolve`] (it reads the [`ResolvedModel`]) and above retry,
 //! so a second ask for a forced tool call goes through retry and the pool like any request.
@@ -16,14 +18,16 @@
 pub mod forced;
 pub mod limits;
 pub mod stop;
+pub mod structured;
 
 use super::{ModelRequest, ModelResponse, ResolvedModel};
-use crate::chat::ChatError;
+use crate::chat::{ChatError, ToolChoice};
 use forced::Required;
 use futures_util::future::BoxFuture;
 use limits::Limits;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use structured::OutputTool;
 
 /// Adds [`Emulate`] around a model service.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,6 +51,8 @@ pub struct Emulate<S> {
 struct Plan {
     limits: Limits,
     required: Option<Required>,
+    /// The internal tool of structured output, unless the client forced its own tool.
+    output: Option<Arc<OutputTool>>,
 }
 
 impl Plan {
@@ -64,13 +70,22 @@ impl Plan {
                 ),
             ));
         }
+        let mut required = Required::of(chat)?;
+        let output = match (&chat.output, &required) {
+            (Some(format), None) => Some(Arc::new(OutputTool::new(format, &chat.tools)?)),
+            _ => None,
+        };
+        if let Some(tool) = &output {
+            required = Some(Required::Output(Arc::clone(tool)));
+        }
         Ok(Self {
             limits: Limits {
                 stop: chat.sampling.stop.clone(),
                 max_tokens,
                 single_tool_call: chat.single_tool_call && !chat.tools.is_empty(),
             },
-            required: Required::of(chat)?,
+            required,
+            output,
         })
     }
 }
@@ -127,6 +142,15 @@ where
                 Some(required) => {
                     let mut chat = (*request.chat).clone();
                     chat.system.push(required.instruction());
+                    if let Some(tool) = &plan.output {
+                        // The request's own tools stay callable (unless it said `none`);
+                        // without them, the output tool is the one to call.
+                        chat.tool_choice = match chat.tool_choice {
+                            ToolChoice::Auto if !chat.tools.is_empty() => ToolChoice::Any,
+                            _ => ToolChoice::Tool(tool.name.clone()),
+                        };
+                        chat.tools.push(tool.tool());
+                    }
                     let request = ModelRequest {
                         chat: Arc::new(chat),
                         extensions: request.extensions,
@@ -134,6 +158,9 @@ where
                     forced::call(inner, request, required).await?
                 }
             };
+            if let Some(tool) = plan.output {
+                response.events = structured::as_content(response.events, tool.name.clone());
+            }
             response.events = plan.limits.apply(response.events);
             Ok(response)
         })
