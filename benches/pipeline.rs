@@ -384,6 +384,60 @@ fn model_layers(c: &mut Criterion) {
     bench!("leaf_alone", leaf);
     bench!("pool_of_one", pool);
     bench!("retry_and_pool_of_one", retried);
+    let emulated = tower::Layer::layer(&aiproxy::model::emulate::EmulateLayer, leaf);
+    bench!("emulate_nothing_to_do", emulated);
+    group.finish();
+}
+
+/// What the emulate layer's limits cost per streamed event: 200 text deltas of one word
+/// each, untouched, with a `max_tokens` budget that does not bind, and with two stop
+/// sequences that never match (every word is checked and a possible start held back).
+fn emulate_stream(c: &mut Criterion) {
+    use aiproxy::chat::{ChatEvent, StopReason};
+    use aiproxy::model::emulate::limits::Limits;
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    const EVENTS: usize = 200;
+    let runtime = runtime();
+    let events = || {
+        let mut events = vec![Ok(ChatEvent::Start {
+            id: Arc::from("m"),
+            model: Arc::from("m"),
+            input_tokens: 1,
+        })];
+        events.extend((0..EVENTS).map(|i| Ok(ChatEvent::TextDelta(format!("word{i} ")))));
+        events.push(Ok(ChatEvent::Stop(StopReason::EndTurn)));
+        Box::pin(futures_util::stream::iter(events)) as aiproxy::chat::ChatStream
+    };
+    let mut group = c.benchmark_group("emulate_stream");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    let cases = [
+        ("untouched", Limits::default()),
+        (
+            "max_tokens",
+            Limits {
+                max_tokens: Some(32_000),
+                ..Limits::default()
+            },
+        ),
+        (
+            "two_stop_sequences",
+            Limits {
+                stop: vec!["\n\nHuman:".into(), "</answer>".into()],
+                ..Limits::default()
+            },
+        ),
+    ];
+    for (name, limits) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let stream = limits.clone().apply(events());
+                    black_box(stream.count().await)
+                })
+            })
+        });
+    }
     group.finish();
 }
 
@@ -394,6 +448,7 @@ criterion_group!(
     decoder,
     builder,
     api,
-    model_layers
+    model_layers,
+    emulate_stream
 );
 criterion_main!(benches);
