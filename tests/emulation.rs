@@ -322,8 +322,14 @@ async fn structured_output_is_the_validated_content_and_a_bad_answer_is_asked_ag
     fake.script(json!([wrong, wrong])).await;
     let reply = openai(&pipeline, json!({"response_format": person_format()})).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
-    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("schema") && message.contains("age"), "{message}");
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("schema") && message.contains("age"),
+        "{message}"
+    );
     assert_eq!(fake.stats().await["rejected_requests"], 0);
 }
 
@@ -339,12 +345,19 @@ async fn anthropic_output_format_and_json_object_work_and_a_bad_schema_is_a_400(
     )
     .await;
     let body = reply.json();
-    assert_eq!(body["content"], json!([{"type": "text", "text": "{\"ok\":true}"}]));
+    assert_eq!(
+        body["content"],
+        json!([{"type": "text", "text": "{\"ok\":true}"}])
+    );
     assert_eq!(body["stop_reason"], "end_turn");
 
     fake.script(json!([{"tool_calls": [{"name": "json_answer", "input": {"a": 1}}]}]))
         .await;
-    let reply = openai(&pipeline, json!({"response_format": {"type": "json_object"}})).await;
+    let reply = openai(
+        &pipeline,
+        json!({"response_format": {"type": "json_object"}}),
+    )
+    .await;
     assert_eq!(
         reply.json()["choices"][0]["message"]["content"],
         "{\"a\":1}"

@@ -18,8 +18,10 @@ pub fn type_name(value: &Value) -> &'static str {
 
 /// Parses the body as a JSON object.
 pub fn parse_object(body: &[u8], hint: &str) -> Result<Map<String, Value>, ChatError> {
+    // A UTF-8 byte-order mark (some Windows tools write one) is not part of the JSON.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let value: Value = serde_json::from_slice(body).map_err(|e| ChatError::InvalidRequest {
-        message: format!("The request body is not valid JSON ({e}). {hint}"),
+        message: json_error(&e, hint),
         param: None,
     })?;
     match value {
@@ -31,6 +33,19 @@ pub fn parse_object(body: &[u8], hint: &str) -> Result<Map<String, Value>, ChatE
             ),
             param: None,
         }),
+    }
+}
+
+/// What is wrong with a body serde_json could not read, in words a client can act on.
+fn json_error(error: &serde_json::Error, hint: &str) -> String {
+    let text = error.to_string();
+    let at = format!("line {} column {}", error.line(), error.column());
+    if text.starts_with("recursion limit exceeded") {
+        format!("The request body is nested too deeply (more than 128 levels of arrays and objects, at {at}); flatten it.")
+    } else if text.contains("surrogate") || text.contains("hex escape") {
+        format!("The request body has a bad \\u escape at {at}: a lone UTF-16 surrogate (\\uD800-\\uDFFF without its pair) or fewer than four hex digits; JSON strings must be valid Unicode.")
+    } else {
+        format!("The request body is not valid JSON ({text}). {hint}")
     }
 }
 

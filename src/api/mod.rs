@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod collect;
 pub mod error;
+pub mod image;
 pub mod json;
 pub mod keep_alive;
 pub mod openai;

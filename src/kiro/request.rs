@@ -39,7 +39,8 @@ const ORIGIN: &str = "AI_EDITOR";
 const EMPTY: &str = "(empty)";
 const TOOL_RESULTS_ONLY: &str = "Tool results provided.";
 const TOOL_USES_ONLY: &str = " ";
-const CONTINUE: &str = "Continue";
+/// The user turn after an assistant prefill: the answer continues the prefilled text.
+const CONTINUE: &str = "Continue your previous reply exactly where it stopped, as if it had never been interrupted. Do not repeat any of it and do not mention this request.";
 
 /// Per-request inputs that do not come from the chat request.
 #[derive(Debug, Clone)]

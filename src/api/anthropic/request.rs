@@ -204,15 +204,12 @@ fn block_part(value: &Value, path: String) -> Result<Option<Part>, ChatError> {
 fn image(block: &Obj<'_>) -> Result<Part, ChatError> {
     let source = block.required_obj("source")?;
     match source.required_str("type")? {
-        "base64" => Ok(Part::Image {
-            media_type: source.required_str("media_type")?.to_owned(),
-            data: source.required_str("data")?.to_owned(),
-        }),
-        // Kiro takes inline bytes only; keep the reference visible to the model.
-        "url" => Ok(Part::Text(format!(
-            "[Image: {}]",
-            source.required_str("url")?
-        ))),
+        "base64" => crate::api::image::inline(
+            source.required_str("media_type")?,
+            source.required_str("data")?,
+            &source.at("data"),
+        ),
+        "url" => Err(crate::api::image::remote_refused(&source.at("url"))),
         other => Err(ChatError::invalid(
             source.at("type"),
             format!("Image source type `{other}` is not supported; send base64 data."),
@@ -358,7 +355,18 @@ fn tools(root: &Obj<'_>) -> Result<(Vec<Tool>, ToolChoice), ChatError> {
     for (index, item) in root.array("tools")?.into_iter().flatten().enumerate() {
         let tool = Obj::new(item, format!("tools[{index}]"))?;
         let name = tool.required_str("name")?;
-        let Some(schema) = tool.get("input_schema") else {
+        let schema = match tool.get("input_schema") {
+            None | Some(Value::Null) => None,
+            Some(schema @ Value::Object(_)) => Some(schema),
+            Some(other) => {
+                return Err(wrong_type(
+                    &tool.at("input_schema"),
+                    "a JSON Schema object",
+                    other,
+                ))
+            }
+        };
+        let Some(schema) = schema else {
             let kind = tool.str("type")?.unwrap_or("custom");
             return Err(ChatError::invalid(
                 tool.at("input_schema"),
@@ -441,7 +449,7 @@ mod tests {
             "messages": [
                 {"role": "user", "content": [
                     {"type": "text", "text": "look"},
-                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
                 ]},
                 {"role": "assistant", "content": [
                     {"type": "thinking", "thinking": "hmm", "signature": "sig"},
@@ -465,7 +473,7 @@ mod tests {
             req.messages[0].parts[1],
             Part::Image {
                 media_type: "image/png".into(),
-                data: "AAAA".into()
+                data: "iVBORw0KGgo=".into()
             }
         );
         assert_eq!(req.messages[1].parts[0], Part::Thinking("hmm".into()));

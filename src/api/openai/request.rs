@@ -311,22 +311,18 @@ fn content_part(part: &Obj<'_>) -> Result<Part, ChatError> {
 
 /// `data:image/png;base64,...` -> image; remote URLs cannot be fetched by Kiro.
 fn image_from_url(url: &str, path: &str) -> Result<Part, ChatError> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        if let Some((meta, data)) = rest.split_once(',') {
-            if let Some(media_type) = meta.strip_suffix(";base64") {
-                return Ok(Part::Image {
-                    media_type: media_type.to_owned(),
-                    data: data.to_owned(),
-                });
-            }
+    let Some(rest) = url.strip_prefix("data:") else {
+        return Err(crate::api::image::remote_refused(path));
+    };
+    if let Some((meta, data)) = rest.split_once(',') {
+        if let Some(media_type) = meta.strip_suffix(";base64") {
+            return crate::api::image::inline(media_type, data, path);
         }
-        return Err(ChatError::invalid(
-            path,
-            format!("`{path}` must be a base64 data URL (data:image/png;base64,...)."),
-        ));
     }
-    // Kiro only takes inline bytes; keep the reference visible to the model (A2 does the same).
-    Ok(Part::Text(format!("[Image: {url}]")))
+    Err(ChatError::invalid(
+        path,
+        format!("`{path}` must be a base64 data URL (data:image/png;base64,...)."),
+    ))
 }
 
 fn parse_stop(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
@@ -399,10 +395,17 @@ fn function_definition(function: &Obj<'_>) -> Result<Tool, ChatError> {
     Ok(Tool {
         name: function.required_str("name")?.to_owned(),
         description: function.str("description")?.unwrap_or_default().to_owned(),
-        input_schema: function
-            .get("parameters")
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+        input_schema: match function.get("parameters") {
+            None => serde_json::json!({"type": "object", "properties": {}}),
+            Some(schema @ Value::Object(_)) => schema.clone(),
+            Some(other) => {
+                return Err(wrong_type(
+                    &function.at("parameters"),
+                    "a JSON Schema object",
+                    other,
+                ))
+            }
+        },
     })
 }
 
@@ -449,7 +452,7 @@ mod tests {
                 {"role": "developer", "content": [{"type": "text", "text": "D"}]},
                 {"role": "user", "content": "q1"},
                 {"role": "assistant", "content": "a1"},
-                {"role": "user", "content": [{"type": "text", "text": "q2"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+                {"role": "user", "content": [{"type": "text", "text": "q2"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}
             ],
             "stream": true,
             "stream_options": {"include_usage": true},
@@ -463,7 +466,7 @@ mod tests {
             req.messages[2].parts[1],
             Part::Image {
                 media_type: "image/png".into(),
-                data: "AAAA".into()
+                data: "iVBORw0KGgo=".into()
             }
         );
         assert!(req.stream && opts.include_usage);

@@ -166,7 +166,7 @@ fn trailing_assistant_prefill_is_answered_with_continue() {
         shape(&built),
         (
             vec![('u', "q".into()), ('a', "partial".into())],
-            "Continue".into()
+            CONTINUE.into()
         )
     );
 }

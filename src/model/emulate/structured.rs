@@ -90,16 +90,17 @@ fn compile(schema: &Value) -> Result<(boon::Schemas, boon::SchemaIndex), ChatErr
     // files (boon's default loader would) or reach the network.
     compiler.use_loader(Box::new(boon::SchemeUrlLoader::new()));
     let location = "urn:aiproxy:response-schema";
-    let compiled = compiler
-        .add_resource(location, schema.clone())
-        .and_then(|()| compiler.compile(location, &mut schemas));
-    match compiled {
-        Ok(index) => Ok((schemas, index)),
-        Err(error) => Err(ChatError::invalid(
+    let refused = |error: boon::CompileError| {
+        ChatError::invalid(
             SCHEMA_PARAM,
             format!("the JSON schema of the requested output does not compile: {error}"),
-        )),
-    }
+        )
+    };
+    compiler
+        .add_resource(location, schema.clone())
+        .map_err(refused)?;
+    let index = compiler.compile(location, &mut schemas).map_err(refused)?;
+    Ok((schemas, index))
 }
 
 /// `events` as the client sees them: the output tool's input becomes the message content,
