@@ -140,6 +140,10 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             pool: Arc::new(move || views.views()),
         }],
         started: Instant::now(),
+        responses: Arc::new(crate::api::responses::store::MemoryStore::new(
+            config.responses_store_max_bytes,
+            config.responses_store_ttl,
+        )),
     };
     let tier = if config.layer_enabled(PipelineLayer::Retry) {
         Either::Left(RetryLayer::new(config.pool.retry.clone()).layer(pool))

@@ -16,6 +16,11 @@ impl ClientKey {
         Self(Arc::from("anonymous"))
     }
 
+    /// A client with this label (embedders that authenticate themselves, and tests).
+    pub fn from_label(label: impl Into<Arc<str>>) -> Self {
+        Self(label.into())
+    }
+
     pub(crate) fn numbered(position: usize) -> Self {
         Self(Arc::from(format!("key-{}", position + 1)))
     }

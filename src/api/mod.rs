@@ -14,6 +14,7 @@ pub mod image;
 pub mod json;
 pub mod keep_alive;
 pub mod openai;
+pub mod responses;
 mod status;
 
 use crate::body::ResponseBody;
@@ -39,7 +40,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const ROUTES: &str =
     "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/messages, \
-                      POST /v1/messages/count_tokens, GET /health, GET /loadbalancer/instances";
+     POST /v1/messages/count_tokens, POST /v1/responses, GET|DELETE /v1/responses/{id}, \
+     GET /v1/responses/{id}/input_items, POST /v1/responses/input_tokens, GET /health, \
+     GET /loadbalancer/instances";
 
 /// What `/health` reports about one provider.
 #[derive(Clone)]
@@ -80,6 +83,8 @@ pub struct ApiState {
     pub providers: Vec<ProviderStatus>,
     /// Process start, for `/health`.
     pub started: Instant,
+    /// Stored Responses API responses.
+    pub responses: Arc<dyn responses::store::ResponseStore>,
 }
 
 /// The adapter as a `Service<http::Request<B>>` in front of the model tier `M`.
@@ -151,6 +156,27 @@ where
             chat::<AnthropicSurface, _, _>(model, &state, &parts, body).await
         }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
+        (&Method::POST, "/v1/responses") => responses::create(model, &state, &parts, body).await,
+        (&Method::POST, "/v1/responses/input_tokens") => {
+            responses::input_tokens(&state, &parts, body).await
+        }
+        (method, path) if path.starts_with("/v1/responses/") => {
+            let rest = &path["/v1/responses/".len()..];
+            match (method, rest.strip_suffix("/input_items")) {
+                (&Method::GET, Some(id)) => responses::input_items(&state, &parts, id),
+                (&Method::GET, None) => responses::get(&state, &parts, rest),
+                (&Method::DELETE, None) => responses::delete(&state, &parts, rest),
+                (method, _) => Err(unknown_route(method, path)),
+            }
+        }
+        (_, "/v1/embeddings") => Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "aiproxy serves Claude models through Kiro, and they have no embeddings. Use an embeddings model \
+             elsewhere (OpenAI text-embedding-3-small, Voyage AI, or a local sentence-transformers model) and \
+             keep chat traffic here.",
+        )
+        .with_code("embeddings_unavailable")),
         (&Method::GET, "/health") => Ok(status::health(&state)),
         // HEAD answers like GET, without the body.
         (&Method::HEAD, "/health") => {
@@ -167,7 +193,13 @@ fn unknown_route(method: &Method, path: &str) -> Rejection {
         "/v1/models" => Some("GET"),
         "/health" => Some("GET, HEAD"),
         "/loadbalancer/instances" => Some("GET"),
-        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => Some("POST"),
+        "/v1/chat/completions"
+        | "/v1/messages"
+        | "/v1/messages/count_tokens"
+        | "/v1/responses"
+        | "/v1/responses/input_tokens" => Some("POST"),
+        p if p.ends_with("/input_items") => Some("GET"),
+        p if p.starts_with("/v1/responses/") => Some("GET, DELETE"),
         _ => None,
     };
     match allow {

@@ -156,6 +156,14 @@ pub struct Cli {
     #[arg(long, env = "AIPROXY_MODELS_FILE", value_name = "FILE")]
     pub models_file: Option<PathBuf>,
 
+    /// How long stored Responses API responses are kept, in seconds [default: 3600].
+    #[arg(long, env = "AIPROXY_RESPONSES_STORE_TTL", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub responses_store_ttl: Option<u64>,
+
+    /// Memory bound of the stored Responses API responses, in bytes [default: 268435456].
+    #[arg(long, env = "AIPROXY_RESPONSES_STORE_MAX_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub responses_store_max_bytes: Option<u64>,
+
     /// Seconds in-flight requests and streams get to finish after SIGINT/SIGTERM [default: 30].
     #[arg(long, env = "AIPROXY_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
@@ -240,6 +248,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     max_body_bytes: Option<u64>,
     models_file: Option<PathBuf>,
+    responses_store_ttl: Option<u64>,
+    responses_store_max_bytes: Option<u64>,
     shutdown_timeout: Option<u64>,
     header_read_timeout: Option<u64>,
     body_read_timeout: Option<u64>,
@@ -291,6 +301,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Custom model catalog.
     pub models_file: Option<PathBuf>,
+    /// How long stored Responses API responses are kept.
+    pub responses_store_ttl: Duration,
+    /// Memory bound of the stored responses, in bytes.
+    pub responses_store_max_bytes: u64,
     /// Grace period at shutdown.
     pub shutdown_timeout: Duration,
     /// A new connection's first request headers must arrive within this.
@@ -329,6 +343,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             max_body_bytes: 8 * 1024 * 1024,
             models_file: None,
+            responses_store_ttl: Duration::from_secs(3600),
+            responses_store_max_bytes: 256 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
@@ -474,6 +490,16 @@ impl Config {
                 defaults.max_body_bytes as u64,
             ) as usize,
             models_file: cli.models_file.clone().or(file.models_file),
+            responses_store_ttl: Duration::from_secs(pick(
+                cli.responses_store_ttl,
+                file.responses_store_ttl,
+                defaults.responses_store_ttl.as_secs(),
+            )),
+            responses_store_max_bytes: pick(
+                cli.responses_store_max_bytes,
+                file.responses_store_max_bytes,
+                defaults.responses_store_max_bytes,
+            ),
             shutdown_timeout: cli
                 .shutdown_timeout
                 .or(file.shutdown_timeout)

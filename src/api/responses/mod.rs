@@ -1,0 +1,367 @@
+//! The OpenAI Responses API (what Codex CLI, the OpenAI Agents SDK and the SDKs'
+//! `responses.*` speak), through the same canonical types and model tier as the other two:
+//!
+//! - `POST /v1/responses`: stream and non-stream ([`request`] parses, [`encode`] answers);
+//!   `previous_response_id` continues a stored response.
+//! - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}`,
+//!   `GET /v1/responses/{id}/input_items`: the [`store`] (per client key, bounded, with a
+//!   time to live).
+//! - `POST /v1/responses/input_tokens`: counted locally.
+
+pub mod encode;
+pub mod request;
+pub mod sealed;
+pub mod store;
+
+use super::{
+    call_model, completed_response, error, json_response, metadata, model_headers, read_body,
+    session_key, sse_response, ApiState, BoxError,
+};
+use crate::body::{ChunkStream, ResponseBody};
+use crate::chat::{ChatError, ChatStream};
+use crate::model::{ModelRequest, ModelResponse};
+use aiproxy_layers::{ClientKey, Rejection};
+use bytes::Bytes;
+use encode::{Encoder, Setup};
+use futures_util::{Stream, StreamExt};
+use http::header::HeaderValue;
+use http::StatusCode;
+use http_body::Body;
+use serde_json::{json, Value};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use store::Stored;
+use tower::Service;
+
+/// What a finished response leaves in the store.
+struct Keep {
+    store: Arc<dyn store::ResponseStore>,
+    client: ClientKey,
+    conversation: Vec<crate::chat::Message>,
+    system: Vec<String>,
+    input_items: Vec<Value>,
+}
+
+impl Keep {
+    fn finish(self, encoder: &Encoder, id: &str) {
+        let mut conversation = self.conversation;
+        conversation.push(encoder.assistant_message());
+        self.store.put(
+            &self.client,
+            id,
+            Stored {
+                response: encoder.response(),
+                conversation,
+                system: self.system,
+                input_items: self.input_items,
+            },
+        );
+    }
+}
+
+/// Puts the stored conversation of `previous_response_id` in front of the request's own
+/// input (and its system text after the instructions); the chain's system text.
+fn chain(
+    state: &ApiState,
+    chat: &mut crate::chat::ChatRequest,
+    options: &request::Options,
+) -> Result<Vec<String>, Rejection> {
+    let Some(previous) = &options.previous_response_id else {
+        return Ok(Vec::new());
+    };
+    let stored = state
+        .responses
+        .get(&chat.metadata.client, previous)
+        .ok_or_else(|| {
+            error::rejection(&ChatError::invalid(
+                "previous_response_id",
+                format!(
+                    "`previous_response_id` `{previous}` is not a stored response of this API key: it was made with \
+                     `store: false`, deleted, expired (responses are kept for --responses-store-ttl), or never existed."
+                ),
+            ))
+        })?;
+    let mut messages = stored.conversation.clone();
+    messages.append(&mut chat.messages);
+    chat.messages = messages;
+    let after_instructions = usize::from(options.echo["instructions"].is_string());
+    for (i, text) in stored.system.iter().enumerate() {
+        chat.system.insert(after_instructions + i, text.clone());
+    }
+    Ok(stored.system.clone())
+}
+
+/// `POST /v1/responses`.
+pub async fn create<M, B>(
+    model: M,
+    state: &ApiState,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<http::Response<ResponseBody>, Rejection>
+where
+    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let (mut chat, mut options) =
+        request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
+    let client = chat.metadata.client.clone();
+    let mut system_chain = chain(state, &mut chat, &options)?;
+    if chat.messages.is_empty() {
+        return Err(error::rejection(&ChatError::invalid(
+            "input",
+            "`input` is required: a string or at least one input item.",
+        )));
+    }
+    system_chain.append(&mut options.system_items);
+    let keep = options.store.then(|| Keep {
+        store: Arc::clone(&state.responses),
+        client,
+        conversation: chat.messages.clone(),
+        system: system_chain,
+        input_items: std::mem::take(&mut options.input_items),
+    });
+    let setup = Arc::new(Setup::new(&chat.model, &options));
+    if !options.dropped_tools.is_empty() {
+        tracing::info!(tools = ?options.dropped_tools, "hosted tools left out: Kiro cannot run them");
+    }
+    let stream = chat.stream;
+    let session = session_key(parts, &chat);
+    let ModelResponse { events, extensions } = call_model(model, state, chat, session).await?;
+    let mut response = if stream {
+        sse_response(sse(events, setup, keep))
+    } else {
+        let (body, estimated) = complete(events, setup, keep)
+            .await
+            .map_err(|e| error::rejection(&e))?;
+        completed_response(body, estimated)
+    };
+    model_headers(&mut response, &extensions);
+    if let Ok(value) = HeaderValue::from_str(&options.dropped_tools.join(", ")) {
+        if !options.dropped_tools.is_empty() {
+            response
+                .headers_mut()
+                .insert("x-aiproxy-dropped-tools", value);
+        }
+    }
+    Ok(response)
+}
+
+async fn complete(
+    mut events: ChatStream,
+    setup: Arc<Setup>,
+    keep: Option<Keep>,
+) -> Result<(Bytes, bool), ChatError> {
+    let id = setup.id.clone();
+    let mut encoder = Encoder::new(setup, false);
+    while let Some(event) = events.next().await {
+        if encoder.on_event(event?) {
+            if let Some(keep) = keep {
+                keep.finish(&encoder, &id);
+            }
+            return Ok((
+                Bytes::from(encoder.response().to_string()),
+                encoder.usage_estimated(),
+            ));
+        }
+    }
+    Err(ChatError::Truncated {
+        message: "the response ended without a stop reason; retry the request".into(),
+    })
+}
+
+/// The SSE body of a streamed response that is not stored (what the benches measure).
+pub fn stream_unstored(events: ChatStream, setup: Arc<Setup>) -> ChunkStream {
+    sse(events, setup, None)
+}
+
+fn sse(events: ChatStream, setup: Arc<Setup>, keep: Option<Keep>) -> ChunkStream {
+    Box::pin(ResponsesSse {
+        inner: events,
+        id: setup.id.clone(),
+        encoder: Encoder::new(setup, true),
+        keep,
+        keep_alive: crate::api::keep_alive::KeepAlive::new(crate::api::keep_alive::INTERVAL),
+        finished: false,
+    })
+}
+
+/// SSE comment sent after a quiet stretch (clients skip comment lines).
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+struct ResponsesSse {
+    inner: ChatStream,
+    id: String,
+    encoder: Encoder,
+    keep: Option<Keep>,
+    keep_alive: crate::api::keep_alive::KeepAlive,
+    finished: bool,
+}
+
+impl Stream for ResponsesSse {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.encoder.out.pop_front() {
+                this.keep_alive.sent();
+                return Poll::Ready(Some(bytes));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    if this.encoder.on_event(event) {
+                        this.finished = true;
+                        if let Some(keep) = this.keep.take() {
+                            keep.finish(&this.encoder, &this.id);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.encoder.fail(&error);
+                    this.finished = true;
+                }
+                Poll::Ready(None) => {
+                    this.encoder.fail(&ChatError::Truncated {
+                        message: "the response ended without a stop reason; retry the request"
+                            .into(),
+                    });
+                    this.finished = true;
+                }
+                Poll::Pending => {
+                    if this.keep_alive.due(cx) {
+                        return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+fn not_found(id: &str) -> Rejection {
+    Rejection::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!(
+            "No stored response with id `{id}` for this API key (it was made with `store: false`, deleted, expired, or never existed)."
+        ),
+    )
+    .with_param("response_id")
+}
+
+fn client_of(parts: &http::request::Parts) -> ClientKey {
+    metadata(parts).client
+}
+
+/// `GET /v1/responses/{id}`.
+pub fn get(
+    state: &ApiState,
+    parts: &http::request::Parts,
+    id: &str,
+) -> Result<http::Response<ResponseBody>, Rejection> {
+    let stored = state
+        .responses
+        .get(&client_of(parts), id)
+        .ok_or_else(|| not_found(id))?;
+    Ok(json_response(StatusCode::OK, stored.response.to_string()))
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub fn delete(
+    state: &ApiState,
+    parts: &http::request::Parts,
+    id: &str,
+) -> Result<http::Response<ResponseBody>, Rejection> {
+    if !state.responses.delete(&client_of(parts), id) {
+        return Err(not_found(id));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"id": id, "object": "response", "deleted": true}).to_string(),
+    ))
+}
+
+/// `GET /v1/responses/{id}/input_items` (`order` `desc` by default, `limit` 1-100, `after`).
+pub fn input_items(
+    state: &ApiState,
+    parts: &http::request::Parts,
+    id: &str,
+) -> Result<http::Response<ResponseBody>, Rejection> {
+    let stored = state
+        .responses
+        .get(&client_of(parts), id)
+        .ok_or_else(|| not_found(id))?;
+    let query = parts.uri.query().unwrap_or_default();
+    let param = |name: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let bad = |name: &str, message: &str| {
+        Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            message.to_owned(),
+        )
+        .with_param(name.to_owned())
+    };
+    let limit = match param("limit") {
+        None => 20,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n @ 1..=100) => n,
+            _ => return Err(bad("limit", "`limit` must be a number from 1 to 100.")),
+        },
+    };
+    let mut items = stored.input_items.clone();
+    match param("order").as_deref() {
+        None | Some("desc") => items.reverse(),
+        Some("asc") => {}
+        Some(_) => return Err(bad("order", "`order` must be `asc` or `desc`.")),
+    }
+    if let Some(after) = param("after") {
+        let Some(position) = items.iter().position(|i| i["id"] == after.as_str()) else {
+            return Err(bad(
+                "after",
+                "`after` is not the id of one of this response's input items.",
+            ));
+        };
+        items.drain(..=position);
+    }
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    let body = json!({
+        "object": "list",
+        "data": items,
+        "first_id": items.first().map(|i| i["id"].clone()),
+        "last_id": items.last().map(|i| i["id"].clone()),
+        "has_more": has_more,
+    });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// `POST /v1/responses/input_tokens`: the local estimate of the input.
+pub async fn input_tokens<B>(
+    state: &ApiState,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<http::Response<ResponseBody>, Rejection>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let (mut chat, options) =
+        request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
+    chain(state, &mut chat, &options)?;
+    let tokens = crate::tokens::estimate_request(&chat);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"object": "response.input_tokens", "input_tokens": tokens}).to_string(),
+    ))
+}
