@@ -1,8 +1,8 @@
-//! One canonical conversion: the same conversation sent as OpenAI Chat Completions and as
-//! Anthropic Messages produces the same Kiro request.
+//! One canonical conversion: the same conversation sent as OpenAI Chat Completions, as
+//! Anthropic Messages and as an OpenAI Responses request produces the same Kiro request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use aiproxy::api::{anthropic, openai};
+use aiproxy::api::{anthropic, openai, responses};
 use aiproxy::chat::{ChatRequest, Metadata};
 use aiproxy::kiro::request::{build, BuildOptions};
 use serde_json::{json, Value};
@@ -22,6 +22,12 @@ fn kiro_body(request: &ChatRequest) -> Value {
 
 fn from_openai(value: Value) -> ChatRequest {
     openai::request::parse(value.to_string().as_bytes(), Metadata::default())
+        .unwrap()
+        .0
+}
+
+fn from_responses(value: Value) -> ChatRequest {
+    responses::request::parse(value.to_string().as_bytes(), Metadata::default())
         .unwrap()
         .0
 }
@@ -81,8 +87,28 @@ fn a_tool_round_trip_with_system_image_and_error_result() {
         ],
         "tools": [{"name": long_name, "description": "Current weather", "input_schema": weather}]
     }));
+    let responses = from_responses(json!({
+        "model": "claude-sonnet-4-5",
+        "max_output_tokens": 500,
+        "instructions": "You are a weather bot.",
+        "input": [
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "Weather in Paris and Rome? See the map."},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+            ]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking both."}]},
+            {"type": "function_call", "call_id": "call_1", "name": long_name, "arguments": "{\"city\":\"Paris\"}"},
+            {"type": "function_call", "call_id": "call_2", "name": long_name, "arguments": "{\"city\":\"Rome\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+            {"type": "function_call_output", "call_id": "call_2", "output": "service down"},
+            {"role": "user", "content": "Thanks. Summarise."}
+        ],
+        "tools": [{"type": "function", "name": long_name, "description": "Current weather", "parameters": weather}]
+    }));
     let (a, b) = (kiro_body(&openai), kiro_body(&anthropic));
     assert_eq!(a, b, "OpenAI:\n{a:#}\nAnthropic:\n{b:#}");
+    let c = kiro_body(&responses);
+    assert_eq!(a, c, "OpenAI:\n{a:#}\nResponses:\n{c:#}");
 
     // And the body is what Kiro expects.
     let state = &a["conversationState"];

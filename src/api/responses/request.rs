@@ -325,12 +325,14 @@ fn one_tool(
     let custom = match tool.str("type")?.unwrap_or("function") {
         "function" => false,
         "custom" => true,
-        other => return Err(ChatError::invalid(
-            tool.at("type"),
-            format!(
+        other => {
+            return Err(ChatError::invalid(
+                tool.at("type"),
+                format!(
                 "tool type `{other}` is not supported inside a namespace; use function or custom."
             ),
-        )),
+            ))
+        }
     };
     let flat = match namespace {
         Some(ns) => format!("{ns}{NAMESPACE_SEPARATOR}{name}"),
