@@ -335,6 +335,27 @@ fn api(c: &mut Criterion) {
             })
         })
     });
+    let (_, options) = aiproxy::api::responses::request::parse(
+        br#"{"model": "m", "input": "hi"}"#,
+        Metadata::default(),
+    )
+    .unwrap();
+    let setup = Arc::new(aiproxy::api::responses::encode::Setup::new("m", &options));
+    group.bench_function("responses_sse_encode_100_text_events", |b| {
+        b.iter(|| {
+            let stream: ChatStream = Box::pin(futures_util::stream::iter(
+                events.clone().into_iter().map(Ok),
+            ));
+            runtime.block_on(async {
+                let mut out = aiproxy::api::responses::stream_unstored(stream, Arc::clone(&setup));
+                let mut n = 0;
+                while let Some(chunk) = out.next().await {
+                    n += black_box(chunk).len();
+                }
+                n
+            })
+        })
+    });
     group.finish();
 }
 

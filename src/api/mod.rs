@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod collect;
+pub mod completions;
 pub mod error;
 pub mod image;
 pub mod json;
@@ -39,7 +40,7 @@ use tower::{Service, ServiceExt};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const ROUTES: &str =
-    "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/messages, \
+    "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/completions, POST /v1/messages, \
      POST /v1/messages/count_tokens, POST /v1/responses, GET|DELETE /v1/responses/{id}, \
      GET /v1/responses/{id}/input_items, POST /v1/responses/input_tokens, GET /health, \
      GET /loadbalancer/instances";
@@ -130,7 +131,7 @@ where
 
 async fn route<M, B>(model: M, state: Arc<ApiState>, request: Request<B>) -> Response<ResponseBody>
 where
-    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
+    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone,
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
@@ -156,6 +157,7 @@ where
             chat::<AnthropicSurface, _, _>(model, &state, &parts, body).await
         }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
+        (&Method::POST, "/v1/completions") => legacy_completions(model, &state, &parts, body).await,
         (&Method::POST, "/v1/responses") => responses::create(model, &state, &parts, body).await,
         (&Method::POST, "/v1/responses/input_tokens") => {
             responses::input_tokens(&state, &parts, body).await
@@ -194,6 +196,7 @@ fn unknown_route(method: &Method, path: &str) -> Rejection {
         "/health" => Some("GET, HEAD"),
         "/loadbalancer/instances" => Some("GET"),
         "/v1/chat/completions"
+        | "/v1/completions"
         | "/v1/messages"
         | "/v1/messages/count_tokens"
         | "/v1/responses"
@@ -506,6 +509,56 @@ where
             .map_err(|e| error::rejection(&e))?;
         completed_response(done.body, done.usage_estimated)
     };
+    model_headers(&mut response, &extensions);
+    Ok(response)
+}
+
+/// `POST /v1/completions`: one model call per prompt (see [`completions`]).
+async fn legacy_completions<M, B>(
+    model: M,
+    state: &ApiState,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<Response<ResponseBody>, Rejection>
+where
+    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let parsed = completions::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
+    let mut choices = Vec::with_capacity(parsed.chats.len());
+    let mut last = None;
+    for (chat, prompt) in parsed.chats.into_iter().zip(&parsed.prompts) {
+        let model_id = chat.model.clone();
+        let session = session_key(parts, &chat);
+        let ModelResponse { events, extensions } =
+            call_model(model.clone(), state, chat, session).await?;
+        let echo = parsed.echo.then(|| prompt.clone());
+        if parsed.stream {
+            let mut response = sse_response(completions::sse(
+                events,
+                &model_id,
+                echo,
+                parsed.include_usage,
+            ));
+            model_headers(&mut response, &extensions);
+            return Ok(response);
+        }
+        let choice = completions::collect_choice(events, &model_id, echo.as_deref())
+            .await
+            .map_err(|e| error::rejection(&e))?;
+        choices.push(choice);
+        last = Some((model_id, extensions));
+    }
+    let Some((model_id, extensions)) = last else {
+        return Err(error::rejection(&ChatError::invalid(
+            "prompt",
+            "`prompt` is empty.",
+        )));
+    };
+    let estimated = choices.iter().any(|c| c.usage.estimated);
+    let mut response = completed_response(completions::body(&model_id, &choices), estimated);
     model_headers(&mut response, &extensions);
     Ok(response)
 }

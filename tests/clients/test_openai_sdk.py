@@ -229,3 +229,27 @@ def test_json_object_mode(client):
         model="claude-sonnet-4-5", messages=[{"role": "user", "content": content}],
         response_format={"type": "json_object"})
     assert json.loads(completion.choices[0].message.content) == {"colour": "blue"}
+
+
+def test_legacy_completions(client):
+    content = _directive({"text": SENTENCE})
+    completion = client.completions.create(model="claude-sonnet-4-5", prompt="Once upon a time\n" + content,
+                                           max_tokens=100, stop=["ta gam"])
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text == "alpha be"
+    assert completion.choices[0].finish_reason == "stop"
+    cut = client.completions.create(model="claude-sonnet-4-5", prompt=content, max_tokens=2, echo=False)
+    assert cut.choices[0].text == "alpha be" and cut.choices[0].finish_reason == "length"
+    stream = client.completions.create(model="claude-sonnet-4-5", prompt=content, max_tokens=3, stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "alpha beta g"
+    assert chunks[-1].choices[0].finish_reason == "length"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="claude-sonnet-4-5", prompt="x", suffix="y")
+    assert "suffix" in str(info.value)
+
+
+def test_embeddings_say_what_to_use_instead(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.embeddings.create(model="text-embedding-3-small", input="hi")
+    assert "no embeddings" in str(info.value)

@@ -128,6 +128,53 @@ impl Encoder {
         self.out.push_back(Bytes::from(buf));
     }
 
+    /// The hot path (one text or arguments fragment): serialised from a borrowed struct,
+    /// without building a JSON tree.
+    fn emit_delta(&mut self, kind: &'static str, index: usize, delta: &str) {
+        #[derive(serde::Serialize)]
+        struct Delta<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            item_id: &'a str,
+            output_index: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            content_index: Option<u32>,
+            delta: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            logprobs: Option<[u8; 0]>,
+            sequence_number: u64,
+        }
+        if !self.streaming {
+            return;
+        }
+        let text = kind == "response.output_text.delta";
+        let id = match self.items.get(index) {
+            Some(Item::Message { id, .. } | Item::Reasoning { id, .. } | Item::Call { id, .. }) => {
+                id.as_str()
+            }
+            None => "",
+        };
+        let body = Delta {
+            kind,
+            item_id: id,
+            output_index: index,
+            content_index: text.then_some(0),
+            delta,
+            logprobs: text.then_some([]),
+            sequence_number: self.seq,
+        };
+        let mut buf = Vec::with_capacity(96 + delta.len());
+        buf.extend_from_slice(b"event: ");
+        buf.extend_from_slice(kind.as_bytes());
+        buf.extend_from_slice(b"\ndata: ");
+        if serde_json::to_writer(&mut buf, &body).is_err() {
+            return;
+        }
+        buf.extend_from_slice(b"\n\n");
+        self.seq += 1;
+        self.out.push_back(Bytes::from(buf));
+    }
+
     /// Takes one event; true when the response is finished.
     pub fn on_event(&mut self, event: ChatEvent) -> bool {
         match event {
@@ -213,13 +260,7 @@ impl Encoder {
                 index
             }
         };
-        if self.streaming {
-            let id = self.item_id(index);
-            self.emit(
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
-            );
-        }
+        self.emit_delta("response.output_text.delta", index, &text);
         if let Some(Item::Message { text: all, .. }) = self.items.get_mut(index) {
             all.push_str(&text);
         }
@@ -293,11 +334,7 @@ impl Encoder {
             _ => return,
         };
         if !custom {
-            let id = self.item_id(index);
-            self.emit(
-                "response.function_call_arguments.delta",
-                json!({"item_id": id, "output_index": index, "delta": fragment}),
-            );
+            self.emit_delta("response.function_call_arguments.delta", index, &fragment);
         }
         if let Some(Item::Call { arguments, .. }) = self.items.get_mut(index) {
             arguments.push_str(&fragment);

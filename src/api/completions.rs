@@ -1,0 +1,278 @@
+//! Legacy completions (`POST /v1/completions`, llama-index's default, the openai SDK's
+//! `completions.create`): a prompt is continued by the chat model, told to answer with the
+//! continuation only, and answered as `text_completion` objects.
+//!
+//! Supported: `prompt` (a string, or a list of strings: one choice each, non-stream),
+//! `echo`, `stop`, `max_tokens` (the API's default of 16 applies), `temperature`, `top_p`,
+//! `stream` (with `stream_options.include_usage`), `n: 1`, `best_of: 1`, `user`. Refused
+//! with a 400 that says why: `suffix` (insertion needs a model trained for it), token-id
+//! prompts, `logprobs`, `n`/`best_of` above 1.
+
+use crate::api::json::{parse_object, wrong_type, Obj};
+use crate::body::ChunkStream;
+use crate::chat::{
+    ChatError, ChatEvent, ChatRequest, ChatStream, Message, Metadata, Role, Sampling, StopReason,
+    Usage,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const HINT: &str =
+    "Send a JSON object like {\"model\": \"claude-sonnet-4-5\", \"prompt\": \"Once upon a time\"}.";
+
+/// The legacy API's default `max_tokens`.
+const DEFAULT_MAX_TOKENS: u32 = 16;
+
+/// The system prompt that turns a chat model into a text continuer.
+const CONTINUE_TEXT: &str = "You continue text. The user's message is the beginning of a text; reply with its continuation only: no repetition of the beginning, no quotes, no commentary.";
+
+/// A parsed request: one chat request per prompt.
+#[derive(Debug)]
+pub struct Parsed {
+    /// One per prompt, in order.
+    pub chats: Vec<ChatRequest>,
+    /// The prompts, for `echo`.
+    pub prompts: Vec<String>,
+    /// Put the prompt in front of each answer.
+    pub echo: bool,
+    /// Stream the answer.
+    pub stream: bool,
+    /// Send a usage chunk at the end of a stream.
+    pub include_usage: bool,
+}
+
+/// Parses a `/v1/completions` body.
+pub fn parse(body: &[u8], metadata: Metadata) -> Result<Parsed, ChatError> {
+    let map = parse_object(body, HINT)?;
+    let root = Obj {
+        map: &map,
+        path: String::new(),
+    };
+    let model = root.required_str("model")?.to_owned();
+    for (field, why) in [
+        ("suffix", "`suffix` (text insertion) needs a model trained for it; the Claude models served here only continue text. Put the text after the gap in the prompt instead."),
+        ("logprobs", "`logprobs` are not available: Kiro does not report token probabilities."),
+    ] {
+        if root.get(field).is_some() {
+            return Err(ChatError::invalid(field, why));
+        }
+    }
+    for field in ["n", "best_of"] {
+        if root.u32(field)?.is_some_and(|n| n != 1) {
+            return Err(ChatError::invalid(
+                field,
+                format!("Only `{field}: 1` is supported; send one request per completion."),
+            ));
+        }
+    }
+    let prompts = match root.required("prompt")? {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(text) => Ok(text.clone()),
+                other => Err(wrong_type(
+                    &format!("prompt[{i}]"),
+                    "a string (token-id prompts are not supported: send text)",
+                    other,
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        other => {
+            return Err(wrong_type(
+                "prompt",
+                "a string or a non-empty array of strings",
+                other,
+            ))
+        }
+    };
+    let stream = root.bool("stream")?.unwrap_or(false);
+    if stream && prompts.len() > 1 {
+        return Err(ChatError::invalid(
+            "prompt",
+            "A stream answers one prompt; send the prompts in separate requests, or without `stream`.",
+        ));
+    }
+    let include_usage = match root.get("stream_options") {
+        Some(value) => Obj::new(value, "stream_options".into())?
+            .bool("include_usage")?
+            .unwrap_or(false),
+        None => false,
+    };
+    let stop = match root.get("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wrong_type(&format!("stop[{i}]"), "a string", other)),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => return Err(wrong_type("stop", "a string or an array of strings", other)),
+    };
+    let sampling = Sampling {
+        max_tokens: Some(root.u32("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS)),
+        temperature: root.number("temperature", 0.0, 2.0)?,
+        top_p: root.number("top_p", 0.0, 1.0)?,
+        stop,
+    };
+    let chats = prompts
+        .iter()
+        .map(|prompt| ChatRequest {
+            model: model.clone(),
+            system: vec![CONTINUE_TEXT.to_owned()],
+            messages: vec![Message::text(Role::User, prompt.clone())],
+            sampling: sampling.clone(),
+            stream,
+            metadata: metadata.clone(),
+            ..ChatRequest::default()
+        })
+        .collect();
+    Ok(Parsed {
+        chats,
+        prompts,
+        echo: root.bool("echo")?.unwrap_or(false),
+        stream,
+        include_usage,
+    })
+}
+
+fn finish_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::MaxTokens | StopReason::ContextWindowExceeded => "length",
+        _ => "stop",
+    }
+}
+
+fn usage_json(usage: &Usage) -> Value {
+    let prompt = usage.input + usage.cache_read + usage.cache_write;
+    json!({"prompt_tokens": prompt, "completion_tokens": usage.output, "total_tokens": prompt + usage.output})
+}
+
+/// One finished choice.
+#[derive(Debug)]
+pub struct Choice {
+    /// Its text (with the prompt in front when echoing).
+    pub text: String,
+    /// `stop` or `length`.
+    pub finish_reason: &'static str,
+    /// Its usage.
+    pub usage: Usage,
+}
+
+/// Reads one answer to its end.
+pub async fn collect_choice(
+    events: ChatStream,
+    model: &str,
+    prompt: Option<&str>,
+) -> Result<Choice, ChatError> {
+    let collected = crate::api::collect::collect(events, model).await?;
+    let mut text = prompt.unwrap_or_default().to_owned();
+    for block in collected.blocks {
+        if let crate::api::collect::Block::Text(t) = block {
+            text.push_str(&t);
+        }
+    }
+    Ok(Choice {
+        text,
+        finish_reason: finish_reason(collected.stop),
+        usage: collected.usage,
+    })
+}
+
+/// The `text_completion` body of finished choices.
+pub fn body(model: &str, choices: &[Choice]) -> Bytes {
+    let mut usage = Usage::default();
+    for choice in choices {
+        usage.input += choice.usage.input + choice.usage.cache_read + choice.usage.cache_write;
+        usage.output += choice.usage.output;
+    }
+    let body = json!({
+        "id": format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+        "object": "text_completion",
+        "created": crate::api::openai::response::unix_now(),
+        "model": model,
+        "choices": choices.iter().enumerate().map(|(index, c)| json!({
+            "text": c.text, "index": index, "logprobs": null, "finish_reason": c.finish_reason
+        })).collect::<Vec<_>>(),
+        "usage": usage_json(&usage),
+    });
+    Bytes::from(body.to_string())
+}
+
+/// The SSE body of a streamed completion.
+pub fn sse(
+    events: ChatStream,
+    model: &str,
+    echo: Option<String>,
+    include_usage: bool,
+) -> ChunkStream {
+    let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = crate::api::openai::response::unix_now();
+    let model = model.to_owned();
+    let chunk = move |text: &str, finish: Option<&str>| {
+        let body = json!({"id": id, "object": "text_completion", "created": created, "model": model,
+                          "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]});
+        Bytes::from(format!("data: {body}\n\n"))
+    };
+    let mut usage = Usage::default();
+    let finished = Arc::new(AtomicBool::new(false));
+    let seen_end = Arc::clone(&finished);
+    let head = echo.map(|prompt| chunk(&prompt, None));
+    let body = events.filter_map(move |item| {
+        let done = finished.load(Ordering::Relaxed);
+        let out = match item {
+            _ if done => None,
+            Ok(ChatEvent::TextDelta(text)) => Some(chunk(&text, None)),
+            Ok(ChatEvent::Start { input_tokens, .. }) => {
+                usage.input = input_tokens;
+                None
+            }
+            Ok(ChatEvent::Usage(u)) => {
+                usage = u;
+                None
+            }
+            Ok(ChatEvent::Stop(reason)) => {
+                finished.store(true, Ordering::Relaxed);
+                let mut bytes = chunk("", Some(finish_reason(reason))).to_vec();
+                if include_usage {
+                    let usage = json!({"object": "text_completion", "choices": [], "usage": usage_json(&usage)});
+                    bytes.extend_from_slice(format!("data: {usage}\n\n").as_bytes());
+                }
+                Some(Bytes::from(bytes))
+            }
+            Ok(_) => None,
+            Err(error) => {
+                finished.store(true, Ordering::Relaxed);
+                tracing::warn!(error = %error, kind = error.kind(), "stream failed after it began");
+                crate::api::error::rejection(&error)
+                    .body_json(aiproxy_layers::ErrorShape::OpenAi)
+                    .map(|body| Bytes::from(format!("data: {body}\n\n")))
+            }
+        };
+        futures_util::future::ready(out)
+    });
+    // A stream that ended without a stop is a truncation, told as one before `[DONE]`.
+    let tail = futures_util::stream::once(async move {
+        let mut bytes = Vec::new();
+        if !seen_end.load(Ordering::Relaxed) {
+            let error = ChatError::Truncated {
+                message: "the response ended without a stop reason; retry the request".into(),
+            };
+            if let Some(body) =
+                crate::api::error::rejection(&error).body_json(aiproxy_layers::ErrorShape::OpenAi)
+            {
+                bytes.extend_from_slice(format!("data: {body}\n\n").as_bytes());
+            }
+        }
+        bytes.extend_from_slice(b"data: [DONE]\n\n");
+        Bytes::from(bytes)
+    });
+    Box::pin(futures_util::stream::iter(head).chain(body).chain(tail))
+}
