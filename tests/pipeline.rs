@@ -300,9 +300,15 @@ async fn context_overflow_is_worded_so_clients_compact() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods() {
+    let (status, _, text) = call(get("/v1/files")).await;
+    assert_eq!(status, 404);
+    assert!(text.contains("/v1/chat/completions") && text.contains("/v1/responses"));
     let (status, _, text) = call(get("/v1/embeddings")).await;
     assert_eq!(status, 404);
-    assert!(text.contains("/v1/chat/completions"));
+    assert!(text.contains("no embeddings"), "{text}");
+    let (status, headers, _) = call(get("/v1/responses")).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers["allow"], "POST");
     let (status, headers, _) = call(get("/v1/chat/completions")).await;
     assert_eq!(status, 405);
     assert_eq!(headers["allow"], "POST");
