@@ -4,7 +4,7 @@
 #    your-api-key): the official Python SDKs, the legacy openai==0.28 client, the guide's curls;
 # 2. live mode: aiproxy with a real credential file against `aiproxy fake-kiro` (tokens,
 #    refresh, the HTTP client, the fake's validation of every upstream body): the same SDK
-#    suite again, then the real Claude Code CLI (tests/clients/live/).
+#    suite again, then the real Claude Code and Codex CLIs (tests/clients/live/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -22,6 +22,7 @@ make_venv() { # dir requirements
 make_venv .venv-clients tests/clients/requirements.txt
 make_venv .venv-legacy tests/clients/legacy/requirements.txt
 claude_bin=$(bash tests/clients/live/install_claude_code.sh)
+codex_bin=$(bash tests/clients/live/install_codex.sh)
 
 if (exec 3<>/dev/tcp/127.0.0.1/3000) 2>/dev/null; then
     echo "port 3000 is in use; the guide's examples need it. Stop what listens there." >&2
@@ -71,7 +72,7 @@ printf '{"refreshToken": "rt-client-suite-%s", "authMethod": "social"}\n' "$RAND
 live=$!
 pids+=("$live")
 wait_listening "$work/live.log"
-FAKE_KIRO_URL=$fake_url CLAUDE_BIN=$claude_bin pytest_clients || status=1
+FAKE_KIRO_URL=$fake_url CLAUDE_BIN=$claude_bin CODEX_BIN=$codex_bin pytest_clients || status=1
 stop "$live" aiproxy || status=1
 [ $status -eq 0 ] || { echo "-- aiproxy live log (tail)"; tail -n 40 "$work/live.log"; }
 exit $status
