@@ -6,25 +6,14 @@
 
 mod common;
 
-use aiproxy::config::Config;
 use aiproxy::pipeline::Pipeline;
-use common::fake::{post_json, write_json, Fake, Reply};
-use common::{sse_data, temp_dir};
+use common::fake::{post_json, Fake, Reply};
+use common::sse_data;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 fn live(fake: &Fake) -> Pipeline {
-    let dir = temp_dir("emulation");
-    let path = write_json(
-        &dir,
-        "creds.json",
-        &json!({"refreshToken": format!("rt-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-    );
-    let config = Config {
-        kiro_oauth_creds_file: Some(path),
-        ..fake.config(&dir)
-    };
-    aiproxy::pipeline::build(&config).unwrap()
+    fake.pipeline(|_| {})
 }
 
 async fn openai(pipeline: &Pipeline, extra: Value) -> Reply {

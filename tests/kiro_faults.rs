@@ -14,18 +14,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 fn live(fake: &Fake, tweak: impl FnOnce(&mut Config)) -> Pipeline {
-    let dir = temp_dir("faults");
-    let path = write_json(
-        &dir,
-        "creds.json",
-        &json!({"refreshToken": format!("rt-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-    );
-    let mut config = Config {
-        kiro_oauth_creds_file: Some(path),
-        ..fake.config(&dir)
-    };
-    tweak(&mut config);
-    aiproxy::pipeline::build(&config).unwrap()
+    fake.pipeline(tweak)
 }
 
 fn error_of(body: &str) -> Value {

@@ -7,30 +7,17 @@
 
 mod common;
 
-use aiproxy::config::Config;
 use aiproxy::pipeline::Pipeline;
-use bytes::Bytes;
-use common::fake::{write_json, Fake, Reply};
-use common::{sse_data, temp_dir};
-use http_body_util::{BodyExt, Full};
+use common::fake::{request, Fake, Reply};
+use common::sse_data;
 use serde_json::{json, Value};
 use std::time::Duration;
-use tower::ServiceExt;
 
 fn live(fake: &Fake, ttl: Duration) -> Pipeline {
-    let dir = temp_dir("responses");
-    let path = write_json(
-        &dir,
-        "creds.json",
-        &json!({"refreshToken": format!("rt-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-    );
-    let config = Config {
-        kiro_oauth_creds_file: Some(path),
-        api_keys: vec!["key-one".into(), "key-two".into()],
-        responses_store_ttl: ttl,
-        ..fake.config(&dir)
-    };
-    aiproxy::pipeline::build(&config).unwrap()
+    fake.pipeline(|config| {
+        config.api_keys = vec!["key-one".into(), "key-two".into()];
+        config.responses_store_ttl = ttl;
+    })
 }
 
 async fn call(
@@ -40,24 +27,8 @@ async fn call(
     key: &str,
     body: Option<Value>,
 ) -> Reply {
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(Full::<Bytes>::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        ))
-        .unwrap();
-    let response = pipeline.clone().oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    request(pipeline, method, path, Some(key), body).await
 }
 
 async fn create(pipeline: &Pipeline, key: &str, body: Value) -> Reply {

@@ -97,25 +97,8 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<Parsed, ChatError> {
             "A stream answers one prompt; send the prompts in separate requests, or without `stream`.",
         ));
     }
-    let include_usage = match root.get("stream_options") {
-        Some(value) => Obj::new(value, "stream_options".into())?
-            .bool("include_usage")?
-            .unwrap_or(false),
-        None => false,
-    };
-    let stop = match root.get("stop") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(wrong_type(&format!("stop[{i}]"), "a string", other)),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => return Err(wrong_type("stop", "a string or an array of strings", other)),
-    };
+    let include_usage = crate::api::openai::request::include_usage(&root)?;
+    let stop = crate::api::openai::request::parse_stop(&root)?;
     let sampling = Sampling {
         max_tokens: Some(root.u32("max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS)),
         temperature: root.number("temperature", 0.0, 2.0)?,

@@ -16,6 +16,7 @@ pub mod json;
 pub mod keep_alive;
 pub mod openai;
 pub mod responses;
+pub mod sse;
 mod status;
 
 use crate::body::ResponseBody;

@@ -66,6 +66,23 @@ impl Fake {
         assert_eq!(answer.status, 200);
     }
 
+    /// A pipeline in live mode against this fake, with one fresh social credential file;
+    /// `tweak` adjusts the configuration first.
+    pub fn pipeline(&self, tweak: impl FnOnce(&mut Config)) -> aiproxy::pipeline::Pipeline {
+        let dir = super::temp_dir("live");
+        let path = write_json(
+            &dir,
+            "creds.json",
+            &json!({"refreshToken": format!("rt-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+        );
+        let mut config = Config {
+            kiro_oauth_creds_file: Some(path),
+            ..self.config(&dir)
+        };
+        tweak(&mut config);
+        aiproxy::pipeline::build(&config).unwrap()
+    }
+
     pub fn config(&self, dir: &Path) -> Config {
         Config {
             kiro_base_url: Some(self.process.base.clone()),
@@ -109,10 +126,25 @@ pub async fn post_json(
     path: &str,
     body: impl Into<Bytes>,
 ) -> Reply {
-    let request = http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(Full::<Bytes>::from(body.into()))
-        .unwrap();
+    request(pipeline, "POST", path, None, body).await
+}
+
+/// Sends `method path` with a JSON body (and `key` as the bearer) to the pipeline, in-process.
+pub async fn request(
+    pipeline: &aiproxy::pipeline::Pipeline,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = request.body(Full::<Bytes>::from(body.into())).unwrap();
     let response = pipeline.clone().oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();

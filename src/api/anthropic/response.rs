@@ -10,18 +10,15 @@
 
 use crate::api::collect::{collect, Block, Completed};
 use crate::api::error::rejection;
-use crate::api::keep_alive::KeepAlive;
+use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::ChunkStream;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
 use bytes::Bytes;
-use futures_util::Stream;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Quiet time after which a `ping` is sent.
@@ -107,14 +104,12 @@ pub fn sse(stream: ChatStream, model: &str) -> ChunkStream {
 
 /// [`sse`] with a custom keep-alive interval (tests).
 pub fn sse_with_ping(stream: ChatStream, model: &str, ping: Duration) -> ChunkStream {
-    Box::pin(AnthropicSse {
-        inner: stream,
+    let encoder = AnthropicSse {
         model: Arc::from(model),
         encoder: BlockEncoder::default(),
         out: VecDeque::with_capacity(4),
-        keep_alive: KeepAlive::new(ping),
-        finished: false,
-    })
+    };
+    Box::pin(SseStream::new(stream, encoder, ping))
 }
 
 fn event(name: &str, data: &impl Serialize) -> Bytes {
@@ -386,53 +381,28 @@ impl BlockEncoder {
     }
 }
 
+/// The block encoder with what it needs to run as an [`SseEncoder`].
 struct AnthropicSse {
-    inner: ChatStream,
     model: Arc<str>,
     encoder: BlockEncoder,
     out: VecDeque<Bytes>,
-    keep_alive: KeepAlive,
-    finished: bool,
 }
 
-impl Stream for AnthropicSse {
-    type Item = Bytes;
+impl SseEncoder for AnthropicSse {
+    fn event(&mut self, event: ChatEvent) -> bool {
+        self.encoder.encode(event, &self.model, &mut self.out)
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = &mut *self;
-        loop {
-            if let Some(bytes) = this.out.pop_front() {
-                this.keep_alive.sent();
-                return Poll::Ready(Some(bytes));
-            }
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            match this.inner.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    this.finished = this.encoder.encode(event, &this.model, &mut this.out);
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    this.encoder.fail(&error, &mut this.out);
-                    this.finished = true;
-                }
-                Poll::Ready(None) => {
-                    let error = ChatError::Truncated {
-                        message: "the response ended without a stop reason; retry the request"
-                            .into(),
-                    };
-                    this.encoder.fail(&error, &mut this.out);
-                    this.finished = true;
-                }
-                Poll::Pending => {
-                    if this.keep_alive.due(cx) {
-                        this.out.push_back(event("ping", &json!({"type": "ping"})));
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
+    fn fail(&mut self, error: &ChatError) {
+        self.encoder.fail(error, &mut self.out);
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        self.out.pop_front()
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        event("ping", &json!({"type": "ping"}))
     }
 }
 

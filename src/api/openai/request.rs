@@ -56,12 +56,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         ));
     }
 
-    let include_usage = match root.get("stream_options") {
-        Some(value) => Obj::new(value, "stream_options".into())?
-            .bool("include_usage")?
-            .unwrap_or(false),
-        None => false,
-    };
+    let include_usage = include_usage(&root)?;
     let (tools, tool_choice) = parse_tools(&root)?;
     let sampling = Sampling {
         max_tokens: root
@@ -325,7 +320,18 @@ fn image_from_url(url: &str, path: &str) -> Result<Part, ChatError> {
     ))
 }
 
-fn parse_stop(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
+/// `stream_options.include_usage` (also read by legacy completions).
+pub fn include_usage(root: &Obj<'_>) -> Result<bool, ChatError> {
+    match root.get("stream_options") {
+        Some(value) => Ok(Obj::new(value, "stream_options".into())?
+            .bool("include_usage")?
+            .unwrap_or(false)),
+        None => Ok(false),
+    }
+}
+
+/// `stop`: a string or a list of strings (also read by legacy completions).
+pub fn parse_stop(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
     match root.get("stop") {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![s.clone()]),

@@ -17,20 +17,19 @@ use super::{
     call_model, completed_response, error, json_response, metadata, model_headers, read_body,
     session_key, sse_response, ApiState, BoxError,
 };
+use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::{ChunkStream, ResponseBody};
 use crate::chat::{ChatError, ChatStream};
 use crate::model::{ModelRequest, ModelResponse};
 use aiproxy_layers::{ClientKey, Rejection};
 use bytes::Bytes;
 use encode::{Encoder, Setup};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use http::header::HeaderValue;
 use http::StatusCode;
 use http_body::Body;
 use serde_json::{json, Value};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use store::Stored;
 use tower::Service;
 
@@ -178,69 +177,49 @@ pub fn stream_unstored(events: ChatStream, setup: Arc<Setup>) -> ChunkStream {
 }
 
 fn sse(events: ChatStream, setup: Arc<Setup>, keep: Option<Keep>) -> ChunkStream {
-    Box::pin(ResponsesSse {
-        inner: events,
+    let encoder = ResponsesSse {
         id: setup.id.clone(),
         encoder: Encoder::new(setup, true),
         keep,
-        keep_alive: crate::api::keep_alive::KeepAlive::new(crate::api::keep_alive::INTERVAL),
-        finished: false,
-    })
+    };
+    Box::pin(SseStream::new(
+        events,
+        encoder,
+        crate::api::keep_alive::INTERVAL,
+    ))
 }
 
 /// SSE comment sent after a quiet stretch (clients skip comment lines).
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
+/// The encoder with the store write of a finished response.
 struct ResponsesSse {
-    inner: ChatStream,
     id: String,
     encoder: Encoder,
     keep: Option<Keep>,
-    keep_alive: crate::api::keep_alive::KeepAlive,
-    finished: bool,
 }
 
-impl Stream for ResponsesSse {
-    type Item = Bytes;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = &mut *self;
-        loop {
-            if let Some(bytes) = this.encoder.out.pop_front() {
-                this.keep_alive.sent();
-                return Poll::Ready(Some(bytes));
-            }
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            match this.inner.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    if this.encoder.on_event(event) {
-                        this.finished = true;
-                        if let Some(keep) = this.keep.take() {
-                            keep.finish(&this.encoder, &this.id);
-                        }
-                    }
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    this.encoder.fail(&error);
-                    this.finished = true;
-                }
-                Poll::Ready(None) => {
-                    this.encoder.fail(&ChatError::Truncated {
-                        message: "the response ended without a stop reason; retry the request"
-                            .into(),
-                    });
-                    this.finished = true;
-                }
-                Poll::Pending => {
-                    if this.keep_alive.due(cx) {
-                        return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
-                    }
-                    return Poll::Pending;
-                }
+impl SseEncoder for ResponsesSse {
+    fn event(&mut self, event: crate::chat::ChatEvent) -> bool {
+        let finished = self.encoder.on_event(event);
+        if finished {
+            if let Some(keep) = self.keep.take() {
+                keep.finish(&self.encoder, &self.id);
             }
         }
+        finished
+    }
+
+    fn fail(&mut self, error: &ChatError) {
+        self.encoder.fail(error);
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        self.encoder.out.pop_front()
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        Bytes::from_static(KEEP_ALIVE)
     }
 }
 
@@ -259,16 +238,25 @@ fn client_of(parts: &http::request::Parts) -> ClientKey {
     metadata(parts).client
 }
 
+/// The stored response `id` of the calling key, or the 404.
+fn stored(
+    state: &ApiState,
+    parts: &http::request::Parts,
+    id: &str,
+) -> Result<Arc<Stored>, Rejection> {
+    state
+        .responses
+        .get(&client_of(parts), id)
+        .ok_or_else(|| not_found(id))
+}
+
 /// `GET /v1/responses/{id}`.
 pub fn get(
     state: &ApiState,
     parts: &http::request::Parts,
     id: &str,
 ) -> Result<http::Response<ResponseBody>, Rejection> {
-    let stored = state
-        .responses
-        .get(&client_of(parts), id)
-        .ok_or_else(|| not_found(id))?;
+    let stored = stored(state, parts, id)?;
     Ok(json_response(StatusCode::OK, stored.response.to_string()))
 }
 
@@ -293,10 +281,7 @@ pub fn input_items(
     parts: &http::request::Parts,
     id: &str,
 ) -> Result<http::Response<ResponseBody>, Rejection> {
-    let stored = state
-        .responses
-        .get(&client_of(parts), id)
-        .ok_or_else(|| not_found(id))?;
+    let stored = stored(state, parts, id)?;
     let query = parts.uri.query().unwrap_or_default();
     let param = |name: &str| {
         form_urlencoded::parse(query.as_bytes())

@@ -1,0 +1,81 @@
+//! The stream half shared by the Anthropic and Responses encoders: drains the event stream
+//! through an [`SseEncoder`], sends what it produced, turns an upstream error or a stream
+//! that ends without a stop into the encoder's failure events, and sends the encoder's
+//! keep-alive after a quiet stretch.
+
+use super::keep_alive::KeepAlive;
+use crate::chat::{ChatError, ChatEvent, ChatStream};
+use bytes::Bytes;
+use futures_util::Stream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// One API's SSE encoding.
+pub trait SseEncoder: Send + Unpin {
+    /// Takes one event; true when the answer is complete.
+    fn event(&mut self, event: ChatEvent) -> bool;
+    /// The answer failed after the stream began.
+    fn fail(&mut self, error: &ChatError);
+    /// The next chunk ready to send.
+    fn next_chunk(&mut self) -> Option<Bytes>;
+    /// What is sent after a quiet stretch.
+    fn keep_alive(&self) -> Bytes;
+}
+
+/// See the module docs.
+pub struct SseStream<E> {
+    inner: ChatStream,
+    encoder: E,
+    keep_alive: KeepAlive,
+    finished: bool,
+}
+
+impl<E: SseEncoder> SseStream<E> {
+    /// Encodes `inner` with `encoder`, with a keep-alive after `quiet`.
+    pub fn new(inner: ChatStream, encoder: E, quiet: Duration) -> Self {
+        Self {
+            inner,
+            encoder,
+            keep_alive: KeepAlive::new(quiet),
+            finished: false,
+        }
+    }
+}
+
+impl<E: SseEncoder> Stream for SseStream<E> {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.encoder.next_chunk() {
+                this.keep_alive.sent();
+                return Poll::Ready(Some(bytes));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => this.finished = this.encoder.event(event),
+                Poll::Ready(Some(Err(error))) => {
+                    this.encoder.fail(&error);
+                    this.finished = true;
+                }
+                Poll::Ready(None) => {
+                    this.encoder.fail(&ChatError::Truncated {
+                        message: "the response ended without a stop reason; retry the request"
+                            .into(),
+                    });
+                    this.finished = true;
+                }
+                Poll::Pending => {
+                    if this.keep_alive.due(cx) {
+                        return Poll::Ready(Some(this.encoder.keep_alive()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
