@@ -23,6 +23,11 @@ make_venv .venv-clients tests/clients/requirements.txt
 make_venv .venv-legacy tests/clients/legacy/requirements.txt
 claude_bin=$(bash tests/clients/live/install_claude_code.sh)
 codex_bin=$(bash tests/clients/live/install_codex.sh)
+# The Vercel AI SDK (pinned in its package.json), for the mock-mode run.
+if [ ! -d tests/clients/vercel/node_modules ] || ! cmp -s tests/clients/vercel/package.json tests/clients/vercel/node_modules/.package.json; then
+    (cd tests/clients/vercel && npm install --no-audit --no-fund --loglevel=error --no-package-lock >&2)
+    cp tests/clients/vercel/package.json tests/clients/vercel/node_modules/.package.json
+fi
 
 if (exec 3<>/dev/tcp/127.0.0.1/3000) 2>/dev/null; then
     echo "port 3000 is in use; the guide's examples need it. Stop what listens there." >&2
@@ -56,6 +61,7 @@ mock=$!
 pids+=("$mock")
 wait_listening "$work/mock.log"
 pytest_clients --ignore=live || status=1
+AIPROXY_BASE=http://localhost:3000 AIPROXY_KEY=your-api-key node tests/clients/vercel/vercel.test.mjs || status=1
 (cd tests/clients/legacy && "$root/.venv-legacy/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
 stop "$mock" aiproxy || status=1
 
