@@ -193,8 +193,9 @@ impl Effort {
     }
 }
 
-/// Sampling parameters. Kiro does not honour them (kiro-protocol.md §4.4), but they are
-/// kept so other providers and the cache key see what the client asked for.
+/// Sampling parameters. Kiro does not honour temperature or top_p (kiro-protocol.md §4.4),
+/// but they are kept so other providers and the cache key see what the client asked for;
+/// `max_tokens` and `stop` are applied by aiproxy ([`crate::model::emulate`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sampling {
     /// Upper bound of output tokens.
@@ -205,6 +206,9 @@ pub struct Sampling {
     pub top_p: Option<f64>,
     /// Stop sequences.
     pub stop: Vec<String>,
+    /// Sampling hints the client sent that Kiro does not apply (see
+    /// [`crate::api::unsupported`]); answered in the `x-aiproxy-not-honoured` header.
+    pub not_honoured: Vec<&'static str>,
 }
 
 /// Request metadata that is not part of the conversation.

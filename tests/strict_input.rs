@@ -166,3 +166,75 @@ async fn json_errors_say_what_is_wrong_and_a_bom_is_accepted() {
         "lone UTF-16 surrogate",
     );
 }
+
+#[tokio::test]
+async fn fields_that_cannot_be_honoured_are_refused_and_sampling_hints_are_named() {
+    let refusals = [
+        (json!({"logprobs": true}), "logprobs", "token probabilities"),
+        (
+            json!({"top_logprobs": 3}),
+            "top_logprobs",
+            "token probabilities",
+        ),
+        (
+            json!({"logit_bias": {"50256": -100}}),
+            "logit_bias",
+            "token biases",
+        ),
+        (
+            json!({"audio": {"voice": "alloy", "format": "wav"}}),
+            "audio",
+            "text only",
+        ),
+        (
+            json!({"modalities": ["text", "audio"]}),
+            "modalities",
+            "text only",
+        ),
+        (
+            json!({"prediction": {"type": "content", "content": "x"}}),
+            "prediction",
+            "speculative",
+        ),
+        (
+            json!({"web_search_options": {}}),
+            "web_search_options",
+            "web search",
+        ),
+    ];
+    for (extra, param, words) in refusals {
+        refused(&openai_user(json!("hi"), extra).await, param, words);
+    }
+    refused(
+        &anthropic_user(
+            json!("hi"),
+            json!({"mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}]}),
+        )
+        .await,
+        "mcp_servers",
+        "MCP",
+    );
+    // Harmless defaults pass.
+    let ok = openai_user(
+        json!("hi"),
+        json!({"logprobs": false, "logit_bias": {}, "modalities": ["text"]}),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(!ok.headers.contains_key("x-aiproxy-not-honoured"));
+
+    let hinted = openai_user(json!("hi"), json!({"temperature": 0.2, "seed": 7})).await;
+    assert_eq!(hinted.status, 200);
+    assert_eq!(
+        hinted.headers["x-aiproxy-not-honoured"],
+        "temperature, seed"
+    );
+    let hinted = anthropic_user(json!("hi"), json!({"top_k": 5})).await;
+    assert_eq!(hinted.headers["x-aiproxy-not-honoured"], "top_k");
+    let responses = send(
+        "/v1/responses",
+        json!({"model": "claude-sonnet-4-5", "input": "hi", "top_p": 0.5}),
+    )
+    .await;
+    assert_eq!(responses.headers["x-aiproxy-not-honoured"], "top_p");
+}

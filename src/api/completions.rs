@@ -104,6 +104,10 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<Parsed, ChatError> {
         temperature: root.number("temperature", 0.0, 2.0)?,
         top_p: root.number("top_p", 0.0, 1.0)?,
         stop,
+        not_honoured: crate::api::unsupported::sampling_hints(
+            &root,
+            &crate::api::unsupported::OPENAI_SAMPLING,
+        ),
     };
     let chats = prompts
         .iter()

@@ -18,6 +18,7 @@ pub mod openai;
 pub mod responses;
 pub mod sse;
 mod status;
+pub mod unsupported;
 
 use crate::body::ResponseBody;
 use crate::chat::{ChatError, ChatRequest, ChatStream, Metadata};
@@ -385,6 +386,18 @@ fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::mode
     }
 }
 
+/// Names the sampling hints the request carried that Kiro does not apply.
+fn not_honoured_header(response: &mut Response<ResponseBody>, names: &[&'static str]) {
+    if names.is_empty() {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+        response
+            .headers_mut()
+            .insert("x-aiproxy-not-honoured", value);
+    }
+}
+
 /// The conversation a request belongs to, for the pool's session affinity: an explicit
 /// `x-aiproxy-session` header, else the session the client's metadata names (Claude Code's
 /// `metadata.user_id`). Keyed per client, so two tenants' equal ids stay apart.
@@ -500,6 +513,7 @@ where
     let bytes = read_body(body, state.max_body_bytes).await?;
     let (chat, options) = S::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let (stream, model_id) = (chat.stream, chat.model.clone());
+    let not_honoured = chat.sampling.not_honoured.clone();
     let session = session_key(parts, &chat);
     let ModelResponse { events, extensions } = call_model(model, state, chat, session).await?;
     let mut response = if stream {
@@ -511,6 +525,7 @@ where
         completed_response(done.body, done.usage_estimated)
     };
     model_headers(&mut response, &extensions);
+    not_honoured_header(&mut response, &not_honoured);
     Ok(response)
 }
 
@@ -530,6 +545,11 @@ where
     let parsed = completions::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let mut choices = Vec::with_capacity(parsed.chats.len());
     let mut last = None;
+    let not_honoured = parsed
+        .chats
+        .first()
+        .map(|c| c.sampling.not_honoured.clone())
+        .unwrap_or_default();
     for (chat, prompt) in parsed.chats.into_iter().zip(&parsed.prompts) {
         let model_id = chat.model.clone();
         let session = session_key(parts, &chat);
@@ -544,6 +564,7 @@ where
                 parsed.include_usage,
             ));
             model_headers(&mut response, &extensions);
+            not_honoured_header(&mut response, &not_honoured);
             return Ok(response);
         }
         let choice = completions::collect_choice(events, &model_id, echo.as_deref())
@@ -561,6 +582,7 @@ where
     let estimated = choices.iter().any(|c| c.usage.estimated);
     let mut response = completed_response(completions::body(&model_id, &choices), estimated);
     model_headers(&mut response, &extensions);
+    not_honoured_header(&mut response, &not_honoured);
     Ok(response)
 }
 

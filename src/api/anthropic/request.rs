@@ -1,6 +1,7 @@
 //! Anthropic Messages request -> [`ChatRequest`] (kiro-protocol.md §4.4).
 
 use crate::api::json::{parse_object, wrong_type, Obj};
+use crate::api::unsupported;
 use crate::chat::{
     ChatError, ChatRequest, Effort, Message, Metadata, OutputFormat, Part, Role, Sampling,
     Thinking, Tool, ToolChoice,
@@ -30,6 +31,7 @@ pub fn parse(
         path: String::new(),
     };
     let model = root.required_str("model")?.to_owned();
+    unsupported::refuse_anthropic(&root)?;
     let max_tokens = root.u32("max_tokens")?;
     if endpoint == Endpoint::Messages && max_tokens.is_none() {
         return Err(ChatError::invalid(
@@ -103,6 +105,7 @@ pub fn parse(
             temperature: root.number("temperature", 0.0, 1.0)?,
             top_p: root.number("top_p", 0.0, 1.0)?,
             stop: stop_sequences(&root)?,
+            not_honoured: unsupported::sampling_hints(&root, &unsupported::ANTHROPIC_SAMPLING),
         },
         thinking: thinking(&root)?,
         output: output_format(&root)?,

@@ -1,6 +1,7 @@
 //! OpenAI Chat Completions request -> [`ChatRequest`] (kiro-protocol.md §4.5).
 
 use crate::api::json::{parse_object, wrong_type, Obj};
+use crate::api::unsupported;
 use crate::chat::{
     ChatError, ChatRequest, Message, Metadata, OutputFormat, Part, Role, Sampling, Tool, ToolChoice,
 };
@@ -25,6 +26,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         path: String::new(),
     };
     let model = root.required_str("model")?.to_owned();
+    unsupported::refuse_openai(&root)?;
     let messages = root
         .array("messages")?
         .ok_or_else(|| ChatError::invalid("messages", format!("`messages` is required. {HINT}")))?;
@@ -65,6 +67,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         temperature: root.number("temperature", 0.0, 2.0)?,
         top_p: root.number("top_p", 0.0, 1.0)?,
         stop: parse_stop(&root)?,
+        not_honoured: unsupported::sampling_hints(&root, &unsupported::OPENAI_SAMPLING),
     };
     let request = ChatRequest {
         model,

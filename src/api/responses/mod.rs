@@ -14,8 +14,8 @@ pub mod sealed;
 pub mod store;
 
 use super::{
-    call_model, completed_response, error, json_response, metadata, model_headers, read_body,
-    session_key, sse_response, ApiState, BoxError,
+    call_model, completed_response, error, json_response, metadata, model_headers,
+    not_honoured_header, read_body, session_key, sse_response, ApiState, BoxError,
 };
 use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::{ChunkStream, ResponseBody};
@@ -127,6 +127,7 @@ where
         tracing::info!(tools = ?options.dropped_tools, "hosted tools left out: Kiro cannot run them");
     }
     let stream = chat.stream;
+    let not_honoured = chat.sampling.not_honoured.clone();
     let session = session_key(parts, &chat);
     let ModelResponse { events, extensions } = call_model(model, state, chat, session).await?;
     let mut response = if stream {
@@ -138,6 +139,7 @@ where
         completed_response(body, estimated)
     };
     model_headers(&mut response, &extensions);
+    not_honoured_header(&mut response, &not_honoured);
     if let Ok(value) = HeaderValue::from_str(&options.dropped_tools.join(", ")) {
         if !options.dropped_tools.is_empty() {
             response

@@ -152,6 +152,10 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Options), 
         temperature: root.number("temperature", 0.0, 2.0)?,
         top_p: root.number("top_p", 0.0, 1.0)?,
         stop: Vec::new(),
+        not_honoured: crate::api::unsupported::sampling_hints(
+            &root,
+            &crate::api::unsupported::OPENAI_SAMPLING,
+        ),
     };
     let parallel = root.bool("parallel_tool_calls")?.unwrap_or(true);
     let echo = &mut options.echo;

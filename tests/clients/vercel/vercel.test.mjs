@@ -6,6 +6,7 @@ import { generateObject, generateText, streamText } from "ai";
 import assert from "node:assert/strict";
 import { z } from "zod";
 
+globalThis.AI_SDK_LOG_WARNINGS = false;
 const base = process.env.AIPROXY_BASE ?? "http://localhost:3000";
 const openai = createOpenAI({ baseURL: `${base}/v1`, apiKey: process.env.AIPROXY_KEY ?? "your-api-key" });
 const model = openai("claude-sonnet-4-5");
