@@ -434,6 +434,13 @@ impl ChatError {
         }
     }
 
+    /// The stream ended without its stop event: a truncation, whichever encoder saw it.
+    pub fn ended_without_stop() -> Self {
+        Self::Truncated {
+            message: "the response ended without a stop reason; retry the request".into(),
+        }
+    }
+
     /// Whose fault the failure is: what retry and breakers classify by, with one call.
     pub fn fault(&self) -> Fault {
         match self {

@@ -103,9 +103,7 @@ pub async fn collect(mut stream: ChatStream, model: &str) -> Result<Collected, C
             ChatEvent::Stop(reason) => stop = Some(reason),
         }
     }
-    let stop = stop.ok_or_else(|| ChatError::Truncated {
-        message: "the response ended without a stop reason; retry the request".into(),
-    })?;
+    let stop = stop.ok_or_else(ChatError::ended_without_stop)?;
     Ok(Collected {
         id,
         model,

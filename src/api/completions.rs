@@ -249,9 +249,7 @@ pub fn sse(
     let tail = futures_util::stream::once(async move {
         let mut bytes = Vec::new();
         if !seen_end.load(Ordering::Relaxed) {
-            let error = ChatError::Truncated {
-                message: "the response ended without a stop reason; retry the request".into(),
-            };
+            let error = ChatError::ended_without_stop();
             if let Some(body) =
                 crate::api::error::rejection(&error).body_json(aiproxy_layers::ErrorShape::OpenAi)
             {

@@ -63,10 +63,7 @@ impl<E: SseEncoder> Stream for SseStream<E> {
                     this.finished = true;
                 }
                 Poll::Ready(None) => {
-                    this.encoder.fail(&ChatError::Truncated {
-                        message: "the response ended without a stop reason; retry the request"
-                            .into(),
-                    });
+                    this.encoder.fail(&ChatError::ended_without_stop());
                     this.finished = true;
                 }
                 Poll::Pending => {

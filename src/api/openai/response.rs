@@ -474,9 +474,7 @@ impl Stream for OpenAiSse {
                 }
                 Poll::Ready(Some(Ok(event))) => this.encode(event),
                 Poll::Ready(Some(Err(error))) => this.fail(&error),
-                Poll::Ready(None) => this.fail(&ChatError::Truncated {
-                    message: "the response ended without a stop reason; retry the request".into(),
-                }),
+                Poll::Ready(None) => this.fail(&ChatError::ended_without_stop()),
             }
         }
     }

@@ -168,9 +168,7 @@ async fn complete(
             ));
         }
     }
-    Err(ChatError::Truncated {
-        message: "the response ended without a stop reason; retry the request".into(),
-    })
+    Err(ChatError::ended_without_stop())
 }
 
 /// The SSE body of a streamed response that is not stored (what the benches measure).

@@ -174,9 +174,7 @@ async fn held(mut response: ModelResponse, required: &Required) -> Result<Held, 
             return Ok(Held::Met(response));
         }
     }
-    Err(ChatError::Truncated {
-        message: "the response ended without a stop reason; retry the request".into(),
-    })
+    Err(ChatError::ended_without_stop())
 }
 
 #[cfg(test)]

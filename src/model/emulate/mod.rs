@@ -50,9 +50,9 @@ pub struct Emulate<S> {
 /// What one request needs emulated.
 struct Plan {
     limits: Limits,
+    /// What the answer must do; [`Required::Output`] carries the internal tool of structured
+    /// output (unless the client forced its own tool).
     required: Option<Required>,
-    /// The internal tool of structured output, unless the client forced its own tool.
-    output: Option<Arc<OutputTool>>,
 }
 
 impl Plan {
@@ -70,14 +70,13 @@ impl Plan {
                 ),
             ));
         }
-        let mut required = Required::of(chat)?;
-        let output = match (&chat.output, &required) {
-            (Some(format), None) => Some(Arc::new(OutputTool::new(format, &chat.tools)?)),
-            _ => None,
+        let required = match (Required::of(chat)?, &chat.output) {
+            (None, Some(format)) => Some(Required::Output(Arc::new(OutputTool::new(
+                format,
+                &chat.tools,
+            )?))),
+            (required, _) => required,
         };
-        if let Some(tool) = &output {
-            required = Some(Required::Output(Arc::clone(tool)));
-        }
         Ok(Self {
             limits: Limits {
                 stop: chat.sampling.stop.clone(),
@@ -85,7 +84,6 @@ impl Plan {
                 single_tool_call: chat.single_tool_call && !chat.tools.is_empty(),
             },
             required,
-            output,
         })
     }
 }
@@ -137,12 +135,16 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            let output_tool = match &plan.required {
+                Some(Required::Output(tool)) => Some(tool.name.clone()),
+                _ => None,
+            };
             let mut response = match plan.required {
                 None => inner.call(request).await?,
                 Some(required) => {
                     let mut chat = (*request.chat).clone();
                     chat.system.push(required.instruction());
-                    if let Some(tool) = &plan.output {
+                    if let Required::Output(tool) = &required {
                         // The request's own tools stay callable (unless it said `none`);
                         // without them, the output tool is the one to call.
                         chat.tool_choice = match chat.tool_choice {
@@ -158,8 +160,8 @@ where
                     forced::call(inner, request, required).await?
                 }
             };
-            if let Some(tool) = plan.output {
-                response.events = structured::as_content(response.events, tool.name.clone());
+            if let Some(tool_name) = output_tool {
+                response.events = structured::as_content(response.events, tool_name);
             }
             response.events = plan.limits.apply(response.events);
             Ok(response)
