@@ -9,16 +9,16 @@
 //! prompts, `logprobs`, `n`/`best_of` above 1.
 
 use crate::api::json::{parse_object, wrong_type, Obj};
+use crate::api::openai::response::{sse_data, DONE, KEEP_ALIVE};
+use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::ChunkStream;
 use crate::chat::{
     ChatError, ChatEvent, ChatRequest, ChatStream, Message, Metadata, Role, Sampling, StopReason,
     Usage,
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
 
 const HINT: &str =
     "Send a JSON object like {\"model\": \"claude-sonnet-4-5\", \"prompt\": \"Once upon a time\"}.";
@@ -200,64 +200,84 @@ pub fn sse(
     echo: Option<String>,
     include_usage: bool,
 ) -> ChunkStream {
-    let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
-    let created = crate::api::openai::response::unix_now();
-    let model = model.to_owned();
-    let chunk = move |text: &str, finish: Option<&str>| {
-        let body = json!({"id": id, "object": "text_completion", "created": created, "model": model,
-                          "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]});
-        Bytes::from(format!("data: {body}\n\n"))
+    let mut encoder = CompletionSse {
+        id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+        created: crate::api::openai::response::unix_now(),
+        model: model.to_owned(),
+        include_usage,
+        usage: Usage::default(),
+        out: VecDeque::new(),
     };
-    let mut usage = Usage::default();
-    let finished = Arc::new(AtomicBool::new(false));
-    let seen_end = Arc::clone(&finished);
-    let head = echo.map(|prompt| chunk(&prompt, None));
-    let body = events.filter_map(move |item| {
-        let done = finished.load(Ordering::Relaxed);
-        let out = match item {
-            _ if done => None,
-            Ok(ChatEvent::TextDelta(text)) => Some(chunk(&text, None)),
-            Ok(ChatEvent::Start { input_tokens, .. }) => {
-                usage.input = input_tokens;
-                None
+    if let Some(prompt) = echo {
+        let head = encoder.chunk(&prompt, None);
+        encoder.out.push_back(head);
+    }
+    Box::pin(SseStream::new(
+        events,
+        encoder,
+        crate::api::keep_alive::INTERVAL,
+    ))
+}
+
+/// `text_completion` chunks, then `[DONE]`; a failure is an error chunk before `[DONE]`.
+struct CompletionSse {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    usage: Usage,
+    out: VecDeque<Bytes>,
+}
+
+impl CompletionSse {
+    fn chunk(&self, text: &str, finish: Option<&str>) -> Bytes {
+        sse_data(&json!({
+            "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]
+        }))
+    }
+}
+
+impl SseEncoder for CompletionSse {
+    fn event(&mut self, event: ChatEvent) -> bool {
+        match event {
+            ChatEvent::TextDelta(text) => {
+                let chunk = self.chunk(&text, None);
+                self.out.push_back(chunk);
             }
-            Ok(ChatEvent::Usage(u)) => {
-                usage = u;
-                None
-            }
-            Ok(ChatEvent::Stop(reason)) => {
-                finished.store(true, Ordering::Relaxed);
-                let mut bytes = chunk("", Some(finish_reason(reason))).to_vec();
-                if include_usage {
-                    let usage = json!({"object": "text_completion", "choices": [], "usage": usage_json(&usage)});
-                    bytes.extend_from_slice(format!("data: {usage}\n\n").as_bytes());
+            ChatEvent::Start { input_tokens, .. } => self.usage.input = input_tokens,
+            ChatEvent::Usage(usage) => self.usage = usage,
+            ChatEvent::Stop(reason) => {
+                let chunk = self.chunk("", Some(finish_reason(reason)));
+                self.out.push_back(chunk);
+                if self.include_usage {
+                    self.out.push_back(sse_data(&json!({
+                        "object": "text_completion", "choices": [], "usage": usage_json(&self.usage)
+                    })));
                 }
-                Some(Bytes::from(bytes))
+                self.out.push_back(Bytes::from_static(DONE));
+                return true;
             }
-            Ok(_) => None,
-            Err(error) => {
-                finished.store(true, Ordering::Relaxed);
-                tracing::warn!(error = %error, kind = error.kind(), "stream failed after it began");
-                crate::api::error::rejection(&error)
-                    .body_json(aiproxy_layers::ErrorShape::OpenAi)
-                    .map(|body| Bytes::from(format!("data: {body}\n\n")))
-            }
-        };
-        futures_util::future::ready(out)
-    });
-    // A stream that ended without a stop is a truncation, told as one before `[DONE]`.
-    let tail = futures_util::stream::once(async move {
-        let mut bytes = Vec::new();
-        if !seen_end.load(Ordering::Relaxed) {
-            let error = ChatError::ended_without_stop();
-            if let Some(body) =
-                crate::api::error::rejection(&error).body_json(aiproxy_layers::ErrorShape::OpenAi)
-            {
-                bytes.extend_from_slice(format!("data: {body}\n\n").as_bytes());
-            }
+            _ => {}
         }
-        bytes.extend_from_slice(b"data: [DONE]\n\n");
-        Bytes::from(bytes)
-    });
-    Box::pin(futures_util::stream::iter(head).chain(body).chain(tail))
+        false
+    }
+
+    fn fail(&mut self, error: &ChatError) {
+        tracing::warn!(error = %error, kind = error.kind(), "stream failed after it began");
+        if let Some(body) =
+            crate::api::error::rejection(error).body_json(aiproxy_layers::ErrorShape::OpenAi)
+        {
+            self.out.push_back(sse_data(&body));
+        }
+        self.out.push_back(Bytes::from_static(DONE));
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        self.out.pop_front()
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        Bytes::from_static(KEEP_ALIVE)
+    }
 }

@@ -1,4 +1,5 @@
-//! The stream half shared by the Anthropic and Responses encoders: drains the event stream
+//! The stream half shared by the SSE encoders (Chat Completions, Messages, Responses, legacy
+//! completions): drains the event stream
 //! through an [`SseEncoder`], sends what it produced, turns an upstream error or a stream
 //! that ends without a stop into the encoder's failure events, and sends the encoder's
 //! keep-alive after a quiet stretch.
@@ -7,9 +8,22 @@ use super::keep_alive::KeepAlive;
 use crate::chat::{ChatError, ChatEvent, ChatStream};
 use bytes::Bytes;
 use futures_util::Stream;
+use serde::Serialize;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+/// One SSE event with a name (`event: NAME` / `data: JSON`), as the Anthropic and Responses
+/// streams frame them.
+pub fn named_event(name: &str, data: &impl Serialize) -> Result<Bytes, serde_json::Error> {
+    let mut buf = Vec::with_capacity(128);
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    serde_json::to_writer(&mut buf, data)?;
+    buf.extend_from_slice(b"\n\n");
+    Ok(Bytes::from(buf))
+}
 
 /// One API's SSE encoding.
 pub trait SseEncoder: Send + Unpin {

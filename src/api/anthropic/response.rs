@@ -10,7 +10,7 @@
 
 use crate::api::collect::{collect, Block, Completed};
 use crate::api::error::rejection;
-use crate::api::sse::{SseEncoder, SseStream};
+use crate::api::sse::{named_event, SseEncoder, SseStream};
 use crate::body::ChunkStream;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
@@ -113,17 +113,12 @@ pub fn sse_with_ping(stream: ChatStream, model: &str, ping: Duration) -> ChunkSt
 }
 
 fn event(name: &str, data: &impl Serialize) -> Bytes {
-    let mut buf = Vec::with_capacity(128);
-    buf.extend_from_slice(b"event: ");
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b"\ndata: ");
-    if serde_json::to_writer(&mut buf, data).is_err() {
-        buf.extend_from_slice(
-            br#"{"type":"error","error":{"type":"api_error","message":"encoding failed"}}"#,
-        );
-    }
-    buf.extend_from_slice(b"\n\n");
-    Bytes::from(buf)
+    named_event(name, data).unwrap_or_else(|_| {
+        Bytes::from(format!(
+            "event: {name}\ndata: {}\n\n",
+            r#"{"type":"error","error":{"type":"api_error","message":"encoding failed"}}"#
+        ))
+    })
 }
 
 /// `content_block_delta` data, typed: deltas are the hot path of a stream.

@@ -6,16 +6,14 @@
 use super::request::ResponseOptions;
 use crate::api::collect::{collect, Block, Completed};
 use crate::api::error::rejection;
+use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::ChunkStream;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
 use bytes::Bytes;
-use futures_util::Stream;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 /// `chatcmpl-<32 hex>`.
 pub fn completion_id() -> String {
@@ -229,7 +227,7 @@ pub fn sse(stream: ChatStream, model: &str, options: ResponseOptions) -> ChunkSt
 }
 
 /// SSE comment sent after a quiet stretch (clients skip comment lines).
-const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 /// [`sse`] with a custom keep-alive interval (tests).
 pub fn sse_with_keep_alive(
@@ -240,8 +238,7 @@ pub fn sse_with_keep_alive(
 ) -> ChunkStream {
     let id = completion_id();
     let created = unix_now();
-    Box::pin(OpenAiSse {
-        inner: stream,
+    let encoder = OpenAiSse {
         prefix: chunk_prefix(&id, created, model),
         id,
         created,
@@ -250,13 +247,12 @@ pub fn sse_with_keep_alive(
         legacy_functions: options.legacy_functions,
         usage: None,
         out: VecDeque::with_capacity(3),
-        keep_alive: crate::api::keep_alive::KeepAlive::new(keep_alive),
         finished: false,
-    })
+    };
+    Box::pin(SseStream::new(stream, encoder, keep_alive))
 }
 
 struct OpenAiSse {
-    inner: ChatStream,
     /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":[`: the same on every
     /// chunk, so it is encoded once per stream and copied, not re-serialised per event.
     prefix: Vec<u8>,
@@ -267,7 +263,7 @@ struct OpenAiSse {
     legacy_functions: bool,
     usage: Option<Usage>,
     out: VecDeque<Bytes>,
-    keep_alive: crate::api::keep_alive::KeepAlive,
+    /// Set by the stop (or a failure), after which only `[DONE]` is left to send.
     finished: bool,
 }
 
@@ -277,7 +273,8 @@ const ENCODING_FAILED: &[u8] =
 
 "#;
 
-fn sse_data(value: &impl Serialize) -> Bytes {
+/// One `data: JSON` event (also the legacy completions' framing).
+pub fn sse_data(value: &impl Serialize) -> Bytes {
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(b"data: ");
     if serde_json::to_writer(&mut buf, value).is_err() {
@@ -287,7 +284,8 @@ fn sse_data(value: &impl Serialize) -> Bytes {
     Bytes::from(buf)
 }
 
-const DONE: &[u8] = b"data: [DONE]\n\n";
+/// The end of an OpenAI stream.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// The part of every chunk before its one choice (see [`OpenAiSse::prefix`]).
 fn chunk_prefix(id: &str, created: u64, model: &str) -> Vec<u8> {
@@ -451,32 +449,22 @@ impl OpenAiSse {
     }
 }
 
-impl Stream for OpenAiSse {
-    type Item = Bytes;
+impl SseEncoder for OpenAiSse {
+    fn event(&mut self, event: ChatEvent) -> bool {
+        self.encode(event);
+        self.finished
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = &mut *self;
-        loop {
-            if let Some(bytes) = this.out.pop_front() {
-                this.keep_alive.sent();
-                return Poll::Ready(Some(bytes));
-            }
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            match this.inner.as_mut().poll_next(cx) {
-                Poll::Pending => {
-                    if this.keep_alive.due(cx) {
-                        this.out.push_back(Bytes::from_static(KEEP_ALIVE));
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Some(Ok(event))) => this.encode(event),
-                Poll::Ready(Some(Err(error))) => this.fail(&error),
-                Poll::Ready(None) => this.fail(&ChatError::ended_without_stop()),
-            }
-        }
+    fn fail(&mut self, error: &ChatError) {
+        OpenAiSse::fail(self, error);
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        self.out.pop_front()
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        Bytes::from_static(KEEP_ALIVE)
     }
 }
 

@@ -13,6 +13,7 @@
 use super::request::{item_id, Options, ToolOrigin};
 use super::sealed;
 use crate::api::error::rejection;
+use crate::api::sse::named_event;
 use crate::chat::{ChatError, ChatEvent, Message, Part, Role, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
 use bytes::Bytes;
@@ -119,13 +120,10 @@ impl Encoder {
         body["type"] = json!(kind);
         body["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        let mut buf = Vec::with_capacity(64);
-        buf.extend_from_slice(b"event: ");
-        buf.extend_from_slice(kind.as_bytes());
-        buf.extend_from_slice(b"\ndata: ");
-        buf.extend_from_slice(body.to_string().as_bytes());
-        buf.extend_from_slice(b"\n\n");
-        self.out.push_back(Bytes::from(buf));
+        // A `Value` always serialises.
+        if let Ok(bytes) = named_event(kind, &body) {
+            self.out.push_back(bytes);
+        }
     }
 
     /// The hot path (one text or arguments fragment): serialised from a borrowed struct,
@@ -163,16 +161,10 @@ impl Encoder {
             logprobs: text.then_some([]),
             sequence_number: self.seq,
         };
-        let mut buf = Vec::with_capacity(96 + delta.len());
-        buf.extend_from_slice(b"event: ");
-        buf.extend_from_slice(kind.as_bytes());
-        buf.extend_from_slice(b"\ndata: ");
-        if serde_json::to_writer(&mut buf, &body).is_err() {
-            return;
+        if let Ok(bytes) = named_event(kind, &body) {
+            self.seq += 1;
+            self.out.push_back(bytes);
         }
-        buf.extend_from_slice(b"\n\n");
-        self.seq += 1;
-        self.out.push_back(Bytes::from(buf));
     }
 
     /// Takes one event; true when the response is finished.
