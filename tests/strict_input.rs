@@ -231,6 +231,18 @@ async fn fields_that_cannot_be_honoured_are_refused_and_sampling_hints_are_named
     );
     let hinted = anthropic_user(json!("hi"), json!({"top_k": 5})).await;
     assert_eq!(hinted.headers["x-aiproxy-not-honoured"], "top_k");
+    let empty = send(
+        "/v1/responses",
+        json!({"model": "claude-sonnet-4-5", "input": []}),
+    )
+    .await;
+    refused(&empty, "input", "`input` is required");
+    let empty = send(
+        "/v1/responses/input_tokens",
+        json!({"model": "claude-sonnet-4-5"}),
+    )
+    .await;
+    refused(&empty, "input", "`input` is required");
     let responses = send(
         "/v1/responses",
         json!({"model": "claude-sonnet-4-5", "input": "hi", "top_p": 0.5}),

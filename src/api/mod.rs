@@ -386,15 +386,23 @@ fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::mode
     }
 }
 
-/// Names the sampling hints the request carried that Kiro does not apply.
-fn not_honoured_header(response: &mut Response<ResponseBody>, names: &[&'static str]) {
+/// A header listing `names` (comma-separated), set only when there are any: the sampling
+/// hints Kiro does not apply, the hosted tools left out.
+fn list_header(
+    response: &mut Response<ResponseBody>,
+    header: &'static str,
+    names: &[impl AsRef<str>],
+) {
     if names.is_empty() {
         return;
     }
-    if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
-        response
-            .headers_mut()
-            .insert("x-aiproxy-not-honoured", value);
+    let joined = names
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        response.headers_mut().insert(header, value);
     }
 }
 
@@ -525,7 +533,7 @@ where
         completed_response(done.body, done.usage_estimated)
     };
     model_headers(&mut response, &extensions);
-    not_honoured_header(&mut response, &not_honoured);
+    list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
     Ok(response)
 }
 
@@ -564,7 +572,7 @@ where
                 parsed.include_usage,
             ));
             model_headers(&mut response, &extensions);
-            not_honoured_header(&mut response, &not_honoured);
+            list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
             return Ok(response);
         }
         let choice = completions::collect_choice(events, &model_id, echo.as_deref())
@@ -582,7 +590,7 @@ where
     let estimated = choices.iter().any(|c| c.usage.estimated);
     let mut response = completed_response(completions::body(&model_id, &choices), estimated);
     model_headers(&mut response, &extensions);
-    not_honoured_header(&mut response, &not_honoured);
+    list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
     Ok(response)
 }
 

@@ -14,8 +14,8 @@ pub mod sealed;
 pub mod store;
 
 use super::{
-    call_model, completed_response, error, json_response, metadata, model_headers,
-    not_honoured_header, read_body, session_key, sse_response, ApiState, BoxError,
+    call_model, completed_response, error, json_response, list_header, metadata, model_headers,
+    read_body, session_key, sse_response, ApiState, BoxError,
 };
 use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::{ChunkStream, ResponseBody};
@@ -25,7 +25,6 @@ use aiproxy_layers::{ClientKey, Rejection};
 use bytes::Bytes;
 use encode::{Encoder, Setup};
 use futures_util::StreamExt;
-use http::header::HeaderValue;
 use http::StatusCode;
 use http_body::Body;
 use serde_json::{json, Value};
@@ -60,13 +59,20 @@ impl Keep {
 }
 
 /// Puts the stored conversation of `previous_response_id` in front of the request's own
-/// input (and its system text after the instructions); the chain's system text.
+/// input (and its system text after the instructions); the chain's system text. A request
+/// left without any conversation is refused.
 fn chain(
     state: &ApiState,
     chat: &mut crate::chat::ChatRequest,
     options: &request::Options,
 ) -> Result<Vec<String>, Rejection> {
     let Some(previous) = &options.previous_response_id else {
+        if chat.messages.is_empty() {
+            return Err(error::rejection(&ChatError::invalid(
+                "input",
+                "`input` is required: a string or at least one input item.",
+            )));
+        }
         return Ok(Vec::new());
     };
     let stored = state
@@ -108,12 +114,6 @@ where
         request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let client = chat.metadata.client.clone();
     let mut system_chain = chain(state, &mut chat, &options)?;
-    if chat.messages.is_empty() {
-        return Err(error::rejection(&ChatError::invalid(
-            "input",
-            "`input` is required: a string or at least one input item.",
-        )));
-    }
     system_chain.append(&mut options.system_items);
     let keep = options.store.then(|| Keep {
         store: Arc::clone(&state.responses),
@@ -139,14 +139,12 @@ where
         completed_response(body, estimated)
     };
     model_headers(&mut response, &extensions);
-    not_honoured_header(&mut response, &not_honoured);
-    if let Ok(value) = HeaderValue::from_str(&options.dropped_tools.join(", ")) {
-        if !options.dropped_tools.is_empty() {
-            response
-                .headers_mut()
-                .insert("x-aiproxy-dropped-tools", value);
-        }
-    }
+    list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
+    list_header(
+        &mut response,
+        "x-aiproxy-dropped-tools",
+        &options.dropped_tools,
+    );
     Ok(response)
 }
 

@@ -78,7 +78,7 @@ pub struct Options {
 }
 
 /// Parses a `CreateResponse` body (without resolving `previous_response_id`: the caller
-/// prepends the stored conversation).
+/// prepends the stored conversation, and refuses a request that has none and no input).
 pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Options), ChatError> {
     let map = parse_object(body, HINT)?;
     let root = Obj {
@@ -123,12 +123,6 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Options), 
             }
         }
         Some(other) => return Err(wrong_type("input", "a string or an array of items", other)),
-    }
-    if messages.is_empty() && options.previous_response_id.is_none() {
-        return Err(ChatError::invalid(
-            "input",
-            "`input` is required: a string or at least one input item.",
-        ));
     }
     system.extend(options.system_items.iter().cloned());
     if let Some(verbosity) = root
