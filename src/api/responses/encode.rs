@@ -146,15 +146,9 @@ impl Encoder {
             return;
         }
         let text = kind == "response.output_text.delta";
-        let id = match self.items.get(index) {
-            Some(Item::Message { id, .. } | Item::Reasoning { id, .. } | Item::Call { id, .. }) => {
-                id.as_str()
-            }
-            None => "",
-        };
         let body = Delta {
             kind,
-            item_id: id,
+            item_id: self.id_of(index),
             output_index: index,
             content_index: text.then_some(0),
             delta,
@@ -452,11 +446,15 @@ impl Encoder {
     }
 
     fn item_id(&self, index: usize) -> String {
+        self.id_of(index).to_owned()
+    }
+
+    fn id_of(&self, index: usize) -> &str {
         match self.items.get(index) {
             Some(Item::Message { id, .. } | Item::Reasoning { id, .. } | Item::Call { id, .. }) => {
-                id.clone()
+                id
             }
-            None => String::new(),
+            None => "",
         }
     }
 

@@ -90,7 +90,12 @@ fn chain(
     let mut messages = stored.conversation.clone();
     messages.append(&mut chat.messages);
     chat.messages = messages;
-    let after_instructions = usize::from(options.echo["instructions"].is_string());
+    let after_instructions = usize::from(
+        options
+            .echo
+            .get("instructions")
+            .is_some_and(Value::is_string),
+    );
     for (i, text) in stored.system.iter().enumerate() {
         chat.system.insert(after_instructions + i, text.clone());
     }

@@ -53,7 +53,7 @@ impl Limits {
             usage: None,
             output: TextCounter::default(),
             open_tools: Vec::new(),
-            tools_seen: 0,
+            called_a_tool: false,
             ending: None,
         })
     }
@@ -74,7 +74,8 @@ struct Limited {
     output: TextCounter,
     /// Tool calls passed on and not yet complete.
     open_tools: Vec<u32>,
-    tools_seen: u32,
+    /// Whether a tool call was passed on (for `single_tool_call`).
+    called_a_tool: bool,
     /// Set when a limit ended the answer while tool calls were still open.
     ending: Option<StopReason>,
 }
@@ -120,11 +121,11 @@ impl Limited {
                 }
             }
             ChatEvent::ToolCallStart { index, .. } => {
-                let more_than_one = self.single_tool_call && self.tools_seen > 0;
+                let more_than_one = self.single_tool_call && self.called_a_tool;
                 if self.ending.is_some() || more_than_one || !self.flush_text() {
                     return;
                 }
-                self.tools_seen += 1;
+                self.called_a_tool = true;
                 self.open_tools.push(index);
                 self.out.push_back(Ok(event));
             }
