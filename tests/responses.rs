@@ -116,9 +116,12 @@ async fn stored_responses_are_scoped_per_key_and_expire() {
     .await;
     let id = reply.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/responses/{id}");
+    let stored = call(&pipeline, "GET", &path, "key-one", None).await;
+    assert_eq!(stored.status, 200);
     assert_eq!(
-        call(&pipeline, "GET", &path, "key-one", None).await.status,
-        200
+        stored.json(),
+        reply.json(),
+        "GET shows the answer as it was sent"
     );
     assert_eq!(
         call(&pipeline, "GET", &path, "key-two", None).await.status,

@@ -161,8 +161,9 @@ impl Encoder {
         }
     }
 
-    /// Takes one event; true when the response is finished.
-    pub fn on_event(&mut self, event: ChatEvent) -> bool {
+    /// Takes one event; the final `Response` object when it finished the response (the one
+    /// the last stream event carried, so a store or a non-stream answer shows the same).
+    pub fn on_event(&mut self, event: ChatEvent) -> Option<Value> {
         match event {
             ChatEvent::Start { input_tokens, .. } => {
                 self.usage.input = input_tokens;
@@ -190,11 +191,13 @@ impl Encoder {
                 } else {
                     "response.completed"
                 };
-                self.emit(kind, json!({ "response": response }));
-                return true;
+                if self.streaming {
+                    self.emit(kind, json!({ "response": response.clone() }));
+                }
+                return Some(response);
             }
         }
-        false
+        None
     }
 
     /// The stream failed after it began: `error`, then `response.failed`.

@@ -42,14 +42,14 @@ struct Keep {
 }
 
 impl Keep {
-    fn finish(self, encoder: &Encoder, id: &str) {
+    fn finish(self, response: Value, encoder: &Encoder, id: &str) {
         let mut conversation = self.conversation;
         conversation.push(encoder.assistant_message());
         self.store.put(
             &self.client,
             id,
             Stored {
-                response: encoder.response(),
+                response,
                 conversation,
                 system: self.system,
                 input_items: self.input_items,
@@ -161,14 +161,12 @@ async fn complete(
     let id = setup.id.clone();
     let mut encoder = Encoder::new(setup, false);
     while let Some(event) = events.next().await {
-        if encoder.on_event(event?) {
+        if let Some(response) = encoder.on_event(event?) {
+            let body = Bytes::from(response.to_string());
             if let Some(keep) = keep {
-                keep.finish(&encoder, &id);
+                keep.finish(response, &encoder, &id);
             }
-            return Ok((
-                Bytes::from(encoder.response().to_string()),
-                encoder.usage_estimated(),
-            ));
+            return Ok((body, encoder.usage_estimated()));
         }
     }
     Err(ChatError::ended_without_stop())
@@ -204,13 +202,13 @@ struct ResponsesSse {
 
 impl SseEncoder for ResponsesSse {
     fn event(&mut self, event: crate::chat::ChatEvent) -> bool {
-        let finished = self.encoder.on_event(event);
-        if finished {
-            if let Some(keep) = self.keep.take() {
-                keep.finish(&self.encoder, &self.id);
-            }
+        let Some(response) = self.encoder.on_event(event) else {
+            return false;
+        };
+        if let Some(keep) = self.keep.take() {
+            keep.finish(response, &self.encoder, &self.id);
         }
-        finished
+        true
     }
 
     fn fail(&mut self, error: &ChatError) {
