@@ -61,12 +61,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<Parsed, ChatError> {
         }
     }
     for field in ["n", "best_of"] {
-        if root.u32(field)?.is_some_and(|n| n != 1) {
-            return Err(ChatError::invalid(
-                field,
-                format!("Only `{field}: 1` is supported; send one request per completion."),
-            ));
-        }
+        crate::api::unsupported::refuse_several(&root, field)?;
     }
     let prompts = match root.required("prompt")? {
         Value::String(text) => vec![text.clone()],

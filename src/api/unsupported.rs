@@ -37,6 +37,17 @@ fn refused(field: &str, why: &str) -> ChatError {
     ChatError::invalid(field, format!("`{field}` is not available here: {why}"))
 }
 
+/// `n` / `best_of`: one answer per request is what Kiro gives.
+pub fn refuse_several(root: &Obj<'_>, field: &str) -> Result<(), ChatError> {
+    if root.u32(field)?.is_some_and(|n| n != 1) {
+        return Err(ChatError::invalid(
+            field,
+            format!("Only `{field}: 1` is supported; send one request per completion."),
+        ));
+    }
+    Ok(())
+}
+
 /// The Chat Completions fields that cannot be honoured.
 pub fn refuse_openai(root: &Obj<'_>) -> Result<(), ChatError> {
     if root.bool("logprobs")? == Some(true) || root.u32("top_logprobs")?.is_some_and(|n| n > 0) {

@@ -36,14 +36,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
             "`messages` must contain at least one message.",
         ));
     }
-    if let Some(n) = root.u32("n")? {
-        if n != 1 {
-            return Err(ChatError::invalid(
-                "n",
-                "Only `n: 1` is supported; send one request per completion.",
-            ));
-        }
-    }
+    unsupported::refuse_several(&root, "n")?;
 
     let mut system = Vec::new();
     let mut conversation = Vec::with_capacity(messages.len());
