@@ -117,6 +117,60 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[tokio::test]
+async fn a_stream_still_open_when_the_grace_runs_out_ends_with_an_error_event() {
+    for (path, anthropic) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
+        let mut proxy = Proxy::start(
+            &[
+                "--kiro-mock-event-delay-ms",
+                "200",
+                "--shutdown-timeout",
+                "1",
+            ],
+            &[MOCK],
+        );
+        let words = vec!["word"; 60].join(" ");
+        let body = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "stream": true,
+                                      "messages": [{"role": "user", "content": words}]});
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = http::Request::post(format!("{}{path}", proxy.base))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(Full::from(body.to_string()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let _first = body.frame().await.unwrap().unwrap();
+        proxy.terminate();
+        let mut rest = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => rest.extend_from_slice(&frame.into_data().unwrap_or_default()),
+                Err(error) => panic!("{path}: the stream was cut: {error}"),
+            }
+        }
+        let text = String::from_utf8(rest).unwrap();
+        // 60 words at 200 ms each outlast the 1 s grace: the answer is incomplete, and says so.
+        assert!(text.contains("shutting down"), "{path}: {text}");
+        if anthropic {
+            assert!(text.contains("event: error"), "{text}");
+        } else {
+            let data = sse_data(&text);
+            let error = data.iter().find(|d| d.contains("shutting down")).unwrap();
+            let error: serde_json::Value = serde_json::from_str(error).unwrap();
+            assert!(
+                error["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("retry"),
+                "{error}"
+            );
+        }
+        assert_eq!(proxy.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    }
+}
+
 #[test]
 fn without_credentials_or_mock_mode_start_up_fails_with_a_hint() {
     let (code, stderr) = run_to_exit(&[], &[]);
@@ -217,7 +271,8 @@ async fn query_key_never_reaches_the_logs() {
     assert_eq!(answer.status, 200);
     let answer = send(get(&proxy.base, "/v1/models", "sekret-header-key")).await;
     assert_eq!(answer.status, 401);
-    let logs = proxy.kill_and_logs();
+    // SIGTERM, so the log writer flushes the request lines before the process ends.
+    let logs = proxy.stop_and_logs();
     assert!(logs.contains("/v1/models"), "logging is on: {logs}");
     assert!(!logs.contains("sekret"), "a key leaked into the logs");
 }

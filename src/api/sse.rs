@@ -2,13 +2,15 @@
 //! completions): drains the event stream
 //! through an [`SseEncoder`], sends what it produced, turns an upstream error or a stream
 //! that ends without a stop into the encoder's failure events, and sends the encoder's
-//! keep-alive after a quiet stretch.
+//! keep-alive after a quiet stretch. When the server's shutdown grace is about to run out,
+//! an open stream ends with the encoder's failure events too, never a silent cut.
 
 use super::keep_alive::KeepAlive;
 use crate::chat::{ChatError, ChatEvent, ChatStream};
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,6 +45,7 @@ pub struct SseStream<E> {
     encoder: E,
     keep_alive: KeepAlive,
     finished: bool,
+    ending: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 impl<E: SseEncoder> SseStream<E> {
@@ -53,6 +56,7 @@ impl<E: SseEncoder> SseStream<E> {
             encoder,
             keep_alive: KeepAlive::new(quiet),
             finished: false,
+            ending: Box::pin(crate::server::streams_ending().clone().cancelled_owned()),
         }
     }
 }
@@ -81,6 +85,16 @@ impl<E: SseEncoder> Stream for SseStream<E> {
                     this.finished = true;
                 }
                 Poll::Pending => {
+                    if this.ending.as_mut().poll(cx).is_ready() {
+                        this.encoder.fail(&ChatError::Busy {
+                            message: "aiproxy is shutting down and its grace period ran out \
+                                      before this answer finished; retry the request"
+                                .into(),
+                            retry_after: None,
+                        });
+                        this.finished = true;
+                        continue;
+                    }
                     if this.keep_alive.due(cx) {
                         return Poll::Ready(Some(this.encoder.keep_alive()));
                     }

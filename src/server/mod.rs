@@ -167,10 +167,27 @@ pub async fn serve<S, B>(
         grace_secs = limits.shutdown_grace.as_secs(),
         "shutting down: finishing in-flight requests"
     );
+    // Shortly before the grace runs out, open streams are told to end with an error event
+    // (never a silent cut); the rest of the grace lets those events reach the clients.
+    let margin = (limits.shutdown_grace / 10).min(Duration::from_secs(1));
+    let grace_over = async {
+        tokio::time::sleep(limits.shutdown_grace.saturating_sub(margin)).await;
+        tracing::warn!("grace period ending; open streams end with an error event");
+        streams_ending().cancel();
+        tokio::time::sleep(margin).await;
+    };
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+        () = grace_over => tracing::warn!("grace period over; closing remaining connections"),
     }
+}
+
+/// Cancelled when the shutdown grace period is about to run out: every open SSE stream of
+/// this process ends with its API's error event ([`crate::api::sse::SseStream`]).
+pub fn streams_ending() -> &'static tokio_util::sync::CancellationToken {
+    static TOKEN: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
+        std::sync::OnceLock::new();
+    TOKEN.get_or_init(tokio_util::sync::CancellationToken::new)
 }
 
 /// Sleeps to `deadline`, or for `recheck` while the connection is busy (no deadline).
