@@ -272,6 +272,38 @@ fn builder(c: &mut Criterion) {
     group.finish();
 }
 
+/// The live catalog: what resolving a model id costs per request (a snapshot read and a
+/// lookup; a dated id misses twice first), and what one rebuild from the fake's 15 models
+/// costs (once per refresh, off the request path).
+fn catalog(c: &mut Criterion) {
+    use aiproxy::kiro::model_list::{parse_page, Listing};
+    let models = aiproxy::kiro::fake::models::default_models();
+    let page = parse_page(
+        serde_json::json!({ "models": models })
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let listing = Listing {
+        models: page.models,
+        default_model: None,
+    };
+    let catalog = aiproxy::kiro::Catalog::builtin().unwrap();
+    let answers = vec![("bench".to_owned(), Ok(listing))];
+    catalog.apply(&answers);
+    let mut group = c.benchmark_group("catalog");
+    group.bench_function("resolve_listed_id", |b| {
+        b.iter(|| black_box(catalog.resolve(black_box("claude-sonnet-4-5"))))
+    });
+    group.bench_function("resolve_dated_thinking_id", |b| {
+        b.iter(|| black_box(catalog.resolve(black_box("claude-opus-5-20260101-thinking"))))
+    });
+    group.bench_function("rebuild_from_15_served_models", |b| {
+        b.iter(|| catalog.apply(black_box(&answers)))
+    });
+    group.finish();
+}
+
 fn api(c: &mut Criterion) {
     use aiproxy::api::anthropic::{request, response};
     use aiproxy::chat::{ChatEvent, ChatStream, Metadata, StopReason};
@@ -468,6 +500,7 @@ criterion_group!(
     layers,
     decoder,
     builder,
+    catalog,
     api,
     model_layers,
     emulate_stream

@@ -333,11 +333,20 @@ pub enum ChatError {
         /// The model's context window in tokens.
         limit: u64,
     },
-    /// The requested model is not in the catalog.
-    #[error("The model `{model}` does not exist. GET /v1/models lists the available model ids.")]
+    /// The requested model is not in the catalog, or its Kiro model is not served now.
+    #[error("{}", model_not_found(model, unserved.as_deref()))]
     ModelNotFound {
         /// The id the client sent.
         model: String,
+        /// The Kiro model the catalog file maps it to, when no account serves that now.
+        unserved: Option<String>,
+    },
+    /// This account does not serve the requested model (others do): the pool tries
+    /// another, and the account is not blamed.
+    #[error("{message}")]
+    NotServedHere {
+        /// Which account and model.
+        message: String,
     },
     /// The upstream rejected the request as malformed (its 400).
     #[error("The upstream rejected the request as malformed: {message}")]
@@ -452,7 +461,8 @@ impl ChatError {
             | Self::Unfulfilled { .. } => Fault::Request,
             Self::RateLimited { .. }
             | Self::QuotaExhausted { .. }
-            | Self::AccountUnavailable { .. } => Fault::Account,
+            | Self::AccountUnavailable { .. }
+            | Self::NotServedHere { .. } => Fault::Account,
             Self::Upstream { .. } | Self::Timeout { .. } | Self::Truncated { .. } => {
                 Fault::Upstream
             }
@@ -476,6 +486,7 @@ impl ChatError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::ContextOverflow { .. } => "context_overflow",
             Self::ModelNotFound { .. } => "model_not_found",
+            Self::NotServedHere { .. } => "model_not_served_here",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExhausted { .. } => "quota_exhausted",
@@ -489,5 +500,17 @@ impl ChatError {
             Self::NoAccount { .. } => "no_account",
             Self::Internal { .. } => "internal",
         }
+    }
+}
+
+fn model_not_found(model: &str, unserved: Option<&str>) -> String {
+    match unserved {
+        Some(kiro) => format!(
+            "The model `{model}` maps to Kiro's `{kiro}`, which none of the accounts serves now. \
+             GET /v1/models lists the models they serve."
+        ),
+        None => format!(
+            "The model `{model}` does not exist. GET /v1/models lists the available model ids."
+        ),
     }
 }

@@ -49,6 +49,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// How long start-up waits for the accounts' model lists.
+const CATALOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Prints the first stdout line that scripts and tests wait for (useful with `--port 0`).
 fn announce(what: &str, addr: std::net::SocketAddr) {
     println!("{what} listening on http://{addr}");
@@ -77,6 +80,24 @@ async fn run(config: Config) -> ExitCode {
         );
     }
     let accounts = std::sync::Arc::new(accounts);
+    // The catalog the accounts serve, read before the server announces itself (bounded:
+    // an unreachable Kiro leaves the file's catalog in place until the read finishes).
+    let first_read = tokio::spawn({
+        let accounts = std::sync::Arc::clone(&accounts);
+        async move { accounts.refresh_models().await }
+    });
+    if tokio::time::timeout(CATALOG_WAIT, first_read)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the accounts have not listed their models within {}s; serving the catalog file until they do",
+            CATALOG_WAIT.as_secs()
+        );
+    }
+    tokio::spawn(aiproxy::model::accounts::refresh_models_every(
+        std::sync::Arc::clone(&accounts),
+    ));
     tokio::spawn(aiproxy::model::accounts::watch(std::sync::Arc::clone(
         &accounts,
     )));

@@ -13,7 +13,7 @@
 //! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape (release builds unwind for this) | |
 //! | 6 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` and (unless `--admin-require-key`) `/loadbalancer/instances` are public | + [`ClientKey`](aiproxy_layers::ClientKey) |
 //! | 7 | [`route`](aiproxy_layers::route) | aiproxy-layers | provider from headers / path prefix / default | + [`ProviderId`](aiproxy_layers::ProviderId) |
-//! | 8 | [`ApiService`] | aiproxy | OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; waits (bounded) for the model tier to be ready | ? `ClientKey`, ? `ProviderId`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field |
+//! | 8 | [`ApiService`] | aiproxy | CORS preflights and headers (with `--cors-allow-origin`); OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; waits (bounded) for the model tier to be ready | ? `ClientKey`, ? `ProviderId`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field |
 //! | 9 | [`ModelService`] | aiproxy | the model tier: its own table of layers is in [`crate::model`] | |
 //!
 //! Every service of the HTTP tier has `Error = Infallible`: failures are API-shaped
@@ -126,7 +126,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
     };
-    let accounts = Accounts::build(config)?;
+    let accounts = Accounts::build(config, catalog.clone())?;
     let pool = accounts.pool();
     let views = pool.clone();
     let state = ApiState {
@@ -144,6 +144,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             config.responses_store_max_bytes,
             config.responses_store_ttl,
         )),
+        cors: crate::api::cors::Cors::new(&config.cors_allow_origins),
     };
     let tier = if config.layer_enabled(PipelineLayer::Retry) {
         Either::Left(RetryLayer::new(config.pool.retry.clone()).layer(pool))
@@ -183,8 +184,12 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             on(PipelineLayer::CatchPanic).then(|| CatchPanicLayer::custom(PanicResponse)),
         ))
         .layer(ToggleLayer::new(on(PipelineLayer::Auth).then(|| {
-            let auth =
+            let mut auth =
                 AuthLayer::new(config.api_keys.iter().map(Secret::expose)).public_path("/health");
+            // The adapter answers CORS preflights; browsers send no key on them.
+            if !config.cors_allow_origins.is_empty() {
+                auth = auth.public_preflights();
+            }
             if config.pool.admin_require_key {
                 auth
             } else {

@@ -107,6 +107,9 @@ fn kill_9_around_a_forced_refresh_never_loses_the_rotated_token() {
         &idc,
         "--token-refresh-margin",
         "7200",
+        // No model list read at start-up: the refresh must happen on the first request.
+        "--models-refresh-interval",
+        "0",
     ];
     let chat = chat_body("after a crash", false);
 

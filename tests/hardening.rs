@@ -201,3 +201,86 @@ fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("request_too_large"), "{answer}");
 }
+
+fn preflight(base: &str, origin: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::options(format!("{base}/v1/chat/completions"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, x-stainless-os",
+        )
+        .body(http_body_util::Full::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn browsers_from_allowed_origins_pass_cors_and_others_do_not() {
+    let proxy = Proxy::start(
+        &[
+            "--api-key",
+            "k",
+            "--cors-allow-origin",
+            "https://app.example.com,http://localhost:5173",
+        ],
+        &[MOCK],
+    );
+    // The preflight carries no key (browsers never send one there) and is answered.
+    let answer = send(preflight(&proxy.base, "https://app.example.com")).await;
+    assert_eq!(answer.status, 204, "{}", answer.text());
+    let header = |answer: &common::Answer, name: &str| {
+        answer
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header(&answer, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let methods = header(&answer, "access-control-allow-methods").unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let allowed = header(&answer, "access-control-allow-headers").unwrap();
+    assert!(allowed.contains("x-stainless-os"), "{allowed}");
+    // The real request still needs its key, and carries the CORS headers.
+    let mut request = chat_request(&proxy.base, "from a browser", false);
+    request
+        .headers_mut()
+        .insert("origin", "http://localhost:5173".parse().unwrap());
+    assert_eq!(send(request).await.status, 401);
+    let mut request = chat_request(&proxy.base, "from a browser", false);
+    request
+        .headers_mut()
+        .insert("origin", "http://localhost:5173".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer k".parse().unwrap());
+    let answer = send(request).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        header(&answer, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:5173")
+    );
+    // Another origin gets no CORS headers, so the browser refuses the answer.
+    let answer = send(preflight(&proxy.base, "https://evil.example")).await;
+    assert!(header(&answer, "access-control-allow-origin").is_none());
+
+    // Without --cors-allow-origin there is no CORS at all: the preflight needs a key.
+    let closed = Proxy::start(&["--api-key", "k"], &[MOCK]);
+    let answer = send(preflight(&closed.base, "https://app.example.com")).await;
+    assert_eq!(answer.status, 401);
+    assert!(header(&answer, "access-control-allow-origin").is_none());
+}
+
+#[test]
+fn a_cors_origin_that_is_not_an_origin_is_refused_at_start_up() {
+    let (code, stderr) = common::run_to_exit(
+        &["--cors-allow-origin", "https://app.example.com/path"],
+        &[MOCK],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--cors-allow-origin") && stderr.contains("is not an origin"),
+        "{stderr}"
+    );
+}

@@ -511,6 +511,58 @@ async fn an_account_disabled_in_the_file_is_shown_and_comes_back_when_enabled() 
 }
 
 #[tokio::test]
+async fn a_model_only_some_accounts_serve_goes_to_them_without_blaming_the_others() {
+    let trio = Trio::start(json!({}), &[]);
+    // Accounts b and c stop serving the model the requests ask for (an IdC-only or
+    // region-only model, kiro-protocol.md §13.3); a SIGHUP re-reads every model list.
+    for fake in &trio.fakes[1..] {
+        let answer = send(
+            http::Request::post(fake.url("/__fake/models"))
+                .body(Full::from(
+                    json!({"remove": "claude-sonnet-4.5"}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+    }
+    let refreshed = trio.get("/health").await.json()["models"]["refreshed_at"].clone();
+    trio.rewrite(&trio.instances);
+    let started = std::time::Instant::now();
+    while trio.get("/health").await.json()["models"]["refreshed_at"] == refreshed {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no refresh after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = trio.calls().await;
+    let answers = trio.many(30, 3).await;
+    assert_eq!(statuses(&answers), [200]);
+    let after = trio.calls().await;
+    assert_eq!(
+        after[0] - before[0],
+        30,
+        "every request on the account serving the model"
+    );
+    for (i, fake) in trio.fakes.iter().enumerate().skip(1) {
+        let stats = fake.stats().await;
+        assert_eq!(
+            after[i], before[i],
+            "account {i} got a request for a model it lacks"
+        );
+        assert_eq!(stats["rejected_requests"], 0);
+    }
+    for name in &NAMES[1..] {
+        assert_eq!(
+            trio.instance(name).await["state"],
+            "healthy",
+            "{name} was blamed"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_health_probe_takes_out_an_account_without_credits_and_brings_it_back() {
     let trio = Trio::start(json!({}), &["--health-check-interval", "1"]);
     let set_usage = |fake: &Fake, used: f64| {

@@ -30,7 +30,7 @@ fn classified(error: &ChatError) -> Rejection {
                 .with_code("context_length_exceeded")
                 .with_param("messages")
         }
-        ChatError::ModelNotFound { .. } => {
+        ChatError::ModelNotFound { .. } | ChatError::NotServedHere { .. } => {
             Rejection::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
                 .with_code("model_not_found")
                 .with_param("model")

@@ -10,10 +10,12 @@
 pub mod anthropic;
 pub mod collect;
 pub mod completions;
+pub mod cors;
 pub mod error;
 pub mod image;
 pub mod json;
 pub mod keep_alive;
+mod models;
 pub mod openai;
 pub mod responses;
 pub mod sse;
@@ -88,6 +90,8 @@ pub struct ApiState {
     pub started: Instant,
     /// Stored Responses API responses.
     pub responses: Arc<dyn responses::store::ResponseStore>,
+    /// CORS for browser clients, when origins are configured.
+    pub cors: Option<cors::Cors>,
 }
 
 /// The adapter as a `Service<http::Request<B>>` in front of the model tier `M`.
@@ -127,7 +131,18 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let model = self.model.clone();
         let state = Arc::clone(&self.state);
-        Box::pin(async move { Ok(route(model, state, request).await) })
+        Box::pin(async move {
+            let Some(cors) = state.cors.clone() else {
+                return Ok(route(model, state, request).await);
+            };
+            if let Some(answer) = cors.preflight(request.method(), request.headers()) {
+                return Ok(answer);
+            }
+            let headers = request.headers().clone();
+            let mut response = route(model, state, request).await;
+            cors.decorate(&headers, &mut response);
+            Ok(response)
+        })
     }
 }
 
@@ -143,11 +158,11 @@ where
     }
     let shape = ErrorShape::for_request(&parts);
     let result = match (&parts.method, parts.uri.path()) {
-        (&Method::GET, "/v1/models") if parts.headers.contains_key("anthropic-version") => {
-            Ok(anthropic_models(&state))
-        }
-        (&Method::GET, "/v1/models") => Ok(models(&state)),
-        (&Method::GET, path) if path.starts_with("/v1/models/") => model_by_id(
+        (&Method::GET, "/v1/models") => Ok(models::list(
+            &state,
+            parts.headers.contains_key("anthropic-version"),
+        )),
+        (&Method::GET, path) if path.starts_with("/v1/models/") => models::by_id(
             &state,
             &path["/v1/models/".len()..],
             parts.headers.contains_key("anthropic-version"),
@@ -230,58 +245,6 @@ fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Respons
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-/// One catalog entry in OpenAI's `model` shape.
-fn openai_model(m: &crate::kiro::models::ModelEntry) -> serde_json::Value {
-    json!({"id": m.id, "object": "model", "created": m.created, "owned_by": "kiro"})
-}
-
-/// One catalog entry in Anthropic's `model` shape.
-fn anthropic_model(m: &crate::kiro::models::ModelEntry) -> serde_json::Value {
-    let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created);
-    json!({"type": "model", "id": m.id, "display_name": m.id,
-           "created_at": crate::kiro::credentials::format_time(created)})
-}
-
-fn models(state: &ApiState) -> Response<ResponseBody> {
-    let data: Vec<_> = state.catalog.entries().iter().map(openai_model).collect();
-    json_response(
-        StatusCode::OK,
-        json!({"object": "list", "data": data}).to_string(),
-    )
-}
-
-fn anthropic_models(state: &ApiState) -> Response<ResponseBody> {
-    let data: Vec<_> = state
-        .catalog
-        .entries()
-        .iter()
-        .map(anthropic_model)
-        .collect();
-    let first = data.first().map(|m| m["id"].clone());
-    let last = data.last().map(|m| m["id"].clone());
-    let body = json!({"data": data, "has_more": false, "first_id": first, "last_id": last});
-    json_response(StatusCode::OK, body.to_string())
-}
-
-/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`), in the shape the client speaks.
-fn model_by_id(
-    state: &ApiState,
-    id: &str,
-    anthropic: bool,
-) -> Result<Response<ResponseBody>, Rejection> {
-    let entry = state.catalog.get(id).ok_or_else(|| {
-        error::rejection(&ChatError::ModelNotFound {
-            model: id.to_owned(),
-        })
-    })?;
-    let body = if anthropic {
-        anthropic_model(entry)
-    } else {
-        openai_model(entry)
-    };
-    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Rejection>
@@ -608,9 +571,7 @@ where
     )
     .map_err(|e| error::rejection(&e))?;
     if state.catalog.resolve(&chat.model).is_none() {
-        return Err(error::rejection(&ChatError::ModelNotFound {
-            model: chat.model,
-        }));
+        return Err(error::rejection(&state.catalog.not_found(&chat.model)));
     }
     let tokens = crate::tokens::estimate_request(&chat);
     Ok(json_response(

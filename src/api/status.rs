@@ -88,6 +88,7 @@ pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "providers": providers,
+        "models": models(state),
     });
     let status = if word == "unavailable" {
         StatusCode::SERVICE_UNAVAILABLE
@@ -95,6 +96,26 @@ pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
         StatusCode::OK
     };
     json_response(status, body.to_string())
+}
+
+/// Where the served catalog comes from: `accounts` (their ListAvailableModels answers), or
+/// `built-in` / `file` when no account could list its models, with why.
+fn models(state: &ApiState) -> serde_json::Value {
+    let catalog = &state.catalog;
+    let snapshot = catalog.snapshot();
+    let source = match snapshot.source {
+        crate::kiro::models::CatalogSource::Accounts => "accounts",
+        _ if catalog.origin() == "built-in" => "built-in",
+        _ => "file",
+    };
+    json!({
+        "source": source,
+        "catalog_file": catalog.origin(),
+        "listed": snapshot.entries().len(),
+        "default_model": snapshot.default_model,
+        "refreshed_at": snapshot.refreshed_at.map(format_time),
+        "problems": snapshot.problems,
+    })
 }
 
 fn health_word(healthy: usize, total: usize) -> &'static str {

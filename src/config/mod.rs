@@ -81,6 +81,16 @@ pub struct Cli {
     )]
     pub api_keys: Vec<String>,
 
+    /// Browser origin allowed to call the API (CORS; repeatable, `*` for any; the variable
+    /// takes a comma-separated list). Without one, no CORS headers are sent.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "AIPROXY_CORS_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_allow_origins: Vec<String>,
+
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long, env = "AIPROXY_HOST")]
     pub host: Option<String>,
@@ -155,6 +165,12 @@ pub struct Cli {
     /// Model catalog replacing the built-in one (format of config/models.toml).
     #[arg(long, env = "AIPROXY_MODELS_FILE", value_name = "FILE")]
     pub models_file: Option<PathBuf>,
+
+    /// Seconds between reads of each account's ListAvailableModels (the first at start-up),
+    /// which the served model catalog follows; 0 turns the live catalog off, leaving the
+    /// catalog file alone [default: 3600].
+    #[arg(long, env = "AIPROXY_MODELS_REFRESH_INTERVAL", value_name = "SECS")]
+    pub models_refresh_interval: Option<u64>,
 
     /// How long stored Responses API responses are kept, in seconds [default: 3600].
     #[arg(long, env = "AIPROXY_RESPONSES_STORE_TTL", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -231,6 +247,7 @@ pub struct FakeKiroArgs {
 struct FileConfig {
     model_provider: Option<String>,
     api_keys: Option<Vec<String>>,
+    cors_allow_origin: Option<Vec<String>>,
     host: Option<String>,
     port: Option<u16>,
     kiro_mock_mode: Option<bool>,
@@ -248,6 +265,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     max_body_bytes: Option<u64>,
     models_file: Option<PathBuf>,
+    models_refresh_interval: Option<u64>,
     responses_store_ttl: Option<u64>,
     responses_store_max_bytes: Option<u64>,
     shutdown_timeout: Option<u64>,
@@ -267,6 +285,8 @@ pub struct Config {
     pub model_provider: String,
     /// Accepted client keys (empty = open server). `Secret`, so `{config:?}` never shows them.
     pub api_keys: Vec<crate::secret::Secret>,
+    /// Origins allowed by CORS (`*`: any); empty: no CORS.
+    pub cors_allow_origins: Vec<String>,
     /// Listen address.
     pub host: String,
     /// Listen port.
@@ -301,6 +321,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Custom model catalog.
     pub models_file: Option<PathBuf>,
+    /// Period of the catalog refresh from ListAvailableModels (`None`: no live catalog).
+    pub models_refresh_interval: Option<Duration>,
     /// How long stored Responses API responses are kept.
     pub responses_store_ttl: Duration,
     /// Memory bound of the stored responses, in bytes.
@@ -326,6 +348,7 @@ impl Default for Config {
         Self {
             model_provider: "kiro-api".into(),
             api_keys: Vec::new(),
+            cors_allow_origins: Vec::new(),
             host: "127.0.0.1".into(),
             port: 3000,
             kiro_mock_mode: false,
@@ -343,6 +366,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             max_body_bytes: 8 * 1024 * 1024,
             models_file: None,
+            models_refresh_interval: Some(Duration::from_secs(3600)),
             responses_store_ttl: Duration::from_secs(3600),
             responses_store_max_bytes: 256 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
@@ -370,6 +394,33 @@ fn seconds(
         Some(secs) => Ok(Duration::from_secs(secs)),
         None => Ok(default),
     }
+}
+
+/// Trims the configured CORS origins and refuses what is not `*` or `scheme://host[:port]`.
+fn check_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let origins: Vec<String> = origins
+        .into_iter()
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for origin in &origins {
+        let uri = origin.parse::<http::Uri>().ok();
+        let valid = origin == "*"
+            || uri.is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some()
+                    && u.path_and_query().is_none_or(|p| p.as_str() == "/")
+            });
+        if !valid {
+            return Err(ConfigError::Invalid {
+                key: "cors_allow_origin",
+                message: format!(
+                    "`{origin}` is not an origin; give `*` or scheme://host[:port], e.g. https://app.example.com"
+                ),
+            });
+        }
+    }
+    Ok(origins)
 }
 
 /// A configuration problem found at start-up.
@@ -415,6 +466,13 @@ impl Config {
         } else {
             file.api_keys.unwrap_or_default()
         };
+        let cors_allow_origins = check_origins(
+            if cli.cors_allow_origins.iter().any(|o| !o.trim().is_empty()) {
+                cli.cors_allow_origins.clone()
+            } else {
+                file.cors_allow_origin.unwrap_or_default()
+            },
+        )?;
         let mut disabled_layers = if cli.disable_layers.iter().any(|l| !l.trim().is_empty()) {
             parse_layers(&cli.disable_layers)?
         } else {
@@ -428,6 +486,7 @@ impl Config {
                 file.model_provider,
                 defaults.model_provider,
             ),
+            cors_allow_origins,
             api_keys: api_keys
                 .into_iter()
                 .map(|k| k.trim().to_owned())
@@ -490,6 +549,14 @@ impl Config {
                 defaults.max_body_bytes as u64,
             ) as usize,
             models_file: cli.models_file.clone().or(file.models_file),
+            models_refresh_interval: match cli
+                .models_refresh_interval
+                .or(file.models_refresh_interval)
+            {
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+                None => defaults.models_refresh_interval,
+            },
             responses_store_ttl: Duration::from_secs(pick(
                 cli.responses_store_ttl,
                 file.responses_store_ttl,

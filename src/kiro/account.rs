@@ -30,6 +30,8 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub struct Endpoints {
     /// `https://q.{region}.amazonaws.com` or `--kiro-base-url`.
     pub api_base: String,
+    /// `https://management.{region}.kiro.dev` (ListAvailableModels), or `--kiro-base-url`.
+    pub management_base: String,
     /// Social refresh URL (full).
     pub social_refresh: String,
     /// IdC refresh URL (full).

@@ -8,6 +8,7 @@ pub mod eventstream;
 pub mod fake;
 pub mod file_lock;
 pub mod http;
+pub mod model_list;
 pub mod models;
 pub mod overflow;
 pub mod persist;

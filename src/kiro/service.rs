@@ -32,17 +32,43 @@ const CHAT_PATH: &str = "/generateAssistantResponse";
 pub enum Transport {
     /// The built-in fake, in-process (mock mode).
     Fake(FakeKiro),
-    /// Real HTTPS to Kiro (or to `aiproxy fake-kiro` in tests), with the chat URL parsed once.
+    /// Real HTTPS to Kiro (or to `aiproxy fake-kiro` in tests), with the URLs parsed once.
     /// (Boxed: the pooled client is large and the fake variant small.)
-    Http(Box<HttpUpstream>, http::Uri),
+    Http(Box<HttpRoutes>),
+}
+
+/// The pooled client and the two URLs an account calls.
+#[derive(Clone, Debug)]
+pub struct HttpRoutes {
+    http: HttpUpstream,
+    chat: http::Uri,
+    management: http::Uri,
+}
+
+/// Which of Kiro's endpoints a call goes to.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// `generateAssistantResponse` on the API host.
+    Chat,
+    /// The AWS JSON 1.0 management endpoint (`ListAvailableModels`).
+    Management,
 }
 
 impl Transport {
-    async fn post(&self, headers: HeaderMap, body: Bytes) -> Result<UpstreamResponse, ChatError> {
+    async fn post(
+        &self,
+        target: Target,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, ChatError> {
         match self {
             Self::Fake(fake) => {
+                let path = match target {
+                    Target::Chat => CHAT_PATH,
+                    Target::Management => "/",
+                };
                 let mut request =
-                    Request::post(CHAT_PATH)
+                    Request::post(path)
                         .body(body)
                         .map_err(|e| ChatError::Internal {
                             message: format!("building the fake Kiro request failed: {e}"),
@@ -55,7 +81,13 @@ impl Transport {
                     body: Box::pin(body),
                 })
             }
-            Self::Http(http, url) => http.post(url.clone(), headers, body).await,
+            Self::Http(routes) => {
+                let url = match target {
+                    Target::Chat => &routes.chat,
+                    Target::Management => &routes.management,
+                };
+                routes.http.post(url.clone(), headers, body).await
+            }
         }
     }
 
@@ -63,7 +95,7 @@ impl Transport {
     pub fn mode(&self) -> &'static str {
         match self {
             Self::Fake(_) => "mock",
-            Self::Http(..) => "live",
+            Self::Http(_) => "live",
         }
     }
 }
@@ -74,6 +106,8 @@ struct Shared {
     account_id: AccountId,
     /// The account's IDE headers, built once.
     headers: IdeHeaders,
+    /// The Kiro models the account listed last (`None` until it did).
+    served: std::sync::RwLock<Option<Arc<std::collections::HashSet<String>>>>,
 }
 
 /// One Kiro account's upstream: the leaf of the model tier (see [`crate::model`]).
@@ -119,18 +153,29 @@ impl KiroService {
         account: Arc<Account>,
         max_concurrency: usize,
     ) -> Result<Self, String> {
-        let chat_url = format!(
-            "{}{CHAT_PATH}",
-            account.endpoints().api_base.trim_end_matches('/')
-        );
+        let endpoints = account.endpoints();
         // Parsed once here, not by the client on every request.
-        let chat_url = chat_url
-            .parse::<http::Uri>()
-            .ok()
-            .filter(|uri| uri.host().is_some())
-            .ok_or_else(|| format!("`{chat_url}` is not a valid http(s) URL"))?;
+        let parse = |url: String| {
+            url.parse::<http::Uri>()
+                .ok()
+                .filter(|uri| uri.host().is_some())
+                .ok_or_else(|| format!("`{url}` is not a valid http(s) URL"))
+        };
+        let chat = parse(format!(
+            "{}{CHAT_PATH}",
+            endpoints.api_base.trim_end_matches('/')
+        ))?;
+        let management = parse(format!(
+            "{}/",
+            endpoints.management_base.trim_end_matches('/')
+        ))?;
+        let routes = HttpRoutes {
+            http,
+            chat,
+            management,
+        };
         Ok(Self::build(
-            Transport::Http(Box::new(http), chat_url),
+            Transport::Http(Box::new(routes)),
             account,
             max_concurrency,
         ))
@@ -145,6 +190,7 @@ impl KiroService {
                 tokens,
                 account_id,
                 headers,
+                served: Default::default(),
             }),
             slots: PollSemaphore::new(Arc::new(Semaphore::new(max_concurrency.max(1)))),
             reserved: None,
@@ -211,6 +257,18 @@ enum Attempt {
 }
 
 async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, ChatError> {
+    // Checked once, before any attempt: nothing is sent for a model the account lacks.
+    if let Some(resolved) = request.extensions.get::<ResolvedModel>() {
+        let kiro_model_id = &resolved.entry.kiro_model_id;
+        if shared.refuses_model(kiro_model_id) {
+            return Err(ChatError::NotServedHere {
+                message: format!(
+                    "Kiro account `{}` does not serve `{kiro_model_id}` (other accounts do)",
+                    shared.tokens.name()
+                ),
+            });
+        }
+    }
     if let Attempt::Answer(response) = attempt(shared, &request, false).await? {
         return Ok(response);
     }
@@ -275,13 +333,13 @@ async fn attempt(
     measure.check()?;
     let mut response = shared
         .transport
-        .post(shared.headers.for_call(&token), body.clone())
+        .post(Target::Chat, shared.headers.for_call(&token), body.clone())
         .await?;
     if matches!(
         response.status,
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
     ) {
-        let error_body = read_bounded(response.body).await;
+        let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
         if !errors::is_bearer_invalid(response.status, &error_body) {
             return Err(failure(
                 tokens.as_ref(),
@@ -298,11 +356,11 @@ async fn attempt(
         token = tokens.token_after_rejection(&token.token).await?;
         response = shared
             .transport
-            .post(shared.headers.for_call(&token), body)
+            .post(Target::Chat, shared.headers.for_call(&token), body)
             .await?;
     }
     if !response.status.is_success() {
-        let error_body = read_bounded(response.body).await;
+        let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
         if errors::is_context_overflow(response.status, &error_body) {
             return Err(measure.upstream_error());
         }
@@ -373,17 +431,18 @@ fn failure(
     }
 }
 
-async fn read_bounded(mut body: ByteStream) -> Bytes {
+async fn read_bounded(mut body: ByteStream, limit: usize) -> Bytes {
     let mut out = BytesMut::new();
     while let Some(Ok(chunk)) = body.next().await {
-        let room = MAX_ERROR_BODY.saturating_sub(out.len());
+        let room = limit.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= MAX_ERROR_BODY {
+        if out.len() >= limit {
             break;
         }
     }
     out.freeze()
 }
 
+mod listing;
 #[cfg(test)]
 mod tests;

@@ -82,9 +82,10 @@ impl FixedToken {
             Some(reason) => Err(ChatError::AccountUnavailable {
                 message: reason.clone(),
             }),
+            // The fake's profile, so the mock account can list the fake's models.
             None => Ok(AccessToken {
                 token: self.token.clone(),
-                profile_arn: None,
+                profile_arn: Some(super::fake::FAKE_PROFILE_ARN.to_owned()),
             }),
         }
     }

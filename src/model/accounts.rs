@@ -10,9 +10,10 @@ use crate::kiro::fake::FakeKiro;
 use crate::kiro::http::HttpUpstream;
 use crate::kiro::pool_file::{self, Instance};
 use crate::kiro::token_source::FixedToken;
-use crate::kiro::KiroService;
+use crate::kiro::{Catalog, KiroService};
 use crate::pipeline::BuildError;
 use aiproxy_layers::model::pool::{MemberSpec, Pool};
+use futures_util::StreamExt;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The live accounts, for the status views (empty in mock mode).
@@ -35,6 +36,7 @@ struct Member {
 /// The pool and what is needed to rebuild its members.
 pub struct Accounts {
     config: Config,
+    catalog: Catalog,
     pool: Pool<KiroService>,
     members: Mutex<Vec<Member>>,
     live: LiveAccounts,
@@ -50,8 +52,8 @@ impl std::fmt::Debug for Accounts {
 }
 
 impl Accounts {
-    /// The accounts of `config` in a pool.
-    pub fn build(config: &Config) -> Result<Self, BuildError> {
+    /// The accounts of `config` in a pool; `catalog` is what their model lists refresh.
+    pub fn build(config: &Config, catalog: Catalog) -> Result<Self, BuildError> {
         let clients = if config.kiro_mock_mode {
             None
         } else {
@@ -62,6 +64,7 @@ impl Accounts {
         };
         let accounts = Self {
             config: config.clone(),
+            catalog,
             pool: Pool::new(config.pool.pool.clone(), Vec::new()),
             members: Mutex::new(Vec::new()),
             live: LiveAccounts::default(),
@@ -105,6 +108,57 @@ impl Accounts {
         let count = members.len();
         self.install(members, true);
         Ok(count)
+    }
+
+    /// Reads the model list of every account in service (a few at a time, each bounded by
+    /// `--request-timeout`) and rebuilds the catalog from the answers. Returns the number
+    /// of accounts that answered. Does nothing when the live catalog is off
+    /// (`--models-refresh-interval 0`).
+    pub async fn refresh_models(&self) -> usize {
+        if self.config.models_refresh_interval.is_none() {
+            return 0;
+        }
+        let members: Vec<(String, KiroService)> = self
+            .lock()
+            .iter()
+            .filter(|m| m.enabled)
+            .filter(|m| {
+                m.account
+                    .as_ref()
+                    .is_none_or(|a| a.status().disabled.is_none())
+            })
+            .map(|m| (m.spec.name.to_string(), m.service.clone()))
+            .collect();
+        let timeout = self.config.request_timeout;
+        let answers: Vec<(String, Result<_, String>)> = futures_util::stream::iter(members)
+            .map(|(name, service)| async move {
+                let answer = tokio::time::timeout(timeout, service.list_models())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "ListAvailableModels did not answer within {}s (--request-timeout)",
+                            timeout.as_secs()
+                        ))
+                    });
+                (name, answer)
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        self.catalog.apply(&answers);
+        let snapshot = self.catalog.snapshot();
+        for problem in &snapshot.problems {
+            tracing::warn!(%problem, "an account could not list its models");
+        }
+        let answered = answers.iter().filter(|(_, a)| a.is_ok()).count();
+        tracing::info!(
+            answered,
+            accounts = answers.len(),
+            models = snapshot.entries().len(),
+            source = ?snapshot.source,
+            "model catalog refreshed"
+        );
+        answered
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
@@ -320,12 +374,19 @@ fn endpoints(config: &Config, credentials: &Credentials, overrides: &Overrides) 
     let pick = |own: &Option<String>, flag: &Option<String>, derived: String| {
         own.clone().or_else(|| flag.clone()).unwrap_or(derived)
     };
+    // A base URL of its own (a fake, a gateway) serves the management calls too.
+    let management_base = overrides
+        .base_url
+        .clone()
+        .or_else(|| config.kiro_base_url.clone())
+        .unwrap_or_else(|| format!("https://management.{api_region}.kiro.dev"));
     Endpoints {
         api_base: pick(
             &overrides.base_url,
             &config.kiro_base_url,
             format!("https://q.{api_region}.amazonaws.com"),
         ),
+        management_base,
         social_refresh: pick(
             &overrides.refresh_url,
             &config.kiro_refresh_url,
@@ -379,7 +440,9 @@ pub fn watch(accounts: Arc<Accounts>) -> impl std::future::Future<Output = ()> +
             seen = now;
             match accounts.reload() {
                 Ok(count) => {
-                    tracing::info!(file = %file.display(), cause, accounts = count, "pool file reloaded")
+                    tracing::info!(file = %file.display(), cause, accounts = count, "pool file reloaded");
+                    // New accounts may serve other models; the catalog follows at once.
+                    accounts.refresh_models().await;
                 }
                 Err(error) => tracing::warn!(
                     file = %file.display(), cause, %error,
@@ -387,6 +450,20 @@ pub fn watch(accounts: Arc<Accounts>) -> impl std::future::Future<Output = ()> +
                 ),
             }
         }
+    }
+}
+
+/// Refreshes the model catalog every `--models-refresh-interval` (the start-up read is the
+/// caller's, so that it can wait for it before announcing the server).
+pub async fn refresh_models_every(accounts: Arc<Accounts>) {
+    let Some(period) = accounts.config.models_refresh_interval else {
+        return;
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        accounts.refresh_models().await;
     }
 }
 

@@ -32,6 +32,8 @@ impl Failure for ChatError {
                 until: Some(next_month_start(SystemTime::now())),
             },
             Self::AccountUnavailable { message } => account_penalty(message),
+            // Not a failure of the account: it just does not serve this model.
+            Self::NotServedHere { .. } => Penalty::None,
             _ => match ChatError::fault(self) {
                 Fault::Upstream | Fault::Account => Penalty::Failure,
                 Fault::Request | Fault::Local => Penalty::None,

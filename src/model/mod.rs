@@ -73,8 +73,8 @@ impl From<ChatRequest> for ModelRequest {
 /// The model the request resolved to, found once above the leaf.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedModel {
-    /// The catalog entry (client id, Kiro id, context window).
-    pub entry: crate::kiro::models::ModelEntry,
+    /// The catalog entry (client id, Kiro id, limits, capabilities).
+    pub entry: Arc<crate::kiro::models::ModelEntry>,
     /// Whether the `-thinking` suffix turned thinking on.
     pub thinking_suffix: bool,
 }

@@ -1,7 +1,8 @@
 //! Model resolution, once for the whole model tier: the client's model id (with an optional
 //! `-thinking` suffix) is looked up in the catalog and the entry travels down as a
 //! [`ResolvedModel`] extension, so neither retries nor the accounts of a pool look it up
-//! again. An unknown id fails here, before any account is chosen.
+//! again. An unknown id fails here, before any account is chosen, and so do images for a
+//! model whose capabilities say it takes text only.
 
 use super::{ModelRequest, ResolvedModel};
 use crate::chat::ChatError;
@@ -54,16 +55,34 @@ where
 
     fn call(&mut self, mut request: ModelRequest) -> Self::Future {
         let Some((entry, thinking_suffix)) = self.catalog.resolve(&request.chat.model) else {
-            return Either::Right(future::ready(Err(ChatError::ModelNotFound {
-                model: request.chat.model.clone(),
-            })));
+            return Either::Right(future::ready(Err(self
+                .catalog
+                .not_found(&request.chat.model))));
         };
+        if entry.capabilities.refuses_images() && has_images(&request.chat) {
+            return Either::Right(future::ready(Err(ChatError::invalid(
+                "messages",
+                format!(
+                    "`{}` does not take images (its input types: {}); send text only, or pick \
+                     a model whose input_types on GET /v1/models include image.",
+                    request.chat.model,
+                    entry.capabilities.input_types.join(", ")
+                ),
+            ))));
+        }
         request.extensions.insert(ResolvedModel {
-            entry: entry.clone(),
+            entry,
             thinking_suffix,
         });
         Either::Left(self.inner.call(request))
     }
+}
+
+fn has_images(chat: &crate::chat::ChatRequest) -> bool {
+    chat.messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .any(|p| matches!(p, crate::chat::Part::Image { .. }))
 }
 
 #[cfg(test)]
@@ -119,7 +138,8 @@ mod tests {
         assert_eq!(
             error,
             ChatError::ModelNotFound {
-                model: "gpt-4".into()
+                model: "gpt-4".into(),
+                unserved: None
             }
         );
     }

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 pub(crate) struct AuthConfig {
     pub(crate) keys: Vec<Box<[u8]>>,
     pub(crate) public_paths: HashSet<String>,
+    pub(crate) public_preflights: bool,
 }
 
 /// Applies [`Auth`] to a service. See the [module docs](super) for the rules.
@@ -33,6 +34,7 @@ impl AuthLayer {
             config: Arc::new(AuthConfig {
                 keys,
                 public_paths: HashSet::new(),
+                public_preflights: false,
             }),
         }
     }
@@ -42,6 +44,14 @@ impl AuthLayer {
         Arc::make_mut(&mut self.config)
             .public_paths
             .insert(path.into());
+        self
+    }
+
+    /// Lets CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// through without a key: browsers never send credentials on a preflight, and a CORS
+    /// layer below answers them without touching the API.
+    pub fn public_preflights(mut self) -> Self {
+        Arc::make_mut(&mut self.config).public_preflights = true;
         self
     }
 

@@ -13,7 +13,8 @@
 //! [`ErrorShape`](crate::ErrorShape)). With no keys configured the layer lets everything
 //! through as `anonymous`; say so loudly at start-up.
 //!
-//! Paths added with [`AuthLayer::public_path`] (e.g. `/health`) skip the check.
+//! Paths added with [`AuthLayer::public_path`] (e.g. `/health`) skip the check, and so do
+//! CORS preflights after [`AuthLayer::public_preflights`].
 //!
 //! # Example: one route of an axum app
 //!

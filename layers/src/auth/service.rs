@@ -54,6 +54,14 @@ where
     }
 }
 
+fn is_preflight<B>(request: &Request<B>) -> bool {
+    request.method() == http::Method::OPTIONS
+        && request.headers().contains_key(http::header::ORIGIN)
+        && request
+            .headers()
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
 /// Where the key came from matters only to remove `?key=` afterwards.
 enum KeySource<'a> {
     Header(&'a [u8]),
@@ -69,7 +77,9 @@ fn check<B>(config: &AuthConfig, request: &Request<B>) -> Result<(ClientKey, boo
     if config.keys.is_empty() {
         return Ok((ClientKey::anonymous(), is_query));
     }
-    if config.public_paths.contains(request.uri().path()) {
+    if config.public_paths.contains(request.uri().path())
+        || (config.public_preflights && is_preflight(request))
+    {
         return Ok((ClientKey::anonymous(), is_query));
     }
     let presented: &[u8] = match &presented {
@@ -212,6 +222,42 @@ mod tests {
             assert_eq!(status, StatusCode::OK);
             assert_eq!(body, "key-2 /x");
         }
+    }
+
+    #[tokio::test]
+    async fn preflights_pass_without_a_key_only_when_allowed() {
+        let preflight = || {
+            Request::builder()
+                .method(http::Method::OPTIONS)
+                .uri("/v1/chat/completions")
+                .header("origin", "https://app.example.com")
+                .header("access-control-request-method", "POST")
+                .body(())
+                .unwrap()
+        };
+        let strict = AuthLayer::new(["k"]);
+        assert_eq!(call(&strict, preflight()).await.0, StatusCode::UNAUTHORIZED);
+        let open = AuthLayer::new(["k"]).public_preflights();
+        assert_eq!(
+            call(&open, preflight()).await,
+            (StatusCode::OK, "anonymous /v1/chat/completions".into())
+        );
+        // An OPTIONS that is not a preflight, or any other method, still needs the key.
+        let plain = Request::builder()
+            .method(http::Method::OPTIONS)
+            .uri("/v1/chat/completions")
+            .header("origin", "https://app.example.com")
+            .body(())
+            .unwrap();
+        assert_eq!(call(&open, plain).await.0, StatusCode::UNAUTHORIZED);
+        let post = Request::builder()
+            .method(http::Method::POST)
+            .uri("/v1/chat/completions")
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .body(())
+            .unwrap();
+        assert_eq!(call(&open, post).await.0, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

@@ -14,11 +14,14 @@
 //! | `POST /token` | IdC refresh: `{clientId, clientSecret, refreshToken, grantType}` -> camelCase |
 //! | `POST /oauth/token` | OAuth2 refresh (form) -> `{access_token, refresh_token, expires_in}` |
 //! | `GET /getUsageLimits`, `GET /ListAvailableModels` | the shapes of §8.2 / §8.3 |
+//! | `POST /` with `x-amz-target: …ListAvailableModels` | §13.3: needs `profileArn`, pages of 4 with `nextToken` |
+//! | `POST /__fake/models` | `{"add": entry}` or `{"remove": "id"}`: change what the fake serves (a chat call for a model it does not serve gets `Invalid model ID`) |
 //! | `POST /__fake/script` | queue steps (a JSON object or array) for the next chat calls |
 //! | `GET /__fake/stats` | call counters, the last IDE headers seen, peak concurrency |
 //! | `POST /__fake/expire-tokens` | invalidate every issued access token |
 //! | `POST /__fake/usage` | `{currentUsage, usageLimit}` that `getUsageLimits` reports from now on |
 
+pub mod models;
 pub mod script;
 pub mod server;
 pub mod tokens;
@@ -40,19 +43,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
-
-/// Model ids the fake accepts (§5.1, current dotted ids).
-pub const KNOWN_MODEL_IDS: &[&str] = &[
-    "auto",
-    "claude-sonnet-4",
-    "claude-sonnet-4.5",
-    "claude-sonnet-4.6",
-    "claude-haiku-4.5",
-    "claude-opus-4.5",
-    "claude-opus-4.6",
-    "claude-opus-4.7",
-    "claude-opus-4.8",
-];
 
 /// Profile ARN the fake hands out with social refreshes.
 pub const FAKE_PROFILE_ARN: &str =
@@ -80,6 +70,8 @@ pub struct Stats {
     pub last_violation: Option<String>,
     /// `getUsageLimits` calls (the health probe's).
     pub usage_calls: u64,
+    /// `ListAvailableModels` pages served (the catalog refresh's).
+    pub list_models_calls: u64,
     /// Most chat calls streaming at once.
     pub peak_concurrent_generates: usize,
     /// Chat streams the client closed before their last frame (aiproxy ending an answer
@@ -95,13 +87,27 @@ pub struct Stats {
     pub last_model_id: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     tokens: tokens::Tokens,
     script: VecDeque<Step>,
     stats: Stats,
     /// Credits used and the limit `getUsageLimits` reports (default 12.5 of 1000).
     usage: Option<(f64, f64)>,
+    /// The `ListAvailableModels` entries: what the fake serves.
+    models: Vec<Value>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            tokens: Default::default(),
+            script: Default::default(),
+            stats: Default::default(),
+            usage: None,
+            models: models::default_models(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -177,9 +183,9 @@ impl FakeKiro {
             (&Method::POST, "/oauth/token") => self.refresh(request.body(), Flavour::OAuth2),
             (&Method::GET, "/getUsageLimits") => self.usage_limits(&request),
             (&Method::POST, "/__fake/usage") => self.set_usage(request.body()),
-            (&Method::GET, "/ListAvailableModels") => {
-                json_response(StatusCode::OK, available_models())
-            }
+            (&Method::POST, "/") => self.management(&request),
+            (&Method::GET, "/ListAvailableModels") => self.ide_model_list(&request),
+            (&Method::POST, "/__fake/models") => self.change_models(request.body()),
             (&Method::POST, "/__fake/script") => self.script(request.body()),
             (&Method::GET, "/__fake/stats") => json_response(
                 StatusCode::OK,
@@ -231,6 +237,50 @@ impl FakeKiro {
         state.stats.usage_calls += 1;
         let (used, limit) = state.usage.unwrap_or((12.5, 1000.0));
         json_response(StatusCode::OK, usage_limits(used, limit))
+    }
+
+    /// The AWS JSON 1.0 management endpoint: `ListAvailableModels` (§13.3), paged.
+    fn management(&self, request: &Request<Bytes>) -> Response<FrameStream> {
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok());
+        if target != Some(models::TARGET) {
+            let message = format!("fake Kiro has no operation {target:?} (x-amz-target)");
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"__type": "UnknownOperationException", "message": message}),
+            );
+        }
+        if let Some(refused) = self.refuse_stale_bearer(request) {
+            return refused;
+        }
+        let mut state = self.lock();
+        state.stats.list_models_calls += 1;
+        match models::page(&state.models, request.body()) {
+            Ok(page) => json_response(StatusCode::OK, page),
+            Err(error) => json_response(StatusCode::BAD_REQUEST, error),
+        }
+    }
+
+    /// The IDE persona's unpaged `GET /ListAvailableModels` (§8.3).
+    fn ide_model_list(&self, request: &Request<Bytes>) -> Response<FrameStream> {
+        if let Some(refused) = self.refuse_stale_bearer(request) {
+            return refused;
+        }
+        let models = self.lock().models.clone();
+        json_response(StatusCode::OK, json!({ "models": models }))
+    }
+
+    fn change_models(&self, body: &[u8]) -> Response<FrameStream> {
+        let mut state = self.lock();
+        match models::change(&mut state.models, body) {
+            Ok(()) => {
+                let ids: Vec<&Value> = state.models.iter().map(|m| &m["modelId"]).collect();
+                json_response(StatusCode::OK, json!({ "models": ids }))
+            }
+            Err(message) => json_response(StatusCode::BAD_REQUEST, json!({ "message": message })),
+        }
     }
 
     fn set_usage(&self, body: &[u8]) -> Response<FrameStream> {
@@ -350,6 +400,15 @@ impl FakeKiro {
         let current = &parsed.conversation_state.current_message.user_input_message;
         {
             let mut state = self.lock();
+            if !models::serves(&state.models, &current.model_id) {
+                state.stats.rejected_requests += 1;
+                state.stats.last_violation =
+                    Some(format!("unknown modelId `{}`", current.model_id));
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": format!("Invalid model ID: {}", current.model_id), "reason": "INVALID_MODEL_ID"}),
+                );
+            }
             state.stats.last_profile_arn = parsed.profile_arn.clone();
             state.stats.last_model_id = Some(current.model_id.clone());
         }
@@ -499,20 +558,6 @@ fn usage_limits(used: f64, limit: f64) -> Value {
             "currency": "USD", "unit": "INVOCATIONS", "overageRate": 0.04
         }]
     })
-}
-
-fn available_models() -> Value {
-    let models: Vec<Value> = KNOWN_MODEL_IDS
-        .iter()
-        .map(|id| {
-            json!({
-                "modelId": id, "modelName": id, "description": format!("{id} (fake)"),
-                "supportedInputTypes": ["TEXT", "IMAGE"], "rateMultiplier": 1.0,
-                "tokenLimits": {"maxInputTokens": 200_000, "maxOutputTokens": 32_000}
-            })
-        })
-        .collect();
-    json!({ "models": models })
 }
 
 fn error_response(step: &Step) -> Response<FrameStream> {

@@ -14,8 +14,9 @@ import pytest
 
 CLAUDE = os.environ.get("CLAUDE_BIN")
 FAKE = os.environ.get("FAKE_KIRO_URL")
-# Claude Code's own default model is newer than any id served here; users pick one of
-# /v1/models with --model or ANTHROPIC_MODEL, and so do these tests.
+# Most tests pin a model with --model, as users do; one runs with Claude Code's own default
+# (claude-opus-5-5), which aiproxy serves because the fake's ListAvailableModels lists
+# claude-opus-5.5 (the live catalog, kiro-protocol.md §13.3).
 MODEL = "claude-sonnet-4-6"
 
 
@@ -33,7 +34,7 @@ def upstream_requests_stay_valid():
     assert after["rejected_requests"] == before["rejected_requests"], after["last_violation"]
 
 
-def claude(tmp_path, base, key, prompt, *args, stdin=""):
+def claude(tmp_path, base, key, prompt, *args, stdin="", model=MODEL):
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir(exist_ok=True)
@@ -48,7 +49,7 @@ def claude(tmp_path, base, key, prompt, *args, stdin=""):
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
     return subprocess.run(
-        [CLAUDE, "-p", prompt, "--model", MODEL, *args],
+        [CLAUDE, "-p", prompt, *(["--model", model] if model else []), *args],
         cwd=work,
         env=env,
         input=stdin,
@@ -56,6 +57,15 @@ def claude(tmp_path, base, key, prompt, *args, stdin=""):
         text=True,
         timeout=180,
     )
+
+
+def test_claude_codes_default_model_is_served_from_the_live_catalog(
+    tmp_path, base, key, upstream_requests_stay_valid
+):
+    done = claude(tmp_path, base, key, directive({"text": "Default model works"}), model=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "Default model works"
+    assert fake_stats()["last_model_id"] == "claude-opus-5.5"
 
 
 def directive(step):
