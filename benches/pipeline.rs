@@ -18,10 +18,11 @@ use tower::ServiceExt;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ALL_LAYERS: [PipelineLayer; 5] = [
+const ALL_LAYERS: [PipelineLayer; 6] = [
     PipelineLayer::RequestId,
     PipelineLayer::Trace,
     PipelineLayer::CatchPanic,
+    PipelineLayer::Metrics,
     PipelineLayer::Auth,
     PipelineLayer::Route,
 ];
@@ -439,6 +440,38 @@ fn model_layers(c: &mut Criterion) {
     bench!("retry_and_pool_of_one", retried);
     let emulated = tower::Layer::layer(&aiproxy::model::emulate::EmulateLayer, leaf);
     bench!("emulate_nothing_to_do", emulated);
+    // Recording into the Prometheus-backed registry the binary uses.
+    let metrics = aiproxy::telemetry::metrics::Metrics::new().unwrap();
+    let metered = tower::Layer::layer(
+        &aiproxy_layers::metrics::ModelMetricsLayer::new(metrics.meter()),
+        leaf,
+    );
+    bench!("metrics_and_leaf", metered);
+    // The cache in front of the leaf: a hit (the answer stored by the first call), and a
+    // miss (a request never seen: key, lookup, upstream call, recording, store).
+    let store: Arc<dyn aiproxy_layers::cache::CacheStore<ChatEvent>> = Arc::new(
+        aiproxy_layers::cache::MemoryStore::new(64 << 20, std::time::Duration::from_secs(3600)),
+    );
+    let cached = tower::Layer::layer(&aiproxy_layers::cache::CacheLayer::new(store), leaf);
+    bench!("cache_hit", cached);
+    let mut n = 0u64;
+    group.bench_function("cache_miss", |b| {
+        b.iter(|| {
+            n += 1;
+            let chat = aiproxy::chat::ChatRequest {
+                model: format!("m{n}"),
+                ..Default::default()
+            };
+            runtime.block_on(async {
+                let response = cached
+                    .clone()
+                    .oneshot(ModelRequest::new(chat))
+                    .await
+                    .unwrap();
+                black_box(response.events.count().await)
+            })
+        })
+    });
     group.finish();
 }
 

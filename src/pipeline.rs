@@ -11,30 +11,35 @@
 //! | 3 | `SetSensitiveRequestHeaders` | tower-http | marks `authorization`, `x-api-key`, `x-goog-api-key`, `cookie` sensitive so no `Debug`/trace output shows them | |
 //! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `provider`, `model` recorded later), a log line per response | ? `x-request-id` |
 //! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape (release builds unwind for this) | |
-//! | 6 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` and (unless `--admin-require-key`) `/loadbalancer/instances` are public | + [`ClientKey`](aiproxy_layers::ClientKey) |
-//! | 7 | [`route`](aiproxy_layers::route) | aiproxy-layers | provider from headers / path prefix / default | + [`ProviderId`](aiproxy_layers::ProviderId) |
-//! | 8 | [`ApiService`] | aiproxy | CORS preflights and headers (with `--cors-allow-origin`); OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; waits (bounded) for the model tier to be ready | ? `ClientKey`, ? `ProviderId`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field |
-//! | 9 | [`ModelService`] | aiproxy | the model tier: its own table of layers is in [`crate::model`] | |
+//! | 6 | [`metrics`](aiproxy_layers::metrics) | aiproxy-layers | requests by route, status class and provider, time to headers, in flight; overhead (time to headers less the upstream's waits) as a histogram and the `x-aiproxy-overhead-ms` header | ? response `ProviderId`, `UpstreamClock` |
+//! | 7 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` and (unless `--admin-require-key`) `/loadbalancer/instances` and `/metrics` are public | + [`ClientKey`](aiproxy_layers::ClientKey) |
+//! | 8 | [`route`](aiproxy_layers::route) | aiproxy-layers | provider from headers / path prefix / default | + [`ProviderId`](aiproxy_layers::ProviderId) |
+//! | 9 | [`ApiService`] | aiproxy | CORS preflights and headers (with `--cors-allow-origin`); OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; waits (bounded) for the model tier to be ready; `GET /metrics` | ? `ClientKey`, ? `ProviderId`; + model request `ProviderId`, `UpstreamClock`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field; + response `ProviderId`, `UpstreamClock` |
+//! | 10 | [`ModelService`] | aiproxy | the model tier: its own table of layers is in [`crate::model`] | |
 //!
 //! Every service of the HTTP tier has `Error = Infallible`: failures are API-shaped
 //! responses. The model tier's services fail with [`ChatError`](crate::chat::ChatError),
 //! which the adapter turns into those responses.
 //!
-//! Layers 1-7 can be switched off with `--disable-layers` (config key `disable_layers`):
-//! `request-id` (1 and 2), `trace` (3 and 4), `catch-panic`, `auth`, `route`. Each sits in a
+//! Layers 1-8 can be switched off with `--disable-layers` (config key `disable_layers`):
+//! `request-id` (1 and 2), `trace` (3 and 4), `catch-panic`, `metrics`, `auth`, `route`. Each sits in a
 //! [`ToggleLayer`]: off, requests go straight to the inner service (an enum match, no
 //! boxing), which is how `benches/pipeline.rs` measures what each layer costs. The model
-//! tier's `retry` switches off the same way (a `tower::util::Either`).
+//! tier's `retry` and `metrics` switch off the same way (a `tower::util::Either`).
 
 use crate::api::{ApiService, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
+use crate::chat::ChatEvent;
 use crate::config::{Config, PipelineLayer};
 use crate::kiro::{Catalog, KiroService};
 use crate::model::accounts::Accounts;
 use crate::model::emulate::{Emulate, EmulateLayer};
 use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::secret::Secret;
+use crate::telemetry::metrics::Metrics;
 use aiproxy_layers::auth::{Auth, AuthLayer};
+use aiproxy_layers::cache::{Cache, CacheLayer, CacheStore, MemoryStore};
+use aiproxy_layers::metrics::{HttpMetrics, HttpMetricsLayer, ModelMetrics, ModelMetricsLayer};
 use aiproxy_layers::model::pool::Pool;
 use aiproxy_layers::model::retry::{Retry, RetryLayer};
 use aiproxy_layers::request_id::{BoundRequestId, BoundRequestIdLayer};
@@ -59,7 +64,9 @@ use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, Trace, Tr
 use tracing::Level;
 
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
-pub type ModelService = Resolve<Emulate<Either<Retry<Pool<KiroService>>, Pool<KiroService>>>>;
+pub type ModelService = Resolve<Either<ModelMetrics<Cached>, Cached>>;
+type Cached = Either<Cache<Emulated, ChatEvent>, Emulated>;
+type Emulated = Emulate<Either<Retry<Pool<KiroService>>, Pool<KiroService>>>;
 
 /// The whole stack, as a named type so embedding apps can store it. Each level is a
 /// [`Toggle`] of the layered service and the service it wraps (what is left when the layer is
@@ -79,10 +86,11 @@ type Traced = Toggle<
     >,
     PanicsCaught,
 >;
-type PanicsCaught = Toggle<CatchPanic<Authenticated, PanicResponse>, Authenticated>;
+type PanicsCaught = Toggle<CatchPanic<Metered, PanicResponse>, Metered>;
+type Metered = Toggle<HttpMetrics<Authenticated>, Authenticated>;
 type Authenticated = Toggle<Auth<Routed>, Routed>;
 type Routed = Toggle<Route<Api>, Api>;
-type Api = ApiService<ModelService>;
+type Api = ApiService;
 
 /// Why the pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +117,9 @@ pub enum BuildError {
     /// The configuration contradicts itself.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The metrics registry could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::metrics::MetricsError),
     /// The HTTP client or the upstream URL could not be set up.
     #[error("cannot set up the Kiro client: {0}")]
     Client(String),
@@ -129,6 +140,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     let accounts = Accounts::build(config, catalog.clone())?;
     let pool = accounts.pool();
     let views = pool.clone();
+    let metrics = Metrics::new()?;
     let state = ApiState {
         catalog: catalog.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -145,13 +157,32 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             config.responses_store_ttl,
         )),
         cors: crate::api::cors::Cors::new(&config.cors_allow_origins),
+        metrics: metrics.clone(),
     };
+    crate::api::metrics::observe_accounts(metrics.meter(), &state.providers);
+    let metered = config.layer_enabled(PipelineLayer::Metrics);
     let tier = if config.layer_enabled(PipelineLayer::Retry) {
         Either::Left(RetryLayer::new(config.pool.retry.clone()).layer(pool))
     } else {
         Either::Right(pool)
     };
-    let model = ResolveLayer::new(catalog).layer(EmulateLayer.layer(tier));
+    let emulated = EmulateLayer.layer(tier);
+    let cached = if config.cache.enabled {
+        let store: Arc<dyn CacheStore<ChatEvent>> =
+            Arc::new(MemoryStore::new(config.cache.max_bytes, config.cache.ttl));
+        Either::Left(
+            CacheLayer::new(store)
+                .with_meter(metrics.meter())
+                .layer(emulated),
+        )
+    } else {
+        Either::Right(emulated)
+    };
+    let model = ResolveLayer::new(catalog).layer(if metered {
+        Either::Left(ModelMetricsLayer::new(metrics.meter()).layer(cached))
+    } else {
+        Either::Right(cached)
+    });
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,
         HeaderName::from_static("x-api-key"),
@@ -183,6 +214,9 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
         .layer(ToggleLayer::new(
             on(PipelineLayer::CatchPanic).then(|| CatchPanicLayer::custom(PanicResponse)),
         ))
+        .layer(ToggleLayer::new(metered.then(|| {
+            HttpMetricsLayer::new(metrics.meter(), crate::api::route_label)
+        })))
         .layer(ToggleLayer::new(on(PipelineLayer::Auth).then(|| {
             let mut auth =
                 AuthLayer::new(config.api_keys.iter().map(Secret::expose)).public_path("/health");
@@ -194,6 +228,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
                 auth
             } else {
                 auth.public_path("/loadbalancer/instances")
+                    .public_path("/metrics")
             }
         })))
         .layer(ToggleLayer::new(on(PipelineLayer::Route).then(|| {

@@ -6,40 +6,11 @@
 
 mod common;
 
-use common::fake::{write_json, Fake};
-use common::{send, temp_dir, Answer, Proxy};
+use common::fake::Fake;
+use common::{send, Answer, Proxy};
 use http_body_util::Full;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-/// aiproxy with one account on `fake` (`auth`: `social`, whose refresh hands out a
-/// profileArn, or `idc`, whose does not).
-fn start(fake: &Fake, auth: &str, args: &[&str]) -> Proxy {
-    let dir = temp_dir("catalog");
-    let mut creds =
-        json!({"refreshToken": format!("rt-{}", uuid::Uuid::new_v4()), "authMethod": auth});
-    if auth == "idc" {
-        creds["clientId"] = json!("cid");
-        creds["clientSecret"] = json!("csecret");
-    }
-    let creds = write_json(&dir, "creds.json", &creds);
-    let state = dir.join("state");
-    let (social, idc) = (fake.url("/refreshToken"), fake.url("/token"));
-    let mut all = vec![
-        "--kiro-oauth-creds-file",
-        creds.to_str().unwrap(),
-        "--kiro-base-url",
-        &fake.process.base,
-        "--kiro-refresh-url",
-        &social,
-        "--kiro-idc-refresh-url",
-        &idc,
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    Proxy::start(&all, &[])
-}
 
 async fn get(proxy: &Proxy, path: &str, anthropic: bool) -> Answer {
     let mut request = http::Request::get(format!("{}{path}", proxy.base));
@@ -99,7 +70,7 @@ async fn until_ids(proxy: &Proxy, done: impl Fn(&[String]) -> bool) -> Vec<Strin
 #[tokio::test]
 async fn the_catalog_is_what_the_account_serves_with_its_capabilities() {
     let fake = Fake::start();
-    let proxy = start(&fake, "social", &[]);
+    let proxy = fake.proxy("social", &[]);
     // Read before the server announced itself: every page of it.
     let stats = fake.stats().await;
     assert_eq!(stats["list_models_calls"], 4, "15 models in pages of 4");
@@ -193,7 +164,7 @@ async fn the_catalog_is_what_the_account_serves_with_its_capabilities() {
 #[tokio::test]
 async fn models_added_and_removed_at_run_time_follow_within_a_refresh() {
     let fake = Fake::start();
-    let proxy = start(&fake, "social", &["--models-refresh-interval", "1"]);
+    let proxy = fake.proxy("social", &["--models-refresh-interval", "1"]);
     assert_eq!(chat(&proxy, "claude-opus-6").await.status, 404);
 
     change_models(
@@ -238,7 +209,7 @@ async fn models_added_and_removed_at_run_time_follow_within_a_refresh() {
 #[tokio::test]
 async fn without_a_profile_arn_the_file_is_the_catalog_and_health_says_why() {
     let fake = Fake::start();
-    let proxy = start(&fake, "idc", &[]);
+    let proxy = fake.proxy("idc", &[]);
     assert_eq!(fake.stats().await["list_models_calls"], 0);
     let health = get(&proxy, "/health", false).await.json();
     let models = &health["models"];

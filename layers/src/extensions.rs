@@ -51,6 +51,11 @@ impl ProviderId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The provider name, shared (for labels that outlive the request).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl fmt::Display for ProviderId {

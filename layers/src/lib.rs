@@ -12,12 +12,16 @@
 //! | [`auth`] | API key check (Bearer, `x-api-key`, `x-goog-api-key`, `?key=`), constant time | [`ClientKey`] |
 //! | [`route`] | provider selection from headers or a `/{provider}/...` path prefix | [`ProviderId`] |
 //! | [`request_id`] | drops a client `x-request-id` over 128 characters or not visible ASCII, so a fresh one is made | |
+//! | [`cache`] | model-tier answer cache: per-client keys, stored only after a complete stream, replayed as stream or body, identical misses coalesced, `Cache-Control` honoured | + `CacheStatus` (response) |
+//! | [`metrics`] | OpenTelemetry instruments for HTTP requests (route, status, duration, overhead) and model operations (duration, first token, tokens, streams, retries) | |
 //! | [`toggle`] | switches any HTTP layer on or off by configuration, free when off | |
 
 pub mod auth;
 mod body;
+pub mod cache;
 mod extensions;
 mod future;
+pub mod metrics;
 pub mod model;
 mod rejection;
 pub mod request_id;

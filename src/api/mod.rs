@@ -3,7 +3,7 @@
 //!
 //! Routes: `GET /v1/models` (OpenAI shape, or Anthropic's when the client sends
 //! `anthropic-version`), `POST /v1/chat/completions`, `POST /v1/messages`,
-//! `POST /v1/messages/count_tokens` (answered locally), `GET /health`,
+//! `POST /v1/messages/count_tokens` (answered locally), `GET /health`, `GET /metrics`,
 //! `GET /loadbalancer/instances`. Anything else is a 404
 //! (or 405 for a known path with the wrong method) that lists what is served.
 
@@ -15,6 +15,7 @@ pub mod error;
 pub mod image;
 pub mod json;
 pub mod keep_alive;
+pub mod metrics;
 mod models;
 pub mod openai;
 pub mod responses;
@@ -26,6 +27,8 @@ use crate::body::ResponseBody;
 use crate::chat::{ChatError, ChatRequest, ChatStream, Metadata};
 use crate::kiro::Catalog;
 use crate::model::{AccountId, ModelRequest, ModelResponse};
+use aiproxy_layers::cache::{CacheControl, CacheStatus};
+use aiproxy_layers::metrics::UpstreamClock;
 use aiproxy_layers::model::{Attempts, SessionKey};
 use aiproxy_layers::{ClientKey, ErrorShape, ProviderId, Rejection};
 use bytes::Bytes;
@@ -47,7 +50,7 @@ const ROUTES: &str =
     "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/completions, POST /v1/messages, \
      POST /v1/messages/count_tokens, POST /v1/responses, GET|DELETE /v1/responses/{id}, \
      GET /v1/responses/{id}/input_items, POST /v1/responses/input_tokens, GET /health, \
-     GET /loadbalancer/instances";
+     GET /metrics, GET /loadbalancer/instances";
 
 /// What `/health` reports about one provider.
 #[derive(Clone)]
@@ -92,29 +95,53 @@ pub struct ApiState {
     pub responses: Arc<dyn responses::store::ResponseStore>,
     /// CORS for browser clients, when origins are configured.
     pub cors: Option<cors::Cors>,
+    /// The registry `/metrics` renders.
+    pub metrics: crate::telemetry::metrics::Metrics,
 }
 
-/// The adapter as a `Service<http::Request<B>>` in front of the model tier `M`.
-#[derive(Clone, Debug)]
-pub struct ApiService<M> {
-    model: M,
+/// The model tier as the adapter holds it: boxed, so that the adapter's handlers are
+/// compiled once in this crate instead of once per model-tier type in every crate that
+/// builds a pipeline (one allocation per request; see `benches/pipeline.rs`).
+pub type ModelTier = tower::util::BoxCloneSyncService<ModelRequest, ModelResponse, ChatError>;
+
+/// A request body as the handlers read it (boxed for the same reason).
+type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The adapter as a `Service<http::Request<B>>` in front of the model tier.
+#[derive(Clone)]
+pub struct ApiService {
+    model: ModelTier,
     state: Arc<ApiState>,
 }
 
-impl<M> ApiService<M> {
+impl std::fmt::Debug for ApiService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiService")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiService {
     /// Serves the API on top of `model`.
-    pub fn new(model: M, state: ApiState) -> Self {
+    pub fn new<M>(model: M, state: ApiState) -> Self
+    where
+        M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        M::Future: Send + 'static,
+    {
         Self {
-            model,
+            model: ModelTier::new(model),
             state: Arc::new(state),
         }
     }
 }
 
-impl<M, B> Service<Request<B>> for ApiService<M>
+impl<B> Service<Request<B>> for ApiService
 where
-    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone + Send + 'static,
-    M::Future: Send,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -131,6 +158,10 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let model = self.model.clone();
         let state = Arc::clone(&self.state);
+        let request = request.map(|body| {
+            body.map_err(|error| -> BoxError { error.into() })
+                .boxed_unsync()
+        });
         Box::pin(async move {
             let Some(cors) = state.cors.clone() else {
                 return Ok(route(model, state, request).await);
@@ -146,14 +177,14 @@ where
     }
 }
 
-async fn route<M, B>(model: M, state: Arc<ApiState>, request: Request<B>) -> Response<ResponseBody>
-where
-    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone,
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+async fn route(
+    model: ModelTier,
+    state: Arc<ApiState>,
+    request: Request<RequestBody>,
+) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
-    if let Some(provider) = parts.extensions.get::<ProviderId>() {
+    let provider = parts.extensions.get::<ProviderId>().cloned();
+    if let Some(provider) = &provider {
         tracing::Span::current().record("provider", provider.as_str());
     }
     let shape = ErrorShape::for_request(&parts);
@@ -168,10 +199,10 @@ where
             parts.headers.contains_key("anthropic-version"),
         ),
         (&Method::POST, "/v1/chat/completions") => {
-            chat::<OpenAiSurface, _, _>(model, &state, &parts, body).await
+            chat::<OpenAiSurface>(model, &state, &parts, body).await
         }
         (&Method::POST, "/v1/messages") => {
-            chat::<AnthropicSurface, _, _>(model, &state, &parts, body).await
+            chat::<AnthropicSurface>(model, &state, &parts, body).await
         }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
         (&Method::POST, "/v1/completions") => legacy_completions(model, &state, &parts, body).await,
@@ -202,16 +233,55 @@ where
             Ok(status::health(&state).map(|_| ResponseBody::full(Bytes::new())))
         }
         (&Method::GET, "/loadbalancer/instances") => Ok(status::instances(&state)),
+        (&Method::GET, "/metrics") => Ok(metrics::render(&state)),
         (method, path) => Err(unknown_route(method, path)),
     };
-    result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full))
+    let mut response =
+        result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full));
+    if let Some(provider) = provider {
+        // For the HTTP metrics layer above.
+        response.extensions_mut().insert(provider);
+    }
+    response
+}
+
+/// The route label of a path for metrics: one of the served routes (ids replaced by
+/// `{id}`), else `other`, so that a client cannot make a label per path it invents.
+pub fn route_label(path: &str) -> &'static str {
+    // A `/{provider}/...` prefix chooses the provider; the route is the rest.
+    let path = crate::config::PROVIDERS
+        .iter()
+        .find_map(|p| {
+            path.strip_prefix('/')
+                .and_then(|rest| rest.strip_prefix(p))
+                .filter(|rest| rest.starts_with('/'))
+        })
+        .unwrap_or(path);
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/messages" => "/v1/messages",
+        "/v1/messages/count_tokens" => "/v1/messages/count_tokens",
+        "/v1/completions" => "/v1/completions",
+        "/v1/responses" => "/v1/responses",
+        "/v1/responses/input_tokens" => "/v1/responses/input_tokens",
+        "/v1/models" => "/v1/models",
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/loadbalancer/instances" => "/loadbalancer/instances",
+        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
+        p if p.starts_with("/v1/responses/") && p.ends_with("/input_items") => {
+            "/v1/responses/{id}/input_items"
+        }
+        p if p.starts_with("/v1/responses/") => "/v1/responses/{id}",
+        _ => "other",
+    }
 }
 
 fn unknown_route(method: &Method, path: &str) -> Rejection {
     let allow = match path {
         "/v1/models" => Some("GET"),
         "/health" => Some("GET, HEAD"),
-        "/loadbalancer/instances" => Some("GET"),
+        "/loadbalancer/instances" | "/metrics" => Some("GET"),
         "/v1/chat/completions"
         | "/v1/completions"
         | "/v1/messages"
@@ -247,16 +317,12 @@ fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Respons
     response
 }
 
-async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Rejection>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, Rejection> {
     // A declared length over the limit is refused before a byte of the body is read.
     if body.size_hint().lower() > limit as u64 {
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    match collect_limited(body, limit).await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(too_large(limit)),
         Err(error) if error.is::<crate::server::tracked::BodyReadTimeout>() => Err(Rejection::new(
@@ -271,6 +337,15 @@ where
             format!("The request body could not be read: {error}."),
         )),
     }
+}
+
+/// The body, read up to `limit` bytes. A named, boxed future: written inline, rustc cannot
+/// prove the handler futures `Send` (its higher-ranked check of the error conversion).
+fn collect_limited(
+    body: RequestBody,
+    limit: usize,
+) -> BoxFuture<'static, Result<http_body_util::Collected<Bytes>, BoxError>> {
+    Box::pin(Limited::new(body, limit).collect())
 }
 
 fn too_large(limit: usize) -> Rejection {
@@ -299,17 +374,15 @@ fn metadata(parts: &http::request::Parts) -> Metadata {
 /// Sends a parsed request to the model tier. Waiting for the tier to be ready (a free
 /// concurrency slot) is bounded by `state.ready_timeout`, and running out of it is
 /// [`ChatError::Busy`], not an upstream timeout: nothing was sent.
-async fn call_model<M>(
-    mut model: M,
+async fn call_model(
+    mut model: ModelTier,
     state: &ApiState,
+    parts: &http::request::Parts,
     chat: ChatRequest,
-    session: Option<SessionKey>,
-) -> Result<ModelResponse, Rejection>
-where
-    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
-{
+) -> Result<ModelResponse, Rejection> {
     let span = tracing::Span::current();
     span.record("model", chat.model.as_str());
+    let clock = UpstreamClock::default();
     let ready = tokio::time::timeout(state.ready_timeout, model.ready()).await;
     let result = match ready {
         Err(_) => Err(ChatError::Busy {
@@ -321,22 +394,50 @@ where
         }),
         Ok(Err(error)) => Err(error),
         Ok(Ok(ready)) => {
+            let session = session_key(parts, &chat);
             let mut request = ModelRequest::new(chat);
             if let Some(session) = session {
                 request.extensions.insert(session);
             }
+            if let Some(provider) = parts.extensions.get::<ProviderId>() {
+                request.extensions.insert(provider.clone());
+            }
+            request.extensions.insert(clock.clone());
+            if let Some(control) = parts.headers.get(CACHE_CONTROL) {
+                let control = control.to_str().unwrap_or_default();
+                request.extensions.insert(CacheControl::parse(control));
+            }
             ready.call(request).await
         }
     };
-    let response = result.map_err(|e| error::rejection(&e))?;
+    let mut response = result.map_err(|e| error::rejection(&e))?;
+    response.extensions.insert(clock);
     if let Some(AccountId(account)) = response.extensions.get::<AccountId>() {
         span.record("account", &**account);
     }
     Ok(response)
 }
 
-/// Response headers from what the model tier reported.
+/// Drains a non-stream answer: the time it takes is the upstream's (the rest of the
+/// generation), so it goes on the request's [`UpstreamClock`].
+async fn drained<T>(
+    extensions: &crate::model::Extensions,
+    drain: impl std::future::Future<Output = T>,
+) -> T {
+    let started = Instant::now();
+    let out = drain.await;
+    if let Some(clock) = extensions.get::<UpstreamClock>() {
+        clock.add(started.elapsed());
+    }
+    out
+}
+
+/// Response headers (and, for the metrics layer, the upstream clock) from what the model
+/// tier reported.
 fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::model::Extensions) {
+    if let Some(clock) = extensions.get::<UpstreamClock>() {
+        response.extensions_mut().insert(clock.clone());
+    }
     if let Some(AccountId(account)) = extensions.get::<AccountId>() {
         if let Ok(value) = HeaderValue::from_str(account) {
             response.headers_mut().insert("x-aiproxy-account", value);
@@ -346,6 +447,11 @@ fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::mode
         response
             .headers_mut()
             .insert("x-aiproxy-attempts", HeaderValue::from(attempts.count()));
+    }
+    if let Some(status) = extensions.get::<CacheStatus>() {
+        response
+            .headers_mut()
+            .insert("x-aiproxy-cache", HeaderValue::from_static(status.as_str()));
     }
 }
 
@@ -469,28 +575,21 @@ impl Surface for AnthropicSurface {
 }
 
 /// Read, parse, call the model tier, answer as a stream or as one JSON body.
-async fn chat<S, M, B>(
-    model: M,
+async fn chat<S: Surface>(
+    model: ModelTier,
     state: &ApiState,
     parts: &http::request::Parts,
-    body: B,
-) -> Result<Response<ResponseBody>, Rejection>
-where
-    S: Surface,
-    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+    body: RequestBody,
+) -> Result<Response<ResponseBody>, Rejection> {
     let bytes = read_body(body, state.max_body_bytes).await?;
     let (chat, options) = S::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let (stream, model_id) = (chat.stream, chat.model.clone());
     let not_honoured = chat.sampling.not_honoured.clone();
-    let session = session_key(parts, &chat);
-    let ModelResponse { events, extensions } = call_model(model, state, chat, session).await?;
+    let ModelResponse { events, extensions } = call_model(model, state, parts, chat).await?;
     let mut response = if stream {
         sse_response(S::stream(events, &model_id, options))
     } else {
-        let done = S::complete(events, model_id, options)
+        let done = drained(&extensions, S::complete(events, model_id, options))
             .await
             .map_err(|e| error::rejection(&e))?;
         completed_response(done.body, done.usage_estimated)
@@ -501,17 +600,12 @@ where
 }
 
 /// `POST /v1/completions`: one model call per prompt (see [`completions`]).
-async fn legacy_completions<M, B>(
-    model: M,
+async fn legacy_completions(
+    model: ModelTier,
     state: &ApiState,
     parts: &http::request::Parts,
-    body: B,
-) -> Result<Response<ResponseBody>, Rejection>
-where
-    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone,
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+    body: RequestBody,
+) -> Result<Response<ResponseBody>, Rejection> {
     let bytes = read_body(body, state.max_body_bytes).await?;
     let parsed = completions::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let mut choices = Vec::with_capacity(parsed.chats.len());
@@ -523,9 +617,8 @@ where
         .unwrap_or_default();
     for (chat, prompt) in parsed.chats.into_iter().zip(&parsed.prompts) {
         let model_id = chat.model.clone();
-        let session = session_key(parts, &chat);
         let ModelResponse { events, extensions } =
-            call_model(model.clone(), state, chat, session).await?;
+            call_model(model.clone(), state, parts, chat).await?;
         let echo = parsed.echo.then(|| prompt.clone());
         if parsed.stream {
             let mut response = sse_response(completions::sse(
@@ -538,9 +631,12 @@ where
             list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
             return Ok(response);
         }
-        let choice = completions::collect_choice(events, &model_id, echo.as_deref())
-            .await
-            .map_err(|e| error::rejection(&e))?;
+        let choice = drained(
+            &extensions,
+            completions::collect_choice(events, &model_id, echo.as_deref()),
+        )
+        .await
+        .map_err(|e| error::rejection(&e))?;
         choices.push(choice);
         last = Some((model_id, extensions));
     }
@@ -558,11 +654,10 @@ where
 }
 
 /// Answered locally with the same estimator that fills in missing upstream usage.
-async fn count_tokens<B>(state: &ApiState, body: B) -> Result<Response<ResponseBody>, Rejection>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+async fn count_tokens(
+    state: &ApiState,
+    body: RequestBody,
+) -> Result<Response<ResponseBody>, Rejection> {
     let bytes = read_body(body, state.max_body_bytes).await?;
     let chat = anthropic::request::parse(
         &bytes,

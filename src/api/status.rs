@@ -13,14 +13,14 @@ use serde_json::{json, Value};
 
 /// One member as the views show it: the pool's view merged with the live account's own
 /// state (a suspended or revoked account is disabled whatever its breaker says).
-struct Member {
-    view: MemberView,
-    account: Option<crate::kiro::account::AccountStatus>,
-    usage: Option<crate::kiro::usage::UsageLimits>,
+pub(super) struct Member {
+    pub(super) view: MemberView,
+    pub(super) account: Option<crate::kiro::account::AccountStatus>,
+    pub(super) usage: Option<crate::kiro::usage::UsageLimits>,
 }
 
 impl Member {
-    fn state(&self) -> (State, Option<&'static str>) {
+    pub(super) fn state(&self) -> (State, Option<&'static str>) {
         match self.account.as_ref().and_then(|a| a.disabled) {
             Some(code) => (State::Disabled, Some(code)),
             None => (self.view.health.state, self.view.health.reason),
@@ -32,7 +32,7 @@ impl Member {
     }
 }
 
-fn members(provider: &ProviderStatus) -> Vec<Member> {
+pub(super) fn members(provider: &ProviderStatus) -> Vec<Member> {
     let accounts = provider
         .accounts
         .read()

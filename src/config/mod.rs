@@ -12,8 +12,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod cache;
 pub mod pool;
 
+pub use cache::{CacheArgs, CacheSettings};
 pub use pool::{PoolArgs, PoolSettings};
 
 /// Providers this build can serve.
@@ -48,6 +50,9 @@ pub enum PipelineLayer {
     Route,
     /// The model tier's retry of failures before the first byte.
     Retry,
+    /// The metrics layers (HTTP requests and model operations); `/metrics` then shows only
+    /// the accounts' state.
+    Metrics,
 }
 
 /// Command line of the `aiproxy` binary.
@@ -215,6 +220,10 @@ pub struct Cli {
     /// Pool, retry and breaker settings.
     #[command(flatten)]
     pub pool: PoolArgs,
+
+    /// Answer cache settings.
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// Sub-commands.
@@ -276,6 +285,8 @@ struct FileConfig {
     disable_layers: Option<Vec<PipelineLayer>>,
     #[serde(default)]
     pool: PoolArgs,
+    #[serde(default)]
+    cache: CacheArgs,
 }
 
 /// Resolved configuration.
@@ -341,6 +352,8 @@ pub struct Config {
     pub disabled_layers: Vec<PipelineLayer>,
     /// Pool, retry and breakers.
     pub pool: PoolSettings,
+    /// The answer cache.
+    pub cache: CacheSettings,
 }
 
 impl Default for Config {
@@ -376,6 +389,7 @@ impl Default for Config {
             max_client_connections: None,
             disabled_layers: Vec::new(),
             pool: PoolSettings::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -599,6 +613,7 @@ impl Config {
             },
             disabled_layers,
             pool: cli.pool.clone().or(file.pool).resolve()?,
+            cache: cli.cache.clone().or(file.cache).resolve()?,
         };
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
             return Err(ConfigError::Invalid {

@@ -72,7 +72,7 @@ pub struct PoolArgs {
     /// Seconds between active health probes of every account (token and getUsageLimits); 0 = off [default: 60].
     #[arg(long, env = "AIPROXY_HEALTH_CHECK_INTERVAL", value_name = "SECS")]
     pub health_check_interval: Option<u64>,
-    /// Put /loadbalancer/instances behind the API key (for operators who expose the port) [default: false].
+    /// Put /loadbalancer/instances and /metrics behind the API key (for operators who expose the port) [default: false].
     #[arg(long, env = "AIPROXY_ADMIN_REQUIRE_KEY", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub admin_require_key: Option<bool>,
@@ -87,7 +87,7 @@ pub struct PoolSettings {
     pub retry: RetryConfig,
     /// Pool and breakers.
     pub pool: PoolConfig,
-    /// Whether `/loadbalancer/instances` needs the API key.
+    /// Whether `/loadbalancer/instances` and `/metrics` need the API key.
     pub admin_require_key: bool,
     /// Active health probe period (`None`: off).
     pub health_check_interval: Option<Duration>,

@@ -67,6 +67,16 @@ struct TokenState {
     /// Why the account is disabled: (short code for `/health`, full reason for errors).
     unusable: Option<(&'static str, String)>,
     refreshes: u64,
+    refresh_failures: RefreshFailures,
+}
+
+/// Refreshes that failed since start, by why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefreshFailures {
+    /// The token endpoint refused the refresh token (`invalid_grant`).
+    pub invalid_grant: u64,
+    /// The refresh failed otherwise (network, 5xx, a malformed answer).
+    pub failed: u64,
 }
 
 /// What an account looks like from outside (no secrets).
@@ -83,6 +93,8 @@ pub struct AccountStatus {
     pub disabled: Option<&'static str>,
     /// Successful refreshes since start.
     pub refreshes: u64,
+    /// Failed refreshes since start.
+    pub refresh_failures: RefreshFailures,
 }
 
 /// One Kiro account.
@@ -146,6 +158,7 @@ impl Account {
             profile_arn: credentials.profile_arn,
             unusable: None,
             refreshes: 0,
+            refresh_failures: RefreshFailures::default(),
         };
         if let Some(stored) = state_file.as_deref().and_then(read_state_file) {
             state.refresh = stored.refresh;
@@ -213,6 +226,7 @@ impl Account {
             token_expires_at: state.expires_at,
             disabled: state.unusable.as_ref().map(|(code, _)| *code),
             refreshes: state.refreshes,
+            refresh_failures: state.refresh_failures,
         }
     }
 
@@ -303,15 +317,19 @@ impl Account {
                     self.name,
                     self.source.describe()
                 );
+                self.lock().refresh_failures.invalid_grant += 1;
                 self.mark_unusable("invalid_grant", reason.clone());
                 Err(ChatError::AccountUnavailable { message: reason })
             }
-            Err(RefreshError::Failed(message)) => Err(ChatError::Upstream {
-                message: format!(
-                    "refreshing the token of Kiro account `{}` failed: {message}",
-                    self.name
-                ),
-            }),
+            Err(RefreshError::Failed(message)) => {
+                self.lock().refresh_failures.failed += 1;
+                Err(ChatError::Upstream {
+                    message: format!(
+                        "refreshing the token of Kiro account `{}` failed: {message}",
+                        self.name
+                    ),
+                })
+            }
         }
     }
 

@@ -13,12 +13,14 @@ use super::translate::Translator;
 use crate::chat::{ChatError, ChatEvent, Thinking};
 use crate::model::{AccountId, ModelRequest, ModelResponse, ResolvedModel};
 use crate::tokens;
+use aiproxy_layers::metrics::UpstreamClock;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, StatusCode};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 use tower::Service;
@@ -308,7 +310,13 @@ async fn attempt(
             budget_tokens: super::thinking::DEFAULT_BUDGET,
         }));
     let tokens = &shared.tokens;
+    // Waits on the token endpoint and on Kiro's first event, for the overhead metric.
+    let clock = request.extensions.get::<UpstreamClock>();
+    let waited = Instant::now();
     let mut token = tokens.token().await?;
+    if let Some(clock) = clock {
+        clock.add(waited.elapsed());
+    }
     let conversation_id = chat
         .metadata
         .conversation_id
@@ -331,16 +339,41 @@ async fn attempt(
     let input_estimate = tokens::estimate_request(chat);
     let measure = Measure::new(input_estimate, model.context_window, &body);
     measure.check()?;
-    let mut response = shared
-        .transport
-        .post(Target::Chat, shared.headers.for_call(&token), body.clone())
-        .await?;
-    if matches!(
-        response.status,
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    ) {
-        let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
-        if !errors::is_bearer_invalid(response.status, &error_body) {
+    let waited = Instant::now();
+    let answer = async {
+        let mut response = shared
+            .transport
+            .post(Target::Chat, shared.headers.for_call(&token), body.clone())
+            .await?;
+        if matches!(
+            response.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
+            if !errors::is_bearer_invalid(response.status, &error_body) {
+                return Err(failure(
+                    tokens.as_ref(),
+                    &token,
+                    response.status,
+                    &response.headers,
+                    &error_body,
+                ));
+            }
+            tracing::info!(
+                account = tokens.name(),
+                "Kiro rejected the access token; refreshing once"
+            );
+            token = tokens.token_after_rejection(&token.token).await?;
+            response = shared
+                .transport
+                .post(Target::Chat, shared.headers.for_call(&token), body)
+                .await?;
+        }
+        if !response.status.is_success() {
+            let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
+            if errors::is_context_overflow(response.status, &error_body) {
+                return Err(measure.upstream_error());
+            }
             return Err(failure(
                 tokens.as_ref(),
                 &token,
@@ -349,64 +382,48 @@ async fn attempt(
                 &error_body,
             ));
         }
-        tracing::info!(
-            account = tokens.name(),
-            "Kiro rejected the access token; refreshing once"
-        );
-        token = tokens.token_after_rejection(&token.token).await?;
-        response = shared
-            .transport
-            .post(Target::Chat, shared.headers.for_call(&token), body)
-            .await?;
-    }
-    if !response.status.is_success() {
-        let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
-        if errors::is_context_overflow(response.status, &error_body) {
-            return Err(measure.upstream_error());
-        }
-        return Err(failure(
-            tokens.as_ref(),
-            &token,
-            response.status,
-            &response.headers,
-            &error_body,
-        ));
-    }
-    let translator = Translator::new(built.tool_names, input_estimate, model.context_window)
-        .with_thinking(thinking.is_some());
-    let mut events = chat_stream(response.body, translator);
-    // Resolve only once the upstream has said something: a failure before that is the
-    // future's error, so nothing reached the client and a retry is safe. Usage figures
-    // may come first; a stop before any content is an empty turn.
-    let mut prelude = Vec::with_capacity(2);
-    loop {
-        match events.next().await {
-            Some(Ok(usage @ ChatEvent::Usage(_))) => prelude.push(usage),
-            Some(Ok(ChatEvent::Stop(_))) => return Ok(Attempt::Empty),
-            Some(Ok(event)) => {
-                prelude.push(event);
-                break;
-            }
-            Some(Err(error)) => return Err(error),
-            None => {
-                return Err(ChatError::Truncated {
-                    message: "the upstream stream ended before its first event; retry the request"
-                        .into(),
-                })
+        let translator = Translator::new(built.tool_names, input_estimate, model.context_window)
+            .with_thinking(thinking.is_some());
+        let mut events = chat_stream(response.body, translator);
+        // Resolve only once the upstream has said something: a failure before that is the
+        // future's error, so nothing reached the client and a retry is safe. Usage figures
+        // may come first; a stop before any content is an empty turn.
+        let mut prelude = Vec::with_capacity(2);
+        loop {
+            match events.next().await {
+                Some(Ok(usage @ ChatEvent::Usage(_))) => prelude.push(usage),
+                Some(Ok(ChatEvent::Stop(_))) => return Ok(Attempt::Empty),
+                Some(Ok(event)) => {
+                    prelude.push(event);
+                    break;
+                }
+                Some(Err(error)) => return Err(error),
+                None => {
+                    return Err(ChatError::Truncated {
+                        message:
+                            "the upstream stream ended before its first event; retry the request"
+                                .into(),
+                    })
+                }
             }
         }
+        let start = ChatEvent::Start {
+            id: Arc::from(format!("msg_{}", uuid::Uuid::new_v4().simple())),
+            model: Arc::from(request.chat.model.as_str()),
+            input_tokens: input_estimate,
+        };
+        let head: Vec<Result<ChatEvent, ChatError>> =
+            std::iter::once(start).chain(prelude).map(Ok).collect();
+        let events = futures_util::stream::iter(head).chain(events);
+        let mut response = ModelResponse::new(Box::pin(events));
+        response.extensions.insert(shared.account_id.clone());
+        Ok(Attempt::Answer(response))
     }
-    let start = ChatEvent::Start {
-        id: Arc::from(format!("msg_{}", uuid::Uuid::new_v4().simple())),
-        model: Arc::from(request.chat.model.as_str()),
-        input_tokens: input_estimate,
-    };
-    let head: Vec<Result<ChatEvent, ChatError>> =
-        std::iter::once(start).chain(prelude).map(Ok).collect();
-    let events = futures_util::stream::iter(head).chain(events);
-    let mut response = ModelResponse::new(Box::pin(events));
-    response.extensions.insert(shared.account_id.clone());
-    Ok(Attempt::Answer(response))
+    .await;
+    if let Some(clock) = clock {
+        clock.add(waited.elapsed());
+    }
+    answer
 }
 
 /// Classifies an upstream failure, naming the account when the account is the problem,

@@ -20,7 +20,9 @@
 //!
 //! | # | layer | does | extensions |
 //! |---|---|---|---|
-//! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`] |
+//! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`], `ModelLabel` |
+//! | 1b | [`metrics`](aiproxy_layers::metrics) (switchable: `--disable-layers metrics`) | operations by provider, model and error type to the end of the stream, first token, tokens by type, streams in flight, retries | ? `ModelLabel`, ? `ProviderId`; ? response `Attempts` |
+//! | 1c | [`cache`](aiproxy_layers::cache) (with `--cache-enabled`; keys and replay in [`cache`]) | answers identical requests of one client from memory, stores complete answers without tool calls, coalesces identical misses, honours `Cache-Control` | ? `CacheControl`; response + `CacheStatus` |
 //! | 2 | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more) | ? [`ResolvedModel`] |
 //! | 3 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
 //! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) | one account per request (affinity, p2c, caps, slow start), breakers and cooldowns fed by each outcome; accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
@@ -31,13 +33,14 @@
 //! [`failure`] implement for [`ModelRequest`], [`ModelResponse`] and [`ChatError`].
 
 pub mod accounts;
+pub mod cache;
 pub mod emulate;
 pub mod failure;
 pub mod resolve;
 
 use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Fault, Usage};
 pub use aiproxy_layers::model::StreamEnd;
-use aiproxy_layers::model::{HasExtensions, Observe};
+use aiproxy_layers::model::{HasExtensions, Observe, StreamReport, TokenUsage};
 use futures_util::Stream;
 pub use http::Extensions;
 use std::pin::Pin;
@@ -158,11 +161,27 @@ impl HasExtensions for ModelResponse {
 }
 
 impl Observe for ModelResponse {
-    fn on_stream_end(
-        self,
-        hook: impl FnOnce(StreamEnd, Option<Duration>) + Send + 'static,
-    ) -> Self {
-        self.on_end(move |outcome| hook(outcome.end, outcome.time_to_first_event))
+    fn on_stream_end(self, hook: impl FnOnce(&StreamReport) + Send + 'static) -> Self {
+        self.on_end(move |outcome| hook(&outcome.report()))
+    }
+}
+
+impl Outcome {
+    /// The same, as the generic model-tier layers see it.
+    pub fn report(&self) -> StreamReport {
+        StreamReport {
+            end: self.end,
+            error_kind: self.error,
+            duration: self.duration,
+            time_to_first_event: self.time_to_first_event,
+            usage: self.usage.map(|u| TokenUsage {
+                input: u.input,
+                output: u.output,
+                cache_read: u.cache_read,
+                cache_write: u.cache_write,
+                estimated: u.estimated,
+            }),
+        }
     }
 }
 

@@ -7,7 +7,9 @@
 use super::{ModelRequest, ResolvedModel};
 use crate::chat::ChatError;
 use crate::kiro::Catalog;
+use aiproxy_layers::metrics::ModelLabel;
 use futures_util::future::{self, Either, Ready};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Adds [`Resolve`] around a model service.
@@ -70,6 +72,9 @@ where
                 ),
             ))));
         }
+        request
+            .extensions
+            .insert(ModelLabel(Arc::from(entry.id.as_str())));
         request.extensions.insert(ResolvedModel {
             entry,
             thinking_suffix,

@@ -33,3 +33,8 @@ curl -X POST http://localhost:3000/v1/chat/completions \
   }' > "$out/stream.txt"
 
 curl http://localhost:3000/health > "$out/health.json"
+
+# The guide's "监控" commands, verbatim (after the traffic above, so there is something to show).
+curl http://localhost:3000/metrics | grep kiro > "$out/metrics_kiro.txt"
+curl http://localhost:3000/metrics > "$out/metrics.txt"
+curl http://localhost:3000/loadbalancer/instances | jq '.[] | select(.provider == "kiro-api")' > "$out/instances.json"

@@ -3,6 +3,7 @@ import json
 import pathlib
 import subprocess
 
+from prometheus_client.parser import text_string_to_metric_families
 from schemas import validate
 
 HERE = pathlib.Path(__file__).parent
@@ -32,3 +33,23 @@ def test_seed_curls(tmp_path):
 
     health = json.loads((tmp_path / "health.json").read_text())
     assert health["status"] == "ok"
+
+    kiro_lines = (tmp_path / "metrics_kiro.txt").read_text().splitlines()
+    assert kiro_lines and all("kiro" in line for line in kiro_lines)
+    # The whole exposition parses as Prometheus text, and carries the traffic above.
+    families = {f.name: f for f in text_string_to_metric_families((tmp_path / "metrics.txt").read_text())}
+    requests = families["aiproxy_http_server_request_duration_seconds"]
+    chat_counts = [s.value for s in requests.samples
+                   if s.name.endswith("_count") and s.labels.get("route") == "/v1/chat/completions"
+                   and s.labels.get("provider") == "kiro-api" and s.labels.get("status_class") == "2xx"]
+    assert sum(chat_counts) >= 2
+    tokens = families["aiproxy_gen_ai_client_token_usage"]
+    assert any(s.name.endswith("_sum") and s.labels.get("gen_ai_token_type") == "output" and s.value > 0
+               for s in tokens.samples)
+    for name in ["aiproxy_gen_ai_client_operation_duration_seconds", "aiproxy_gen_ai_server_time_to_first_token_seconds",
+                 "aiproxy_overhead_seconds", "aiproxy_upstream_requests", "aiproxy_account_state"]:
+        assert name in families, sorted(families)
+
+    instance = json.loads((tmp_path / "instances.json").read_text())
+    assert instance["provider"] == "kiro-api" and instance["healthy"] is True
+

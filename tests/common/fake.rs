@@ -1,7 +1,7 @@
 //! Helpers for tests against `aiproxy fake-kiro`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::{chat_body, send, Proxy};
+use super::{chat_body, send, temp_dir, Proxy};
 use aiproxy::config::Config;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,6 +18,35 @@ impl Fake {
         Self {
             process: Proxy::start_fake(&[]),
         }
+    }
+
+    /// aiproxy with one account on `fake` (`auth`: `social`, whose refresh hands out a
+    /// profileArn, or `idc`, whose does not).
+    pub fn proxy(&self, auth: &str, args: &[&str]) -> Proxy {
+        let dir = temp_dir("fake-account");
+        let mut creds =
+            json!({"refreshToken": format!("rt-{}", uuid::Uuid::new_v4()), "authMethod": auth});
+        if auth == "idc" {
+            creds["clientId"] = json!("cid");
+            creds["clientSecret"] = json!("csecret");
+        }
+        let creds = write_json(&dir, "creds.json", &creds);
+        let state = dir.join("state");
+        let (social, idc) = (self.url("/refreshToken"), self.url("/token"));
+        let mut all = vec![
+            "--kiro-oauth-creds-file",
+            creds.to_str().unwrap(),
+            "--kiro-base-url",
+            &self.process.base,
+            "--kiro-refresh-url",
+            &social,
+            "--kiro-idc-refresh-url",
+            &idc,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        Proxy::start(&all, &[])
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -20,7 +20,7 @@ pub mod health;
 pub mod pool;
 pub mod retry;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -109,13 +109,42 @@ pub enum StreamEnd {
     Abandoned,
 }
 
+/// Tokens a response used, as its stream reported them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Prompt tokens (uncached).
+    pub input: u64,
+    /// Completion tokens.
+    pub output: u64,
+    /// Prompt tokens read from a cache.
+    pub cache_read: u64,
+    /// Prompt tokens written to a cache.
+    pub cache_write: u64,
+    /// True when the figures are a local estimate rather than the upstream's.
+    pub estimated: bool,
+}
+
+/// What an observed response stream did, handed to every end-of-stream hook.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StreamReport {
+    /// How it ended.
+    pub end: StreamEnd,
+    /// Stable short label of how it failed ([`Failure::kind`], `truncated`, `abandoned`), or
+    /// `None` when it completed.
+    pub error_kind: Option<&'static str>,
+    /// From the response to the end of the stream.
+    pub duration: Duration,
+    /// From the response to its first content event, if any came.
+    pub time_to_first_event: Option<Duration>,
+    /// The last usage the stream reported.
+    pub usage: Option<TokenUsage>,
+}
+
 /// A response whose end can be observed.
 pub trait Observe: Sized {
-    /// Calls `hook` once when the response stream ends, fails or is dropped, with how it
-    /// ended and how long it took from the response to the first content event (if any
-    /// came). Whatever `hook` owns (a load guard, a permit) lives until then.
-    fn on_stream_end(self, hook: impl FnOnce(StreamEnd, Option<Duration>) + Send + 'static)
-        -> Self;
+    /// Calls `hook` once when the response stream ends, fails or is dropped, with a
+    /// [`StreamReport`]. Whatever `hook` owns (a load guard, a permit) lives until then.
+    fn on_stream_end(self, hook: impl FnOnce(&StreamReport) + Send + 'static) -> Self;
 }
 
 /// Requests and responses that carry typed extensions.

@@ -97,6 +97,8 @@ struct Counters {
     last_used_ms: AtomicU64,
     ewma_ns: AtomicU64,
     last_error: Mutex<Option<&'static str>>,
+    /// Errors by kind (a closed vocabulary, so a short list).
+    errors_by_kind: Mutex<Vec<(&'static str, u64)>>,
 }
 
 #[derive(Debug)]
@@ -154,6 +156,8 @@ pub struct MemberView {
     pub errors: u64,
     /// The kind of its last error.
     pub last_error: Option<&'static str>,
+    /// Its errors by kind.
+    pub errors_by_kind: Vec<(&'static str, u64)>,
     /// When it was last picked.
     pub last_used: Option<SystemTime>,
 }
@@ -293,6 +297,11 @@ impl<S> Pool<S> {
                     requests: c.requests.load(Ordering::Relaxed),
                     errors: c.errors.load(Ordering::Relaxed),
                     last_error: *c.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+                    errors_by_kind: c
+                        .errors_by_kind
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
                     last_used: (last_used_ms > 0)
                         .then(|| UNIX_EPOCH + Duration::from_millis(last_used_ms)),
                 }
@@ -588,10 +597,10 @@ where
                     response
                         .extensions_mut()
                         .insert(Served(Arc::clone(&member.spec.name)));
-                    Ok(response.on_stream_end(move |end, _first_event| {
+                    Ok(response.on_stream_end(move |report| {
                         drop(load);
                         let now = Instant::now();
-                        match end {
+                        match report.end {
                             StreamEnd::Complete => member.breaker.on_success(now),
                             StreamEnd::Failed(Fault::Upstream | Fault::Account) => {
                                 record_failure(&member, &Penalty::Failure, "stream_failed")
@@ -618,6 +627,17 @@ fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) 
         .last_error
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(kind);
+    {
+        let mut by_kind = member
+            .counters
+            .errors_by_kind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, count)) => *count += 1,
+            None => by_kind.push((kind, 1)),
+        }
+    }
     match penalty {
         Penalty::Cooldown {
             class: crate::model::RateLimitClass::Suspicious,

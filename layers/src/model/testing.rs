@@ -3,7 +3,7 @@
 //! calls and hands out responses whose stream end the test decides.
 
 use super::pool::NoAccount;
-use super::{Failure, Fault, HasExtensions, Observe, Penalty, StreamEnd};
+use super::{Failure, Fault, HasExtensions, Observe, Penalty, StreamEnd, StreamReport};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -93,7 +93,7 @@ impl HasExtensions for MockRequest {
     }
 }
 
-type Hook = Box<dyn FnOnce(StreamEnd, Option<Duration>) + Send>;
+type Hook = Box<dyn FnOnce(&StreamReport) + Send>;
 
 pub struct MockResponse {
     pub account: &'static str,
@@ -111,17 +111,39 @@ impl std::fmt::Debug for MockResponse {
 
 impl MockResponse {
     /// Ends the stream the way the test says (dropping it is `Abandoned`).
-    pub fn end(mut self, end: StreamEnd) {
+    pub fn end(self, end: StreamEnd) {
+        self.end_with(StreamReport {
+            end,
+            error_kind: match end {
+                StreamEnd::Complete => None,
+                StreamEnd::Failed(_) => Some("upstream_error"),
+                StreamEnd::Abandoned => Some("abandoned"),
+            },
+            duration: Duration::from_millis(20),
+            time_to_first_event: Some(Duration::from_millis(5)),
+            usage: None,
+        });
+    }
+
+    /// Ends the stream with this report.
+    pub fn end_with(mut self, report: StreamReport) {
         for hook in self.hooks.drain(..).rev() {
-            hook(end, Some(Duration::from_millis(5)));
+            hook(&report);
         }
     }
 }
 
 impl Drop for MockResponse {
     fn drop(&mut self) {
+        let report = StreamReport {
+            end: StreamEnd::Abandoned,
+            error_kind: Some("abandoned"),
+            duration: Duration::ZERO,
+            time_to_first_event: None,
+            usage: None,
+        };
         for hook in self.hooks.drain(..).rev() {
-            hook(StreamEnd::Abandoned, None);
+            hook(&report);
         }
     }
 }
@@ -136,10 +158,7 @@ impl HasExtensions for MockResponse {
 }
 
 impl Observe for MockResponse {
-    fn on_stream_end(
-        mut self,
-        hook: impl FnOnce(StreamEnd, Option<Duration>) + Send + 'static,
-    ) -> Self {
+    fn on_stream_end(mut self, hook: impl FnOnce(&StreamReport) + Send + 'static) -> Self {
         self.hooks.push(Box::new(hook));
         self
     }

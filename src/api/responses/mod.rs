@@ -14,23 +14,21 @@ pub mod sealed;
 pub mod store;
 
 use super::{
-    call_model, completed_response, error, json_response, list_header, metadata, model_headers,
-    read_body, session_key, sse_response, ApiState, BoxError,
+    call_model, completed_response, drained, error, json_response, list_header, metadata,
+    model_headers, read_body, sse_response, ApiState, ModelTier, RequestBody,
 };
 use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::{ChunkStream, ResponseBody};
 use crate::chat::{ChatError, ChatStream};
-use crate::model::{ModelRequest, ModelResponse};
+use crate::model::ModelResponse;
 use aiproxy_layers::{ClientKey, Rejection};
 use bytes::Bytes;
 use encode::{Encoder, Setup};
 use futures_util::StreamExt;
 use http::StatusCode;
-use http_body::Body;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use store::Stored;
-use tower::Service;
 
 /// What a finished response leaves in the store.
 struct Keep {
@@ -103,17 +101,12 @@ fn chain(
 }
 
 /// `POST /v1/responses`.
-pub async fn create<M, B>(
-    model: M,
+pub async fn create(
+    model: ModelTier,
     state: &ApiState,
     parts: &http::request::Parts,
-    body: B,
-) -> Result<http::Response<ResponseBody>, Rejection>
-where
-    M: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+    body: RequestBody,
+) -> Result<http::Response<ResponseBody>, Rejection> {
     let bytes = read_body(body, state.max_body_bytes).await?;
     let (mut chat, mut options) =
         request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
@@ -133,12 +126,11 @@ where
     }
     let stream = chat.stream;
     let not_honoured = chat.sampling.not_honoured.clone();
-    let session = session_key(parts, &chat);
-    let ModelResponse { events, extensions } = call_model(model, state, chat, session).await?;
+    let ModelResponse { events, extensions } = call_model(model, state, parts, chat).await?;
     let mut response = if stream {
         sse_response(sse(events, setup, keep))
     } else {
-        let (body, estimated) = complete(events, setup, keep)
+        let (body, estimated) = drained(&extensions, complete(events, setup, keep))
             .await
             .map_err(|e| error::rejection(&e))?;
         completed_response(body, estimated)
@@ -332,15 +324,11 @@ pub fn input_items(
 }
 
 /// `POST /v1/responses/input_tokens`: the local estimate of the input.
-pub async fn input_tokens<B>(
+pub async fn input_tokens(
     state: &ApiState,
     parts: &http::request::Parts,
-    body: B,
-) -> Result<http::Response<ResponseBody>, Rejection>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+    body: RequestBody,
+) -> Result<http::Response<ResponseBody>, Rejection> {
     let bytes = read_body(body, state.max_body_bytes).await?;
     let (mut chat, options) =
         request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;

@@ -1,4 +1,6 @@
-//! Logging set-up: `RUST_LOG` levels (default `info`), text or JSON lines on stderr.
+//! Telemetry: logging set-up (here) and the metrics registry ([`metrics`]).
+//!
+//! Logging: `RUST_LOG` levels (default `info`), text or JSON lines on stderr.
 //!
 //! Lines are formatted on the thread that logs and written by a dedicated thread through a
 //! buffer, so a request never waits on a `write` to stderr (one access-log line per request
@@ -6,6 +8,8 @@
 //! runs empty and when the [`LogGuard`] is dropped at exit. If stderr stalls (a blocked
 //! pipe), lines beyond the queue (128k lines) are dropped rather than stalling requests.
 //! Colours only when stderr is a terminal.
+
+pub mod metrics;
 
 use crate::config::LogFormat;
 use std::io::{BufWriter, IsTerminal};

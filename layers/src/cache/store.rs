@@ -1,0 +1,87 @@
+//! Where cached answers live.
+
+use super::CacheKey;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A store of recorded answers. In memory today ([`MemoryStore`]); a shared store (Redis)
+/// implements the same calls.
+pub trait CacheStore<E>: Send + Sync + 'static {
+    /// The answer stored under `key`, if it is there and fresh.
+    fn get(&self, key: &CacheKey) -> Option<Arc<[E]>>;
+    /// Stores `events` (about `weight` bytes) under `key`.
+    fn put(&self, key: CacheKey, events: Arc<[E]>, weight: u32);
+    /// Bytes held (an estimate).
+    fn bytes(&self) -> u64;
+    /// Entries held.
+    fn entries(&self) -> u64;
+}
+
+/// An in-memory store bounded by bytes, with a time to live (moka: a TinyLFU admission
+/// filter, so one huge answer does not evict many small, popular ones).
+pub struct MemoryStore<E: Send + Sync + 'static> {
+    cache: moka::sync::Cache<CacheKey, Weighted<E>>,
+}
+
+struct Weighted<E> {
+    events: Arc<[E]>,
+    weight: u32,
+}
+
+// Not derived: cloning shares the events, whatever `E` is.
+impl<E> Clone for Weighted<E> {
+    fn clone(&self) -> Self {
+        Self {
+            events: Arc::clone(&self.events),
+            weight: self.weight,
+        }
+    }
+}
+
+impl<E: Send + Sync + 'static> std::fmt::Debug for MemoryStore<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one entry costs besides its events (key, bookkeeping).
+const ENTRY_OVERHEAD: u32 = 128;
+
+impl<E: Send + Sync + 'static> MemoryStore<E> {
+    /// At most `max_bytes` of answers, each for at most `ttl`.
+    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .time_to_live(ttl)
+                .weigher(|_key, value: &Weighted<E>| value.weight)
+                .build(),
+        }
+    }
+
+    /// Applies pending evictions now (moka does it lazily), so sizes read right after.
+    pub fn settle(&self) {
+        self.cache.run_pending_tasks();
+    }
+}
+
+impl<E: Send + Sync + 'static> CacheStore<E> for MemoryStore<E> {
+    fn get(&self, key: &CacheKey) -> Option<Arc<[E]>> {
+        self.cache.get(key).map(|entry| entry.events)
+    }
+
+    fn put(&self, key: CacheKey, events: Arc<[E]>, weight: u32) {
+        let weight = weight.saturating_add(ENTRY_OVERHEAD);
+        self.cache.insert(key, Weighted { events, weight });
+    }
+
+    fn bytes(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    fn entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}

@@ -1,0 +1,91 @@
+//! Metrics layers: what the proxy does, as OpenTelemetry instruments (rendered for
+//! Prometheus by whoever owns the meter provider).
+//!
+//! - [`HttpMetricsLayer`] (HTTP tier): requests by route, status class and provider, their
+//!   time to response headers, requests in flight, and the proxy's own overhead: the time to
+//!   response headers less the time spent waiting on the upstream ([`UpstreamClock`]),
+//!   also sent as the `x-aiproxy-overhead-ms` response header.
+//! - [`ModelMetricsLayer`] (model tier): operations by provider, model and error type with
+//!   their duration to the end of the stream, time to first token, tokens by type, streams
+//!   in flight and retries, following the OpenTelemetry GenAI names
+//!   (`gen_ai.client.operation.duration`, `gen_ai.server.time_to_first_token`,
+//!   `gen_ai.client.token.usage`).
+//!
+//! Labels are bounded: routes come from a classifier that maps paths to a fixed list,
+//! models from the catalog (the layer sits below model resolution), error types from
+//! [`Failure::kind`](crate::model::Failure::kind)'s closed vocabulary.
+//!
+//! ```
+//! use aiproxy_layers::metrics::HttpMetricsLayer;
+//! use opentelemetry::metrics::MeterProvider;
+//!
+//! # fn build(provider: &dyn Fn() -> opentelemetry::metrics::Meter) {
+//! let meter = provider();
+//! let layer = HttpMetricsLayer::new(&meter, |path| match path {
+//!     "/v1/chat/completions" => "/v1/chat/completions",
+//!     _ => "other",
+//! });
+//! # let _ = layer;
+//! # }
+//! ```
+
+mod operations;
+mod requests;
+#[cfg(test)]
+mod tests;
+
+pub use operations::{ModelMetrics, ModelMetricsFuture, ModelMetricsLayer};
+pub use requests::{HttpMetrics, HttpMetricsFuture, HttpMetricsLayer, RouteClassifier};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The model a request resolved to, as a metrics label (added by model resolution, read by
+/// [`ModelMetricsLayer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelLabel(pub Arc<str>);
+
+/// Time spent waiting on the upstream for one client request (token endpoint, first
+/// event, and for a non-stream answer the rest of the stream). The adapter puts one on the
+/// model request and the response; the leaf adds its waits (clones share the clock, so
+/// every retry's waits count); [`HttpMetricsLayer`] subtracts it from the time to response
+/// headers to get the proxy's overhead.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamClock(Arc<AtomicU64>);
+
+impl UpstreamClock {
+    /// Adds a wait.
+    pub fn add(&self, wait: Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The waits so far.
+    pub fn total(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Histogram bucket bounds for latencies in seconds: fine below 100 ms (the proxy's own
+/// time, first tokens) and up to ten minutes (long agent answers).
+const LATENCY_BOUNDS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Bucket bounds for tokens per request (powers of four up to 4 Mi).
+const TOKEN_BOUNDS: &[f64] = &[
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+];

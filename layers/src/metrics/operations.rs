@@ -1,0 +1,249 @@
+//! The model tier's metrics layer (see the module docs).
+
+use super::{ModelLabel, LATENCY_BOUNDS, TOKEN_BOUNDS};
+use crate::cache::CacheStatus;
+use crate::model::{Attempts, Failure, HasExtensions, Observe, StreamReport};
+use crate::ProviderId;
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::KeyValue;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+struct Instruments {
+    operation: Histogram<f64>,
+    first_token: Histogram<f64>,
+    tokens: Histogram<u64>,
+    streams: UpDownCounter<i64>,
+    retries: Counter<u64>,
+}
+
+/// Records model operations (see the module docs).
+#[derive(Clone)]
+pub struct ModelMetricsLayer {
+    instruments: Arc<Instruments>,
+}
+
+impl std::fmt::Debug for ModelMetricsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelMetricsLayer").finish_non_exhaustive()
+    }
+}
+
+impl ModelMetricsLayer {
+    /// Instruments on `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        let instruments = Instruments {
+            operation: meter
+                .f64_histogram("gen_ai.client.operation.duration")
+                .with_unit("s")
+                .with_description("Model operations from the call to the end of the answer, by provider, model and error type")
+                .with_boundaries(LATENCY_BOUNDS.to_vec())
+                .build(),
+            first_token: meter
+                .f64_histogram("gen_ai.server.time_to_first_token")
+                .with_unit("s")
+                .with_description("Time from the call to the answer's first content")
+                .with_boundaries(LATENCY_BOUNDS.to_vec())
+                .build(),
+            tokens: meter
+                .u64_histogram("gen_ai.client.token.usage")
+                .with_unit("{token}")
+                .with_description("Tokens per answer by type (input, output, cache_read, cache_write); estimated=true where the upstream gave no figures")
+                .with_boundaries(TOKEN_BOUNDS.to_vec())
+                .build(),
+            streams: meter
+                .i64_up_down_counter("active_streams")
+                .with_description("Answers being streamed from the upstream")
+                .build(),
+            retries: meter
+                .u64_counter("retries")
+                .with_description("Attempts beyond the first, by provider and model")
+                .build(),
+        };
+        Self {
+            instruments: Arc::new(instruments),
+        }
+    }
+}
+
+impl<S> Layer<S> for ModelMetricsLayer {
+    type Service = ModelMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ModelMetrics {
+            inner,
+            instruments: Arc::clone(&self.instruments),
+        }
+    }
+}
+
+/// The service of [`ModelMetricsLayer`].
+#[derive(Clone)]
+pub struct ModelMetrics<S> {
+    inner: S,
+    instruments: Arc<Instruments>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for ModelMetrics<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelMetrics")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req> Service<Req> for ModelMetrics<S>
+where
+    S: Service<Req>,
+    S::Response: Observe + HasExtensions,
+    S::Error: Failure,
+    Req: HasExtensions,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ModelMetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let extensions = request.extensions();
+        let provider = extensions
+            .get::<ProviderId>()
+            .map_or(KeyValue::new("gen_ai.provider.name", "none"), |p| {
+                KeyValue::new("gen_ai.provider.name", p.shared())
+            });
+        let model = extensions
+            .get::<ModelLabel>()
+            .map_or(KeyValue::new("gen_ai.request.model", "none"), |m| {
+                KeyValue::new("gen_ai.request.model", Arc::clone(&m.0))
+            });
+        ModelMetricsFuture {
+            inner: self.inner.call(request),
+            labels: Some(Labels {
+                instruments: Arc::clone(&self.instruments),
+                count_tokens: true,
+                provider,
+                model,
+                started: Instant::now(),
+            }),
+        }
+    }
+}
+
+struct Labels {
+    instruments: Arc<Instruments>,
+    count_tokens: bool,
+    provider: KeyValue,
+    model: KeyValue,
+    started: Instant,
+}
+
+impl Labels {
+    fn operation(&self, error: Option<&'static str>) -> Vec<KeyValue> {
+        let mut attributes = vec![self.provider.clone(), self.model.clone()];
+        if let Some(error) = error {
+            attributes.push(KeyValue::new("error.type", error));
+        }
+        attributes
+    }
+
+    /// Records a finished stream: `headers_after` is when the response came.
+    fn finish(self, report: &StreamReport, headers_after: std::time::Duration) {
+        let i = &self.instruments;
+        i.streams.add(-1, &[]);
+        i.operation.record(
+            self.started.elapsed().as_secs_f64(),
+            &self.operation(report.error_kind),
+        );
+        if let Some(first) = report.time_to_first_event {
+            i.first_token.record(
+                (headers_after + first).as_secs_f64(),
+                &[self.provider.clone(), self.model.clone()],
+            );
+        }
+        if let Some(usage) = report.usage.filter(|_| self.count_tokens) {
+            let estimated = KeyValue::new("estimated", usage.estimated);
+            for (kind, count) in [
+                ("input", usage.input),
+                ("output", usage.output),
+                ("cache_read", usage.cache_read),
+                ("cache_write", usage.cache_write),
+            ] {
+                i.tokens.record(
+                    count,
+                    &[
+                        self.provider.clone(),
+                        self.model.clone(),
+                        KeyValue::new("gen_ai.token.type", kind),
+                        estimated.clone(),
+                    ],
+                );
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`ModelMetrics`].
+    pub struct ModelMetricsFuture<F> {
+        #[pin]
+        inner: F,
+        labels: Option<Labels>,
+    }
+}
+
+impl<F, R, E> Future for ModelMetricsFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Observe + HasExtensions,
+    E: Failure,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result,
+        };
+        let Some(labels) = this.labels.take() else {
+            return Poll::Ready(result);
+        };
+        Poll::Ready(match result {
+            Err(error) => {
+                labels.instruments.operation.record(
+                    labels.started.elapsed().as_secs_f64(),
+                    &labels.operation(Some(error.kind())),
+                );
+                Err(error)
+            }
+            Ok(response) => {
+                let i = &labels.instruments;
+                if let Some(attempts) = response.extensions().get::<Attempts>() {
+                    let again = attempts.count().saturating_sub(1) as u64;
+                    if again > 0 {
+                        i.retries
+                            .add(again, &[labels.provider.clone(), labels.model.clone()]);
+                    }
+                }
+                i.streams.add(1, &[]);
+                let headers_after = labels.started.elapsed();
+                // A cached answer spent no tokens upstream.
+                let labels = Labels {
+                    count_tokens: response.extensions().get::<CacheStatus>()
+                        != Some(&CacheStatus::Hit),
+                    ..labels
+                };
+                Ok(response.on_stream_end(move |report| labels.finish(report, headers_after)))
+            }
+        })
+    }
+}

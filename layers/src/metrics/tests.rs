@@ -1,0 +1,249 @@
+//! The metrics layers against scriptable services, read back through a real Prometheus
+//! registry.
+
+use super::*;
+use crate::model::testing::{MockAccount, MockError, MockRequest};
+use crate::model::{Attempts, StreamEnd, StreamReport, TokenUsage};
+use crate::ProviderId;
+use http::{Request, Response, StatusCode};
+use opentelemetry::metrics::MeterProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder, TextEncoder};
+use std::convert::Infallible;
+use std::time::Duration;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+struct Registry {
+    registry: prometheus::Registry,
+    _provider: SdkMeterProvider,
+    meter: opentelemetry::metrics::Meter,
+}
+
+impl Registry {
+    fn new() -> Self {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .unwrap();
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("test");
+        Self {
+            registry,
+            _provider: provider,
+            meter,
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The value of the one series whose line starts with `prefix`.
+    fn value(&self, prefix: &str) -> f64 {
+        let text = self.text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+}
+
+fn routes(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        _ => "other",
+    }
+}
+
+#[tokio::test]
+async fn http_requests_are_counted_by_route_status_and_provider_with_overhead() {
+    let registry = Registry::new();
+    let layer = HttpMetricsLayer::new(&registry.meter, routes);
+    let mut service = layer.layer(service_fn(|request: Request<()>| async move {
+        let mut response = Response::new(());
+        if request.uri().path() == "/v1/chat/completions" {
+            response
+                .extensions_mut()
+                .insert(ProviderId::new("kiro-api"));
+            let clock = UpstreamClock::default();
+            clock.add(Duration::from_millis(3));
+            tokio::time::sleep(Duration::from_millis(4)).await;
+            response.extensions_mut().insert(clock);
+        } else {
+            *response.status_mut() = StatusCode::NOT_FOUND;
+        }
+        Ok::<_, Infallible>(response)
+    }));
+    let ok = service
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::post("/v1/chat/completions").body(()).unwrap())
+        .await
+        .unwrap();
+    let overhead: f64 = ok.headers()["x-aiproxy-overhead-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        overhead >= 1.0,
+        "4 ms in all, 3 of them upstream: {overhead}"
+    );
+    for invented in ["/a", "/b", "/c"] {
+        let missing = service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::get(invented).body(()).unwrap())
+            .await
+            .unwrap();
+        assert!(missing.headers().get("x-aiproxy-overhead-ms").is_none());
+    }
+    assert_eq!(
+        registry.value(
+            r#"http_server_request_duration_seconds_count{provider="kiro-api",route="/v1/chat/completions",status_class="2xx"}"#
+        ),
+        1.0
+    );
+    // Invented paths share one label.
+    assert_eq!(
+        registry.value(
+            r#"http_server_request_duration_seconds_count{provider="none",route="other",status_class="4xx"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        registry.value(r#"overhead_seconds_count{route="/v1/chat/completions"}"#),
+        1.0
+    );
+    assert_eq!(registry.value("http_server_active_requests"), 0.0);
+}
+
+#[tokio::test]
+async fn a_request_abandoned_before_its_headers_leaves_the_in_flight_count_right() {
+    let registry = Registry::new();
+    let layer = HttpMetricsLayer::new(&registry.meter, routes);
+    let mut service = layer.layer(service_fn(|_: Request<()>| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    let call = service.call(Request::get("/v1/chat/completions").body(()).unwrap());
+    assert_eq!(registry.value("http_server_active_requests"), 1.0);
+    drop(call);
+    assert_eq!(registry.value("http_server_active_requests"), 0.0);
+}
+
+fn model_request() -> MockRequest {
+    let mut request = MockRequest::default();
+    request.extensions.insert(ProviderId::new("kiro-api"));
+    request
+        .extensions
+        .insert(ModelLabel(std::sync::Arc::from("claude-sonnet-4-5")));
+    request
+}
+
+const LABELS: &str = r#"gen_ai_provider_name="kiro-api",gen_ai_request_model="claude-sonnet-4-5""#;
+
+#[tokio::test]
+async fn model_operations_record_duration_first_token_tokens_streams_and_retries() {
+    let registry = Registry::new();
+    let account = MockAccount::new("a");
+    let mut service = ModelMetricsLayer::new(&registry.meter).layer(account.clone());
+    let mut response = service.call(model_request()).await.unwrap();
+    let attempts = Attempts::default();
+    attempts.record("a".into());
+    attempts.record("b".into());
+    response.extensions.insert(attempts);
+    assert_eq!(registry.value("active_streams"), 1.0);
+    response.end_with(StreamReport {
+        end: StreamEnd::Complete,
+        error_kind: None,
+        duration: Duration::from_millis(30),
+        time_to_first_event: Some(Duration::from_millis(10)),
+        usage: Some(TokenUsage {
+            input: 100,
+            output: 7,
+            cache_read: 40,
+            cache_write: 0,
+            estimated: false,
+        }),
+    });
+    assert_eq!(registry.value("active_streams"), 0.0);
+    assert_eq!(
+        registry.value(&format!(
+            "gen_ai_client_operation_duration_seconds_count{{{LABELS}}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        registry.value(&format!(
+            "gen_ai_server_time_to_first_token_seconds_count{{{LABELS}}}"
+        )),
+        1.0
+    );
+    for (kind, count) in [("input", 100.0), ("output", 7.0), ("cache_read", 40.0)] {
+        assert_eq!(
+            registry.value(&format!(
+                "gen_ai_client_token_usage_sum{{estimated=\"false\",{LABELS},gen_ai_token_type=\"{kind}\"}}"
+            )),
+            count
+        );
+    }
+    // The attempts were put on the response after the layer saw it, so no retry counted.
+    assert!(!registry.text().contains("retries_total{"));
+}
+
+#[tokio::test]
+async fn retries_are_counted_from_the_attempts_on_the_response() {
+    let registry = Registry::new();
+    let inner = tower::service_fn(|request: MockRequest| {
+        let mut account = MockAccount::new("a");
+        async move {
+            let mut response = account.call(request).await?;
+            let attempts = Attempts::default();
+            attempts.record("a".into());
+            attempts.record("b".into());
+            attempts.record("c".into());
+            response.extensions.insert(attempts);
+            Ok::<_, MockError>(response)
+        }
+    });
+    let mut service = ModelMetricsLayer::new(&registry.meter).layer(inner);
+    let response = service.call(model_request()).await.unwrap();
+    response.end(StreamEnd::Complete);
+    assert_eq!(registry.value(&format!("retries_total{{{LABELS}}}")), 2.0);
+}
+
+#[tokio::test]
+async fn failures_are_labelled_with_their_kind_and_abandoned_streams_apart() {
+    let registry = Registry::new();
+    let account = MockAccount::new("a");
+    account.script(Err(MockError::upstream()));
+    let mut service = ModelMetricsLayer::new(&registry.meter).layer(account.clone());
+    assert!(service.call(model_request()).await.is_err());
+    let response = service.call(model_request()).await.unwrap();
+    drop(response);
+    let text = registry.text();
+    assert!(
+        text.contains(&format!(
+            "gen_ai_client_operation_duration_seconds_count{{error_type=\"mock\",{LABELS}}} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "gen_ai_client_operation_duration_seconds_count{{error_type=\"abandoned\",{LABELS}}} 1"
+        )),
+        "{text}"
+    );
+    assert_eq!(registry.value("active_streams"), 0.0);
+}

@@ -1,0 +1,184 @@
+//! `GET /metrics`: the pipeline's instruments as Prometheus text, plus the accounts' state
+//! read at scrape time from the same views `/loadbalancer/instances` shows (requests and
+//! errors by kind, breaker state, cooldown, in-flight, token refreshes, Kiro credits). No
+//! secret is a label: accounts appear by their configured names.
+
+use super::status::{members, Member};
+use super::{ApiState, ProviderStatus};
+use crate::body::ResponseBody;
+use aiproxy_layers::model::health::State;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::Response;
+use opentelemetry::metrics::Meter;
+use opentelemetry::KeyValue;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Renders the registry.
+pub(super) fn render(state: &ApiState) -> Response<ResponseBody> {
+    let (text, content_type) = state.metrics.render();
+    let mut response = Response::new(ResponseBody::full(text));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+const STATES: [State; 5] = [
+    State::Healthy,
+    State::Open,
+    State::HalfOpen,
+    State::Cooldown,
+    State::Disabled,
+];
+
+/// Registers the per-account instruments on `meter`; their callbacks read `providers` at
+/// every scrape.
+pub fn observe_accounts(meter: &Meter, providers: &[ProviderStatus]) {
+    let providers: Arc<[ProviderStatus]> = providers.into();
+    // Each instrument reads the accounts through this, with the two labels every account
+    // series carries.
+    let each = {
+        let providers = Arc::clone(&providers);
+        move |f: &mut dyn FnMut(&Member, [KeyValue; 2])| {
+            for provider in providers.iter() {
+                for member in members(provider) {
+                    let labels = [
+                        KeyValue::new("provider", provider.id.clone()),
+                        KeyValue::new("account", Arc::clone(&member.view.spec.name)),
+                    ];
+                    f(&member, labels);
+                }
+            }
+        }
+    };
+    let each = Arc::new(each);
+    let on = |each: &Arc<_>| Arc::clone(each);
+
+    let e = on(&each);
+    meter
+        .u64_observable_counter("upstream.requests")
+        .with_description("Requests sent to each account (retries included)")
+        .with_callback(move |o| e(&mut |m, l| o.observe(m.view.requests, &l)))
+        .build();
+    let e = on(&each);
+    meter
+        .u64_observable_counter("upstream.errors")
+        .with_description(
+            "Failed requests of each account by error type (its fault or the upstream's)",
+        )
+        .with_callback(move |o| {
+            e(&mut |m, [provider, account]| {
+                for (kind, count) in &m.view.errors_by_kind {
+                    let labels = [
+                        provider.clone(),
+                        account.clone(),
+                        KeyValue::new("error_type", *kind),
+                    ];
+                    o.observe(*count, &labels);
+                }
+            })
+        })
+        .build();
+    let e = on(&each);
+    meter
+        .u64_observable_gauge("account.in_flight")
+        .with_description("Requests each account is serving now (streams included)")
+        .with_callback(move |o| e(&mut |m, l| o.observe(m.view.in_flight as u64, &l)))
+        .build();
+    let e = on(&each);
+    meter
+        .u64_observable_gauge("account.state")
+        .with_description("1 for the state each account is in (healthy, open, half_open, cooldown, disabled), 0 for the others")
+        .with_callback(move |o| {
+            e(&mut |m, [provider, account]| {
+                let now = m.state().0;
+                for state in STATES {
+                    let labels = [
+                        provider.clone(),
+                        account.clone(),
+                        KeyValue::new("state", state.as_str()),
+                    ];
+                    o.observe(u64::from(state == now), &labels);
+                }
+            })
+        })
+        .build();
+    let e = on(&each);
+    meter
+        .f64_observable_gauge("account.cooldown.remaining")
+        .with_unit("s")
+        .with_description("Seconds until each resting account may serve again (0 when it serves)")
+        .with_callback(move |o| {
+            e(&mut |m, l| {
+                let left = m.view.health.until.map_or(0.0, seconds_from_now);
+                o.observe(left, &l)
+            })
+        })
+        .build();
+    let e = on(&each);
+    meter
+        .u64_observable_counter("token.refreshes")
+        .with_description(
+            "Access-token refreshes of each account by result (ok, invalid_grant, failed)",
+        )
+        .with_callback(move |o| {
+            e(&mut |m, [provider, account]| {
+                let Some(status) = &m.account else { return };
+                let failures = status.refresh_failures;
+                for (result, count) in [
+                    ("ok", status.refreshes),
+                    ("invalid_grant", failures.invalid_grant),
+                    ("failed", failures.failed),
+                ] {
+                    let labels = [
+                        provider.clone(),
+                        account.clone(),
+                        KeyValue::new("result", result),
+                    ];
+                    o.observe(count, &labels);
+                }
+            })
+        })
+        .build();
+    let e = on(&each);
+    meter
+        .f64_observable_gauge("account.credits.used")
+        .with_description("Kiro credits each account used this period (getUsageLimits, as the health probe last read it)")
+        .with_callback(move |o| e(&mut |m, l| {
+            if let Some(usage) = &m.usage {
+                o.observe(usage.used, &l)
+            }
+        }))
+        .build();
+    let e = on(&each);
+    meter
+        .f64_observable_gauge("account.credits.limit")
+        .with_description("Kiro credits of each account's period")
+        .with_callback(move |o| {
+            e(&mut |m, l| {
+                if let Some(usage) = &m.usage {
+                    o.observe(usage.limit, &l)
+                }
+            })
+        })
+        .build();
+    let e = on(&each);
+    meter
+        .f64_observable_gauge("account.credits.reset")
+        .with_unit("s")
+        .with_description("Seconds until each account's credits reset")
+        .with_callback(move |o| {
+            e(&mut |m, l| {
+                if let Some(reset) = m.usage.as_ref().and_then(|u| u.next_reset) {
+                    o.observe(seconds_from_now(reset), &l)
+                }
+            })
+        })
+        .build();
+}
+
+fn seconds_from_now(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::now())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
