@@ -284,3 +284,52 @@ fn a_cors_origin_that_is_not_an_origin_is_refused_at_start_up() {
         "{stderr}"
     );
 }
+
+#[test]
+fn requests_hyper_refuses_get_an_error_body_that_says_why() {
+    let proxy = Proxy::start(&[], &[MOCK]);
+    let huge_header = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let cases = [
+        (huge_header, "431", "request_header_fields_too_large"),
+        (many_headers, "431", "request_header_fields_too_large"),
+        ("GARBAGE\r\n\r\n".to_owned(), "400", "malformed_http"),
+        (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"
+                .to_owned(),
+            "400",
+            "malformed_http",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let mut socket = TcpStream::connect(addr(&proxy)).unwrap();
+        socket.write_all(request.as_bytes()).unwrap();
+        let answer =
+            String::from_utf8(read_until_closed(&mut socket, Duration::from_secs(10))).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let error: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(error["error"]["code"], code, "{body}");
+        assert!(error["error"]["message"].as_str().unwrap().len() > 40);
+    }
+    // Served requests on the same server are untouched.
+    let mut socket = TcpStream::connect(addr(&proxy)).unwrap();
+    socket
+        .write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer =
+        String::from_utf8(read_until_closed(&mut socket, Duration::from_secs(10))).unwrap();
+    assert!(answer.contains("unknown_endpoint"), "{answer}");
+}

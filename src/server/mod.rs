@@ -7,10 +7,12 @@
 //! never cut by these timers.
 
 pub mod connections;
+mod error_bodies;
 pub mod fd_limit;
 pub mod tracked;
 
 use connections::{Registry, Timeouts};
+use error_bodies::ErrorBodies;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -131,7 +133,7 @@ pub async fn serve<S, B>(
                 let connection = Arc::clone(slot.connection());
                 let tracked = Tracked::new(service.clone(), Arc::clone(&connection), limits.body_read_timeout);
                 let hyper_service = TowerToHyperService::new(tracked);
-                let served = builder.serve_connection(TokioIo::new(stream), hyper_service).into_owned();
+                let served = builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), hyper_service).into_owned();
                 let served = graceful.watch(served);
                 tokio::spawn(async move {
                     let _slot = slot;
