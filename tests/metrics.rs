@@ -195,3 +195,30 @@ async fn with_the_metrics_layers_off_the_accounts_are_still_shown() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn kiro_credits_from_the_health_probe_are_shown_per_account() {
+    let fake = Fake::start();
+    let proxy = fake.proxy("social", &["--health-check-interval", "1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let account = r#"{account="creds.json",provider="kiro-api"}"#;
+    loop {
+        let text = get(&proxy, "/metrics", None).await.text();
+        if let Some(limit) = value(&text, &format!("aiproxy_account_credits_limit{account}")) {
+            assert!(limit > 0.0);
+            let used = value(&text, &format!("aiproxy_account_credits_used{account}")).unwrap();
+            assert!(used >= 0.0 && used <= limit, "{text}");
+            let reset = value(
+                &text,
+                &format!("aiproxy_account_credits_reset_seconds{account}"),
+            );
+            assert!(reset.unwrap() > 0.0, "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no credits after the probe: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

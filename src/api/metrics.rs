@@ -6,6 +6,7 @@
 use super::status::{members, Member};
 use super::{ApiState, ProviderStatus};
 use crate::body::ResponseBody;
+use crate::kiro::usage::UsageLimits;
 use aiproxy_layers::model::health::State;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::Response;
@@ -141,42 +142,50 @@ pub fn observe_accounts(meter: &Meter, providers: &[ProviderStatus]) {
             })
         })
         .build();
-    let e = on(&each);
-    meter
-        .f64_observable_gauge("account.credits.used")
-        .with_description("Kiro credits each account used this period (getUsageLimits, as the health probe last read it)")
-        .with_callback(move |o| e(&mut |m, l| {
-            if let Some(usage) = &m.usage {
-                o.observe(usage.used, &l)
-            }
-        }))
-        .build();
-    let e = on(&each);
-    meter
-        .f64_observable_gauge("account.credits.limit")
-        .with_description("Kiro credits of each account's period")
-        .with_callback(move |o| {
-            e(&mut |m, l| {
-                if let Some(usage) = &m.usage {
-                    o.observe(usage.limit, &l)
-                }
+    let credits: [Credits; 3] = [
+        (
+            "account.credits.used",
+            "",
+            "Kiro credits each account used this period (getUsageLimits, as the health probe last read it)",
+            |u| Some(u.used),
+        ),
+        (
+            "account.credits.limit",
+            "",
+            "Kiro credits of each account's period",
+            |u| Some(u.limit),
+        ),
+        (
+            "account.credits.reset",
+            "s",
+            "Seconds until each account's credits reset",
+            |u| u.next_reset.map(seconds_from_now),
+        ),
+    ];
+    for (name, unit, description, read) in credits {
+        let e = on(&each);
+        meter
+            .f64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |o| {
+                e(&mut |m, l| {
+                    if let Some(value) = m.usage.as_ref().and_then(read) {
+                        o.observe(value, &l)
+                    }
+                })
             })
-        })
-        .build();
-    let e = on(&each);
-    meter
-        .f64_observable_gauge("account.credits.reset")
-        .with_unit("s")
-        .with_description("Seconds until each account's credits reset")
-        .with_callback(move |o| {
-            e(&mut |m, l| {
-                if let Some(reset) = m.usage.as_ref().and_then(|u| u.next_reset) {
-                    o.observe(seconds_from_now(reset), &l)
-                }
-            })
-        })
-        .build();
+            .build();
+    }
 }
+
+/// A credits gauge: name, unit, description, and how to read it off the usage.
+type Credits = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&UsageLimits) -> Option<f64>,
+);
 
 fn seconds_from_now(at: SystemTime) -> f64 {
     at.duration_since(SystemTime::now())
