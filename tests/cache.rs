@@ -247,5 +247,24 @@ fn the_guide_command_starts_with_the_cache_on() {
         };
         assert_eq!(cache_header(&send(request()).await), "miss");
         assert_eq!(cache_header(&send(request()).await), "hit");
+        let metrics = send(
+            http::Request::get(format!("{}/metrics", proxy.base))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .text();
+        for line in [
+            "aiproxy_cache_entries 1",
+            r#"aiproxy_cache_requests_total{result="hit"} 1"#,
+            r#"aiproxy_cache_requests_total{result="miss"} 1"#,
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
+        let size = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("aiproxy_cache_size_bytes "))
+            .unwrap();
+        assert!(size.parse::<f64>().unwrap() > 0.0);
     });
 }

@@ -51,12 +51,12 @@ impl<E: Send + Sync + 'static> CacheLayer<E> {
         }
     }
 
-    /// Records lookups (`cache.requests` by result) and the store's size (`cache.bytes`,
-    /// `cache.entries`) on `meter`.
+    /// Records lookups (`cache.requests` by result) and the store's size (`cache.size` in
+    /// bytes, `cache.entries`) on `meter`.
     pub fn with_meter(self, meter: &Meter) -> Self {
         let store = Arc::clone(&self.shared.store);
         meter
-            .u64_observable_gauge("cache.bytes")
+            .u64_observable_gauge("cache.size")
             .with_unit("By")
             .with_description("Bytes of answers the cache holds (an estimate)")
             .with_callback(move |o| o.observe(store.bytes(), &[]))

@@ -60,11 +60,6 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
                 .build(),
         }
     }
-
-    /// Applies pending evictions now (moka does it lazily), so sizes read right after.
-    pub fn settle(&self) {
-        self.cache.run_pending_tasks();
-    }
 }
 
 impl<E: Send + Sync + 'static> CacheStore<E> for MemoryStore<E> {
@@ -77,11 +72,15 @@ impl<E: Send + Sync + 'static> CacheStore<E> for MemoryStore<E> {
         self.cache.insert(key, Weighted { events, weight });
     }
 
+    // moka counts lazily: pending inserts and evictions are applied first, so a scrape
+    // right after a store sees it.
     fn bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }
 
     fn entries(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 }
