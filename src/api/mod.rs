@@ -101,7 +101,8 @@ pub struct ApiState {
 
 /// The model tier as the adapter holds it: boxed, so that the adapter's handlers are
 /// compiled once in this crate instead of once per model-tier type in every crate that
-/// builds a pipeline (one allocation per request; see `benches/pipeline.rs`).
+/// builds a pipeline (costs a few small allocations per request: the service clone, the
+/// call's future, the body; not measurable in `benches/pipeline.rs`).
 pub type ModelTier = tower::util::BoxCloneSyncService<ModelRequest, ModelResponse, ChatError>;
 
 /// A request body as the handlers read it (boxed for the same reason).
@@ -248,15 +249,11 @@ async fn route(
 /// The route label of a path for metrics: one of the served routes (ids replaced by
 /// `{id}`), else `other`, so that a client cannot make a label per path it invents.
 pub fn route_label(path: &str) -> &'static str {
-    // A `/{provider}/...` prefix chooses the provider; the route is the rest.
-    let path = crate::config::PROVIDERS
-        .iter()
-        .find_map(|p| {
-            path.strip_prefix('/')
-                .and_then(|rest| rest.strip_prefix(p))
-                .filter(|rest| rest.starts_with('/'))
-        })
-        .unwrap_or(path);
+    // A known `/{provider}/v1/...` prefix chooses the provider (the route layer below strips
+    // it); the route is the rest.
+    let path = aiproxy_layers::route::path_prefix(path)
+        .filter(|provider| crate::config::PROVIDERS.contains(provider))
+        .map_or(path, |provider| &path[provider.len() + 1..]);
     match path {
         "/v1/chat/completions" => "/v1/chat/completions",
         "/v1/messages" => "/v1/messages",
@@ -673,4 +670,30 @@ async fn count_tokens(
         StatusCode::OK,
         json!({ "input_tokens": tokens }).to_string(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn route_labels_come_from_a_fixed_list_with_provider_prefixes_stripped() {
+        assert_eq!(route_label("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(
+            route_label("/kiro-api/v1/chat/completions"),
+            "/v1/chat/completions"
+        );
+        assert_eq!(
+            route_label("/v1/models/claude-sonnet-4-5"),
+            "/v1/models/{id}"
+        );
+        assert_eq!(
+            route_label("/v1/responses/resp_1/input_items"),
+            "/v1/responses/{id}/input_items"
+        );
+        assert_eq!(route_label("/v1/responses/resp_1"), "/v1/responses/{id}");
+        // Unknown providers and invented paths share one label.
+        assert_eq!(route_label("/nope/v1/chat/completions"), "other");
+        assert_eq!(route_label("/wp-admin/1"), "other");
+    }
 }

@@ -42,11 +42,15 @@ impl<E> std::fmt::Debug for CacheLayer<E> {
 impl<E: Send + Sync + 'static> CacheLayer<E> {
     /// A cache over `store`.
     pub fn new(store: Arc<dyn CacheStore<E>>) -> Self {
+        Self::over(store, None)
+    }
+
+    fn over(store: Arc<dyn CacheStore<E>>, requests: Option<Counter<u64>>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 store,
                 flights: Mutex::default(),
-                requests: None,
+                requests,
             }),
         }
     }
@@ -71,13 +75,7 @@ impl<E: Send + Sync + 'static> CacheLayer<E> {
             .u64_counter("cache.requests")
             .with_description("Model requests by cache result (hit, miss, bypass)")
             .build();
-        Self {
-            shared: Arc::new(Shared {
-                store: Arc::clone(&self.shared.store),
-                flights: Mutex::default(),
-                requests: Some(requests),
-            }),
-        }
+        Self::over(Arc::clone(&self.shared.store), Some(requests))
     }
 }
 

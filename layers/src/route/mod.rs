@@ -39,4 +39,4 @@ mod service;
 /// Response future of this layer's service.
 pub type ResponseFuture<F> = crate::RejectFuture<F>;
 pub use layer::RouteLayer;
-pub use service::Route;
+pub use service::{path_prefix, Route};

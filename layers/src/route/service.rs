@@ -91,7 +91,7 @@ fn choose<B>(config: &RouteConfig, request: &Request<B>) -> Result<Choice, Rejec
 }
 
 /// `/{provider}/v1/...` -> `Some(provider)`; `/v1/...`, `/health` -> `None`.
-fn path_prefix(path: &str) -> Option<&str> {
+pub fn path_prefix(path: &str) -> Option<&str> {
     let rest = path.strip_prefix('/')?;
     let (first, after) = rest.split_once('/')?;
     let is_api_path = after == "v1" || after.starts_with("v1/") || after.starts_with("v1beta");
