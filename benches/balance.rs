@@ -62,6 +62,7 @@ async fn simulate(balance: Balance, gap: Duration) -> (Duration, Duration, Vec<u
                 name: Arc::from(format!("a{i}")),
                 weight: 1,
                 max_concurrency: 64,
+                requests_per_minute: None,
             };
             (spec, account(i, Arc::default()))
         })

@@ -418,6 +418,7 @@ fn model_layers(c: &mut Criterion) {
         name: Arc::from("bench"),
         weight: 1,
         max_concurrency: 64,
+        requests_per_minute: None,
     };
     let pool = Pool::new(PoolConfig::default(), vec![(spec, leaf)]);
     let retried = tower::Layer::layer(&RetryLayer::new(RetryConfig::default()), pool.clone());
@@ -472,6 +473,37 @@ fn model_layers(c: &mut Criterion) {
             })
         })
     });
+    // Rate limits that never refuse (so every call takes the full path): the request
+    // bucket alone, and with the token bucket (estimate at admission, settle at the end).
+    use aiproxy_layers::rate_limit::{Limits, MemoryStore, RateLimitLayer, RequestQuota};
+    use std::num::NonZeroU32;
+    let unbounded = RequestQuota {
+        per_minute: NonZeroU32::MAX,
+        burst: NonZeroU32::MAX,
+    };
+    let limited = |limits| {
+        let layer = RateLimitLayer::new(Arc::new(MemoryStore::new()), limits);
+        tower::Layer::layer(&layer, leaf)
+    };
+    let requests_only = limited(Limits {
+        requests: Some(unbounded),
+        tokens_per_minute: None,
+    });
+    bench!("rate_limit_requests", requests_only);
+    let both = limited(Limits {
+        requests: Some(unbounded),
+        tokens_per_minute: Some(NonZeroU32::MAX),
+    });
+    bench!("rate_limit_requests_and_tokens", both);
+    // The pool of one with its account's per-minute guard on.
+    let guarded_spec = MemberSpec {
+        name: Arc::from("bench"),
+        weight: 1,
+        max_concurrency: 64,
+        requests_per_minute: Some(unbounded),
+    };
+    let guarded = Pool::new(PoolConfig::default(), vec![(guarded_spec, leaf)]);
+    bench!("pool_of_one_guarded", guarded);
     group.finish();
 }
 

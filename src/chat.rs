@@ -362,6 +362,16 @@ pub enum ChatError {
         /// How long the upstream asked to wait.
         retry_after: Option<Duration>,
     },
+    /// The client's own rate limit (requests or tokens per minute of its API key) refused
+    /// the request; nothing was sent upstream.
+    #[error("{message}")]
+    Throttled {
+        /// Which limit, and what to do.
+        message: String,
+        /// When the request would pass; `None` when it never can (larger than a minute's
+        /// token budget).
+        retry_after: Option<Duration>,
+    },
     /// The account's quota is exhausted.
     #[error("The account's monthly request quota is exhausted: {message}")]
     QuotaExhausted {
@@ -458,7 +468,8 @@ impl ChatError {
             | Self::ModelNotFound { .. }
             | Self::UpstreamRejected { .. }
             | Self::EmptyTurn { .. }
-            | Self::Unfulfilled { .. } => Fault::Request,
+            | Self::Unfulfilled { .. }
+            | Self::Throttled { .. } => Fault::Request,
             Self::RateLimited { .. }
             | Self::QuotaExhausted { .. }
             | Self::AccountUnavailable { .. }
@@ -474,6 +485,7 @@ impl ChatError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. }
+            | Self::Throttled { retry_after, .. }
             | Self::Busy { retry_after, .. }
             | Self::NoAccount { retry_after, .. } => *retry_after,
             _ => None,
@@ -489,6 +501,7 @@ impl ChatError {
             Self::NotServedHere { .. } => "model_not_served_here",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Throttled { .. } => "client_rate_limited",
             Self::QuotaExhausted { .. } => "quota_exhausted",
             Self::AccountUnavailable { .. } => "account_unavailable",
             Self::Upstream { .. } => "upstream_error",

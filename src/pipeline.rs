@@ -42,6 +42,7 @@ use aiproxy_layers::cache::{Cache, CacheLayer, CacheStore, MemoryStore};
 use aiproxy_layers::metrics::{HttpMetrics, HttpMetricsLayer, ModelMetrics, ModelMetricsLayer};
 use aiproxy_layers::model::pool::Pool;
 use aiproxy_layers::model::retry::{Retry, RetryLayer};
+use aiproxy_layers::rate_limit::{RateLimit, RateLimitLayer};
 use aiproxy_layers::request_id::{BoundRequestId, BoundRequestIdLayer};
 use aiproxy_layers::route::{Route, RouteLayer};
 use aiproxy_layers::toggle::{Toggle, ToggleLayer};
@@ -64,7 +65,8 @@ use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, Trace, Tr
 use tracing::Level;
 
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
-pub type ModelService = Resolve<Either<ModelMetrics<Cached>, Cached>>;
+pub type ModelService = Resolve<Either<RateLimit<Metered>, Metered>>;
+type Metered = Either<ModelMetrics<Cached>, Cached>;
 type Cached = Either<Cache<Emulated, ChatEvent>, Emulated>;
 type Emulated = Emulate<Either<Retry<Pool<KiroService>>, Pool<KiroService>>>;
 
@@ -86,8 +88,8 @@ type Traced = Toggle<
     >,
     PanicsCaught,
 >;
-type PanicsCaught = Toggle<CatchPanic<Metered, PanicResponse>, Metered>;
-type Metered = Toggle<HttpMetrics<Authenticated>, Authenticated>;
+type PanicsCaught = Toggle<CatchPanic<HttpMetered, PanicResponse>, HttpMetered>;
+type HttpMetered = Toggle<HttpMetrics<Authenticated>, Authenticated>;
 type Authenticated = Toggle<Auth<Routed>, Routed>;
 type Routed = Toggle<Route<Api>, Api>;
 type Api = ApiService;
@@ -178,10 +180,15 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     } else {
         Either::Right(emulated)
     };
-    let model = ResolveLayer::new(catalog).layer(if metered {
+    let measured = if metered {
         Either::Left(ModelMetricsLayer::new(metrics.meter()).layer(cached))
     } else {
         Either::Right(cached)
+    };
+    let model = ResolveLayer::new(catalog).layer(if config.rate_limit.is_unlimited() {
+        Either::Right(measured)
+    } else {
+        Either::Left(rate_limit_layer(config, &metrics).layer(measured))
     });
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,
@@ -236,6 +243,17 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
         })))
         .service(ApiService::new(model, state));
     Ok((pipeline, accounts))
+}
+
+/// The client rate limits of `config`, buckets in this process's memory.
+fn rate_limit_layer(config: &Config, metrics: &Metrics) -> RateLimitLayer {
+    let store = Arc::new(aiproxy_layers::rate_limit::MemoryStore::new());
+    let mut layer =
+        RateLimitLayer::new(store, config.rate_limit.default).with_meter(metrics.meter());
+    for (label, limits) in &config.rate_limit.keys {
+        layer = layer.with_override(label.as_str(), *limits);
+    }
+    layer
 }
 
 /// The request span: path only (a `?key=` query must never reach a log line).

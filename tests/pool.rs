@@ -769,3 +769,36 @@ fn too_many_accounts_behind_one_egress_are_refused_at_start_up() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_per_account_guard_holds_across_the_pool() {
+    // Two requests per minute per account, both at once: six fit, the seventh is refused
+    // (the next slot is 30 s away, longer than a request waits), whatever the clients send.
+    let trio = Trio::start(json!({"requestsPerMinute": 2, "requestsBurst": 2}), &[]);
+    let prompts: Vec<String> = (0..7).map(|i| format!("hi {i}")).collect();
+    let answers = join_all(prompts.iter().map(|p| trio.chat(p, false, None))).await;
+    let mut codes: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 200, 200, 200, 200, 200, 503]);
+    let refused = answers.iter().find(|a| a.status == 503).unwrap();
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("requestsPerMinute guard: acct-a (2/min), acct-b (2/min), acct-c (2/min)"),
+        "{message}"
+    );
+    let wait: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((20..=30).contains(&wait), "{wait}");
+    assert_eq!(
+        trio.calls().await,
+        [2, 2, 2],
+        "each account got exactly its guard's worth"
+    );
+    assert_eq!(trio.instance("acct-a").await["requests_per_minute"], 2);
+}

@@ -21,7 +21,8 @@ impl ClientKey {
         Self(label.into())
     }
 
-    pub(crate) fn numbered(position: usize) -> Self {
+    /// The label of the key at `position` (from 0) of the auth layer's list: `key-1`, ...
+    pub fn numbered(position: usize) -> Self {
         Self(Arc::from(format!("key-{}", position + 1)))
     }
 

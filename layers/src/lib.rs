@@ -14,6 +14,7 @@
 //! | [`request_id`] | drops a client `x-request-id` over 128 characters or not visible ASCII, so a fresh one is made | |
 //! | [`cache`] | model-tier answer cache: per-client keys, stored only after a complete stream, replayed as stream or body, identical misses coalesced, `Cache-Control` honoured | + `CacheStatus` (response) |
 //! | [`metrics`] | OpenTelemetry instruments for HTTP requests (route, status, duration, overhead) and model operations (duration, first token, tokens, streams, retries) | |
+//! | [`rate_limit`] | model-tier rate limits per client: requests per minute with a burst (governor), tokens per minute estimated at admission and settled with the real usage | writes `RateLimitSlot` |
 //! | [`toggle`] | switches any HTTP layer on or off by configuration, free when off | |
 
 pub mod auth;
@@ -23,6 +24,7 @@ mod extensions;
 mod future;
 pub mod metrics;
 pub mod model;
+pub mod rate_limit;
 mod rejection;
 pub mod request_id;
 pub mod route;

@@ -18,7 +18,10 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 const METHODS: &str = "GET, POST, DELETE, HEAD";
 /// Headers a browser client may read from an answer.
 const EXPOSED: &str = "x-request-id, x-aiproxy-account, x-aiproxy-attempts, x-aiproxy-usage, \
-                       x-aiproxy-not-honoured, x-aiproxy-dropped-tools, retry-after";
+                       x-aiproxy-not-honoured, x-aiproxy-dropped-tools, x-aiproxy-cache, \
+                       x-aiproxy-overhead-ms, retry-after, x-ratelimit-limit-requests, \
+                       x-ratelimit-remaining-requests, x-ratelimit-reset-requests, \
+                       x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens";
 
 /// The allowed origins.
 #[derive(Clone, Debug)]

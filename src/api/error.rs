@@ -43,6 +43,10 @@ fn classified(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
                 .with_code("rate_limit_exceeded")
         }
+        ChatError::Throttled { .. } => {
+            Rejection::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                .with_code("rate_limit_exceeded")
+        }
         ChatError::QuotaExhausted { .. } => {
             Rejection::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
                 .with_code("insufficient_quota")

@@ -30,10 +30,11 @@ use crate::model::{AccountId, ModelRequest, ModelResponse};
 use aiproxy_layers::cache::{CacheControl, CacheStatus};
 use aiproxy_layers::metrics::UpstreamClock;
 use aiproxy_layers::model::{Attempts, SessionKey};
+use aiproxy_layers::rate_limit::{RateLimitSlot, RateLimitStatus};
 use aiproxy_layers::{ClientKey, ErrorShape, ProviderId, Rejection};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -380,6 +381,7 @@ async fn call_model(
     let span = tracing::Span::current();
     span.record("model", chat.model.as_str());
     let clock = UpstreamClock::default();
+    let slot = RateLimitSlot::default();
     let ready = tokio::time::timeout(state.ready_timeout, model.ready()).await;
     let result = match ready {
         Err(_) => Err(ChatError::Busy {
@@ -400,6 +402,7 @@ async fn call_model(
                 request.extensions.insert(provider.clone());
             }
             request.extensions.insert(clock.clone());
+            request.extensions.insert(slot.clone());
             if let Some(control) = parts.headers.get(CACHE_CONTROL) {
                 let control = control.to_str().unwrap_or_default();
                 request.extensions.insert(CacheControl::parse(control));
@@ -407,8 +410,20 @@ async fn call_model(
             ready.call(request).await
         }
     };
-    let mut response = result.map_err(|e| error::rejection(&e))?;
+    let limits = slot.get();
+    let mut response = result.map_err(|e| {
+        let rejection = error::rejection(&e);
+        match limits {
+            Some(limits) => rate_limit_headers(&limits)
+                .into_iter()
+                .fold(rejection, |r, (name, value)| r.with_header(name, value)),
+            None => rejection,
+        }
+    })?;
     response.extensions.insert(clock);
+    if let Some(limits) = limits {
+        response.extensions.insert(limits);
+    }
     if let Some(AccountId(account)) = response.extensions.get::<AccountId>() {
         span.record("account", &**account);
     }
@@ -449,6 +464,62 @@ fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::mode
         response
             .headers_mut()
             .insert("x-aiproxy-cache", HeaderValue::from_static(status.as_str()));
+    }
+    if let Some(limits) = extensions.get::<RateLimitStatus>() {
+        for (name, value) in rate_limit_headers(limits) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` headers for the client's buckets (the reset as OpenAI writes it:
+/// `1s`, `6m0s`, `250ms`).
+fn rate_limit_headers(limits: &RateLimitStatus) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(6);
+    for (window, [limit, remaining, reset]) in [
+        (limits.requests, RATE_LIMIT_REQUEST_HEADERS),
+        (limits.tokens, RATE_LIMIT_TOKEN_HEADERS),
+    ] {
+        if let Some(window) = window {
+            headers.push((
+                HeaderName::from_static(limit),
+                HeaderValue::from(window.limit),
+            ));
+            headers.push((
+                HeaderName::from_static(remaining),
+                HeaderValue::from(window.remaining),
+            ));
+            if let Ok(value) = HeaderValue::from_str(&reset_text(window.reset)) {
+                headers.push((HeaderName::from_static(reset), value));
+            }
+        }
+    }
+    headers
+}
+
+const RATE_LIMIT_REQUEST_HEADERS: [&str; 3] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+];
+const RATE_LIMIT_TOKEN_HEADERS: [&str; 3] = [
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
+
+/// A reset time as OpenAI writes it: `20ms` under a second, else `1s`, `1m30s`, `1h2m3s`.
+fn reset_text(reset: std::time::Duration) -> String {
+    let ms = reset.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = reset.as_secs_f64().ceil() as u64;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
     }
 }
 

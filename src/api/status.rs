@@ -146,6 +146,7 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
                     "reason": reason,
                     "weight": v.spec.weight,
                     "max_concurrency": v.spec.max_concurrency,
+                    "requests_per_minute": v.spec.requests_per_minute.map(|q| q.per_minute.get()),
                     "in_flight": v.in_flight,
                     "requests": v.requests,
                     "errors": v.errors,

@@ -6,6 +6,7 @@
 //! for the default. Bad values stop start-up with a message naming the flag or key and the
 //! allowed values (exit code 2).
 
+use aiproxy_layers::ClientKey;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
@@ -14,9 +15,11 @@ use std::time::Duration;
 
 pub mod cache;
 pub mod pool;
+pub mod rate_limit;
 
 pub use cache::{CacheArgs, CacheSettings};
 pub use pool::{PoolArgs, PoolSettings};
+pub use rate_limit::{RateLimitArgs, RateLimitSettings};
 
 /// Providers this build can serve.
 pub const PROVIDERS: &[&str] = &["kiro-api"];
@@ -224,6 +227,10 @@ pub struct Cli {
     /// Answer cache settings.
     #[command(flatten)]
     pub cache: CacheArgs,
+
+    /// Client rate limits.
+    #[command(flatten)]
+    pub rate_limit: RateLimitArgs,
 }
 
 /// Sub-commands.
@@ -255,7 +262,7 @@ pub struct FakeKiroArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     model_provider: Option<String>,
-    api_keys: Option<Vec<String>>,
+    api_keys: Option<Vec<rate_limit::ApiKeyEntry>>,
     cors_allow_origin: Option<Vec<String>>,
     host: Option<String>,
     port: Option<u16>,
@@ -287,6 +294,8 @@ struct FileConfig {
     pool: PoolArgs,
     #[serde(default)]
     cache: CacheArgs,
+    #[serde(default)]
+    rate_limit: RateLimitArgs,
 }
 
 /// Resolved configuration.
@@ -354,6 +363,8 @@ pub struct Config {
     pub pool: PoolSettings,
     /// The answer cache.
     pub cache: CacheSettings,
+    /// Client rate limits.
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Default for Config {
@@ -390,6 +401,7 @@ impl Default for Config {
             disabled_layers: Vec::new(),
             pool: PoolSettings::default(),
             cache: CacheSettings::default(),
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }
@@ -475,10 +487,29 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = Self::default();
-        let api_keys: Vec<String> = if cli.api_keys.iter().any(|k| !k.trim().is_empty()) {
-            cli.api_keys.clone()
-        } else {
-            file.api_keys.unwrap_or_default()
+        let limits = cli.rate_limit.clone().or(file.rate_limit);
+        let entries: Vec<rate_limit::ApiKeyEntry> =
+            if cli.api_keys.iter().any(|k| !k.trim().is_empty()) {
+                cli.api_keys
+                    .iter()
+                    .map(|k| rate_limit::ApiKeyEntry::Key(k.clone()))
+                    .collect()
+            } else {
+                file.api_keys.unwrap_or_default()
+            };
+        let entries: Vec<_> = entries
+            .into_iter()
+            .filter(|entry| !entry.key().trim().is_empty())
+            .collect();
+        let mut key_limits = Vec::new();
+        for (position, entry) in entries.iter().enumerate() {
+            if let Some(own) = entry.limits(&limits)? {
+                key_limits.push((ClientKey::numbered(position).label().to_owned(), own));
+            }
+        }
+        let rate_limit = RateLimitSettings {
+            default: limits.resolve()?,
+            keys: key_limits,
         };
         let cors_allow_origins = check_origins(
             if cli.cors_allow_origins.iter().any(|o| !o.trim().is_empty()) {
@@ -501,11 +532,9 @@ impl Config {
                 defaults.model_provider,
             ),
             cors_allow_origins,
-            api_keys: api_keys
-                .into_iter()
-                .map(|k| k.trim().to_owned())
-                .filter(|k| !k.is_empty())
-                .map(crate::secret::Secret::new)
+            api_keys: entries
+                .iter()
+                .map(|entry| crate::secret::Secret::new(entry.key().trim().to_owned()))
                 .collect(),
             host: pick(cli.host.clone(), file.host, defaults.host),
             port: pick(cli.port, file.port, defaults.port),
@@ -614,6 +643,7 @@ impl Config {
             disabled_layers,
             pool: cli.pool.clone().or(file.pool).resolve()?,
             cache: cli.cache.clone().or(file.cache).resolve()?,
+            rate_limit,
         };
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
             return Err(ConfigError::Invalid {

@@ -3,8 +3,8 @@
 //!
 //! Two shapes are read, in one file or side by side:
 //! - ours, under the provider id `kiro-api`: `{name, credsFile | credsBase64 | credentials
-//!   (the credential JSON inline), enabled, weight, maxConcurrency, region, baseUrl,
-//!   refreshUrl, idcRefreshUrl, checkModel, egressProxy}`; unknown keys are errors (a typo must not
+//!   (the credential JSON inline), enabled, weight, maxConcurrency, requestsPerMinute,
+//!   requestsBurst, region, baseUrl, refreshUrl, idcRefreshUrl, checkModel, egressProxy}`; unknown keys are errors (a typo must not
 //!   silently drop a setting);
 //! - AIClient-2-API's as is, under `claude-kiro-oauth`: `customName`,
 //!   `KIRO_OAUTH_CREDS_FILE_PATH` / `KIRO_OAUTH_CREDS_BASE64`, `KIRO_BASE_URL`,
@@ -40,6 +40,8 @@ pub struct Instance {
     pub weight: u32,
     /// Concurrency cap (`None`: the global `--max-connections`).
     pub max_concurrency: Option<usize>,
+    /// The account's own request-rate guard (`requestsPerMinute`, `requestsBurst`).
+    pub requests_per_minute: Option<aiproxy_layers::rate_limit::RequestQuota>,
     /// Region override.
     pub region: Option<String>,
     /// API base URL override.
@@ -79,6 +81,8 @@ struct Ours {
     #[serde(default = "one")]
     weight: u32,
     max_concurrency: Option<usize>,
+    requests_per_minute: Option<u32>,
+    requests_burst: Option<u32>,
     region: Option<String>,
     base_url: Option<String>,
     refresh_url: Option<String>,
@@ -267,6 +271,29 @@ fn check_url(
     }
 }
 
+/// The account's request-rate guard: `requestsPerMinute`, sent evenly (`requestsBurst`
+/// at once, 1 unless set), so Kiro never sees a burst from one account.
+fn guard(raw: &Ours) -> Result<Option<aiproxy_layers::rate_limit::RequestQuota>, &'static str> {
+    use std::num::NonZeroU32;
+    let Some(per_minute) = raw.requests_per_minute else {
+        return match raw.requests_burst {
+            Some(_) => Err("`requestsBurst` needs `requestsPerMinute`"),
+            None => Ok(None),
+        };
+    };
+    let per_minute = NonZeroU32::new(per_minute)
+        .ok_or("`requestsPerMinute` must be at least 1 (leave it out for no guard)")?;
+    let burst = NonZeroU32::new(raw.requests_burst.unwrap_or(1))
+        .ok_or("`requestsBurst` must be at least 1")?;
+    if burst > per_minute {
+        return Err("`requestsBurst` cannot be larger than `requestsPerMinute`");
+    }
+    Ok(Some(aiproxy_layers::rate_limit::RequestQuota {
+        per_minute,
+        burst,
+    }))
+}
+
 fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
     let hint = value.get("name").and_then(Value::as_str);
     let raw: Ours =
@@ -278,6 +305,7 @@ fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
     if raw.max_concurrency == Some(0) {
         return Err(at.error(Some(&name), "`maxConcurrency` must be at least 1"));
     }
+    let requests_per_minute = guard(&raw).map_err(|message| at.error(Some(&name), message))?;
     for (field, url) in [
         ("baseUrl", &raw.base_url),
         ("refreshUrl", &raw.refresh_url),
@@ -305,6 +333,7 @@ fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
         enabled: raw.enabled,
         weight: raw.weight,
         max_concurrency: raw.max_concurrency,
+        requests_per_minute,
         region: raw.region,
         base_url: raw.base_url,
         refresh_url: raw.refresh_url,
@@ -344,6 +373,7 @@ fn theirs(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
         enabled: !raw.disabled,
         weight: 1,
         max_concurrency: None,
+        requests_per_minute: None,
         region: None,
         base_url: raw.base_url,
         refresh_url: raw.refresh_url,

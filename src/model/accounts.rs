@@ -190,14 +190,17 @@ impl Accounts {
             let fake = FakeKiro::new().with_event_delay(config.kiro_mock_event_delay);
             let account = Arc::new(FixedToken::new("mock"));
             return Ok(vec![Member {
-                spec: spec("mock", 1, config.max_connections),
+                spec: spec("mock", 1, config.max_connections, None),
                 service: KiroService::mock(fake, account, config.max_connections),
                 account: None,
                 enabled: true,
                 fingerprint: None,
             }]);
         };
-        let live = |name: String, credentials: Credentials, overrides: &Overrides, weight, cap| {
+        let live = |name: String,
+                    credentials: Credentials,
+                    overrides: &Overrides,
+                    (weight, cap, guard)| {
             let endpoints = endpoints(config, &credentials, overrides);
             let egress = overrides.egress.as_ref();
             tracing::info!(
@@ -228,12 +231,13 @@ impl Accounts {
             let account = Account::new(name.clone(), credentials, endpoints, settings, client);
             let service =
                 KiroService::live(http, Arc::clone(&account), cap).map_err(BuildError::Client)?;
-            Ok::<_, BuildError>((spec(&name, weight, cap), service, account))
+            Ok::<_, BuildError>((spec(&name, weight, cap, guard), service, account))
         };
         let Some(file) = &config.pool.file else {
             let (name, credentials) = load_credentials(config)?;
             let cap = config.max_connections;
-            let (spec, service, account) = live(name, credentials, &Overrides::default(), 1, cap)?;
+            let (spec, service, account) =
+                live(name, credentials, &Overrides::default(), (1, cap, None))?;
             return Ok(vec![Member {
                 spec,
                 service,
@@ -272,8 +276,7 @@ impl Accounts {
                     instance.name,
                     instance.credentials,
                     &overrides,
-                    instance.weight,
-                    cap,
+                    (instance.weight, cap, instance.requests_per_minute),
                 )?;
                 Ok(Member {
                     spec,
@@ -287,11 +290,17 @@ impl Accounts {
     }
 }
 
-fn spec(name: &str, weight: u32, max_concurrency: usize) -> MemberSpec {
+fn spec(
+    name: &str,
+    weight: u32,
+    max_concurrency: usize,
+    requests_per_minute: Option<aiproxy_layers::rate_limit::RequestQuota>,
+) -> MemberSpec {
     MemberSpec {
         name: Arc::from(name),
         weight,
         max_concurrency,
+        requests_per_minute,
     }
 }
 

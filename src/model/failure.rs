@@ -5,6 +5,7 @@
 use crate::chat::{ChatError, Fault};
 use aiproxy_layers::model::pool::NoAccount;
 use aiproxy_layers::model::{Failure, Penalty, RateLimitClass};
+use aiproxy_layers::rate_limit::Throttled;
 use std::time::{Duration, SystemTime};
 
 impl Failure for ChatError {
@@ -43,6 +44,15 @@ impl Failure for ChatError {
 
     fn kind(&self) -> &'static str {
         ChatError::kind(self)
+    }
+}
+
+impl From<Throttled> for ChatError {
+    fn from(throttled: Throttled) -> Self {
+        Self::Throttled {
+            message: throttled.message,
+            retry_after: throttled.retry_after,
+        }
     }
 }
 

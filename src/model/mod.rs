@@ -21,11 +21,12 @@
 //! | # | layer | does | extensions |
 //! |---|---|---|---|
 //! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`], `ModelLabel` |
+//! | 1a | [`rate_limit`](aiproxy_layers::rate_limit) (with `--rate-limit-*` or per-key limits) | each API key's requests and tokens per minute (tokens settled with the real usage at the end of the stream); over the limit: [`ChatError::Throttled`] | writes `RateLimitSlot` (the adapter's `x-ratelimit-*` headers) |
 //! | 1b | [`metrics`](aiproxy_layers::metrics) (switchable: `--disable-layers metrics`) | operations by provider, model and error type to the end of the stream, first token, tokens by type, streams in flight, retries | ? `ModelLabel`, ? `ProviderId`; ? response `Attempts` |
 //! | 1c | [`cache`](aiproxy_layers::cache) (with `--cache-enabled`; keys and replay in [`cache`]) | answers identical requests of one client from memory, stores complete answers without tool calls, coalesces identical misses, honours `Cache-Control` | ? `CacheControl`; response + `CacheStatus` |
 //! | 2 | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more) | ? [`ResolvedModel`] |
 //! | 3 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
-//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) | one account per request (affinity, p2c, caps, slow start), breakers and cooldowns fed by each outcome; accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
+//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome; accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
 //! | 5 | [`crate::kiro::KiroService`] | one account: token source, request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
 //!
 //! The layers of 3 and 4 live in `aiproxy-layers`, generic over the request, response and
@@ -148,6 +149,17 @@ impl HasExtensions for ModelRequest {
     }
     fn extensions_mut(&mut self) -> &mut Extensions {
         &mut self.extensions
+    }
+}
+
+impl aiproxy_layers::rate_limit::RateLimited for ModelRequest {
+    fn rate_key(&self) -> &str {
+        self.chat.metadata.client.label()
+    }
+
+    /// The prompt, estimated with the local counter (what `count_tokens` answers).
+    fn token_estimate(&self) -> u64 {
+        crate::tokens::estimate_request(&self.chat)
     }
 }
 

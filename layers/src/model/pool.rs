@@ -20,6 +20,11 @@
 //! halves the concurrency caps of the others, so admission slows instead of burning
 //! through the accounts that are left.
 //!
+//! A **per-account guard** (`requests_per_minute`, governor's GCRA) keeps an account below
+//! the request rate its owner set, whatever the clients send: an account at its guard is
+//! passed over for the others; when every candidate is at its guard, the call waits for the
+//! first to have room (up to [`GUARD_MAX_WAIT`]), then fails with [`NoAccount`] naming when.
+//!
 //! No candidate at all: the call fails at once with [`NoAccount`] (retry-after = the earliest
 //! recovery, and a message naming every account's state). All candidates full: `poll_ready`
 //! is pending until a stream ends.
@@ -29,6 +34,10 @@ use super::{
     random_u64, Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey,
     StreamEnd,
 };
+use crate::rate_limit::RequestQuota;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::RateLimiter;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -77,6 +86,39 @@ pub struct MemberSpec {
     pub weight: u32,
     /// Most requests in flight at once.
     pub max_concurrency: usize,
+    /// Most requests sent to it per minute (and at once), whatever the clients send.
+    pub requests_per_minute: Option<RequestQuota>,
+}
+
+/// The longest a request waits for an account's per-minute guard before it fails.
+pub const GUARD_MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// An account's per-minute guard.
+struct Guard {
+    quota: RequestQuota,
+    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("quota", &self.quota).finish()
+    }
+}
+
+impl Guard {
+    fn new(quota: RequestQuota) -> Arc<Self> {
+        Arc::new(Self {
+            quota,
+            limiter: RateLimiter::direct(crate::rate_limit::store::governor_quota(quota)),
+        })
+    }
+
+    /// Takes one request, or says how long until one is free.
+    fn take(&self) -> Result<(), Duration> {
+        self.limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
 }
 
 /// No account can take the request now.
@@ -110,6 +152,7 @@ struct Member<S> {
     breaker: Breaker,
     counters: Arc<Counters>,
     added_at: Instant,
+    guard: Option<Arc<Guard>>,
 }
 
 impl<S> Member<S> {
@@ -239,7 +282,14 @@ impl<S> Pool<S> {
                         now,
                     ),
                 };
+                // A guard whose limit stays keeps what was spent (a reload is no reset).
+                let guard = spec.requests_per_minute.map(|quota| {
+                    kept.and_then(|m| m.guard.clone())
+                        .filter(|g| g.quota == quota)
+                        .unwrap_or_else(|| Guard::new(quota))
+                });
                 Arc::new(Member {
+                    guard,
                     name_key: SessionKey::of(&spec.name),
                     spec,
                     service,
@@ -336,14 +386,14 @@ impl<S> Pool<S> {
         session: Option<SessionKey>,
         attempts: Option<&Attempts>,
         now: Instant,
-    ) -> Result<Arc<Member<S>>, NoAccount> {
+    ) -> Result<Arc<Member<S>>, Pick> {
         let config = &self.shared.config;
         let Admitted {
             list: admitted,
             wave,
         } = self.admitted(members, now);
         if admitted.is_empty() {
-            return Err(no_account(members, now));
+            return Err(Pick::None(no_account(members, now)));
         }
         let untried = |m: &&&Arc<Member<S>>| attempts.is_none_or(|a| !a.has_tried(&m.spec.name));
         let mut candidates: Vec<&Arc<Member<S>>> = admitted
@@ -364,30 +414,47 @@ impl<S> Pool<S> {
             // All full (a race with poll_ready): the least loaded waits for a slot.
             candidates = admitted;
         }
+        // Accounts the ramp holds back this time are the fallback when the others are at
+        // their guards.
+        let mut held_back = Vec::new();
         if session.is_none() && !config.slow_start.is_zero() && candidates.len() > 1 {
-            let ramped: Vec<_> = candidates
-                .iter()
-                .filter(|m| {
-                    let since = m
-                        .breaker
-                        .recovered_at()
-                        .map_or(m.added_at, |r| r.max(m.added_at));
-                    ramp_admits(now.saturating_duration_since(since), config.slow_start)
-                })
-                .copied()
-                .collect();
+            let (ramped, rest): (Vec<_>, Vec<_>) = candidates.iter().partition(|m| {
+                let since = m
+                    .breaker
+                    .recovered_at()
+                    .map_or(m.added_at, |r| r.max(m.added_at));
+                ramp_admits(now.saturating_duration_since(since), config.slow_start)
+            });
             if !ramped.is_empty() {
                 candidates = ramped;
+                held_back = rest;
             }
         }
-        let chosen = match session {
-            Some(key) => candidates
-                .iter()
-                .max_by_key(|m| rendezvous(key, m.name_key))
-                .copied(),
-            None => p2c(&candidates, config.balance),
-        };
-        chosen.cloned().ok_or_else(|| no_account(members, now))
+        // The chosen account's guard takes the request, or the account is passed over.
+        let mut guarded: Option<Duration> = None;
+        for mut group in [candidates, held_back] {
+            loop {
+                let chosen = match session {
+                    Some(key) => group
+                        .iter()
+                        .max_by_key(|m| rendezvous(key, m.name_key))
+                        .copied(),
+                    None => p2c(&group, config.balance),
+                };
+                let Some(chosen) = chosen else { break };
+                match chosen.guard.as_ref().map_or(Ok(()), |g| g.take()) {
+                    Ok(()) => return Ok(Arc::clone(chosen)),
+                    Err(wait) => {
+                        guarded = Some(guarded.map_or(wait, |w| w.min(wait)));
+                        group.retain(|m| !Arc::ptr_eq(m, chosen));
+                    }
+                }
+            }
+        }
+        Err(match guarded {
+            Some(wait) => Pick::Guarded(wait),
+            None => Pick::None(no_account(members, now)),
+        })
     }
 }
 
@@ -402,6 +469,14 @@ impl<S> Shared<S> {
             waker.wake();
         }
     }
+}
+
+/// Why [`Pool::pick`] found no account.
+enum Pick {
+    /// None can serve.
+    None(NoAccount),
+    /// Every candidate is at its per-minute guard; the first has room again after this.
+    Guarded(Duration),
 }
 
 /// Whether an account `age` into its slow start is a candidate this time: with probability
@@ -504,6 +579,9 @@ fn no_account<S>(members: &[Arc<Member<S>>], now: Instant) -> NoAccount {
     }
 }
 
+/// The future of one request sent to a member.
+type Sent<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
 /// Holds one in-flight slot of a member until dropped.
 struct Load<S> {
     shared: Arc<Shared<S>>,
@@ -554,14 +632,53 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let now = Instant::now();
-        let members = self.members();
         let session = request.extensions().get::<SessionKey>().copied();
         let attempts = request.extensions().get::<Attempts>().cloned();
-        let member = match self.pick(&members, session, attempts.as_ref(), now) {
-            Ok(member) => member,
-            Err(none) => return Box::pin(std::future::ready(Err(S::Error::from(none)))),
-        };
+        let first = self.pick(&self.members(), session, attempts.as_ref(), Instant::now());
+        match first {
+            Ok(member) => self.send(member, request, attempts),
+            Err(Pick::None(none)) => Box::pin(std::future::ready(Err(S::Error::from(none)))),
+            Err(Pick::Guarded(wait)) => {
+                // Every candidate is at its guard: wait for the first to have room.
+                let mut pool = self.clone();
+                let deadline = Instant::now() + GUARD_MAX_WAIT;
+                Box::pin(async move {
+                    let mut wait = wait;
+                    loop {
+                        let now = Instant::now();
+                        if now + wait > deadline {
+                            return Err(S::Error::from(guarded(&pool.members(), wait)));
+                        }
+                        tokio::time::sleep(wait).await;
+                        let members = pool.members();
+                        match pool.pick(&members, session, attempts.as_ref(), Instant::now()) {
+                            Ok(member) => return pool.send(member, request, attempts).await,
+                            Err(Pick::None(none)) => return Err(S::Error::from(none)),
+                            Err(Pick::Guarded(next)) => wait = next,
+                        }
+                    }
+                })
+            }
+        }
+    }
+}
+
+impl<S> Pool<S> {
+    /// Sends `request` to `member`, accounting its load until the stream ends.
+    fn send<Req>(
+        &mut self,
+        member: Arc<Member<S>>,
+        request: Req,
+        attempts: Option<Attempts>,
+    ) -> Sent<S::Response, S::Error>
+    where
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Response: Observe + HasExtensions + Send + 'static,
+        S::Error: Failure + Send + 'static,
+        S::Future: Send + 'static,
+        Req: Send + 'static,
+    {
+        let now = Instant::now();
         // Claims the half-open trial when it is one (peek did not).
         let _ = member.breaker.admit(now);
         if let Some(attempts) = &attempts {
@@ -613,6 +730,26 @@ where
                 }
             }
         })
+    }
+}
+
+/// Every candidate stayed at its per-minute guard for longer than a request waits.
+fn guarded<S>(members: &[Arc<Member<S>>], wait: Duration) -> NoAccount {
+    let limits: Vec<String> = members
+        .iter()
+        .filter_map(|m| {
+            let quota = m.guard.as_ref()?.quota;
+            Some(format!("{} ({}/min)", m.spec.name, quota.per_minute))
+        })
+        .collect();
+    NoAccount {
+        message: format!(
+            "every account that could serve is at its requestsPerMinute guard: {}; the first \
+             has room again in {} s. Retry then, or raise requestsPerMinute in the pool file",
+            limits.join(", "),
+            wait.as_secs().max(1)
+        ),
+        retry_after: Some(wait.max(Duration::from_secs(1))),
     }
 }
 

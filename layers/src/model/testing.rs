@@ -20,6 +20,7 @@ pub enum MockError {
         retry_after: Option<Duration>,
     },
     None(NoAccount),
+    Throttled(crate::rate_limit::Throttled),
 }
 
 impl MockError {
@@ -52,29 +53,38 @@ impl From<NoAccount> for MockError {
     }
 }
 
+impl From<crate::rate_limit::Throttled> for MockError {
+    fn from(throttled: crate::rate_limit::Throttled) -> Self {
+        Self::Throttled(throttled)
+    }
+}
+
 impl Failure for MockError {
     fn fault(&self) -> Fault {
         match self {
             Self::Fails { fault, .. } => *fault,
             Self::None(_) => Fault::Local,
+            Self::Throttled(_) => Fault::Request,
         }
     }
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Fails { retry_after, .. } => *retry_after,
             Self::None(none) => none.retry_after,
+            Self::Throttled(t) => t.retry_after,
         }
     }
     fn penalty(&self) -> Penalty {
         match self {
             Self::Fails { penalty, .. } => penalty.clone(),
-            Self::None(_) => Penalty::None,
+            Self::None(_) | Self::Throttled(_) => Penalty::None,
         }
     }
     fn kind(&self) -> &'static str {
         match self {
             Self::Fails { .. } => "mock",
             Self::None(_) => "no_account",
+            Self::Throttled(_) => "throttled",
         }
     }
 }

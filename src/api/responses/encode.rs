@@ -215,9 +215,9 @@ impl Encoder {
         );
         let mut response = self.response();
         let code = match error {
-            ChatError::RateLimited { .. } | ChatError::QuotaExhausted { .. } => {
-                "rate_limit_exceeded"
-            }
+            ChatError::RateLimited { .. }
+            | ChatError::Throttled { .. }
+            | ChatError::QuotaExhausted { .. } => "rate_limit_exceeded",
             _ => "server_error",
         };
         response["error"] = json!({"code": code, "message": error.to_string()});

@@ -9,6 +9,7 @@ fn spec(name: &'static str, weight: u32, max_concurrency: usize) -> MemberSpec {
         name: Arc::from(name),
         weight,
         max_concurrency,
+        requests_per_minute: None,
     }
 }
 
@@ -290,6 +291,7 @@ async fn a_new_account_ramps_up() {
                 breaker: m.breaker.clone(),
                 counters: Arc::clone(&m.counters),
                 added_at: Instant::now() - Duration::from_secs(7200),
+                guard: None,
             })
         })
         .collect();
@@ -367,4 +369,72 @@ async fn a_rate_limit_wave_halves_what_the_rest_take() {
     }
     assert_eq!(held.len(), 2, "d takes half its cap while the others cool");
     assert!(held.iter().all(|r| r.account == "d"));
+}
+
+fn guarded_spec(name: &'static str, per_minute: u32, burst: u32) -> MemberSpec {
+    MemberSpec {
+        requests_per_minute: Some(RequestQuota {
+            per_minute: std::num::NonZeroU32::new(per_minute).unwrap(),
+            burst: std::num::NonZeroU32::new(burst).unwrap(),
+        }),
+        ..spec(name, 1, 100)
+    }
+}
+
+#[tokio::test]
+async fn the_per_account_guard_holds_across_the_pool() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let pool = Pool::new(
+        no_ramp(),
+        vec![
+            (guarded_spec("a", 2, 2), a.clone()),
+            (guarded_spec("b", 2, 2), b.clone()),
+        ],
+    );
+    // Four requests fit (two per account, whichever the balancer prefers).
+    for _ in 0..4 {
+        served_by(&pool, MockRequest::default()).await;
+    }
+    assert_eq!((a.calls(), b.calls()), (2, 2));
+    // The next slot is 30 s away, longer than a request waits: a clear refusal, at once.
+    let Err(MockError::None(none)) = one(&pool, MockRequest::default()).await else {
+        panic!("a fifth request passed the guards");
+    };
+    assert!(
+        none.message
+            .contains("requestsPerMinute guard: a (2/min), b (2/min)"),
+        "{}",
+        none.message
+    );
+    let wait = none.retry_after.unwrap();
+    assert!(
+        wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+        "{wait:?}"
+    );
+    assert_eq!(a.calls() + b.calls(), 4);
+}
+
+#[tokio::test]
+async fn a_request_waits_for_a_guard_that_frees_soon() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    // `a`: one request per 100 ms; `b`: none left for a minute after its first.
+    let pool = Pool::new(
+        no_ramp(),
+        vec![
+            (guarded_spec("a", 600, 1), a.clone()),
+            (guarded_spec("b", 1, 1), b.clone()),
+        ],
+    );
+    served_by(&pool, MockRequest::default()).await;
+    served_by(&pool, MockRequest::default()).await;
+    assert_eq!(
+        (a.calls(), b.calls()),
+        (1, 1),
+        "the second goes to the account with room"
+    );
+    // Both at their guard now: the third waits for `a`'s next slot instead of failing.
+    let started = Instant::now();
+    assert_eq!(served_by(&pool, MockRequest::default()).await, "a");
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(b.calls(), 1);
 }

@@ -18,6 +18,7 @@ fn pool(accounts: &[&MockAccount]) -> Pool<MockAccount> {
                     name: Arc::from(a.name),
                     weight: 1,
                     max_concurrency: 10,
+                    requests_per_minute: None,
                 };
                 (spec, (*a).clone())
             })

@@ -1,0 +1,147 @@
+//! Rate limits per client: requests per minute with a burst, and tokens per minute charged
+//! with an estimate at admission and corrected with the real usage when the answer ends.
+//!
+//! - The client is the request's business ([`RateLimited::rate_key`]: aiproxy gives the
+//!   auth layer's non-secret key label), and so is the token estimate
+//!   ([`RateLimited::token_estimate`], asked only when a token limit applies).
+//! - [`Limits`] apply per client: one default, overridden per key
+//!   ([`RateLimitLayer::with_override`]).
+//! - Requests go through a GCRA bucket (governor); tokens through a GCRA bucket of ours
+//!   that can go into debt and be refunded, which governor's cannot: the estimate is
+//!   charged at admission, and when the stream ends the difference to the usage it
+//!   reported is charged (an answer longer than the estimate delays the next admissions)
+//!   or refunded (a failed call costs nothing). Both sit behind [`RateLimitStore`];
+//!   [`MemoryStore`] is the one there is, a shared one plugs in behind the same trait.
+//! - Over a limit, the call fails at once with [`Throttled`] (the service's error must
+//!   convert from it), with the wait until it would pass; nothing goes further down.
+//! - Every decision is written to the request's [`RateLimitSlot`] when it carries one, so
+//!   the caller can send the `x-ratelimit-*` headers with every answer, errors included.
+
+mod layer;
+pub(crate) mod store;
+#[cfg(test)]
+mod tests;
+
+pub use layer::{RateLimit, RateLimitLayer};
+pub use store::{MemoryStore, RateLimitStore};
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Requests that rate limits apply to.
+pub trait RateLimited {
+    /// Whose budget the request spends (a stable, non-secret label).
+    fn rate_key(&self) -> &str;
+    /// The tokens the request is expected to use (its prompt, estimated locally).
+    fn token_estimate(&self) -> u64;
+}
+
+/// A requests-per-minute limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestQuota {
+    /// Requests per minute, sustained.
+    pub per_minute: NonZeroU32,
+    /// Requests that may come at once (the bucket's size).
+    pub burst: NonZeroU32,
+}
+
+impl RequestQuota {
+    /// `per_minute`, with a burst of a whole minute's worth.
+    pub fn per_minute(per_minute: NonZeroU32) -> Self {
+        Self {
+            per_minute,
+            burst: per_minute,
+        }
+    }
+
+    /// Time for one request to be replenished.
+    pub fn period(self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.get()
+    }
+}
+
+/// The limits of one client; `None`: unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute and burst.
+    pub requests: Option<RequestQuota>,
+    /// Tokens per minute (prompt and answer; the bucket holds a minute's worth).
+    pub tokens_per_minute: Option<NonZeroU32>,
+}
+
+impl Limits {
+    /// True when nothing is limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.requests.is_none() && self.tokens_per_minute.is_none()
+    }
+}
+
+/// One bucket's state after a decision, for the `x-ratelimit-*` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The limit (requests or tokens per minute).
+    pub limit: u64,
+    /// What may still be spent now.
+    pub remaining: u64,
+    /// Until the bucket is full again.
+    pub reset: Duration,
+}
+
+/// Both buckets' state after a decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    /// The request bucket, when requests are limited.
+    pub requests: Option<Window>,
+    /// The token bucket, when tokens are limited.
+    pub tokens: Option<Window>,
+}
+
+/// Where the layer writes its decision for the caller (put it on the request; clones share
+/// it). Written once, before the call goes further down.
+#[derive(Clone, Debug, Default)]
+pub struct RateLimitSlot(Arc<OnceLock<RateLimitStatus>>);
+
+impl RateLimitSlot {
+    /// The decision, if the layer made one.
+    pub fn get(&self) -> Option<RateLimitStatus> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, status: RateLimitStatus) {
+        let _ = self.0.set(status);
+    }
+}
+
+/// Which limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+}
+
+impl LimitKind {
+    /// `requests` or `tokens` (metric labels, messages).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// A request refused by a client's rate limit. Nothing was sent further down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Throttled {
+    /// Which limit.
+    pub limit: LimitKind,
+    /// When the request would pass; `None` when it never can (it needs more tokens than a
+    /// whole minute's budget).
+    pub retry_after: Option<Duration>,
+    /// What happened and what to do, naming the client label and the limit.
+    pub message: String,
+    /// The buckets as the decision left them.
+    pub status: RateLimitStatus,
+}
