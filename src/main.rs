@@ -19,7 +19,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::FakeKiro(args)) = &cli.command {
-        let _log = telemetry::init(LogFormat::Text);
+        let _log = telemetry::init(LogFormat::Text, None);
         return match runtime() {
             Ok(runtime) => runtime.block_on(fake_kiro(args)),
             Err(code) => code,
@@ -32,11 +32,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let _log = telemetry::init(config.log_format);
-    match runtime() {
-        Ok(runtime) => runtime.block_on(run(config)),
-        Err(code) => code,
-    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    // Declared after the runtime, so dropped before it: the last spans are exported while
+    // the runtime still runs.
+    let _log = telemetry::init(config.log_format, Some(runtime.handle()));
+    runtime.block_on(run(config))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -54,8 +57,11 @@ const CATALOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Prints the first stdout line that scripts and tests wait for (useful with `--port 0`).
 fn announce(what: &str, addr: std::net::SocketAddr) {
-    println!("{what} listening on http://{addr}");
-    let _ = std::io::stdout().flush();
+    // Written, not printed: a reader that went away after the first line is no reason to
+    // stop.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{what} listening on http://{addr}");
+    let _ = stdout.flush();
 }
 
 async fn run(config: Config) -> ExitCode {
@@ -121,6 +127,26 @@ async fn run(config: Config) -> ExitCode {
             tracing::info!(%addr, provider = %config.model_provider, "listening");
         }
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
+    }
+    if let Some(port) = config.metrics_port {
+        match server::bind(&config.host, port).await {
+            Ok(metrics) => {
+                if let Ok(addr) = metrics.local_addr() {
+                    announce("aiproxy metrics", addr);
+                    tracing::info!(%addr, "metrics port listening (GET /metrics only)");
+                }
+                // Ends with the process: scrapes need no draining.
+                let only = server::metrics_port::MetricsOnly(pipeline.clone());
+                tokio::spawn(server::serve(metrics, only, std::future::pending(), limits));
+            }
+            Err(error) => {
+                eprintln!(
+                    "aiproxy: cannot listen on {}:{port} (--metrics-port): {error}",
+                    config.host
+                );
+                return ExitCode::FAILURE;
+            }
+        }
     }
     server::serve(listener, pipeline, shutdown, limits).await;
     ExitCode::SUCCESS

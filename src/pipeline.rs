@@ -9,7 +9,7 @@
 //! | 1 | `SetRequestId` | tower-http | `x-request-id` (kept if the client sent a sane one, else a UUID) | + header `x-request-id` |
 //! | 2 | `PropagateRequestId` | tower-http | copies `x-request-id` onto the response | ? `x-request-id` |
 //! | 3 | `SetSensitiveRequestHeaders` | tower-http | marks `authorization`, `x-api-key`, `x-goog-api-key`, `cookie` sensitive so no `Debug`/trace output shows them | |
-//! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `provider`, `model` recorded later), a log line per response | ? `x-request-id` |
+//! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `gen_ai.provider.name`, `gen_ai.request.model`, `account`, `gen_ai.usage.*` and `http.response.status_code` recorded later; exported over OTLP when configured, see [`crate::telemetry::traces`]), a log line per response | ? `x-request-id` |
 //! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape (release builds unwind for this) | |
 //! | 6 | [`metrics`](aiproxy_layers::metrics) | aiproxy-layers | requests by route, status class and provider, time to headers, in flight; overhead (time to headers less the upstream's waits) as a histogram and the `x-aiproxy-overhead-ms` header | ? response `ProviderId`, `UpstreamClock` |
 //! | 7 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` and (unless `--admin-require-key`) `/loadbalancer/instances` and `/metrics` are public | + [`ClientKey`](aiproxy_layers::ClientKey) |
@@ -61,7 +61,9 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
-use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, Trace, TraceLayer};
+use tower_http::trace::{
+    DefaultOnRequest, DefaultOnResponse, MakeSpan, OnResponse, Trace, TraceLayer,
+};
 use tracing::Level;
 
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
@@ -83,7 +85,7 @@ type Traced = Toggle<
             SharedClassifier<ServerErrorsAsFailures>,
             RequestSpan,
             DefaultOnRequest,
-            DefaultOnResponse,
+            ResponseLine,
         >,
     >,
     PanicsCaught,
@@ -214,7 +216,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
                     TraceLayer::new_for_http()
                         .make_span_with(RequestSpan)
                         .on_request(DefaultOnRequest::new().level(Level::DEBUG))
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                        .on_response(ResponseLine(DefaultOnResponse::new().level(Level::INFO))),
                 )
                 .into_inner()
         })))
@@ -267,15 +269,35 @@ impl<B> MakeSpan<B> for RequestSpan {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
+        // GenAI and HTTP semantic-convention names, so an OTLP backend reads them as such.
         tracing::info_span!(
             "request",
             method = %request.method(),
             path = %request.uri().path(),
             request_id,
-            provider = tracing::field::Empty,
-            model = tracing::field::Empty,
+            "gen_ai.provider.name" = tracing::field::Empty,
+            "gen_ai.request.model" = tracing::field::Empty,
             account = tracing::field::Empty,
+            "gen_ai.usage.input_tokens" = tracing::field::Empty,
+            "gen_ai.usage.output_tokens" = tracing::field::Empty,
+            "http.response.status_code" = tracing::field::Empty,
         )
+    }
+}
+
+/// The per-response log line, after the status is recorded on the request span.
+#[derive(Clone, Debug)]
+pub struct ResponseLine(DefaultOnResponse);
+
+impl<B> OnResponse<B> for ResponseLine {
+    fn on_response(
+        self,
+        response: &Response<B>,
+        latency: std::time::Duration,
+        span: &tracing::Span,
+    ) {
+        span.record("http.response.status_code", response.status().as_u16());
+        self.0.on_response(response, latency, span);
     }
 }
 

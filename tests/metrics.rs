@@ -12,7 +12,11 @@ use http_body_util::Full;
 use serde_json::json;
 
 async fn get(proxy: &Proxy, path: &str, key: Option<&str>) -> Answer {
-    let mut request = http::Request::get(format!("{}{path}", proxy.base));
+    get_at(&proxy.base, path, key).await
+}
+
+async fn get_at(base: &str, path: &str, key: Option<&str>) -> Answer {
+    let mut request = http::Request::get(format!("{base}{path}"));
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
@@ -20,8 +24,12 @@ async fn get(proxy: &Proxy, path: &str, key: Option<&str>) -> Answer {
 }
 
 async fn post(proxy: &Proxy, path: &str, body: String) -> Answer {
+    post_at(&proxy.base, path, body).await
+}
+
+async fn post_at(base: &str, path: &str, body: String) -> Answer {
     send(
-        http::Request::post(format!("{}{path}", proxy.base))
+        http::Request::post(format!("{base}{path}"))
             .header("content-type", "application/json")
             .header("anthropic-version", "2023-06-01")
             .body(Full::from(body))
@@ -221,4 +229,49 @@ async fn kiro_credits_from_the_health_probe_are_shown_per_account() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn the_metrics_port_serves_the_metrics_and_nothing_else() {
+    // A free port for the metrics listener (the main one is announced; this one is chosen).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = port.to_string();
+    let proxy = Proxy::start(&["--kiro-mock-mode", "--metrics-port", &port], &[]);
+    let metrics = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", sonnet("hi", false))
+            .await
+            .status,
+        200
+    );
+    let scraped = get_at(&metrics, "/metrics", None).await;
+    assert_eq!(scraped.status, 200);
+    assert!(
+        scraped
+            .text()
+            .contains(r#"route="/v1/chat/completions",status_class="2xx""#),
+        "{}",
+        scraped.text()
+    );
+    for path in ["/v1/models", "/health", "/loadbalancer/instances"] {
+        let refused = get_at(&metrics, path, None).await;
+        assert_eq!(refused.status, 404, "{path}");
+        let message = refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains("serves only GET /metrics"), "{message}");
+    }
+    assert_eq!(
+        post_at(&metrics, "/v1/chat/completions", sonnet("hi", false))
+            .await
+            .status,
+        404
+    );
+    // The API port still answers the product guide's `curl .../metrics`.
+    assert_eq!(get(&proxy, "/metrics", None).await.status, 200);
 }

@@ -187,7 +187,7 @@ async fn route(
     let (parts, body) = request.into_parts();
     let provider = parts.extensions.get::<ProviderId>().cloned();
     if let Some(provider) = &provider {
-        tracing::Span::current().record("provider", provider.as_str());
+        tracing::Span::current().record("gen_ai.provider.name", provider.as_str());
     }
     let shape = ErrorShape::for_request(&parts);
     let result = match (&parts.method, parts.uri.path()) {
@@ -379,7 +379,7 @@ async fn call_model(
     chat: ChatRequest,
 ) -> Result<ModelResponse, Rejection> {
     let span = tracing::Span::current();
-    span.record("model", chat.model.as_str());
+    span.record("gen_ai.request.model", chat.model.as_str());
     let clock = UpstreamClock::default();
     let slot = RateLimitSlot::default();
     let ready = tokio::time::timeout(state.ready_timeout, model.ready()).await;
@@ -427,7 +427,17 @@ async fn call_model(
     if let Some(AccountId(account)) = response.extensions.get::<AccountId>() {
         span.record("account", &**account);
     }
-    Ok(response)
+    if span.is_disabled() {
+        return Ok(response);
+    }
+    // The span lives until the body is sent, so the usage reaches it (and its export).
+    Ok(response.on_end(move |outcome| {
+        if let Some(usage) = outcome.usage {
+            let input = usage.input + usage.cache_read + usage.cache_write;
+            span.record("gen_ai.usage.input_tokens", input);
+            span.record("gen_ai.usage.output_tokens", usage.output);
+        }
+    }))
 }
 
 /// Drains a non-stream answer: the time it takes is the upstream's (the rest of the

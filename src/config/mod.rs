@@ -107,6 +107,11 @@ pub struct Cli {
     #[arg(long, env = "AIPROXY_PORT")]
     pub port: Option<u16>,
 
+    /// A second port (on the same address) that serves only `GET /metrics`, for a
+    /// Prometheus server on an internal network; 0 picks a free one [default: none].
+    #[arg(long, env = "AIPROXY_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+
     /// Serve from the built-in fake Kiro instead of real accounts (no credentials needed).
     #[arg(long, env = "KIRO_MOCK_MODE", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
@@ -266,6 +271,7 @@ struct FileConfig {
     cors_allow_origin: Option<Vec<String>>,
     host: Option<String>,
     port: Option<u16>,
+    metrics_port: Option<u16>,
     kiro_mock_mode: Option<bool>,
     kiro_mock_event_delay_ms: Option<u64>,
     kiro_oauth_creds_file: Option<PathBuf>,
@@ -311,6 +317,8 @@ pub struct Config {
     pub host: String,
     /// Listen port.
     pub port: u16,
+    /// The metrics-only port, if any.
+    pub metrics_port: Option<u16>,
     /// Use the built-in fake Kiro.
     pub kiro_mock_mode: bool,
     /// Pacing of the built-in fake Kiro's events.
@@ -375,6 +383,7 @@ impl Default for Config {
             cors_allow_origins: Vec::new(),
             host: "127.0.0.1".into(),
             port: 3000,
+            metrics_port: None,
             kiro_mock_mode: false,
             kiro_mock_event_delay: Duration::ZERO,
             kiro_oauth_creds_file: None,
@@ -538,6 +547,7 @@ impl Config {
                 .collect(),
             host: pick(cli.host.clone(), file.host, defaults.host),
             port: pick(cli.port, file.port, defaults.port),
+            metrics_port: cli.metrics_port.or(file.metrics_port),
             kiro_mock_mode: pick(
                 cli.kiro_mock_mode,
                 file.kiro_mock_mode,

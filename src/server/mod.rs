@@ -9,6 +9,7 @@
 pub mod connections;
 mod error_bodies;
 pub mod fd_limit;
+pub mod metrics_port;
 pub mod tracked;
 
 use connections::{Registry, Timeouts};

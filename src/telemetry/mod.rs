@@ -1,4 +1,5 @@
-//! Telemetry: logging set-up (here) and the metrics registry ([`metrics`]).
+//! Telemetry: logging set-up (here), the metrics registry ([`metrics`]) and trace export
+//! over OTLP ([`traces`]).
 //!
 //! Logging: `RUST_LOG` levels (default `info`), text or JSON lines on stderr.
 //!
@@ -10,40 +11,79 @@
 //! Colours only when stderr is a terminal.
 
 pub mod metrics;
+pub mod traces;
 
 use crate::config::LogFormat;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::{BufWriter, IsTerminal};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Keeps the log writer thread alive; dropping it flushes what is queued. Hold it until exit.
+/// Keeps the log writer thread and the trace exporter alive; dropping it flushes what is
+/// queued (log lines, spans). Hold it until exit, outside the async runtime.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
     _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    traces: Option<SdkTracerProvider>,
 }
 
-/// Installs the global subscriber. Call once per process and keep the guard.
-pub fn init(format: LogFormat) -> LogGuard {
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("aiproxy: the last spans could not be exported: {error}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber: log lines, and spans exported over OTLP when the
+/// `OTEL_EXPORTER_OTLP_*ENDPOINT` variables say where (`runtime` runs the exports; `None`:
+/// no export). Call once per process and keep the guard.
+pub fn init(format: LogFormat, runtime: Option<&tokio::runtime::Handle>) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(BufWriter::new(std::io::stderr()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .boxed(),
     };
-    match result {
-        Ok(()) => LogGuard {
-            _writer: Some(guard),
-        },
-        Err(error) => {
-            eprintln!("aiproxy: logging was already initialised: {error}");
-            LogGuard { _writer: None }
-        }
+    let (traces, problem) = match runtime.map(traces::provider) {
+        Some(Ok(provider)) => (provider, None),
+        Some(Err(problem)) => (None, Some(problem)),
+        None => (None, None),
+    };
+    // Spans are exported at `info` whatever `RUST_LOG` says about log lines.
+    let export = traces.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(traces::tracer(provider))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let result = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(export)
+        .try_init();
+    if let Err(error) = result {
+        eprintln!("aiproxy: logging was already initialised: {error}");
+        return LogGuard {
+            _writer: None,
+            traces: None,
+        };
+    }
+    if let Some(problem) = problem {
+        tracing::warn!("traces are not exported: {problem}");
+    } else if traces.is_some() {
+        tracing::info!("exporting traces over OTLP/HTTP");
+    }
+    LogGuard {
+        _writer: Some(guard),
+        traces,
     }
 }

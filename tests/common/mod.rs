@@ -142,11 +142,15 @@ pub fn hermetic_command() -> Command {
     hermetic(Command::new(env!("CARGO_BIN_EXE_aiproxy")))
 }
 
-/// `command` without the developer's KIRO_*/AIPROXY_* variables and with a throw-away HOME.
+/// `command` without the developer's KIRO_*/AIPROXY_*/OTEL_* variables and with a throw-away HOME.
 pub fn hermetic(mut command: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        if key.starts_with("KIRO_") || key.starts_with("AIPROXY_") || key == "XDG_STATE_HOME" {
+        if key.starts_with("KIRO_")
+            || key.starts_with("AIPROXY_")
+            || key.starts_with("OTEL_")
+            || key == "XDG_STATE_HOME"
+        {
             command.env_remove(key.as_ref());
         }
     }
