@@ -51,7 +51,7 @@ stop() { # pid what
     wait "$1" || { echo "$2 did not exit cleanly on SIGTERM" >&2; return 1; }
 }
 pytest_clients() { # extra pytest args...
-    (cd tests/clients && "$root/.venv-clients/bin/python" -m pytest -q -p no:cacheprovider . --ignore=legacy "$@")
+    (cd tests/clients && AIPROXY_BIN="$bin" "$root/.venv-clients/bin/python" -m pytest -q -p no:cacheprovider . --ignore=legacy "$@")
 }
 
 status=0
