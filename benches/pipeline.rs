@@ -261,6 +261,8 @@ fn builder(c: &mut Criterion) {
         profile_arn: None,
         conversation_id: "bench".into(),
         thinking: None,
+        reasoning: None,
+        replay_signatures: true,
     };
     let mut group = c.benchmark_group("kiro");
     group.throughput(Throughput::Bytes(body.len() as u64));

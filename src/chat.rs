@@ -113,6 +113,14 @@ pub enum Part {
     },
     /// Reasoning text from an earlier assistant turn.
     Thinking(String),
+    /// Reasoning from an earlier assistant turn with the upstream's signature, so it can be
+    /// replayed natively (kiro-protocol.md §13.1).
+    SignedThinking {
+        /// The reasoning text.
+        text: String,
+        /// The signature the upstream gave it.
+        signature: String,
+    },
 }
 
 /// A tool definition.
@@ -171,8 +179,8 @@ pub enum Thinking {
     },
 }
 
-/// Effort of adaptive thinking.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Effort of adaptive thinking (ordered weakest first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Effort {
     /// Little thinking.
     Low,
@@ -180,16 +188,36 @@ pub enum Effort {
     Medium,
     /// Much thinking.
     High,
+    /// More than high (the newest models).
+    Xhigh,
+    /// As much as the model can.
+    Max,
 }
 
 impl Effort {
+    /// Every level, weakest first.
+    pub const ALL: [Effort; 5] = [
+        Effort::Low,
+        Effort::Medium,
+        Effort::High,
+        Effort::Xhigh,
+        Effort::Max,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Low => "low",
             Self::Medium => "medium",
             Self::High => "high",
+            Self::Xhigh => "xhigh",
+            Self::Max => "max",
         }
+    }
+
+    /// The level of a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
     }
 }
 
@@ -276,6 +304,9 @@ pub enum ChatEvent {
     TextDelta(String),
     /// Reasoning text.
     ThinkingDelta(String),
+    /// The signature of the reasoning so far (native reasoning): it closes the thinking
+    /// block, and a client sends it back with the block to replay it.
+    ThinkingSignature(String),
     /// A tool call begins (`index` counts tool calls from 0).
     ToolCallStart {
         /// 0-based index among this response's tool calls.

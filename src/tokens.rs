@@ -72,7 +72,9 @@ pub fn estimate_request(request: &ChatRequest) -> u64 {
                     .parts
                     .iter()
                     .map(|part| match part {
-                        Part::Text(text) | Part::Thinking(text) => estimate_text(text),
+                        Part::Text(text)
+                        | Part::Thinking(text)
+                        | Part::SignedThinking { text, .. } => estimate_text(text),
                         Part::Image { .. } => IMAGE_TOKENS,
                         Part::ToolUse { name, input, .. } => {
                             estimate_text(name) + estimate_text(&input.to_string())

@@ -13,6 +13,8 @@ fn kiro_body(request: &ChatRequest) -> Value {
         profile_arn: None,
         conversation_id: "fixed".into(),
         thinking: request.thinking,
+        reasoning: None,
+        replay_signatures: true,
     };
     let mut body = serde_json::to_value(build(request, &options).body).unwrap();
     // Random per request by design.

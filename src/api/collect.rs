@@ -10,8 +10,13 @@ use std::sync::Arc;
 pub enum Block {
     /// Visible text.
     Text(String),
-    /// Reasoning text.
-    Thinking(String),
+    /// Reasoning text, with the upstream's signature (empty when there is none).
+    Thinking {
+        /// The reasoning.
+        text: String,
+        /// Its signature (native reasoning), or empty.
+        signature: String,
+    },
     /// A tool call with its complete JSON arguments.
     ToolUse {
         /// Call id.
@@ -74,8 +79,23 @@ pub async fn collect(mut stream: ChatStream, model: &str) -> Result<Collected, C
                 _ => blocks.push(Block::Text(text)),
             },
             ChatEvent::ThinkingDelta(text) => match blocks.last_mut() {
-                Some(Block::Thinking(existing)) => existing.push_str(&text),
-                _ => blocks.push(Block::Thinking(text)),
+                Some(Block::Thinking {
+                    text: existing,
+                    signature,
+                }) if signature.is_empty() => existing.push_str(&text),
+                _ => blocks.push(Block::Thinking {
+                    text,
+                    signature: String::new(),
+                }),
+            },
+            ChatEvent::ThinkingSignature(signed) => match blocks.last_mut() {
+                Some(Block::Thinking { signature, .. }) if signature.is_empty() => {
+                    *signature = signed;
+                }
+                _ => blocks.push(Block::Thinking {
+                    text: String::new(),
+                    signature: signed,
+                }),
             },
             ChatEvent::ToolCallStart { index, id, name } => {
                 let slot = index as usize;
@@ -154,7 +174,10 @@ mod tests {
         assert_eq!(
             collected.blocks,
             vec![
-                Block::Thinking("ab".into()),
+                Block::Thinking {
+                    text: "ab".into(),
+                    signature: String::new()
+                },
                 Block::Text("hi".into()),
                 Block::ToolUse {
                     id: "t0".into(),

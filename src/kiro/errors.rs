@@ -33,6 +33,13 @@ pub fn is_bearer_invalid(status: StatusCode, body: &[u8]) -> bool {
             && String::from_utf8_lossy(body).contains(BEARER_INVALID))
 }
 
+/// Kiro's refusal of a replayed reasoning signature (§13.1: 400 `THINKING_SIGNATURE_INVALID`,
+/// "messages.N.content.0: Invalid signature ...").
+pub fn is_signature_invalid(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::BAD_REQUEST
+        && String::from_utf8_lossy(body).contains("THINKING_SIGNATURE_INVALID")
+}
+
 /// Whether a 400 says the conversation is over the model's context or Kiro's payload limit
 /// (§7.1, §13.4): reason `CONTENT_LENGTH_EXCEEDS_THRESHOLD` or "Input is too long". The
 /// caller words it as [`ChatError::ContextOverflow`], which needs the request's figures.

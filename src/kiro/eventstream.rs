@@ -193,8 +193,14 @@ pub enum KiroEvent {
         /// True on the fragment that completes the call.
         stop: bool,
     },
-    /// `reasoningContentEvent`: native reasoning text.
-    Reasoning(String),
+    /// `reasoningContentEvent`: native reasoning text, and the signature that closes it
+    /// (on the last event of a reasoning block).
+    Reasoning {
+        /// Reasoning text (may be empty on the signature's event).
+        text: String,
+        /// The block's signature.
+        signature: Option<String>,
+    },
     /// `contextUsageEvent`: percentage of the context window used.
     ContextUsage(f64),
     /// `meteringEvent`: credits used.
@@ -247,6 +253,8 @@ struct ToolUsePayload {
 struct ReasoningPayload {
     #[serde(default)]
     text: String,
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -334,7 +342,10 @@ impl KiroEvent {
             }
             "reasoningContentEvent" => {
                 let p: ReasoningPayload = serde_json::from_slice(payload).map_err(fail)?;
-                Self::Reasoning(p.text)
+                Self::Reasoning {
+                    text: p.text,
+                    signature: p.signature.filter(|s| !s.is_empty()),
+                }
             }
             "contextUsageEvent" => {
                 let p: ContextUsagePayload = serde_json::from_slice(payload).map_err(fail)?;

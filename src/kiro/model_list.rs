@@ -64,6 +64,9 @@ pub struct Reasoning {
     pub display: Vec<String>,
     /// `output_config.effort` (or `reasoning.effort`) values, weakest first as listed.
     pub effort_levels: Vec<String>,
+    /// Which field takes the effort: `output_config` (Claude models) or `reasoning` (GPT
+    /// models).
+    pub effort_key: &'static str,
 }
 
 /// A model's prompt-caching limits.
@@ -166,14 +169,15 @@ fn parse_model(raw: Value) -> Option<KiroModel> {
 fn reasoning(schema: &Value) -> Option<Reasoning> {
     let props = schema.get("properties")?;
     let values = |path: &str| strings(props.pointer(path));
-    let effort = match values("/output_config/properties/effort/enum") {
-        levels if levels.is_empty() => values("/reasoning/properties/effort/enum"),
-        levels => levels,
+    let (effort, effort_key) = match values("/output_config/properties/effort/enum") {
+        levels if levels.is_empty() => (values("/reasoning/properties/effort/enum"), "reasoning"),
+        levels => (levels, "output_config"),
     };
     let reasoning = Reasoning {
         thinking_types: values("/thinking/properties/type/enum"),
         display: values("/thinking/properties/display/enum"),
         effort_levels: effort,
+        effort_key,
     };
     let any = !reasoning.thinking_types.is_empty() || !reasoning.effort_levels.is_empty();
     any.then_some(reasoning)

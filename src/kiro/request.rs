@@ -21,7 +21,11 @@
 //!    and the tool keeps its first paragraph plus a pointer to that heading (so nothing is
 //!    cut); schemas are tidied;
 //! 7. the system prompt (with the moved tool descriptions after it) is prefixed to the
-//!    first user turn, and in front of it the thinking tags when thinking is on (§4.4).
+//!    first user turn;
+//! 8. thinking: natively (`additionalModelRequestFields`, §13.1) when the model's
+//!    capabilities offer it, with signed reasoning of earlier turns replayed as
+//!    `reasoningContent`; otherwise with the thinking tags of §4.4 in front of the first
+//!    user turn and earlier reasoning inline in `<thinking>` tags.
 
 use super::wire::*;
 use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolChoice};
@@ -53,6 +57,11 @@ pub struct BuildOptions<'a> {
     pub conversation_id: String,
     /// Effective thinking setting (the request's, or implied by a `-thinking` model id).
     pub thinking: Option<crate::chat::Thinking>,
+    /// The model's native reasoning, when its capabilities offer it.
+    pub reasoning: Option<&'a super::model_list::Reasoning>,
+    /// Replay signed reasoning of earlier turns natively (off for the one retry after Kiro
+    /// refused a signature: the reasoning then goes inline).
+    pub replay_signatures: bool,
 }
 
 /// Shortened tool name -> the client's original name.
@@ -86,6 +95,8 @@ pub struct BuiltRequest {
     pub body: KiroRequest,
     /// How to restore shortened tool names.
     pub tool_names: ToolNameMap,
+    /// Thinking goes through Kiro's native reasoning (no `<thinking>` tags in the answer).
+    pub native_reasoning: bool,
 }
 
 /// One conversation turn while normalising.
@@ -96,6 +107,8 @@ struct Turn {
     images: Vec<KiroImage>,
     tool_uses: Vec<KiroToolUse>,
     tool_results: Vec<KiroToolResult>,
+    /// Signed reasoning replayed natively (assistant turns).
+    reasoning: Option<ReasoningContent>,
 }
 
 impl Turn {
@@ -130,13 +143,26 @@ impl Turn {
         self.images.extend(other.images);
         self.tool_uses.extend(other.tool_uses);
         self.tool_results.extend(other.tool_results);
+        // One reasoningContent per turn: a second signed block goes inline.
+        match (&self.reasoning, other.reasoning) {
+            (None, reasoning) => self.reasoning = reasoning,
+            (Some(_), Some(ReasoningContent::ReasoningText(extra))) => {
+                self.text = format!("<thinking>{}</thinking>\n\n{}", extra.text, self.text);
+            }
+            (Some(_), _) => {}
+        }
     }
 }
 
 /// Builds the Kiro body for `request`.
 pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest {
     let mut names = ToolNameMap::default();
-    let mut turns = normalise(&request.messages, &mut names);
+    let native = options
+        .thinking
+        .zip(options.reasoning)
+        .and_then(|(thinking, reasoning)| super::thinking::native_fields(thinking, reasoning));
+    let signed = native.is_some() && options.replay_signatures;
+    let mut turns = normalise(&request.messages, &mut names, signed);
     let mut moved = MovedDescriptions::default();
     let mut tools = if request.tool_choice == ToolChoice::None && !has_tool_traffic(&turns) {
         Vec::new()
@@ -149,7 +175,7 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
     };
     add_placeholder_tools(&turns, &mut tools);
     prefix_system(&mut turns, &request.system, &moved.section);
-    if let (Some(thinking), Some(first)) = (options.thinking, turns.first_mut()) {
+    if let (Some(thinking), Some(first), None) = (options.thinking, turns.first_mut(), &native) {
         first.text = format!(
             "{}\n\n{}",
             super::thinking::prompt_prefix(thinking),
@@ -191,8 +217,10 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
             history,
         },
         profile_arn: options.profile_arn.map(str::to_owned),
+        additional_model_request_fields: native,
     };
     BuiltRequest {
+        native_reasoning: body.additional_model_request_fields.is_some(),
         body,
         tool_names: names,
     }
@@ -200,10 +228,10 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
 
 /// Rules 1-4: returns alternating turns starting with user and ending with user, all
 /// with non-empty content and paired tool traffic.
-fn normalise(messages: &[Message], names: &mut ToolNameMap) -> Vec<Turn> {
+fn normalise(messages: &[Message], names: &mut ToolNameMap, signed: bool) -> Vec<Turn> {
     let mut turns: Vec<Turn> = Vec::with_capacity(messages.len() + 2);
     for message in messages {
-        let turn = to_turn(message, names);
+        let turn = to_turn(message, names, signed);
         match turns.last_mut() {
             Some(last) if last.role == turn.role => last.absorb(turn),
             _ => turns.push(turn),
@@ -233,13 +261,24 @@ fn normalise(messages: &[Message], names: &mut ToolNameMap) -> Vec<Turn> {
     turns
 }
 
-fn to_turn(message: &Message, names: &mut ToolNameMap) -> Turn {
+/// One message as a turn; `signed`: the first signed reasoning of an assistant message is
+/// replayed natively, other reasoning goes inline.
+fn to_turn(message: &Message, names: &mut ToolNameMap, signed: bool) -> Turn {
     let mut turn = Turn::new(message.role);
     let mut thinking = String::new();
     for part in &message.parts {
         match part {
             Part::Text(text) => turn.push_text(text),
             Part::Thinking(text) => thinking.push_str(text),
+            Part::SignedThinking { text, signature }
+                if signed && message.role == Role::Assistant && turn.reasoning.is_none() =>
+            {
+                turn.reasoning = Some(ReasoningContent::ReasoningText(ReasoningText {
+                    text: text.clone(),
+                    signature: signature.clone(),
+                }));
+            }
+            Part::SignedThinking { text, .. } => thinking.push_str(text),
             Part::Image { media_type, data } => turn.images.push(KiroImage {
                 format: image_format(media_type),
                 source: ImageSource {
@@ -504,6 +543,7 @@ fn history_entry(turn: Turn, model_id: &str) -> HistoryEntry {
         HistoryEntry::AssistantResponseMessage(AssistantResponseMessage {
             content: turn.text,
             tool_uses: turn.tool_uses,
+            reasoning_content: turn.reasoning,
         })
     } else {
         let context = (!turn.tool_results.is_empty()).then(|| UserInputMessageContext {

@@ -10,6 +10,7 @@ use super::request::{self, BuildOptions};
 use super::stream::{chat_stream, ByteStream};
 use super::token_source::TokenSource;
 use super::translate::Translator;
+use super::wire::HistoryEntry;
 use crate::chat::{ChatError, ChatEvent, Thinking};
 use crate::model::{AccountId, ModelRequest, ModelResponse, ResolvedModel};
 use crate::tokens;
@@ -256,6 +257,18 @@ enum Attempt {
     Answer(ModelResponse),
     /// The upstream ended the turn without text, tool call or reasoning.
     Empty,
+    /// Kiro refused the signature of reasoning replayed from an earlier turn
+    /// (`THINKING_SIGNATURE_INVALID`, §13.1); nothing reached the client.
+    SignatureRefused,
+}
+
+/// How one attempt differs from the plain request.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Append the empty-turn reminder.
+    nudge: bool,
+    /// Replay signed reasoning natively.
+    replay_signatures: bool,
 }
 
 async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, ChatError> {
@@ -271,28 +284,44 @@ async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, C
             });
         }
     }
-    if let Attempt::Answer(response) = attempt(shared, &request, false).await? {
-        return Ok(response);
-    }
-    tracing::info!(
-        account = shared.tokens.name(),
-        "Kiro answered an empty turn; asking once more with a continuation reminder"
-    );
-    match attempt(shared, &request, true).await? {
-        Attempt::Answer(response) => Ok(response),
-        Attempt::Empty => Err(ChatError::EmptyTurn {
-            message:
-                "Kiro answered twice with an empty turn (no text, no tool call, no reasoning); \
-                      retry the request or rephrase the last message"
-                    .into(),
-        }),
+    // At most three attempts: one without the replayed signatures if Kiro refused them,
+    // one with the reminder if Kiro answered an empty turn.
+    let mut plan = Plan {
+        nudge: false,
+        replay_signatures: true,
+    };
+    loop {
+        match attempt(shared, &request, plan).await? {
+            Attempt::Answer(response) => return Ok(response),
+            Attempt::SignatureRefused if plan.replay_signatures => {
+                tracing::info!(
+                    account = shared.tokens.name(),
+                    "Kiro refused a replayed reasoning signature; sending the reasoning inline instead"
+                );
+                plan.replay_signatures = false;
+            }
+            Attempt::Empty if !plan.nudge => {
+                tracing::info!(
+                    account = shared.tokens.name(),
+                    "Kiro answered an empty turn; asking once more with a continuation reminder"
+                );
+                plan.nudge = true;
+            }
+            Attempt::Empty | Attempt::SignatureRefused => {
+                return Err(ChatError::EmptyTurn {
+                    message: "Kiro answered twice with an empty turn (no text, no tool call, no \
+                              reasoning); retry the request or rephrase the last message"
+                        .into(),
+                })
+            }
+        }
     }
 }
 
 async fn attempt(
     shared: &Shared,
     request: &ModelRequest,
-    nudge: bool,
+    plan: Plan,
 ) -> Result<Attempt, ChatError> {
     let resolved =
         request
@@ -301,7 +330,9 @@ async fn attempt(
             .ok_or_else(|| ChatError::Internal {
                 message: "the model tier has no model resolution above the Kiro service".into(),
             })?;
-    let nudged_chat = nudge.then(|| request.chat.with_reminder(EMPTY_TURN_NUDGE));
+    let nudged_chat = plan
+        .nudge
+        .then(|| request.chat.with_reminder(EMPTY_TURN_NUDGE));
     let chat = nudged_chat.as_ref().unwrap_or(&*request.chat);
     let model = &resolved.entry;
     let thinking = chat
@@ -329,8 +360,13 @@ async fn attempt(
             profile_arn: token.profile_arn.as_deref(),
             conversation_id,
             thinking,
+            reasoning: model.capabilities.reasoning.as_ref(),
+            replay_signatures: plan.replay_signatures,
         },
     );
+    let replayed_signatures = built.body.conversation_state.history.iter().any(|entry| {
+        matches!(entry, HistoryEntry::AssistantResponseMessage(m) if m.reasoning_content.is_some())
+    });
     let body = Bytes::from(
         serde_json::to_vec(&built.body).map_err(|e| ChatError::Internal {
             message: format!("serialising the Kiro request failed: {e}"),
@@ -374,6 +410,9 @@ async fn attempt(
             if errors::is_context_overflow(response.status, &error_body) {
                 return Err(measure.upstream_error());
             }
+            if replayed_signatures && errors::is_signature_invalid(response.status, &error_body) {
+                return Ok(Attempt::SignatureRefused);
+            }
             return Err(failure(
                 tokens.as_ref(),
                 &token,
@@ -383,7 +422,7 @@ async fn attempt(
             ));
         }
         let translator = Translator::new(built.tool_names, input_estimate, model.context_window)
-            .with_thinking(thinking.is_some());
+            .with_thinking(thinking.is_some() && !built.native_reasoning);
         let mut events = chat_stream(response.body, translator);
         // Resolve only once the upstream has said something: a failure before that is the
         // future's error, so nothing reached the client and a retry is safe. Usage figures

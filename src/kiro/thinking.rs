@@ -3,7 +3,8 @@
 //! [`ThinkingSplitter`] separates into thinking and text deltas, even when the tags are split
 //! across events.
 
-use crate::chat::Thinking;
+use crate::chat::{Effort, Thinking};
+use crate::kiro::model_list::Reasoning;
 
 /// Default budget when thinking is on without one (`-thinking` model ids).
 pub const DEFAULT_BUDGET: u32 = 20_000;
@@ -22,9 +23,64 @@ pub fn prompt_prefix(thinking: Thinking) -> String {
         }
         Thinking::Adaptive { effort } => format!(
             "<thinking_mode>adaptive</thinking_mode><thinking_effort>{}</thinking_effort>",
-            effort.as_str()
+            // The tags know three levels; the two above high are high there.
+            match effort {
+                Effort::Xhigh | Effort::Max => "high",
+                other => other.as_str(),
+            }
         ),
     }
+}
+
+/// The effort a budget asks for, when the model takes an effort level instead of a
+/// budget: up to 4 096 tokens low, up to 16 384 medium, more high.
+pub fn effort_of_budget(budget_tokens: u32) -> Effort {
+    match budget_tokens {
+        0..=4_096 => Effort::Low,
+        4_097..=16_384 => Effort::Medium,
+        _ => Effort::High,
+    }
+}
+
+/// Kiro's native reasoning switch (`additionalModelRequestFields`, §13.1) for `thinking`
+/// on a model whose capabilities are `reasoning`: adaptive thinking, at the requested effort
+/// or, when the model does not take that level, the strongest level it takes below it (the
+/// weakest it takes when none is below). `None` when the model's schema offers neither
+/// adaptive thinking nor effort levels.
+pub fn native_fields(thinking: Thinking, reasoning: &Reasoning) -> Option<serde_json::Value> {
+    let wanted = match thinking {
+        Thinking::Enabled { budget_tokens } => effort_of_budget(budget_tokens),
+        Thinking::Adaptive { effort } => effort,
+    };
+    let adaptive = reasoning.thinking_types.iter().any(|t| t == "adaptive");
+    let effort = clamp_effort(wanted, &reasoning.effort_levels);
+    if reasoning.effort_key == "reasoning" {
+        let effort = effort?;
+        return Some(serde_json::json!({ "reasoning": { "effort": effort } }));
+    }
+    let mut fields = serde_json::Map::new();
+    if adaptive {
+        fields.insert("thinking".into(), serde_json::json!({ "type": "adaptive" }));
+    }
+    if let Some(effort) = effort {
+        fields.insert(
+            "output_config".into(),
+            serde_json::json!({ "effort": effort }),
+        );
+    }
+    (!fields.is_empty()).then_some(serde_json::Value::Object(fields))
+}
+
+/// `wanted`, or the strongest of `levels` below it, or the weakest of `levels`.
+fn clamp_effort(wanted: Effort, levels: &[String]) -> Option<String> {
+    let offered = |e: &Effort| levels.iter().any(|l| l == e.as_str());
+    Effort::ALL
+        .iter()
+        .rev()
+        .filter(|e| **e <= wanted)
+        .find(|e| offered(e))
+        .or_else(|| Effort::ALL.iter().find(|e| offered(e)))
+        .map(|e| e.as_str().to_owned())
 }
 
 /// A piece of split output.
@@ -232,5 +288,76 @@ mod tests {
             effort: crate::chat::Effort::High
         })
         .contains("<thinking_effort>high</thinking_effort>"));
+    }
+}
+
+#[cfg(test)]
+mod native_tests {
+    use super::*;
+
+    fn claude(levels: &[&str]) -> Reasoning {
+        Reasoning {
+            thinking_types: vec!["adaptive".into(), "disabled".into()],
+            display: Vec::new(),
+            effort_levels: levels.iter().map(|l| (*l).to_owned()).collect(),
+            effort_key: "output_config",
+        }
+    }
+
+    fn adaptive(effort: Effort) -> Thinking {
+        Thinking::Adaptive { effort }
+    }
+
+    #[test]
+    fn the_effort_is_clamped_to_what_the_model_takes() {
+        let sonnet = claude(&["low", "medium", "high", "max"]);
+        let effort = |t| native_fields(t, &sonnet).unwrap()["output_config"]["effort"].clone();
+        assert_eq!(effort(adaptive(Effort::Xhigh)), "high");
+        assert_eq!(effort(adaptive(Effort::Max)), "max");
+        assert_eq!(
+            effort(Thinking::Enabled {
+                budget_tokens: 1024
+            }),
+            "low"
+        );
+        assert_eq!(
+            effort(Thinking::Enabled {
+                budget_tokens: 10_000
+            }),
+            "medium"
+        );
+        assert_eq!(
+            effort(Thinking::Enabled {
+                budget_tokens: 64_000
+            }),
+            "high"
+        );
+        // Nothing at or below the wish: the weakest level the model takes.
+        let strong = claude(&["high", "max"]);
+        assert_eq!(
+            native_fields(adaptive(Effort::Low), &strong).unwrap()["output_config"]["effort"],
+            "high"
+        );
+        assert_eq!(
+            native_fields(adaptive(Effort::High), &sonnet).unwrap()["thinking"],
+            serde_json::json!({"type": "adaptive"})
+        );
+    }
+
+    #[test]
+    fn gpt_models_take_reasoning_effort_and_empty_schemas_nothing() {
+        let gpt = Reasoning {
+            effort_levels: vec!["low".into(), "medium".into(), "high".into()],
+            effort_key: "reasoning",
+            ..Reasoning::default()
+        };
+        assert_eq!(
+            native_fields(adaptive(Effort::Max), &gpt),
+            Some(serde_json::json!({"reasoning": {"effort": "high"}}))
+        );
+        assert_eq!(
+            native_fields(adaptive(Effort::High), &Reasoning::default()),
+            None
+        );
     }
 }

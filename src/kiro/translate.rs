@@ -90,10 +90,13 @@ impl Translator {
                     self.emit_text(text, out);
                 }
             }
-            KiroEvent::Reasoning(text) => {
+            KiroEvent::Reasoning { text, signature } => {
                 if !text.is_empty() {
                     self.output.add(&text);
                     out.push_back(ChatEvent::ThinkingDelta(text));
+                }
+                if let Some(signature) = signature {
+                    out.push_back(ChatEvent::ThinkingSignature(signature));
                 }
             }
             KiroEvent::ToolUse {
@@ -528,6 +531,8 @@ mod tests {
             profile_arn: None,
             conversation_id: "c".into(),
             thinking: None,
+            reasoning: None,
+            replay_signatures: true,
         };
         let built = build(&request, &options);
         let short = shorten_tool_name(&long);

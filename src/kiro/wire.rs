@@ -31,6 +31,10 @@ pub struct KiroRequest {
     /// The account's profile ARN, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_arn: Option<String>,
+    /// Native reasoning (§13.1): `{thinking: {type}, output_config: {effort}}`, or
+    /// `{reasoning: {effort}}` on GPT models; only for models whose capabilities offer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_model_request_fields: Option<Value>,
 }
 
 /// `conversationState`.
@@ -173,6 +177,29 @@ pub struct AssistantResponseMessage {
     /// Tool calls made in this turn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_uses: Vec<KiroToolUse>,
+    /// The turn's native reasoning, replayed with its signature (§13.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<ReasoningContent>,
+}
+
+/// `reasoningContent`: one of the two shapes (a flat string is refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum ReasoningContent {
+    /// `{reasoningText: {text, signature}}`.
+    ReasoningText(ReasoningText),
+    /// `{redactedContent: "..."}`.
+    RedactedContent(String),
+}
+
+/// `reasoningText`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningText {
+    /// The reasoning as the model wrote it.
+    pub text: String,
+    /// The signature Kiro gave it.
+    pub signature: String,
 }
 
 /// `toolUses[]`.

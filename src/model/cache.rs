@@ -179,6 +179,7 @@ impl Replay for ModelResponse {
                 ChatEvent::Start { id, model, .. } => id.len() + model.len(),
                 ChatEvent::TextDelta(text)
                 | ChatEvent::ThinkingDelta(text)
+                | ChatEvent::ThinkingSignature(text)
                 | ChatEvent::StopSequence(text) => text.len(),
                 ChatEvent::ToolCallStart { id, name, .. } => id.len() + name.len(),
                 ChatEvent::ToolCallDelta { json, .. } => json.len(),

@@ -189,7 +189,16 @@ fn block_part(value: &Value, path: String) -> Result<Option<Part>, ChatError> {
             content: tool_result_text(&block)?,
             is_error: block.bool("is_error")?.unwrap_or(false),
         },
-        "thinking" => Part::Thinking(block.str("thinking")?.unwrap_or_default().to_owned()),
+        "thinking" => {
+            let text = block.str("thinking")?.unwrap_or_default().to_owned();
+            match block.str("signature")? {
+                Some(signature) if !signature.is_empty() => Part::SignedThinking {
+                    text,
+                    signature: signature.to_owned(),
+                },
+                _ => Part::Thinking(text),
+            }
+        }
         // Redacted thinking is opaque ciphertext for Anthropic's own servers; Kiro cannot use it.
         "redacted_thinking" => return Ok(None),
         "document" => document(&block)?,
@@ -332,17 +341,15 @@ fn thinking(root: &Obj<'_>) -> Result<Option<Thinking>, ChatError> {
                 Some(config) => Obj::new(config, "output_config".into())?.str("effort")?,
                 None => None,
             };
-            let effort = match effort.unwrap_or("high") {
-                "low" => Effort::Low,
-                "medium" => Effort::Medium,
-                "high" | "max" => Effort::High,
-                other => {
-                    return Err(ChatError::invalid(
-                        "output_config.effort",
-                        format!("`output_config.effort` is `{other}`; allowed: low, medium, high."),
-                    ))
-                }
-            };
+            let name = effort.unwrap_or("high");
+            let effort = Effort::parse(name).ok_or_else(|| {
+                ChatError::invalid(
+                    "output_config.effort",
+                    format!(
+                        "`output_config.effort` is `{name}`; allowed: low, medium, high, xhigh, max."
+                    ),
+                )
+            })?;
             Ok(Some(Thinking::Adaptive { effort }))
         }
         "disabled" => Ok(None),
@@ -479,7 +486,13 @@ mod tests {
                 data: "iVBORw0KGgo=".into()
             }
         );
-        assert_eq!(req.messages[1].parts[0], Part::Thinking("hmm".into()));
+        assert_eq!(
+            req.messages[1].parts[0],
+            Part::SignedThinking {
+                text: "hmm".into(),
+                signature: "sig".into()
+            }
+        );
         assert_eq!(
             req.messages[1].parts[2],
             Part::ToolUse {

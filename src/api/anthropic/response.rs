@@ -60,8 +60,8 @@ pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, Chat
         .into_iter()
         .map(|block| match block {
             Block::Text(text) => json!({"type": "text", "text": text}),
-            Block::Thinking(thinking) => {
-                json!({"type": "thinking", "thinking": thinking, "signature": ""})
+            Block::Thinking { text, signature } => {
+                json!({"type": "thinking", "thinking": text, "signature": signature})
             }
             Block::ToolUse {
                 id,
@@ -137,6 +137,8 @@ enum Delta<'a> {
     Text { text: &'a str },
     #[serde(rename = "thinking_delta")]
     Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
     #[serde(rename = "input_json_delta")]
     InputJson { partial_json: &'a str },
 }
@@ -147,6 +149,8 @@ enum Open {
     Text,
     Thinking,
     Tool(usize),
+    /// Never open: marks a held thinking signature (see [`BlockEncoder::signature`]).
+    Signature,
 }
 
 #[derive(Debug, Default)]
@@ -251,6 +255,26 @@ impl BlockEncoder {
         self.delta(delta, out);
     }
 
+    /// Signs and closes the thinking block (native reasoning): a later thinking delta
+    /// opens a new block, as Anthropic's own streams do.
+    fn signature(&mut self, signature: String, out: &mut VecDeque<Bytes>) {
+        if matches!(self.open, Open::Tool(_)) {
+            self.held.push((Open::Signature, signature));
+            return;
+        }
+        if self.open != Open::Thinking {
+            let block = json!({"type": "thinking", "thinking": "", "signature": ""});
+            self.open_block(Open::Thinking, block, out);
+        }
+        self.delta(
+            Delta::Signature {
+                signature: &signature,
+            },
+            out,
+        );
+        self.close(out);
+    }
+
     fn tool_start(&mut self, index: usize, id: String, name: String, out: &mut VecDeque<Bytes>) {
         if self.tools.len() <= index {
             self.tools.resize_with(index + 1, PendingTool::default);
@@ -318,7 +342,10 @@ impl BlockEncoder {
             self.close(out);
         }
         for (kind, text) in std::mem::take(&mut self.held) {
-            self.text(kind, text, out);
+            match kind {
+                Open::Signature => self.signature(text, out),
+                kind => self.text(kind, text, out),
+            }
         }
     }
 
@@ -360,6 +387,7 @@ impl BlockEncoder {
             }
             ChatEvent::TextDelta(text) => self.text(Open::Text, text, out),
             ChatEvent::ThinkingDelta(text) => self.text(Open::Thinking, text, out),
+            ChatEvent::ThinkingSignature(signature) => self.signature(signature, out),
             ChatEvent::ToolCallStart { index, id, name } => {
                 self.tool_start(index as usize, id, name, out)
             }

@@ -121,7 +121,7 @@ pub async fn complete(
     for block in collected.blocks {
         match block {
             Block::Text(t) => text.push_str(&t),
-            Block::Thinking(t) => reasoning.push_str(&t),
+            Block::Thinking { text, .. } => reasoning.push_str(&text),
             Block::ToolUse {
                 id,
                 name,
@@ -405,7 +405,10 @@ impl OpenAiSse {
                 },
                 None,
             ),
-            ChatEvent::ToolCallEnd { .. } | ChatEvent::StopSequence(_) => return,
+            // Chat Completions has no place for a reasoning signature.
+            ChatEvent::ToolCallEnd { .. }
+            | ChatEvent::StopSequence(_)
+            | ChatEvent::ThinkingSignature(_) => return,
             ChatEvent::Usage(usage) => {
                 self.usage = Some(usage);
                 return;

@@ -30,6 +30,8 @@ enum Item {
     Reasoning {
         id: String,
         text: String,
+        /// Kiro's signature of the text (native reasoning), or empty.
+        signature: String,
     },
     Call {
         id: String,
@@ -174,6 +176,7 @@ impl Encoder {
             }
             ChatEvent::TextDelta(text) => self.text(text),
             ChatEvent::ThinkingDelta(text) => self.thinking(text),
+            ChatEvent::ThinkingSignature(signature) => self.signature(signature),
             ChatEvent::ToolCallStart { index, id, name } => self.call_start(index, id, name),
             ChatEvent::ToolCallDelta { index, json } => self.call_delta(index, json),
             ChatEvent::ToolCallEnd { index } => self.call_end(index),
@@ -267,6 +270,7 @@ impl Encoder {
                 self.items.push(Item::Reasoning {
                     id: item_id("rs"),
                     text: String::new(),
+                    signature: String::new(),
                 });
                 self.open_reasoning = Some(index);
                 let id = self.item_id(index);
@@ -294,6 +298,18 @@ impl Encoder {
         if let Some(Item::Reasoning { text: all, .. }) = self.items.get_mut(index) {
             all.push_str(&text);
         }
+    }
+
+    /// Signs the open reasoning item (native reasoning); it closes, and later thinking
+    /// starts another item.
+    fn signature(&mut self, signed: String) {
+        let Some(index) = self.open_reasoning else {
+            return;
+        };
+        if let Some(Item::Reasoning { signature, .. }) = self.items.get_mut(index) {
+            *signature = signed;
+        }
+        self.close_reasoning();
     }
 
     fn call_start(&mut self, event_index: u32, call_id: String, name: String) {
@@ -471,14 +487,18 @@ impl Encoder {
                 };
                 json!({"id": id, "type": "message", "role": "assistant", "status": status, "content": content})
             }
-            Some(Item::Reasoning { id, text }) => {
+            Some(Item::Reasoning {
+                id,
+                text,
+                signature,
+            }) => {
                 let mut item = json!({"id": id, "type": "reasoning", "summary": []});
                 if status != "in_progress" {
                     if self.setup.summary {
                         item["summary"] = json!([{"type": "summary_text", "text": text}]);
                     }
                     if self.setup.encrypted {
-                        item["encrypted_content"] = json!(sealed::seal(text));
+                        item["encrypted_content"] = json!(sealed::seal(text, signature));
                     }
                 }
                 item
@@ -579,6 +599,12 @@ impl Encoder {
             .iter()
             .filter_map(|item| match item {
                 Item::Message { text, .. } => Some(Part::Text(text.clone())),
+                Item::Reasoning {
+                    text, signature, ..
+                } if !signature.is_empty() => Some(Part::SignedThinking {
+                    text: text.clone(),
+                    signature: signature.clone(),
+                }),
                 Item::Reasoning { text, .. } => Some(Part::Thinking(text.clone())),
                 Item::Call {
                     call_id,

@@ -443,11 +443,16 @@ fn input_item(
             }],
         }),
         "reasoning" => {
-            let text = reasoning_text(obj)?;
-            if !text.is_empty() {
+            let (text, signature) = reasoning_text(obj)?;
+            let part = if signature.is_empty() {
+                Part::Thinking(text)
+            } else {
+                Part::SignedThinking { text, signature }
+            };
+            if !matches!(&part, Part::Thinking(text) if text.is_empty()) {
                 messages.push(Message {
                     role: Role::Assistant,
-                    parts: vec![Part::Thinking(text)],
+                    parts: vec![part],
                 });
             }
         }
@@ -528,21 +533,22 @@ fn output_text(obj: &Obj<'_>) -> Result<String, ChatError> {
     }
 }
 
-/// The reasoning text of a `reasoning` item: what aiproxy put in `encrypted_content`
-/// (the whole thinking), else the summaries.
-fn reasoning_text(obj: &Obj<'_>) -> Result<String, ChatError> {
+/// The reasoning text and signature (empty when unsigned) of a `reasoning` item: what
+/// aiproxy put in `encrypted_content` (the whole thinking), else the summaries.
+fn reasoning_text(obj: &Obj<'_>) -> Result<(String, String), ChatError> {
     if let Some(sealed) = obj.str("encrypted_content")? {
-        if let Some(text) = super::sealed::open(sealed) {
-            return Ok(text);
+        if let Some(opened) = super::sealed::open(sealed) {
+            return Ok(opened);
         }
     }
-    Ok(obj
+    let summary = obj
         .array("summary")?
         .into_iter()
         .flatten()
         .filter_map(|s| s.get("text").and_then(Value::as_str))
         .collect::<Vec<_>>()
-        .join("\n"))
+        .join("\n");
+    Ok((summary, String::new()))
 }
 
 fn tool_choice(root: &Obj<'_>, tools: &[Tool]) -> Result<(ToolChoice, Value), ChatError> {
@@ -595,7 +601,8 @@ fn reasoning(root: &Obj<'_>) -> Result<(Option<Thinking>, bool, Value), ChatErro
         None | Some("none") | Some("minimal") => None,
         Some("low") => Some(Effort::Low),
         Some("medium") => Some(Effort::Medium),
-        Some("high") | Some("xhigh") => Some(Effort::High),
+        Some("high") => Some(Effort::High),
+        Some("xhigh") => Some(Effort::Xhigh),
         Some(other) => {
             return Err(ChatError::invalid(
                 "reasoning.effort",

@@ -36,6 +36,7 @@ impl Stored {
             .flat_map(|m| &m.parts)
             .map(|p| match p {
                 Part::Text(t) | Part::Thinking(t) => t.len(),
+                Part::SignedThinking { text, signature } => text.len() + signature.len(),
                 Part::Image { data, .. } => data.len(),
                 Part::ToolUse { name, input, .. } => name.len() + input.to_string().len(),
                 Part::ToolResult { content, .. } => content.len(),

@@ -22,6 +22,7 @@
 //! | `POST /__fake/usage` | `{currentUsage, usageLimit}` that `getUsageLimits` reports from now on |
 
 pub mod models;
+pub mod reasoning;
 pub mod script;
 pub mod server;
 pub mod tokens;
@@ -85,6 +86,12 @@ pub struct Stats {
     pub last_profile_arn: Option<String>,
     /// `modelId` of the last chat call.
     pub last_model_id: Option<String>,
+    /// `additionalModelRequestFields` of the last chat call (native reasoning, §13.1).
+    pub last_reasoning_fields: Option<Value>,
+    /// Replayed reasoning blocks whose signature verified.
+    pub signatures_verified: u64,
+    /// Chat calls refused for a replayed reasoning signature that did not verify.
+    pub signatures_refused: u64,
 }
 
 #[derive(Debug)]
@@ -304,6 +311,46 @@ impl FakeKiro {
         }
     }
 
+    /// Native reasoning's checks (§13.1): the fields against the model's schema, then the
+    /// signatures of replayed reasoning. `Err`: Kiro's 400.
+    fn check_reasoning(
+        &self,
+        request: &KiroRequest,
+        model_id: &str,
+    ) -> Result<Option<reasoning::Native>, Box<Response<FrameStream>>> {
+        let mut state = self.lock();
+        let native = match &request.additional_model_request_fields {
+            None => None,
+            Some(fields) => {
+                let model = state
+                    .models
+                    .iter()
+                    .find(|m| m["modelId"] == model_id)
+                    .cloned()
+                    .unwrap_or_default();
+                match reasoning::check(fields, &model) {
+                    Ok(native) => native,
+                    Err(message) => {
+                        state.stats.rejected_requests += 1;
+                        state.stats.last_violation = Some(message.clone());
+                        return Err(Box::new(json_response(
+                            StatusCode::BAD_REQUEST,
+                            reasoning::refused(message),
+                        )));
+                    }
+                }
+            }
+        };
+        match reasoning::check_signatures(request) {
+            Ok(verified) => state.stats.signatures_verified += verified as u64,
+            Err(body) => {
+                state.stats.signatures_refused += 1;
+                return Err(Box::new(json_response(StatusCode::BAD_REQUEST, body)));
+            }
+        }
+        Ok(native)
+    }
+
     fn script(&self, body: &[u8]) -> Response<FrameStream> {
         let steps = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => items
@@ -411,7 +458,12 @@ impl FakeKiro {
             }
             state.stats.last_profile_arn = parsed.profile_arn.clone();
             state.stats.last_model_id = Some(current.model_id.clone());
+            state.stats.last_reasoning_fields = parsed.additional_model_request_fields.clone();
         }
+        let native = match self.check_reasoning(&parsed, &current.model_id) {
+            Ok(native) => native,
+            Err(response) => return *response,
+        };
         let thinking = asks_for_thinking(&parsed);
         let (echo, directive) = script::directive(strip_thinking_tags(&current.content));
         let results: Vec<String> = current
@@ -454,7 +506,13 @@ impl FakeKiro {
             .event_delay_ms
             .map(Duration::from_millis)
             .unwrap_or(self.inner.event_delay);
-        let frames = script::frames(&step, &echo, body.len());
+        // Native reasoning is answered natively: signed reasoning events, no tags.
+        let signed = native.map(|_| {
+            step.reasoning
+                .clone()
+                .unwrap_or_else(|| format!("Thinking about: {echo}"))
+        });
+        let frames = script::frames(&step, &echo, body.len(), signed.as_deref());
         let stream = FrameStream::new(frames, delay).counted(Arc::clone(&self.inner));
         let mut response = Response::new(stream);
         response.headers_mut().insert(

@@ -125,15 +125,28 @@ pub fn error_response(step: &Step) -> Option<(u16, Value, Option<u64>)> {
     Some((status, body, step.retry_after))
 }
 
-/// Builds the response body's writes for a step.
-pub fn frames(step: &Step, echo: &str, request_bytes: usize) -> VecDeque<Bytes> {
+/// Builds the response body's writes for a step; `signed`: native reasoning, sent as
+/// reasoning events closed by the text's signature (else the step's reasoning, unsigned).
+pub fn frames(
+    step: &Step,
+    echo: &str,
+    request_bytes: usize,
+    signed: Option<&str>,
+) -> VecDeque<Bytes> {
     let text = step.text.as_deref().unwrap_or(echo);
     let mut frames: Vec<Bytes> = Vec::new();
     let event =
         |kind: &str, payload: Value| encode_frame("event", kind, payload.to_string().as_bytes());
-    if let Some(reasoning) = &step.reasoning {
+    if let Some(reasoning) = signed.or(step.reasoning.as_deref()) {
         for word in reasoning.split_inclusive(' ') {
             frames.push(event("reasoningContentEvent", json!({ "text": word })));
+        }
+        if signed.is_some() {
+            let signature = super::reasoning::sign(reasoning);
+            frames.push(event(
+                "reasoningContentEvent",
+                json!({ "text": "", "signature": signature }),
+            ));
         }
     }
     for word in text.split_inclusive(' ') {
@@ -259,9 +272,9 @@ mod tests {
             split_frames: Some(7),
             ..Step::default()
         };
-        let writes = frames(&step, "a b", 10);
+        let writes = frames(&step, "a b", 10, None);
         assert!(writes.iter().all(|w| w.len() <= 7));
-        let whole = frames(&Step::default(), "a b", 10);
+        let whole = frames(&Step::default(), "a b", 10, None);
         let joined = |w: &VecDeque<Bytes>| w.iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>();
         assert_eq!(joined(&writes), joined(&whole));
         let cut = frames(
@@ -271,6 +284,7 @@ mod tests {
             },
             "a b",
             10,
+            None,
         );
         assert_eq!(cut.len(), 1);
     }

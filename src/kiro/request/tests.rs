@@ -26,6 +26,8 @@ fn options() -> BuildOptions<'static> {
         profile_arn: None,
         conversation_id: "conv-1".into(),
         thinking: None,
+        reasoning: None,
+        replay_signatures: true,
     }
 }
 
@@ -426,4 +428,75 @@ fn thinking_tags_go_in_front_of_the_first_user_turn() {
         "<thinking_mode>enabled</thinking_mode><max_thinking_length>8000</max_thinking_length>\n\nS\n\nq1"
     );
     assert_eq!(shape(&built).1, "q2");
+}
+
+#[test]
+fn signed_reasoning_is_replayed_natively_only_with_native_reasoning() {
+    let reasoning = crate::kiro::model_list::Reasoning {
+        thinking_types: vec!["adaptive".into()],
+        effort_levels: vec!["low".into(), "high".into()],
+        effort_key: "output_config",
+        ..Default::default()
+    };
+    let signed = Message {
+        role: Role::Assistant,
+        parts: vec![
+            Part::SignedThinking {
+                text: "first".into(),
+                signature: "sig-1".into(),
+            },
+            Part::SignedThinking {
+                text: "second".into(),
+                signature: "sig-2".into(),
+            },
+            Part::Text("answer".into()),
+        ],
+    };
+    let mut chat = request(&[], vec![user("q"), signed, user("more")]);
+    chat.thinking = Some(crate::chat::Thinking::Adaptive {
+        effort: crate::chat::Effort::High,
+    });
+    let native = BuildOptions {
+        reasoning: Some(&reasoning),
+        thinking: chat.thinking,
+        ..options()
+    };
+    let built = build(&chat, &native);
+    assert!(built.native_reasoning);
+    let HistoryEntry::AssistantResponseMessage(turn) = &built.body.conversation_state.history[1]
+    else {
+        panic!("history[1] is the assistant turn");
+    };
+    assert_eq!(
+        turn.reasoning_content,
+        Some(ReasoningContent::ReasoningText(ReasoningText {
+            text: "first".into(),
+            signature: "sig-1".into()
+        }))
+    );
+    // One reasoningContent per turn: the second block goes inline, nothing is lost.
+    assert_eq!(turn.content, "<thinking>second</thinking>\n\nanswer");
+    assert!(!current(&built).content.contains("<thinking_mode>"));
+
+    // The retry after a refused signature, and models without native reasoning: inline.
+    for options in [
+        BuildOptions {
+            replay_signatures: false,
+            ..native.clone()
+        },
+        BuildOptions {
+            reasoning: None,
+            thinking: chat.thinking,
+            ..options()
+        },
+    ] {
+        let built = build(&chat, &options);
+        let HistoryEntry::AssistantResponseMessage(turn) =
+            &built.body.conversation_state.history[1]
+        else {
+            panic!("history[1] is the assistant turn");
+        };
+        assert_eq!(turn.reasoning_content, None);
+        assert_eq!(turn.content, "<thinking>firstsecond</thinking>\n\nanswer");
+    }
 }

@@ -120,6 +120,12 @@ impl Limited {
                     self.end(StopReason::MaxTokens);
                 }
             }
+            ChatEvent::ThinkingSignature(_) => {
+                if self.ending.is_some() || !self.flush_text() {
+                    return;
+                }
+                self.out.push_back(Ok(event));
+            }
             ChatEvent::ToolCallStart { index, .. } => {
                 let more_than_one = self.single_tool_call && self.called_a_tool;
                 if self.ending.is_some() || more_than_one || !self.flush_text() {

@@ -1,0 +1,210 @@
+//! Native reasoning over real sockets (kiro-protocol.md §13.1, §13.2): aiproxy in live mode
+//! against `aiproxy fake-kiro`, whose model list says which models take
+//! `additionalModelRequestFields` and at which effort levels, and which signs its reasoning
+//! and checks the signatures of replayed reasoning as Kiro does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::fake::Fake;
+use common::{send, sse_data, Answer, Proxy};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+fn start(fake: &Fake) -> Proxy {
+    fake.proxy("social", &[])
+}
+
+async fn post(proxy: &Proxy, path: &str, body: Value) -> Answer {
+    send(
+        http::Request::post(format!("{}{path}", proxy.base))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(Full::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn messages(proxy: &Proxy, body: Value) -> Value {
+    let answer = post(proxy, "/v1/messages", body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+fn adaptive(model: &str, effort: &str, content: Value) -> Value {
+    json!({"model": model, "max_tokens": 2000, "thinking": {"type": "adaptive"},
+           "output_config": {"effort": effort},
+           "messages": [{"role": "user", "content": content}]})
+}
+
+async fn stats(fake: &Fake) -> Value {
+    fake.stats().await
+}
+
+#[tokio::test]
+async fn native_reasoning_follows_each_models_capabilities() {
+    let fake = Fake::start();
+    let proxy = start(&fake);
+
+    // Opus 4.8 takes xhigh: sent as asked, answered with signed reasoning.
+    let answer = messages(
+        &proxy,
+        adaptive("claude-opus-4-8", "xhigh", json!("plan it")),
+    )
+    .await;
+    assert_eq!(
+        stats(&fake).await["last_reasoning_fields"],
+        json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}})
+    );
+    let thinking = &answer["content"][0];
+    assert_eq!(thinking["type"], "thinking");
+    assert_eq!(thinking["thinking"], "Thinking about: plan it");
+    assert!(
+        thinking["signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("fake-sig-"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["content"][1]["text"], "plan it",
+        "no thinking tags in the text"
+    );
+
+    // Sonnet 4.6 stops at high below max: xhigh is clamped to high; a budget maps to a level.
+    messages(&proxy, adaptive("claude-sonnet-4-6", "xhigh", json!("x"))).await;
+    assert_eq!(
+        stats(&fake).await["last_reasoning_fields"]["output_config"]["effort"],
+        "high"
+    );
+    let budget = json!({"model": "claude-sonnet-4-6", "max_tokens": 2000,
+                        "thinking": {"type": "enabled", "budget_tokens": 2048},
+                        "messages": [{"role": "user", "content": "y"}]});
+    messages(&proxy, budget).await;
+    assert_eq!(
+        stats(&fake).await["last_reasoning_fields"]["output_config"]["effort"],
+        "low"
+    );
+
+    // Sonnet 4.5 has no native reasoning: no field (Kiro would refuse it), the tags instead,
+    // and the answer's thinking comes unsigned.
+    let answer = messages(&proxy, adaptive("claude-sonnet-4-5", "high", json!("z"))).await;
+    let after = stats(&fake).await;
+    assert_eq!(after["last_reasoning_fields"], Value::Null);
+    assert_eq!(answer["content"][0]["type"], "thinking");
+    assert_eq!(answer["content"][0]["signature"], "");
+    assert_eq!(after["rejected_requests"], 0, "{}", after["last_violation"]);
+}
+
+#[tokio::test]
+async fn a_stream_sends_the_signature_as_a_signature_delta() {
+    let fake = Fake::start();
+    let proxy = start(&fake);
+    let mut body = adaptive("claude-opus-4-8", "high", json!("stream it"));
+    body["stream"] = json!(true);
+    let answer = post(&proxy, "/v1/messages", body).await;
+    assert_eq!(answer.status, 200);
+    let events: Vec<Value> = sse_data(&answer.text())
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let signature = events
+        .iter()
+        .find(|e| e["delta"]["type"] == "signature_delta")
+        .expect("a signature_delta")["delta"]["signature"]
+        .clone();
+    assert!(signature.as_str().unwrap().starts_with("fake-sig-"));
+    // The thinking block closes after its signature; the text is the next block.
+    let text_start = events
+        .iter()
+        .find(|e| e["type"] == "content_block_start" && e["content_block"]["type"] == "text")
+        .unwrap();
+    assert_eq!(text_start["index"], 1);
+}
+
+/// A second turn that replays the first answer's thinking block with `signature`.
+fn second_turn(first: &Value, signature: &str) -> Value {
+    let thinking = &first["content"][0];
+    json!({"model": "claude-opus-4-8", "max_tokens": 2000, "thinking": {"type": "adaptive"},
+           "messages": [
+               {"role": "user", "content": "plan it"},
+               {"role": "assistant", "content": [
+                   {"type": "thinking", "thinking": thinking["thinking"], "signature": signature},
+                   {"type": "text", "text": first["content"][1]["text"]}]},
+               {"role": "user", "content": "go on"}]})
+}
+
+#[tokio::test]
+async fn signed_thinking_is_replayed_natively_and_a_refused_signature_is_retried_inline() {
+    let fake = Fake::start();
+    let proxy = start(&fake);
+    let first = messages(
+        &proxy,
+        adaptive("claude-opus-4-8", "high", json!("plan it")),
+    )
+    .await;
+    let signature = first["content"][0]["signature"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let calls = stats(&fake).await["generate_calls"].as_u64().unwrap();
+    messages(&proxy, second_turn(&first, &signature)).await;
+    let after = stats(&fake).await;
+    assert_eq!(
+        after["signatures_verified"], 1,
+        "the signature went back to Kiro"
+    );
+    assert_eq!(after["generate_calls"].as_u64().unwrap(), calls + 1);
+
+    // A signature Kiro did not give (another account's, a client's edit): refused once,
+    // then sent again with the reasoning inline; the client sees a normal answer.
+    let answer = messages(&proxy, second_turn(&first, "fake-sig-0000")).await;
+    assert_eq!(answer["content"][1]["text"], "go on");
+    let after = stats(&fake).await;
+    assert_eq!(after["signatures_refused"], 1);
+    assert_eq!(after["generate_calls"].as_u64().unwrap(), calls + 3);
+    assert_eq!(after["rejected_requests"], 0, "{}", after["last_violation"]);
+}
+
+#[tokio::test]
+async fn the_responses_api_carries_the_signature_in_encrypted_content() {
+    let fake = Fake::start();
+    let proxy = start(&fake);
+    let first = post(
+        &proxy,
+        "/v1/responses",
+        json!({"model": "claude-opus-4-8", "input": "plan it",
+               "reasoning": {"effort": "high"}, "include": ["reasoning.encrypted_content"],
+               "store": false}),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first = first.json();
+    let reasoning = first["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "reasoning")
+        .cloned()
+        .unwrap();
+    assert!(reasoning["encrypted_content"].is_string(), "{first}");
+    let message = first["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "message")
+        .cloned()
+        .unwrap();
+    let again = post(
+        &proxy,
+        "/v1/responses",
+        json!({"model": "claude-opus-4-8", "reasoning": {"effort": "high"}, "store": false,
+               "input": [{"role": "user", "content": "plan it"}, reasoning, message,
+                         {"role": "user", "content": "go on"}]}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(stats(&fake).await["signatures_verified"], 1);
+}
