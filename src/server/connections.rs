@@ -123,7 +123,17 @@ pub struct Full {
 pub struct Registry {
     cap: usize,
     state: Mutex<State>,
+    /// Connections evicted whose task has not closed the socket yet: their descriptors
+    /// are still open, so the accept loop waits for them (see [`Registry::settled`]).
+    closing: std::sync::atomic::AtomicUsize,
+    /// Signalled whenever a slot is given back.
+    freed: Notify,
 }
+
+/// Evicted connections still closing beyond which the accept loop waits: without the
+/// wait, a burst of newcomers is accepted faster than the evicted sockets close, and the
+/// descriptors run out although the set is within its cap.
+const MAX_CLOSING: usize = 8;
 
 #[derive(Debug, Default)]
 struct State {
@@ -147,7 +157,16 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.registry.lock().open.remove(&self.connection.id);
+        let evicted = self
+            .registry
+            .lock()
+            .open
+            .remove(&self.connection.id)
+            .is_none();
+        if evicted {
+            self.registry.closing.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.registry.freed.notify_waiters();
     }
 }
 
@@ -157,7 +176,26 @@ impl Registry {
         Arc::new(Self {
             cap: cap.max(1),
             state: Mutex::new(State::default()),
+            closing: std::sync::atomic::AtomicUsize::new(0),
+            freed: Notify::new(),
         })
+    }
+
+    /// Completes when few enough evicted connections are still closing that another may be
+    /// accepted (waits at most 100 ms each time, so a stuck close cannot stop the server).
+    pub async fn settled(&self) {
+        while self.closing.load(Ordering::Acquire) > MAX_CLOSING {
+            let freed = self.freed.notified();
+            if self.closing.load(Ordering::Acquire) <= MAX_CLOSING {
+                return;
+            }
+            if tokio::time::timeout(std::time::Duration::from_millis(100), freed)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -181,6 +219,7 @@ impl Registry {
         if state.open.len() >= self.cap {
             let victim = pick_victim(&state.open).ok_or(Full { cap: self.cap })?;
             if let Some(victim) = state.open.remove(&victim) {
+                self.closing.fetch_add(1, Ordering::AcqRel);
                 victim.evicted.notify_one();
             }
         }

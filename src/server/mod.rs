@@ -111,7 +111,7 @@ pub async fn serve<S, B>(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = async { registry.settled().await; listener.accept().await } => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
