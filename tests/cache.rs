@@ -247,13 +247,7 @@ fn the_guide_command_starts_with_the_cache_on() {
         };
         assert_eq!(cache_header(&send(request()).await), "miss");
         assert_eq!(cache_header(&send(request()).await), "hit");
-        let metrics = send(
-            http::Request::get(format!("{}/metrics", proxy.base))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .text();
+        let metrics = common::metrics_text(&proxy.base).await;
         for line in [
             "aiproxy_cache_entries 1",
             r#"aiproxy_cache_requests_total{result="hit"} 1"#,

@@ -115,13 +115,7 @@ async fn a_burst_passes_then_429_in_both_shapes_with_the_headers() {
     assert_eq!(header(&refused, "retry-after"), "1");
     assert_eq!(number(&refused, "x-ratelimit-remaining-requests"), 0);
 
-    let metrics = send(
-        http::Request::get(format!("{}/metrics", proxy.base))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await
-    .text();
+    let metrics = common::metrics_text(&proxy.base).await;
     assert!(
         metrics.contains("aiproxy_rate_limit_rejections_total{limit=\"requests\"} 2"),
         "{metrics}"

@@ -225,6 +225,17 @@ pub async fn send(request: http::Request<Full<Bytes>>) -> Answer {
     }
 }
 
+/// `GET {base}/metrics`, as text.
+pub async fn metrics_text(base: &str) -> String {
+    send(
+        http::Request::get(format!("{base}/metrics"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .text()
+}
+
 /// `data:` payloads of an SSE body.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
