@@ -263,6 +263,7 @@ fn builder(c: &mut Criterion) {
         thinking: None,
         reasoning: None,
         replay_signatures: true,
+        native_max_tokens: None,
     };
     let mut group = c.benchmark_group("kiro");
     group.throughput(Throughput::Bytes(body.len() as u64));

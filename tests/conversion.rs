@@ -15,6 +15,7 @@ fn kiro_body(request: &ChatRequest) -> Value {
         thinking: request.thinking,
         reasoning: None,
         replay_signatures: true,
+        native_max_tokens: None,
     };
     let mut body = serde_json::to_value(build(request, &options).body).unwrap();
     // Random per request by design.

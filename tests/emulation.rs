@@ -365,3 +365,65 @@ async fn anthropic_output_format_and_json_object_work_and_a_bad_schema_is_a_400(
     let reply = openai(&pipeline, json!({"response_format": {"type": "yaml"}})).await;
     assert_eq!(reply.status, 400);
 }
+
+#[tokio::test]
+async fn max_tokens_goes_natively_to_a_model_whose_schema_takes_it() {
+    let fake = Fake::start();
+    // A model whose request-fields schema has `max_tokens` (none of Kiro's documented ones
+    // does yet): the limit is sent, and the model stops itself.
+    let entry = json!({"modelId": "native-limit-model", "modelName": "Native limit",
+        "supportedInputTypes": ["TEXT"], "tokenLimits": {"maxInputTokens": 200000, "maxOutputTokens": 64000},
+        "additionalModelRequestFieldsSchema": {"type": "object", "properties": {
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": 64000}}}});
+    let added = common::send(
+        http::Request::post(fake.url("/__fake/models"))
+            .body(http_body_util::Full::from(
+                json!({ "add": entry }).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(added.status, 200, "{}", added.text());
+    let proxy = fake.proxy("social", &[]);
+    let ask = |model: &str| {
+        json!({"model": model, "max_tokens": 3,
+               "messages": [{"role": "user", "content": SENTENCE}]})
+    };
+    let answer = common::send(
+        http::Request::post(format!("{}/v1/chat/completions", proxy.base))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::from(
+                ask("native-limit-model").to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let body = answer.json();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "alpha beta gamma "
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let stats = fake.stats().await;
+    assert_eq!(stats["last_additional_fields"], json!({"max_tokens": 3}));
+
+    // A model whose schema lacks it gets no field (Kiro would refuse it): cut locally.
+    let answer = common::send(
+        http::Request::post(format!("{}/v1/chat/completions", proxy.base))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::from(
+                ask("claude-sonnet-4-6").to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json()["choices"][0]["message"]["content"],
+        "alpha beta g"
+    );
+    let stats = fake.stats().await;
+    assert_eq!(stats["last_additional_fields"], Value::Null);
+    assert_eq!(stats["rejected_requests"], 0, "{}", stats["last_violation"]);
+}

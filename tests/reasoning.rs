@@ -54,7 +54,7 @@ async fn native_reasoning_follows_each_models_capabilities() {
     )
     .await;
     assert_eq!(
-        stats(&fake).await["last_reasoning_fields"],
+        stats(&fake).await["last_additional_fields"],
         json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}})
     );
     let thinking = &answer["content"][0];
@@ -75,7 +75,7 @@ async fn native_reasoning_follows_each_models_capabilities() {
     // Sonnet 4.6 stops at high below max: xhigh is clamped to high; a budget maps to a level.
     messages(&proxy, adaptive("claude-sonnet-4-6", "xhigh", json!("x"))).await;
     assert_eq!(
-        stats(&fake).await["last_reasoning_fields"]["output_config"]["effort"],
+        stats(&fake).await["last_additional_fields"]["output_config"]["effort"],
         "high"
     );
     let budget = json!({"model": "claude-sonnet-4-6", "max_tokens": 2000,
@@ -83,7 +83,7 @@ async fn native_reasoning_follows_each_models_capabilities() {
                         "messages": [{"role": "user", "content": "y"}]});
     messages(&proxy, budget).await;
     assert_eq!(
-        stats(&fake).await["last_reasoning_fields"]["output_config"]["effort"],
+        stats(&fake).await["last_additional_fields"]["output_config"]["effort"],
         "low"
     );
 
@@ -91,7 +91,7 @@ async fn native_reasoning_follows_each_models_capabilities() {
     // and the answer's thinking comes unsigned.
     let answer = messages(&proxy, adaptive("claude-sonnet-4-5", "high", json!("z"))).await;
     let after = stats(&fake).await;
-    assert_eq!(after["last_reasoning_fields"], Value::Null);
+    assert_eq!(after["last_additional_fields"], Value::Null);
     assert_eq!(answer["content"][0]["type"], "thinking");
     assert_eq!(answer["content"][0]["signature"], "");
     assert_eq!(after["rejected_requests"], 0, "{}", after["last_violation"]);

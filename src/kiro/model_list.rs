@@ -42,6 +42,9 @@ pub struct Capabilities {
     pub reasoning: Option<Reasoning>,
     /// `promptCaching`, when the model supports it.
     pub prompt_caching: Option<PromptCaching>,
+    /// The model's request-fields schema has a `max_tokens` property: the limit can be
+    /// sent to Kiro instead of cut locally.
+    pub native_max_tokens: bool,
     /// `rateMultiplier`: what one request costs relative to the base rate.
     pub rate_multiplier: Option<f64>,
     /// `rateUnit` (`Credit`).
@@ -144,6 +147,9 @@ fn parse_model(raw: Value) -> Option<KiroModel> {
             .get("additionalModelRequestFieldsSchema")
             .and_then(reasoning),
         prompt_caching: raw.get("promptCaching").and_then(prompt_caching),
+        native_max_tokens: raw
+            .pointer("/additionalModelRequestFieldsSchema/properties/max_tokens")
+            .is_some(),
         rate_multiplier: raw.get("rateMultiplier").and_then(Value::as_f64),
         rate_unit: raw
             .get("rateUnit")

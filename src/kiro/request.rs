@@ -62,6 +62,8 @@ pub struct BuildOptions<'a> {
     /// Replay signed reasoning of earlier turns natively (off for the one retry after Kiro
     /// refused a signature: the reasoning then goes inline).
     pub replay_signatures: bool,
+    /// `max_tokens` to send natively (the model's request-fields schema takes it).
+    pub native_max_tokens: Option<u32>,
 }
 
 /// Shortened tool name -> the client's original name.
@@ -162,6 +164,7 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
         .zip(options.reasoning)
         .and_then(|(thinking, reasoning)| super::thinking::native_fields(thinking, reasoning));
     let signed = native.is_some() && options.replay_signatures;
+    let native_reasoning = native.is_some();
     let mut turns = normalise(&request.messages, &mut names, signed);
     let mut moved = MovedDescriptions::default();
     let mut tools = if request.tool_choice == ToolChoice::None && !has_tool_traffic(&turns) {
@@ -217,13 +220,26 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
             history,
         },
         profile_arn: options.profile_arn.map(str::to_owned),
-        additional_model_request_fields: native,
+        additional_model_request_fields: with_max_tokens(native, options.native_max_tokens),
     };
     BuiltRequest {
-        native_reasoning: body.additional_model_request_fields.is_some(),
+        native_reasoning,
         body,
         tool_names: names,
     }
+}
+
+/// The request fields with `max_tokens` added, when it goes natively.
+fn with_max_tokens(fields: Option<Value>, max_tokens: Option<u32>) -> Option<Value> {
+    let Some(max_tokens) = max_tokens else {
+        return fields;
+    };
+    let mut fields = match fields {
+        Some(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    fields.insert("max_tokens".into(), Value::from(max_tokens));
+    Some(Value::Object(fields))
 }
 
 /// Rules 1-4: returns alternating turns starting with user and ending with user, all

@@ -362,6 +362,10 @@ async fn attempt(
             thinking,
             reasoning: model.capabilities.reasoning.as_ref(),
             replay_signatures: plan.replay_signatures,
+            native_max_tokens: chat
+                .sampling
+                .max_tokens
+                .filter(|_| model.capabilities.native_max_tokens),
         },
     );
     let replayed_signatures = built.body.conversation_state.history.iter().any(|entry| {

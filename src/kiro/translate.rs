@@ -533,6 +533,7 @@ mod tests {
             thinking: None,
             reasoning: None,
             replay_signatures: true,
+            native_max_tokens: None,
         };
         let built = build(&request, &options);
         let short = shorten_tool_name(&long);

@@ -87,7 +87,7 @@ pub struct Stats {
     /// `modelId` of the last chat call.
     pub last_model_id: Option<String>,
     /// `additionalModelRequestFields` of the last chat call (native reasoning, §13.1).
-    pub last_reasoning_fields: Option<Value>,
+    pub last_additional_fields: Option<Value>,
     /// Replayed reasoning blocks whose signature verified.
     pub signatures_verified: u64,
     /// Chat calls refused for a replayed reasoning signature that did not verify.
@@ -458,7 +458,7 @@ impl FakeKiro {
             }
             state.stats.last_profile_arn = parsed.profile_arn.clone();
             state.stats.last_model_id = Some(current.model_id.clone());
-            state.stats.last_reasoning_fields = parsed.additional_model_request_fields.clone();
+            state.stats.last_additional_fields = parsed.additional_model_request_fields.clone();
         }
         let native = match self.check_reasoning(&parsed, &current.model_id) {
             Ok(native) => native,
@@ -498,9 +498,25 @@ impl FakeKiro {
                 None => {}
             }
         }
-        let step = step.unwrap_or_default();
+        let mut step = step.unwrap_or_default();
         if step.status.is_some() {
             return error_response(&step);
+        }
+        // `max_tokens` sent natively (a model whose schema takes it): the answer stops at
+        // that many words, as a model stops at its limit.
+        let native_max = parsed
+            .additional_model_request_fields
+            .as_ref()
+            .and_then(|fields| fields.get("max_tokens"))
+            .and_then(Value::as_u64)
+            .and_then(|max| usize::try_from(max).ok());
+        if let Some(max) = native_max {
+            let text = step.text.clone().unwrap_or_else(|| echo.clone());
+            let words: Vec<&str> = text.split_inclusive(' ').collect();
+            if words.len() > max {
+                step.text = Some(words[..max].concat());
+                step.stop_reason = Some("MAX_TOKENS".into());
+            }
         }
         let delay = step
             .event_delay_ms

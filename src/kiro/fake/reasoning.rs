@@ -72,6 +72,15 @@ fn check_object(fields: &Map<String, Value>, schema: &Value, path: &str) -> Resu
                         ));
                     }
                 }
+                let number = other.as_f64();
+                let bound = |key: &str| property.get(key).and_then(Value::as_f64);
+                let below = bound("minimum").zip(number).is_some_and(|(min, n)| n < min);
+                let above = bound("maximum").zip(number).is_some_and(|(max, n)| n > max);
+                if below || above {
+                    return Err(format!(
+                        "Invalid additionalModelRequestFields: '{at}' is out of range"
+                    ));
+                }
             }
         }
     }

@@ -28,6 +28,7 @@ fn options() -> BuildOptions<'static> {
         thinking: None,
         reasoning: None,
         replay_signatures: true,
+        native_max_tokens: None,
     }
 }
 

@@ -77,10 +77,15 @@ impl Plan {
             )?))),
             (required, _) => required,
         };
+        // A model that takes `max_tokens` natively stops itself (the Kiro service sends it).
+        let native = request
+            .extensions
+            .get::<ResolvedModel>()
+            .is_some_and(|r| r.entry.capabilities.native_max_tokens);
         Ok(Self {
             limits: Limits {
                 stop: chat.sampling.stop.clone(),
-                max_tokens,
+                max_tokens: max_tokens.filter(|_| !native),
                 single_tool_call: chat.single_tool_call && !chat.tools.is_empty(),
             },
             required,
