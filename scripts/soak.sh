@@ -17,13 +17,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-wait_listening() { # file -> URL
-    for _ in $(seq 200); do
-        if grep -q "listening on" "$1" 2>/dev/null; then sed -n 's/.*listening on //p' "$1" | head -1; return; fi
-        sleep 0.05
-    done
-    echo "did not start: $(cat "$1")" >&2; exit 1
-}
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 ("$bin" fake-kiro --port 0 --event-delay-ms 2 >"$work/fake.out" 2>"$work/fake.err") &
 pids+=($!)
 fake=$(wait_listening "$work/fake.out")

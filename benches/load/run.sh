@@ -38,13 +38,8 @@ spawn_pinned() { local core=$1; shift; if command -v taskset >/dev/null && [ "$c
 pinning="none (fewer than 2 cores or no taskset)"
 command -v taskset >/dev/null && [ "$cores" -ge 2 ] && pinning="fake-kiro and load generator on core 0, aiproxy on core 1 (taskset)"
 
-wait_listening() { # file -> prints URL
-    for _ in $(seq 200); do
-        if grep -q "listening on" "$1" 2>/dev/null; then sed -n 's/.*listening on //p' "$1" | head -1; return; fi
-        sleep 0.05
-    done
-    echo "did not start: $(cat "$1")" >&2; exit 1
-}
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 (spawn_pinned 0 "$bin" fake-kiro --port 0 >"$work/fake.out" 2>"$work/fake.err") &
