@@ -264,6 +264,7 @@ fn builder(c: &mut Criterion) {
         reasoning: None,
         replay_signatures: true,
         native_max_tokens: None,
+        prompt_caching: None,
     };
     let mut group = c.benchmark_group("kiro");
     group.throughput(Throughput::Bytes(body.len() as u64));

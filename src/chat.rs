@@ -37,6 +37,26 @@ pub struct ChatRequest {
     pub stream: bool,
     /// Who is asking and how.
     pub metadata: Metadata,
+    /// Where the client asked for prompt-cache checkpoints (Anthropic `cache_control`).
+    pub cache_marks: CacheMarks,
+}
+
+/// The prompt-cache checkpoints a client marked (Anthropic `cache_control` on tools,
+/// system blocks and message blocks), in prompt order: tools first, then system and
+/// messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheMarks {
+    /// Indexes (into [`ChatRequest::tools`]) of the tools marked.
+    pub tools: Vec<usize>,
+    /// How many system or message blocks are marked.
+    pub prompt: usize,
+}
+
+impl CacheMarks {
+    /// True when nothing is marked.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty() && self.prompt == 0
+    }
 }
 
 impl ChatRequest {

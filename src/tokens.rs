@@ -121,6 +121,7 @@ mod tests {
             thinking: None,
             stream: false,
             metadata: Metadata::default(),
+            cache_marks: Default::default(),
         };
         assert_eq!(estimate_request(&request), 1 + 3 + 2);
         request.tools.push(Tool {

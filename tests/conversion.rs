@@ -16,6 +16,7 @@ fn kiro_body(request: &ChatRequest) -> Value {
         reasoning: None,
         replay_signatures: true,
         native_max_tokens: None,
+        prompt_caching: None,
     };
     let mut body = serde_json::to_value(build(request, &options).body).unwrap();
     // Random per request by design.

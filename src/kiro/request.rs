@@ -21,14 +21,15 @@
 //!    and the tool keeps its first paragraph plus a pointer to that heading (so nothing is
 //!    cut); schemas are tidied;
 //! 7. the system prompt (with the moved tool descriptions after it) is prefixed to the
-//!    first user turn;
+//!    first user turn; prompt-cache marks become `cachePoint` entries among the tools,
+//!    within the model's checkpoint limit;
 //! 8. thinking: natively (`additionalModelRequestFields`, §13.1) when the model's
 //!    capabilities offer it, with signed reasoning of earlier turns replayed as
 //!    `reasoningContent`; otherwise with the thinking tags of §4.4 in front of the first
 //!    user turn and earlier reasoning inline in `<thinking>` tags.
 
 use super::wire::*;
-use crate::chat::{ChatRequest, Message, Part, Role, Tool, ToolChoice};
+use crate::chat::{CacheMarks, ChatRequest, Message, Part, Role, Tool, ToolChoice};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
@@ -64,6 +65,8 @@ pub struct BuildOptions<'a> {
     pub replay_signatures: bool,
     /// `max_tokens` to send natively (the model's request-fields schema takes it).
     pub native_max_tokens: Option<u32>,
+    /// The model's prompt-caching limits; `None`: it does not cache (no checkpoints sent).
+    pub prompt_caching: Option<&'a super::model_list::PromptCaching>,
 }
 
 /// Shortened tool name -> the client's original name.
@@ -177,6 +180,9 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
             .collect()
     };
     add_placeholder_tools(&turns, &mut tools);
+    if let Some(caching) = options.prompt_caching {
+        add_cache_points(&request.cache_marks, caching, &mut tools);
+    }
     prefix_system(&mut turns, &request.system, &moved.section);
     if let (Some(thinking), Some(first), None) = (options.thinking, turns.first_mut(), &native) {
         first.text = format!(
@@ -472,15 +478,13 @@ fn tool_definition(
     if description.chars().count() > MAX_TOOL_DESCRIPTION {
         description = moved.take(&name, &description);
     }
-    KiroTool {
-        tool_specification: ToolSpecification {
-            name,
-            description,
-            input_schema: InputSchema {
-                json: tidy_schema(&tool.input_schema),
-            },
+    KiroTool::ToolSpecification(ToolSpecification {
+        name,
+        description,
+        input_schema: InputSchema {
+            json: tidy_schema(&tool.input_schema),
         },
-    }
+    })
 }
 
 /// Conservative schema hygiene (§4.3 rule 9): an object schema with `properties`, no
@@ -506,6 +510,41 @@ fn tidy_schema(schema: &Value) -> Value {
     Value::Object(map)
 }
 
+/// Prompt-cache checkpoints (§13.1): Kiro takes them only as `cachePoint` entries among
+/// the tools. A marked tool gets one right after it; marks on system or message blocks get
+/// one after the last tool (the furthest point Kiro's request can mark). At most the
+/// model's `maximumCacheCheckpointsPerRequest`: the earliest are dropped first, since the
+/// later ones cover more of the prompt. Without tools there is nowhere to put them.
+fn add_cache_points(
+    marks: &CacheMarks,
+    caching: &super::model_list::PromptCaching,
+    tools: &mut Vec<KiroTool>,
+) {
+    if marks.is_empty() || tools.is_empty() {
+        return;
+    }
+    // Positions in `tools` after which a checkpoint goes (the client's tools come first,
+    // in order, so tool `i` is entry `i`).
+    let mut after: Vec<usize> = marks
+        .tools
+        .iter()
+        .copied()
+        .filter(|&i| i < tools.len())
+        .collect();
+    if marks.prompt > 0 {
+        after.push(tools.len() - 1);
+    }
+    after.sort_unstable();
+    after.dedup();
+    let cap = caching
+        .max_checkpoints
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let keep = after.len().saturating_sub(cap);
+    for position in after.into_iter().skip(keep).rev() {
+        tools.insert(position + 1, KiroTool::cache_point());
+    }
+}
+
 /// Rule 5: Kiro needs a definition for every tool name used in history.
 fn add_placeholder_tools(turns: &[Turn], tools: &mut Vec<KiroTool>) {
     if !has_tool_traffic(turns) {
@@ -513,22 +552,21 @@ fn add_placeholder_tools(turns: &[Turn], tools: &mut Vec<KiroTool>) {
     }
     let mut defined: HashSet<String> = tools
         .iter()
-        .map(|t| t.tool_specification.name.to_ascii_lowercase())
+        .filter_map(KiroTool::spec)
+        .map(|spec| spec.name.to_ascii_lowercase())
         .collect();
     for tool_use in turns.iter().flat_map(|t| &t.tool_uses) {
         if defined.insert(tool_use.name.to_ascii_lowercase()) {
-            tools.push(KiroTool {
-                tool_specification: ToolSpecification {
-                    name: tool_use.name.clone(),
-                    description: format!(
-                        "Tool: {} (used earlier in this conversation)",
-                        tool_use.name
-                    ),
-                    input_schema: InputSchema {
-                        json: serde_json::json!({"type": "object", "properties": {}}),
-                    },
+            tools.push(KiroTool::ToolSpecification(ToolSpecification {
+                name: tool_use.name.clone(),
+                description: format!(
+                    "Tool: {} (used earlier in this conversation)",
+                    tool_use.name
+                ),
+                input_schema: InputSchema {
+                    json: serde_json::json!({"type": "object", "properties": {}}),
                 },
-            });
+            }));
         }
     }
 }

@@ -366,6 +366,7 @@ async fn attempt(
                 .sampling
                 .max_tokens
                 .filter(|_| model.capabilities.native_max_tokens),
+            prompt_caching: model.capabilities.prompt_caching.as_ref(),
         },
     );
     let replayed_signatures = built.body.conversation_state.history.iter().any(|entry| {

@@ -525,6 +525,7 @@ mod tests {
             thinking: None,
             stream: false,
             metadata: Metadata::default(),
+            cache_marks: Default::default(),
         };
         let options = BuildOptions {
             kiro_model_id: "claude-sonnet-4.5",
@@ -534,6 +535,7 @@ mod tests {
             reasoning: None,
             replay_signatures: true,
             native_max_tokens: None,
+            prompt_caching: None,
         };
         let built = build(&request, &options);
         let short = shorten_tool_name(&long);

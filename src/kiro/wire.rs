@@ -122,12 +122,40 @@ pub struct UserInputMessageContext {
     pub tool_results: Vec<KiroToolResult>,
 }
 
-/// `tools[]`.
+/// One `tools[]` entry: a tool, or a prompt-cache checkpoint between tools (§13.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KiroTool {
-    /// The definition.
-    pub tool_specification: ToolSpecification,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum KiroTool {
+    /// `{"toolSpecification": ...}`.
+    ToolSpecification(ToolSpecification),
+    /// `{"cachePoint": {"type": "default"}}`: what comes before it may be cached.
+    CachePoint(CachePoint),
+}
+
+impl KiroTool {
+    /// The tool, when this entry is one.
+    pub fn spec(&self) -> Option<&ToolSpecification> {
+        match self {
+            Self::ToolSpecification(spec) => Some(spec),
+            Self::CachePoint(_) => None,
+        }
+    }
+
+    /// A default checkpoint.
+    pub fn cache_point() -> Self {
+        Self::CachePoint(CachePoint {
+            kind: "default".into(),
+        })
+    }
+}
+
+/// `cachePoint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePoint {
+    /// `default`, the only kind.
+    #[serde(rename = "type")]
+    pub kind: String,
 }
 
 /// `toolSpecification`.

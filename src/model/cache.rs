@@ -46,6 +46,8 @@ fn key_of(chat: &ChatRequest) -> CacheKey {
         thinking,
         stream: _,
         metadata,
+        // Where Kiro may cache the prompt does not change the answer.
+        cache_marks: _,
     } = chat;
     let mut hashing = Hashing(blake3::Hasher::new());
     // Writing into the hasher cannot fail.

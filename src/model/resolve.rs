@@ -109,6 +109,7 @@ mod tests {
             thinking: None,
             stream: false,
             metadata: Default::default(),
+            cache_marks: Default::default(),
         })
     }
 

@@ -3,8 +3,8 @@
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::api::unsupported;
 use crate::chat::{
-    ChatError, ChatRequest, Effort, Message, Metadata, OutputFormat, Part, Role, Sampling,
-    Thinking, Tool, ToolChoice,
+    CacheMarks, ChatError, ChatRequest, Effort, Message, Metadata, OutputFormat, Part, Role,
+    Sampling, Thinking, Tool, ToolChoice,
 };
 use serde_json::Value;
 
@@ -111,7 +111,41 @@ pub fn parse(
         output: output_format(&root)?,
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
+        cache_marks: cache_marks(&root),
     })
+}
+
+/// Where `cache_control` marks prompt-cache checkpoints: on tools, on system blocks, on
+/// message content blocks (their value is not checked: `ephemeral` is the only kind).
+fn cache_marks(root: &Obj<'_>) -> CacheMarks {
+    let marked = |value: &Value| value.get("cache_control").is_some_and(|c| !c.is_null());
+    let blocks = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_array)
+            .map_or(0, |blocks| blocks.iter().filter(|b| marked(b)).count())
+    };
+    let tools = root
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .enumerate()
+                .filter(|(_, tool)| marked(tool))
+                .map(|(index, _)| index)
+                .collect()
+        })
+        .unwrap_or_default();
+    let messages: usize = root
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, |messages| {
+            messages.iter().map(|m| blocks(m.get("content"))).sum()
+        });
+    CacheMarks {
+        tools,
+        prompt: blocks(root.get("system")) + messages,
+    }
 }
 
 /// Claude Code sends `user_<hash>_account_<uuid>_session_<uuid>` (or JSON with

@@ -74,6 +74,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         thinking: None,
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
+        cache_marks: Default::default(),
     };
     let legacy_functions = root.get("functions").is_some() && root.get("tools").is_none();
     Ok((

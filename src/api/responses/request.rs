@@ -202,6 +202,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Options), 
         thinking,
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
+        cache_marks: Default::default(),
     };
     Ok((chat, options))
 }

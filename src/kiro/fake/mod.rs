@@ -88,6 +88,8 @@ pub struct Stats {
     pub last_model_id: Option<String>,
     /// `additionalModelRequestFields` of the last chat call (native reasoning, §13.1).
     pub last_additional_fields: Option<Value>,
+    /// `cachePoint` entries of the last chat call's tools.
+    pub last_cache_points: usize,
     /// Replayed reasoning blocks whose signature verified.
     pub signatures_verified: u64,
     /// Chat calls refused for a replayed reasoning signature that did not verify.
@@ -98,6 +100,8 @@ pub struct Stats {
 struct State {
     tokens: tokens::Tokens,
     script: VecDeque<Step>,
+    /// Prompt prefixes cached so far (their hashes).
+    cached_prefixes: std::collections::HashSet<[u8; 32]>,
     stats: Stats,
     /// Credits used and the limit `getUsageLimits` reports (default 12.5 of 1000).
     usage: Option<(f64, f64)>,
@@ -110,6 +114,7 @@ impl Default for State {
         Self {
             tokens: Default::default(),
             script: Default::default(),
+            cached_prefixes: Default::default(),
             stats: Default::default(),
             usage: None,
             models: models::default_models(),
@@ -311,6 +316,39 @@ impl FakeKiro {
         }
     }
 
+    /// The prompt cache (§13.1): the prefix up to the last `cachePoint` (the tools before
+    /// it and the first user turn, which carries the system prompt) is written the first
+    /// time and read after that. Returns (read, written) tokens.
+    fn prompt_cache(&self, request: &KiroRequest) -> (u64, u64) {
+        let state = &request.conversation_state;
+        let tools = state
+            .current_message
+            .user_input_message
+            .user_input_message_context
+            .as_ref()
+            .map(|c| c.tools.as_slice())
+            .unwrap_or_default();
+        let Some(last) = tools
+            .iter()
+            .rposition(|t| matches!(t, super::wire::KiroTool::CachePoint(_)))
+        else {
+            return (0, 0);
+        };
+        let first_turn = match state.history.first() {
+            Some(super::wire::HistoryEntry::UserInputMessage(user)) => &user.content,
+            _ => &state.current_message.user_input_message.content,
+        };
+        let prefix = serde_json::to_vec(&(&tools[..last], first_turn)).unwrap_or_default();
+        let tokens = (prefix.len() as u64).div_ceil(4);
+        let key = *blake3::hash(&prefix).as_bytes();
+        let mut state = self.lock();
+        if state.cached_prefixes.insert(key) {
+            (0, tokens)
+        } else {
+            (tokens, 0)
+        }
+    }
+
     /// Native reasoning's checks (§13.1): the fields against the model's schema, then the
     /// signatures of replayed reasoning. `Err`: Kiro's 400.
     fn check_reasoning(
@@ -319,6 +357,14 @@ impl FakeKiro {
         model_id: &str,
     ) -> Result<Option<reasoning::Native>, Box<Response<FrameStream>>> {
         let mut state = self.lock();
+        if let Err(message) = check_cache_points(request, &state.models, model_id) {
+            state.stats.rejected_requests += 1;
+            state.stats.last_violation = Some(message.clone());
+            return Err(Box::new(json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"message": message, "reason": "INVALID_CACHE_POINT"}),
+            )));
+        }
         let native = match &request.additional_model_request_fields {
             None => None,
             Some(fields) => {
@@ -459,6 +505,10 @@ impl FakeKiro {
             state.stats.last_profile_arn = parsed.profile_arn.clone();
             state.stats.last_model_id = Some(current.model_id.clone());
             state.stats.last_additional_fields = parsed.additional_model_request_fields.clone();
+            state.stats.last_cache_points = current
+                .user_input_message_context
+                .as_ref()
+                .map_or(0, |c| c.tools.iter().filter(|t| t.spec().is_none()).count());
         }
         let native = match self.check_reasoning(&parsed, &current.model_id) {
             Ok(native) => native,
@@ -528,7 +578,13 @@ impl FakeKiro {
                 .clone()
                 .unwrap_or_else(|| format!("Thinking about: {echo}"))
         });
-        let frames = script::frames(&step, &echo, body.len(), signed.as_deref());
+        let (cache_read, cache_write) = self.prompt_cache(&parsed);
+        let extra = script::Extra {
+            signed_reasoning: signed.as_deref(),
+            cache_read,
+            cache_write,
+        };
+        let frames = script::frames(&step, &echo, body.len(), extra);
         let stream = FrameStream::new(frames, delay).counted(Arc::clone(&self.inner));
         let mut response = Response::new(stream);
         response.headers_mut().insert(
@@ -560,6 +616,48 @@ fn check_body(body: &[u8]) -> Result<KiroRequest, Box<(String, Response<FrameStr
         (violation, response)
     })?;
     Ok(parsed)
+}
+
+/// The `cachePoint`s of a request against the model's `promptCaching` (§13.1, §13.3): none
+/// for a model that does not cache, at most `maximumCacheCheckpointsPerRequest`.
+fn check_cache_points(
+    request: &KiroRequest,
+    models: &[Value],
+    model_id: &str,
+) -> Result<(), String> {
+    let points = request
+        .conversation_state
+        .current_message
+        .user_input_message
+        .user_input_message_context
+        .as_ref()
+        .map_or(0, |c| {
+            c.tools
+                .iter()
+                .filter(|t| matches!(t, super::wire::KiroTool::CachePoint(_)))
+                .count()
+        });
+    if points == 0 {
+        return Ok(());
+    }
+    let caching = models
+        .iter()
+        .find(|m| m["modelId"] == model_id)
+        .and_then(|m| m.get("promptCaching"));
+    if caching.and_then(|c| c["supportsPromptCaching"].as_bool()) != Some(true) {
+        return Err(format!(
+            "Prompt caching is not supported for model {model_id}"
+        ));
+    }
+    let max = caching
+        .and_then(|c| c["maximumCacheCheckpointsPerRequest"].as_u64())
+        .unwrap_or(u64::MAX);
+    if points as u64 > max {
+        return Err(format!(
+            "Too many cache points: {points}, at most {max} for model {model_id}"
+        ));
+    }
+    Ok(())
 }
 
 /// Thinking is requested with tags in front of the first user turn (§4.4).

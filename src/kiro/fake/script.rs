@@ -125,14 +125,21 @@ pub fn error_response(step: &Step) -> Option<(u16, Value, Option<u64>)> {
     Some((status, body, step.retry_after))
 }
 
-/// Builds the response body's writes for a step; `signed`: native reasoning, sent as
-/// reasoning events closed by the text's signature (else the step's reasoning, unsigned).
-pub fn frames(
-    step: &Step,
-    echo: &str,
-    request_bytes: usize,
-    signed: Option<&str>,
-) -> VecDeque<Bytes> {
+/// What the fake adds to an answer beyond the step.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extra<'a> {
+    /// Native reasoning: sent as reasoning events closed by the text's signature (else the
+    /// step's reasoning, unsigned).
+    pub signed_reasoning: Option<&'a str>,
+    /// Prompt tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Prompt tokens written to the prompt cache.
+    pub cache_write: u64,
+}
+
+/// Builds the response body's writes for a step.
+pub fn frames(step: &Step, echo: &str, request_bytes: usize, extra: Extra<'_>) -> VecDeque<Bytes> {
+    let signed = extra.signed_reasoning;
     let text = step.text.as_deref().unwrap_or(echo);
     let mut frames: Vec<Bytes> = Vec::new();
     let event =
@@ -188,8 +195,10 @@ pub fn frames(
             frames.push(event(
                 "metadataEvent",
                 json!({
-                    "tokenUsage": {"outputTokens": output, "uncachedInputTokens": input,
-                                   "cacheReadInputTokens": 0, "cacheWriteInputTokens": 0},
+                    "tokenUsage": {"outputTokens": output,
+                                   "uncachedInputTokens": input.saturating_sub(extra.cache_read + extra.cache_write),
+                                   "cacheReadInputTokens": extra.cache_read,
+                                   "cacheWriteInputTokens": extra.cache_write},
                     "stopReason": stop,
                 }),
             ));
@@ -272,9 +281,9 @@ mod tests {
             split_frames: Some(7),
             ..Step::default()
         };
-        let writes = frames(&step, "a b", 10, None);
+        let writes = frames(&step, "a b", 10, Extra::default());
         assert!(writes.iter().all(|w| w.len() <= 7));
-        let whole = frames(&Step::default(), "a b", 10, None);
+        let whole = frames(&Step::default(), "a b", 10, Extra::default());
         let joined = |w: &VecDeque<Bytes>| w.iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>();
         assert_eq!(joined(&writes), joined(&whole));
         let cut = frames(
@@ -284,7 +293,7 @@ mod tests {
             },
             "a b",
             10,
-            None,
+            Extra::default(),
         );
         assert_eq!(cut.len(), 1);
     }

@@ -1,7 +1,7 @@
 //! The request rules Kiro enforces (kiro-protocol.md §4.3). Whether the model is served is
 //! the fake's own check (its model list changes at run time).
 
-use crate::kiro::wire::{HistoryEntry, KiroRequest, UserInputMessage};
+use crate::kiro::wire::{HistoryEntry, KiroRequest, KiroTool, UserInputMessage};
 use std::collections::HashSet;
 
 /// Kiro's limit on a tool name, in characters (§4.3 rule 7).
@@ -69,8 +69,23 @@ pub fn validate(request: &KiroRequest) -> Result<(), String> {
         .map(|c| c.tools.as_slice())
         .unwrap_or_default();
     let mut defined = HashSet::new();
+    let mut after_tool = false;
     for tool in tools {
-        let spec = &tool.tool_specification;
+        let KiroTool::ToolSpecification(spec) = tool else {
+            // A checkpoint caches what comes before it: one first, or two in a row, is stray
+            // (kiro-protocol.md §12: a stray `cachePoint` is a 400).
+            if let KiroTool::CachePoint(point) = tool {
+                if point.kind != "default" {
+                    return Err(format!("cachePoint type `{}` (only `default`)", point.kind));
+                }
+            }
+            if !after_tool {
+                return Err("a cachePoint must follow a toolSpecification".into());
+            }
+            after_tool = false;
+            continue;
+        };
+        after_tool = true;
         let name_length = spec.name.chars().count();
         if name_length == 0 || name_length > TOOL_NAME_LIMIT {
             return Err(format!(
@@ -90,7 +105,7 @@ pub fn validate(request: &KiroRequest) -> Result<(), String> {
         }
         defined.insert(spec.name.to_ascii_lowercase());
     }
-    if traffic && tools.is_empty() {
+    if traffic && defined.is_empty() {
         return Err("tool uses/results present but currentMessage defines no tools".into());
     }
     if let Some(missing) = used_names.iter().find(|name| !defined.contains(*name)) {

@@ -17,6 +17,7 @@ fn request(system: &[&str], messages: Vec<Message>) -> ChatRequest {
         thinking: None,
         stream: false,
         metadata: Metadata::default(),
+        cache_marks: Default::default(),
     }
 }
 
@@ -29,6 +30,7 @@ fn options() -> BuildOptions<'static> {
         reasoning: None,
         replay_signatures: true,
         native_max_tokens: None,
+        prompt_caching: None,
     }
 }
 
@@ -217,7 +219,7 @@ fn tool_round_trip_is_paired_and_tools_defined() {
     let context = current_context(&built);
     assert_eq!(context.tool_results[0].tool_use_id, "t1");
     assert_eq!(context.tool_results[0].status, "success");
-    let schema = &context.tools[0].tool_specification.input_schema.json;
+    let schema = &context.tools[0].spec().unwrap().input_schema.json;
     assert!(schema.get("$schema").is_none());
     assert!(schema.get("required").is_none());
 }
@@ -266,7 +268,7 @@ fn orphans_and_duplicates_are_repaired() {
     // Tool `a` was used but the client sent no definitions: a placeholder is added.
     let tools = &current_context(&built).tools;
     assert_eq!(tools.len(), 1);
-    assert_eq!(tools[0].tool_specification.name, "a");
+    assert_eq!(tools[0].spec().unwrap().name, "a");
 }
 
 #[test]
@@ -280,7 +282,7 @@ fn long_tool_names_are_shortened_and_restorable() {
         input_schema: json!({}),
     }];
     let built = build(&req, &options());
-    let spec = &current_context(&built).tools[0].tool_specification;
+    let spec = current_context(&built).tools[0].spec().unwrap();
     assert_eq!(spec.name.len(), 64);
     assert_eq!(built.tool_names.restore(&spec.name), long);
     assert_eq!(built.tool_names.restore("short"), "short");
@@ -305,7 +307,7 @@ fn a_description_at_the_cap_is_sent_as_is() {
     let mut req = request(&["sys"], vec![user("x")]);
     req.tools = vec![tool_with_description("d".repeat(MAX_TOOL_DESCRIPTION))];
     let built = build(&req, &options());
-    let spec = &current_context(&built).tools[0].tool_specification;
+    let spec = current_context(&built).tools[0].spec().unwrap();
     assert_eq!(spec.description, "d".repeat(MAX_TOOL_DESCRIPTION));
     assert_eq!(current(&built).content, "sys\n\nx");
 }
@@ -323,13 +325,14 @@ fn long_descriptions_move_whole_into_the_system_prompt() {
     let built = build(&req, &options());
     let tools = &current_context(&built).tools;
     for tool in tools {
-        let description = &tool.tool_specification.description;
+        let description = &tool.spec().unwrap().description;
         assert!(description.chars().count() <= MAX_TOOL_DESCRIPTION);
-        let heading = format!("Tool documentation: {}", tool.tool_specification.name);
+        let heading = format!("Tool documentation: {}", tool.spec().unwrap().name);
         assert!(description.contains(&heading), "{description}");
     }
     assert!(tools[0]
-        .tool_specification
+        .spec()
+        .unwrap()
         .description
         .starts_with("Runs a command.\n\n(The full description"));
     let prompt = &current(&built).content;
@@ -500,4 +503,51 @@ fn signed_reasoning_is_replayed_natively_only_with_native_reasoning() {
         assert_eq!(turn.reasoning_content, None);
         assert_eq!(turn.content, "<thinking>firstsecond</thinking>\n\nanswer");
     }
+}
+
+#[test]
+fn cache_marks_become_cache_points_among_the_tools_within_the_limit() {
+    let tools: Vec<Tool> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| Tool {
+            name: (*name).into(),
+            description: "d".into(),
+            input_schema: serde_json::json!({"type": "object"}),
+        })
+        .collect();
+    let mut chat = request(&["system"], vec![user("q")]);
+    chat.tools = tools;
+    chat.cache_marks = crate::chat::CacheMarks {
+        tools: vec![0, 2],
+        prompt: 2,
+    };
+    let layout = |caching: &crate::kiro::model_list::PromptCaching| {
+        let options = BuildOptions {
+            prompt_caching: Some(caching),
+            ..options()
+        };
+        current_context(&build(&chat, &options))
+            .tools
+            .iter()
+            .map(|t| t.spec().map_or("|".to_owned(), |s| s.name.clone()))
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    let roomy = crate::kiro::model_list::PromptCaching {
+        max_checkpoints: Some(4),
+        min_tokens_per_checkpoint: None,
+    };
+    assert_eq!(layout(&roomy), "a|bc|d|");
+    // Two allowed: the earliest mark goes first.
+    let tight = crate::kiro::model_list::PromptCaching {
+        max_checkpoints: Some(2),
+        ..roomy.clone()
+    };
+    assert_eq!(layout(&tight), "abc|d|");
+    // A model that does not cache gets none.
+    let built = build(&chat, &options());
+    assert!(current_context(&built)
+        .tools
+        .iter()
+        .all(|t| t.spec().is_some()));
 }

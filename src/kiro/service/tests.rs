@@ -22,6 +22,7 @@ fn request(text: &str) -> ModelRequest {
         thinking: None,
         stream: true,
         metadata: Default::default(),
+        cache_marks: Default::default(),
     })
 }
 
