@@ -20,6 +20,27 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// The log-line layer: text or JSON lines to `writer`.
+fn lines<S>(
+    format: LogFormat,
+    writer: tracing_appender::non_blocking::NonBlocking,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let lines = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
+    }
+}
+
 /// Keeps the log writer thread and the trace exporter alive; dropping it flushes what is
 /// queued (log lines, spans). Hold it until exit, outside the async runtime.
 #[must_use = "dropping the guard stops the log writer"]
@@ -44,32 +65,29 @@ impl Drop for LogGuard {
 pub fn init(format: LogFormat, runtime: Option<&tokio::runtime::Handle>) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(BufWriter::new(std::io::stderr()));
-    let lines = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
-    let lines = match format {
-        LogFormat::Text => lines.boxed(),
-        LogFormat::Json => lines
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed(),
-    };
     let (traces, problem) = match runtime.map(traces::provider) {
         Some(Ok(provider)) => (provider, None),
         Some(Err(problem)) => (None, Some(problem)),
         None => (None, None),
     };
-    // Spans are exported at `info` whatever `RUST_LOG` says about log lines.
-    let export = traces.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(traces::tracer(provider))
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-    });
-    let result = tracing_subscriber::registry()
-        .with(lines.with_filter(filter))
-        .with(export)
-        .try_init();
+    let result = match &traces {
+        // No export: the filter is global, the cheapest shape (callsites below the level
+        // are never enabled at all).
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(lines(format, writer))
+            .try_init(),
+        // Spans are exported at `info` whatever `RUST_LOG` says about log lines, so each
+        // layer has its own filter.
+        Some(provider) => tracing_subscriber::registry()
+            .with(lines(format, writer).with_filter(filter))
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(traces::tracer(provider))
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            )
+            .try_init(),
+    };
     if let Err(error) = result {
         eprintln!("aiproxy: logging was already initialised: {error}");
         return LogGuard {
