@@ -80,40 +80,48 @@ impl MemoryStore {
     }
 
     fn request_bucket(&self, key: &str, quota: RequestQuota) -> Arc<RequestBucket> {
-        let read = self.requests.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(bucket) = read.get(key).filter(|b| b.quota == quota) {
-            return Arc::clone(bucket);
-        }
-        drop(read);
-        let mut write = self.requests.write().unwrap_or_else(|e| e.into_inner());
-        match write.get(key).filter(|b| b.quota == quota) {
-            Some(bucket) => Arc::clone(bucket),
-            None => {
-                let bucket = Arc::new(RequestBucket {
-                    quota,
-                    limiter: RateLimiter::direct(governor_quota(quota))
-                        .with_middleware::<StateInformationMiddleware>(),
-                });
-                write.insert(Arc::from(key), Arc::clone(&bucket));
-                bucket
-            }
-        }
+        bucket(
+            &self.requests,
+            key,
+            |b| b.quota == quota,
+            || RequestBucket {
+                quota,
+                limiter: RateLimiter::direct(governor_quota(quota))
+                    .with_middleware::<StateInformationMiddleware>(),
+            },
+        )
     }
 
     fn token_bucket(&self, key: &str, per_minute: NonZeroU32) -> Arc<TokenBucket> {
-        let read = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(bucket) = read.get(key).filter(|b| b.per_minute == per_minute) {
-            return Arc::clone(bucket);
-        }
-        drop(read);
-        let mut write = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        match write.get(key).filter(|b| b.per_minute == per_minute) {
-            Some(bucket) => Arc::clone(bucket),
-            None => {
-                let bucket = Arc::new(TokenBucket::new(per_minute));
-                write.insert(Arc::from(key), Arc::clone(&bucket));
-                bucket
-            }
+        bucket(
+            &self.tokens,
+            key,
+            |b| b.per_minute == per_minute,
+            || TokenBucket::new(per_minute),
+        )
+    }
+}
+
+/// `key`'s bucket in `map` when it has the limit (`fits`), else a new one (`make`) in its
+/// place: the read lock for the usual case, the write lock only for a new client or limit.
+fn bucket<B>(
+    map: &RwLock<HashMap<Arc<str>, Arc<B>>>,
+    key: &str,
+    fits: impl Fn(&B) -> bool,
+    make: impl FnOnce() -> B,
+) -> Arc<B> {
+    let read = map.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = read.get(key).filter(|b| fits(b)) {
+        return Arc::clone(found);
+    }
+    drop(read);
+    let mut write = map.write().unwrap_or_else(|e| e.into_inner());
+    match write.get(key).filter(|b| fits(b)) {
+        Some(found) => Arc::clone(found),
+        None => {
+            let made = Arc::new(make());
+            write.insert(Arc::from(key), Arc::clone(&made));
+            made
         }
     }
 }
