@@ -94,6 +94,31 @@ pub struct UserInputMessage {
     pub user_input_message_context: Option<UserInputMessageContext>,
 }
 
+impl UserInputMessage {
+    /// The tools entries of this message (tool definitions and checkpoints).
+    pub fn tools(&self) -> &[KiroTool] {
+        self.user_input_message_context
+            .as_ref()
+            .map_or(&[], |c| c.tools.as_slice())
+    }
+
+    /// How many `cachePoint` entries its tools carry.
+    pub fn cache_points(&self) -> usize {
+        self.tools().iter().filter(|t| t.spec().is_none()).count()
+    }
+}
+
+impl KiroRequest {
+    /// The first user turn's text (where the system prompt and the thinking tags go).
+    pub fn first_user_content(&self) -> &str {
+        let state = &self.conversation_state;
+        match state.history.first() {
+            Some(HistoryEntry::UserInputMessage(user)) => &user.content,
+            _ => &state.current_message.user_input_message.content,
+        }
+    }
+}
+
 /// An image (`format` is the MIME subtype).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KiroImage {

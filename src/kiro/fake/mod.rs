@@ -320,25 +320,16 @@ impl FakeKiro {
     /// it and the first user turn, which carries the system prompt) is written the first
     /// time and read after that. Returns (read, written) tokens.
     fn prompt_cache(&self, request: &KiroRequest) -> (u64, u64) {
-        let state = &request.conversation_state;
-        let tools = state
+        let tools = request
+            .conversation_state
             .current_message
             .user_input_message
-            .user_input_message_context
-            .as_ref()
-            .map(|c| c.tools.as_slice())
-            .unwrap_or_default();
-        let Some(last) = tools
-            .iter()
-            .rposition(|t| matches!(t, super::wire::KiroTool::CachePoint(_)))
-        else {
+            .tools();
+        let Some(last) = tools.iter().rposition(|t| t.spec().is_none()) else {
             return (0, 0);
         };
-        let first_turn = match state.history.first() {
-            Some(super::wire::HistoryEntry::UserInputMessage(user)) => &user.content,
-            _ => &state.current_message.user_input_message.content,
-        };
-        let prefix = serde_json::to_vec(&(&tools[..last], first_turn)).unwrap_or_default();
+        let prefix =
+            serde_json::to_vec(&(&tools[..last], request.first_user_content())).unwrap_or_default();
         let tokens = (prefix.len() as u64).div_ceil(4);
         let key = *blake3::hash(&prefix).as_bytes();
         let mut state = self.lock();
@@ -368,10 +359,7 @@ impl FakeKiro {
         let native = match &request.additional_model_request_fields {
             None => None,
             Some(fields) => {
-                let model = state
-                    .models
-                    .iter()
-                    .find(|m| m["modelId"] == model_id)
+                let model = models::served(&state.models, model_id)
                     .cloned()
                     .unwrap_or_default();
                 match reasoning::check(fields, &model) {
@@ -505,10 +493,7 @@ impl FakeKiro {
             state.stats.last_profile_arn = parsed.profile_arn.clone();
             state.stats.last_model_id = Some(current.model_id.clone());
             state.stats.last_additional_fields = parsed.additional_model_request_fields.clone();
-            state.stats.last_cache_points = current
-                .user_input_message_context
-                .as_ref()
-                .map_or(0, |c| c.tools.iter().filter(|t| t.spec().is_none()).count());
+            state.stats.last_cache_points = current.cache_points();
         }
         let native = match self.check_reasoning(&parsed, &current.model_id) {
             Ok(native) => native,
@@ -629,21 +614,11 @@ fn check_cache_points(
         .conversation_state
         .current_message
         .user_input_message
-        .user_input_message_context
-        .as_ref()
-        .map_or(0, |c| {
-            c.tools
-                .iter()
-                .filter(|t| matches!(t, super::wire::KiroTool::CachePoint(_)))
-                .count()
-        });
+        .cache_points();
     if points == 0 {
         return Ok(());
     }
-    let caching = models
-        .iter()
-        .find(|m| m["modelId"] == model_id)
-        .and_then(|m| m.get("promptCaching"));
+    let caching = models::served(models, model_id).and_then(|m| m.get("promptCaching"));
     if caching.and_then(|c| c["supportsPromptCaching"].as_bool()) != Some(true) {
         return Err(format!(
             "Prompt caching is not supported for model {model_id}"
@@ -662,12 +637,7 @@ fn check_cache_points(
 
 /// Thinking is requested with tags in front of the first user turn (§4.4).
 fn asks_for_thinking(request: &KiroRequest) -> bool {
-    let state = &request.conversation_state;
-    let first = match state.history.first() {
-        Some(super::wire::HistoryEntry::UserInputMessage(user)) => &user.content,
-        _ => &state.current_message.user_input_message.content,
-    };
-    first.starts_with("<thinking_mode>")
+    request.first_user_content().starts_with("<thinking_mode>")
 }
 
 /// The current message without leading thinking tags (so the echo is the user's text).

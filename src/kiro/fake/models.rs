@@ -225,7 +225,12 @@ pub fn change(models: &mut Vec<Value>, body: &[u8]) -> Result<(), String> {
 
 /// Whether `models` has `id`.
 pub fn serves(models: &[Value], id: &str) -> bool {
-    models.iter().any(|m| m["modelId"] == id)
+    served(models, id).is_some()
+}
+
+/// The entry of model `id`, if the fake serves it.
+pub fn served<'a>(models: &'a [Value], id: &str) -> Option<&'a Value> {
+    models.iter().find(|m| m["modelId"] == id)
 }
 
 #[cfg(test)]

@@ -63,11 +63,7 @@ pub fn validate(request: &KiroRequest) -> Result<(), String> {
     traffic |= !current_results.is_empty();
     check_pairing(previous_uses, current_results, state.history.len())?;
 
-    let tools = current
-        .user_input_message_context
-        .as_ref()
-        .map(|c| c.tools.as_slice())
-        .unwrap_or_default();
+    let tools = current.tools();
     let mut defined = HashSet::new();
     let mut after_tool = false;
     for tool in tools {
