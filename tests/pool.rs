@@ -51,6 +51,11 @@ impl Trio {
             "--retry-base-delay-ms",
             "5",
         ];
+        // Accounts that join or come back ramp up over a minute by default; tests that are
+        // not about the ramp see the balance without it.
+        if !args.contains(&"--pool-slow-start") {
+            all.extend_from_slice(&["--pool-slow-start", "0"]);
+        }
         all.extend_from_slice(args);
         let proxy = Proxy::start(&all, &[]);
         Self {
@@ -801,4 +806,85 @@ async fn the_per_account_guard_holds_across_the_pool() {
         "each account got exactly its guard's worth"
     );
     assert_eq!(trio.instance("acct-a").await["requests_per_minute"], 2);
+}
+
+#[tokio::test]
+async fn new_credentials_under_an_old_name_start_afresh_and_an_edit_does_not() {
+    let trio = Trio::start(json!({}), &[]);
+    trio.fakes[0]
+        .script(json!({"status": 403, "reason": "suspended"}))
+        .await;
+    for i in 0..20 {
+        trio.chat(&format!("find it {i}"), false, Some(&format!("s{i}")))
+            .await;
+        if trio.calls().await[0] > 0 {
+            break;
+        }
+    }
+    assert_eq!(trio.instance("acct-a").await["reason"], "suspended");
+    // An edit that keeps the login (a new weight) keeps the suspension's rest: the
+    // upstream's verdict on the account did not change because the file did.
+    let mut edited = trio.instances.clone();
+    edited[0]["weight"] = json!(2);
+    trio.rewrite(&edited);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = trio.instance("acct-a").await;
+    assert_eq!(
+        (a["state"].clone(), a["weight"].clone()),
+        (json!("cooldown"), json!(2))
+    );
+    // A new sign-in under the same name is another Kiro account: healthy, counted afresh.
+    edited[0] = instance(trio.pools.parent().unwrap(), &trio.fakes[0], "acct-a");
+    trio.rewrite(&edited);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = trio.instance("acct-a").await;
+    assert_eq!(
+        (
+            a["state"].clone(),
+            a["requests"].clone(),
+            a["errors"].clone()
+        ),
+        (json!("healthy"), json!(0), json!(0))
+    );
+    let before = trio.calls().await[0];
+    assert_eq!(statuses(&trio.many(60, 3).await), [200]);
+    assert!(trio.calls().await[0] > before + 5, "the new login serves");
+    assert!(
+        trio.instance("acct-a").await["tokens"]["output"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn an_added_account_ramps_up_instead_of_taking_its_share_at_once() {
+    let trio = Trio::start(json!({}), &["--pool-slow-start", "60"]);
+    // The three first accounts are past the start of their own ramp... by being alone:
+    // the comparison is the joiner against them, within the same seconds.
+    let fourth = Fake::start();
+    let mut next = trio.instances.clone();
+    next.push(instance(trio.pools.parent().unwrap(), &fourth, "acct-d"));
+    trio.rewrite(&next);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(trio.instance("acct-d").await["state"], "healthy");
+    let before = trio.calls().await;
+    for i in 0..300 {
+        assert_eq!(
+            trio.chat(&format!("ramp {i}"), false, None).await.status,
+            200
+        );
+    }
+    let after = trio.calls().await;
+    let old: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let joiner = fourth.stats().await["generate_calls"].as_u64().unwrap();
+    let old_mean = old.iter().sum::<u64>() as f64 / 3.0;
+    assert!(
+        joiner >= 1,
+        "a joiner gets some traffic from the start: {joiner} vs {old:?}"
+    );
+    assert!(
+        (joiner as f64) < old_mean / 3.0,
+        "in its first seconds a joiner gets a small share: {joiner} vs {old:?}"
+    );
 }

@@ -60,7 +60,7 @@ pub fn observe_accounts(meter: &Meter, providers: &[ProviderStatus]) {
     meter
         .u64_observable_counter("upstream.requests")
         .with_description("Requests sent to each account (retries included)")
-        .with_callback(move |o| e(&mut |m, l| o.observe(m.view.requests, &l)))
+        .with_callback(move |o| e(&mut |m, l| o.observe(m.view.load.requests, &l)))
         .build();
     let e = on(&each);
     meter
@@ -70,7 +70,7 @@ pub fn observe_accounts(meter: &Meter, providers: &[ProviderStatus]) {
         )
         .with_callback(move |o| {
             e(&mut |m, [provider, account]| {
-                for (kind, count) in &m.view.errors_by_kind {
+                for (kind, count) in &m.view.load.errors_by_kind {
                     let labels = [
                         provider.clone(),
                         account.clone(),
@@ -85,7 +85,7 @@ pub fn observe_accounts(meter: &Meter, providers: &[ProviderStatus]) {
     meter
         .u64_observable_gauge("account.in_flight")
         .with_description("Requests each account is serving now (streams included)")
-        .with_callback(move |o| e(&mut |m, l| o.observe(m.view.in_flight as u64, &l)))
+        .with_callback(move |o| e(&mut |m, l| o.observe(m.view.load.in_flight as u64, &l)))
         .build();
     let e = on(&each);
     meter

@@ -147,12 +147,20 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
                     "weight": v.spec.weight,
                     "max_concurrency": v.spec.max_concurrency,
                     "requests_per_minute": v.spec.requests_per_minute.map(|q| q.per_minute.get()),
-                    "in_flight": v.in_flight,
-                    "requests": v.requests,
-                    "errors": v.errors,
+                    "in_flight": v.load.in_flight,
+                    "requests": v.load.requests,
+                    "errors": v.load.errors,
                     "consecutive_failures": v.health.consecutive_failures,
-                    "last_error": v.last_error,
-                    "last_used": v.last_used.map(format_time),
+                    "last_error": v.load.last_error,
+                    "last_used": v.load.last_used.map(format_time),
+                    // Tokens its streams reported since start (or since it became another
+                    // account), as the pool's store counts them.
+                    "tokens": {
+                        "input": v.load.tokens.input,
+                        "output": v.load.tokens.output,
+                        "cache_read": v.load.tokens.cache_read,
+                        "cache_write": v.load.tokens.cache_write,
+                    },
                     "cooldown_until": v.health.until.map(format_time),
                     "token_expires_at": m.account.as_ref().and_then(|a| a.token_expires_at).map(format_time),
                     // Credits from getUsageLimits, as the health probe last read them.

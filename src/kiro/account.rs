@@ -193,6 +193,18 @@ impl Account {
         &self.machine_id
     }
 
+    /// Whether `other` is the same Kiro login as this account: the same refresh token now.
+    /// A rebuilt account that reads back the tokens this one rotated is the same login; a
+    /// new sign-in is not. (Not the machine id: it follows the profileArn, which a social
+    /// login's file may only gain at its first refresh.)
+    pub fn same_login(&self, other: &Account) -> bool {
+        if std::ptr::eq(self, other) {
+            return true;
+        }
+        let ours = self.lock().refresh.clone();
+        ours == other.lock().refresh
+    }
+
     /// Where requests go.
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints

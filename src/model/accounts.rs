@@ -96,8 +96,9 @@ impl Accounts {
 
     /// Re-reads the pool file: an account whose entry did not change keeps its state (unless
     /// it was disabled: the operator may have fixed its credentials, so it is rebuilt);
-    /// changed and added ones are built afresh and join in slow start; removed ones take no
-    /// new requests and finish the ones they have. On an error nothing changes. Returns the
+    /// changed ones are rebuilt and keep their health unless their credentials changed
+    /// (then they start afresh, like added ones, in slow start); removed ones take no new
+    /// requests and finish the ones they have. On an error nothing changes. Returns the
     /// number of accounts.
     pub fn reload(&self) -> Result<usize, BuildError> {
         if self.config.pool.file.is_none() || self.clients.is_none() {
@@ -105,6 +106,19 @@ impl Accounts {
         }
         let old = self.lock().clone();
         let members = self.members(&old)?;
+        // New credentials under an old name are another Kiro account: what the pool knew
+        // about the old one (a suspension, a cooldown, its counters) is not this one's.
+        for member in &members {
+            let before = old.iter().find(|m| m.spec.name == member.spec.name);
+            if let (Some(Some(before)), Some(now)) =
+                (before.map(|m| m.account.as_ref()), member.account.as_ref())
+            {
+                if !before.same_login(now) {
+                    tracing::info!(account = %member.spec.name, "new credentials: the account's health and counters start afresh");
+                    self.pool.forget(&member.spec.name);
+                }
+            }
+        }
         let count = members.len();
         self.install(members, true);
         Ok(count)

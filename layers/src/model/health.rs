@@ -124,20 +124,58 @@ struct Inner {
     recovered_at: Option<Instant>,
 }
 
-/// One account's breaker. Cheap to clone; clones share state.
-#[derive(Clone, Debug)]
-pub struct Breaker {
-    config: Arc<HealthConfig>,
-    inner: Arc<Mutex<Inner>>,
+/// What happened to an account, as its health cell is told (each one transition of the
+/// breaker; a shared store replicates these).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HealthEvent {
+    /// A request succeeded: failures reset; a trial closes the breaker.
+    Success,
+    /// A request ended without a verdict (the client left, or a failure that is not the
+    /// account's): a claimed trial is given back.
+    Neutral,
+    /// A request failed with this penalty.
+    Penalised(Penalty),
+    /// The active health probe reached the account and found it able to serve: a breaker
+    /// past its backoff closes without waiting for user traffic, and a quota disable lifts.
+    /// Cooldowns run their course.
+    ProbeOk,
+    /// The operator acted (file change, SIGHUP): a disabled account gets another chance.
+    /// Cooldowns and open breakers run their course: the upstream's verdict on the account
+    /// did not change because a file did.
+    OperatorReset,
 }
 
-impl Breaker {
+/// Where one account's health lives: the breaker's state machine, behind the small
+/// interface the pool uses, so a store shared by several proxies can hold it (see
+/// [`crate::model::store`]). Time is passed in, so every transition is testable without
+/// sleeping.
+pub trait HealthCell: Send + Sync + std::fmt::Debug {
+    /// Whether a request may go now and the state it is in (timed states moved on first);
+    /// with `claim`, a half-open trial is claimed when it is the one.
+    fn admission(&self, now: Instant, claim: bool) -> (Admission, State);
+    /// Applies `event`.
+    fn record(&self, event: HealthEvent, now: Instant);
+    /// A non-secret view, as of `now`.
+    fn snapshot(&self, now: Instant) -> Snapshot;
+    /// When the account last came back (its slow start ramps from here), without moving
+    /// timed states on: the one field, for the pool's hot path.
+    fn recovered_at(&self) -> Option<Instant>;
+}
+
+/// The in-memory [`HealthCell`]: the state machine under a mutex.
+#[derive(Debug)]
+pub struct MemoryHealth {
+    config: Arc<HealthConfig>,
+    inner: Mutex<Inner>,
+}
+
+impl MemoryHealth {
     /// A healthy account under `config`.
     pub fn new(config: Arc<HealthConfig>) -> Self {
         let open_for = config.open_base;
         Self {
             config,
-            inner: Arc::new(Mutex::new(Inner {
+            inner: Mutex::new(Inner {
                 state: State::Healthy,
                 reason: None,
                 until: None,
@@ -146,13 +184,103 @@ impl Breaker {
                 open_for,
                 trial_in_flight: false,
                 recovered_at: None,
-            })),
+            }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock only means a panic mid-update of plain fields.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl HealthCell for MemoryHealth {
+    fn admission(&self, now: Instant, claim: bool) -> (Admission, State) {
+        let mut inner = self.lock();
+        inner.advance(now);
+        (inner.admission(claim), inner.state)
+    }
+
+    fn record(&self, event: HealthEvent, now: Instant) {
+        let config = &self.config;
+        let mut inner = self.lock();
+        match event {
+            HealthEvent::Success => {
+                inner.consecutive_failures = 0;
+                inner.trial_in_flight = false;
+                if inner.state == State::HalfOpen {
+                    inner.recover(now);
+                    inner.open_for = config.open_base;
+                }
+            }
+            HealthEvent::Neutral => inner.trial_in_flight = false,
+            HealthEvent::Penalised(penalty) => {
+                inner.trial_in_flight = false;
+                inner.penalise(&penalty, config, now);
+            }
+            HealthEvent::ProbeOk => {
+                inner.advance(now);
+                let lifts = match inner.state {
+                    State::HalfOpen => !inner.trial_in_flight,
+                    State::Disabled => inner.reason == Some(QUOTA_EXHAUSTED),
+                    _ => false,
+                };
+                if lifts {
+                    inner.recover(now);
+                    inner.open_for = config.open_base;
+                }
+            }
+            HealthEvent::OperatorReset => {
+                if inner.state == State::Disabled {
+                    inner.recover(now);
+                    inner.open_for = config.open_base;
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut inner = self.lock();
+        inner.advance(now);
+        let wall_now = SystemTime::now();
+        let until = inner.until_wall.or_else(|| {
+            inner
+                .until
+                .map(|at| wall_now + at.saturating_duration_since(now))
+        });
+        Snapshot {
+            state: inner.state,
+            reason: inner.reason,
+            until,
+            consecutive_failures: inner.consecutive_failures,
+            recovered_at: inner.recovered_at,
+        }
+    }
+
+    fn recovered_at(&self) -> Option<Instant> {
+        self.lock().recovered_at
+    }
+}
+
+/// One account's breaker: the pool's handle on its [`HealthCell`]. Cheap to clone; clones
+/// share state.
+#[derive(Clone, Debug)]
+pub struct Breaker(Arc<dyn HealthCell>);
+
+impl Breaker {
+    /// A healthy account under `config`, held in memory.
+    pub fn new(config: Arc<HealthConfig>) -> Self {
+        Self(Arc::new(MemoryHealth::new(config)))
+    }
+
+    /// The breaker of the health held in `cell`.
+    pub fn of(cell: Arc<dyn HealthCell>) -> Self {
+        Self(cell)
+    }
+
+    /// The cell it reads and writes.
+    pub fn cell(&self) -> &Arc<dyn HealthCell> {
+        &self.0
     }
 
     /// Whether a request may go now, without claiming the half-open trial.
@@ -162,76 +290,65 @@ impl Breaker {
 
     /// [`Breaker::peek`] and the state it is in, with one look.
     pub fn peek_state(&self, now: Instant) -> (Admission, State) {
-        let mut inner = self.lock();
-        inner.advance(now);
-        (inner.admission(false), inner.state)
+        self.0.admission(now, false)
     }
 
     /// Whether a request may go now; claims the half-open trial when it is the one.
     pub fn admit(&self, now: Instant) -> Admission {
-        let mut inner = self.lock();
-        inner.advance(now);
-        inner.admission(true)
+        self.0.admission(now, true).0
     }
 
-    /// When the account last came back (its slow start ramps from here), without moving
-    /// timed states on: the one field, for the pool's hot path.
+    /// When the account last came back (its slow start ramps from here).
     pub fn recovered_at(&self) -> Option<Instant> {
-        self.lock().recovered_at
+        self.0.recovered_at()
     }
 
-    /// A request succeeded: failures reset; a trial closes the breaker.
+    /// See [`HealthEvent::Success`].
     pub fn on_success(&self, now: Instant) {
-        let mut inner = self.lock();
-        inner.consecutive_failures = 0;
-        inner.trial_in_flight = false;
-        if inner.state == State::HalfOpen {
-            inner.recover(now);
-            inner.open_for = self.config.open_base;
-        }
+        self.0.record(HealthEvent::Success, now);
     }
 
-    /// The active health probe reached the account and found it able to serve: a breaker
-    /// past its backoff closes without waiting for user traffic, and a quota disable lifts
-    /// (the probe saw credits left). Cooldowns run their course.
+    /// See [`HealthEvent::ProbeOk`].
     pub fn on_probe_ok(&self, now: Instant) {
-        let mut inner = self.lock();
-        inner.advance(now);
-        let lifts = match inner.state {
-            State::HalfOpen => !inner.trial_in_flight,
-            State::Disabled => inner.reason == Some(QUOTA_EXHAUSTED),
-            _ => false,
-        };
-        if lifts {
-            inner.recover(now);
-            inner.open_for = self.config.open_base;
-        }
+        self.0.record(HealthEvent::ProbeOk, now);
     }
 
-    /// A request ended without a verdict (the client left, or a failure that is not the
-    /// account's): a claimed trial is given back.
+    /// See [`HealthEvent::Neutral`].
     pub fn on_neutral(&self) {
-        self.lock().trial_in_flight = false;
+        self.0.record(HealthEvent::Neutral, Instant::now());
     }
 
     /// A request failed with `penalty`.
     pub fn on_failure(&self, penalty: &Penalty, now: Instant) {
-        let config = &self.config;
-        let mut inner = self.lock();
-        inner.trial_in_flight = false;
+        self.0.record(HealthEvent::Penalised(penalty.clone()), now);
+    }
+
+    /// See [`HealthEvent::OperatorReset`].
+    pub fn reset(&self, now: Instant) {
+        self.0.record(HealthEvent::OperatorReset, now);
+    }
+
+    /// A non-secret view, as of `now`.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        self.0.snapshot(now)
+    }
+}
+
+impl Inner {
+    fn penalise(&mut self, penalty: &Penalty, config: &HealthConfig, now: Instant) {
         match penalty {
             Penalty::None => {}
             Penalty::Failure => {
-                inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
-                if inner.state == State::HalfOpen {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                if self.state == State::HalfOpen {
                     // The trial failed: out again, for twice as long.
-                    inner.open_for = (inner.open_for * 2).min(config.open_max);
-                    inner.open(now, "failures");
-                } else if inner.state == State::Healthy
-                    && inner.consecutive_failures >= config.failure_threshold
+                    self.open_for = (self.open_for * 2).min(config.open_max);
+                    self.open(now, "failures");
+                } else if self.state == State::Healthy
+                    && self.consecutive_failures >= config.failure_threshold
                 {
-                    inner.open_for = config.open_base;
-                    inner.open(now, "failures");
+                    self.open_for = config.open_base;
+                    self.open(now, "failures");
                 }
             }
             Penalty::Cooldown { class, retry_after } => {
@@ -254,52 +371,20 @@ impl Breaker {
                     (_, Some(after)) => *after,
                     (_, None) => base,
                 };
-                inner.state = State::Cooldown;
-                inner.reason = Some(reason);
-                inner.until = Some(now + rest);
-                inner.until_wall = None;
+                self.state = State::Cooldown;
+                self.reason = Some(reason);
+                self.until = Some(now + rest);
+                self.until_wall = None;
             }
             Penalty::Disable { reason, until } => {
-                inner.state = State::Disabled;
-                inner.reason = Some(reason);
-                inner.until_wall = *until;
-                inner.until = None;
+                self.state = State::Disabled;
+                self.reason = Some(reason);
+                self.until_wall = *until;
+                self.until = None;
             }
         }
     }
 
-    /// The operator acted (file change, SIGHUP): a disabled account gets another chance.
-    /// Cooldowns and open breakers run their course: the upstream's verdict on the account
-    /// did not change because a file did.
-    pub fn reset(&self, now: Instant) {
-        let mut inner = self.lock();
-        if inner.state == State::Disabled {
-            inner.recover(now);
-            inner.open_for = self.config.open_base;
-        }
-    }
-
-    /// A non-secret view, as of `now`.
-    pub fn snapshot(&self, now: Instant) -> Snapshot {
-        let mut inner = self.lock();
-        inner.advance(now);
-        let wall_now = SystemTime::now();
-        let until = inner.until_wall.or_else(|| {
-            inner
-                .until
-                .map(|at| wall_now + at.saturating_duration_since(now))
-        });
-        Snapshot {
-            state: inner.state,
-            reason: inner.reason,
-            until,
-            consecutive_failures: inner.consecutive_failures,
-            recovered_at: inner.recovered_at,
-        }
-    }
-}
-
-impl Inner {
     /// Moves timed states on: an open breaker whose backoff ended becomes half-open, a
     /// cooldown or dated disable that ended becomes healthy.
     fn advance(&mut self, now: Instant) {

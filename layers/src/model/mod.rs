@@ -15,10 +15,12 @@
 //! | [`retry`] | retries failures that happened before any byte reached the client (a `tower::retry` policy with backoff, jitter and a budget) | + [`Attempts`] (request and response) |
 //! | [`pool`] | picks one account per request: session affinity, power of two choices over load, weights, concurrency caps, slow start; skips accounts the [`health`] breaker keeps out | ? [`SessionKey`], ? [`Attempts`]; response + [`Served`] |
 //! | [`health`] | the per-account breaker and cooldowns the pool consults and feeds | |
+//! | [`store`] | where each account's health and load live (in memory here; a shared store plugs in behind the same interfaces) | |
 
 pub mod health;
 pub mod pool;
 pub mod retry;
+pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -5,7 +5,8 @@
 //!    tried by this request's earlier attempts ([`Attempts`]; tried ones only when nothing
 //!    else is left). An account in **slow start** (just added or just recovered) is a
 //!    candidate with a probability that ramps from 10 % to 100 % over `slow_start`, so it gets
-//!    a growing share of traffic instead of all of it at once.
+//!    a growing share of traffic instead of all of it at once (the first members of an
+//!    empty pool do not ramp: there is nobody to shift traffic from).
 //! 2. **Session affinity**: a request with a [`SessionKey`] goes to the candidate that ranks
 //!    first for that key (rendezvous hashing), so one conversation stays on one account
 //!    while that account is healthy (Kiro's prompt cache stays warm and Kiro sees one user),
@@ -30,6 +31,7 @@
 //! is pending until a stream ends.
 
 use super::health::{Admission, Breaker, HealthConfig, Snapshot, State};
+use super::store::{AccountState, LoadCell, LoadView, MemoryStore, PoolStore};
 use super::{
     random_u64, Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey,
     StreamEnd,
@@ -40,10 +42,10 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::RateLimiter;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use tower_service::Service;
 
 /// How the pool weighs load.
@@ -131,38 +133,27 @@ pub struct NoAccount {
     pub retry_after: Option<Duration>,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    in_flight: AtomicUsize,
-    requests: AtomicU64,
-    errors: AtomicU64,
-    last_used_ms: AtomicU64,
-    ewma_ns: AtomicU64,
-    last_error: Mutex<Option<&'static str>>,
-    /// Errors by kind (a closed vocabulary, so a short list).
-    errors_by_kind: Mutex<Vec<(&'static str, u64)>>,
-}
-
 #[derive(Debug)]
 struct Member<S> {
     spec: MemberSpec,
     /// The name's hash, for rendezvous ranking (computed once, not per request).
     name_key: SessionKey,
     service: S,
+    /// Its health and load, as the store holds them.
+    state: AccountState,
     breaker: Breaker,
-    counters: Arc<Counters>,
     added_at: Instant,
     guard: Option<Arc<Guard>>,
 }
 
 impl<S> Member<S> {
     fn load(&self, balance: Balance) -> f64 {
-        let in_flight = self.counters.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
+        let in_flight = self.state.load.in_flight() as f64 + 1.0;
         match balance {
             Balance::InFlight => in_flight,
             Balance::PeakEwma => {
                 // An account with no sample yet looks as fast as the best (1 ms).
-                let ewma = self.counters.ewma_ns.load(Ordering::Relaxed).max(1_000_000);
+                let ewma = self.state.load.latency_ns().max(1_000_000);
                 ewma as f64 * in_flight
             }
         }
@@ -173,7 +164,7 @@ impl<S> Member<S> {
     fn has_room(&self, wave: bool) -> bool {
         let cap = self.spec.max_concurrency.max(1);
         let cap = if wave { (cap / 2).max(1) } else { cap };
-        self.counters.in_flight.load(Ordering::Relaxed) < cap
+        self.state.load.in_flight() < cap
     }
 }
 
@@ -191,22 +182,13 @@ pub struct MemberView {
     pub spec: MemberSpec,
     /// Breaker state.
     pub health: Snapshot,
-    /// Requests in flight (streams included).
-    pub in_flight: usize,
-    /// Requests sent to it.
-    pub requests: u64,
-    /// Requests that failed through its fault or the upstream's.
-    pub errors: u64,
-    /// The kind of its last error.
-    pub last_error: Option<&'static str>,
-    /// Its errors by kind.
-    pub errors_by_kind: Vec<(&'static str, u64)>,
-    /// When it was last picked.
-    pub last_used: Option<SystemTime>,
+    /// Load, counters and tokens.
+    pub load: LoadView,
 }
 
 struct Shared<S> {
     config: PoolConfig,
+    store: Arc<dyn PoolStore>,
     members: RwLock<Arc<Vec<Arc<Member<S>>>>>,
     waiters: Mutex<Vec<Waker>>,
     waiting: AtomicUsize,
@@ -234,11 +216,21 @@ impl<S> std::fmt::Debug for Pool<S> {
 }
 
 impl<S> Pool<S> {
-    /// A pool of `members` (each its spec and its service).
+    /// A pool of `members` (each its spec and its service), their state held in memory.
     pub fn new(config: PoolConfig, members: Vec<(MemberSpec, S)>) -> Self {
+        Self::with_store(config, Arc::new(MemoryStore::new()), members)
+    }
+
+    /// A pool of `members` whose health and load live in `store`.
+    pub fn with_store(
+        config: PoolConfig,
+        store: Arc<dyn PoolStore>,
+        members: Vec<(MemberSpec, S)>,
+    ) -> Self {
         let pool = Self {
             shared: Arc::new(Shared {
                 config,
+                store,
                 members: RwLock::new(Arc::new(Vec::new())),
                 waiters: Mutex::new(Vec::new()),
                 waiting: AtomicUsize::new(0),
@@ -259,29 +251,39 @@ impl<S> Pool<S> {
     }
 
     /// Replaces the member list (a pool file reload): accounts that stay keep their state
-    /// and counters (a disabled one gets another chance when `operator_acted`: see
-    /// [`Breaker::reset`]), new ones join in slow start, removed ones take no new requests
-    /// and drain the ones they have.
+    /// and counters from the store (a disabled one gets another chance when
+    /// `operator_acted`: see [`Breaker::reset`]), new ones (and ones [`Pool::forget`] was
+    /// called for) join afresh in slow start, removed ones take no new requests and drain
+    /// the ones they have.
     pub fn replace(&self, members: Vec<(MemberSpec, S)>, operator_acted: bool) {
         let now = Instant::now();
         let old = self.members();
+        let store = &self.shared.store;
+        let established = now
+            .checked_sub(self.shared.config.slow_start)
+            .unwrap_or(now);
+        for gone in old
+            .iter()
+            .filter(|m| !members.iter().any(|(spec, _)| spec.name == m.spec.name))
+        {
+            store.forget(&gone.spec.name);
+        }
         let next: Vec<Arc<Member<S>>> = members
             .into_iter()
             .map(|(spec, service)| {
-                let kept = old.iter().find(|m| m.spec.name == spec.name);
-                let (breaker, counters, added_at) = match kept {
-                    Some(m) => {
-                        if operator_acted {
-                            m.breaker.reset(now);
-                        }
-                        (m.breaker.clone(), Arc::clone(&m.counters), m.added_at)
-                    }
-                    None => (
-                        Breaker::new(Arc::clone(&self.shared.config.health)),
-                        Arc::default(),
-                        now,
-                    ),
-                };
+                let state = store.account(&spec.name, &self.shared.config.health);
+                let breaker = Breaker::of(Arc::clone(&state.health));
+                let kept = old
+                    .iter()
+                    .find(|m| m.spec.name == spec.name && m.state.same_as(&state));
+                if operator_acted && kept.is_some() {
+                    breaker.reset(now);
+                }
+                // Members of a pool that had none do not ramp: the ramp shifts traffic
+                // from the accounts already serving, and there are none to shift it from.
+                let added_at = kept.map_or(if old.is_empty() { established } else { now }, |m| {
+                    m.added_at
+                });
                 // A guard whose limit stays keeps what was spent (a reload is no reset).
                 let guard = spec.requests_per_minute.map(|quota| {
                     kept.and_then(|m| m.guard.clone())
@@ -293,8 +295,8 @@ impl<S> Pool<S> {
                     name_key: SessionKey::of(&spec.name),
                     spec,
                     service,
+                    state,
                     breaker,
-                    counters,
                     added_at,
                 })
             })
@@ -317,6 +319,12 @@ impl<S> Pool<S> {
         }
     }
 
+    /// The next configuration of `name` is another account (new credentials): its health
+    /// and counters start afresh at the next [`Pool::replace`], in slow start.
+    pub fn forget(&self, name: &str) {
+        self.shared.store.forget(name);
+    }
+
     /// The health probe found `name` able to serve (see [`Breaker::on_probe_ok`]).
     pub fn probe_passed(&self, name: &str) {
         if let Some(member) = self.named(name) {
@@ -337,24 +345,10 @@ impl<S> Pool<S> {
         let now = Instant::now();
         self.members()
             .iter()
-            .map(|m| {
-                let c = &m.counters;
-                let last_used_ms = c.last_used_ms.load(Ordering::Relaxed);
-                MemberView {
-                    spec: m.spec.clone(),
-                    health: m.breaker.snapshot(now),
-                    in_flight: c.in_flight.load(Ordering::Relaxed),
-                    requests: c.requests.load(Ordering::Relaxed),
-                    errors: c.errors.load(Ordering::Relaxed),
-                    last_error: *c.last_error.lock().unwrap_or_else(|e| e.into_inner()),
-                    errors_by_kind: c
-                        .errors_by_kind
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone(),
-                    last_used: (last_used_ms > 0)
-                        .then(|| UNIX_EPOCH + Duration::from_millis(last_used_ms)),
-                }
+            .map(|m| MemberView {
+                spec: m.spec.clone(),
+                health: m.breaker.snapshot(now),
+                load: m.state.load.view(),
             })
             .collect()
     }
@@ -585,12 +579,12 @@ type Sent<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 /// Holds one in-flight slot of a member until dropped.
 struct Load<S> {
     shared: Arc<Shared<S>>,
-    counters: Arc<Counters>,
+    cell: Arc<dyn LoadCell>,
 }
 
 impl<S> Drop for Load<S> {
     fn drop(&mut self) {
-        self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.cell.end();
         self.shared.wake_all();
     }
 }
@@ -684,16 +678,11 @@ impl<S> Pool<S> {
         if let Some(attempts) = &attempts {
             attempts.record(Arc::clone(&member.spec.name));
         }
-        let counters = Arc::clone(&member.counters);
-        counters.in_flight.fetch_add(1, Ordering::AcqRel);
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        counters.last_used_ms.store(unix_ms, Ordering::Relaxed);
+        let cell = Arc::clone(&member.state.load);
+        cell.begin();
         let load = Load {
             shared: Arc::clone(&self.shared),
-            counters,
+            cell,
         };
         let mut service = member.service.clone();
         Box::pin(async move {
@@ -710,12 +699,15 @@ impl<S> Pool<S> {
                 Ok(mut response) => {
                     // The inner future resolves at the first upstream event: its duration is
                     // the account's time to first token, the latency peak-EWMA weighs.
-                    update_ewma(&member.counters.ewma_ns, now.elapsed());
+                    member.state.load.record_latency(now.elapsed());
                     response
                         .extensions_mut()
                         .insert(Served(Arc::clone(&member.spec.name)));
                     Ok(response.on_stream_end(move |report| {
                         drop(load);
+                        if let Some(usage) = &report.usage {
+                            member.state.load.record_usage(usage);
+                        }
                         let now = Instant::now();
                         match report.end {
                             StreamEnd::Complete => member.breaker.on_success(now),
@@ -758,23 +750,7 @@ fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) 
         member.breaker.on_neutral();
         return;
     }
-    member.counters.errors.fetch_add(1, Ordering::Relaxed);
-    *member
-        .counters
-        .last_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(kind);
-    {
-        let mut by_kind = member
-            .counters
-            .errors_by_kind
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, count)) => *count += 1,
-            None => by_kind.push((kind, 1)),
-        }
-    }
+    member.state.load.record_error(kind);
     match penalty {
         Penalty::Cooldown {
             class: crate::model::RateLimitClass::Suspicious,
@@ -800,18 +776,6 @@ fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) 
         Penalty::None | Penalty::Failure => {}
     }
     member.breaker.on_failure(penalty, Instant::now());
-}
-
-/// Peak-EWMA: a slower sample is taken at once, faster ones pull the average down slowly.
-fn update_ewma(cell: &AtomicU64, sample: Duration) {
-    let sample = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
-    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-        Some(if old == 0 || sample > old {
-            sample
-        } else {
-            old - (old - sample) / 4
-        })
-    });
 }
 
 #[cfg(test)]

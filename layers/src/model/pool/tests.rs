@@ -1,6 +1,6 @@
 use super::*;
 use crate::model::testing::{MockAccount, MockError, MockRequest, MockResponse};
-use crate::model::RateLimitClass;
+use crate::model::{RateLimitClass, StreamReport, TokenUsage};
 use std::collections::HashMap;
 use tower::ServiceExt;
 
@@ -116,7 +116,7 @@ async fn an_account_that_keeps_failing_is_left_alone() {
     assert_eq!(failures, 5);
     let view = &pool.views()[0];
     assert_eq!(view.health.state.as_str(), "open");
-    assert_eq!((view.requests, view.errors), (5, 5));
+    assert_eq!((view.load.requests, view.load.errors), (5, 5));
 }
 
 #[tokio::test]
@@ -133,8 +133,11 @@ async fn client_faults_and_abandoned_streams_do_not_count() {
             .end(StreamEnd::Failed(Fault::Request));
     }
     let view = &pool.views()[0];
-    assert_eq!((view.health.state.as_str(), view.errors), ("healthy", 0));
-    assert_eq!(view.in_flight, 0, "every load guard was released");
+    assert_eq!(
+        (view.health.state.as_str(), view.load.errors),
+        ("healthy", 0)
+    );
+    assert_eq!(view.load.in_flight, 0, "every load guard was released");
 }
 
 #[tokio::test]
@@ -279,23 +282,8 @@ async fn a_new_account_ramps_up() {
         ..PoolConfig::default()
     };
     let pool = Pool::new(config, vec![(spec("old", 1, 100), old.clone())]);
-    // The long-standing account is past its own ramp by the time the new one joins.
-    let aged: Vec<_> = pool
-        .members()
-        .iter()
-        .map(|m| {
-            Arc::new(Member {
-                spec: m.spec.clone(),
-                name_key: m.name_key,
-                service: m.service.clone(),
-                breaker: m.breaker.clone(),
-                counters: Arc::clone(&m.counters),
-                added_at: Instant::now() - Duration::from_secs(7200),
-                guard: None,
-            })
-        })
-        .collect();
-    *pool.shared.members.write().unwrap() = Arc::new(aged);
+    // The first members of a pool do not ramp; the one that joins later does.
+    assert!(pool.members()[0].added_at.elapsed() >= Duration::from_secs(3600));
     pool.replace(
         vec![
             (spec("old", 1, 100), old.clone()),
@@ -330,8 +318,8 @@ async fn removed_accounts_drain_and_kept_ones_keep_their_state() {
     held.into_iter().for_each(|r| r.end(StreamEnd::Complete));
     let views = pool.views();
     assert_eq!(views.len(), 1);
-    assert!(views[0].requests >= 10, "b kept its counters");
-    assert_eq!(views[0].in_flight, 0);
+    assert!(views[0].load.requests >= 10, "b kept its counters");
+    assert_eq!(views[0].load.in_flight, 0);
 }
 
 #[tokio::test]
@@ -437,4 +425,91 @@ async fn a_request_waits_for_a_guard_that_frees_soon() {
     assert_eq!(served_by(&pool, MockRequest::default()).await, "a");
     assert!(started.elapsed() >= Duration::from_millis(50));
     assert_eq!(b.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_forgotten_account_starts_afresh_in_slow_start() {
+    let a = MockAccount::new("a");
+    let pool = pool_of(&[&a], no_ramp());
+    served_by(&pool, MockRequest::default()).await;
+    pool.disable("a", "invalid_grant", None);
+    // New credentials under the same name: forgotten, so the reload starts it afresh...
+    pool.forget("a");
+    pool.replace(vec![(spec("a", 1, 100), a.clone())], false);
+    let view = &pool.views()[0];
+    assert_eq!(view.health.state.as_str(), "healthy");
+    assert_eq!(view.load.requests, 0, "the counters are the new account's");
+    assert!(
+        pool.members()[0].added_at.elapsed() < Duration::from_secs(5),
+        "it ramps up like any new account"
+    );
+    // ... while a reload without new credentials keeps a disable until the operator acts.
+    pool.disable("a", "invalid_grant", None);
+    pool.replace(vec![(spec("a", 1, 100), a.clone())], false);
+    assert_eq!(pool.views()[0].health.state.as_str(), "disabled");
+    pool.replace(vec![(spec("a", 1, 100), a.clone())], true);
+    assert_eq!(pool.views()[0].health.state.as_str(), "healthy");
+}
+
+#[tokio::test]
+async fn pools_on_one_store_share_health_and_load() {
+    let store: Arc<dyn PoolStore> = Arc::new(MemoryStore::new());
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let members = || {
+        vec![
+            (spec("a", 1, 100), a.clone()),
+            (spec("b", 1, 100), b.clone()),
+        ]
+    };
+    let first = Pool::with_store(no_ramp(), Arc::clone(&store), members());
+    let second = Pool::with_store(no_ramp(), Arc::clone(&store), members());
+    a.script(Err(MockError::penalty(
+        Fault::Account,
+        Penalty::Cooldown {
+            class: RateLimitClass::Plain,
+            retry_after: Some(Duration::from_secs(60)),
+        },
+    )));
+    // Whichever pool the 429 reached, the other rests the account too.
+    while a.calls() == 0 {
+        let _ = one(&first, MockRequest::default()).await;
+    }
+    let calls = a.calls();
+    for _ in 0..50 {
+        assert_eq!(served_by(&second, MockRequest::default()).await, "b");
+    }
+    assert_eq!(a.calls(), calls);
+    // A stream open through one pool is load the other sees.
+    let open = one(&first, MockRequest::default()).await.unwrap();
+    assert_eq!(second.views()[1].load.in_flight, 1);
+    open.end(StreamEnd::Complete);
+    assert_eq!(second.views()[1].load.in_flight, 0);
+}
+
+#[tokio::test]
+async fn the_tokens_each_account_used_are_summed() {
+    let a = MockAccount::new("a");
+    let pool = pool_of(&[&a], no_ramp());
+    for input in [100, 20] {
+        one(&pool, MockRequest::default())
+            .await
+            .unwrap()
+            .end_with(StreamReport {
+                end: StreamEnd::Complete,
+                error_kind: None,
+                duration: Duration::from_millis(5),
+                time_to_first_event: Some(Duration::from_millis(1)),
+                usage: Some(TokenUsage {
+                    input,
+                    output: 7,
+                    cache_read: 50,
+                    ..TokenUsage::default()
+                }),
+            });
+    }
+    let tokens = pool.views()[0].load.tokens;
+    assert_eq!(
+        (tokens.input, tokens.output, tokens.cache_read),
+        (120, 14, 100)
+    );
 }
