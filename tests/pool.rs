@@ -888,3 +888,49 @@ async fn an_added_account_ramps_up_instead_of_taking_its_share_at_once() {
         "in its first seconds a joiner gets a small share: {joiner} vs {old:?}"
     );
 }
+
+#[tokio::test]
+async fn the_probe_chats_on_check_model_only_where_configured_and_acts_on_the_answer() {
+    let trio = Trio::start(json!({}), &["--health-check-interval", "1"]);
+    let mut edited = trio.instances.clone();
+    edited[0]["checkModel"] = json!("claude-sonnet-4-6");
+    trio.rewrite(&edited);
+    // The probe's chat meets a 429 with no user traffic at all: the account rests.
+    trio.fakes[0]
+        .script(json!({"status": 429, "retry_after": 60}))
+        .await;
+    let mut a = Value::Null;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a = trio.instance("acct-a").await;
+        if a["state"] == "cooldown" {
+            break;
+        }
+    }
+    assert_eq!(
+        (
+            a["state"].clone(),
+            a["reason"].clone(),
+            a["last_error"].clone()
+        ),
+        (
+            json!("cooldown"),
+            json!("rate_limited"),
+            json!("rate_limited")
+        ),
+        "{a}"
+    );
+    assert_eq!(
+        trio.calls().await,
+        [1, 0, 0],
+        "only acct-a has a checkModel"
+    );
+    // A passing chat probe on a healthy account: one chat per period, nothing else.
+    let mut edited = trio.instances.clone();
+    edited[1]["checkModel"] = json!("claude-sonnet-4-6");
+    trio.rewrite(&edited);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let b_calls = trio.calls().await[1];
+    assert!((1..=4).contains(&b_calls), "{b_calls}");
+    assert_eq!(trio.instance("acct-b").await["state"], "healthy");
+}

@@ -23,7 +23,8 @@ pub type LiveAccounts = Arc<RwLock<Vec<Arc<Account>>>>;
 const DISABLED_IN_FILE: &str = "disabled_in_pool_file";
 
 /// One pool member: its spec, its leaf service, its live account (for views), whether the
-/// operator switched it off, and the hash of its pool-file entry.
+/// operator switched it off, the hash of its pool-file entry, and the model of its chat
+/// probe (`checkModel`).
 #[derive(Clone)]
 struct Member {
     spec: MemberSpec,
@@ -31,6 +32,7 @@ struct Member {
     account: Option<Arc<Account>>,
     enabled: bool,
     fingerprint: Option<String>,
+    check_model: Option<String>,
 }
 
 /// The pool and what is needed to rebuild its members.
@@ -209,6 +211,7 @@ impl Accounts {
                 account: None,
                 enabled: true,
                 fingerprint: None,
+                check_model: None,
             }]);
         };
         let live = |name: String,
@@ -258,6 +261,7 @@ impl Accounts {
                 account: Some(account),
                 enabled: true,
                 fingerprint: None,
+                check_model: None,
             }]);
         };
         tracing::info!(file = %file.display(), "reading the pool file");
@@ -275,6 +279,7 @@ impl Accounts {
                 }) {
                     return Ok(Member {
                         enabled: instance.enabled,
+                        check_model: instance.check_model,
                         ..kept.clone()
                     });
                 }
@@ -298,6 +303,7 @@ impl Accounts {
                     account: Some(account),
                     enabled: instance.enabled,
                     fingerprint: Some(instance.fingerprint),
+                    check_model: instance.check_model,
                 })
             })
             .collect()
@@ -505,19 +511,24 @@ pub async fn probe(accounts: Arc<Accounts>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let live = accounts
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for account in live {
-            probe_one(&accounts.pool, &account, accounts.config.request_timeout).await;
+        let members: Vec<Member> = accounts
+            .lock()
+            .iter()
+            .filter(|m| m.enabled && m.account.is_some())
+            .cloned()
+            .collect();
+        for member in members {
+            probe_one(&accounts, &member).await;
         }
     }
 }
 
-async fn probe_one(pool: &Pool<KiroService>, account: &Account, timeout: std::time::Duration) {
+async fn probe_one(accounts: &Accounts, member: &Member) {
     use aiproxy_layers::model::{Failure, Penalty};
+    let (pool, timeout) = (&accounts.pool, accounts.config.request_timeout);
+    let Some(account) = member.account.as_deref() else {
+        return;
+    };
     let name = account.name();
     if account.status().disabled.is_some() {
         return;
@@ -543,10 +554,54 @@ async fn probe_one(pool: &Pool<KiroService>, account: &Account, timeout: std::ti
                 usage.next_reset,
             );
         }
-        Ok(_) => pool.probe_passed(name),
+        Ok(_) => match &member.check_model {
+            None => pool.probe_passed(name),
+            Some(model) => match check_chat(accounts, member, model).await {
+                Ok(()) => pool.probe_passed(name),
+                // A chat that failed is the account's answer like a user's would be: a 429
+                // rests it, a 5xx counts towards its breaker.
+                Err(error) => {
+                    tracing::info!(account = name, model = %model, kind = error.kind(), "health probe chat failed");
+                    pool.penalise(name, &error.penalty(), error.kind());
+                }
+            },
+        },
         Err(error) => match error.penalty() {
             Penalty::Disable { reason, until } => pool.disable(name, reason, until),
             _ => tracing::debug!(account = name, kind = error.kind(), "health probe failed"),
         },
+    }
+}
+
+/// The probe's chat (`checkModel`): one short question with `max_tokens` 1, sent to the
+/// account's own leaf (not through the pool: it is not user traffic and must reach this
+/// account); it passes when the first event arrives, and the stream is dropped there.
+async fn check_chat(
+    accounts: &Accounts,
+    member: &Member,
+    model: &str,
+) -> Result<(), crate::chat::ChatError> {
+    use crate::chat::{ChatError, ChatRequest, Message, Role};
+    use tower::{Layer, ServiceExt};
+    let chat = ChatRequest {
+        model: model.to_owned(),
+        messages: vec![Message::text(Role::User, "Reply with the single word OK.")],
+        sampling: crate::chat::Sampling {
+            max_tokens: Some(1),
+            ..Default::default()
+        },
+        ..ChatRequest::default()
+    };
+    let leaf = crate::model::resolve::ResolveLayer::new(accounts.catalog.clone())
+        .layer(member.service.clone());
+    let timeout = accounts.config.request_timeout;
+    match tokio::time::timeout(timeout, leaf.oneshot(crate::model::ModelRequest::new(chat))).await {
+        Ok(answer) => answer.map(drop),
+        Err(_) => Err(ChatError::Timeout {
+            message: format!(
+                "the health probe's chat on `{model}` had no first event within {}s",
+                timeout.as_secs()
+            ),
+        }),
     }
 }

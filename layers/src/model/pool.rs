@@ -319,6 +319,15 @@ impl<S> Pool<S> {
         }
     }
 
+    /// Something outside user traffic (the health probe's chat) failed on `name` with
+    /// `penalty`: counted as a request's failure would be (an error of `kind`, then the
+    /// breaker or a cooldown).
+    pub fn penalise(&self, name: &str, penalty: &Penalty, kind: &'static str) {
+        if let Some(member) = self.named(name) {
+            record_failure(&member, penalty, kind);
+        }
+    }
+
     /// The next configuration of `name` is another account (new credentials): its health
     /// and counters start afresh at the next [`Pool::replace`], in slow start.
     pub fn forget(&self, name: &str) {
