@@ -25,7 +25,8 @@
 //! `request-id` (1 and 2), `trace` (3 and 4), `catch-panic`, `metrics`, `auth`, `route`. Each sits in a
 //! [`ToggleLayer`]: off, requests go straight to the inner service (an enum match, no
 //! boxing), which is how `benches/pipeline.rs` measures what each layer costs. The model
-//! tier's `retry` and `metrics` switch off the same way (a `tower::util::Either`).
+//! tier's `retry`, `pool` (one account only: its leaf serves every request, with no breaker)
+//! and `metrics` switch off the same way (a `tower::util::Either`).
 
 use crate::api::{ApiService, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
@@ -70,7 +71,8 @@ use tracing::Level;
 pub type ModelService = Resolve<Either<RateLimit<Metered>, Metered>>;
 type Metered = Either<ModelMetrics<Cached>, Cached>;
 type Cached = Either<Cache<Emulated, ChatEvent>, Emulated>;
-type Emulated = Emulate<Either<Retry<Pool<KiroService>>, Pool<KiroService>>>;
+type Emulated = Emulate<Either<Retry<Pooled>, Pooled>>;
+type Pooled = Either<Pool<KiroService>, KiroService>;
 
 /// The whole stack, as a named type so embedding apps can store it. Each level is a
 /// [`Toggle`] of the layered service and the service it wraps (what is left when the layer is
@@ -165,6 +167,13 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     };
     crate::api::metrics::observe_accounts(metrics.meter(), &state.providers);
     let metered = config.layer_enabled(PipelineLayer::Metrics);
+    let pool = if config.layer_enabled(PipelineLayer::Pool) {
+        Either::Left(pool)
+    } else {
+        Either::Right(accounts.only_leaf().ok_or_else(|| {
+            BuildError::Pool("`pool` can be switched off only for a single account".into())
+        })?)
+    };
     let tier = if config.layer_enabled(PipelineLayer::Retry) {
         Either::Left(RetryLayer::new(config.pool.retry.clone()).layer(pool))
     } else {

@@ -544,3 +544,46 @@ async fn an_empty_turn_is_asked_again_once_with_a_reminder_then_refused() {
     assert!(reply.body.contains("empty turn"), "{}", reply.body);
     assert_eq!(calls(fake.stats().await), before + 4);
 }
+
+#[tokio::test]
+async fn with_the_pool_switched_off_the_one_account_serves_whatever_it_answered() {
+    use aiproxy::config::PipelineLayer::{Pool, Retry};
+    let fake = Fake::start();
+    // With the pool, a 429 rests the only account: the next request is refused locally.
+    let pooled = live(&fake, |c| c.disabled_layers = vec![Retry]);
+    fake.script(json!({"status": 429, "retry_after": 30})).await;
+    assert_eq!(chat(&pooled, "x", false).await.status, 429);
+    let next = chat(&pooled, "x", false).await;
+    assert_eq!(next.status, 503, "{}", next.body);
+    assert!(next.body.contains("no_account_available"), "{}", next.body);
+    // Without it there is no breaker: the 429 reaches the client, the next request Kiro.
+    let direct = live(&fake, |c| c.disabled_layers = vec![Retry, Pool]);
+    fake.script(json!({"status": 429, "retry_after": 30})).await;
+    let calls = fake.stats().await["generate_calls"].as_u64().unwrap();
+    assert_eq!(chat(&direct, "x", false).await.status, 429);
+    let next = chat(&direct, "x", false).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert!(next.headers.contains_key("x-aiproxy-account"));
+    assert_eq!(
+        fake.stats().await["generate_calls"].as_u64().unwrap(),
+        calls + 2
+    );
+    // A pool file needs the pool.
+    let dir = temp_dir("pool-off");
+    let pools = write_json(&dir, "provider_pools.json", &json!({"kiro-api": []}));
+    let error = aiproxy::pipeline::build(&Config {
+        disabled_layers: vec![Pool],
+        pool: aiproxy::config::pool::PoolSettings {
+            file: Some(pools),
+            ..Config::default().pool
+        },
+        ..Config::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        error.contains("`pool` cannot be switched off with a pool file"),
+        "{error}"
+    );
+}

@@ -53,6 +53,9 @@ pub enum PipelineLayer {
     Route,
     /// The model tier's retry of failures before the first byte.
     Retry,
+    /// The account pool with its breakers, cooldowns and guards; off, the one account serves
+    /// every request directly (not with a pool file).
+    Pool,
     /// The metrics layers (HTTP requests and model operations); `/metrics` then shows only
     /// the accounts' state.
     Metrics,
@@ -702,6 +705,19 @@ impl Config {
     /// Refuses to switch `auth` off while API keys are configured (they would go unchecked).
     /// Also run by `pipeline::build`, for configurations built in code.
     pub fn check_layers(&self) -> Result<(), ConfigError> {
+        if !self.layer_enabled(PipelineLayer::Pool) {
+            if let Some(file) = &self.pool.file {
+                return Err(ConfigError::Invalid {
+                    key: "disable_layers",
+                    message: format!(
+                        "`pool` cannot be switched off with a pool file ({}): its accounts need \
+                         the pool to share the traffic. Keep the pool layer, or run one account \
+                         from --kiro-oauth-creds-file without the pool file",
+                        file.display()
+                    ),
+                });
+            }
+        }
         if self.layer_enabled(PipelineLayer::Auth) || self.api_keys.is_empty() {
             return Ok(());
         }

@@ -82,6 +82,15 @@ impl Accounts {
         self.pool.clone()
     }
 
+    /// The leaf service of the one account, when there is exactly one (what serves with the
+    /// pool switched off).
+    pub fn only_leaf(&self) -> Option<KiroService> {
+        match self.lock().as_slice() {
+            [only] => Some(only.service.clone()),
+            _ => None,
+        }
+    }
+
     /// The live accounts, for the status views.
     pub fn live(&self) -> LiveAccounts {
         Arc::clone(&self.live)
