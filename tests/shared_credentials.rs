@@ -66,3 +66,72 @@ async fn two_processes_on_one_file_rotate_once_each_time() {
         "the rotated token is on disk"
     );
 }
+
+/// The same rule through the token-store interface a shared store implements: two accounts
+/// (as two proxies would hold them) on one in-memory store rotate once per expiry.
+#[tokio::test]
+async fn two_accounts_on_one_token_store_rotate_once_each_time() {
+    use aiproxy::kiro::account::{Account, Endpoints, TokenSettings};
+    use aiproxy::kiro::token_store::{MemoryStore, TokenStore};
+    use std::sync::Arc;
+    let fake = Fake::start();
+    let dir = temp_dir("token-store");
+    let creds = write_json(
+        &dir,
+        "creds.json",
+        &json!({"refreshToken": "rt-store", "authMethod": "social"}),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let account = || {
+        let endpoints = Endpoints {
+            api_base: fake.process.base.clone(),
+            management_base: fake.process.base.clone(),
+            social_refresh: fake.url("/refreshToken"),
+            idc_refresh: fake.url("/token"),
+        };
+        let settings = TokenSettings {
+            refresh_margin: std::time::Duration::from_secs(60),
+            state_dir: dir.join("state"),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        Account::with_store(
+            "shared".into(),
+            aiproxy::kiro::credentials::from_file(&creds).unwrap(),
+            endpoints,
+            settings,
+            reqwest::Client::new(),
+            store.clone() as Arc<dyn TokenStore>,
+        )
+    };
+    let (one, two) = (account(), account());
+    let (a, b) = tokio::join!(one.token(), two.token());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.token, b.token,
+        "the second took the first's rotation over"
+    );
+    let mut rejected = a.token;
+    for round in 1..=3u64 {
+        let (a, b) = tokio::join!(
+            one.token_after_rejection(&rejected),
+            two.token_after_rejection(&rejected)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.token, b.token, "round {round}");
+        let stats = fake.stats().await;
+        assert_eq!(stats["invalid_grants"], 0, "round {round}: {stats}");
+        assert_eq!(stats["refresh_calls"], round + 1, "round {round}: {stats}");
+        rejected = a.token;
+    }
+    assert_ne!(
+        store.load().unwrap().refresh,
+        aiproxy::secret::Secret::new("rt-store".to_owned()),
+        "the store holds the rotated refresh token"
+    );
+    assert!(
+        !std::fs::read_to_string(&creds)
+            .unwrap()
+            .contains("accessToken"),
+        "a store of its own: the credential file was not written"
+    );
+}

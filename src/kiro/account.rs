@@ -4,18 +4,19 @@
 //!   margin of expiry, and once after Kiro rejects it (bearer-invalid 403).
 //! - One refresh at a time per account: concurrent callers wait on the same refresh and
 //!   reuse its result (double-checked under an async mutex).
-//! - A rotated refresh token is written back at once: to the credential file (read-merge-
-//!   write, atomic), or for base64 sources to a state file under `--state-dir`, which is
-//!   preferred over the original at the next start.
+//! - A rotated refresh token is written back at once through the account's token store
+//!   ([`super::token_store`]): by default the credential file (read-merge-write, atomic),
+//!   or for base64 sources a state file under `--state-dir`, which is preferred over the
+//!   original at the next start.
 //! - `invalid_grant` makes the account unusable with a clear reason, after re-reading the
 //!   credential file once in case another process rotated the token.
 
-use super::credentials::{self, format_time, Credentials, Format, Source};
-use super::persist;
+use super::credentials::{format_time, Credentials, Format, Source};
+use super::token_store::{FileShape, FileStore, StoredTokens, TokenStore};
 use crate::chat::ChatError;
 use crate::secret::Secret;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -105,7 +106,8 @@ pub struct Account {
     machine_id: String,
     endpoints: Endpoints,
     settings: TokenSettings,
-    state_file: Option<PathBuf>,
+    /// Where rotated tokens go and where other holders' rotations are found.
+    store: Arc<dyn TokenStore>,
     http: reqwest::Client,
     state: Mutex<TokenState>,
     refresh_gate: tokio::sync::Mutex<()>,
@@ -122,14 +124,45 @@ impl std::fmt::Debug for Account {
 }
 
 impl Account {
-    /// Sets up an account from parsed credentials. For base64 sources, a state file left by
-    /// an earlier run (with a rotated refresh token) takes precedence.
+    /// Sets up an account from parsed credentials, its tokens kept in its credential file
+    /// (or, for base64 sources, in a state file under `--state-dir`, which an earlier run
+    /// may have left with a rotated refresh token: that one takes precedence).
     pub fn new(
         name: String,
         credentials: Credentials,
         endpoints: Endpoints,
         settings: TokenSettings,
         http: reqwest::Client,
+    ) -> Arc<Self> {
+        let store: Arc<dyn TokenStore> = match &credentials.source {
+            Source::Base64 { .. } => {
+                let key = blake3::hash(credentials.refresh_token.expose().as_bytes()).to_hex();
+                Arc::new(FileStore::new(
+                    settings.state_dir.join(format!("kiro-{}.json", &key[..16])),
+                    FileShape::State,
+                ))
+            }
+            Source::File(path) => Arc::new(FileStore::new(
+                path.clone(),
+                match credentials.format {
+                    Format::Seed { .. } => FileShape::Snake,
+                    Format::Social | Format::Idc { .. } => FileShape::Camel,
+                },
+            )),
+        };
+        Self::with_store(name, credentials, endpoints, settings, http, store)
+    }
+
+    /// [`Account::new`] with its tokens in `store` instead of the credential's own file.
+    /// Tokens the store already holds for another refresh token (a rotation since the
+    /// credential was written) take precedence over the credential's.
+    pub fn with_store(
+        name: String,
+        credentials: Credentials,
+        endpoints: Endpoints,
+        settings: TokenSettings,
+        http: reqwest::Client,
+        store: Arc<dyn TokenStore>,
     ) -> Arc<Self> {
         let identity = credentials
             .profile_arn
@@ -144,13 +177,6 @@ impl Account {
         let machine_id = blake3::hash(format!("aiproxy/machine-id/{identity}").as_bytes())
             .to_hex()
             .to_string();
-        let state_file = match credentials.source {
-            Source::Base64 { .. } => {
-                let key = blake3::hash(credentials.refresh_token.expose().as_bytes()).to_hex();
-                Some(settings.state_dir.join(format!("kiro-{}.json", &key[..16])))
-            }
-            Source::File(_) => None,
-        };
         let mut state = TokenState {
             access: credentials.access_token,
             expires_at: credentials.expires_at,
@@ -160,7 +186,7 @@ impl Account {
             refreshes: 0,
             refresh_failures: RefreshFailures::default(),
         };
-        if let Some(stored) = state_file.as_deref().and_then(read_state_file) {
+        if let Some(stored) = store.load().filter(|s| s.refresh != state.refresh) {
             state.refresh = stored.refresh;
             state.access = stored.access;
             state.expires_at = stored.expires_at;
@@ -175,7 +201,7 @@ impl Account {
             machine_id,
             endpoints,
             settings,
-            state_file,
+            store,
             http,
             state: Mutex::new(state),
             refresh_gate: tokio::sync::Mutex::new(()),
@@ -300,16 +326,13 @@ impl Account {
         self.refresh().await
     }
 
-    /// Exchanges the refresh token. Caller holds the refresh gate. With a token file, the
-    /// rotation holds its lock ([`super::file_lock`]) and first looks whether another
-    /// process already rotated while this one waited: then its fresh token is adopted and
+    /// Exchanges the refresh token. Caller holds the refresh gate. The rotation holds the
+    /// store's lock (for a file, [`super::file_lock`]) and first looks whether another
+    /// holder already rotated while this one waited: then its fresh token is adopted and
     /// no refresh is spent (the refresh token in hand may already be consumed).
     async fn refresh(&self) -> Result<AccessToken, ChatError> {
-        let _rotation = match self.token_file() {
-            Some(path) => super::file_lock::acquire(path, self.settings.timeout).await,
-            None => None,
-        };
-        if let Some(adopted) = self.adopt_from_file() {
+        let _rotation = self.store.lock_rotation(self.settings.timeout).await;
+        if let Some(adopted) = self.adopt_from_store() {
             return Ok(adopted);
         }
         let refresh_token = self.lock().refresh.clone();
@@ -317,7 +340,7 @@ impl Account {
             Ok(answer) => Ok(self.adopt(answer)),
             Err(RefreshError::InvalidGrant) => {
                 if let Some(newer) = self.reread_refresh_token(&refresh_token) {
-                    tracing::info!(account = %self.name, "credential file has a newer refresh token; retrying with it");
+                    tracing::info!(account = %self.name, "the token store has a newer refresh token; retrying with it");
                     self.lock().refresh = newer.clone();
                     if let Ok(answer) = self.exchange(&newer).await {
                         return Ok(self.adopt(answer));
@@ -375,33 +398,16 @@ impl Account {
     }
 
     fn persist(&self, access: &Secret, expires_at: SystemTime, rotated: bool) {
-        let (refresh, profile_arn) = {
+        let tokens = {
             let state = self.lock();
-            (state.refresh.clone(), state.profile_arn.clone())
+            StoredTokens {
+                refresh: state.refresh.clone(),
+                access: Some(access.clone()),
+                expires_at: Some(expires_at),
+                profile_arn: state.profile_arn.clone(),
+            }
         };
-        let snake = matches!(self.format, Format::Seed { .. }) && self.state_file.is_none();
-        let key =
-            |camel: &'static str, snake_key: &'static str| if snake { snake_key } else { camel };
-        let mut updates = Map::new();
-        updates.insert(
-            key("accessToken", "access_token").into(),
-            json!(access.expose()),
-        );
-        updates.insert(
-            key("expiresAt", "expires_at").into(),
-            json!(format_time(expires_at)),
-        );
-        updates.insert(
-            key("refreshToken", "refresh_token").into(),
-            json!(refresh.expose()),
-        );
-        if let Some(arn) = profile_arn {
-            updates.insert(key("profileArn", "profile_arn").into(), json!(arn));
-        }
-        let Some(target) = self.token_file() else {
-            return;
-        };
-        if let Err(error) = persist::merge_into_file(target, &updates) {
+        if let Err(error) = self.store.save(&tokens) {
             tracing::error!(
                 account = %self.name, %error, rotated,
                 "could not save the refreshed tokens; they are kept in memory, but after a restart \
@@ -410,38 +416,29 @@ impl Account {
         }
     }
 
-    /// Tokens another process wrote since this one read the file: a newer refresh token is
-    /// taken over (ours may be consumed), and a fresh access token along with it is returned.
-    fn adopt_from_file(&self) -> Option<AccessToken> {
-        let path = self.token_file()?;
-        let (refresh, access, expires_at, profile_arn) = if self.state_file.is_some() {
-            let stored = read_state_file(path)?;
-            (
-                stored.refresh,
-                stored.access,
-                stored.expires_at,
-                stored.profile_arn,
-            )
-        } else {
-            let c = credentials::from_file(path).ok()?;
-            (c.refresh_token, c.access_token, c.expires_at, c.profile_arn)
-        };
+    /// Tokens another holder stored since this one last looked: a newer refresh token is
+    /// taken over (ours may be consumed), and a fresh access token along with it is
+    /// returned.
+    fn adopt_from_store(&self) -> Option<AccessToken> {
+        let stored = self.store.load()?;
         let mut state = self.lock();
-        let fresh =
-            expires_at.is_some_and(|at| at > SystemTime::now() + self.settings.refresh_margin);
-        let newer_access = access
+        let fresh = stored
+            .expires_at
+            .is_some_and(|at| at > SystemTime::now() + self.settings.refresh_margin);
+        let newer_access = stored
+            .access
             .as_ref()
             .filter(|a| fresh && state.access.as_ref() != Some(*a));
-        if refresh == state.refresh && newer_access.is_none() {
+        if stored.refresh == state.refresh && newer_access.is_none() {
             return None;
         }
         tracing::info!(account = %self.name, "another process rotated this account's tokens; taking them over");
-        state.refresh = refresh;
+        state.refresh = stored.refresh.clone();
         let access = newer_access?.clone();
         state.access = Some(access.clone());
-        state.expires_at = expires_at;
-        if profile_arn.is_some() {
-            state.profile_arn = profile_arn;
+        state.expires_at = stored.expires_at;
+        if stored.profile_arn.is_some() {
+            state.profile_arn = stored.profile_arn;
         }
         Some(AccessToken {
             token: access,
@@ -449,24 +446,10 @@ impl Account {
         })
     }
 
-    /// The refresh token currently in the credential file, if it differs from `ours`.
+    /// The refresh token the store holds now, if it differs from `ours`.
     fn reread_refresh_token(&self, ours: &Secret) -> Option<Secret> {
-        let path = self.token_file()?;
-        let fresh = if self.state_file.is_some() {
-            read_state_file(path)?.refresh
-        } else {
-            credentials::from_file(path).ok()?.refresh_token
-        };
+        let fresh = self.store.load()?.refresh;
         (fresh != *ours).then_some(fresh)
-    }
-
-    /// Where this account's tokens are written back: the state file of a base64 source, or
-    /// the credential file itself.
-    fn token_file(&self) -> Option<&std::path::Path> {
-        match (&self.state_file, &self.source) {
-            (Some(path), _) | (None, Source::File(path)) => Some(path),
-            (None, Source::Base64 { .. }) => None,
-        }
     }
 
     async fn exchange(&self, refresh_token: &Secret) -> Result<RefreshAnswer, RefreshError> {
@@ -581,31 +564,6 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
         .fold(text.to_owned(), |text, secret| {
             text.replace(secret, "[redacted]")
         })
-}
-
-/// Tokens a previous run left in a state file.
-struct StoredTokens {
-    refresh: Secret,
-    access: Option<Secret>,
-    expires_at: Option<SystemTime>,
-    profile_arn: Option<String>,
-}
-
-/// Reads a state file; `None` when it is missing, unreadable or holds no refresh token.
-fn read_state_file(path: &std::path::Path) -> Option<StoredTokens> {
-    credentials::recover(path, &Source::File(path.to_path_buf()));
-    let bytes = std::fs::read(path).ok()?;
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) else {
-        tracing::warn!(path = %path.display(), "ignoring an unreadable token state file");
-        return None;
-    };
-    let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
-    Some(StoredTokens {
-        refresh: Secret::new(text("refreshToken").filter(|r| !r.is_empty())?),
-        access: text("accessToken").map(Secret::new),
-        expires_at: text("expiresAt").and_then(|t| credentials::parse_time(&t)),
-        profile_arn: text("profileArn"),
-    })
 }
 
 /// A non-secret one-line summary of an error body.

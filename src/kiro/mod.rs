@@ -18,6 +18,7 @@ pub mod service;
 pub mod stream;
 pub mod thinking;
 pub mod token_source;
+pub mod token_store;
 pub mod translate;
 pub mod usage;
 pub mod wire;
