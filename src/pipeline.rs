@@ -242,7 +242,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             if !config.cors_allow_origins.is_empty() {
                 auth = auth.public_preflights();
             }
-            if config.pool.admin_require_key {
+            if config.admin_require_key {
                 auth
             } else {
                 auth.public_path("/loadbalancer/instances")

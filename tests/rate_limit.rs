@@ -176,8 +176,8 @@ async fn per_key_overrides_come_from_the_config_file() {
     let config = dir.join("aiproxy.toml");
     std::fs::write(
         &config,
-        "kiro_mock_mode = true\n\
-         api_keys = [\"k1\", { key = \"k2\", rpm = 5, burst = 3 }, { key = \"k3\", rpm = 0 }]\n\
+        "api_keys = [\"k1\", { key = \"k2\", rpm = 5, burst = 3 }, { key = \"k3\", rpm = 0 }]\n\
+         [kiro]\nkiro_mock_mode = true\n\
          [rate_limit]\nrpm = 60\nburst = 1\n",
     )
     .unwrap();

@@ -191,7 +191,7 @@ fn bad_values_exit_2_naming_the_flag_or_key() {
     assert_eq!(code, 2, "{stderr}");
 
     let mut file = tempfile();
-    writeln!(file.1, "port = \"eighty\"").unwrap();
+    writeln!(file.1, "[server]\nport = \"eighty\"").unwrap();
     let (code, stderr) = run_to_exit(&["--config", file.0.to_str().unwrap()], &[MOCK]);
     assert_eq!(code, 2);
     assert!(stderr.contains("port"), "{stderr}");
@@ -206,7 +206,11 @@ fn tempfile() -> (std::path::PathBuf, std::fs::File) {
 #[tokio::test]
 async fn precedence_defaults_file_env_flags() {
     let (path, mut file) = tempfile();
-    writeln!(file, "api_keys = [\"file-key\"]\nkiro_mock_mode = true").unwrap();
+    writeln!(
+        file,
+        "api_keys = [\"file-key\"]\n[kiro]\nkiro_mock_mode = true"
+    )
+    .unwrap();
     let config = path.to_str().unwrap();
 
     // File only: its key works, mock mode comes from the file.

@@ -7,19 +7,22 @@
 //! allowed values (exit code 2).
 
 use aiproxy_layers::ClientKey;
-use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod cache;
+pub mod kiro;
 pub mod pool;
 pub mod rate_limit;
+pub mod server;
 
 pub use cache::{CacheArgs, CacheSettings};
+pub use kiro::KiroArgs;
 pub use pool::{PoolArgs, PoolSettings};
 pub use rate_limit::{RateLimitArgs, RateLimitSettings};
+pub use server::ServerArgs;
 
 /// Providers this build can serve.
 pub const PROVIDERS: &[&str] = &["kiro-api"];
@@ -102,124 +105,9 @@ pub struct Cli {
     )]
     pub cors_allow_origins: Vec<String>,
 
-    /// Address to listen on [default: 127.0.0.1].
-    #[arg(long, env = "AIPROXY_HOST")]
-    pub host: Option<String>,
-
-    /// Port to listen on; 0 picks a free one [default: 3000].
-    #[arg(long, env = "AIPROXY_PORT")]
-    pub port: Option<u16>,
-
-    /// A second port (on the same address) that serves only `GET /metrics`, for a
-    /// Prometheus server on an internal network; 0 picks a free one [default: none].
-    #[arg(long, env = "AIPROXY_METRICS_PORT")]
-    pub metrics_port: Option<u16>,
-
-    /// Serve from the built-in fake Kiro instead of real accounts (no credentials needed).
-    #[arg(long, env = "KIRO_MOCK_MODE", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub kiro_mock_mode: Option<bool>,
-
-    /// Kiro credential file (generic OAuth2, Kiro social or Kiro IdC JSON).
-    #[arg(long, env = "KIRO_OAUTH_CREDS_FILE", value_name = "FILE")]
-    pub kiro_oauth_creds_file: Option<PathBuf>,
-
-    /// Kiro credentials as base64 of the JSON file (rotated tokens go to --state-dir).
-    #[arg(
-        long,
-        env = "KIRO_OAUTH_CREDS_BASE64",
-        value_name = "BASE64",
-        hide_env_values = true
-    )]
-    pub kiro_oauth_creds_base64: Option<String>,
-
-    /// AWS region of the Kiro API and of refreshes [default: us-east-1, or the profileArn's region].
-    #[arg(long, env = "KIRO_REGION")]
-    pub kiro_region: Option<String>,
-
-    /// Kiro API base URL; chat goes to {base}/generateAssistantResponse [default: https://q.{region}.amazonaws.com].
-    #[arg(long, env = "KIRO_BASE_URL", value_name = "URL")]
-    pub kiro_base_url: Option<String>,
-
-    /// Full URL of the Kiro social token refresh [default: https://prod.{region}.auth.desktop.kiro.dev/refreshToken].
-    #[arg(long, env = "KIRO_REFRESH_URL", value_name = "URL")]
-    pub kiro_refresh_url: Option<String>,
-
-    /// Full URL of the Kiro IdC / Builder ID token refresh [default: https://oidc.{region}.amazonaws.com/token].
-    #[arg(long, env = "KIRO_IDC_REFRESH_URL", value_name = "URL")]
-    pub kiro_idc_refresh_url: Option<String>,
-
-    /// Upper bound of upstream connections and of concurrent upstream requests [default: 64].
-    #[arg(long, env = "AIPROXY_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: Option<u32>,
-
-    /// Seconds allowed for connect + first upstream bytes, and for each gap between events (never the whole stream) [default: 30].
-    #[arg(long, env = "AIPROXY_REQUEST_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_timeout: Option<u64>,
-
-    /// Directory for rotated tokens of base64 credentials [default: $XDG_STATE_HOME/aiproxy or ~/.local/state/aiproxy].
-    #[arg(long, env = "AIPROXY_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// Refresh access tokens this many seconds before they expire [default: 300].
-    #[arg(long, env = "AIPROXY_TOKEN_REFRESH_MARGIN", value_name = "SECS")]
-    pub token_refresh_margin: Option<u64>,
-
-    /// Delay before each event of the built-in fake Kiro, in milliseconds (mock mode only;
-    /// for streaming demos and benchmarks) [default: 0].
-    #[arg(long, env = "KIRO_MOCK_EVENT_DELAY_MS", value_name = "MS")]
-    pub kiro_mock_event_delay_ms: Option<u64>,
-
-    /// Log format [default: text]. Levels come from RUST_LOG (default info).
-    #[arg(long, env = "AIPROXY_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-
-    /// Largest request body accepted, in bytes [default: 8388608].
-    #[arg(long, env = "AIPROXY_MAX_BODY_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_body_bytes: Option<u64>,
-
-    /// Model catalog replacing the built-in one (format of config/models.toml).
-    #[arg(long, env = "AIPROXY_MODELS_FILE", value_name = "FILE")]
-    pub models_file: Option<PathBuf>,
-
-    /// Seconds between reads of each account's ListAvailableModels (the first at start-up),
-    /// which the served model catalog follows; 0 turns the live catalog off, leaving the
-    /// catalog file alone [default: 3600].
-    #[arg(long, env = "AIPROXY_MODELS_REFRESH_INTERVAL", value_name = "SECS")]
-    pub models_refresh_interval: Option<u64>,
-
-    /// How long stored Responses API responses are kept, in seconds [default: 3600].
-    #[arg(long, env = "AIPROXY_RESPONSES_STORE_TTL", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub responses_store_ttl: Option<u64>,
-
-    /// Memory bound of the stored Responses API responses, in bytes [default: 268435456].
-    #[arg(long, env = "AIPROXY_RESPONSES_STORE_MAX_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
-    pub responses_store_max_bytes: Option<u64>,
-
-    /// Seconds in-flight requests and streams get to finish after SIGINT/SIGTERM [default: 30].
-    #[arg(long, env = "AIPROXY_SHUTDOWN_TIMEOUT", value_name = "SECS")]
-    pub shutdown_timeout: Option<u64>,
-
-    /// Seconds a new client connection may take to send its first request's headers [default: 10].
-    #[arg(long, env = "AIPROXY_HEADER_READ_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub header_read_timeout: Option<u64>,
-
-    /// Seconds a request body may pause between chunks [default: 30].
-    #[arg(long, env = "AIPROXY_BODY_READ_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub body_read_timeout: Option<u64>,
-
-    /// Seconds a keep-alive client connection may sit idle between requests [default: 60].
-    #[arg(long, env = "AIPROXY_IDLE_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub idle_timeout: Option<u64>,
-
-    /// Open client connections at most; at the cap, silent and idle connections are closed
-    /// to make room [default: the descriptor limit less 128 and --max-connections].
-    #[arg(long, env = "AIPROXY_MAX_CLIENT_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_client_connections: Option<u64>,
-
     /// Pipeline layers to switch off, for benchmarking middleware: request-id, trace,
-    /// catch-panic, auth, route, retry (repeatable; the variable takes a comma-separated list, and an
-    /// empty one means none).
+    /// catch-panic, metrics, auth, route, retry, pool (repeatable; the variable takes a
+    /// comma-separated list, and an empty one means none).
     #[arg(
         long = "disable-layers",
         env = "AIPROXY_DISABLE_LAYERS",
@@ -227,6 +115,14 @@ pub struct Cli {
         value_name = "LAYER"
     )]
     pub disable_layers: Vec<String>,
+
+    /// Listener, client limits, logs, admin endpoints.
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Credentials, endpoints, upstream limits, the model catalog, mock mode.
+    #[command(flatten)]
+    pub kiro: KiroArgs,
 
     /// Pool, retry and breaker settings.
     #[command(flatten)]
@@ -272,33 +168,11 @@ struct FileConfig {
     model_provider: Option<String>,
     api_keys: Option<Vec<rate_limit::ApiKeyEntry>>,
     cors_allow_origin: Option<Vec<String>>,
-    host: Option<String>,
-    port: Option<u16>,
-    metrics_port: Option<u16>,
-    kiro_mock_mode: Option<bool>,
-    kiro_mock_event_delay_ms: Option<u64>,
-    kiro_oauth_creds_file: Option<PathBuf>,
-    kiro_oauth_creds_base64: Option<String>,
-    kiro_region: Option<String>,
-    kiro_base_url: Option<String>,
-    kiro_refresh_url: Option<String>,
-    kiro_idc_refresh_url: Option<String>,
-    max_connections: Option<u32>,
-    request_timeout: Option<u64>,
-    state_dir: Option<PathBuf>,
-    token_refresh_margin: Option<u64>,
-    log_format: Option<LogFormat>,
-    max_body_bytes: Option<u64>,
-    models_file: Option<PathBuf>,
-    models_refresh_interval: Option<u64>,
-    responses_store_ttl: Option<u64>,
-    responses_store_max_bytes: Option<u64>,
-    shutdown_timeout: Option<u64>,
-    header_read_timeout: Option<u64>,
-    body_read_timeout: Option<u64>,
-    idle_timeout: Option<u64>,
-    max_client_connections: Option<u64>,
     disable_layers: Option<Vec<PipelineLayer>>,
+    #[serde(default)]
+    server: ServerArgs,
+    #[serde(default)]
+    kiro: KiroArgs,
     #[serde(default)]
     pool: PoolArgs,
     #[serde(default)]
@@ -322,6 +196,8 @@ pub struct Config {
     pub port: u16,
     /// The metrics-only port, if any.
     pub metrics_port: Option<u16>,
+    /// `/loadbalancer/instances` and `/metrics` need the API key.
+    pub admin_require_key: bool,
     /// Use the built-in fake Kiro.
     pub kiro_mock_mode: bool,
     /// Pacing of the built-in fake Kiro's events.
@@ -387,6 +263,7 @@ impl Default for Config {
             host: "127.0.0.1".into(),
             port: 3000,
             metrics_port: None,
+            admin_require_key: false,
             kiro_mock_mode: false,
             kiro_mock_event_delay: Duration::ZERO,
             kiro_oauth_creds_file: None,
@@ -537,7 +414,7 @@ impl Config {
         };
         disabled_layers.sort_unstable();
         disabled_layers.dedup();
-        let config = Self {
+        let mut config = Self {
             model_provider: pick(
                 cli.model_provider.clone(),
                 file.model_provider,
@@ -548,116 +425,14 @@ impl Config {
                 .iter()
                 .map(|entry| crate::secret::Secret::new(entry.key().trim().to_owned()))
                 .collect(),
-            host: pick(cli.host.clone(), file.host, defaults.host),
-            port: pick(cli.port, file.port, defaults.port),
-            metrics_port: cli.metrics_port.or(file.metrics_port),
-            kiro_mock_mode: pick(
-                cli.kiro_mock_mode,
-                file.kiro_mock_mode,
-                defaults.kiro_mock_mode,
-            ),
-            kiro_mock_event_delay: Duration::from_millis(pick(
-                cli.kiro_mock_event_delay_ms,
-                file.kiro_mock_event_delay_ms,
-                0,
-            )),
-            kiro_oauth_creds_file: cli
-                .kiro_oauth_creds_file
-                .clone()
-                .or(file.kiro_oauth_creds_file),
-            kiro_oauth_creds_base64: cli
-                .kiro_oauth_creds_base64
-                .clone()
-                .or(file.kiro_oauth_creds_base64)
-                .filter(|b| !b.trim().is_empty())
-                .map(crate::secret::Secret::new),
-            kiro_region: cli.kiro_region.clone().or(file.kiro_region),
-            kiro_base_url: cli.kiro_base_url.clone().or(file.kiro_base_url),
-            kiro_refresh_url: cli.kiro_refresh_url.clone().or(file.kiro_refresh_url),
-            kiro_idc_refresh_url: cli
-                .kiro_idc_refresh_url
-                .clone()
-                .or(file.kiro_idc_refresh_url),
-            max_connections: pick(
-                cli.max_connections,
-                file.max_connections,
-                defaults.max_connections as u32,
-            ) as usize,
-            request_timeout: Duration::from_secs(pick(
-                cli.request_timeout,
-                file.request_timeout,
-                defaults.request_timeout.as_secs(),
-            )),
-            state_dir: cli
-                .state_dir
-                .clone()
-                .or(file.state_dir)
-                .unwrap_or(defaults.state_dir),
-            token_refresh_margin: Duration::from_secs(pick(
-                cli.token_refresh_margin,
-                file.token_refresh_margin,
-                defaults.token_refresh_margin.as_secs(),
-            )),
-            log_format: pick(cli.log_format, file.log_format, defaults.log_format),
-            max_body_bytes: pick(
-                cli.max_body_bytes,
-                file.max_body_bytes,
-                defaults.max_body_bytes as u64,
-            ) as usize,
-            models_file: cli.models_file.clone().or(file.models_file),
-            models_refresh_interval: match cli
-                .models_refresh_interval
-                .or(file.models_refresh_interval)
-            {
-                Some(0) => None,
-                Some(secs) => Some(Duration::from_secs(secs)),
-                None => defaults.models_refresh_interval,
-            },
-            responses_store_ttl: Duration::from_secs(pick(
-                cli.responses_store_ttl,
-                file.responses_store_ttl,
-                defaults.responses_store_ttl.as_secs(),
-            )),
-            responses_store_max_bytes: pick(
-                cli.responses_store_max_bytes,
-                file.responses_store_max_bytes,
-                defaults.responses_store_max_bytes,
-            ),
-            shutdown_timeout: cli
-                .shutdown_timeout
-                .or(file.shutdown_timeout)
-                .map(Duration::from_secs)
-                .unwrap_or(defaults.shutdown_timeout),
-            header_read_timeout: seconds(
-                "header_read_timeout",
-                cli.header_read_timeout.or(file.header_read_timeout),
-                defaults.header_read_timeout,
-            )?,
-            body_read_timeout: seconds(
-                "body_read_timeout",
-                cli.body_read_timeout.or(file.body_read_timeout),
-                defaults.body_read_timeout,
-            )?,
-            idle_timeout: seconds(
-                "idle_timeout",
-                cli.idle_timeout.or(file.idle_timeout),
-                defaults.idle_timeout,
-            )?,
-            max_client_connections: match cli.max_client_connections.or(file.max_client_connections)
-            {
-                Some(0) => {
-                    return Err(ConfigError::Invalid {
-                        key: "max_client_connections",
-                        message: "must be at least 1".into(),
-                    })
-                }
-                other => other.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-            },
             disabled_layers,
             pool: cli.pool.clone().or(file.pool).resolve()?,
             cache: cli.cache.clone().or(file.cache).resolve()?,
             rate_limit,
+            ..defaults
         };
+        cli.server.clone().or(file.server).apply(&mut config)?;
+        cli.kiro.clone().or(file.kiro).apply(&mut config)?;
         if !PROVIDERS.contains(&config.model_provider.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "model_provider",
@@ -666,36 +441,6 @@ impl Config {
                     config.model_provider,
                     PROVIDERS.join(", ")
                 ),
-            });
-        }
-        if config.max_connections == 0 || config.request_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                key: if config.max_connections == 0 {
-                    "max_connections"
-                } else {
-                    "request_timeout"
-                },
-                message: "must be at least 1".into(),
-            });
-        }
-        for (key, url) in [
-            ("kiro_base_url", &config.kiro_base_url),
-            ("kiro_refresh_url", &config.kiro_refresh_url),
-            ("kiro_idc_refresh_url", &config.kiro_idc_refresh_url),
-        ] {
-            if let Some(url) = url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError::Invalid {
-                        key,
-                        message: format!("`{url}` is not an http:// or https:// URL"),
-                    });
-                }
-            }
-        }
-        if config.max_body_bytes == 0 {
-            return Err(ConfigError::Invalid {
-                key: "max_body_bytes",
-                message: "must be at least 1".into(),
             });
         }
         config.check_layers()?;
@@ -796,9 +541,38 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.display().to_string(),
-        message: e.to_string().trim_end().to_owned(),
+        message: moved_key(&text).unwrap_or_else(|| e.to_string().trim_end().to_owned()),
     })
 }
+
+/// A top-level key of the file that belongs in a section (`host` in `[server]`, ...): the
+/// section's own struct is asked whether it takes the key, so no list of keys is kept.
+fn moved_key(text: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    table.iter().find_map(|(key, value)| {
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+        let section = if alone.clone().try_into::<ServerArgs>().is_ok() {
+            "server"
+        } else if alone.try_into::<KiroArgs>().is_ok() {
+            "kiro"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "`{key}` belongs in the [{section}] section: write it under a `[{section}]` line \
+             (see config/aiproxy.example.toml)"
+        ))
+    })
+}
+
+/// Builds `Self` with each listed field from `$cli` when set, else from `$file`: how a
+/// section's flags and its part of the config file are merged.
+macro_rules! merge_fields {
+    ($cli:ident, $file:ident, $($field:ident),* $(,)?) => {
+        Self { $($field: $cli.$field.or($file.$field)),* }
+    };
+}
+pub(crate) use merge_fields;
 
 #[cfg(test)]
 mod tests {
@@ -885,7 +659,7 @@ mod tests {
     #[test]
     fn flags_beat_file_and_file_beats_defaults() {
         let f = file(
-            "port = 4000\nhost = \"0.0.0.0\"\napi_keys = [\"from-file\"]\nlog_format = \"json\"\n",
+            "api_keys = [\"from-file\"]\n[server]\nport = 4000\nhost = \"0.0.0.0\"\nlog_format = \"json\"\n",
         );
         let path = f.0.to_str().unwrap();
         let config =
@@ -916,7 +690,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kiro-api"), "{err}");
-        let f = file("log_format = \"xml\"\n");
+        let f = file("[server]\nlog_format = \"xml\"\n");
         let err = Config::resolve(&parse(&["--config", f.0.to_str().unwrap()]).unwrap())
             .unwrap_err()
             .to_string();
@@ -983,13 +757,41 @@ mod tests {
     }
 
     #[test]
+    fn a_key_outside_its_section_names_the_section() {
+        for (text, section) in [
+            ("port = 4000\n", "[server]"),
+            ("kiro_base_url = \"http://127.0.0.1:9\"\n", "[kiro]"),
+            ("[pool]\nmax_retries = 1\n[x]\n", ""),
+        ] {
+            let f = file(text);
+            let err = Config::resolve(&parse(&["--config", f.0.to_str().unwrap()]).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(section), "{text}: {err}");
+            if !section.is_empty() {
+                assert!(err.contains("belongs in the"), "{err}");
+            }
+        }
+        let f = file("[server]\nport = 4000\n[kiro]\nmax_connections = 3\nkiro_mock_mode = true\n");
+        let config = Config::resolve(
+            &parse(&["--config", f.0.to_str().unwrap(), "--max-connections", "5"]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((config.port, config.max_connections), (4000, 5));
+        assert!(config.kiro_mock_mode);
+    }
+
+    #[test]
     fn mock_mode_flag_forms() {
         assert_eq!(
-            parse(&["--kiro-mock-mode"]).unwrap().kiro_mock_mode,
+            parse(&["--kiro-mock-mode"]).unwrap().kiro.kiro_mock_mode,
             Some(true)
         );
         assert_eq!(
-            parse(&["--kiro-mock-mode=false"]).unwrap().kiro_mock_mode,
+            parse(&["--kiro-mock-mode=false"])
+                .unwrap()
+                .kiro
+                .kiro_mock_mode,
             Some(false)
         );
         assert!(parse(&["--kiro-mock-mode=maybe"]).is_err());

@@ -6,7 +6,6 @@ use super::ConfigError;
 use aiproxy_layers::model::health::HealthConfig;
 use aiproxy_layers::model::pool::{Balance, PoolConfig};
 use aiproxy_layers::model::retry::RetryConfig;
-use clap::builder::BoolishValueParser;
 use clap::ValueEnum;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -72,10 +71,6 @@ pub struct PoolArgs {
     /// Seconds between active health probes of every account (token and getUsageLimits); 0 = off [default: 60].
     #[arg(long, env = "AIPROXY_HEALTH_CHECK_INTERVAL", value_name = "SECS")]
     pub health_check_interval: Option<u64>,
-    /// Put /loadbalancer/instances and /metrics behind the API key (for operators who expose the port) [default: false].
-    #[arg(long, env = "AIPROXY_ADMIN_REQUIRE_KEY", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub admin_require_key: Option<bool>,
 }
 
 /// The resolved model-tier settings.
@@ -87,8 +82,6 @@ pub struct PoolSettings {
     pub retry: RetryConfig,
     /// Pool and breakers.
     pub pool: PoolConfig,
-    /// Whether `/loadbalancer/instances` and `/metrics` need the API key.
-    pub admin_require_key: bool,
     /// Active health probe period (`None`: off).
     pub health_check_interval: Option<Duration>,
     /// Accounts that may share one egress proxy (`None`: no cap).
@@ -101,7 +94,6 @@ impl Default for PoolSettings {
             file: None,
             retry: RetryConfig::default(),
             pool: PoolConfig::default(),
-            admin_require_key: false,
             health_check_interval: Some(Duration::from_secs(60)),
             max_accounts_per_egress: None,
         }
@@ -111,10 +103,9 @@ impl Default for PoolSettings {
 impl PoolArgs {
     /// Each field from `self` (flags, variables) when set, else from `file`.
     pub fn or(self, file: Self) -> Self {
-        macro_rules! merge {
-            ($($field:ident),*) => { Self { $($field: self.$field.or(file.$field)),* } };
-        }
-        merge!(
+        super::merge_fields!(
+            self,
+            file,
             provider_pools_file,
             max_retries,
             retry_base_delay_ms,
@@ -129,8 +120,7 @@ impl PoolArgs {
             rate_limit_cooldown,
             suspended_cooldown,
             health_check_interval,
-            max_accounts_per_egress,
-            admin_require_key
+            max_accounts_per_egress
         )
     }
 
@@ -190,7 +180,6 @@ impl PoolArgs {
                     Some(BalanceName::InFlight) | None => Balance::InFlight,
                 },
             },
-            admin_require_key: self.admin_require_key.unwrap_or(false),
             health_check_interval: match self.health_check_interval {
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),

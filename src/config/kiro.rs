@@ -1,0 +1,160 @@
+//! The Kiro side's settings (credentials, endpoints, upstream limits, the model catalog,
+//! mock mode): one struct that is both the flags (flattened into [`super::Cli`]) and the
+//! config file's `[kiro]` section, merged field by field (a flag or variable beats the
+//! file) and resolved once.
+
+use super::{Config, ConfigError};
+use clap::builder::BoolishValueParser;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Kiro flags, and the `[kiro]` section of the config file.
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KiroArgs {
+    /// Serve from the built-in fake Kiro instead of real accounts (no credentials needed).
+    #[arg(long, env = "KIRO_MOCK_MODE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub kiro_mock_mode: Option<bool>,
+
+    /// Delay before each event of the built-in fake Kiro, in milliseconds (mock mode only;
+    /// for streaming demos and benchmarks) [default: 0].
+    #[arg(long, env = "KIRO_MOCK_EVENT_DELAY_MS", value_name = "MS")]
+    pub kiro_mock_event_delay_ms: Option<u64>,
+
+    /// Kiro credential file (generic OAuth2, Kiro social or Kiro IdC JSON).
+    #[arg(long, env = "KIRO_OAUTH_CREDS_FILE", value_name = "FILE")]
+    pub kiro_oauth_creds_file: Option<PathBuf>,
+
+    /// Kiro credentials as base64 of the JSON file (rotated tokens go to --state-dir).
+    #[arg(
+        long,
+        env = "KIRO_OAUTH_CREDS_BASE64",
+        value_name = "BASE64",
+        hide_env_values = true
+    )]
+    pub kiro_oauth_creds_base64: Option<String>,
+
+    /// AWS region of the Kiro API and of refreshes [default: us-east-1, or the profileArn's region].
+    #[arg(long, env = "KIRO_REGION")]
+    pub kiro_region: Option<String>,
+
+    /// Kiro API base URL; chat goes to {base}/generateAssistantResponse [default: https://q.{region}.amazonaws.com].
+    #[arg(long, env = "KIRO_BASE_URL", value_name = "URL")]
+    pub kiro_base_url: Option<String>,
+
+    /// Full URL of the Kiro social token refresh [default: https://prod.{region}.auth.desktop.kiro.dev/refreshToken].
+    #[arg(long, env = "KIRO_REFRESH_URL", value_name = "URL")]
+    pub kiro_refresh_url: Option<String>,
+
+    /// Full URL of the Kiro IdC / Builder ID token refresh [default: https://oidc.{region}.amazonaws.com/token].
+    #[arg(long, env = "KIRO_IDC_REFRESH_URL", value_name = "URL")]
+    pub kiro_idc_refresh_url: Option<String>,
+
+    /// Upper bound of upstream connections and of concurrent upstream requests [default: 64].
+    #[arg(long, env = "AIPROXY_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Seconds allowed for connect + first upstream bytes, and for each gap between events (never the whole stream) [default: 30].
+    #[arg(long, env = "AIPROXY_REQUEST_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: Option<u64>,
+
+    /// Directory for rotated tokens of base64 credentials [default: $XDG_STATE_HOME/aiproxy or ~/.local/state/aiproxy].
+    #[arg(long, env = "AIPROXY_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Refresh access tokens this many seconds before they expire [default: 300].
+    #[arg(long, env = "AIPROXY_TOKEN_REFRESH_MARGIN", value_name = "SECS")]
+    pub token_refresh_margin: Option<u64>,
+
+    /// Model catalog replacing the built-in one (format of config/models.toml).
+    #[arg(long, env = "AIPROXY_MODELS_FILE", value_name = "FILE")]
+    pub models_file: Option<PathBuf>,
+
+    /// Seconds between reads of each account's ListAvailableModels (the first at start-up),
+    /// which the served model catalog follows; 0 turns the live catalog off, leaving the
+    /// catalog file alone [default: 3600].
+    #[arg(long, env = "AIPROXY_MODELS_REFRESH_INTERVAL", value_name = "SECS")]
+    pub models_refresh_interval: Option<u64>,
+}
+
+impl KiroArgs {
+    /// Each field from `self` (flags, variables) when set, else from `file`.
+    pub fn or(self, file: Self) -> Self {
+        super::merge_fields!(
+            self,
+            file,
+            kiro_mock_mode,
+            kiro_mock_event_delay_ms,
+            kiro_oauth_creds_file,
+            kiro_oauth_creds_base64,
+            kiro_region,
+            kiro_base_url,
+            kiro_refresh_url,
+            kiro_idc_refresh_url,
+            max_connections,
+            request_timeout,
+            state_dir,
+            token_refresh_margin,
+            models_file,
+            models_refresh_interval
+        )
+    }
+
+    /// Writes the settings into `config`, defaults for what is unset.
+    pub fn apply(self, config: &mut Config) -> Result<(), ConfigError> {
+        let d = Config::default();
+        for (key, url) in [
+            ("kiro_base_url", &self.kiro_base_url),
+            ("kiro_refresh_url", &self.kiro_refresh_url),
+            ("kiro_idc_refresh_url", &self.kiro_idc_refresh_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: format!("`{url}` is not an http:// or https:// URL"),
+                    });
+                }
+            }
+        }
+        let at_least_one = |key: &'static str| ConfigError::Invalid {
+            key,
+            message: "must be at least 1".into(),
+        };
+        config.kiro_mock_mode = self.kiro_mock_mode.unwrap_or(d.kiro_mock_mode);
+        config.kiro_mock_event_delay =
+            Duration::from_millis(self.kiro_mock_event_delay_ms.unwrap_or(0));
+        config.kiro_oauth_creds_file = self.kiro_oauth_creds_file;
+        config.kiro_oauth_creds_base64 = self
+            .kiro_oauth_creds_base64
+            .filter(|b| !b.trim().is_empty())
+            .map(crate::secret::Secret::new);
+        config.kiro_region = self.kiro_region;
+        config.kiro_base_url = self.kiro_base_url;
+        config.kiro_refresh_url = self.kiro_refresh_url;
+        config.kiro_idc_refresh_url = self.kiro_idc_refresh_url;
+        config.max_connections = match self.max_connections {
+            Some(0) => return Err(at_least_one("max_connections")),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => d.max_connections,
+        };
+        config.request_timeout = match self.request_timeout {
+            Some(0) => return Err(at_least_one("request_timeout")),
+            Some(secs) => Duration::from_secs(secs),
+            None => d.request_timeout,
+        };
+        config.state_dir = self.state_dir.unwrap_or(d.state_dir);
+        config.token_refresh_margin = self
+            .token_refresh_margin
+            .map_or(d.token_refresh_margin, Duration::from_secs);
+        config.models_file = self.models_file;
+        config.models_refresh_interval = match self.models_refresh_interval {
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => d.models_refresh_interval,
+        };
+        Ok(())
+    }
+}
