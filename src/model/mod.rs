@@ -26,8 +26,8 @@
 //! | 1c | [`cache`](aiproxy_layers::cache) (with `--cache-enabled`; keys and replay in [`cache`]) | answers identical requests of one client from memory, stores complete answers without tool calls, coalesces identical misses, honours `Cache-Control` | ? `CacheControl`; response + `CacheStatus` |
 //! | 2 | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more) | ? [`ResolvedModel`] |
 //! | 3 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
-//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome; accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
-//! | 5 | [`crate::kiro::KiroService`] | one account: token source, request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
+//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) (switchable for one account: `--disable-layers pool`) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome, each account's state in a [`store`](aiproxy_layers::model::store); accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
+//! | 5 | [`crate::kiro::KiroService`] | one account: token source (its tokens in a [`token_store`](crate::kiro::token_store)), request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
 //!
 //! The layers of 3 and 4 live in `aiproxy-layers`, generic over the request, response and
 //! error through its `HasExtensions`, `Observe` and `Failure` traits, which this module and
