@@ -150,6 +150,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     let state = ApiState {
         catalog: catalog.clone(),
         max_body_bytes: config.max_body_bytes,
+        rate_limited: !config.rate_limit.is_unlimited(),
         ready_timeout: config.request_timeout,
         providers: vec![ProviderStatus {
             id: config.model_provider.clone(),

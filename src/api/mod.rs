@@ -86,6 +86,9 @@ pub struct ApiState {
     pub catalog: Catalog,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Whether the model tier has the rate-limit layer (which reports its decision in a
+    /// `RateLimitSlot` the adapter puts on the request).
+    pub rate_limited: bool,
     /// How long a request may wait for the model tier to be ready (a free slot).
     pub ready_timeout: std::time::Duration,
     /// Providers, for `/health`.
@@ -381,7 +384,8 @@ async fn call_model(
     let span = tracing::Span::current();
     span.record("gen_ai.request.model", chat.model.as_str());
     let clock = UpstreamClock::default();
-    let slot = RateLimitSlot::default();
+    // Only a tier with the rate-limit layer fills a slot; others spend no allocation on it.
+    let slot = state.rate_limited.then(RateLimitSlot::default);
     let ready = tokio::time::timeout(state.ready_timeout, model.ready()).await;
     let result = match ready {
         Err(_) => Err(ChatError::Busy {
@@ -402,7 +406,9 @@ async fn call_model(
                 request.extensions.insert(provider.clone());
             }
             request.extensions.insert(clock.clone());
-            request.extensions.insert(slot.clone());
+            if let Some(slot) = &slot {
+                request.extensions.insert(slot.clone());
+            }
             if let Some(control) = parts.headers.get(CACHE_CONTROL) {
                 let control = control.to_str().unwrap_or_default();
                 request.extensions.insert(CacheControl::parse(control));
@@ -410,7 +416,7 @@ async fn call_model(
             ready.call(request).await
         }
     };
-    let limits = slot.get();
+    let limits = slot.and_then(|slot| slot.get());
     let mut response = result.map_err(|e| {
         let rejection = error::rejection(&e);
         match limits {
