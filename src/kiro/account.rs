@@ -173,7 +173,16 @@ impl Account {
                 }
                 Format::Social => None,
             })
-            .unwrap_or_else(|| credentials.source.describe());
+            .unwrap_or_else(|| match &credentials.source {
+                Source::File(path) => path.display().to_string(),
+                // Base64 sources only have a flag or field name to tell them apart: two
+                // such logins must not look like one machine. The base64's own refresh
+                // token is fixed in the configuration, so this stays across restarts.
+                Source::Base64 { .. } => format!(
+                    "base64/{}",
+                    blake3::hash(credentials.refresh_token.expose().as_bytes()).to_hex()
+                ),
+            });
         let machine_id = blake3::hash(format!("aiproxy/machine-id/{identity}").as_bytes())
             .to_hex()
             .to_string();
@@ -654,4 +663,54 @@ struct RawRefresh {
     expires_in: Option<u64>,
     #[serde(alias = "profileArn")]
     profile_arn: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kiro::token_store::MemoryStore;
+
+    fn account(json: &str) -> Arc<Account> {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+        let credentials = super::super::credentials::from_base64(&encoded, "credsBase64").unwrap();
+        let endpoints = Endpoints {
+            api_base: "http://127.0.0.1:9".into(),
+            management_base: "http://127.0.0.1:9".into(),
+            social_refresh: "http://127.0.0.1:9/refreshToken".into(),
+            idc_refresh: "http://127.0.0.1:9/token".into(),
+        };
+        let settings = TokenSettings {
+            refresh_margin: Duration::from_secs(60),
+            state_dir: std::env::temp_dir(),
+            timeout: Duration::from_secs(1),
+        };
+        Account::with_store(
+            "a".into(),
+            credentials,
+            endpoints,
+            settings,
+            reqwest::Client::new(),
+            Arc::new(MemoryStore::new()),
+        )
+    }
+
+    #[test]
+    fn base64_logins_without_a_profile_are_told_apart_and_stay_themselves() {
+        let one = r#"{"refreshToken": "rt-one", "authMethod": "social"}"#;
+        let two = r#"{"refreshToken": "rt-two", "authMethod": "social"}"#;
+        assert_ne!(account(one).machine_id(), account(two).machine_id());
+        assert_eq!(
+            account(one).machine_id(),
+            account(one).machine_id(),
+            "the same configuration is the same machine after a restart"
+        );
+        let arn = r#"{"refreshToken": "rt-three", "authMethod": "social", "profileArn": "arn:aws:codewhisperer:us-east-1:1:profile/P"}"#;
+        let other_token = r#"{"refreshToken": "rt-four", "authMethod": "social", "profileArn": "arn:aws:codewhisperer:us-east-1:1:profile/P"}"#;
+        assert_eq!(
+            account(arn).machine_id(),
+            account(other_token).machine_id(),
+            "a profile is one identity whatever its refresh token"
+        );
+    }
 }
