@@ -141,6 +141,9 @@ pub enum Part {
         /// The signature the upstream gave it.
         signature: String,
     },
+    /// Reasoning from an earlier assistant turn that the upstream gave encrypted (Anthropic
+    /// `redacted_thinking`): opaque, replayed as it came.
+    RedactedThinking(String),
 }
 
 /// A tool definition.
@@ -327,6 +330,9 @@ pub enum ChatEvent {
     /// The signature of the reasoning so far (native reasoning): it closes the thinking
     /// block, and a client sends it back with the block to replay it.
     ThinkingSignature(String),
+    /// Reasoning the model keeps encrypted (a block of its own, opaque to everyone but the
+    /// upstream; a client sends it back with the turn).
+    RedactedThinking(String),
     /// A tool call begins (`index` counts tool calls from 0).
     ToolCallStart {
         /// 0-based index among this response's tool calls.

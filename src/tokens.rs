@@ -75,6 +75,8 @@ pub fn estimate_request(request: &ChatRequest) -> u64 {
                         Part::Text(text)
                         | Part::Thinking(text)
                         | Part::SignedThinking { text, .. } => estimate_text(text),
+                        // Encrypted reasoning: its encoded size is the only measure there is.
+                        Part::RedactedThinking(data) => estimate_text(data),
                         Part::Image { .. } => IMAGE_TOKENS,
                         Part::ToolUse { name, input, .. } => {
                             estimate_text(name) + estimate_text(&input.to_string())

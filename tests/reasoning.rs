@@ -208,3 +208,62 @@ async fn the_responses_api_carries_the_signature_in_encrypted_content() {
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(stats(&fake).await["signatures_verified"], 1);
 }
+
+#[tokio::test]
+async fn encrypted_reasoning_is_shown_as_redacted_thinking_and_replayed_as_it_came() {
+    let fake = Fake::start();
+    let proxy = start(&fake);
+    fake.script(json!({"redacted_reasoning": "the hidden plan"}))
+        .await;
+    let first = messages(
+        &proxy,
+        adaptive("claude-opus-4-8", "high", json!("plan it")),
+    )
+    .await;
+    let redacted = &first["content"][0];
+    assert_eq!(redacted["type"], "redacted_thinking", "{first}");
+    let data = redacted["data"].as_str().unwrap().to_owned();
+    assert!(!data.contains("hidden plan"), "opaque to the client");
+    assert_eq!(first["content"][1]["type"], "thinking");
+    assert_eq!(first["content"][2]["text"], "plan it");
+
+    // In a stream: a block of its own, whole in its start event.
+    fake.script(json!({"redacted_reasoning": "the hidden plan"}))
+        .await;
+    let mut body = adaptive("claude-opus-4-8", "high", json!("stream it"));
+    body["stream"] = json!(true);
+    let answer = post(&proxy, "/v1/messages", body).await;
+    let events: Vec<Value> = sse_data(&answer.text())
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let start = events
+        .iter()
+        .position(|e| e["content_block"]["type"] == "redacted_thinking")
+        .expect("a redacted_thinking block");
+    assert_eq!(events[start]["content_block"]["data"], data.as_str());
+    assert_eq!(events[start + 1]["type"], "content_block_stop");
+    assert_eq!(events[start + 1]["index"], events[start]["index"]);
+
+    // Sent back with the turn, it reaches Kiro as the turn's redactedContent.
+    let replay = |data: &str| {
+        json!({"model": "claude-opus-4-8", "max_tokens": 2000, "thinking": {"type": "adaptive"},
+               "messages": [
+                   {"role": "user", "content": "plan it"},
+                   {"role": "assistant", "content": [
+                       {"type": "redacted_thinking", "data": data},
+                       {"type": "text", "text": "plan it"}]},
+                   {"role": "user", "content": "go on"}]})
+    };
+    messages(&proxy, replay(&data)).await;
+    let after = stats(&fake).await;
+    assert_eq!(after["signatures_verified"], 1, "{after}");
+    assert_eq!(after["signatures_refused"], 0);
+    // Ciphertext Kiro did not make (another provider's): refused once, then the turn goes
+    // without it.
+    let answer = messages(&proxy, replay("bm90IGtpcm8ncw==.fake-sig-0000")).await;
+    assert_eq!(answer["content"][1]["text"], "go on");
+    let after = stats(&fake).await;
+    assert_eq!(after["signatures_refused"], 1);
+    assert_eq!(after["rejected_requests"], 0, "{}", after["last_violation"]);
+}

@@ -17,6 +17,8 @@ pub enum Block {
         /// Its signature (native reasoning), or empty.
         signature: String,
     },
+    /// Reasoning the upstream gave encrypted (opaque).
+    RedactedThinking(String),
     /// A tool call with its complete JSON arguments.
     ToolUse {
         /// Call id.
@@ -97,6 +99,7 @@ pub async fn collect(mut stream: ChatStream, model: &str) -> Result<Collected, C
                     signature: signed,
                 }),
             },
+            ChatEvent::RedactedThinking(data) => blocks.push(Block::RedactedThinking(data)),
             ChatEvent::ToolCallStart { index, id, name } => {
                 let slot = index as usize;
                 if tool_blocks.len() <= slot {

@@ -201,6 +201,9 @@ pub enum KiroEvent {
         /// The block's signature.
         signature: Option<String>,
     },
+    /// `reasoningContentEvent {redactedContent}`: reasoning the model keeps encrypted; it
+    /// is shown as such and replayed as it came.
+    RedactedReasoning(String),
     /// `contextUsageEvent`: percentage of the context window used.
     ContextUsage(f64),
     /// `meteringEvent`: credits used.
@@ -255,6 +258,8 @@ struct ReasoningPayload {
     text: String,
     #[serde(default)]
     signature: Option<String>,
+    #[serde(default, rename = "redactedContent")]
+    redacted_content: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -342,9 +347,12 @@ impl KiroEvent {
             }
             "reasoningContentEvent" => {
                 let p: ReasoningPayload = serde_json::from_slice(payload).map_err(fail)?;
-                Self::Reasoning {
-                    text: p.text,
-                    signature: p.signature.filter(|s| !s.is_empty()),
+                match p.redacted_content.filter(|r| !r.is_empty()) {
+                    Some(data) => Self::RedactedReasoning(data),
+                    None => Self::Reasoning {
+                        text: p.text,
+                        signature: p.signature.filter(|s| !s.is_empty()),
+                    },
                 }
             }
             "contextUsageEvent" => {

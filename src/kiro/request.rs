@@ -301,6 +301,13 @@ fn to_turn(message: &Message, names: &mut ToolNameMap, signed: bool) -> Turn {
                 }));
             }
             Part::SignedThinking { text, .. } => thinking.push_str(text),
+            Part::RedactedThinking(data)
+                if signed && message.role == Role::Assistant && turn.reasoning.is_none() =>
+            {
+                turn.reasoning = Some(ReasoningContent::RedactedContent(data.clone()));
+            }
+            // Encrypted reasoning has no text to inline: without native replay it goes.
+            Part::RedactedThinking(_) => {}
             Part::Image { media_type, data } => turn.images.push(KiroImage {
                 format: image_format(media_type),
                 source: ImageSource {

@@ -99,6 +99,7 @@ impl Translator {
                     out.push_back(ChatEvent::ThinkingSignature(signature));
                 }
             }
+            KiroEvent::RedactedReasoning(data) => out.push_back(ChatEvent::RedactedThinking(data)),
             KiroEvent::ToolUse {
                 tool_use_id,
                 name,

@@ -182,6 +182,7 @@ impl Replay for ModelResponse {
                 ChatEvent::TextDelta(text)
                 | ChatEvent::ThinkingDelta(text)
                 | ChatEvent::ThinkingSignature(text)
+                | ChatEvent::RedactedThinking(text)
                 | ChatEvent::StopSequence(text) => text.len(),
                 ChatEvent::ToolCallStart { id, name, .. } => id.len() + name.len(),
                 ChatEvent::ToolCallDelta { json, .. } => json.len(),

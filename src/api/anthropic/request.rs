@@ -233,8 +233,13 @@ fn block_part(value: &Value, path: String) -> Result<Option<Part>, ChatError> {
                 _ => Part::Thinking(text),
             }
         }
-        // Redacted thinking is opaque ciphertext for Anthropic's own servers; Kiro cannot use it.
-        "redacted_thinking" => return Ok(None),
+        // Opaque ciphertext: replayed natively when it is the turn's reasoning (Kiro gave it
+        // as `redactedContent`); one Kiro cannot read is refused there as a bad signature,
+        // and the request goes again without native reasoning.
+        "redacted_thinking" => match block.str("data")? {
+            Some(data) if !data.is_empty() => Part::RedactedThinking(data.to_owned()),
+            _ => return Ok(None),
+        },
         "document" => document(&block)?,
         other => {
             return Err(ChatError::invalid(

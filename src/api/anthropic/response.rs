@@ -63,6 +63,7 @@ pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, Chat
             Block::Thinking { text, signature } => {
                 json!({"type": "thinking", "thinking": text, "signature": signature})
             }
+            Block::RedactedThinking(data) => json!({"type": "redacted_thinking", "data": data}),
             Block::ToolUse {
                 id,
                 name,
@@ -151,6 +152,8 @@ enum Open {
     Tool(usize),
     /// Never open: marks a held thinking signature (see [`BlockEncoder::signature`]).
     Signature,
+    /// An encrypted reasoning block (opened and closed at once); also marks a held one.
+    Redacted,
 }
 
 #[derive(Debug, Default)]
@@ -275,6 +278,17 @@ impl BlockEncoder {
         self.close(out);
     }
 
+    /// A `redacted_thinking` block: whole in its start event, closed at once.
+    fn redacted(&mut self, data: String, out: &mut VecDeque<Bytes>) {
+        if matches!(self.open, Open::Tool(_)) {
+            self.held.push((Open::Redacted, data));
+            return;
+        }
+        let block = json!({"type": "redacted_thinking", "data": data});
+        self.open_block(Open::Redacted, block, out);
+        self.close(out);
+    }
+
     fn tool_start(&mut self, index: usize, id: String, name: String, out: &mut VecDeque<Bytes>) {
         if self.tools.len() <= index {
             self.tools.resize_with(index + 1, PendingTool::default);
@@ -344,6 +358,7 @@ impl BlockEncoder {
         for (kind, text) in std::mem::take(&mut self.held) {
             match kind {
                 Open::Signature => self.signature(text, out),
+                Open::Redacted => self.redacted(text, out),
                 kind => self.text(kind, text, out),
             }
         }
@@ -388,6 +403,7 @@ impl BlockEncoder {
             ChatEvent::TextDelta(text) => self.text(Open::Text, text, out),
             ChatEvent::ThinkingDelta(text) => self.text(Open::Thinking, text, out),
             ChatEvent::ThinkingSignature(signature) => self.signature(signature, out),
+            ChatEvent::RedactedThinking(data) => self.redacted(data, out),
             ChatEvent::ToolCallStart { index, id, name } => {
                 self.tool_start(index as usize, id, name, out)
             }

@@ -122,6 +122,8 @@ pub async fn complete(
         match block {
             Block::Text(t) => text.push_str(&t),
             Block::Thinking { text, .. } => reasoning.push_str(&text),
+            // Encrypted reasoning has no text to show, and Chat Completions no field for it.
+            Block::RedactedThinking(_) => {}
             Block::ToolUse {
                 id,
                 name,
@@ -405,10 +407,11 @@ impl OpenAiSse {
                 },
                 None,
             ),
-            // Chat Completions has no place for a reasoning signature.
+            // Chat Completions has no place for a reasoning signature or encrypted reasoning.
             ChatEvent::ToolCallEnd { .. }
             | ChatEvent::StopSequence(_)
-            | ChatEvent::ThinkingSignature(_) => return,
+            | ChatEvent::ThinkingSignature(_)
+            | ChatEvent::RedactedThinking(_) => return,
             ChatEvent::Usage(usage) => {
                 self.usage = Some(usage);
                 return;

@@ -181,7 +181,9 @@ impl Encoder {
             ChatEvent::ToolCallDelta { index, json } => self.call_delta(index, json),
             ChatEvent::ToolCallEnd { index } => self.call_end(index),
             ChatEvent::Usage(usage) => self.usage = usage,
-            ChatEvent::StopSequence(_) => {}
+            // Encrypted reasoning is not carried in the Responses shape (its reasoning items
+            // hold text and aiproxy's own encrypted_content); it is not replayed from there.
+            ChatEvent::StopSequence(_) | ChatEvent::RedactedThinking(_) => {}
             ChatEvent::Stop(reason) => {
                 self.close_open();
                 self.status = match reason {

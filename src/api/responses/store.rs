@@ -35,7 +35,7 @@ impl Stored {
             .iter()
             .flat_map(|m| &m.parts)
             .map(|p| match p {
-                Part::Text(t) | Part::Thinking(t) => t.len(),
+                Part::Text(t) | Part::Thinking(t) | Part::RedactedThinking(t) => t.len(),
                 Part::SignedThinking { text, signature } => text.len() + signature.len(),
                 Part::Image { data, .. } => data.len(),
                 Part::ToolUse { name, input, .. } => name.len() + input.to_string().len(),

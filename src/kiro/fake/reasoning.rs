@@ -87,6 +87,20 @@ fn check_object(fields: &Map<String, Value>, schema: &Value, path: &str) -> Resu
     Ok(())
 }
 
+/// The fake's encrypted reasoning for `text`: opaque to the client, verifiable by the
+/// fake when it comes back (a stand-in for Kiro's ciphertext).
+pub fn seal(text: &str) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(text);
+    format!("{body}.{}", sign(&body))
+}
+
+/// Whether `data` is reasoning the fake sealed.
+fn sealed(data: &str) -> bool {
+    data.rsplit_once('.')
+        .is_some_and(|(body, signature)| sign(body) == signature)
+}
+
 /// The fake's signature of reasoning `text` (a keyed hash: a changed text or a made-up
 /// signature does not verify).
 pub fn sign(text: &str) -> String {
@@ -95,22 +109,27 @@ pub fn sign(text: &str) -> String {
 }
 
 /// Kiro's check of replayed reasoning: every `reasoningText` must carry the signature Kiro
-/// gave that text. `Err`: the 400 body.
+/// gave that text, every `redactedContent` be what Kiro sealed. `Err`: the 400 body.
 pub fn check_signatures(request: &KiroRequest) -> Result<usize, Value> {
     let mut verified = 0;
     for (index, entry) in request.conversation_state.history.iter().enumerate() {
         let HistoryEntry::AssistantResponseMessage(message) = entry else {
             continue;
         };
-        if let Some(ReasoningContent::ReasoningText(reasoning)) = &message.reasoning_content {
-            if sign(&reasoning.text) != reasoning.signature {
-                return Err(json!({
-                    "message": format!("messages.{index}.content.0: Invalid signature in thinking block"),
-                    "reason": "THINKING_SIGNATURE_INVALID"
-                }));
+        let valid = match &message.reasoning_content {
+            Some(ReasoningContent::ReasoningText(reasoning)) => {
+                sign(&reasoning.text) == reasoning.signature
             }
-            verified += 1;
+            Some(ReasoningContent::RedactedContent(data)) => sealed(data),
+            None => continue,
+        };
+        if !valid {
+            return Err(json!({
+                "message": format!("messages.{index}.content.0: Invalid signature in thinking block"),
+                "reason": "THINKING_SIGNATURE_INVALID"
+            }));
         }
+        verified += 1;
     }
     Ok(verified)
 }

@@ -30,6 +30,9 @@ pub struct Step {
     pub text: Option<String>,
     /// Reasoning text sent as `reasoningContentEvent`s before the text.
     pub reasoning: Option<String>,
+    /// Reasoning sent encrypted, as one `reasoningContentEvent {redactedContent}` before
+    /// everything else (sealed by the fake, so a replay of it verifies).
+    pub redacted_reasoning: Option<String>,
     /// Tool calls to make after the text.
     #[serde(default)]
     pub tool_calls: Vec<ToolCallScript>,
@@ -144,6 +147,12 @@ pub fn frames(step: &Step, echo: &str, request_bytes: usize, extra: Extra<'_>) -
     let mut frames: Vec<Bytes> = Vec::new();
     let event =
         |kind: &str, payload: Value| encode_frame("event", kind, payload.to_string().as_bytes());
+    if let Some(secret) = &step.redacted_reasoning {
+        frames.push(event(
+            "reasoningContentEvent",
+            json!({ "redactedContent": super::reasoning::seal(secret) }),
+        ));
+    }
     if let Some(reasoning) = signed.or(step.reasoning.as_deref()) {
         for word in reasoning.split_inclusive(' ') {
             frames.push(event("reasoningContentEvent", json!({ "text": word })));

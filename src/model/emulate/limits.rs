@@ -120,7 +120,9 @@ impl Limited {
                     self.end(StopReason::MaxTokens);
                 }
             }
-            ChatEvent::ThinkingSignature(_) => {
+            // Opaque reasoning counts nothing towards max_tokens here (its size is unknown),
+            // like a signature.
+            ChatEvent::ThinkingSignature(_) | ChatEvent::RedactedThinking(_) => {
                 if self.ending.is_some() || !self.flush_text() {
                     return;
                 }
