@@ -312,6 +312,15 @@ async fn unknown_routes_and_methods() {
     let (status, headers, _) = call(get("/v1/chat/completions")).await;
     assert_eq!(status, 405);
     assert_eq!(headers["allow"], "POST");
+    // The same table says what each served route takes.
+    let (status, headers, _) = call(post("/v1/models/claude-sonnet-4-5", "{}")).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers["allow"], "GET");
+    let (status, headers, _) = call(post("/v1/responses/resp_1/input_items", "{}")).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers["allow"], "GET");
+    let (status, _, _) = call(get("/v2/responses/x/input_items")).await;
+    assert_eq!(status, 404, "only the served route's suffix");
 }
 
 #[tokio::test]

@@ -250,6 +250,29 @@ async fn route(
     response
 }
 
+/// The routes served, each with its label for metrics (ids replaced by `{id}`) and the
+/// methods it takes (the `Allow` of a 405): one table for both.
+fn served_route(path: &str) -> Option<(&'static str, &'static str)> {
+    Some(match path {
+        "/v1/chat/completions" => ("/v1/chat/completions", "POST"),
+        "/v1/messages" => ("/v1/messages", "POST"),
+        "/v1/messages/count_tokens" => ("/v1/messages/count_tokens", "POST"),
+        "/v1/completions" => ("/v1/completions", "POST"),
+        "/v1/responses" => ("/v1/responses", "POST"),
+        "/v1/responses/input_tokens" => ("/v1/responses/input_tokens", "POST"),
+        "/v1/models" => ("/v1/models", "GET"),
+        "/health" => ("/health", "GET, HEAD"),
+        "/metrics" => ("/metrics", "GET"),
+        "/loadbalancer/instances" => ("/loadbalancer/instances", "GET"),
+        p if p.starts_with("/v1/models/") => ("/v1/models/{id}", "GET"),
+        p if p.starts_with("/v1/responses/") && p.ends_with("/input_items") => {
+            ("/v1/responses/{id}/input_items", "GET")
+        }
+        p if p.starts_with("/v1/responses/") => ("/v1/responses/{id}", "GET, DELETE"),
+        _ => return None,
+    })
+}
+
 /// The route label of a path for metrics: one of the served routes (ids replaced by
 /// `{id}`), else `other`, so that a client cannot make a label per path it invents.
 pub fn route_label(path: &str) -> &'static str {
@@ -258,41 +281,11 @@ pub fn route_label(path: &str) -> &'static str {
     let path = aiproxy_layers::route::path_prefix(path)
         .filter(|provider| crate::config::PROVIDERS.contains(provider))
         .map_or(path, |provider| &path[provider.len() + 1..]);
-    match path {
-        "/v1/chat/completions" => "/v1/chat/completions",
-        "/v1/messages" => "/v1/messages",
-        "/v1/messages/count_tokens" => "/v1/messages/count_tokens",
-        "/v1/completions" => "/v1/completions",
-        "/v1/responses" => "/v1/responses",
-        "/v1/responses/input_tokens" => "/v1/responses/input_tokens",
-        "/v1/models" => "/v1/models",
-        "/health" => "/health",
-        "/metrics" => "/metrics",
-        "/loadbalancer/instances" => "/loadbalancer/instances",
-        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
-        p if p.starts_with("/v1/responses/") && p.ends_with("/input_items") => {
-            "/v1/responses/{id}/input_items"
-        }
-        p if p.starts_with("/v1/responses/") => "/v1/responses/{id}",
-        _ => "other",
-    }
+    served_route(path).map_or("other", |(label, _)| label)
 }
 
 fn unknown_route(method: &Method, path: &str) -> Rejection {
-    let allow = match path {
-        "/v1/models" => Some("GET"),
-        "/health" => Some("GET, HEAD"),
-        "/loadbalancer/instances" | "/metrics" => Some("GET"),
-        "/v1/chat/completions"
-        | "/v1/completions"
-        | "/v1/messages"
-        | "/v1/messages/count_tokens"
-        | "/v1/responses"
-        | "/v1/responses/input_tokens" => Some("POST"),
-        p if p.ends_with("/input_items") => Some("GET"),
-        p if p.starts_with("/v1/responses/") => Some("GET, DELETE"),
-        _ => None,
-    };
+    let allow = served_route(path).map(|(_, allow)| allow);
     match allow {
         Some(allow) => Rejection::new(
             StatusCode::METHOD_NOT_ALLOWED,
