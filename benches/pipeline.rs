@@ -443,6 +443,12 @@ fn model_layers(c: &mut Criterion) {
     bench!("leaf_alone", leaf);
     bench!("pool_of_one", pool);
     bench!("retry_and_pool_of_one", retried);
+    // The bounded wait for a ready tier, inside the call (always ready itself).
+    let waiting = tower::Layer::layer(
+        &aiproxy_layers::model::ready::WaitReadyLayer::new(std::time::Duration::from_secs(30)),
+        pool.clone(),
+    );
+    bench!("wait_ready_and_pool_of_one", waiting);
     let emulated = tower::Layer::layer(&aiproxy::model::emulate::EmulateLayer, leaf);
     bench!("emulate_nothing_to_do", emulated);
     // Recording into the Prometheus-backed registry the binary uses.

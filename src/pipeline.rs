@@ -14,7 +14,7 @@
 //! | 6 | [`metrics`](aiproxy_layers::metrics) | aiproxy-layers | requests by route, status class and provider, time to headers, in flight; overhead (time to headers less the upstream's waits) as a histogram and the `x-aiproxy-overhead-ms` header | ? response `ProviderId`, `UpstreamClock` |
 //! | 7 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` and (unless `--admin-require-key`) `/loadbalancer/instances` and `/metrics` are public | + [`ClientKey`](aiproxy_layers::ClientKey) |
 //! | 8 | [`route`](aiproxy_layers::route) | aiproxy-layers | provider from headers / path prefix / default | + [`ProviderId`](aiproxy_layers::ProviderId) |
-//! | 9 | [`ApiService`] | aiproxy | CORS preflights and headers (with `--cors-allow-origin`); OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; waits (bounded) for the model tier to be ready; `GET /metrics` | ? `ClientKey`, ? `ProviderId`; + model request `ProviderId`, `UpstreamClock`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field; + response `ProviderId`, `UpstreamClock` |
+//! | 9 | [`ApiService`] | aiproxy | CORS preflights and headers (with `--cors-allow-origin`); OpenAI and Anthropic wire formats <-> [`ModelRequest`](crate::model::ModelRequest) / [`ChatEvent`](crate::chat::ChatEvent) streams; `GET /metrics` | ? `ClientKey`, ? `ProviderId`; + model request `ProviderId`, `UpstreamClock`; from the model tier's response: `AccountId` -> `x-aiproxy-account` header, `account` span field; + response `ProviderId`, `UpstreamClock` |
 //! | 10 | [`ModelService`] | aiproxy | the model tier: its own table of layers is in [`crate::model`] | |
 //!
 //! Every service of the HTTP tier has `Error = Infallible`: failures are API-shaped
@@ -42,6 +42,7 @@ use aiproxy_layers::auth::{Auth, AuthLayer};
 use aiproxy_layers::cache::{Cache, CacheLayer, CacheStore, MemoryStore};
 use aiproxy_layers::metrics::{HttpMetrics, HttpMetricsLayer, ModelMetrics, ModelMetricsLayer};
 use aiproxy_layers::model::pool::Pool;
+use aiproxy_layers::model::ready::{WaitReady, WaitReadyLayer};
 use aiproxy_layers::model::retry::{Retry, RetryLayer};
 use aiproxy_layers::rate_limit::{RateLimit, RateLimitLayer};
 use aiproxy_layers::request_id::{BoundRequestId, BoundRequestIdLayer};
@@ -70,7 +71,8 @@ use tracing::Level;
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
 pub type ModelService = Resolve<Either<RateLimit<Metered>, Metered>>;
 type Metered = Either<ModelMetrics<Cached>, Cached>;
-type Cached = Either<Cache<Emulated, ChatEvent>, Emulated>;
+type Cached = Either<Cache<Waiting, ChatEvent>, Waiting>;
+type Waiting = WaitReady<Emulated>;
 type Emulated = Emulate<Either<Retry<Pooled>, Pooled>>;
 type Pooled = Either<Pool<KiroService>, KiroService>;
 
@@ -151,7 +153,6 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
         catalog: catalog.clone(),
         max_body_bytes: config.max_body_bytes,
         rate_limited: !config.rate_limit.is_unlimited(),
-        ready_timeout: config.request_timeout,
         providers: vec![ProviderStatus {
             id: config.model_provider.clone(),
             mode: accounts.mode(),
@@ -180,7 +181,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     } else {
         Either::Right(pool)
     };
-    let emulated = EmulateLayer.layer(tier);
+    let emulated = WaitReadyLayer::new(config.request_timeout).layer(EmulateLayer.layer(tier));
     let cached = if config.cache.enabled {
         let store: Arc<dyn CacheStore<ChatEvent>> =
             Arc::new(MemoryStore::new(config.cache.max_bytes, config.cache.ttl));

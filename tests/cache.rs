@@ -262,3 +262,45 @@ fn the_guide_command_starts_with_the_cache_on() {
         assert!(size.parse::<f64>().unwrap() > 0.0);
     });
 }
+
+#[tokio::test]
+async fn a_hit_is_served_while_every_account_slot_is_busy() {
+    let fake = Fake::start();
+    let mut args = vec![
+        "--cache-enabled",
+        "--models-refresh-interval",
+        "0",
+        "--max-connections",
+        "1",
+        "--request-timeout",
+        "2",
+    ];
+    args.extend_from_slice(&KEYS);
+    let proxy = fake.proxy("social", &args);
+    assert_eq!(
+        cache_header(&chat(&proxy, "k1", body("remembered", false)).await),
+        "miss"
+    );
+    // A slow stream takes the only upstream slot and keeps it (its body is left unread).
+    fake.script(json!([{"text": "word ".repeat(40), "event_delay_ms": 100}]))
+        .await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let held = client
+        .request(chat_request(&proxy, "k1", body("holding the slot", true)))
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    // The hit needs no account: answered now, not after the slot frees.
+    let hit = send(chat_request(&proxy, "k1", body("remembered", false))).await;
+    assert_eq!((hit.status, cache_header(&hit)), (200, "hit"));
+    // A miss needs one: it waits at most --request-timeout, then is told why.
+    let miss = send(chat_request(&proxy, "k1", body("a new question", false))).await;
+    assert_eq!(miss.status, 503, "{}", miss.text());
+    assert!(
+        miss.text().contains("capacity_exhausted"),
+        "{}",
+        miss.text()
+    );
+    assert_eq!(upstream_calls(&fake).await, 2, "neither reached Kiro");
+    drop(held);
+}

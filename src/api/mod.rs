@@ -89,8 +89,6 @@ pub struct ApiState {
     /// Whether the model tier has the rate-limit layer (which reports its decision in a
     /// `RateLimitSlot` the adapter puts on the request).
     pub rate_limited: bool,
-    /// How long a request may wait for the model tier to be ready (a free slot).
-    pub ready_timeout: std::time::Duration,
     /// Providers, for `/health`.
     pub providers: Vec<ProviderStatus>,
     /// Process start, for `/health`.
@@ -365,8 +363,9 @@ fn metadata(parts: &http::request::Parts) -> Metadata {
     }
 }
 
-/// Sends a parsed request to the model tier. Waiting for the tier to be ready (a free
-/// concurrency slot) is bounded by `state.ready_timeout`, and running out of it is
+/// Sends a parsed request to the model tier. The tier is ready at once: the wait for a free
+/// account slot happens inside the call, below the cache and the rate limits (see
+/// `aiproxy_layers::model::ready`), bounded by `--request-timeout`, and running out of it is
 /// [`ChatError::Busy`], not an upstream timeout: nothing was sent.
 async fn call_model(
     mut model: ModelTier,
@@ -379,17 +378,9 @@ async fn call_model(
     let clock = UpstreamClock::default();
     // Only a tier with the rate-limit layer fills a slot; others spend no allocation on it.
     let slot = state.rate_limited.then(RateLimitSlot::default);
-    let ready = tokio::time::timeout(state.ready_timeout, model.ready()).await;
-    let result = match ready {
-        Err(_) => Err(ChatError::Busy {
-            message: format!(
-                "every upstream slot of every account stayed busy for {} s; retry shortly, or raise --max-connections (or maxConcurrency in the pool file)",
-                state.ready_timeout.as_secs()
-            ),
-            retry_after: Some(std::time::Duration::from_secs(1)),
-        }),
-        Ok(Err(error)) => Err(error),
-        Ok(Ok(ready)) => {
+    let result = match model.ready().await {
+        Err(error) => Err(error),
+        Ok(ready) => {
             let session = session_key(parts, &chat);
             let mut request = ModelRequest::new(chat);
             if let Some(session) = session {

@@ -56,6 +56,19 @@ impl From<Throttled> for ChatError {
     }
 }
 
+impl From<aiproxy_layers::model::ready::NotReady> for ChatError {
+    fn from(not_ready: aiproxy_layers::model::ready::NotReady) -> Self {
+        Self::Busy {
+            message: format!(
+                "every upstream slot of every account stayed busy for {} s; retry shortly, or \
+                 raise --max-connections (or maxConcurrency in the pool file)",
+                not_ready.waited.as_secs()
+            ),
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
 impl From<NoAccount> for ChatError {
     fn from(none: NoAccount) -> Self {
         Self::NoAccount {

@@ -12,6 +12,7 @@
 //!
 //! | module | what it does | extensions |
 //! |---|---|---|
+//! | [`ready`] | always ready; each call waits (bounded) for the layers below to be ready, so layers above it that answer alone (cache hits, rate-limit refusals) never wait for an account | |
 //! | [`retry`] | retries failures that happened before any byte reached the client (a `tower::retry` policy with backoff, jitter and a budget) | + [`Attempts`] (request and response) |
 //! | [`pool`] | picks one account per request: session affinity, power of two choices over load, weights, concurrency caps, slow start; skips accounts the [`health`] breaker keeps out | ? [`SessionKey`], ? [`Attempts`]; response + [`Served`] |
 //! | [`health`] | the per-account breaker and cooldowns the pool consults and feeds | |
@@ -19,6 +20,7 @@
 
 pub mod health;
 pub mod pool;
+pub mod ready;
 pub mod retry;
 pub mod store;
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub enum MockError {
     },
     None(NoAccount),
     Throttled(crate::rate_limit::Throttled),
+    NotReady(super::ready::NotReady),
 }
 
 impl MockError {
@@ -53,6 +54,12 @@ impl From<NoAccount> for MockError {
     }
 }
 
+impl From<super::ready::NotReady> for MockError {
+    fn from(not_ready: super::ready::NotReady) -> Self {
+        Self::NotReady(not_ready)
+    }
+}
+
 impl From<crate::rate_limit::Throttled> for MockError {
     fn from(throttled: crate::rate_limit::Throttled) -> Self {
         Self::Throttled(throttled)
@@ -63,7 +70,7 @@ impl Failure for MockError {
     fn fault(&self) -> Fault {
         match self {
             Self::Fails { fault, .. } => *fault,
-            Self::None(_) => Fault::Local,
+            Self::None(_) | Self::NotReady(_) => Fault::Local,
             Self::Throttled(_) => Fault::Request,
         }
     }
@@ -72,12 +79,13 @@ impl Failure for MockError {
             Self::Fails { retry_after, .. } => *retry_after,
             Self::None(none) => none.retry_after,
             Self::Throttled(t) => t.retry_after,
+            Self::NotReady(_) => None,
         }
     }
     fn penalty(&self) -> Penalty {
         match self {
             Self::Fails { penalty, .. } => penalty.clone(),
-            Self::None(_) | Self::Throttled(_) => Penalty::None,
+            Self::None(_) | Self::Throttled(_) | Self::NotReady(_) => Penalty::None,
         }
     }
     fn kind(&self) -> &'static str {
@@ -85,6 +93,7 @@ impl Failure for MockError {
             Self::Fails { .. } => "mock",
             Self::None(_) => "no_account",
             Self::Throttled(_) => "throttled",
+            Self::NotReady(_) => "busy",
         }
     }
 }

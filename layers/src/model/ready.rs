@@ -1,0 +1,137 @@
+//! Waiting for a free account inside the call, bounded, instead of in `poll_ready`.
+//!
+//! The pool is not ready while every account is full (backpressure, as tower wants). The
+//! layers above it that can answer on their own (a cache hit, a rate-limit refusal) should
+//! not wait for that: this layer is always ready, and each call waits for the inner service
+//! to be ready (at most `max_wait`, then [`NotReady`]) before it is sent. So only requests
+//! that need an account wait for one, and none waits without bound.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The inner service stayed not ready for the whole wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotReady {
+    /// How long the call waited.
+    pub waited: Duration,
+}
+
+/// Adds [`WaitReady`] (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct WaitReadyLayer {
+    max_wait: Duration,
+}
+
+impl WaitReadyLayer {
+    /// Each call waits at most `max_wait` for the inner service.
+    pub fn new(max_wait: Duration) -> Self {
+        Self { max_wait }
+    }
+}
+
+impl<S> Layer<S> for WaitReadyLayer {
+    type Service = WaitReady<S>;
+
+    fn layer(&self, inner: S) -> WaitReady<S> {
+        WaitReady {
+            inner,
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct WaitReady<S> {
+    inner: S,
+    max_wait: Duration,
+}
+
+impl<S, Req> Service<Req> for WaitReady<S>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Error: From<NotReady> + Send + 'static,
+    S::Future: Send + 'static,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        // The clone is the one that was made ready, as tower's `oneshot` does.
+        let mut inner = self.inner.clone();
+        let max_wait = self.max_wait;
+        Box::pin(async move {
+            let ready = std::future::poll_fn(|cx| inner.poll_ready(cx));
+            match tokio::time::timeout(max_wait, ready).await {
+                Ok(Ok(())) => inner.call(request).await,
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(S::Error::from(NotReady { waited: max_wait })),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testing::{MockAccount, MockError, MockRequest};
+    use crate::model::{pool::Pool, pool::PoolConfig, StreamEnd};
+    use tower::ServiceExt;
+
+    fn full_pool() -> (Pool<MockAccount>, MockAccount) {
+        let a = MockAccount::new("a");
+        let spec = crate::model::pool::MemberSpec {
+            name: "a".into(),
+            weight: 1,
+            max_concurrency: 1,
+            requests_per_minute: None,
+        };
+        let config = PoolConfig {
+            slow_start: Duration::ZERO,
+            ..PoolConfig::default()
+        };
+        (Pool::new(config, vec![(spec, a.clone())]), a)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_for_a_slot_then_goes() {
+        let (pool, a) = full_pool();
+        let held = pool.clone().oneshot(MockRequest::default()).await.unwrap();
+        let mut service = WaitReadyLayer::new(Duration::from_secs(5)).layer(pool);
+        // Ready at once, although the only account is full.
+        std::future::poll_fn(|cx| Service::<MockRequest>::poll_ready(&mut service, cx))
+            .await
+            .unwrap();
+        let waiting = tokio::spawn(service.call(MockRequest::default()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(a.calls(), 1, "still waiting for the slot");
+        held.end(StreamEnd::Complete);
+        waiting.await.unwrap().unwrap().end(StreamEnd::Complete);
+        assert_eq!(a.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_is_bounded() {
+        let (pool, a) = full_pool();
+        let _held = pool.clone().oneshot(MockRequest::default()).await.unwrap();
+        let service = WaitReadyLayer::new(Duration::from_secs(3)).layer(pool);
+        let error = service.oneshot(MockRequest::default()).await.unwrap_err();
+        assert_eq!(
+            error,
+            MockError::from(NotReady {
+                waited: Duration::from_secs(3)
+            })
+        );
+        assert_eq!(a.calls(), 1, "nothing was sent");
+    }
+}
