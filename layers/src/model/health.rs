@@ -273,14 +273,9 @@ impl Breaker {
         Self(Arc::new(MemoryHealth::new(config)))
     }
 
-    /// The breaker of the health held in `cell`.
+    /// The breaker of the health held in `cell` (a store's).
     pub fn of(cell: Arc<dyn HealthCell>) -> Self {
         Self(cell)
-    }
-
-    /// The cell it reads and writes.
-    pub fn cell(&self) -> &Arc<dyn HealthCell> {
-        &self.0
     }
 
     /// Whether a request may go now, without claiming the half-open trial.

@@ -30,7 +30,7 @@
 //! recovery, and a message naming every account's state). All candidates full: `poll_ready`
 //! is pending until a stream ends.
 
-use super::health::{Admission, Breaker, HealthConfig, Snapshot, State};
+use super::health::{Admission, HealthConfig, Snapshot, State};
 use super::store::{AccountState, LoadCell, LoadView, MemoryStore, PoolStore};
 use super::{
     random_u64, Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey,
@@ -139,9 +139,8 @@ struct Member<S> {
     /// The name's hash, for rendezvous ranking (computed once, not per request).
     name_key: SessionKey,
     service: S,
-    /// Its health and load, as the store holds them.
+    /// Its health (the breaker) and load, as the store holds them.
     state: AccountState,
-    breaker: Breaker,
     added_at: Instant,
     guard: Option<Arc<Guard>>,
 }
@@ -272,12 +271,11 @@ impl<S> Pool<S> {
             .into_iter()
             .map(|(spec, service)| {
                 let state = store.account(&spec.name, &self.shared.config.health);
-                let breaker = Breaker::of(Arc::clone(&state.health));
                 let kept = old
                     .iter()
                     .find(|m| m.spec.name == spec.name && m.state.same_as(&state));
                 if operator_acted && kept.is_some() {
-                    breaker.reset(now);
+                    state.health.reset(now);
                 }
                 // Members of a pool that had none do not ramp: the ramp shifts traffic
                 // from the accounts already serving, and there are none to shift it from.
@@ -296,7 +294,6 @@ impl<S> Pool<S> {
                     spec,
                     service,
                     state,
-                    breaker,
                     added_at,
                 })
             })
@@ -314,7 +311,8 @@ impl<S> Pool<S> {
     pub fn disable(&self, name: &str, reason: &'static str, until: Option<SystemTime>) {
         if let Some(member) = self.named(name) {
             member
-                .breaker
+                .state
+                .health
                 .on_failure(&Penalty::Disable { reason, until }, Instant::now());
         }
     }
@@ -337,7 +335,7 @@ impl<S> Pool<S> {
     /// The health probe found `name` able to serve (see [`Breaker::on_probe_ok`]).
     pub fn probe_passed(&self, name: &str) {
         if let Some(member) = self.named(name) {
-            member.breaker.on_probe_ok(Instant::now());
+            member.state.health.on_probe_ok(Instant::now());
         }
     }
 
@@ -356,7 +354,7 @@ impl<S> Pool<S> {
             .iter()
             .map(|m| MemberView {
                 spec: m.spec.clone(),
-                health: m.breaker.snapshot(now),
+                health: m.state.health.snapshot(now),
                 load: m.state.load.view(),
             })
             .collect()
@@ -371,7 +369,7 @@ impl<S> Pool<S> {
         let list = members
             .iter()
             .filter(|m| {
-                let (admission, state) = m.breaker.peek_state(now);
+                let (admission, state) = m.state.health.peek_state(now);
                 cooling += usize::from(state == State::Cooldown);
                 admission.admits()
             })
@@ -423,7 +421,8 @@ impl<S> Pool<S> {
         if session.is_none() && !config.slow_start.is_zero() && candidates.len() > 1 {
             let (ramped, rest): (Vec<_>, Vec<_>) = candidates.iter().partition(|m| {
                 let since = m
-                    .breaker
+                    .state
+                    .health
                     .recovered_at()
                     .map_or(m.added_at, |r| r.max(m.added_at));
                 ramp_admits(now.saturating_duration_since(since), config.slow_start)
@@ -555,8 +554,8 @@ fn no_account<S>(members: &[Arc<Member<S>>], now: Instant) -> NoAccount {
     let states: Vec<String> = members
         .iter()
         .map(|m| {
-            let snapshot = m.breaker.snapshot(now);
-            let back = match m.breaker.peek(now) {
+            let snapshot = m.state.health.snapshot(now);
+            let back = match m.state.health.peek(now) {
                 Admission::Closed { until: Some(at) } => {
                     let wait = at.saturating_duration_since(now);
                     earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
@@ -683,7 +682,7 @@ impl<S> Pool<S> {
     {
         let now = Instant::now();
         // Claims the half-open trial when it is one (peek did not).
-        let _ = member.breaker.admit(now);
+        let _ = member.state.health.admit(now);
         if let Some(attempts) = &attempts {
             attempts.record(Arc::clone(&member.spec.name));
         }
@@ -719,12 +718,12 @@ impl<S> Pool<S> {
                         }
                         let now = Instant::now();
                         match report.end {
-                            StreamEnd::Complete => member.breaker.on_success(now),
+                            StreamEnd::Complete => member.state.health.on_success(now),
                             StreamEnd::Failed(Fault::Upstream | Fault::Account) => {
                                 record_failure(&member, &Penalty::Failure, "stream_failed")
                             }
                             StreamEnd::Failed(_) | StreamEnd::Abandoned => {
-                                member.breaker.on_neutral()
+                                member.state.health.on_neutral()
                             }
                         }
                     }))
@@ -756,7 +755,7 @@ fn guarded<S>(members: &[Arc<Member<S>>], wait: Duration) -> NoAccount {
 
 fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) {
     if *penalty == Penalty::None {
-        member.breaker.on_neutral();
+        member.state.health.on_neutral();
         return;
     }
     member.state.load.record_error(kind);
@@ -784,7 +783,7 @@ fn record_failure<S>(member: &Member<S>, penalty: &Penalty, kind: &'static str) 
         }
         Penalty::None | Penalty::Failure => {}
     }
-    member.breaker.on_failure(penalty, Instant::now());
+    member.state.health.on_failure(penalty, Instant::now());
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Where the pool keeps each account's state: its health (the breaker, cooldowns,
-//! disables: a [`HealthCell`]) and its load and usage (in flight, requests, errors, tokens:
+//! disables: a [`Breaker`] on a [`HealthCell`](super::health::HealthCell)) and its load and usage (in flight, requests, errors, tokens:
 //! a [`LoadCell`]). The pool only talks to these interfaces, so a store shared by several
 //! proxies (Redis) plugs in without touching it.
 //!
@@ -9,7 +9,7 @@
 //! [`LoadCell::begin`] / [`LoadCell::end`], ...) that it also publishes, so the replicas
 //! converge; [`MemoryStore`] is that replica alone, for one process.
 
-use super::health::{HealthCell, HealthConfig, MemoryHealth};
+use super::health::{Breaker, HealthConfig};
 use super::TokenUsage;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -168,8 +168,8 @@ impl LoadCell for MemoryLoad {
 /// One account's state in a store.
 #[derive(Clone, Debug)]
 pub struct AccountState {
-    /// Its breaker's state.
-    pub health: Arc<dyn HealthCell>,
+    /// Its breaker (a handle on the store's health cell).
+    pub health: Breaker,
     /// Its load and usage.
     pub load: Arc<dyn LoadCell>,
 }
@@ -216,7 +216,7 @@ impl PoolStore for MemoryStore {
             return state.clone();
         }
         let state = AccountState {
-            health: Arc::new(MemoryHealth::new(Arc::clone(health))),
+            health: Breaker::new(Arc::clone(health)),
             load: Arc::new(MemoryLoad::default()),
         };
         accounts.insert(Arc::from(name), state.clone());
@@ -231,7 +231,7 @@ impl PoolStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::health::{HealthEvent, State};
+    use crate::model::health::State;
     use crate::model::Penalty;
     use std::time::Instant;
 
@@ -241,11 +241,11 @@ mod tests {
         let config = Arc::new(HealthConfig::default());
         let a = store.account("a", &config);
         a.load.begin();
-        a.health.record(
-            HealthEvent::Penalised(Penalty::Disable {
+        a.health.on_failure(
+            &Penalty::Disable {
                 reason: "suspended",
                 until: None,
-            }),
+            },
             Instant::now(),
         );
         let again = store.account("a", &config);
