@@ -134,6 +134,9 @@ impl Account {
         settings: TokenSettings,
         http: reqwest::Client,
     ) -> Arc<Self> {
+        // A credential file was just read to make `credentials`: only a state file can hold
+        // something newer.
+        let read_back = matches!(credentials.source, Source::Base64 { .. });
         let store: Arc<dyn TokenStore> = match &credentials.source {
             Source::Base64 { .. } => {
                 let key = blake3::hash(credentials.refresh_token.expose().as_bytes()).to_hex();
@@ -150,7 +153,8 @@ impl Account {
                 },
             )),
         };
-        Self::with_store(name, credentials, endpoints, settings, http, store)
+        let stored = if read_back { store.load() } else { None };
+        Self::build(name, credentials, endpoints, settings, http, store, stored)
     }
 
     /// [`Account::new`] with its tokens in `store` instead of the credential's own file.
@@ -163,6 +167,21 @@ impl Account {
         settings: TokenSettings,
         http: reqwest::Client,
         store: Arc<dyn TokenStore>,
+    ) -> Arc<Self> {
+        let stored = store.load();
+        Self::build(name, credentials, endpoints, settings, http, store, stored)
+    }
+
+    /// The account, with `stored` (what its store held) preferred over the credential's
+    /// tokens when it is another refresh token.
+    fn build(
+        name: String,
+        credentials: Credentials,
+        endpoints: Endpoints,
+        settings: TokenSettings,
+        http: reqwest::Client,
+        store: Arc<dyn TokenStore>,
+        stored: Option<StoredTokens>,
     ) -> Arc<Self> {
         let identity = credentials
             .profile_arn
@@ -195,7 +214,7 @@ impl Account {
             refreshes: 0,
             refresh_failures: RefreshFailures::default(),
         };
-        if let Some(stored) = store.load().filter(|s| s.refresh != state.refresh) {
+        if let Some(stored) = stored.filter(|s| s.refresh != state.refresh) {
             state.refresh = stored.refresh;
             state.access = stored.access;
             state.expires_at = stored.expires_at;

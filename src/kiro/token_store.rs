@@ -70,11 +70,6 @@ impl FileStore {
     pub fn new(path: PathBuf, shape: FileShape) -> Self {
         Self { path, shape }
     }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl TokenStore for FileStore {
