@@ -3,7 +3,7 @@
 //! config file's `[kiro]` section, merged field by field (a flag or variable beats the
 //! file) and resolved once.
 
-use super::{Config, ConfigError};
+use super::{at_least_one, saturating_usize, set, Config, ConfigError};
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -102,9 +102,8 @@ impl KiroArgs {
         )
     }
 
-    /// Writes the settings into `config`, defaults for what is unset.
+    /// Writes the settings that are set into `config` (which holds the defaults).
     pub fn apply(self, config: &mut Config) -> Result<(), ConfigError> {
-        let d = Config::default();
         for (key, url) in [
             ("kiro_base_url", &self.kiro_base_url),
             ("kiro_refresh_url", &self.kiro_refresh_url),
@@ -119,42 +118,45 @@ impl KiroArgs {
                 }
             }
         }
-        let at_least_one = |key: &'static str| ConfigError::Invalid {
-            key,
-            message: "must be at least 1".into(),
-        };
-        config.kiro_mock_mode = self.kiro_mock_mode.unwrap_or(d.kiro_mock_mode);
-        config.kiro_mock_event_delay =
-            Duration::from_millis(self.kiro_mock_event_delay_ms.unwrap_or(0));
-        config.kiro_oauth_creds_file = self.kiro_oauth_creds_file;
+        set(&mut config.kiro_mock_mode, self.kiro_mock_mode);
+        set(
+            &mut config.kiro_mock_event_delay,
+            self.kiro_mock_event_delay_ms.map(Duration::from_millis),
+        );
+        config.kiro_oauth_creds_file = self
+            .kiro_oauth_creds_file
+            .or(config.kiro_oauth_creds_file.take());
         config.kiro_oauth_creds_base64 = self
             .kiro_oauth_creds_base64
             .filter(|b| !b.trim().is_empty())
-            .map(crate::secret::Secret::new);
-        config.kiro_region = self.kiro_region;
-        config.kiro_base_url = self.kiro_base_url;
-        config.kiro_refresh_url = self.kiro_refresh_url;
-        config.kiro_idc_refresh_url = self.kiro_idc_refresh_url;
-        config.max_connections = match self.max_connections {
-            Some(0) => return Err(at_least_one("max_connections")),
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            None => d.max_connections,
-        };
-        config.request_timeout = match self.request_timeout {
-            Some(0) => return Err(at_least_one("request_timeout")),
-            Some(secs) => Duration::from_secs(secs),
-            None => d.request_timeout,
-        };
-        config.state_dir = self.state_dir.unwrap_or(d.state_dir);
-        config.token_refresh_margin = self
-            .token_refresh_margin
-            .map_or(d.token_refresh_margin, Duration::from_secs);
-        config.models_file = self.models_file;
-        config.models_refresh_interval = match self.models_refresh_interval {
-            Some(0) => None,
-            Some(secs) => Some(Duration::from_secs(secs)),
-            None => d.models_refresh_interval,
-        };
+            .map(crate::secret::Secret::new)
+            .or(config.kiro_oauth_creds_base64.take());
+        config.kiro_region = self.kiro_region.or(config.kiro_region.take());
+        config.kiro_base_url = self.kiro_base_url.or(config.kiro_base_url.take());
+        config.kiro_refresh_url = self.kiro_refresh_url.or(config.kiro_refresh_url.take());
+        config.kiro_idc_refresh_url = self
+            .kiro_idc_refresh_url
+            .or(config.kiro_idc_refresh_url.take());
+        let max_connections = self.max_connections.map(u64::from);
+        set(
+            &mut config.max_connections,
+            at_least_one("max_connections", max_connections)?.map(saturating_usize),
+        );
+        set(
+            &mut config.request_timeout,
+            at_least_one("request_timeout", self.request_timeout)?.map(Duration::from_secs),
+        );
+        set(&mut config.state_dir, self.state_dir);
+        set(
+            &mut config.token_refresh_margin,
+            self.token_refresh_margin.map(Duration::from_secs),
+        );
+        config.models_file = self.models_file.or(config.models_file.take());
+        match self.models_refresh_interval {
+            Some(0) => config.models_refresh_interval = None,
+            Some(secs) => config.models_refresh_interval = Some(Duration::from_secs(secs)),
+            None => {}
+        }
         Ok(())
     }
 }

@@ -311,6 +311,29 @@ fn seconds(
     }
 }
 
+/// `value` into `slot` when it is set; the slot keeps what it holds (the default) otherwise.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// `value`, refused when it is 0.
+fn at_least_one(key: &'static str, value: Option<u64>) -> Result<Option<u64>, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::Invalid {
+            key,
+            message: "must be at least 1".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
+/// A count from the configuration as a `usize` (capped, never wrapped).
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// Trims the configured CORS origins and refuses what is not `*` or `scheme://host[:port]`.
 fn check_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
     let origins: Vec<String> = origins

@@ -3,7 +3,7 @@
 //! config file's `[server]` section, merged field by field (a flag or variable beats the
 //! file) and resolved once.
 
-use super::{seconds, Config, ConfigError, LogFormat};
+use super::{at_least_one, saturating_usize, seconds, set, Config, ConfigError, LogFormat};
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 use std::time::Duration;
@@ -90,48 +90,44 @@ impl ServerArgs {
         )
     }
 
-    /// Writes the settings into `config`, defaults (already there) for what is unset.
+    /// Writes the settings that are set into `config` (which holds the defaults).
     pub fn apply(self, config: &mut Config) -> Result<(), ConfigError> {
-        let positive = |key: &'static str, value: Option<u64>| match value {
-            Some(0) => Err(ConfigError::Invalid {
-                key,
-                message: "must be at least 1".into(),
-            }),
-            other => Ok(other),
-        };
-        let d = Config::default();
-        config.host = self.host.unwrap_or(d.host);
-        config.port = self.port.unwrap_or(d.port);
-        config.metrics_port = self.metrics_port;
-        config.admin_require_key = self.admin_require_key.unwrap_or(d.admin_require_key);
-        config.log_format = self.log_format.unwrap_or(d.log_format);
-        config.max_body_bytes = positive("max_body_bytes", self.max_body_bytes)?
-            .map_or(d.max_body_bytes, |n| {
-                usize::try_from(n).unwrap_or(usize::MAX)
-            });
-        config.responses_store_ttl = self
-            .responses_store_ttl
-            .map_or(d.responses_store_ttl, Duration::from_secs);
-        config.responses_store_max_bytes = self
-            .responses_store_max_bytes
-            .unwrap_or(d.responses_store_max_bytes);
-        config.shutdown_timeout = self
-            .shutdown_timeout
-            .map_or(d.shutdown_timeout, Duration::from_secs);
+        set(&mut config.host, self.host);
+        set(&mut config.port, self.port);
+        config.metrics_port = self.metrics_port.or(config.metrics_port);
+        set(&mut config.admin_require_key, self.admin_require_key);
+        set(&mut config.log_format, self.log_format);
+        set(
+            &mut config.max_body_bytes,
+            at_least_one("max_body_bytes", self.max_body_bytes)?.map(saturating_usize),
+        );
+        set(
+            &mut config.responses_store_ttl,
+            self.responses_store_ttl.map(Duration::from_secs),
+        );
+        set(
+            &mut config.responses_store_max_bytes,
+            self.responses_store_max_bytes,
+        );
+        set(
+            &mut config.shutdown_timeout,
+            self.shutdown_timeout.map(Duration::from_secs),
+        );
         config.header_read_timeout = seconds(
             "header_read_timeout",
             self.header_read_timeout,
-            d.header_read_timeout,
+            config.header_read_timeout,
         )?;
         config.body_read_timeout = seconds(
             "body_read_timeout",
             self.body_read_timeout,
-            d.body_read_timeout,
+            config.body_read_timeout,
         )?;
-        config.idle_timeout = seconds("idle_timeout", self.idle_timeout, d.idle_timeout)?;
+        config.idle_timeout = seconds("idle_timeout", self.idle_timeout, config.idle_timeout)?;
         config.max_client_connections =
-            positive("max_client_connections", self.max_client_connections)?
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            at_least_one("max_client_connections", self.max_client_connections)?
+                .map(saturating_usize)
+                .or(config.max_client_connections);
         Ok(())
     }
 }
