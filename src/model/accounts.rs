@@ -120,10 +120,11 @@ impl Accounts {
         // New credentials under an old name are another Kiro account: what the pool knew
         // about the old one (a suspension, a cooldown, its counters) is not this one's.
         for member in &members {
-            let before = old.iter().find(|m| m.spec.name == member.spec.name);
-            if let (Some(Some(before)), Some(now)) =
-                (before.map(|m| m.account.as_ref()), member.account.as_ref())
-            {
+            let before = old
+                .iter()
+                .find(|m| m.spec.name == member.spec.name)
+                .and_then(|m| m.account.as_deref());
+            if let (Some(before), Some(now)) = (before, member.account.as_deref()) {
                 if !before.same_login(now) {
                     tracing::info!(account = %member.spec.name, "new credentials: the account's health and counters start afresh");
                     self.pool.forget(&member.spec.name);
