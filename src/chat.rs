@@ -447,12 +447,29 @@ pub enum ChatError {
         /// What happened.
         message: String,
     },
-    /// The upstream answered an empty turn again after the reminder (kiro-protocol.md
-    /// §13.2). Another attempt of the same request fails the same way and no account is to
-    /// blame, so retry and breakers leave it alone.
+    /// The upstream answered an empty turn (kiro-protocol.md §13.2). The first time, the
+    /// request is sent again at once with a reminder (a resend the retry layer makes); after
+    /// the reminder it is the upstream's fault, retried and counted like a 5xx.
     #[error("The upstream failed: {message}")]
     EmptyTurn {
         /// What happened and what to do.
+        message: String,
+        /// The request that got it already carried the reminder.
+        nudged: bool,
+    },
+    /// The upstream rejected the account's access token, which has been refreshed since: the
+    /// request is sent again at once on the same account (a resend the retry layer makes).
+    #[error("{message}")]
+    TokenRejected {
+        /// Which account, and what to do when no resend follows.
+        message: String,
+    },
+    /// The upstream refused the signature of reasoning replayed from an earlier turn
+    /// (`THINKING_SIGNATURE_INVALID`, kiro-protocol.md §13.1): the request is sent again at
+    /// once with that reasoning inline (a resend the retry layer makes).
+    #[error("{message}")]
+    SignatureRefused {
+        /// What happened and what to do when no resend follows.
         message: String,
     },
     /// The model answered twice without what the request requires (a forced tool call):
@@ -517,6 +534,12 @@ impl ChatError {
         }
     }
 
+    /// [`ChatError::kind`] of an empty turn, which the next attempt answers with a reminder.
+    pub const EMPTY_TURN: &'static str = "empty_turn";
+    /// [`ChatError::kind`] of a refused reasoning signature, which the next attempt answers
+    /// by sending the reasoning inline.
+    pub const SIGNATURE_REFUSED: &'static str = "signature_refused";
+
     /// Whose fault the failure is: what retry and breakers classify by, with one call.
     pub fn fault(&self) -> Fault {
         match self {
@@ -524,16 +547,19 @@ impl ChatError {
             | Self::ContextOverflow { .. }
             | Self::ModelNotFound { .. }
             | Self::UpstreamRejected { .. }
-            | Self::EmptyTurn { .. }
+            | Self::EmptyTurn { nudged: false, .. }
+            | Self::SignatureRefused { .. }
             | Self::Unfulfilled { .. }
             | Self::Throttled { .. } => Fault::Request,
             Self::RateLimited { .. }
             | Self::QuotaExhausted { .. }
             | Self::AccountUnavailable { .. }
+            | Self::TokenRejected { .. }
             | Self::NotServedHere { .. } => Fault::Account,
-            Self::Upstream { .. } | Self::Timeout { .. } | Self::Truncated { .. } => {
-                Fault::Upstream
-            }
+            Self::Upstream { .. }
+            | Self::EmptyTurn { nudged: true, .. }
+            | Self::Timeout { .. }
+            | Self::Truncated { .. } => Fault::Upstream,
             Self::Busy { .. } | Self::NoAccount { .. } | Self::Internal { .. } => Fault::Local,
         }
     }
@@ -562,7 +588,9 @@ impl ChatError {
             Self::QuotaExhausted { .. } => "quota_exhausted",
             Self::AccountUnavailable { .. } => "account_unavailable",
             Self::Upstream { .. } => "upstream_error",
-            Self::EmptyTurn { .. } => "empty_turn",
+            Self::EmptyTurn { .. } => Self::EMPTY_TURN,
+            Self::TokenRejected { .. } => "token_rejected",
+            Self::SignatureRefused { .. } => Self::SIGNATURE_REFUSED,
             Self::Unfulfilled { .. } => "unfulfilled",
             Self::Timeout { .. } => "timeout",
             Self::Truncated { .. } => "truncated",

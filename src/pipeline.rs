@@ -9,7 +9,7 @@
 //! | 1 | `SetRequestId` | tower-http | `x-request-id` (kept if the client sent a sane one, else a UUID) | + header `x-request-id` |
 //! | 2 | `PropagateRequestId` | tower-http | copies `x-request-id` onto the response | ? `x-request-id` |
 //! | 3 | `SetSensitiveRequestHeaders` | tower-http | marks `authorization`, `x-api-key`, `x-goog-api-key`, `cookie` sensitive so no `Debug`/trace output shows them | |
-//! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `gen_ai.provider.name`, `gen_ai.request.model`, `account`, `gen_ai.usage.*` and `http.response.status_code` recorded later; exported over OTLP when configured, see [`crate::telemetry::traces`]), a log line per response | ? `x-request-id` |
+//! | 4 | `Trace` | tower-http | one `request` span per request (method, path without query, request id; `gen_ai.provider.name`, `gen_ai.request.model`, `account`, `aiproxy.attempts` (each upstream call: account, kind, outcome, when there was more than one or none answered), `gen_ai.usage.*` and `http.response.status_code` recorded later; exported over OTLP when configured, see [`crate::telemetry::traces`]), a log line per response | ? `x-request-id` |
 //! | 5 | `CatchPanic` | tower-http | a panic becomes a 500 in the OpenAI error shape (release builds unwind for this) | |
 //! | 6 | [`metrics`](aiproxy_layers::metrics) | aiproxy-layers | requests by route, status class and provider, time to headers, in flight; overhead (time to headers less the upstream's waits) as a histogram and the `x-aiproxy-overhead-ms` header | ? response `ProviderId`, `UpstreamClock` |
 //! | 7 | [`auth`](aiproxy_layers::auth) | aiproxy-layers | API key check; `/health` and (unless `--admin-require-key`) `/loadbalancer/instances` and `/metrics` are public | + [`ClientKey`](aiproxy_layers::ClientKey) |
@@ -157,7 +157,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             id: config.model_provider.clone(),
             mode: accounts.mode(),
             accounts: accounts.live(),
-            pool: Arc::new(move || views.views()),
+            pool: Arc::new(move || views.status()),
         }],
         started: Instant::now(),
         responses: Arc::new(crate::api::responses::store::MemoryStore::new(
@@ -289,6 +289,7 @@ impl<B> MakeSpan<B> for RequestSpan {
             "gen_ai.provider.name" = tracing::field::Empty,
             "gen_ai.request.model" = tracing::field::Empty,
             account = tracing::field::Empty,
+            "aiproxy.attempts" = tracing::field::Empty,
             "gen_ai.usage.input_tokens" = tracing::field::Empty,
             "gen_ai.usage.output_tokens" = tracing::field::Empty,
             "http.response.status_code" = tracing::field::Empty,

@@ -521,7 +521,7 @@ async fn health_is_honest_and_says_nothing_an_outsider_should_not_see() {
 }
 
 #[tokio::test]
-async fn an_empty_turn_is_asked_again_once_with_a_reminder_then_refused() {
+async fn an_empty_turn_is_asked_again_with_a_reminder_then_retried_then_refused() {
     let fake = Fake::start();
     let pipeline = live(&fake, |_| {});
     let calls = |stats: Value| stats["generate_calls"].as_u64().unwrap();
@@ -537,12 +537,15 @@ async fn an_empty_turn_is_asked_again_once_with_a_reminder_then_refused() {
         "the retry carried the reminder: {content}"
     );
     assert_eq!(calls(fake.stats().await), before + 2);
-    // Empty twice: an explicit error, never an empty end_turn; nothing streamed.
-    fake.script(json!([{"text": ""}, {"text": ""}])).await;
+    // Empty even with the reminder: Kiro's fault, retried like a 5xx (still with the
+    // reminder); empty on every call the retry settings allow (4): an explicit error, never
+    // an empty end_turn, and nothing streamed.
+    fake.script(Value::Array(vec![json!({"text": ""}); 4]))
+        .await;
     let reply = chat(&pipeline, "hello", true).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert!(reply.body.contains("empty turn"), "{}", reply.body);
-    assert_eq!(calls(fake.stats().await), before + 4);
+    assert_eq!(calls(fake.stats().await), before + 6);
 }
 
 #[tokio::test]

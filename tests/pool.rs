@@ -934,3 +934,50 @@ async fn the_probe_chats_on_check_model_only_where_configured_and_acts_on_the_an
     assert!((1..=4).contains(&b_calls), "{b_calls}");
     assert_eq!(trio.instance("acct-b").await["state"], "healthy");
 }
+
+#[tokio::test]
+async fn kiro_5xx_on_every_account_never_lets_in_a_suspended_one_nor_shuts_out_the_others() {
+    let trio = Trio::start(json!({}), &[]);
+    trio.fakes[0]
+        .script(json!({"status": 403, "reason": "suspended"}))
+        .await;
+    let mut sent = 0;
+    while trio.calls().await[0] == 0 {
+        assert_eq!(trio.chat("x", false, None).await.status, 200);
+        sent += 1;
+        assert!(sent < 200, "acct-a never got a request");
+    }
+    assert_eq!(trio.instance("acct-a").await["state"], "cooldown");
+    // Kiro fails on both others, long enough to open both breakers.
+    for fake in &trio.fakes[1..] {
+        fake.script(Value::Array(vec![json!({"status": 500}); 12]))
+            .await;
+    }
+    let mut answers = Vec::new();
+    for i in 0..12 {
+        answers.push(trio.chat(&format!("during {i}"), false, None).await.status);
+    }
+    assert!(
+        answers.iter().all(|s| *s == 502 || *s == 200),
+        "Kiro's 5xx are honest 502s, never a pool refusal: {answers:?}"
+    );
+    let metrics = common::metrics_text(&trio.proxy.base).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("aiproxy_pool_panic_requests_total{") && !l.ends_with(" 0")),
+        "both breakers opened, and panic mode kept them serving: {metrics}"
+    );
+    // Kiro is back: the two serve at once; the suspended one still rests.
+    for i in 0..6 {
+        let answer = trio.chat(&format!("after {i}"), false, None).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_ne!(answer.headers["x-aiproxy-account"], "acct-a");
+    }
+    assert_eq!(
+        trio.calls().await[0],
+        1,
+        "acct-a got nothing while suspended"
+    );
+    assert_eq!(trio.instance("acct-a").await["state"], "cooldown");
+}

@@ -51,13 +51,17 @@ fn classified(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
                 .with_code("insufficient_quota")
         }
-        ChatError::AccountUnavailable { .. } => {
+        ChatError::AccountUnavailable { .. } | ChatError::TokenRejected { .. } => {
             Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
                 .with_code("account_unavailable")
         }
         ChatError::Upstream { .. } | ChatError::EmptyTurn { .. } => {
             Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)
                 .with_code("upstream_error")
+        }
+        ChatError::SignatureRefused { .. } => {
+            Rejection::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+                .with_code("reasoning_signature_invalid")
         }
         ChatError::Unfulfilled { .. } => {
             Rejection::new(StatusCode::BAD_GATEWAY, "api_error", message)

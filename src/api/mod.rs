@@ -76,8 +76,8 @@ impl std::fmt::Debug for ProviderStatus {
     }
 }
 
-/// Reads the pool's member views.
-pub type PoolViews = Arc<dyn Fn() -> Vec<aiproxy_layers::model::pool::MemberView> + Send + Sync>;
+/// Reads the pool's state: its members' views and whether it is in panic mode.
+pub type PoolViews = Arc<dyn Fn() -> aiproxy_layers::model::pool::PoolStatus + Send + Sync>;
 
 /// Everything the adapter needs besides the model service.
 #[derive(Debug)]
@@ -378,6 +378,9 @@ async fn call_model(
     let clock = UpstreamClock::default();
     // Only a tier with the rate-limit layer fills a slot; others spend no allocation on it.
     let slot = state.rate_limited.then(RateLimitSlot::default);
+    // One record of upstream attempts for the whole request (the retry layer fills it, and a
+    // second model call of the same request, a forced tool's second ask, continues it).
+    let attempts = Attempts::default();
     let result = match model.ready().await {
         Err(error) => Err(error),
         Ok(ready) => {
@@ -390,6 +393,7 @@ async fn call_model(
                 request.extensions.insert(provider.clone());
             }
             request.extensions.insert(clock.clone());
+            request.extensions.insert(attempts.clone());
             if let Some(slot) = &slot {
                 request.extensions.insert(slot.clone());
             }
@@ -400,6 +404,11 @@ async fn call_model(
             ready.call(request).await
         }
     };
+    // Every upstream call this request cost, when there was more than the one that
+    // answered (the `account` field names that one).
+    if attempts.count() > 1 || (result.is_err() && attempts.count() > 0) {
+        span.record("aiproxy.attempts", attempts.summary());
+    }
     let limits = slot.and_then(|slot| slot.get());
     let mut response = result.map_err(|e| {
         let rejection = error::rejection(&e);

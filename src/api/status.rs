@@ -7,7 +7,7 @@ use super::{json_response, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
 use crate::kiro::credentials::format_time;
 use aiproxy_layers::model::health::State;
-use aiproxy_layers::model::pool::MemberView;
+use aiproxy_layers::model::pool::{MemberView, PoolStatus};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -30,15 +30,36 @@ impl Member {
     fn healthy(&self) -> bool {
         self.state().0 == State::Healthy
     }
+
+    /// Serving now: healthy, or kept out by its breaker alone while the pool is in panic
+    /// mode (which sends it traffic anyway).
+    fn usable(&self, panic: bool) -> bool {
+        match self.state().0 {
+            State::Healthy => true,
+            State::Open | State::HalfOpen => panic,
+            State::Cooldown | State::Disabled => false,
+        }
+    }
+}
+
+/// The members of `provider`'s pool, and whether the pool is in panic mode.
+pub(super) fn pool(provider: &ProviderStatus) -> (Vec<Member>, PoolStatus) {
+    let mut status = (provider.pool)();
+    let views = std::mem::take(&mut status.members);
+    (members_of(provider, views), status)
 }
 
 pub(super) fn members(provider: &ProviderStatus) -> Vec<Member> {
+    pool(provider).0
+}
+
+fn members_of(provider: &ProviderStatus, views: Vec<MemberView>) -> Vec<Member> {
     let accounts = provider
         .accounts
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    (provider.pool)()
+    views
         .into_iter()
         .map(|view| {
             let account = accounts.iter().find(|a| a.name() == &*view.spec.name);
@@ -51,15 +72,16 @@ pub(super) fn members(provider: &ProviderStatus) -> Vec<Member> {
         .collect()
 }
 
-/// `/health`: 200 `ok` when every account can serve, 200 `degraded` when some can, 503
-/// `unavailable` when none can (so load balancers stop routing here).
+/// `/health`: 200 `ok` when every account can serve, 200 `degraded` when some can (or the
+/// pool is in panic mode), 503 `unavailable` when none can (so load balancers stop routing
+/// here).
 pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
-    let (mut healthy_total, mut accounts_total) = (0, 0);
+    let (mut healthy_total, mut accounts_total, mut any_panic) = (0, 0, false);
     let providers: Vec<_> = state
         .providers
         .iter()
         .map(|p| {
-            let members = members(p);
+            let (members, pool) = pool(p);
             let accounts: Vec<_> = members
                 .iter()
                 .map(|m| {
@@ -67,7 +89,7 @@ pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
                     json!({
                         "name": &*m.view.spec.name,
                         "format": m.account.as_ref().map_or("mock", |a| a.format),
-                        "usable": m.healthy(),
+                        "usable": m.usable(pool.panic),
                         "state": state.as_str(),
                         "reason": reason,
                         "token_expires_at": m.account.as_ref().and_then(|a| a.token_expires_at).map(format_time),
@@ -76,13 +98,25 @@ pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
                 })
                 .collect();
             let healthy = members.iter().filter(|m| m.healthy()).count();
-            healthy_total += healthy;
+            let usable = members.iter().filter(|m| m.usable(pool.panic)).count();
+            // In panic mode the accounts serve, but not as they should: degraded, not down.
+            let word = match health_word(usable, members.len()) {
+                "ok" if pool.panic => "degraded",
+                word => word,
+            };
+            healthy_total += usable;
             accounts_total += members.len();
-            json!({"id": p.id, "mode": p.mode, "status": health_word(healthy, members.len()),
-                   "healthy": healthy, "total": members.len(), "accounts": accounts})
+            any_panic |= pool.panic;
+            json!({"id": p.id, "mode": p.mode, "status": word,
+                   "healthy": healthy, "usable": usable, "total": members.len(),
+                   "panic": pool.panic, "panic_requests": pool.panic_requests,
+                   "accounts": accounts})
         })
         .collect();
-    let word = health_word(healthy_total, accounts_total);
+    let word = match health_word(healthy_total, accounts_total) {
+        "ok" if any_panic => "degraded",
+        word => word,
+    };
     let body = json!({
         "status": word,
         "version": env!("CARGO_PKG_VERSION"),
@@ -133,7 +167,8 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
         .providers
         .iter()
         .flat_map(|p| {
-            members(p).into_iter().map(move |m| {
+            let (members, pool) = pool(p);
+            members.into_iter().map(move |m| {
                 let (health, reason) = m.state();
                 let v = &m.view;
                 json!({
@@ -142,6 +177,10 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
                     "name": &*v.spec.name,
                     "mode": p.mode,
                     "healthy": m.healthy(),
+                    // Whether it takes requests now (see `usable` in /health), and whether
+                    // its pool is in panic mode.
+                    "usable": m.usable(pool.panic),
+                    "pool_panic": pool.panic,
                     "state": health.as_str(),
                     "reason": reason,
                     "weight": v.spec.weight,

@@ -44,6 +44,9 @@ pub struct PoolArgs {
     /// Seconds a new or recovered account ramps up its share of traffic; 0 = no ramp [default: 60].
     #[arg(long, env = "AIPROXY_POOL_SLOW_START", value_name = "SECS")]
     pub pool_slow_start: Option<u64>,
+    /// Percent of accounts that must be able to serve; below it, accounts whose breaker is open (Kiro's own faults) serve anyway (panic mode); 0 = off [default: 50].
+    #[arg(long, env = "AIPROXY_POOL_PANIC_THRESHOLD", value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub pool_panic_threshold: Option<u8>,
     /// Consecutive failures that open an account's breaker [default: 5].
     #[arg(long, env = "AIPROXY_BREAKER_FAILURES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_failures: Option<u32>,
@@ -112,6 +115,7 @@ impl PoolArgs {
             retry_max_delay_ms,
             pool_balance,
             pool_slow_start,
+            pool_panic_threshold,
             breaker_failures,
             breaker_open,
             breaker_open_max,
@@ -178,6 +182,16 @@ impl PoolArgs {
                 balance: match self.pool_balance {
                     Some(BalanceName::PeakEwma) => Balance::PeakEwma,
                     Some(BalanceName::InFlight) | None => Balance::InFlight,
+                },
+                panic_threshold: match self.pool_panic_threshold {
+                    Some(percent) if percent <= 100 => f64::from(percent) / 100.0,
+                    Some(percent) => {
+                        return Err(ConfigError::Invalid {
+                            key: "pool_panic_threshold",
+                            message: format!("{percent} is not a percentage (0 to 100)"),
+                        })
+                    }
+                    None => d.pool.panic_threshold,
                 },
             },
             health_check_interval: match self.health_check_interval {

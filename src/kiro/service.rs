@@ -15,6 +15,7 @@ use crate::chat::{ChatError, ChatEvent, Thinking};
 use crate::model::{AccountId, ModelRequest, ModelResponse, ResolvedModel};
 use crate::tokens;
 use aiproxy_layers::metrics::UpstreamClock;
+use aiproxy_layers::model::Attempts;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -251,7 +252,7 @@ impl Service<ModelRequest> for KiroService {
 const EMPTY_TURN_NUDGE: &str =
     "(Your previous reply was empty. Continue: answer the request above, or call a tool.)";
 
-/// What one upstream attempt produced.
+/// What one upstream call produced.
 enum Attempt {
     /// A response that has content (or a tool call), ready for the client.
     Answer(ModelResponse),
@@ -262,17 +263,33 @@ enum Attempt {
     SignatureRefused,
 }
 
-/// How one attempt differs from the plain request.
+/// How this call differs from the plain request, from what the request's earlier attempts
+/// ran into ([`Attempts`]): the retry layer sends the request again, the leaf adapts it.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
-    /// Append the empty-turn reminder.
+    /// Append the empty-turn reminder (an earlier attempt got an empty turn).
     nudge: bool,
-    /// Replay signed reasoning natively.
+    /// Replay signed reasoning natively (unless an earlier attempt had it refused).
     replay_signatures: bool,
 }
 
+impl Plan {
+    fn of(request: &ModelRequest) -> Self {
+        let attempts = request.extensions.get::<Attempts>();
+        let earlier = |kind| attempts.is_some_and(|a| a.any_failed_with(kind));
+        Self {
+            nudge: earlier(ChatError::EMPTY_TURN),
+            replay_signatures: !earlier(ChatError::SIGNATURE_REFUSED),
+        }
+    }
+}
+
+/// One upstream call. Every way it can fail that calls for another call (a rejected token,
+/// an empty turn, a refused signature) is an error the retry layer sees and decides on
+/// (kiro-protocol.md §7, §13.1, §13.2), so one client request costs the upstream calls the
+/// retry settings allow and no more.
 async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, ChatError> {
-    // Checked once, before any attempt: nothing is sent for a model the account lacks.
+    // Checked before anything is sent: nothing goes out for a model the account lacks.
     if let Some(resolved) = request.extensions.get::<ResolvedModel>() {
         let kiro_model_id = &resolved.entry.kiro_model_id;
         if shared.refuses_model(kiro_model_id) {
@@ -284,36 +301,38 @@ async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, C
             });
         }
     }
-    // At most three attempts: one without the replayed signatures if Kiro refused them,
-    // one with the reminder if Kiro answered an empty turn.
-    let mut plan = Plan {
-        nudge: false,
-        replay_signatures: true,
-    };
-    loop {
-        match attempt(shared, &request, plan).await? {
-            Attempt::Answer(response) => return Ok(response),
-            Attempt::SignatureRefused if plan.replay_signatures => {
-                tracing::info!(
-                    account = shared.tokens.name(),
-                    "Kiro refused a replayed reasoning signature; sending the reasoning inline instead"
-                );
-                plan.replay_signatures = false;
-            }
-            Attempt::Empty if !plan.nudge => {
-                tracing::info!(
-                    account = shared.tokens.name(),
-                    "Kiro answered an empty turn; asking once more with a continuation reminder"
-                );
-                plan.nudge = true;
-            }
-            Attempt::Empty | Attempt::SignatureRefused => {
-                return Err(ChatError::EmptyTurn {
-                    message: "Kiro answered twice with an empty turn (no text, no tool call, no \
-                              reasoning); retry the request or rephrase the last message"
-                        .into(),
-                })
-            }
+    let plan = Plan::of(&request);
+    match attempt(shared, &request, plan).await? {
+        Attempt::Answer(response) => Ok(response),
+        Attempt::SignatureRefused => {
+            tracing::info!(
+                account = shared.tokens.name(),
+                "Kiro refused a replayed reasoning signature; the next attempt sends the reasoning inline"
+            );
+            Err(ChatError::SignatureRefused {
+                message: "Kiro refused the signature of reasoning replayed from an earlier turn; \
+                          resend the conversation without its signed thinking blocks"
+                    .into(),
+            })
+        }
+        Attempt::Empty => {
+            tracing::info!(
+                account = shared.tokens.name(),
+                nudged = plan.nudge,
+                "Kiro answered an empty turn"
+            );
+            Err(ChatError::EmptyTurn {
+                message: if plan.nudge {
+                    "Kiro answered an empty turn (no text, no tool call, no reasoning) even after \
+                     a continuation reminder; retry the request or rephrase the last message"
+                        .into()
+                } else {
+                    "Kiro answered an empty turn (no text, no tool call, no reasoning); retry the \
+                     request"
+                        .into()
+                },
+                nudged: plan.nudge,
+            })
         }
     }
 }
@@ -344,7 +363,7 @@ async fn attempt(
     // Waits on the token endpoint and on Kiro's first event, for the overhead metric.
     let clock = request.extensions.get::<UpstreamClock>();
     let waited = Instant::now();
-    let mut token = tokens.token().await?;
+    let token = tokens.token().await?;
     if let Some(clock) = clock {
         clock.add(waited.elapsed());
     }
@@ -382,9 +401,9 @@ async fn attempt(
     measure.check()?;
     let waited = Instant::now();
     let answer = async {
-        let mut response = shared
+        let response = shared
             .transport
-            .post(Target::Chat, shared.headers.for_call(&token), body.clone())
+            .post(Target::Chat, shared.headers.for_call(&token), body)
             .await?;
         if matches!(
             response.status,
@@ -402,13 +421,18 @@ async fn attempt(
             }
             tracing::info!(
                 account = tokens.name(),
-                "Kiro rejected the access token; refreshing once"
+                "Kiro rejected the access token; refreshing it for the next attempt"
             );
-            token = tokens.token_after_rejection(&token.token).await?;
-            response = shared
-                .transport
-                .post(Target::Chat, shared.headers.for_call(&token), body)
-                .await?;
+            // A failed refresh (a revoked refresh token) is the answer; a good one is the
+            // next attempt's token, on this account.
+            tokens.token_after_rejection(&token.token).await?;
+            return Err(ChatError::TokenRejected {
+                message: format!(
+                    "Kiro rejected the access token of account `{}`; it has been refreshed. \
+                     Retry the request.",
+                    tokens.name()
+                ),
+            });
         }
         if !response.status.is_success() {
             let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;

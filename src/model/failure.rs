@@ -4,7 +4,7 @@
 
 use crate::chat::{ChatError, Fault};
 use aiproxy_layers::model::pool::NoAccount;
-use aiproxy_layers::model::{Failure, Penalty, RateLimitClass};
+use aiproxy_layers::model::{Failure, Penalty, RateLimitClass, Resend};
 use aiproxy_layers::rate_limit::Throttled;
 use std::time::{Duration, SystemTime};
 
@@ -33,8 +33,9 @@ impl Failure for ChatError {
                 until: Some(next_month_start(SystemTime::now())),
             },
             Self::AccountUnavailable { message } => account_penalty(message),
-            // Not a failure of the account: it just does not serve this model.
-            Self::NotServedHere { .. } => Penalty::None,
+            // Not a failure of the account: it just does not serve this model; its token was
+            // refreshed and the request goes again.
+            Self::NotServedHere { .. } | Self::TokenRejected { .. } => Penalty::None,
             _ => match ChatError::fault(self) {
                 Fault::Upstream | Fault::Account => Penalty::Failure,
                 Fault::Request | Fault::Local => Penalty::None,
@@ -44,6 +45,21 @@ impl Failure for ChatError {
 
     fn kind(&self) -> &'static str {
         ChatError::kind(self)
+    }
+
+    fn resend(&self) -> Option<Resend> {
+        let kind = match self {
+            Self::TokenRejected { .. } => "refresh",
+            Self::EmptyTurn { nudged: false, .. } => "nudge",
+            Self::SignatureRefused { .. } => "inline_reasoning",
+            _ => return None,
+        };
+        // Each stays on its account: the token was refreshed there, and its prompt cache is
+        // warm for the same conversation.
+        Some(Resend {
+            kind,
+            same_account: true,
+        })
     }
 }
 

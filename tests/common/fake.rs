@@ -23,6 +23,11 @@ impl Fake {
     /// aiproxy with one account on `fake` (`auth`: `social`, whose refresh hands out a
     /// profileArn, or `idc`, whose does not).
     pub fn proxy(&self, auth: &str, args: &[&str]) -> Proxy {
+        self.proxy_with_env(auth, args, &[])
+    }
+
+    /// [`Fake::proxy`] with environment variables (`RUST_LOG=info` to read its log lines).
+    pub fn proxy_with_env(&self, auth: &str, args: &[&str], envs: &[(&str, &str)]) -> Proxy {
         let dir = temp_dir("fake-account");
         let mut creds =
             json!({"refreshToken": format!("rt-{}", uuid::Uuid::new_v4()), "authMethod": auth});
@@ -46,7 +51,7 @@ impl Fake {
             state.to_str().unwrap(),
         ];
         all.extend_from_slice(args);
-        Proxy::start(&all, &[])
+        Proxy::start(&all, envs)
     }
 
     pub fn url(&self, path: &str) -> String {

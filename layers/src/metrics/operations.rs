@@ -21,6 +21,7 @@ struct Instruments {
     tokens: Histogram<u64>,
     streams: UpDownCounter<i64>,
     retries: Counter<u64>,
+    attempts: Counter<u64>,
 }
 
 /// Records model operations (see the module docs).
@@ -64,6 +65,10 @@ impl ModelMetricsLayer {
             retries: meter
                 .u64_counter("retries")
                 .with_description("Attempts beyond the first, by provider and model")
+                .build(),
+            attempts: meter
+                .u64_counter("upstream.attempts")
+                .with_description("Upstream calls by why they were made (first, retry, refresh, nudge, inline_reasoning) and how they ended (ok or the error type)")
                 .build(),
         };
         Self {
@@ -125,6 +130,7 @@ where
             .map_or(KeyValue::new("gen_ai.request.model", "none"), |m| {
                 KeyValue::new("gen_ai.request.model", Arc::clone(&m.0))
             });
+        let attempts = extensions.get::<Attempts>().cloned();
         ModelMetricsFuture {
             inner: self.inner.call(request),
             labels: Some(Labels {
@@ -133,6 +139,7 @@ where
                 provider,
                 model,
                 started: Instant::now(),
+                attempts,
             }),
         }
     }
@@ -144,9 +151,36 @@ struct Labels {
     provider: KeyValue,
     model: KeyValue,
     started: Instant,
+    /// The request's attempts record, when a layer above started one.
+    attempts: Option<Attempts>,
 }
 
 impl Labels {
+    /// Counts the upstream calls the request made, by kind and outcome, and the retries.
+    fn record_attempts(&self, from_response: Option<&Attempts>) {
+        let Some(attempts) = self.attempts.as_ref().or(from_response) else {
+            return;
+        };
+        let i = &self.instruments;
+        let mut count = 0u64;
+        attempts.each(|attempt| {
+            count += 1;
+            i.attempts.add(
+                1,
+                &[
+                    self.provider.clone(),
+                    self.model.clone(),
+                    KeyValue::new("kind", attempt.kind),
+                    KeyValue::new("outcome", attempt.error.unwrap_or("ok")),
+                ],
+            );
+        });
+        if count > 1 {
+            i.retries
+                .add(count - 1, &[self.provider.clone(), self.model.clone()]);
+        }
+    }
+
     /// Records the operation's duration so far, with its error type when it failed.
     fn record_operation(&self, error: Option<&'static str>) {
         let attributes = [
@@ -228,17 +262,12 @@ where
         Poll::Ready(match result {
             Err(error) => {
                 labels.record_operation(Some(error.kind()));
+                labels.record_attempts(None);
                 Err(error)
             }
             Ok(response) => {
                 let i = &labels.instruments;
-                if let Some(attempts) = response.extensions().get::<Attempts>() {
-                    let again = attempts.count().saturating_sub(1) as u64;
-                    if again > 0 {
-                        i.retries
-                            .add(again, &[labels.provider.clone(), labels.model.clone()]);
-                    }
-                }
+                labels.record_attempts(response.extensions().get::<Attempts>());
                 i.streams.add(1, &[]);
                 let headers_after = labels.started.elapsed();
                 // A cached answer spent no tokens upstream.

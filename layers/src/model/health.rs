@@ -128,7 +128,8 @@ struct Inner {
 /// breaker; a shared store replicates these).
 #[derive(Clone, Debug, PartialEq)]
 pub enum HealthEvent {
-    /// A request succeeded: failures reset; a trial closes the breaker.
+    /// A request succeeded: failures reset; a trial (or a request panic mode sent to an open
+    /// breaker) closes the breaker.
     Success,
     /// A request ended without a verdict (the client left, or a failure that is not the
     /// account's): a claimed trial is given back.
@@ -208,7 +209,9 @@ impl HealthCell for MemoryHealth {
             HealthEvent::Success => {
                 inner.consecutive_failures = 0;
                 inner.trial_in_flight = false;
-                if inner.state == State::HalfOpen {
+                // A trial's success closes the breaker; so does a success while it is open
+                // (the pool's panic mode sent it traffic, and the account answered).
+                if matches!(inner.state, State::HalfOpen | State::Open) {
                     inner.recover(now);
                     inner.open_for = config.open_base;
                 }

@@ -100,6 +100,14 @@ pub trait Failure {
     }
     /// Stable short label (closed vocabulary) for status views and logs.
     fn kind(&self) -> &'static str;
+    /// The request should go again at once, changed as this failure asks (a refreshed
+    /// token, a reminder after an empty answer, reasoning sent inline): the retry layer
+    /// sends it with no backoff, counted against the same retries and budget as any retry,
+    /// so every upstream call a client request costs is one it sees. `None`: an ordinary
+    /// failure, retried (or not) by its [`Failure::fault`].
+    fn resend(&self) -> Option<Resend> {
+        None
+    }
 }
 
 /// How a response stream ended, as the layers here see it.
@@ -187,32 +195,160 @@ impl SessionKey {
     }
 }
 
-/// The attempts of one client request: the retry layer adds it (clones share it), the pool
-/// records each account it tried, so a retry lands on another account when there is one.
-/// Also put on the response, for the `x-aiproxy-attempts` header.
+/// One upstream attempt of a client request: which account, why it was made, how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// The account it went to.
+    pub account: Arc<str>,
+    /// Why it was made: [`FIRST`], [`RETRY`] (after a failure, on another account when there
+    /// is one), or the [`Resend::kind`] of the failure before it (`refresh`, `nudge`, ...).
+    pub kind: &'static str,
+    /// How it failed ([`Failure::kind`]), or `None` when it answered (or is still out).
+    pub error: Option<&'static str>,
+}
+
+/// [`Attempt::kind`] of a request's first attempt.
+pub const FIRST: &str = "first";
+/// [`Attempt::kind`] of an attempt after a failure (backoff, another account).
+pub const RETRY: &str = "retry";
+
+/// A failure that asks to be sent again at once, changed (see [`Failure::resend`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resend {
+    /// Why, as the next [`Attempt::kind`] says it (a short, closed vocabulary).
+    pub kind: &'static str,
+    /// Send it to the same account (the change is that account's: a refreshed token).
+    pub same_account: bool,
+}
+
+#[derive(Debug)]
+struct Record {
+    list: Vec<Attempt>,
+    /// The last attempt's outcome is known.
+    settled: bool,
+    /// Why the next attempt will be made.
+    next_kind: &'static str,
+    /// The next attempt should go to the account of the last one.
+    stay: bool,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Self {
+            list: Vec::new(),
+            settled: true,
+            next_kind: FIRST,
+            stay: false,
+        }
+    }
+}
+
+/// The upstream attempts of one client request, in order: the pool adds each account it
+/// sends the request to, the retry layer settles how each ended and says why the next one
+/// is made; the leaf reads what the earlier attempts ran into (to send a reminder, or
+/// reasoning inline), the metrics count them by kind, the adapter lists them in the span and
+/// the `x-aiproxy-attempts` header.
+///
+/// Shared (clones are one record), because each attempt is a clone of the request: the
+/// adapter puts one on the request, and the retry layer adds one where no layer above did.
 #[derive(Clone, Debug, Default)]
-pub struct Attempts(Arc<std::sync::Mutex<Vec<Arc<str>>>>);
+pub struct Attempts(Arc<std::sync::Mutex<Record>>);
 
 impl Attempts {
     /// Accounts tried so far, in order.
     pub fn tried(&self) -> Vec<Arc<str>> {
-        self.lock().clone()
+        self.lock()
+            .list
+            .iter()
+            .map(|a| Arc::clone(&a.account))
+            .collect()
+    }
+
+    /// Every attempt so far, in order.
+    pub fn list(&self) -> Vec<Attempt> {
+        self.lock().list.clone()
+    }
+
+    /// Calls `f` with every attempt so far, in order (no copy of the list).
+    pub fn each(&self, f: impl FnMut(&Attempt)) {
+        self.lock().list.iter().for_each(f);
     }
 
     /// How many attempts were made.
     pub fn count(&self) -> usize {
-        self.lock().len()
+        self.lock().list.len()
     }
 
+    /// Whether an earlier attempt failed with `kind` ([`Failure::kind`]).
+    pub fn any_failed_with(&self, kind: &str) -> bool {
+        self.lock().list.iter().any(|a| a.error == Some(kind))
+    }
+
+    /// `acct-a first upstream_error, acct-a retry ok`: the attempts for a span or log line.
+    pub fn summary(&self) -> String {
+        let record = self.lock();
+        let mut out = String::new();
+        for (i, attempt) in record.list.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let ended = match attempt.error {
+                Some(error) => error,
+                None if i + 1 == record.list.len() && !record.settled => "open",
+                None => "ok",
+            };
+            out.push_str(&format!("{} {} {ended}", attempt.account, attempt.kind));
+        }
+        out
+    }
+
+    /// An attempt goes to `account` (the pool).
     pub(crate) fn record(&self, account: Arc<str>) {
-        self.lock().push(account);
+        let mut record = self.lock();
+        let kind = std::mem::replace(&mut record.next_kind, RETRY);
+        record.stay = false;
+        record.settled = false;
+        record.list.push(Attempt {
+            account,
+            kind,
+            error: None,
+        });
+    }
+
+    /// The last attempt ended: with `error`'s kind, or answered (`None`).
+    pub(crate) fn settle(&self, error: Option<&'static str>) {
+        let mut record = self.lock();
+        if record.settled {
+            // Failed before reaching an account (nobody left): nothing to settle.
+            return;
+        }
+        record.settled = true;
+        if let Some(last) = record.list.last_mut() {
+            last.error = error;
+        }
+    }
+
+    /// The next attempt is made for `kind`, on the same account when `stay`.
+    pub(crate) fn plan(&self, kind: &'static str, stay: bool) {
+        let mut record = self.lock();
+        record.next_kind = kind;
+        record.stay = stay;
+    }
+
+    /// The account the next attempt should stay on, if it should.
+    pub(crate) fn stay_on(&self) -> Option<Arc<str>> {
+        let record = self.lock();
+        record
+            .stay
+            .then(|| record.list.last().map(|a| Arc::clone(&a.account)))
+            .flatten()
     }
 
     pub(crate) fn has_tried(&self, account: &str) -> bool {
-        self.lock().iter().any(|a| &**a == account)
+        self.lock().list.iter().any(|a| &*a.account == account)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<str>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -17,6 +17,16 @@
 //!    counts last until the response stream ends ([`Observe`]). The two are drawn with
 //!    probability proportional to `weight`, so idle accounts split traffic by weight.
 //!
+//! **Panic mode** (Envoy's panic threshold): the upstream's own faults (5xx, broken streams,
+//! timeouts) open an account's breaker only to send its traffic to the others. When fewer
+//! than `panic_threshold` of the accounts can serve (half by default), the accounts kept out
+//! by their breaker alone are admitted anyway: one flaky minute at the upstream must not
+//! turn into an outage of the whole pool (with one account, of everything). The accounts'
+//! own faults (rate limits, suspensions, quotas, revoked tokens) keep them out in panic mode
+//! too. A request that fails still fails; the next one gets its chance, and a success
+//! closes the breaker. [`Pool::status`] says when the pool is in panic mode and how many
+//! requests it routed so.
+//!
 //! A pool-wide **rate-limit wave** (more than half of the accounts cooling down at once)
 //! halves the concurrency caps of the others, so admission slows instead of burning
 //! through the accounts that are left.
@@ -42,7 +52,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::RateLimiter;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -67,6 +77,9 @@ pub struct PoolConfig {
     pub slow_start: Duration,
     /// The load measure.
     pub balance: Balance,
+    /// Below this share of accounts able to serve, the ones kept out by their breaker alone
+    /// serve anyway (panic mode; see the module docs). 0 turns panic mode off.
+    pub panic_threshold: f64,
 }
 
 impl Default for PoolConfig {
@@ -75,6 +88,7 @@ impl Default for PoolConfig {
             health: Arc::new(HealthConfig::default()),
             slow_start: Duration::from_secs(60),
             balance: Balance::default(),
+            panic_threshold: 0.5,
         }
     }
 }
@@ -172,6 +186,21 @@ struct Admitted<'a, S> {
     list: Vec<&'a Arc<Member<S>>>,
     /// A pool-wide rate-limit wave is on (see [`Pool::admitted`]).
     wave: bool,
+    /// How many members at the end of `list` are there only because the pool is in panic
+    /// mode (their breaker keeps them out).
+    panicked: usize,
+}
+
+/// The pool as a whole, for status views.
+#[derive(Clone, Debug)]
+pub struct PoolStatus {
+    /// Every member's state, in configuration order.
+    pub members: Vec<MemberView>,
+    /// The pool is in panic mode now: too few accounts can serve, so the ones kept out by
+    /// their breaker alone serve too.
+    pub panic: bool,
+    /// Requests routed to an account that only panic mode admitted, since start.
+    pub panic_requests: u64,
 }
 
 /// A member's view for status pages (never a secret).
@@ -191,6 +220,10 @@ struct Shared<S> {
     members: RwLock<Arc<Vec<Arc<Member<S>>>>>,
     waiters: Mutex<Vec<Waker>>,
     waiting: AtomicUsize,
+    /// Requests routed by panic mode (see [`PoolStatus::panic_requests`]).
+    panic_requests: AtomicU64,
+    /// Whether the last pick was in panic mode, so entering and leaving it is logged once.
+    in_panic: AtomicBool,
 }
 
 /// The pool service (see the module docs). Cheap to clone; clones share the accounts.
@@ -233,6 +266,8 @@ impl<S> Pool<S> {
                 members: RwLock::new(Arc::new(Vec::new())),
                 waiters: Mutex::new(Vec::new()),
                 waiting: AtomicUsize::new(0),
+                panic_requests: AtomicU64::new(0),
+                in_panic: AtomicBool::new(false),
             }),
         };
         pool.replace(members, false);
@@ -360,23 +395,63 @@ impl<S> Pool<S> {
             .collect()
     }
 
-    /// The members admitted now, and whether a pool-wide rate-limit wave is on: more than
-    /// half of the accounts cooling down after 429s at once. Kiro limits accounts together
-    /// when it limits one client (kiro-protocol.md §13.4), so the rest get less traffic,
-    /// not all of it.
+    /// The pool as a whole: every member's state and whether it is in panic mode.
+    pub fn status(&self) -> PoolStatus {
+        let now = Instant::now();
+        let members = self.members();
+        let panicked = self.admitted(&members, now).panicked;
+        PoolStatus {
+            members: self.views(),
+            panic: panicked > 0,
+            panic_requests: self.shared.panic_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The members admitted now, whether a pool-wide rate-limit wave is on (more than half
+    /// of the accounts cooling down after 429s at once: Kiro limits accounts together when
+    /// it limits one client, kiro-protocol.md §13.4, so the rest get less traffic, not all
+    /// of it), and the members only panic mode admits.
     fn admitted<'a>(&self, members: &'a [Arc<Member<S>>], now: Instant) -> Admitted<'a, S> {
         let mut cooling = 0;
-        let list = members
-            .iter()
-            .filter(|m| {
-                let (admission, state) = m.state.health.peek_state(now);
-                cooling += usize::from(state == State::Cooldown);
-                admission.admits()
-            })
-            .collect();
+        let mut list = Vec::with_capacity(members.len());
+        let mut broken = Vec::new();
+        for member in members {
+            let (admission, state) = member.state.health.peek_state(now);
+            cooling += usize::from(state == State::Cooldown);
+            if admission.admits() {
+                list.push(member);
+            } else if matches!(state, State::Open | State::HalfOpen) {
+                // Out for the upstream's faults only (the breaker), not the account's own.
+                broken.push(member);
+            }
+        }
+        let threshold = self.shared.config.panic_threshold;
+        let panic = !broken.is_empty() && (list.len() as f64) < members.len() as f64 * threshold;
+        let panicked = if panic { broken.len() } else { 0 };
+        if panic {
+            list.extend(broken);
+        }
         Admitted {
             list,
             wave: members.len() >= 2 && cooling * 2 > members.len(),
+            panicked,
+        }
+    }
+
+    /// Logs entering and leaving panic mode once each.
+    fn note_panic(&self, panic: bool, admitted: usize, total: usize) {
+        if self.shared.in_panic.swap(panic, Ordering::Relaxed) == panic {
+            return;
+        }
+        if panic {
+            tracing::warn!(
+                usable = admitted,
+                accounts = total,
+                "too few accounts can serve: the pool is in panic mode and sends traffic to \
+                 accounts whose breaker is open (the upstream's faults) rather than refuse it"
+            );
+        } else {
+            tracing::info!("the pool left panic mode: enough accounts serve again");
         }
     }
 
@@ -388,13 +463,49 @@ impl<S> Pool<S> {
         attempts: Option<&Attempts>,
         now: Instant,
     ) -> Result<Arc<Member<S>>, Pick> {
+        let all = self.admitted(members, now);
+        self.note_panic(
+            all.panicked > 0,
+            all.list.len() - all.panicked,
+            members.len(),
+        );
+        // Rare: only in panic mode is there anything to remember here.
+        let panicked: Vec<Arc<Member<S>>> = all.list[all.list.len() - all.panicked..]
+            .iter()
+            .map(|m| Arc::clone(m))
+            .collect();
+        let chosen = self.choose(all.list, all.wave, members, session, attempts, now)?;
+        if panicked.iter().any(|m| Arc::ptr_eq(m, &chosen)) {
+            self.shared.panic_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(chosen)
+    }
+
+    /// [`Pool::pick`]'s choice among the `admitted` members.
+    fn choose(
+        &self,
+        admitted: Vec<&Arc<Member<S>>>,
+        wave: bool,
+        members: &[Arc<Member<S>>],
+        session: Option<SessionKey>,
+        attempts: Option<&Attempts>,
+        now: Instant,
+    ) -> Result<Arc<Member<S>>, Pick> {
         let config = &self.shared.config;
-        let Admitted {
-            list: admitted,
-            wave,
-        } = self.admitted(members, now);
         if admitted.is_empty() {
             return Err(Pick::None(no_account(members, now)));
+        }
+        // A resend that belongs to the account it failed on (a refreshed token) stays there
+        // while it can take it.
+        if let Some(stay) = attempts.and_then(Attempts::stay_on) {
+            let same = admitted
+                .iter()
+                .find(|m| m.spec.name == stay && m.has_room(wave));
+            if let Some(member) = same {
+                if member.guard.as_ref().is_none_or(|g| g.take().is_ok()) {
+                    return Ok(Arc::clone(member));
+                }
+            }
         }
         let untried = |m: &&&Arc<Member<S>>| attempts.is_none_or(|a| !a.has_tried(&m.spec.name));
         let mut candidates: Vec<&Arc<Member<S>>> = admitted
@@ -612,7 +723,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         let now = Instant::now();
         let ready = |members: &[Arc<Member<S>>]| {
-            let Admitted { list, wave } = self.admitted(members, now);
+            let Admitted { list, wave, .. } = self.admitted(members, now);
             // Nobody admitted: ready, so that the call answers NoAccount at once.
             list.is_empty() || list.iter().any(|m| m.has_room(wave))
         };

@@ -1,4 +1,11 @@
-//! Retry of failures that happened before any byte reached the client.
+//! Retry of failures that happened before any byte reached the client: the one place in
+//! the model tier that decides to call the upstream again.
+//!
+//! A client request costs at most `1 + max_retries` upstream calls per pass through this
+//! layer (4 by default), whatever the reasons: retries after a failure, and the resends a
+//! failure asks for ([`Failure::resend`]: a refreshed token, a reminder after an empty
+//! answer, reasoning sent inline), which go at once but count like any retry, against the
+//! same budget. Each one is in the request's [`Attempts`], with its kind and outcome.
 //!
 //! The model tier's futures resolve after the first upstream event (see the crate's model
 //! contract), so a failed future means nothing was sent to the client and a retry cannot
@@ -13,7 +20,7 @@
 //! (`base * 2^n`, capped), or the failure's own `retry_after` when it is within the cap; a
 //! retry budget ([`TpsBudget`]) keeps a failing upstream from being hammered.
 
-use super::{random_below, Attempts, Failure, Fault, HasExtensions};
+use super::{random_below, Attempts, Failure, Fault, HasExtensions, RETRY};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -130,22 +137,37 @@ impl<E: Failure> RetryPolicy<E> {
 
 impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for RetryPolicy<E>
 where
-    Req: Clone,
+    Req: Clone + HasExtensions,
     E: Failure + Clone,
 {
     type Future = tokio::time::Sleep;
 
-    fn retry(&mut self, _request: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+    fn retry(&mut self, request: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        let attempts = request.extensions().get::<Attempts>();
         match result {
             Ok(_) => {
+                if let Some(attempts) = attempts {
+                    attempts.settle(None);
+                }
                 self.budget.deposit();
                 None
             }
             Err(error) => {
+                if let Some(attempts) = attempts {
+                    attempts.settle(Some(error.kind()));
+                }
                 if matches!(error.fault(), Fault::Upstream | Fault::Account) {
                     self.last_upstream = Some(error.clone());
                 }
-                let Some(delay) = self.delay_for(error) else {
+                // A resend goes at once; it is a retry like any other (count and budget).
+                let resend = error
+                    .resend()
+                    .filter(|_| self.retries < self.config.max_retries);
+                let delay = match resend {
+                    Some(_) => Some(Duration::ZERO),
+                    None => self.delay_for(error),
+                };
+                let Some(delay) = delay else {
                     self.give_up(error);
                     return None;
                 };
@@ -155,9 +177,14 @@ where
                     return None;
                 }
                 self.retries += 1;
+                let next = resend.map_or(RETRY, |r| r.kind);
+                if let Some(attempts) = attempts {
+                    attempts.plan(next, resend.is_some_and(|r| r.same_account));
+                }
                 tracing::debug!(
                     kind = error.kind(),
                     retry = self.retries,
+                    next,
                     delay_ms = delay.as_millis() as u64,
                     "retrying"
                 );
@@ -223,8 +250,16 @@ where
     }
 
     fn call(&mut self, mut request: Req) -> Self::Future {
-        let attempts = Attempts::default();
-        request.extensions_mut().insert(attempts.clone());
+        // One record per client request: a layer above may have started it (the adapter,
+        // for its span), and a second model call of the same request continues it.
+        let attempts = match request.extensions().get::<Attempts>() {
+            Some(attempts) => attempts.clone(),
+            None => {
+                let attempts = Attempts::default();
+                request.extensions_mut().insert(attempts.clone());
+                attempts
+            }
+        };
         let policy = RetryPolicy::for_request(&self.layer.config, &self.layer.budget);
         // The service polled ready goes into this request's retry loop; a clone stays.
         let clone = self.inner.clone();

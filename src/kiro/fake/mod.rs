@@ -558,11 +558,14 @@ impl FakeKiro {
             .map(Duration::from_millis)
             .unwrap_or(self.inner.event_delay);
         // Native reasoning is answered natively: signed reasoning events, no tags.
-        let signed = native.map(|_| {
-            step.reasoning
-                .clone()
-                .unwrap_or_else(|| format!("Thinking about: {echo}"))
-        });
+        // An empty scripted reasoning is none at all (an empty turn under native reasoning).
+        let signed = native
+            .map(|_| {
+                step.reasoning
+                    .clone()
+                    .unwrap_or_else(|| format!("Thinking about: {echo}"))
+            })
+            .filter(|reasoning| !reasoning.is_empty());
         let (cache_read, cache_write) = self.prompt_cache(&parsed);
         let extra = script::Extra {
             signed_reasoning: signed.as_deref(),

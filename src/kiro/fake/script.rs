@@ -28,7 +28,8 @@ pub struct Step {
     pub reason: Option<String>,
     /// Reply text instead of the echo.
     pub text: Option<String>,
-    /// Reasoning text sent as `reasoningContentEvent`s before the text.
+    /// Reasoning text sent as `reasoningContentEvent`s before the text (empty: no reasoning
+    /// at all, even where native reasoning would sign some).
     pub reasoning: Option<String>,
     /// Reasoning sent encrypted, as one `reasoningContentEvent {redactedContent}` before
     /// everything else (sealed by the fake, so a replay of it verifies).

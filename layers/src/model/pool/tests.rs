@@ -513,3 +513,93 @@ async fn the_tokens_each_account_used_are_summed() {
         (120, 14, 100)
     );
 }
+
+#[tokio::test]
+async fn the_only_account_keeps_serving_through_the_upstreams_faults() {
+    let a = MockAccount::new("a");
+    let pool = pool_of(&[&a], no_ramp());
+    a.fail_always(Some(MockError::upstream()));
+    for _ in 0..5 {
+        assert!(one(&pool, MockRequest::default()).await.is_err());
+    }
+    let status = pool.status();
+    assert_eq!(status.members[0].health.state.as_str(), "open");
+    assert!(status.panic, "its one account is out: panic mode");
+    // Still failing: each request still fails honestly, and still reaches the account.
+    assert!(one(&pool, MockRequest::default()).await.is_err());
+    assert_eq!(a.calls(), 6, "panic mode sent it the request");
+    a.fail_always(None);
+    served_by(&pool, MockRequest::default()).await;
+    let status = pool.status();
+    assert_eq!(status.members[0].health.state.as_str(), "healthy");
+    assert!(!status.panic, "a success closed the breaker");
+    assert_eq!(status.panic_requests, 2);
+}
+
+#[tokio::test]
+async fn panic_mode_never_admits_an_account_resting_for_its_own_fault() {
+    let (a, b, c) = (
+        MockAccount::new("a"),
+        MockAccount::new("b"),
+        MockAccount::new("c"),
+    );
+    let pool = pool_of(&[&a, &b, &c], no_ramp());
+    a.script(Err(MockError::penalty(
+        Fault::Account,
+        Penalty::Cooldown {
+            class: RateLimitClass::Suspended,
+            retry_after: None,
+        },
+    )));
+    // `a` is the first to be tried when the session key ranks it first; any request that
+    // reaches it rests it.
+    while a.calls() == 0 {
+        let _ = one(&pool, MockRequest::default()).await;
+    }
+    b.fail_always(Some(MockError::upstream()));
+    c.fail_always(Some(MockError::upstream()));
+    for _ in 0..100 {
+        if pool.views()[1..]
+            .iter()
+            .all(|v| v.health.state == State::Open)
+        {
+            break;
+        }
+        let _ = one(&pool, MockRequest::default()).await;
+    }
+    let states: Vec<_> = pool
+        .views()
+        .iter()
+        .map(|v| v.health.state.as_str())
+        .collect();
+    assert_eq!(states, ["cooldown", "open", "open"]);
+    assert!(pool.status().panic);
+    b.fail_always(None);
+    c.fail_always(None);
+    let before = a.calls();
+    for _ in 0..20 {
+        let name = served_by(&pool, MockRequest::default()).await;
+        assert_ne!(name, "a", "a suspended account stays out, panic or not");
+    }
+    assert_eq!(a.calls(), before);
+}
+
+#[tokio::test]
+async fn without_panic_mode_an_open_breaker_refuses() {
+    let a = MockAccount::new("a");
+    let pool = pool_of(
+        &[&a],
+        PoolConfig {
+            panic_threshold: 0.0,
+            ..no_ramp()
+        },
+    );
+    a.fail_always(Some(MockError::upstream()));
+    for _ in 0..5 {
+        let _ = one(&pool, MockRequest::default()).await;
+    }
+    a.fail_always(None);
+    let refused = one(&pool, MockRequest::default()).await.unwrap_err();
+    assert!(matches!(refused, MockError::None(_)), "{refused:?}");
+    assert!(!pool.status().panic);
+}
