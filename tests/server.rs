@@ -280,3 +280,58 @@ async fn query_key_never_reaches_the_logs() {
     assert!(logs.contains("/v1/models"), "logging is on: {logs}");
     assert!(!logs.contains("sekret"), "a key leaked into the logs");
 }
+
+/// Serves the mock-mode pipeline in this process until `stop` fires, with a 1 s grace.
+async fn in_process_server(
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let config = aiproxy::config::Config {
+        kiro_mock_mode: true,
+        kiro_mock_event_delay: Duration::from_millis(100),
+        ..aiproxy::config::Config::default()
+    };
+    let pipeline = aiproxy::pipeline::build(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let limits = aiproxy::server::Limits {
+        shutdown_grace: Duration::from_secs(1),
+        ..aiproxy::server::Limits::default()
+    };
+    let served = tokio::spawn(aiproxy::server::serve(
+        listener,
+        pipeline,
+        async move {
+            let _ = stop.await;
+        },
+        limits,
+    ));
+    (base, served)
+}
+
+#[tokio::test]
+async fn a_server_that_shut_down_does_not_end_the_streams_of_the_next_one() {
+    // The first server shuts down while a stream is open: its grace ends that stream.
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (base, served) = in_process_server(stopped).await;
+    let long: String = (0..40).map(|i| format!("w{i} ")).collect();
+    let open = tokio::spawn(send(post_chat(&base, "", chat_body(&long, true))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    let first = open.await.unwrap();
+    assert!(
+        first.text().contains("shutting down"),
+        "the first server's grace ended its stream: {}",
+        first.text()
+    );
+    served.await.unwrap();
+
+    // The next server in the same process streams to the end as usual.
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (base, served) = in_process_server(stopped).await;
+    let answer = send(post_chat(&base, "", chat_body("one two three", true))).await;
+    let text = answer.text();
+    assert!(!text.contains("shutting down"), "{text}");
+    assert!(text.contains("[DONE]"), "{text}");
+    stop.send(()).unwrap();
+    served.await.unwrap();
+}

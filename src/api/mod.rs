@@ -420,6 +420,10 @@ async fn call_model(
         }
     })?;
     response.extensions.insert(clock);
+    response.events = sse::Ending::new(
+        response.events,
+        parts.extensions.get::<crate::server::StreamsEnding>(),
+    );
     if let Some(limits) = limits {
         response.extensions.insert(limits);
     }

@@ -3,14 +3,14 @@
 //! through an [`SseEncoder`], sends what it produced, turns an upstream error or a stream
 //! that ends without a stop into the encoder's failure events, and sends the encoder's
 //! keep-alive after a quiet stretch. When the server's shutdown grace is about to run out,
-//! an open stream ends with the encoder's failure events too, never a silent cut.
+//! the event stream fails ([`Ending`]), so an open stream ends with the encoder's failure
+//! events too, never a silent cut.
 
 use super::keep_alive::KeepAlive;
 use crate::chat::{ChatError, ChatEvent, ChatStream};
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,7 +45,6 @@ pub struct SseStream<E> {
     encoder: E,
     keep_alive: KeepAlive,
     finished: bool,
-    ending: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 impl<E: SseEncoder> SseStream<E> {
@@ -56,7 +55,6 @@ impl<E: SseEncoder> SseStream<E> {
             encoder,
             keep_alive: KeepAlive::new(quiet),
             finished: false,
-            ending: Box::pin(crate::server::streams_ending().clone().cancelled_owned()),
         }
     }
 }
@@ -85,16 +83,6 @@ impl<E: SseEncoder> Stream for SseStream<E> {
                     this.finished = true;
                 }
                 Poll::Pending => {
-                    if this.ending.as_mut().poll(cx).is_ready() {
-                        this.encoder.fail(&ChatError::Busy {
-                            message: "aiproxy is shutting down and its grace period ran out \
-                                      before this answer finished; retry the request"
-                                .into(),
-                            retry_after: None,
-                        });
-                        this.finished = true;
-                        continue;
-                    }
                     if this.keep_alive.due(cx) {
                         return Poll::Ready(Some(this.encoder.keep_alive()));
                     }
@@ -102,5 +90,52 @@ impl<E: SseEncoder> Stream for SseStream<E> {
                 }
             }
         }
+    }
+}
+
+/// An answer's events, failing with [`ChatError::Busy`] when its server's shutdown grace
+/// period is about to run out while the answer still waits for the upstream: the encoders
+/// turn that into the API's error event (streams) or error body (non-stream answers).
+pub struct Ending {
+    inner: ChatStream,
+    ending: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+}
+
+impl Ending {
+    /// `inner`, ended by `ending` (the request's [`crate::server::StreamsEnding`]; `None`
+    /// when no aiproxy server carries the request, e.g. an embedding app's own).
+    pub fn new(inner: ChatStream, ending: Option<&crate::server::StreamsEnding>) -> ChatStream {
+        match ending {
+            Some(ending) => Box::pin(Self {
+                inner,
+                ending: Some(Box::pin(ending.cancelled())),
+            }),
+            None => inner,
+        }
+    }
+}
+
+impl Stream for Ending {
+    type Item = Result<ChatEvent, ChatError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Pending => {}
+            ready => return ready,
+        }
+        let Some(ending) = this.ending.as_mut() else {
+            return Poll::Pending;
+        };
+        if std::future::Future::poll(ending.as_mut(), cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.ending = None;
+        Poll::Ready(Some(Err(ChatError::Busy {
+            message: "aiproxy is shutting down and its grace period ran out before this answer \
+                      finished; retry the request"
+                .into(),
+            retry_after: None,
+        })))
     }
 }

@@ -108,6 +108,7 @@ pub async fn serve<S, B>(
         idle: limits.idle_timeout,
     };
     let graceful = GracefulShutdown::new();
+    let ending = StreamsEnding::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -132,7 +133,7 @@ pub async fn serve<S, B>(
                     tracing::debug!(%error, "TCP_NODELAY not set");
                 }
                 let connection = Arc::clone(slot.connection());
-                let tracked = Tracked::new(service.clone(), Arc::clone(&connection), limits.body_read_timeout);
+                let tracked = Tracked::new(service.clone(), Arc::clone(&connection), limits.body_read_timeout, ending.clone());
                 let hyper_service = TowerToHyperService::new(tracked);
                 let served = builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), hyper_service).into_owned();
                 let served = graceful.watch(served);
@@ -176,7 +177,7 @@ pub async fn serve<S, B>(
     let grace_over = async {
         tokio::time::sleep(limits.shutdown_grace.saturating_sub(margin)).await;
         tracing::warn!("grace period ending; open streams end with an error event");
-        streams_ending().cancel();
+        ending.0.cancel();
         tokio::time::sleep(margin).await;
     };
     tokio::select! {
@@ -185,12 +186,18 @@ pub async fn serve<S, B>(
     }
 }
 
-/// Cancelled when the shutdown grace period is about to run out: every open SSE stream of
-/// this process ends with its API's error event ([`crate::api::sse::SseStream`]).
-pub fn streams_ending() -> &'static tokio_util::sync::CancellationToken {
-    static TOKEN: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
-        std::sync::OnceLock::new();
-    TOKEN.get_or_init(tokio_util::sync::CancellationToken::new)
+/// One server's end-of-grace signal, on every request it serves (an extension): cancelled
+/// when its shutdown grace period is about to run out, so every open answer of that server
+/// ends with its API's error event (see `crate::api`), never a silent cut. Each [`serve`] has
+/// its own: another server in the same process (a test, an embedding app) is not affected.
+#[derive(Clone, Debug, Default)]
+pub struct StreamsEnding(tokio_util::sync::CancellationToken);
+
+impl StreamsEnding {
+    /// Completes when the grace period is about to run out.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.0.clone().cancelled_owned()
+    }
 }
 
 /// Sleeps to `deadline`, or for `recheck` while the connection is busy (no deadline).

@@ -29,15 +29,23 @@ pub struct Tracked<S> {
     inner: S,
     connection: Arc<Connection>,
     body_read_timeout: Duration,
+    ending: super::StreamsEnding,
 }
 
 impl<S> Tracked<S> {
-    /// Tracks `inner`'s requests on `connection`.
-    pub fn new(inner: S, connection: Arc<Connection>, body_read_timeout: Duration) -> Self {
+    /// Tracks `inner`'s requests on `connection`; each request carries `ending`, its server's
+    /// end-of-grace signal, as an extension.
+    pub fn new(
+        inner: S,
+        connection: Arc<Connection>,
+        body_read_timeout: Duration,
+        ending: super::StreamsEnding,
+    ) -> Self {
         Self {
             inner,
             connection,
             body_read_timeout,
+            ending,
         }
     }
 }
@@ -69,7 +77,8 @@ where
         }
         let guard = InFlight(Arc::clone(&self.connection));
         let timeout = self.body_read_timeout;
-        let request = request.map(|body| IdleTimeoutBody::new(body, timeout));
+        let mut request = request.map(|body| IdleTimeoutBody::new(body, timeout));
+        request.extensions_mut().insert(self.ending.clone());
         TrackedFuture {
             inner: Some(self.inner.call(request)),
             guard: Some(guard),
