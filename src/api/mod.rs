@@ -420,7 +420,7 @@ async fn call_model(
         }
     })?;
     response.extensions.insert(clock);
-    response.events = sse::Ending::new(
+    response.events = sse::Ending::wrap(
         response.events,
         parts.extensions.get::<crate::server::StreamsEnding>(),
     );

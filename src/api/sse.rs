@@ -104,7 +104,7 @@ pub struct Ending {
 impl Ending {
     /// `inner`, ended by `ending` (the request's [`crate::server::StreamsEnding`]; `None`
     /// when no aiproxy server carries the request, e.g. an embedding app's own).
-    pub fn new(inner: ChatStream, ending: Option<&crate::server::StreamsEnding>) -> ChatStream {
+    pub fn wrap(inner: ChatStream, ending: Option<&crate::server::StreamsEnding>) -> ChatStream {
         match ending {
             Some(ending) => Box::pin(Self {
                 inner,
