@@ -163,7 +163,7 @@ fn layers(c: &mut Criterion) {
     use aiproxy::chat::Metadata;
     use futures_util::StreamExt;
     let model = tower::Layer::layer(
-        &aiproxy::model::resolve::ResolveLayer::new(aiproxy::kiro::Catalog::builtin().unwrap()),
+        &aiproxy::model::resolve::ResolveLayer::new(aiproxy::catalog::Catalog::builtin().unwrap()),
         aiproxy::kiro::KiroService::mock(
             aiproxy::kiro::fake::FakeKiro::new(),
             std::sync::Arc::new(aiproxy::kiro::token_source::FixedToken::new("bench")),
@@ -293,7 +293,7 @@ fn catalog(c: &mut Criterion) {
         models: page.models,
         default_model: None,
     };
-    let catalog = aiproxy::kiro::Catalog::builtin().unwrap();
+    let catalog = aiproxy::catalog::Catalog::builtin().unwrap();
     let answers = vec![("bench".to_owned(), Ok(listing))];
     catalog.apply(&answers);
     let mut group = c.benchmark_group("catalog");

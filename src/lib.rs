@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod body;
+pub mod catalog;
 pub mod chat;
 pub mod config;
 pub mod kiro;

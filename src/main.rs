@@ -101,13 +101,13 @@ async fn run(config: Config) -> ExitCode {
             CATALOG_WAIT.as_secs()
         );
     }
-    tokio::spawn(aiproxy::model::accounts::refresh_models_every(
+    tokio::spawn(aiproxy::kiro::accounts::refresh_models_every(
         std::sync::Arc::clone(&accounts),
     ));
-    tokio::spawn(aiproxy::model::accounts::watch(std::sync::Arc::clone(
+    tokio::spawn(aiproxy::kiro::accounts::watch(std::sync::Arc::clone(
         &accounts,
     )));
-    tokio::spawn(aiproxy::model::accounts::probe(accounts));
+    tokio::spawn(aiproxy::kiro::accounts::probe(accounts));
     // Both before the "listening" line: a client (or a test) may act on it at once.
     let limits = server_limits(&config);
     let shutdown = server::shutdown_signal();

@@ -30,10 +30,11 @@
 
 use crate::api::{ApiService, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
+use crate::catalog::Catalog;
 use crate::chat::ChatEvent;
 use crate::config::{Config, PipelineLayer};
-use crate::kiro::{Catalog, KiroService};
-use crate::model::accounts::Accounts;
+use crate::kiro::accounts::{Accounts, AccountsError};
+use crate::kiro::KiroService;
 use crate::model::emulate::{Emulate, EmulateLayer};
 use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::secret::Secret;
@@ -105,32 +106,19 @@ type Api = ApiService;
 pub enum BuildError {
     /// The model catalog is unusable.
     #[error(transparent)]
-    Catalog(#[from] crate::kiro::models::CatalogError),
-    /// The credentials are unusable.
+    Catalog(#[from] crate::catalog::CatalogError),
+    /// The accounts could not be set up (credentials, pool file, client).
     #[error(transparent)]
-    Credentials(#[from] crate::kiro::credentials::CredentialError),
-    /// The pool file is unusable.
-    #[error(transparent)]
-    PoolFile(#[from] crate::kiro::pool_file::PoolFileError),
-    /// The pool as configured breaks a rule (e.g. too many accounts behind one egress).
+    Accounts(#[from] AccountsError),
+    /// The layers asked for do not fit the accounts.
     #[error("pool: {0}")]
     Pool(String),
-    /// No way to reach Kiro.
-    #[error(
-        "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE or --kiro-oauth-creds-base64 B64 \
-         (or set KIRO_OAUTH_CREDS_FILE / KIRO_OAUTH_CREDS_BASE64), sign in with the Kiro IDE so that \
-         ~/.aws/sso/cache/kiro-auth-token.json exists, or start with KIRO_MOCK_MODE=true to use the built-in fake Kiro"
-    )]
-    NoCredentials,
     /// The configuration contradicts itself.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// The metrics registry could not be set up.
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::metrics::MetricsError),
-    /// The HTTP client or the upstream URL could not be set up.
-    #[error("cannot set up the Kiro client: {0}")]
-    Client(String),
 }
 
 /// Builds the pipeline for `config`.

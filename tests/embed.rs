@@ -136,3 +136,50 @@ async fn auth_layer_around_a_tonic_server() {
         .unwrap();
     assert_eq!(response.into_inner().status(), ServingStatus::Serving);
 }
+
+/// An embedder tests its own stack of the model-tier layers against the crate's scriptable
+/// mock accounts (feature `testing`), with no upstream at all.
+#[tokio::test]
+async fn an_embedder_tests_a_retry_and_pool_stack_with_the_public_mocks() {
+    use aiproxy_layers::model::pool::{MemberSpec, Pool, PoolConfig};
+    use aiproxy_layers::model::retry::{RetryConfig, RetryLayer};
+    use aiproxy_layers::model::{Attempts, StreamEnd};
+    use aiproxy_layers::testing::{MockAccount, MockError, MockRequest};
+    use std::sync::Arc;
+    use tower::{Layer, ServiceExt};
+
+    let (flaky, steady) = (MockAccount::new("flaky"), MockAccount::new("steady"));
+    flaky.fail_always(Some(MockError::upstream()));
+    let spec = |name: &str| MemberSpec {
+        name: Arc::from(name),
+        weight: 1,
+        max_concurrency: 4,
+        requests_per_minute: None,
+    };
+    let pool = Pool::new(
+        PoolConfig {
+            slow_start: std::time::Duration::ZERO,
+            ..PoolConfig::default()
+        },
+        vec![
+            (spec("flaky"), flaky.clone()),
+            (spec("steady"), steady.clone()),
+        ],
+    );
+    let stack = RetryLayer::new(RetryConfig {
+        base_delay: std::time::Duration::from_millis(1),
+        ..RetryConfig::default()
+    })
+    .layer(pool);
+    for _ in 0..10 {
+        let response = stack.clone().oneshot(MockRequest::default()).await.unwrap();
+        assert_eq!(
+            response.account, "steady",
+            "retried onto the steady account"
+        );
+        let attempts = response.extensions.get::<Attempts>().unwrap().count();
+        assert!((1..=2).contains(&attempts), "{attempts}");
+        response.end(StreamEnd::Complete);
+    }
+    assert_eq!(steady.calls(), 10);
+}

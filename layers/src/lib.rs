@@ -24,10 +24,13 @@ mod extensions;
 mod future;
 pub mod metrics;
 pub mod model;
+mod quota;
 pub mod rate_limit;
 mod rejection;
 pub mod request_id;
 pub mod route;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod toggle;
 
 pub use body::RejectBody;

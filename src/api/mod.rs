@@ -24,8 +24,8 @@ mod status;
 pub mod unsupported;
 
 use crate::body::ResponseBody;
+use crate::catalog::Catalog;
 use crate::chat::{ChatError, ChatRequest, ChatStream, Metadata};
-use crate::kiro::Catalog;
 use crate::model::{AccountId, ModelRequest, ModelResponse};
 use aiproxy_layers::cache::{CacheControl, CacheStatus};
 use aiproxy_layers::metrics::UpstreamClock;
@@ -61,7 +61,7 @@ pub struct ProviderStatus {
     /// `mock` or `live`.
     pub mode: &'static str,
     /// Live accounts (none in mock mode); replaced when the pool file is reloaded.
-    pub accounts: crate::model::accounts::LiveAccounts,
+    pub accounts: crate::kiro::accounts::LiveAccounts,
     /// The pool's members as of now (every account, mock ones too).
     pub pool: PoolViews,
 }

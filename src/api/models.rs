@@ -4,7 +4,7 @@
 
 use super::{error, json_response, ApiState};
 use crate::body::ResponseBody;
-use crate::kiro::models::{CatalogSource, ModelEntry};
+use crate::catalog::{CatalogSource, ModelEntry};
 use aiproxy_layers::Rejection;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -40,7 +40,7 @@ pub(super) fn by_id(
         .get(&id)
         .ok_or_else(|| error::rejection(&state.catalog.not_found(&id)))?;
     let mut body = describe(entry, snapshot.source, anthropic);
-    if let Some(raw) = &entry.kiro {
+    if let Some(raw) = &entry.listed {
         body["kiro"] = (**raw).clone();
     }
     Ok(json_response(StatusCode::OK, body.to_string()))

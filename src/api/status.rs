@@ -138,7 +138,7 @@ fn models(state: &ApiState) -> serde_json::Value {
     let catalog = &state.catalog;
     let snapshot = catalog.snapshot();
     let source = match snapshot.source {
-        crate::kiro::models::CatalogSource::Accounts => "accounts",
+        crate::catalog::CatalogSource::Accounts => "accounts",
         _ if catalog.origin() == "built-in" => "built-in",
         _ => "file",
     };

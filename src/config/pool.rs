@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The default pool file name, looked for in the working directory.
+pub const DEFAULT_POOL_FILE: &str = "provider_pools.json";
+
 /// How the pool weighs load (`--pool-balance`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -170,7 +173,7 @@ impl PoolArgs {
             });
         }
         let file = self.provider_pools_file.or_else(|| {
-            let default = PathBuf::from(crate::kiro::pool_file::DEFAULT_FILE);
+            let default = PathBuf::from(crate::config::pool::DEFAULT_POOL_FILE);
             default.exists().then_some(default)
         });
         Ok(PoolSettings {

@@ -1,6 +1,7 @@
 //! The Kiro provider: wire types, request builder, event-stream decoder, fake, service.
 
 pub mod account;
+pub mod accounts;
 pub mod credentials;
 pub mod egress;
 pub mod errors;
@@ -9,7 +10,6 @@ pub mod fake;
 pub mod file_lock;
 pub mod http;
 pub mod model_list;
-pub mod models;
 pub mod overflow;
 pub mod persist;
 pub mod pool_file;
@@ -23,5 +23,4 @@ pub mod translate;
 pub mod usage;
 pub mod wire;
 
-pub use models::Catalog;
 pub use service::{KiroService, Transport};

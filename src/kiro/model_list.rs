@@ -2,9 +2,10 @@
 //! model's limits and capabilities. AWS JSON 1.0 on the management host, paginated with
 //! `nextToken`, and it needs the account's profileArn.
 //!
-//! The entries are kept as Kiro sent them ([`KiroModel::raw`], unknown fields included) and
-//! read into [`Capabilities`] once, when the catalog is rebuilt.
+//! The entries are kept as Kiro sent them ([`ListedModel::raw`], unknown fields included) and
+//! read into the catalog's [`Capabilities`] here, once per listing.
 
+pub use crate::catalog::{Capabilities, ListedModel, Listing, PromptCaching, Reasoning};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -15,86 +16,11 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 /// Pages read at most: a server that keeps handing out tokens cannot keep us looping.
 pub const MAX_PAGES: usize = 32;
 
-/// One model an account serves.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KiroModel {
-    /// `modelId`, what the chat call's `modelId` takes.
-    pub id: String,
-    /// What the model can do, read from the entry.
-    pub capabilities: Capabilities,
-    /// `tokenLimits.maxInputTokens`.
-    pub max_input_tokens: Option<u64>,
-    /// `tokenLimits.maxOutputTokens`.
-    pub max_output_tokens: Option<u64>,
-    /// `modelName`.
-    pub name: Option<String>,
-    /// The entry as Kiro sent it (fields we do not read are kept and shown).
-    pub raw: Value,
-}
-
-/// What a model can do (from its `ListAvailableModels` entry, or unknown for a model known
-/// only from the catalog file).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Capabilities {
-    /// `supportedInputTypes`, lower-cased (`text`, `image`); empty when unknown.
-    pub input_types: Vec<String>,
-    /// Native reasoning (`additionalModelRequestFieldsSchema`); `None`: none (or unknown).
-    pub reasoning: Option<Reasoning>,
-    /// `promptCaching`, when the model supports it.
-    pub prompt_caching: Option<PromptCaching>,
-    /// The model's request-fields schema has a `max_tokens` property: the limit can be
-    /// sent to Kiro instead of cut locally.
-    pub native_max_tokens: bool,
-    /// `rateMultiplier`: what one request costs relative to the base rate.
-    pub rate_multiplier: Option<f64>,
-    /// `rateUnit` (`Credit`).
-    pub rate_unit: Option<String>,
-}
-
-impl Capabilities {
-    /// Whether the model is known not to take images.
-    pub fn refuses_images(&self) -> bool {
-        !self.input_types.is_empty() && !self.input_types.iter().any(|t| t == "image")
-    }
-}
-
-/// The native reasoning a model takes (the `enum`s of its request-fields schema).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Reasoning {
-    /// `thinking.type` values (`adaptive`, `disabled`, ...).
-    pub thinking_types: Vec<String>,
-    /// `thinking.display` values (`summarized`, `omitted`).
-    pub display: Vec<String>,
-    /// `output_config.effort` (or `reasoning.effort`) values, weakest first as listed.
-    pub effort_levels: Vec<String>,
-    /// Which field takes the effort: `output_config` (Claude models) or `reasoning` (GPT
-    /// models).
-    pub effort_key: &'static str,
-}
-
-/// A model's prompt-caching limits.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PromptCaching {
-    /// `maximumCacheCheckpointsPerRequest`.
-    pub max_checkpoints: Option<u64>,
-    /// `minimumTokensPerCacheCheckpoint`.
-    pub min_tokens_per_checkpoint: Option<u64>,
-}
-
-/// Everything the account's pages listed.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Listing {
-    /// The models, in Kiro's order.
-    pub models: Vec<KiroModel>,
-    /// `defaultModel.modelId` (e.g. `auto`).
-    pub default_model: Option<String>,
-}
-
 /// One page of the answer.
 #[derive(Debug)]
 pub struct Page {
     /// Its models.
-    pub models: Vec<KiroModel>,
+    pub models: Vec<ListedModel>,
     /// `defaultModel.modelId`.
     pub default_model: Option<String>,
     /// Where the next page starts, if there is one.
@@ -135,7 +61,7 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
     })
 }
 
-fn parse_model(raw: Value) -> Option<KiroModel> {
+fn parse_model(raw: Value) -> Option<ListedModel> {
     let id = raw.get("modelId")?.as_str()?.to_owned();
     let limit = |key: &str| raw.pointer(&format!("/tokenLimits/{key}"))?.as_u64();
     let capabilities = Capabilities {
@@ -156,7 +82,7 @@ fn parse_model(raw: Value) -> Option<KiroModel> {
             .and_then(Value::as_str)
             .map(str::to_owned),
     };
-    Some(KiroModel {
+    Some(ListedModel {
         max_input_tokens: limit("maxInputTokens"),
         max_output_tokens: limit("maxOutputTokens"),
         name: raw

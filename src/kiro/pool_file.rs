@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 /// The default pool file name, looked for in the working directory.
-pub const DEFAULT_FILE: &str = "provider_pools.json";
+pub use crate::config::pool::DEFAULT_POOL_FILE as DEFAULT_FILE;
 
 /// One account of the pool file, resolved.
 #[derive(Debug)]

@@ -34,7 +34,6 @@
 //! error through its `HasExtensions`, `Observe` and `Failure` traits, which this module and
 //! [`failure`] implement for [`ModelRequest`], [`ModelResponse`] and [`ChatError`].
 
-pub mod accounts;
 pub mod cache;
 pub mod emulate;
 pub mod failure;
@@ -79,7 +78,7 @@ impl From<ChatRequest> for ModelRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedModel {
     /// The catalog entry (client id, Kiro id, limits, capabilities).
-    pub entry: Arc<crate::kiro::models::ModelEntry>,
+    pub entry: Arc<crate::catalog::ModelEntry>,
     /// Whether the `-thinking` suffix turned thinking on.
     pub thinking_suffix: bool,
 }

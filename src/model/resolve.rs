@@ -5,8 +5,8 @@
 //! model whose capabilities say it takes text only.
 
 use super::{ModelRequest, ResolvedModel};
+use crate::catalog::Catalog;
 use crate::chat::ChatError;
-use crate::kiro::Catalog;
 use aiproxy_layers::metrics::ModelLabel;
 use futures_util::future::{self, Either, Ready};
 use std::sync::Arc;

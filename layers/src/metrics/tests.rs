@@ -2,8 +2,8 @@
 //! registry.
 
 use super::*;
-use crate::model::testing::{MockAccount, MockError, MockRequest};
 use crate::model::{Attempts, StreamEnd, StreamReport, TokenUsage};
+use crate::testing::{MockAccount, MockError, MockRequest};
 use crate::ProviderId;
 use http::{Request, Response, StatusCode};
 use opentelemetry::metrics::MeterProvider;

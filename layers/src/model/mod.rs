@@ -23,8 +23,6 @@ pub mod pool;
 pub mod ready;
 pub mod retry;
 pub mod store;
-#[cfg(test)]
-pub(crate) mod testing;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -46,7 +46,7 @@ use super::{
     random_u64, Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey,
     StreamEnd,
 };
-use crate::rate_limit::RequestQuota;
+use crate::quota::RequestQuota;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::{InMemoryState, NotKeyed};
 use governor::RateLimiter;
@@ -125,7 +125,7 @@ impl Guard {
     fn new(quota: RequestQuota) -> Arc<Self> {
         Arc::new(Self {
             quota,
-            limiter: RateLimiter::direct(crate::rate_limit::store::governor_quota(quota)),
+            limiter: RateLimiter::direct(quota.governor()),
         })
     }
 

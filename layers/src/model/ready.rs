@@ -84,8 +84,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testing::{MockAccount, MockError, MockRequest};
     use crate::model::{pool::Pool, pool::PoolConfig, StreamEnd};
+    use crate::testing::{MockAccount, MockError, MockRequest};
     use tower::ServiceExt;
 
     fn full_pool() -> (Pool<MockAccount>, MockAccount) {

@@ -37,29 +37,7 @@ pub trait RateLimited {
     fn token_estimate(&self) -> u64;
 }
 
-/// A requests-per-minute limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RequestQuota {
-    /// Requests per minute, sustained.
-    pub per_minute: NonZeroU32,
-    /// Requests that may come at once (the bucket's size).
-    pub burst: NonZeroU32,
-}
-
-impl RequestQuota {
-    /// `per_minute`, with a burst of a whole minute's worth.
-    pub fn per_minute(per_minute: NonZeroU32) -> Self {
-        Self {
-            per_minute,
-            burst: per_minute,
-        }
-    }
-
-    /// Time for one request to be replenished.
-    pub fn period(self) -> Duration {
-        Duration::from_secs(60) / self.per_minute.get()
-    }
-}
+pub use crate::quota::RequestQuota;
 
 /// The limits of one client; `None`: unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

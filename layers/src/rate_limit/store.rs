@@ -5,7 +5,7 @@ use super::{RequestQuota, Window};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use governor::RateLimiter;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,7 +86,7 @@ impl MemoryStore {
             |b| b.quota == quota,
             || RequestBucket {
                 quota,
-                limiter: RateLimiter::direct(governor_quota(quota))
+                limiter: RateLimiter::direct(quota.governor())
                     .with_middleware::<StateInformationMiddleware>(),
             },
         )
@@ -127,12 +127,6 @@ fn bucket<B>(
 }
 
 /// governor's quota for ours: one request back every `period`, `burst` at once.
-pub(crate) fn governor_quota(quota: RequestQuota) -> Quota {
-    Quota::with_period(quota.period())
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-        .allow_burst(quota.burst)
-}
-
 impl RateLimitStore for MemoryStore {
     fn take_request(&self, key: &str, quota: RequestQuota) -> Result<Window, Denied> {
         let bucket = self.request_bucket(key, quota);

@@ -1,8 +1,8 @@
 //! The rate-limit layer against the scriptable model service.
 
 use super::*;
-use crate::model::testing::{MockAccount, MockError, MockRequest};
 use crate::model::{StreamEnd, StreamReport, TokenUsage};
+use crate::testing::{MockAccount, MockError, MockRequest};
 use crate::ClientKey;
 use std::time::Duration;
 use tower::{Layer, ServiceExt};

@@ -1,10 +1,10 @@
 //! The leaf against the in-process fake: the model-tier contract of `crate::model`.
 
 use super::*;
+use crate::catalog::Catalog;
 use crate::chat::{ChatRequest, Message, Role, StopReason};
 use crate::kiro::fake::script::Step;
 use crate::kiro::token_source::FixedToken;
-use crate::kiro::Catalog;
 use crate::model::resolve::{Resolve, ResolveLayer};
 use std::future::poll_fn;
 use tower::{Layer, ServiceExt};

@@ -177,8 +177,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
     use crate::chat::{ChatRequest, Message, Role, Sampling};
-    use crate::kiro::Catalog;
 
     fn request(max_tokens: u32, stop: &[&str]) -> ModelRequest {
         let mut request = ModelRequest::new(ChatRequest {

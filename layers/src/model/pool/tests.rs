@@ -1,6 +1,6 @@
 use super::*;
-use crate::model::testing::{MockAccount, MockError, MockRequest, MockResponse};
 use crate::model::{RateLimitClass, StreamReport, TokenUsage};
+use crate::testing::{MockAccount, MockError, MockRequest, MockResponse};
 use std::collections::HashMap;
 use tower::ServiceExt;
 

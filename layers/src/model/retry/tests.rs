@@ -1,7 +1,7 @@
 use super::*;
 use crate::model::pool::{MemberSpec, Pool, PoolConfig};
-use crate::model::testing::{MockAccount, MockError, MockRequest};
 use crate::model::{Penalty, RateLimitClass, StreamEnd};
+use crate::testing::{MockAccount, MockError, MockRequest};
 use tower::ServiceExt;
 
 fn pool(accounts: &[&MockAccount]) -> Pool<MockAccount> {

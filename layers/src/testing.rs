@@ -1,9 +1,12 @@
-//! A scriptable in-process model service for the unit tests of the model-tier layers (in
-//! the spirit of tower-test's mock): each account answers from its own script, counts its
-//! calls and hands out responses whose stream end the test decides.
+//! Test doubles for stacks of these layers (behind the `testing` feature, and in this
+//! crate's own unit tests): a scriptable in-process model service in the spirit of
+//! tower-test's mock. Each [`MockAccount`] answers from its own script, counts its calls and
+//! hands out [`MockResponse`]s whose stream end the test decides; [`MockError`] is a
+//! [`Failure`] of any fault and penalty, so retry, pool, breakers, rate limits and metrics
+//! can all be exercised without an upstream.
 
-use super::pool::NoAccount;
-use super::{Failure, Fault, HasExtensions, Observe, Penalty, StreamEnd, StreamReport};
+use crate::model::pool::NoAccount;
+use crate::model::{Failure, Fault, HasExtensions, Observe, Penalty, StreamEnd, StreamReport};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +24,7 @@ pub enum MockError {
     },
     None(NoAccount),
     Throttled(crate::rate_limit::Throttled),
-    NotReady(super::ready::NotReady),
+    NotReady(crate::model::ready::NotReady),
 }
 
 impl MockError {
@@ -54,8 +57,8 @@ impl From<NoAccount> for MockError {
     }
 }
 
-impl From<super::ready::NotReady> for MockError {
-    fn from(not_ready: super::ready::NotReady) -> Self {
+impl From<crate::model::ready::NotReady> for MockError {
+    fn from(not_ready: crate::model::ready::NotReady) -> Self {
         Self::NotReady(not_ready)
     }
 }
@@ -203,11 +206,14 @@ impl MockAccount {
         }
     }
     pub fn script(&self, answer: Result<(), MockError>) -> &Self {
-        self.script.lock().unwrap().push_back(answer);
+        self.script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(answer);
         self
     }
     pub fn fail_always(&self, error: Option<MockError>) {
-        *self.always.lock().unwrap() = error;
+        *self.always.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
@@ -225,8 +231,16 @@ impl tower_service::Service<MockRequest> for MockAccount {
 
     fn call(&mut self, _request: MockRequest) -> Self::Future {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let scripted = self.script.lock().unwrap().pop_front();
-        let always = self.always.lock().unwrap().clone();
+        let scripted = self
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        let always = self
+            .always
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let answer = match (always, scripted) {
             (Some(error), _) => Err(error),
             (None, Some(answer)) => answer,

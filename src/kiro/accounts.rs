@@ -3,6 +3,7 @@
 //! single account of the credential flags, a pool of one), and rebuilt from the pool file
 //! on [`Accounts::reload`] (SIGHUP or a change of the file) without dropping a request.
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::kiro::account::{Account, Endpoints, TokenSettings};
 use crate::kiro::credentials::{self, Credentials};
@@ -10,11 +11,34 @@ use crate::kiro::fake::FakeKiro;
 use crate::kiro::http::HttpUpstream;
 use crate::kiro::pool_file::{self, Instance};
 use crate::kiro::token_source::FixedToken;
-use crate::kiro::{Catalog, KiroService};
-use crate::pipeline::BuildError;
+use crate::kiro::KiroService;
 use aiproxy_layers::model::pool::{MemberSpec, Pool};
 use futures_util::StreamExt;
 use std::sync::{Arc, Mutex, RwLock};
+
+/// Why the accounts could not be built or reloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    /// The credentials are unusable.
+    #[error(transparent)]
+    Credentials(#[from] crate::kiro::credentials::CredentialError),
+    /// The pool file is unusable.
+    #[error(transparent)]
+    PoolFile(#[from] crate::kiro::pool_file::PoolFileError),
+    /// The pool as configured breaks a rule (e.g. too many accounts behind one egress).
+    #[error("pool: {0}")]
+    Pool(String),
+    /// No way to reach Kiro.
+    #[error(
+        "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE or --kiro-oauth-creds-base64 B64 \
+         (or set KIRO_OAUTH_CREDS_FILE / KIRO_OAUTH_CREDS_BASE64), sign in with the Kiro IDE so that \
+         ~/.aws/sso/cache/kiro-auth-token.json exists, or start with KIRO_MOCK_MODE=true to use the built-in fake Kiro"
+    )]
+    NoCredentials,
+    /// The HTTP client or the upstream URL could not be set up.
+    #[error("cannot set up the Kiro client: {0}")]
+    Client(String),
+}
 
 /// The live accounts, for the status views (empty in mock mode).
 pub type LiveAccounts = Arc<RwLock<Vec<Arc<Account>>>>;
@@ -55,12 +79,12 @@ impl std::fmt::Debug for Accounts {
 
 impl Accounts {
     /// The accounts of `config` in a pool; `catalog` is what their model lists refresh.
-    pub fn build(config: &Config, catalog: Catalog) -> Result<Self, BuildError> {
+    pub fn build(config: &Config, catalog: Catalog) -> Result<Self, AccountsError> {
         let clients = if config.kiro_mock_mode {
             None
         } else {
             let client = HttpUpstream::client(config.max_connections, config.request_timeout, None)
-                .map_err(BuildError::Client)?;
+                .map_err(AccountsError::Client)?;
             let http = HttpUpstream::new(config.max_connections, config.request_timeout, None);
             Some((client, http))
         };
@@ -111,7 +135,7 @@ impl Accounts {
     /// (then they start afresh, like added ones, in slow start); removed ones take no new
     /// requests and finish the ones they have. On an error nothing changes. Returns the
     /// number of accounts.
-    pub fn reload(&self) -> Result<usize, BuildError> {
+    pub fn reload(&self) -> Result<usize, AccountsError> {
         if self.config.pool.file.is_none() || self.clients.is_none() {
             return Ok(self.lock().len());
         }
@@ -207,7 +231,7 @@ impl Accounts {
         *self.lock() = members;
     }
 
-    fn members(&self, old: &[Member]) -> Result<Vec<Member>, BuildError> {
+    fn members(&self, old: &[Member]) -> Result<Vec<Member>, AccountsError> {
         let config = &self.config;
         let Some((client, http)) = &self.clients else {
             if let Some(file) = &config.pool.file {
@@ -244,7 +268,7 @@ impl Accounts {
                         Some(proxy),
                     )
                     .map_err(|e| {
-                        BuildError::Client(format!("account `{name}`, egress {proxy}: {e}"))
+                        AccountsError::Client(format!("account `{name}`, egress {proxy}: {e}"))
                     })?,
                     HttpUpstream::new(cap, config.request_timeout, Some(proxy)),
                 ),
@@ -256,9 +280,9 @@ impl Accounts {
                 timeout: config.request_timeout,
             };
             let account = Account::new(name.clone(), credentials, endpoints, settings, client);
-            let service =
-                KiroService::live(http, Arc::clone(&account), cap).map_err(BuildError::Client)?;
-            Ok::<_, BuildError>((spec(&name, weight, cap, guard), service, account))
+            let service = KiroService::live(http, Arc::clone(&account), cap)
+                .map_err(AccountsError::Client)?;
+            Ok::<_, AccountsError>((spec(&name, weight, cap, guard), service, account))
         };
         let Some(file) = &config.pool.file else {
             let (name, credentials) = load_credentials(config)?;
@@ -346,7 +370,7 @@ struct Overrides {
 
 /// Refuses a pool file that puts more than `cap` accounts behind one egress proxy (many
 /// accounts behind one address is one of the signals Kiro bans on: kiro-protocol.md §13.4).
-fn check_egress_cap(instances: &[Instance], cap: Option<usize>) -> Result<(), BuildError> {
+fn check_egress_cap(instances: &[Instance], cap: Option<usize>) -> Result<(), AccountsError> {
     let Some(cap) = cap else {
         return Ok(());
     };
@@ -359,7 +383,7 @@ fn check_egress_cap(instances: &[Instance], cap: Option<usize>) -> Result<(), Bu
         by_egress.entry(egress).or_default().push(&instance.name);
     }
     match by_egress.iter().find(|(_, names)| names.len() > cap) {
-        Some((egress, names)) => Err(BuildError::Pool(format!(
+        Some((egress, names)) => Err(AccountsError::Pool(format!(
             "{} accounts go out through {egress} ({}), more than --max-accounts-per-egress {cap}; \
              give some of them their own egressProxy",
             names.len(),
@@ -370,7 +394,7 @@ fn check_egress_cap(instances: &[Instance], cap: Option<usize>) -> Result<(), Bu
 }
 
 /// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
-fn load_credentials(config: &Config) -> Result<(String, Credentials), BuildError> {
+fn load_credentials(config: &Config) -> Result<(String, Credentials), AccountsError> {
     if let Some(path) = &config.kiro_oauth_creds_file {
         let name = path
             .file_name()
@@ -388,7 +412,7 @@ fn load_credentials(config: &Config) -> Result<(String, Credentials), BuildError
     if let Some(path) = credentials::kiro_ide_token_file() {
         return Ok(("kiro-ide".into(), credentials::from_file(&path)?));
     }
-    Err(BuildError::NoCredentials)
+    Err(AccountsError::NoCredentials)
 }
 
 /// API region: the instance's, else explicit `--kiro-region`, else the profileArn's region,

@@ -8,9 +8,10 @@
 //! the merge of [`merge`] is. Readers take the current [`Snapshot`] (an `Arc`, swapped
 //! whole on each refresh), so a refresh never blocks a request.
 
+mod listing;
 mod merge;
 
-use super::model_list::{Capabilities, Listing};
+pub use listing::{Capabilities, ListedModel, Listing, PromptCaching, Reasoning};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ pub const ONE_MILLION_SUFFIX: &str = "[1m]";
 pub struct ModelEntry {
     /// Id clients send as `model`.
     pub id: String,
-    /// Id sent to Kiro.
+    /// Id sent to the provider (Kiro's `modelId`; the catalog file's key of the same name).
     pub kiro_model_id: String,
     /// Unix time shown on `/v1/models`.
     pub created: u64,
@@ -46,8 +47,9 @@ pub struct ModelEntry {
     pub display_name: Option<String>,
     /// What the model can do (unknown, i.e. empty, for a model known only from the file).
     pub capabilities: Capabilities,
-    /// The `ListAvailableModels` entry as Kiro sent it, when the accounts listed the model.
-    pub kiro: Option<Arc<Value>>,
+    /// The listing entry as the provider sent it (Kiro's `ListAvailableModels` entry), when
+    /// the accounts listed the model.
+    pub listed: Option<Arc<Value>>,
 }
 
 /// One `[[model]]` of the catalog file.

@@ -136,7 +136,7 @@ fn the_accounts_listing_decides_what_is_served_and_how() {
     assert_eq!(sonnet.display_name.as_deref(), Some("Claude Sonnet 4.5"));
     assert!(sonnet.capabilities.refuses_images());
     assert_eq!(
-        sonnet.kiro.as_ref().unwrap()["modelName"],
+        sonnet.listed.as_ref().unwrap()["modelName"],
         "Sonnet 4.5 (Kiro)"
     );
     // What only the accounts serve works, under its listed id and its Kiro id.

@@ -10,7 +10,7 @@
 //! - Every Kiro id the accounts serve also resolves as itself (not listed twice).
 //! - A file entry whose models are not served is not listed; asking for it says why.
 
-use super::super::model_list::{KiroModel, Listing};
+use super::listing::{ListedModel, Listing};
 use super::{CatalogSource, FileModel, ModelEntry, Snapshot, ONE_MILLION_SUFFIX};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub(super) fn from_file(file: &[FileModel]) -> Snapshot {
             max_output_tokens: model.max_output_tokens,
             display_name: model.display_name.clone(),
             capabilities: Default::default(),
-            kiro: None,
+            listed: None,
         };
         built.list_with_aliases(entry, &model.aliases);
     }
@@ -63,7 +63,7 @@ pub(super) fn with_listings(
     let now = SystemTime::now();
     let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     // The union of what the accounts serve; the first account's entry describes a model.
-    let mut served: Vec<(&KiroModel, Arc<serde_json::Value>)> = Vec::new();
+    let mut served: Vec<(&ListedModel, Arc<serde_json::Value>)> = Vec::new();
     let mut position: HashMap<&str, usize> = HashMap::new();
     for model in listings.iter().flat_map(|l| &l.models) {
         if !position.contains_key(model.id.as_str()) {
@@ -95,7 +95,7 @@ pub(super) fn with_listings(
             max_output_tokens: live.max_output_tokens.or(model.max_output_tokens),
             display_name: model.display_name.clone().or_else(|| live.name.clone()),
             capabilities: live.capabilities.clone(),
-            kiro: Some(Arc::clone(raw)),
+            listed: Some(Arc::clone(raw)),
         };
         built.list_with_aliases(entry, &model.aliases);
     }
@@ -108,7 +108,7 @@ pub(super) fn with_listings(
             max_output_tokens: live.max_output_tokens,
             display_name: live.name.clone(),
             capabilities: live.capabilities.clone(),
-            kiro: Some(Arc::clone(raw)),
+            listed: Some(Arc::clone(raw)),
         };
         // The entry under the model's own dashed id describes it best; else the first.
         let listed_as = built
