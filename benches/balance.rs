@@ -84,7 +84,7 @@ async fn simulate(balance: Balance, gap: Duration) -> (Duration, Duration, Vec<u
                 .unwrap();
             let served = response
                 .extensions
-                .get::<aiproxy_layers::model::Served>()
+                .get::<aiproxy_layers::model::AccountId>()
                 .map(|s| s.0.to_string())
                 .unwrap();
             let mut events = response.events;

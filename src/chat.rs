@@ -280,20 +280,9 @@ impl Default for Metadata {
     }
 }
 
-/// Token usage of one call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt tokens (uncached).
-    pub input: u64,
-    /// Completion tokens.
-    pub output: u64,
-    /// Prompt tokens read from a cache.
-    pub cache_read: u64,
-    /// Prompt tokens written to a cache.
-    pub cache_write: u64,
-    /// True when the figures are a local estimate rather than reported by the upstream.
-    pub estimated: bool,
-}
+/// Token usage of one call: the model tier's one usage type (the generic layers count the
+/// same figures for rate limits, load and metrics).
+pub use aiproxy_layers::model::TokenUsage as Usage;
 
 /// Why the model stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

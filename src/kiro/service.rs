@@ -237,7 +237,7 @@ impl Service<ModelRequest> for KiroService {
                 drop(slot);
                 tracing::debug!(
                     account = %account,
-                    error = outcome.error,
+                    error = outcome.error_kind,
                     duration_ms = outcome.duration.as_millis() as u64,
                     first_event_ms = outcome.time_to_first_event.map(|d| d.as_millis() as u64),
                     "upstream stream ended"

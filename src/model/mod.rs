@@ -14,7 +14,7 @@
 //!   retry is safe. Its concurrency permit lives until the stream ends, and a full account
 //!   is not ready in `poll_ready` (never an error there).
 //! - [`ModelResponse::on_end`] is the one end-of-stream hook: each layer that needs the
-//!   [`Outcome`] (load, breakers, metrics, cache writes) registers its own.
+//!   [`StreamReport`] (load, breakers, metrics, cache writes) registers its own.
 //!
 //! The stack, outermost first (the HTTP tier's table is in [`crate::pipeline`]):
 //!
@@ -27,7 +27,7 @@
 //! | 1d | [`ready`](aiproxy_layers::model::ready) | always ready itself; each call waits for the layers below to be ready (a free account slot) at most `--request-timeout`, then [`ChatError::Busy`]; so cache hits and rate-limit refusals above it never wait for an account | |
 //! | 2 | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more) | ? [`ResolvedModel`] |
 //! | 3 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
-//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) (switchable for one account: `--disable-layers pool`) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome, each account's state in a [`store`](aiproxy_layers::model::store); accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `Served` |
+//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) (switchable for one account: `--disable-layers pool`) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome, each account's state in a [`store`](aiproxy_layers::model::store); accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `AccountId` (when the leaf set none) |
 //! | 5 | [`crate::kiro::KiroService`] | one account: token source (its tokens in a [`token_store`](crate::kiro::token_store)), request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
 //!
 //! The layers of 3 and 4 live in `aiproxy-layers`, generic over the request, response and
@@ -41,7 +41,7 @@ pub mod resolve;
 
 use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Fault, Usage};
 pub use aiproxy_layers::model::StreamEnd;
-use aiproxy_layers::model::{HasExtensions, Observe, StreamReport, TokenUsage};
+use aiproxy_layers::model::{HasExtensions, Observe};
 use futures_util::Stream;
 pub use http::Extensions;
 use std::pin::Pin;
@@ -83,26 +83,7 @@ pub struct ResolvedModel {
     pub thinking_suffix: bool,
 }
 
-/// Which account served a response (its configured name; never a secret).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccountId(pub Arc<str>);
-
-/// What a finished (or abandoned) response stream did: the input of every end-of-stream
-/// consumer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    /// `None` when the stream ended with its stop event; else the error's
-    /// [`ChatError::kind`], or `"abandoned"` when the client went away first.
-    pub error: Option<&'static str>,
-    /// The same, as the generic model-tier layers see it (with the error's fault).
-    pub end: StreamEnd,
-    /// From the response to the end of the stream.
-    pub duration: Duration,
-    /// From the response to its first event after `Start`, if any came.
-    pub time_to_first_event: Option<Duration>,
-    /// The last usage the stream reported.
-    pub usage: Option<Usage>,
-}
+pub use aiproxy_layers::model::{AccountId, StreamReport};
 
 /// A model-tier response (see the module docs).
 pub struct ModelResponse {
@@ -129,9 +110,9 @@ impl ModelResponse {
         }
     }
 
-    /// Calls `hook` once with the stream's [`Outcome`] when it ends, fails or is dropped.
+    /// Calls `hook` once with the stream's [`StreamReport`] when it ends, fails or is dropped.
     /// Whatever `hook` owns (a load guard, a permit) lives until then.
-    pub fn on_end(mut self, hook: impl FnOnce(&Outcome) + Send + 'static) -> Self {
+    pub fn on_end(mut self, hook: impl FnOnce(&StreamReport) + Send + 'static) -> Self {
         self.events = Box::pin(Observed {
             inner: self.events,
             started: Instant::now(),
@@ -174,30 +155,11 @@ impl HasExtensions for ModelResponse {
 
 impl Observe for ModelResponse {
     fn on_stream_end(self, hook: impl FnOnce(&StreamReport) + Send + 'static) -> Self {
-        self.on_end(move |outcome| hook(&outcome.report()))
+        self.on_end(hook)
     }
 }
 
-impl Outcome {
-    /// The same, as the generic model-tier layers see it.
-    pub fn report(&self) -> StreamReport {
-        StreamReport {
-            end: self.end,
-            error_kind: self.error,
-            duration: self.duration,
-            time_to_first_event: self.time_to_first_event,
-            usage: self.usage.map(|u| TokenUsage {
-                input: u.input,
-                output: u.output,
-                cache_read: u.cache_read,
-                cache_write: u.cache_write,
-                estimated: u.estimated,
-            }),
-        }
-    }
-}
-
-type Hook = Box<dyn FnOnce(&Outcome) + Send>;
+type Hook = Box<dyn FnOnce(&StreamReport) + Send>;
 
 struct Observed {
     inner: ChatStream,
@@ -210,8 +172,8 @@ struct Observed {
 impl Observed {
     fn finish(&mut self, error: Option<&'static str>, end: StreamEnd) {
         if let Some(hook) = self.hook.take() {
-            hook(&Outcome {
-                error,
+            hook(&StreamReport {
+                error_kind: error,
                 end,
                 duration: self.started.elapsed(),
                 time_to_first_event: self.first_event,
@@ -277,11 +239,11 @@ mod tests {
 
     fn observe(
         items: Vec<Result<ChatEvent, ChatError>>,
-    ) -> (ModelResponse, Arc<Mutex<Vec<Outcome>>>) {
+    ) -> (ModelResponse, Arc<Mutex<Vec<StreamReport>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         let response =
-            ModelResponse::new(events(items)).on_end(move |o| sink.lock().unwrap().push(o.clone()));
+            ModelResponse::new(events(items)).on_end(move |o| sink.lock().unwrap().push(*o));
         (response, seen)
     }
 
@@ -302,7 +264,7 @@ mod tests {
         assert_eq!(all.len(), 4);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 1, "once, though the stream was also dropped");
-        assert_eq!(seen[0].error, None);
+        assert_eq!(seen[0].error_kind, None);
         assert_eq!(seen[0].usage, Some(usage));
         assert!(seen[0].time_to_first_event.is_some());
     }
@@ -316,17 +278,17 @@ mod tests {
             }),
         ]);
         let _ = response.events.collect::<Vec<_>>().await;
-        assert_eq!(seen.lock().unwrap()[0].error, Some("upstream_error"));
+        assert_eq!(seen.lock().unwrap()[0].error_kind, Some("upstream_error"));
 
         let (response, seen) = observe(vec![Ok(start()), Ok(ChatEvent::TextDelta("a".into()))]);
         let _ = response.events.collect::<Vec<_>>().await;
-        assert_eq!(seen.lock().unwrap()[0].error, Some("truncated"));
+        assert_eq!(seen.lock().unwrap()[0].error_kind, Some("truncated"));
 
         let (mut response, seen) = observe(vec![Ok(start()), Ok(ChatEvent::TextDelta("a".into()))]);
         let _ = response.events.next().await;
         drop(response);
         let seen = seen.lock().unwrap();
-        assert_eq!(seen[0].error, Some("abandoned"));
+        assert_eq!(seen[0].error_kind, Some("abandoned"));
         assert_eq!(
             seen[0].time_to_first_event, None,
             "Start is not an upstream event"

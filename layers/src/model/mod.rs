@@ -8,13 +8,13 @@
 //! - [`Observe`] on the response: one end-of-stream hook, so load, breakers and latency are
 //!   accounted when the stream ends, not when its headers arrive;
 //! - [`HasExtensions`] on request and response: typed values between layers
-//!   ([`SessionKey`], [`Attempts`], [`Served`]).
+//!   ([`SessionKey`], [`Attempts`], [`AccountId`]).
 //!
 //! | module | what it does | extensions |
 //! |---|---|---|
 //! | [`ready`] | always ready; each call waits (bounded) for the layers below to be ready, so layers above it that answer alone (cache hits, rate-limit refusals) never wait for an account | |
 //! | [`retry`] | retries failures that happened before any byte reached the client (a `tower::retry` policy with backoff, jitter and a budget) | + [`Attempts`] (request and response) |
-//! | [`pool`] | picks one account per request: session affinity, power of two choices over load, weights, concurrency caps, slow start; skips accounts the [`health`] breaker keeps out | ? [`SessionKey`], ? [`Attempts`]; response + [`Served`] |
+//! | [`pool`] | picks one account per request: session affinity, power of two choices over load, weights, concurrency caps, slow start; skips accounts the [`health`] breaker keeps out | ? [`SessionKey`], ? [`Attempts`]; response + [`AccountId`] |
 //! | [`health`] | the per-account breaker and cooldowns the pool consults and feeds | |
 //! | [`store`] | where each account's health and load live (in memory here; a shared store plugs in behind the same interfaces) | |
 
@@ -351,9 +351,10 @@ impl Attempts {
     }
 }
 
-/// Which pool member served a response (its name; never a secret).
+/// Which account served a response (its configured name; never a secret): the leaf sets it,
+/// or the pool when the leaf did not.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Served(pub Arc<str>);
+pub struct AccountId(pub Arc<str>);
 
 /// A fast per-thread random number (xorshift seeded from the std hasher's random keys):
 /// good enough to spread load and jitter waits, not for secrets.

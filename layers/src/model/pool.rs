@@ -43,7 +43,7 @@
 use super::health::{Admission, HealthConfig, Snapshot, State};
 use super::store::{AccountState, LoadCell, LoadView, MemoryStore, PoolStore};
 use super::{
-    random_u64, Attempts, Failure, Fault, HasExtensions, Observe, Penalty, Served, SessionKey,
+    random_u64, AccountId, Attempts, Failure, Fault, HasExtensions, Observe, Penalty, SessionKey,
     StreamEnd,
 };
 use crate::quota::RequestQuota;
@@ -819,9 +819,11 @@ impl<S> Pool<S> {
                     // The inner future resolves at the first upstream event: its duration is
                     // the account's time to first token, the latency peak-EWMA weighs.
                     member.state.load.record_latency(now.elapsed());
-                    response
-                        .extensions_mut()
-                        .insert(Served(Arc::clone(&member.spec.name)));
+                    if response.extensions().get::<AccountId>().is_none() {
+                        response
+                            .extensions_mut()
+                            .insert(AccountId(Arc::clone(&member.spec.name)));
+                    }
                     Ok(response.on_stream_end(move |report| {
                         drop(load);
                         if let Some(usage) = &report.usage {
