@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aiproxy::config::{Config, PipelineLayer};
-use aiproxy::kiro::eventstream::{encode_frame, FrameDecoder, KiroEvent};
+use aiproxy::kiro::protocol::eventstream::{encode_frame, FrameDecoder, KiroEvent};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
@@ -166,7 +166,7 @@ fn layers(c: &mut Criterion) {
         &aiproxy::model::resolve::ResolveLayer::new(aiproxy::catalog::Catalog::builtin().unwrap()),
         aiproxy::kiro::KiroService::mock(
             aiproxy::kiro::fake::FakeKiro::new(),
-            std::sync::Arc::new(aiproxy::kiro::token_source::FixedToken::new("bench")),
+            std::sync::Arc::new(aiproxy::kiro::auth::token_source::FixedToken::new("bench")),
             64,
         ),
     );
@@ -247,7 +247,7 @@ fn claude_code_sized(tools: usize, long_tool: bool) -> String {
 fn builder(c: &mut Criterion) {
     use aiproxy::api::anthropic::request;
     use aiproxy::chat::Metadata;
-    use aiproxy::kiro::request::{build, BuildOptions};
+    use aiproxy::kiro::protocol::request::{build, BuildOptions};
 
     let body = claude_code_sized(20, true);
     let chat = request::parse(
@@ -281,7 +281,7 @@ fn builder(c: &mut Criterion) {
 /// lookup; a dated id misses twice first), and what one rebuild from the fake's 15 models
 /// costs (once per refresh, off the request path).
 fn catalog(c: &mut Criterion) {
-    use aiproxy::kiro::model_list::{parse_page, Listing};
+    use aiproxy::kiro::accounts::model_list::{parse_page, Listing};
     let models = aiproxy::kiro::fake::models::default_models();
     let page = parse_page(
         serde_json::json!({ "models": models })
@@ -327,7 +327,7 @@ fn api(c: &mut Criterion) {
                 request::Endpoint::CountTokens,
             )
             .unwrap();
-            black_box(aiproxy::tokens::estimate_request(&chat))
+            black_box(aiproxy::token_count::estimate_request(&chat))
         })
     });
 

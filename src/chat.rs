@@ -374,7 +374,7 @@ pub enum ChatError {
     /// and other agents compact their conversation when they read this message.
     #[error("prompt is too long: {tokens} tokens > {limit} maximum")]
     ContextOverflow {
-        /// The conversation's size in tokens (an estimate; see [`crate::kiro::overflow`]).
+        /// The conversation's size in tokens (an estimate; see [`crate::kiro::protocol::overflow`]).
         tokens: u64,
         /// The model's context window in tokens.
         limit: u64,

@@ -23,4 +23,4 @@ pub mod pipeline;
 pub mod secret;
 pub mod server;
 pub mod telemetry;
-pub mod tokens;
+pub mod token_count;

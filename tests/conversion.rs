@@ -4,7 +4,7 @@
 
 use aiproxy::api::{anthropic, openai, responses};
 use aiproxy::chat::{ChatRequest, Metadata};
-use aiproxy::kiro::request::{build, BuildOptions};
+use aiproxy::kiro::protocol::request::{build, BuildOptions};
 use serde_json::{json, Value};
 
 fn kiro_body(request: &ChatRequest) -> Value {
@@ -136,7 +136,8 @@ fn a_tool_round_trip_with_system_image_and_error_result() {
         state["history"][0]["userInputMessage"]["content"],
         "You are a weather bot.\n\nWeather in Paris and Rome? See the map."
     );
-    let kiro: aiproxy::kiro::wire::KiroRequest = serde_json::from_value(a.clone()).unwrap();
+    let kiro: aiproxy::kiro::protocol::wire::KiroRequest =
+        serde_json::from_value(a.clone()).unwrap();
     aiproxy::kiro::fake::validate(&kiro).unwrap();
 }
 

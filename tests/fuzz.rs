@@ -9,8 +9,8 @@
 
 use aiproxy::api::anthropic::request::Endpoint;
 use aiproxy::chat::{ChatError, ChatEvent, ChatStream, Metadata, StopReason};
-use aiproxy::kiro::credentials::{self, Source};
-use aiproxy::kiro::eventstream::{encode_frame, FrameDecoder, KiroEvent};
+use aiproxy::kiro::auth::credentials::{self, Source};
+use aiproxy::kiro::protocol::eventstream::{encode_frame, FrameDecoder, KiroEvent};
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};

@@ -154,7 +154,7 @@ async fn fifty_concurrent_requests_across_expiry_share_one_refresh() {
 async fn a_token_inside_the_margin_is_refreshed_before_use() {
     let fake = Fake::start();
     let dir = temp_dir("margin");
-    let soon = aiproxy::kiro::credentials::format_time(
+    let soon = aiproxy::kiro::auth::credentials::format_time(
         std::time::SystemTime::now() + Duration::from_secs(60),
     );
     let path = social_file(&dir, Some("soon-expiring"), &soon);

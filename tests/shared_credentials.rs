@@ -71,8 +71,8 @@ async fn two_processes_on_one_file_rotate_once_each_time() {
 /// (as two proxies would hold them) on one in-memory store rotate once per expiry.
 #[tokio::test]
 async fn two_accounts_on_one_token_store_rotate_once_each_time() {
-    use aiproxy::kiro::account::{Account, Endpoints, TokenSettings};
-    use aiproxy::kiro::token_store::{MemoryStore, TokenStore};
+    use aiproxy::kiro::auth::account::{Account, Endpoints, TokenSettings};
+    use aiproxy::kiro::auth::token_store::{MemoryStore, TokenStore};
     use std::sync::Arc;
     let fake = Fake::start();
     let dir = temp_dir("token-store");
@@ -96,7 +96,7 @@ async fn two_accounts_on_one_token_store_rotate_once_each_time() {
         };
         Account::with_store(
             "shared".into(),
-            aiproxy::kiro::credentials::from_file(&creds).unwrap(),
+            aiproxy::kiro::auth::credentials::from_file(&creds).unwrap(),
             endpoints,
             settings,
             reqwest::Client::new(),

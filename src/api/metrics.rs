@@ -6,7 +6,7 @@
 use super::status::{members, Member};
 use super::{ApiState, ProviderStatus};
 use crate::body::ResponseBody;
-use crate::kiro::usage::UsageLimits;
+use crate::kiro::accounts::usage::UsageLimits;
 use aiproxy_layers::model::health::State;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::Response;

@@ -8,6 +8,7 @@
 //! (or 405 for a known path with the wrong method) that lists what is served.
 
 pub mod anthropic;
+mod catalog_view;
 pub mod collect;
 pub mod completions;
 pub mod cors;
@@ -16,7 +17,6 @@ pub mod image;
 pub mod json;
 pub mod keep_alive;
 pub mod metrics;
-mod models;
 pub mod openai;
 pub mod responses;
 pub mod sse;
@@ -192,11 +192,11 @@ async fn route(
     }
     let shape = ErrorShape::for_request(&parts);
     let result = match (&parts.method, parts.uri.path()) {
-        (&Method::GET, "/v1/models") => Ok(models::list(
+        (&Method::GET, "/v1/models") => Ok(catalog_view::list(
             &state,
             parts.headers.contains_key("anthropic-version"),
         )),
-        (&Method::GET, path) if path.starts_with("/v1/models/") => models::by_id(
+        (&Method::GET, path) if path.starts_with("/v1/models/") => catalog_view::by_id(
             &state,
             &path["/v1/models/".len()..],
             parts.headers.contains_key("anthropic-version"),
@@ -749,7 +749,7 @@ async fn count_tokens(
     if state.catalog.resolve(&chat.model).is_none() {
         return Err(error::rejection(&state.catalog.not_found(&chat.model)));
     }
-    let tokens = crate::tokens::estimate_request(&chat);
+    let tokens = crate::token_count::estimate_request(&chat);
     Ok(json_response(
         StatusCode::OK,
         json!({ "input_tokens": tokens }).to_string(),

@@ -5,7 +5,7 @@
 
 use super::{json_response, ApiState, ProviderStatus};
 use crate::body::ResponseBody;
-use crate::kiro::credentials::format_time;
+use crate::kiro::auth::credentials::format_time;
 use aiproxy_layers::model::health::State;
 use aiproxy_layers::model::pool::{MemberView, PoolStatus};
 use http::{Response, StatusCode};
@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 /// state (a suspended or revoked account is disabled whatever its breaker says).
 pub(super) struct Member {
     pub(super) view: MemberView,
-    pub(super) account: Option<crate::kiro::account::AccountStatus>,
-    pub(super) usage: Option<crate::kiro::usage::UsageLimits>,
+    pub(super) account: Option<crate::kiro::auth::account::AccountStatus>,
+    pub(super) usage: Option<crate::kiro::accounts::usage::UsageLimits>,
 }
 
 impl Member {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::kiro::model_list::{parse_page, Listing};
+use crate::kiro::accounts::model_list::{parse_page, Listing};
 use serde_json::json;
 
 fn listing(models: serde_json::Value) -> Listing {

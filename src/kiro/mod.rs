@@ -1,26 +1,19 @@
-//! The Kiro provider: wire types, request builder, event-stream decoder, fake, service.
+//! The Kiro provider, in folders by concern, in the order a request meets them:
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`accounts`] | the accounts of the pool: built from the credential flags or the pool file, reloaded, probed; their model listings and credits |
+//! | [`service`] | the leaf of the model tier: one account's upstream [`KiroService`] |
+//! | [`auth`] | credentials and OAuth tokens: formats, refresh, rotation, the token store |
+//! | [`protocol`] | the wire protocol: request builder, event-stream decoder, translation, errors |
+//! | [`transport`] | the HTTPS client and egress proxies |
+//! | [`fake`] | the fake Kiro of mock mode and `aiproxy fake-kiro` |
 
-pub mod account;
 pub mod accounts;
-pub mod credentials;
-pub mod egress;
-pub mod errors;
-pub mod eventstream;
+pub mod auth;
 pub mod fake;
-pub mod file_lock;
-pub mod http;
-pub mod model_list;
-pub mod overflow;
-pub mod persist;
-pub mod pool_file;
-pub mod request;
+pub mod protocol;
 pub mod service;
-pub mod stream;
-pub mod thinking;
-pub mod token_source;
-pub mod token_store;
-pub mod translate;
-pub mod usage;
-pub mod wire;
+pub mod transport;
 
 pub use service::{KiroService, Transport};

@@ -1,19 +1,19 @@
 //! The Kiro upstream `Service`, the leaf of the model tier: one account; a model-tier
 //! request in, its event stream out.
 
-use super::account::Account;
-use super::errors;
 use super::fake::FakeKiro;
-use super::http::{HttpUpstream, IdeHeaders, UpstreamResponse};
-use super::overflow::Measure;
-use super::request::{self, BuildOptions};
-use super::stream::{chat_stream, ByteStream};
-use super::token_source::TokenSource;
-use super::translate::Translator;
-use super::wire::HistoryEntry;
 use crate::chat::{ChatError, ChatEvent, Thinking};
+use crate::kiro::auth::account::Account;
+use crate::kiro::auth::token_source::TokenSource;
+use crate::kiro::protocol::errors;
+use crate::kiro::protocol::overflow::Measure;
+use crate::kiro::protocol::request::{self, BuildOptions};
+use crate::kiro::protocol::stream::{chat_stream, ByteStream};
+use crate::kiro::protocol::translate::Translator;
+use crate::kiro::protocol::wire::HistoryEntry;
+use crate::kiro::transport::http::{HttpUpstream, IdeHeaders, UpstreamResponse};
 use crate::model::{AccountId, ModelRequest, ModelResponse, ResolvedModel};
-use crate::tokens;
+use crate::token_count;
 use aiproxy_layers::metrics::UpstreamClock;
 use aiproxy_layers::model::Attempts;
 use bytes::{Bytes, BytesMut};
@@ -357,7 +357,7 @@ async fn attempt(
     let thinking = chat
         .thinking
         .or(resolved.thinking_suffix.then_some(Thinking::Enabled {
-            budget_tokens: super::thinking::DEFAULT_BUDGET,
+            budget_tokens: crate::kiro::protocol::thinking::DEFAULT_BUDGET,
         }));
     let tokens = &shared.tokens;
     // Waits on the token endpoint and on Kiro's first event, for the overhead metric.
@@ -396,7 +396,7 @@ async fn attempt(
             message: format!("serialising the Kiro request failed: {e}"),
         })?,
     );
-    let input_estimate = tokens::estimate_request(chat);
+    let input_estimate = token_count::estimate_request(chat);
     let measure = Measure::new(input_estimate, model.context_window, &body);
     measure.check()?;
     let waited = Instant::now();
@@ -501,13 +501,14 @@ async fn attempt(
 /// (kiro-protocol.md §7.1 says "temporarily").
 fn failure(
     tokens: &dyn TokenSource,
-    token: &super::account::AccessToken,
+    token: &crate::kiro::auth::account::AccessToken,
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
 ) -> ChatError {
     // Scrubbed before it is read, so no message built from it can carry the token.
-    let body = super::account::scrub(&String::from_utf8_lossy(body), &[token.token.expose()]);
+    let body =
+        crate::kiro::auth::account::scrub(&String::from_utf8_lossy(body), &[token.token.expose()]);
     match errors::classify(status, headers, body.as_bytes()) {
         ChatError::AccountUnavailable { message } => ChatError::AccountUnavailable {
             message: format!("Kiro account `{}`: {message}", tokens.name()),

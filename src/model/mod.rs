@@ -27,8 +27,8 @@
 //! | 1d | [`ready`](aiproxy_layers::model::ready) | always ready itself; each call waits for the layers below to be ready (a free account slot) at most `--request-timeout`, then [`ChatError::Busy`]; so cache hits and rate-limit refusals above it never wait for an account | |
 //! | 2 | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more) | ? [`ResolvedModel`] |
 //! | 3 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
-//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) (switchable for one account: `--disable-layers pool`) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome, each account's state in a [`store`](aiproxy_layers::model::store); accounts built and reloaded by [`accounts`] | ? `SessionKey`, ? `Attempts`; response + `AccountId` (when the leaf set none) |
-//! | 5 | [`crate::kiro::KiroService`] | one account: token source (its tokens in a [`token_store`](crate::kiro::token_store)), request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
+//! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) (switchable for one account: `--disable-layers pool`) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome, each account's state in a [`store`](aiproxy_layers::model::store); accounts built and reloaded by [`accounts`](crate::kiro::accounts) | ? `SessionKey`, ? `Attempts`; response + `AccountId` (when the leaf set none) |
+//! | 5 | [`crate::kiro::KiroService`] | one account: token source (its tokens in a [`token_store`](crate::kiro::auth::token_store)), request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
 //!
 //! The layers of 3 and 4 live in `aiproxy-layers`, generic over the request, response and
 //! error through its `HasExtensions`, `Observe` and `Failure` traits, which this module and
@@ -140,7 +140,7 @@ impl aiproxy_layers::rate_limit::RateLimited for ModelRequest {
 
     /// The prompt, estimated with the local counter (what `count_tokens` answers).
     fn token_estimate(&self) -> u64 {
-        crate::tokens::estimate_request(&self.chat)
+        crate::token_count::estimate_request(&self.chat)
     }
 }
 

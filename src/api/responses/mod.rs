@@ -333,7 +333,7 @@ pub async fn input_tokens(
     let (mut chat, options) =
         request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     chain(state, &mut chat, &options)?;
-    let tokens = crate::tokens::estimate_request(&chat);
+    let tokens = crate::token_count::estimate_request(&chat);
     Ok(json_response(
         StatusCode::OK,
         json!({"object": "response.input_tokens", "input_tokens": tokens}).to_string(),

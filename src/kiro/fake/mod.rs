@@ -30,7 +30,7 @@ mod validate;
 
 pub use validate::validate;
 
-use super::wire::{weighted_payload_size, KiroRequest, MAX_WEIGHTED_PAYLOAD};
+use crate::kiro::protocol::wire::{weighted_payload_size, KiroRequest, MAX_WEIGHTED_PAYLOAD};
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{header, Method, Request, Response, StatusCode};
@@ -824,7 +824,7 @@ impl Stream for FrameStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kiro::eventstream::{FrameDecoder, KiroEvent};
+    use crate::kiro::protocol::eventstream::{FrameDecoder, KiroEvent};
     use futures_util::StreamExt;
 
     #[test]

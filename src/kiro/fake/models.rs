@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-pub use crate::kiro::model_list::TARGET;
+pub use crate::kiro::accounts::model_list::TARGET;
 
 /// Entries per `ListAvailableModels` page (small, so that paging is exercised).
 pub const PAGE_SIZE: usize = 4;

@@ -4,7 +4,7 @@
 //! refused), signed `reasoningContentEvent`s, and the signatures of replayed reasoning
 //! checked like Kiro checks them.
 
-use crate::kiro::wire::{HistoryEntry, KiroRequest, ReasoningContent};
+use crate::kiro::protocol::wire::{HistoryEntry, KiroRequest, ReasoningContent};
 use serde_json::{json, Map, Value};
 
 /// What the fields switched on.

@@ -5,8 +5,8 @@
 //! through the proxy in mock mode). Unknown keys are rejected, so a typo cannot silently
 //! turn a fault test into a happy-path test.
 
-use crate::kiro::eventstream::encode_frame;
-use crate::tokens::estimate_text;
+use crate::kiro::protocol::eventstream::encode_frame;
+use crate::token_count::estimate_text;
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::{json, Value};

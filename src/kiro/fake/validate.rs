@@ -1,7 +1,7 @@
 //! The request rules Kiro enforces (kiro-protocol.md §4.3). Whether the model is served is
 //! the fake's own check (its model list changes at run time).
 
-use crate::kiro::wire::{HistoryEntry, KiroRequest, KiroTool, UserInputMessage};
+use crate::kiro::protocol::wire::{HistoryEntry, KiroRequest, KiroTool, UserInputMessage};
 use std::collections::HashSet;
 
 /// Kiro's limit on a tool name, in characters (§4.3 rule 7).

@@ -3,8 +3,8 @@
 //! serves is remembered so the leaf can send a model it does not serve to another account.
 
 use super::{read_bounded, KiroService, Target};
-use crate::kiro::errors;
-use crate::kiro::model_list::{self, Listing, MAX_PAGES};
+use crate::kiro::accounts::model_list::{self, Listing, MAX_PAGES};
+use crate::kiro::protocol::errors;
 use bytes::Bytes;
 use http::HeaderValue;
 use std::collections::HashSet;

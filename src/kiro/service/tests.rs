@@ -3,8 +3,8 @@
 use super::*;
 use crate::catalog::Catalog;
 use crate::chat::{ChatRequest, Message, Role, StopReason};
+use crate::kiro::auth::token_source::FixedToken;
 use crate::kiro::fake::script::Step;
-use crate::kiro::token_source::FixedToken;
 use crate::model::resolve::{Resolve, ResolveLayer};
 use std::future::poll_fn;
 use tower::{Layer, ServiceExt};

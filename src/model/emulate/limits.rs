@@ -7,7 +7,7 @@
 //!   first match is passed on, nothing after it. Text that could begin a sequence is held
 //!   back until the next piece decides, and released before any non-text event.
 //! - `max_tokens` counts text, reasoning and tool-call arguments with the local estimate of
-//!   [`crate::tokens`]; text and reasoning are cut at the count. A tool call is never cut
+//!   [`crate::token_count`]; text and reasoning are cut at the count. A tool call is never cut
 //!   (its arguments would not parse): one that is open when the count runs out finishes,
 //!   and the answer ends after it with `max_tokens`.
 //! - One tool call at most: the first call passes; the answer ends when it is complete
@@ -15,7 +15,7 @@
 
 use super::stop::StopMatcher;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
-use crate::tokens::TextCounter;
+use crate::token_count::TextCounter;
 use futures_util::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;

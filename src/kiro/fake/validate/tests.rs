@@ -3,7 +3,7 @@
 
 use super::{TOOL_DESCRIPTION_LIMIT, TOOL_NAME_LIMIT};
 use crate::kiro::fake::FakeKiro;
-use crate::kiro::wire::{weighted_payload_size, MAX_WEIGHTED_PAYLOAD};
+use crate::kiro::protocol::wire::{weighted_payload_size, MAX_WEIGHTED_PAYLOAD};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Request, StatusCode};

@@ -12,8 +12,8 @@
 //! then drops enough, even for text (CJK, say) that fills the payload limit long before the
 //! token window.
 
-use super::wire::{weighted_payload_size, MAX_WEIGHTED_PAYLOAD};
 use crate::chat::ChatError;
+use crate::kiro::protocol::wire::{weighted_payload_size, MAX_WEIGHTED_PAYLOAD};
 
 /// The sizes of one Kiro request, against its model's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

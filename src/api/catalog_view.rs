@@ -51,7 +51,7 @@ fn describe(entry: &ModelEntry, source: CatalogSource, anthropic: bool) -> Value
         let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.created);
         json!({"type": "model", "id": entry.id,
                "display_name": entry.display_name.as_deref().unwrap_or(&entry.id),
-               "created_at": crate::kiro::credentials::format_time(created),
+               "created_at": crate::kiro::auth::credentials::format_time(created),
                "max_input_tokens": entry.context_window,
                "max_tokens": entry.max_output_tokens})
     } else {

@@ -1,16 +1,16 @@
 //! The live transport: a pooled HTTPS client (rustls; HTTP/2 by ALPN, else HTTP/1.1),
 //! IDE-persona headers (kiro-protocol.md §4.1), and timeouts on connect + first bytes and on
 //! the idle gap between chunks, never on the length of a stream. (The bound on concurrent
-//! requests is the account's, in [`super::KiroService`]'s `poll_ready`.)
+//! requests is the account's, in [`crate::kiro::KiroService`]'s `poll_ready`.)
 //!
 //! The chat path uses hyper-util's pooled client directly: reqwest (kept for the rare token
 //! refreshes) re-parses the URL, merges headers and wraps every response on each call, which
 //! was about a tenth of the proxy's CPU per request at saturation.
 
-use super::account::{describe_failure, root_cause, AccessToken, KIRO_VERSION};
-use super::egress::{Connector, EgressProxy};
-use super::stream::ByteStream;
 use crate::chat::ChatError;
+use crate::kiro::auth::account::{describe_failure, root_cause, AccessToken, KIRO_VERSION};
+use crate::kiro::protocol::stream::ByteStream;
+use crate::kiro::transport::egress::{Connector, EgressProxy};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};

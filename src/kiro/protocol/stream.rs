@@ -2,9 +2,9 @@
 //! every event leaves as soon as its frame is complete; nothing is buffered beyond the
 //! current partial frame.
 
-use super::eventstream::{FrameDecoder, KiroEvent};
-use super::translate::Translator;
 use crate::chat::{ChatError, ChatEvent, ChatStream};
+use crate::kiro::protocol::eventstream::{FrameDecoder, KiroEvent};
+use crate::kiro::protocol::translate::Translator;
 use bytes::Bytes;
 use futures_util::Stream;
 use std::collections::VecDeque;

@@ -5,15 +5,15 @@
 //! - One refresh at a time per account: concurrent callers wait on the same refresh and
 //!   reuse its result (double-checked under an async mutex).
 //! - A rotated refresh token is written back at once through the account's token store
-//!   ([`super::token_store`]): by default the credential file (read-merge-write, atomic),
+//!   ([`crate::kiro::auth::token_store`]): by default the credential file (read-merge-write, atomic),
 //!   or for base64 sources a state file under `--state-dir`, which is preferred over the
 //!   original at the next start.
 //! - `invalid_grant` makes the account unusable with a clear reason, after re-reading the
 //!   credential file once in case another process rotated the token.
 
-use super::credentials::{format_time, Credentials, Format, Source};
-use super::token_store::{FileShape, FileStore, StoredTokens, TokenStore};
 use crate::chat::ChatError;
+use crate::kiro::auth::credentials::{format_time, Credentials, Format, Source};
+use crate::kiro::auth::token_store::{FileShape, FileStore, StoredTokens, TokenStore};
 use crate::secret::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -111,7 +111,7 @@ pub struct Account {
     http: reqwest::Client,
     state: Mutex<TokenState>,
     refresh_gate: tokio::sync::Mutex<()>,
-    usage: Mutex<Option<super::usage::UsageLimits>>,
+    usage: Mutex<Option<crate::kiro::accounts::usage::UsageLimits>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -274,12 +274,12 @@ impl Account {
         &self.http
     }
 
-    /// The last usage Kiro reported (see [`super::usage`]).
-    pub fn usage(&self) -> Option<super::usage::UsageLimits> {
+    /// The last usage Kiro reported (see [`crate::kiro::accounts::usage`]).
+    pub fn usage(&self) -> Option<crate::kiro::accounts::usage::UsageLimits> {
         self.usage.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(crate) fn set_usage(&self, usage: super::usage::UsageLimits) {
+    pub(crate) fn set_usage(&self, usage: crate::kiro::accounts::usage::UsageLimits) {
         *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(usage);
     }
 
@@ -355,7 +355,7 @@ impl Account {
     }
 
     /// Exchanges the refresh token. Caller holds the refresh gate. The rotation holds the
-    /// store's lock (for a file, [`super::file_lock`]) and first looks whether another
+    /// store's lock (for a file, [`crate::kiro::auth::file_lock`]) and first looks whether another
     /// holder already rotated while this one waited: then its fresh token is adopted and
     /// no refresh is spent (the refresh token in hand may already be consumed).
     async fn refresh(&self) -> Result<AccessToken, ChatError> {
@@ -687,12 +687,13 @@ struct RawRefresh {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kiro::token_store::MemoryStore;
+    use crate::kiro::auth::token_store::MemoryStore;
 
     fn account(json: &str) -> Arc<Account> {
         use base64::Engine;
         let encoded = base64::engine::general_purpose::STANDARD.encode(json);
-        let credentials = super::super::credentials::from_base64(&encoded, "credsBase64").unwrap();
+        let credentials =
+            crate::kiro::auth::credentials::from_base64(&encoded, "credsBase64").unwrap();
         let endpoints = Endpoints {
             api_base: "http://127.0.0.1:9".into(),
             management_base: "http://127.0.0.1:9".into(),

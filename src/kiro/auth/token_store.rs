@@ -5,12 +5,12 @@
 //!
 //! - [`FileStore`]: the credential file itself (merged in place, atomically, keeping the
 //!   keys other tools wrote), or for base64 sources a state file under `--state-dir`; the
-//!   rotation lock is an advisory lock beside it ([`super::file_lock`]).
+//!   rotation lock is an advisory lock beside it ([`crate::kiro::auth::file_lock`]).
 //! - [`MemoryStore`]: in-process, for logins with nowhere to write and for tests; accounts
 //!   built on one share its rotation lock.
 
-use super::credentials::{self, format_time};
-use super::{file_lock, persist};
+use crate::kiro::auth::credentials::{self, format_time};
+use crate::kiro::{auth::file_lock, auth::persist};
 use crate::secret::Secret;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};

@@ -2,8 +2,8 @@
 //! so a live [`Account`] (refresh, rotation, write-back) and a mock account ([`FixedToken`],
 //! for the in-process fake) are interchangeable, and pool tests run in-process.
 
-use super::account::{AccessToken, Account};
 use crate::chat::ChatError;
+use crate::kiro::auth::account::{AccessToken, Account};
 use crate::secret::Secret;
 use futures_util::future::BoxFuture;
 use std::sync::{Mutex, MutexGuard};
@@ -85,7 +85,7 @@ impl FixedToken {
             // The fake's profile, so the mock account can list the fake's models.
             None => Ok(AccessToken {
                 token: self.token.clone(),
-                profile_arn: Some(super::fake::FAKE_PROFILE_ARN.to_owned()),
+                profile_arn: Some(crate::kiro::fake::FAKE_PROFILE_ARN.to_owned()),
             }),
         }
     }

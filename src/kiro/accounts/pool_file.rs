@@ -16,7 +16,7 @@
 //! directory (AIClient-2-API writes them relative to its own working directory). Errors
 //! name the instance and the field.
 
-use super::credentials::{self, CredentialError, Credentials, Source};
+use crate::kiro::auth::credentials::{self, CredentialError, Credentials, Source};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub struct Instance {
     /// Model of the optional 1-token health probe.
     pub check_model: Option<String>,
     /// The proxy this account's traffic goes through.
-    pub egress: Option<super::egress::EgressProxy>,
+    pub egress: Option<crate::kiro::transport::egress::EgressProxy>,
 }
 
 /// Why the pool file cannot be used: the file, the instance (`kiro-api[0] (name)`) when
@@ -316,7 +316,7 @@ fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
     let egress = raw
         .egress_proxy
         .as_deref()
-        .map(super::egress::EgressProxy::parse)
+        .map(crate::kiro::transport::egress::EgressProxy::parse)
         .transpose()
         .map_err(|e| at.error(Some(&name), format!("`egressProxy` {e}")))?;
     let credentials = at.credentials(

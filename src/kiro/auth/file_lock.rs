@@ -27,7 +27,7 @@ impl Drop for RotationLock {
 
 /// The sidecar lock file of `token_file`.
 pub fn lock_path(token_file: &Path) -> PathBuf {
-    let target = super::persist::resolve(token_file);
+    let target = crate::kiro::auth::persist::resolve(token_file);
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

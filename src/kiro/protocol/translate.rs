@@ -4,11 +4,11 @@
 //! at EOF is a truncation and becomes an error, never a normal finish; a tool call whose
 //! arguments do not parse is never passed on as finished.
 
-use super::eventstream::{KiroEvent, TokenUsage};
-use super::request::ToolNameMap;
-use super::thinking::{Piece, ThinkingSplitter};
 use crate::chat::{ChatError, ChatEvent, StopReason, Usage};
-use crate::tokens::TextCounter;
+use crate::kiro::protocol::eventstream::{KiroEvent, TokenUsage};
+use crate::kiro::protocol::request::ToolNameMap;
+use crate::kiro::protocol::thinking::{Piece, ThinkingSplitter};
+use crate::token_count::TextCounter;
 use std::collections::VecDeque;
 
 #[derive(Debug)]
@@ -508,7 +508,7 @@ mod tests {
     #[test]
     fn long_tool_names_are_restored() {
         use crate::chat::{ChatRequest, Message, Metadata, Role, Sampling, Tool, ToolChoice};
-        use crate::kiro::request::{build, shorten_tool_name, BuildOptions};
+        use crate::kiro::protocol::request::{build, shorten_tool_name, BuildOptions};
         let long = "x".repeat(80);
         let request = ChatRequest {
             model: "m".into(),

@@ -140,9 +140,9 @@ pub fn from_file(path: &Path) -> Result<Credentials, CredentialError> {
 }
 
 /// Puts back a rotated token that a crash left in an orphan temp file (see
-/// [`super::persist`]) before the file is read.
+/// [`crate::kiro::auth::persist`]) before the file is read.
 pub fn recover(path: &Path, source: &Source) {
-    let recovery = super::persist::recover_orphans(path);
+    let recovery = crate::kiro::auth::persist::recover_orphans(path);
     if recovery.adopted.is_some() {
         tracing::warn!(
             source = %source.describe(),

@@ -3,17 +3,21 @@
 //! single account of the credential flags, a pool of one), and rebuilt from the pool file
 //! on [`Accounts::reload`] (SIGHUP or a change of the file) without dropping a request.
 
+pub mod model_list;
+pub mod pool_file;
+pub mod usage;
+
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::kiro::account::{Account, Endpoints, TokenSettings};
-use crate::kiro::credentials::{self, Credentials};
+use crate::kiro::auth::account::{Account, Endpoints, TokenSettings};
+use crate::kiro::auth::credentials::{self, Credentials};
+use crate::kiro::auth::token_source::FixedToken;
 use crate::kiro::fake::FakeKiro;
-use crate::kiro::http::HttpUpstream;
-use crate::kiro::pool_file::{self, Instance};
-use crate::kiro::token_source::FixedToken;
+use crate::kiro::transport::http::HttpUpstream;
 use crate::kiro::KiroService;
 use aiproxy_layers::model::pool::{MemberSpec, Pool};
 use futures_util::StreamExt;
+use pool_file::Instance;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Why the accounts could not be built or reloaded.
@@ -21,10 +25,10 @@ use std::sync::{Arc, Mutex, RwLock};
 pub enum AccountsError {
     /// The credentials are unusable.
     #[error(transparent)]
-    Credentials(#[from] crate::kiro::credentials::CredentialError),
+    Credentials(#[from] crate::kiro::auth::credentials::CredentialError),
     /// The pool file is unusable.
     #[error(transparent)]
-    PoolFile(#[from] crate::kiro::pool_file::PoolFileError),
+    PoolFile(#[from] crate::kiro::accounts::pool_file::PoolFileError),
     /// The pool as configured breaks a rule (e.g. too many accounts behind one egress).
     #[error("pool: {0}")]
     Pool(String),
@@ -365,7 +369,7 @@ struct Overrides {
     base_url: Option<String>,
     refresh_url: Option<String>,
     idc_refresh_url: Option<String>,
-    egress: Option<crate::kiro::egress::EgressProxy>,
+    egress: Option<crate::kiro::transport::egress::EgressProxy>,
 }
 
 /// Refuses a pool file that puts more than `cap` accounts behind one egress proxy (many
@@ -567,13 +571,14 @@ async fn probe_one(accounts: &Accounts, member: &Member) {
     if account.status().disabled.is_some() {
         return;
     }
-    let usage = match tokio::time::timeout(timeout, crate::kiro::usage::fetch(account)).await {
-        Ok(usage) => usage,
-        Err(_) => {
-            tracing::debug!(account = name, "health probe timed out");
-            return;
-        }
-    };
+    let usage =
+        match tokio::time::timeout(timeout, crate::kiro::accounts::usage::fetch(account)).await {
+            Ok(usage) => usage,
+            Err(_) => {
+                tracing::debug!(account = name, "health probe timed out");
+                return;
+            }
+        };
     match usage {
         Ok(usage) if usage.exhausted() => {
             tracing::warn!(

@@ -436,7 +436,7 @@ fn thinking_tags_go_in_front_of_the_first_user_turn() {
 
 #[test]
 fn signed_reasoning_is_replayed_natively_only_with_native_reasoning() {
-    let reasoning = crate::kiro::model_list::Reasoning {
+    let reasoning = crate::kiro::accounts::model_list::Reasoning {
         thinking_types: vec!["adaptive".into()],
         effort_levels: vec!["low".into(), "high".into()],
         effort_key: "output_config",
@@ -521,7 +521,7 @@ fn cache_marks_become_cache_points_among_the_tools_within_the_limit() {
         tools: vec![0, 2],
         prompt: 2,
     };
-    let layout = |caching: &crate::kiro::model_list::PromptCaching| {
+    let layout = |caching: &crate::kiro::accounts::model_list::PromptCaching| {
         let options = BuildOptions {
             prompt_caching: Some(caching),
             ..options()
@@ -533,13 +533,13 @@ fn cache_marks_become_cache_points_among_the_tools_within_the_limit() {
             .collect::<Vec<_>>()
             .join("")
     };
-    let roomy = crate::kiro::model_list::PromptCaching {
+    let roomy = crate::kiro::accounts::model_list::PromptCaching {
         max_checkpoints: Some(4),
         min_tokens_per_checkpoint: None,
     };
     assert_eq!(layout(&roomy), "a|bc|d|");
     // Two allowed: the earliest mark goes first.
-    let tight = crate::kiro::model_list::PromptCaching {
+    let tight = crate::kiro::accounts::model_list::PromptCaching {
         max_checkpoints: Some(2),
         ..roomy.clone()
     };

@@ -28,8 +28,8 @@
 //!    `reasoningContent`; otherwise with the thinking tags of §4.4 in front of the first
 //!    user turn and earlier reasoning inline in `<thinking>` tags.
 
-use super::wire::*;
 use crate::chat::{CacheMarks, ChatRequest, Message, Part, Role, Tool, ToolChoice};
+use crate::kiro::protocol::wire::*;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
@@ -59,14 +59,14 @@ pub struct BuildOptions<'a> {
     /// Effective thinking setting (the request's, or implied by a `-thinking` model id).
     pub thinking: Option<crate::chat::Thinking>,
     /// The model's native reasoning, when its capabilities offer it.
-    pub reasoning: Option<&'a super::model_list::Reasoning>,
+    pub reasoning: Option<&'a crate::kiro::accounts::model_list::Reasoning>,
     /// Replay signed reasoning of earlier turns natively (off for the one retry after Kiro
     /// refused a signature: the reasoning then goes inline).
     pub replay_signatures: bool,
     /// `max_tokens` to send natively (the model's request-fields schema takes it).
     pub native_max_tokens: Option<u32>,
     /// The model's prompt-caching limits; `None`: it does not cache (no checkpoints sent).
-    pub prompt_caching: Option<&'a super::model_list::PromptCaching>,
+    pub prompt_caching: Option<&'a crate::kiro::accounts::model_list::PromptCaching>,
 }
 
 /// Shortened tool name -> the client's original name.
@@ -165,7 +165,9 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
     let native = options
         .thinking
         .zip(options.reasoning)
-        .and_then(|(thinking, reasoning)| super::thinking::native_fields(thinking, reasoning));
+        .and_then(|(thinking, reasoning)| {
+            crate::kiro::protocol::thinking::native_fields(thinking, reasoning)
+        });
     let signed = native.is_some() && options.replay_signatures;
     let native_reasoning = native.is_some();
     let mut turns = normalise(&request.messages, &mut names, signed);
@@ -187,7 +189,7 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
     if let (Some(thinking), Some(first), None) = (options.thinking, turns.first_mut(), &native) {
         first.text = format!(
             "{}\n\n{}",
-            super::thinking::prompt_prefix(thinking),
+            crate::kiro::protocol::thinking::prompt_prefix(thinking),
             first.text
         );
     }
@@ -524,7 +526,7 @@ fn tidy_schema(schema: &Value) -> Value {
 /// later ones cover more of the prompt. Without tools there is nowhere to put them.
 fn add_cache_points(
     marks: &CacheMarks,
-    caching: &super::model_list::PromptCaching,
+    caching: &crate::kiro::accounts::model_list::PromptCaching,
     tools: &mut Vec<KiroTool>,
 ) {
     if marks.is_empty() || tools.is_empty() {

@@ -1,9 +1,9 @@
 //! `getUsageLimits` (kiro-protocol.md §8.2): an account's credits used and limit and the
 //! date they reset. The health probe reads it; the status views show it.
 
-use super::account::{AccessToken, Account, KIRO_VERSION};
-use super::errors;
 use crate::chat::ChatError;
+use crate::kiro::auth::account::{AccessToken, Account, KIRO_VERSION};
+use crate::kiro::protocol::errors;
 use serde::Deserialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -147,7 +147,10 @@ async fn get(
     }
     let machine = account.machine_id();
     let failed = |e: reqwest::Error| ChatError::Upstream {
-        message: format!("getUsageLimits: {}", super::account::describe_reqwest(&e)),
+        message: format!(
+            "getUsageLimits: {}",
+            crate::kiro::auth::account::describe_reqwest(&e)
+        ),
     };
     let response = account
         .http()

@@ -4,7 +4,7 @@
 //! across events.
 
 use crate::chat::{Effort, Thinking};
-use crate::kiro::model_list::Reasoning;
+use crate::kiro::accounts::model_list::Reasoning;
 
 /// Default budget when thinking is on without one (`-thinking` model ids).
 pub const DEFAULT_BUDGET: u32 = 20_000;
