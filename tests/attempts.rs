@@ -11,14 +11,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 async fn post(proxy: &Proxy, path: &str, body: Value) -> Answer {
-    send(
-        http::Request::post(format!("{}{path}", proxy.base))
-            .header("content-type", "application/json")
-            .header("anthropic-version", "2023-06-01")
-            .body(Full::from(body.to_string()))
-            .unwrap(),
-    )
-    .await
+    common::post_json(&proxy.base, path, &body).await
 }
 
 async fn get(proxy: &Proxy, path: &str) -> Answer {

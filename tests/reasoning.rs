@@ -7,8 +7,7 @@
 mod common;
 
 use common::fake::Fake;
-use common::{send, sse_data, Answer, Proxy};
-use http_body_util::Full;
+use common::{sse_data, Answer, Proxy};
 use serde_json::{json, Value};
 
 fn start(fake: &Fake) -> Proxy {
@@ -16,14 +15,7 @@ fn start(fake: &Fake) -> Proxy {
 }
 
 async fn post(proxy: &Proxy, path: &str, body: Value) -> Answer {
-    send(
-        http::Request::post(format!("{}{path}", proxy.base))
-            .header("content-type", "application/json")
-            .header("anthropic-version", "2023-06-01")
-            .body(Full::from(body.to_string()))
-            .unwrap(),
-    )
-    .await
+    common::post_json(&proxy.base, path, &body).await
 }
 
 async fn messages(proxy: &Proxy, body: Value) -> Value {

@@ -57,29 +57,25 @@ pub fn observe_accounts(meter: &Meter, providers: &[ProviderStatus]) {
     let on = |each: &Arc<_>| Arc::clone(each);
 
     // The pool as a whole: panic mode (see aiproxy_layers::model::pool).
-    let pools = Arc::clone(&providers);
+    let per_pool = |read: fn(&aiproxy_layers::model::pool::PoolStatus) -> u64| {
+        let pools = Arc::clone(&providers);
+        move |o: &dyn opentelemetry::metrics::AsyncInstrument<u64>| {
+            for provider in pools.iter() {
+                let labels = [KeyValue::new("provider", provider.id.clone())];
+                o.observe(read(&(provider.pool)()), &labels);
+            }
+        }
+    };
     meter
         .u64_observable_counter("pool.panic_requests")
         .with_description("Requests sent to an account whose breaker was open because too few accounts could serve (panic mode)")
-        .with_callback(move |o| {
-            for provider in pools.iter() {
-                let status = (provider.pool)();
-                o.observe(status.panic_requests, &[KeyValue::new("provider", provider.id.clone())]);
-            }
-        })
+        .with_callback(per_pool(|status| status.panic_requests))
         .build();
-    let pools = Arc::clone(&providers);
     meter
         .u64_observable_gauge("pool.panic")
         .with_description("1 while the pool is in panic mode (too few accounts can serve, so open breakers serve too)")
-        .with_callback(move |o| {
-            for provider in pools.iter() {
-                let status = (provider.pool)();
-                o.observe(u64::from(status.panic), &[KeyValue::new("provider", provider.id.clone())]);
-            }
-        })
+        .with_callback(per_pool(|status| u64::from(status.panic)))
         .build();
-
     let e = on(&each);
     meter
         .u64_observable_counter("upstream.requests")

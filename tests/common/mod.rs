@@ -225,6 +225,18 @@ pub async fn send(request: http::Request<Full<Bytes>>) -> Answer {
     }
 }
 
+/// `POST {base}{path}` with a JSON body and the headers both APIs take.
+pub async fn post_json(base: &str, path: &str, body: &serde_json::Value) -> Answer {
+    send(
+        http::Request::post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(Full::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
 /// `GET {base}/metrics`, as text.
 pub async fn metrics_text(base: &str) -> String {
     send(

@@ -1,7 +1,7 @@
 //! The account pool: one inner service per account, one account per request.
 //!
 //! Choice, in order:
-//! 1. **Candidates**: accounts the [`Breaker`] admits, below their `max_concurrency`, not yet
+//! 1. **Candidates**: accounts the [`Breaker`](super::health::Breaker) admits, below their `max_concurrency`, not yet
 //!    tried by this request's earlier attempts ([`Attempts`]; tried ones only when nothing
 //!    else is left). An account in **slow start** (just added or just recovered) is a
 //!    candidate with a probability that ramps from 10 % to 100 % over `slow_start`, so it gets
@@ -286,7 +286,7 @@ impl<S> Pool<S> {
 
     /// Replaces the member list (a pool file reload): accounts that stay keep their state
     /// and counters from the store (a disabled one gets another chance when
-    /// `operator_acted`: see [`Breaker::reset`]), new ones (and ones [`Pool::forget`] was
+    /// `operator_acted`: see [`Breaker::reset`](super::health::Breaker::reset)), new ones (and ones [`Pool::forget`] was
     /// called for) join afresh in slow start, removed ones take no new requests and drain
     /// the ones they have.
     pub fn replace(&self, members: Vec<(MemberSpec, S)>, operator_acted: bool) {
@@ -367,7 +367,7 @@ impl<S> Pool<S> {
         self.shared.store.forget(name);
     }
 
-    /// The health probe found `name` able to serve (see [`Breaker::on_probe_ok`]).
+    /// The health probe found `name` able to serve (see [`Breaker::on_probe_ok`](super::health::Breaker::on_probe_ok)).
     pub fn probe_passed(&self, name: &str) {
         if let Some(member) = self.named(name) {
             member.state.health.on_probe_ok(Instant::now());
