@@ -375,6 +375,7 @@ async fn call_model(
 ) -> Result<ModelResponse, Rejection> {
     let span = tracing::Span::current();
     span.record("gen_ai.request.model", chat.model.as_str());
+    let streaming = chat.stream;
     let clock = UpstreamClock::default();
     // Only a tier with the rate-limit layer fills a slot; others spend no allocation on it.
     let slot = state.rate_limited.then(RateLimitSlot::default);
@@ -420,10 +421,14 @@ async fn call_model(
         }
     })?;
     response.extensions.insert(clock);
-    response.events = sse::Ending::wrap(
-        response.events,
-        parts.extensions.get::<crate::server::StreamsEnding>(),
-    );
+    // Streams are what outlast a shutdown's grace; a non-stream answer is cut with its
+    // connection, as before (and skips the extra poll).
+    if streaming {
+        response.events = sse::Ending::wrap(
+            response.events,
+            parts.extensions.get::<crate::server::StreamsEnding>(),
+        );
+    }
     if let Some(limits) = limits {
         response.extensions.insert(limits);
     }

@@ -93,9 +93,9 @@ impl<E: SseEncoder> Stream for SseStream<E> {
     }
 }
 
-/// An answer's events, failing with [`ChatError::Busy`] when its server's shutdown grace
-/// period is about to run out while the answer still waits for the upstream: the encoders
-/// turn that into the API's error event (streams) or error body (non-stream answers).
+/// A streamed answer's events, failing with [`ChatError::Busy`] when its server's shutdown
+/// grace period is about to run out while the answer still waits for the upstream: the
+/// encoder turns that into the API's error event.
 pub struct Ending {
     inner: ChatStream,
     ending: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,

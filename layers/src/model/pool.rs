@@ -440,7 +440,10 @@ impl<S> Pool<S> {
 
     /// Logs entering and leaving panic mode once each.
     fn note_panic(&self, panic: bool, admitted: usize, total: usize) {
-        if self.shared.in_panic.swap(panic, Ordering::Relaxed) == panic {
+        // A load first: the hot path only reads the shared flag (no write per request).
+        if self.shared.in_panic.load(Ordering::Relaxed) == panic
+            || self.shared.in_panic.swap(panic, Ordering::Relaxed) == panic
+        {
             return;
         }
         if panic {
