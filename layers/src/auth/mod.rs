@@ -16,6 +16,39 @@
 //! Paths added with [`AuthLayer::public_path`] (e.g. `/health`) skip the check, and so do
 //! CORS preflights after [`AuthLayer::public_preflights`].
 //!
+//! # Example: around any `http` service
+//!
+//! ```
+//! use aiproxy_layers::auth::AuthLayer;
+//! use aiproxy_layers::ClientKey;
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The inner service sees the key's label, never the key.
+//! let inner = tower::service_fn(|request: http::Request<String>| async move {
+//!     let label = request.extensions().get::<ClientKey>().map(|k| k.label().to_owned());
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(label.unwrap_or_default()))
+//! });
+//! let service = AuthLayer::new(["my-key"]).public_path("/health").layer(inner);
+//!
+//! let with_key = http::Request::get("/v1/models")
+//!     .header("authorization", "Bearer my-key")
+//!     .body(String::new())?;
+//! assert_eq!(service.clone().oneshot(with_key).await?.status(), 200);
+//!
+//! let without = http::Request::get("/v1/models").body(String::new())?;
+//! assert_eq!(service.clone().oneshot(without).await?.status(), 401);
+//!
+//! let public = http::Request::get("/health").body(String::new())?;
+//! assert_eq!(service.oneshot(public).await?.status(), 200);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The two examples below need axum and tonic, which this crate does not depend on; the
+//! same code is compiled and run in aiproxy's `tests/embed.rs`.
+//!
 //! # Example: one route of an axum app
 //!
 //! ```ignore
