@@ -15,6 +15,46 @@
 //! fails the same way everywhere). A proxy-side wait with a short `retry_after` (every
 //! account cooling down for a second) is waited out once.
 //!
+//! # Example: retry over a pool, tested with the crate's mocks (feature `testing`)
+//!
+//! ```
+//! use aiproxy_layers::model::pool::{MemberSpec, Pool, PoolConfig};
+//! use aiproxy_layers::model::retry::{RetryConfig, RetryLayer};
+//! use aiproxy_layers::model::{Attempts, StreamEnd};
+//! use aiproxy_layers::testing::{MockAccount, MockError, MockRequest};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (down, up) = (MockAccount::new("down"), MockAccount::new("up"));
+//! down.fail_always(Some(MockError::upstream()));
+//! let spec = |name: &str| MemberSpec {
+//!     name: Arc::from(name),
+//!     weight: 1,
+//!     max_concurrency: 8,
+//!     requests_per_minute: None,
+//! };
+//! let pool = Pool::new(
+//!     PoolConfig { slow_start: Duration::ZERO, ..PoolConfig::default() },
+//!     vec![(spec("down"), down.clone()), (spec("up"), up.clone())],
+//! );
+//! let stack = RetryLayer::new(RetryConfig {
+//!     base_delay: Duration::from_millis(1),
+//!     ..RetryConfig::default()
+//! })
+//! .layer(pool);
+//! let response = stack.oneshot(MockRequest::default()).await.unwrap();
+//! // Whichever account the pool chose first, the answer comes from the one that works,
+//! // and the attempts say how it got there.
+//! assert_eq!(response.account, "up");
+//! let attempts = response.extensions.get::<Attempts>().unwrap();
+//! assert!(attempts.count() <= 2, "{}", attempts.summary());
+//! response.end(StreamEnd::Complete);
+//! # }
+//! ```
+//!
 //! Each retry goes back through the layers below (the pool), which skips the accounts this
 //! request already tried ([`Attempts`]). Delays: exponential backoff with full jitter
 //! (`base * 2^n`, capped), or the failure's own `retry_after` when it is within the cap; a
