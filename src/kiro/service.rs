@@ -252,17 +252,6 @@ impl Service<ModelRequest> for KiroService {
 const EMPTY_TURN_NUDGE: &str =
     "(Your previous reply was empty. Continue: answer the request above, or call a tool.)";
 
-/// What one upstream call produced.
-enum Attempt {
-    /// A response that has content (or a tool call), ready for the client.
-    Answer(ModelResponse),
-    /// The upstream ended the turn without text, tool call or reasoning.
-    Empty,
-    /// Kiro refused the signature of reasoning replayed from an earlier turn
-    /// (`THINKING_SIGNATURE_INVALID`, §13.1); nothing reached the client.
-    SignatureRefused,
-}
-
 /// How this call differs from the plain request, from what the request's earlier attempts
 /// ran into ([`Attempts`]): the retry layer sends the request again, the leaf adapts it.
 #[derive(Clone, Copy, Debug)]
@@ -301,39 +290,36 @@ async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, C
             });
         }
     }
-    let plan = Plan::of(&request);
-    match attempt(shared, &request, plan).await? {
-        Attempt::Answer(response) => Ok(response),
-        Attempt::SignatureRefused => {
-            tracing::info!(
-                account = shared.tokens.name(),
-                "Kiro refused a replayed reasoning signature; the next attempt sends the reasoning inline"
-            );
-            Err(ChatError::SignatureRefused {
-                message: "Kiro refused the signature of reasoning replayed from an earlier turn; \
-                          resend the conversation without its signed thinking blocks"
-                    .into(),
-            })
-        }
-        Attempt::Empty => {
-            tracing::info!(
-                account = shared.tokens.name(),
-                nudged = plan.nudge,
-                "Kiro answered an empty turn"
-            );
-            Err(ChatError::EmptyTurn {
-                message: if plan.nudge {
-                    "Kiro answered an empty turn (no text, no tool call, no reasoning) even after \
-                     a continuation reminder; retry the request or rephrase the last message"
-                        .into()
-                } else {
-                    "Kiro answered an empty turn (no text, no tool call, no reasoning); retry the \
-                     request"
-                        .into()
-                },
-                nudged: plan.nudge,
-            })
-        }
+    attempt(shared, &request, Plan::of(&request)).await
+}
+
+/// Kiro refused reasoning replayed from an earlier turn: the next attempt sends it inline.
+fn signature_refused(account: &str) -> ChatError {
+    tracing::info!(
+        account,
+        "Kiro refused a replayed reasoning signature; the next attempt sends the reasoning inline"
+    );
+    ChatError::SignatureRefused {
+        message: "Kiro refused the signature of reasoning replayed from an earlier turn; \
+                  resend the conversation without its signed thinking blocks"
+            .into(),
+    }
+}
+
+/// Kiro ended the turn with no text, tool call or reasoning; `nudged`: even though this call
+/// carried the reminder.
+fn empty_turn(account: &str, nudged: bool) -> ChatError {
+    tracing::info!(account, nudged, "Kiro answered an empty turn");
+    ChatError::EmptyTurn {
+        message: if nudged {
+            "Kiro answered an empty turn (no text, no tool call, no reasoning) even after a \
+             continuation reminder; retry the request or rephrase the last message"
+                .into()
+        } else {
+            "Kiro answered an empty turn (no text, no tool call, no reasoning); retry the request"
+                .into()
+        },
+        nudged,
     }
 }
 
@@ -341,7 +327,7 @@ async fn attempt(
     shared: &Shared,
     request: &ModelRequest,
     plan: Plan,
-) -> Result<Attempt, ChatError> {
+) -> Result<ModelResponse, ChatError> {
     let resolved =
         request
             .extensions
@@ -440,7 +426,7 @@ async fn attempt(
                 return Err(measure.upstream_error());
             }
             if replayed_signatures && errors::is_signature_invalid(response.status, &error_body) {
-                return Ok(Attempt::SignatureRefused);
+                return Err(signature_refused(tokens.name()));
             }
             return Err(failure(
                 tokens.as_ref(),
@@ -460,7 +446,7 @@ async fn attempt(
         loop {
             match events.next().await {
                 Some(Ok(usage @ ChatEvent::Usage(_))) => prelude.push(usage),
-                Some(Ok(ChatEvent::Stop(_))) => return Ok(Attempt::Empty),
+                Some(Ok(ChatEvent::Stop(_))) => return Err(empty_turn(tokens.name(), plan.nudge)),
                 Some(Ok(event)) => {
                     prelude.push(event);
                     break;
@@ -485,7 +471,7 @@ async fn attempt(
         let events = futures_util::stream::iter(head).chain(events);
         let mut response = ModelResponse::new(Box::pin(events));
         response.extensions.insert(shared.account_id.clone());
-        Ok(Attempt::Answer(response))
+        Ok(response)
     }
     .await;
     if let Some(clock) = clock {
