@@ -76,7 +76,7 @@ fn members_of(provider: &ProviderStatus, views: Vec<MemberView>) -> Vec<Member> 
 /// pool is in panic mode), 503 `unavailable` when none can (so load balancers stop routing
 /// here).
 pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
-    let (mut healthy_total, mut accounts_total, mut any_panic) = (0, 0, false);
+    let (mut usable_total, mut accounts_total, mut any_panic) = (0, 0, false);
     let providers: Vec<_> = state
         .providers
         .iter()
@@ -99,12 +99,8 @@ pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
                 .collect();
             let healthy = members.iter().filter(|m| m.healthy()).count();
             let usable = members.iter().filter(|m| m.usable(pool.panic)).count();
-            // In panic mode the accounts serve, but not as they should: degraded, not down.
-            let word = match health_word(usable, members.len()) {
-                "ok" if pool.panic => "degraded",
-                word => word,
-            };
-            healthy_total += usable;
+            let word = health_word(usable, members.len(), pool.panic);
+            usable_total += usable;
             accounts_total += members.len();
             any_panic |= pool.panic;
             json!({"id": p.id, "mode": p.mode, "status": word,
@@ -113,10 +109,7 @@ pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
                    "accounts": accounts})
         })
         .collect();
-    let word = match health_word(healthy_total, accounts_total) {
-        "ok" if any_panic => "degraded",
-        word => word,
-    };
+    let word = health_word(usable_total, accounts_total, any_panic);
     let body = json!({
         "status": word,
         "version": env!("CARGO_PKG_VERSION"),
@@ -152,10 +145,12 @@ fn models(state: &ApiState) -> serde_json::Value {
     })
 }
 
-fn health_word(healthy: usize, total: usize) -> &'static str {
-    match (healthy, total) {
+/// `usable` of `total` accounts serve; in panic mode they serve, but not as they should:
+/// degraded, not down.
+fn health_word(usable: usize, total: usize, panic: bool) -> &'static str {
+    match (usable, total) {
         (0, _) => "unavailable",
-        (h, t) if h < t => "degraded",
+        (u, t) if u < t || panic => "degraded",
         _ => "ok",
     }
 }

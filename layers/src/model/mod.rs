@@ -222,8 +222,6 @@ pub struct Resend {
 #[derive(Debug)]
 struct Record {
     list: Vec<Attempt>,
-    /// The last attempt's outcome is known.
-    settled: bool,
     /// Why the next attempt will be made.
     next_kind: &'static str,
     /// The next attempt should go to the account of the last one.
@@ -234,7 +232,6 @@ impl Default for Record {
     fn default() -> Self {
         Self {
             list: Vec::new(),
-            settled: true,
             next_kind: FIRST,
             stay: false,
         }
@@ -242,8 +239,8 @@ impl Default for Record {
 }
 
 /// The upstream attempts of one client request, in order: the pool adds each account it
-/// sends the request to, the retry layer settles how each ended and says why the next one
-/// is made; the leaf reads what the earlier attempts ran into (to send a reminder, or
+/// sends the request to and how that call ended, the retry layer says why the next one is
+/// made; the leaf reads what the earlier attempts ran into (to send a reminder, or
 /// reasoning inline), the metrics count them by kind, the adapter lists them in the span and
 /// the `x-aiproxy-attempts` header.
 ///
@@ -260,11 +257,6 @@ impl Attempts {
             .iter()
             .map(|a| Arc::clone(&a.account))
             .collect()
-    }
-
-    /// Every attempt so far, in order.
-    pub fn list(&self) -> Vec<Attempt> {
-        self.lock().list.clone()
     }
 
     /// Calls `f` with every attempt so far, in order (no copy of the list).
@@ -290,11 +282,7 @@ impl Attempts {
             if i > 0 {
                 out.push_str(", ");
             }
-            let ended = match attempt.error {
-                Some(error) => error,
-                None if i + 1 == record.list.len() && !record.settled => "open",
-                None => "ok",
-            };
+            let ended = attempt.error.unwrap_or("ok");
             out.push_str(&format!("{} {} {ended}", attempt.account, attempt.kind));
         }
         out
@@ -305,7 +293,6 @@ impl Attempts {
         let mut record = self.lock();
         let kind = std::mem::replace(&mut record.next_kind, RETRY);
         record.stay = false;
-        record.settled = false;
         record.list.push(Attempt {
             account,
             kind,
@@ -313,15 +300,10 @@ impl Attempts {
         });
     }
 
-    /// The last attempt ended: with `error`'s kind, or answered (`None`).
+    /// The last attempt ended (the pool, when its account answered): with `error`'s kind, or
+    /// answered (`None`).
     pub(crate) fn settle(&self, error: Option<&'static str>) {
-        let mut record = self.lock();
-        if record.settled {
-            // Failed before reaching an account (nobody left): nothing to settle.
-            return;
-        }
-        record.settled = true;
-        if let Some(last) = record.list.last_mut() {
+        if let Some(last) = self.lock().list.last_mut() {
             last.error = error;
         }
     }

@@ -384,15 +384,7 @@ impl<S> Pool<S> {
 
     /// Every member's state, in configuration order.
     pub fn views(&self) -> Vec<MemberView> {
-        let now = Instant::now();
-        self.members()
-            .iter()
-            .map(|m| MemberView {
-                spec: m.spec.clone(),
-                health: m.state.health.snapshot(now),
-                load: m.state.load.view(),
-            })
-            .collect()
+        views_of(&self.members(), Instant::now())
     }
 
     /// The pool as a whole: every member's state and whether it is in panic mode.
@@ -401,7 +393,7 @@ impl<S> Pool<S> {
         let members = self.members();
         let panicked = self.admitted(&members, now).panicked;
         PoolStatus {
-            members: self.views(),
+            members: views_of(&members, now),
             panic: panicked > 0,
             panic_requests: self.shared.panic_requests.load(Ordering::Relaxed),
         }
@@ -472,13 +464,10 @@ impl<S> Pool<S> {
             all.list.len() - all.panicked,
             members.len(),
         );
-        // Rare: only in panic mode is there anything to remember here.
-        let panicked: Vec<Arc<Member<S>>> = all.list[all.list.len() - all.panicked..]
-            .iter()
-            .map(|m| Arc::clone(m))
-            .collect();
+        let in_panic = all.panicked > 0;
         let chosen = self.choose(all.list, all.wave, members, session, attempts, now)?;
-        if panicked.iter().any(|m| Arc::ptr_eq(m, &chosen)) {
+        // Only panic mode admits an account its breaker does not.
+        if in_panic && !chosen.state.health.peek(now).admits() {
             self.shared.panic_requests.fetch_add(1, Ordering::Relaxed);
         }
         Ok(chosen)
@@ -603,6 +592,18 @@ fn ramp_admits(age: Duration, window: Duration) -> bool {
     }
     let share = 0.1 + 0.9 * age.as_secs_f64() / window.as_secs_f64();
     (random_u64() % 10_000) as f64 / 10_000.0 < share
+}
+
+/// Every member's view as of `now`, in configuration order.
+fn views_of<S>(members: &[Arc<Member<S>>], now: Instant) -> Vec<MemberView> {
+    members
+        .iter()
+        .map(|m| MemberView {
+            spec: m.spec.clone(),
+            health: m.state.health.snapshot(now),
+            load: m.state.load.view(),
+        })
+        .collect()
 }
 
 /// Power of two choices: two distinct candidates drawn with probability proportional to
@@ -812,6 +813,10 @@ impl<S> Pool<S> {
                 Ok(()) => service.call(request).await,
                 Err(error) => Err(error),
             };
+            // The attempt ends here, whichever layer (if any) calls again.
+            if let Some(attempts) = &attempts {
+                attempts.settle(result.as_ref().err().map(Failure::kind));
+            }
             match result {
                 Err(error) => {
                     record_failure(&member, &error.penalty(), error.kind());

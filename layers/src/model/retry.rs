@@ -186,16 +186,10 @@ where
         let attempts = request.extensions().get::<Attempts>();
         match result {
             Ok(_) => {
-                if let Some(attempts) = attempts {
-                    attempts.settle(None);
-                }
                 self.budget.deposit();
                 None
             }
             Err(error) => {
-                if let Some(attempts) = attempts {
-                    attempts.settle(Some(error.kind()));
-                }
                 if matches!(error.fault(), Fault::Upstream | Fault::Account) {
                     self.last_upstream = Some(error.clone());
                 }
