@@ -161,26 +161,18 @@ fn server_limits(config: &Config) -> server::Limits {
         }
         Err(error) => {
             tracing::warn!(%error, "cannot read or raise the descriptor limit; assuming 1024");
-            1024
+            server::ASSUMED_NOFILE
         }
     };
-    let max_connections = config.max_client_connections.unwrap_or_else(|| {
-        server::fd_limit::default_max_connections(nofile, config.max_connections)
-    });
+    let limits = server::Limits::from_config(config, nofile);
     tracing::info!(
-        max_client_connections = max_connections,
-        header_read_timeout_secs = config.header_read_timeout.as_secs(),
-        body_read_timeout_secs = config.body_read_timeout.as_secs(),
-        idle_timeout_secs = config.idle_timeout.as_secs(),
+        max_client_connections = limits.max_connections,
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        body_read_timeout_secs = limits.body_read_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
         "client limits"
     );
-    server::Limits {
-        header_read_timeout: config.header_read_timeout,
-        body_read_timeout: config.body_read_timeout,
-        idle_timeout: config.idle_timeout,
-        max_connections,
-        shutdown_grace: config.shutdown_timeout,
-    }
+    limits
 }
 
 async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {

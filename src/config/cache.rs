@@ -4,26 +4,25 @@
 
 use super::ConfigError;
 use clap::builder::BoolishValueParser;
-use serde::Deserialize;
 use std::time::Duration;
 
-/// Cache flags, and the `[cache]` section of the config file.
-#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheArgs {
-    /// Answer identical requests of one API key from memory (the product guide's "启用缓存") [default: false].
-    #[arg(long, env = "AIPROXY_CACHE_ENABLED", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    #[serde(rename = "enabled")]
-    pub cache_enabled: Option<bool>,
-    /// How long a cached answer is served, in seconds [default: 3600].
-    #[arg(long, env = "AIPROXY_CACHE_TTL", value_name = "SECS")]
-    #[serde(rename = "ttl")]
-    pub cache_ttl: Option<u64>,
-    /// Bytes of answers the cache may hold [default: 268435456 (256 MiB)].
-    #[arg(long, env = "AIPROXY_CACHE_MAX_BYTES", value_name = "BYTES")]
-    #[serde(rename = "max_bytes")]
-    pub cache_max_bytes: Option<u64>,
+super::section! {
+    /// Cache flags, and the `[cache]` section of the config file.
+    pub struct CacheArgs {
+        /// Answer identical requests of one API key from memory (the product guide's "启用缓存") [default: false].
+        #[arg(long, env = "AIPROXY_CACHE_ENABLED", num_args = 0..=1, require_equals = true,
+              default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+        #[serde(rename = "enabled")]
+        pub cache_enabled: Option<bool>,
+        /// How long a cached answer is served, in seconds [default: 3600].
+        #[arg(long, env = "AIPROXY_CACHE_TTL", value_name = "SECS")]
+        #[serde(rename = "ttl")]
+        pub cache_ttl: Option<u64>,
+        /// Bytes of answers the cache may hold [default: 268435456 (256 MiB)].
+        #[arg(long, env = "AIPROXY_CACHE_MAX_BYTES", value_name = "BYTES")]
+        #[serde(rename = "max_bytes")]
+        pub cache_max_bytes: Option<u64>,
+    }
 }
 
 /// The resolved cache settings.
@@ -48,15 +47,6 @@ impl Default for CacheSettings {
 }
 
 impl CacheArgs {
-    /// Each field from `self` (flags, variables) when set, else from `file`.
-    pub fn or(self, file: Self) -> Self {
-        Self {
-            cache_enabled: self.cache_enabled.or(file.cache_enabled),
-            cache_ttl: self.cache_ttl.or(file.cache_ttl),
-            cache_max_bytes: self.cache_max_bytes.or(file.cache_max_bytes),
-        }
-    }
-
     /// The settings, with defaults for what is unset.
     pub fn resolve(self) -> Result<CacheSettings, ConfigError> {
         let d = CacheSettings::default();

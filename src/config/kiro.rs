@@ -5,103 +5,80 @@
 
 use super::{at_least_one, saturating_usize, set, Config, ConfigError};
 use clap::builder::BoolishValueParser;
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Kiro flags, and the `[kiro]` section of the config file.
-#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KiroArgs {
-    /// Serve from the built-in fake Kiro instead of real accounts (no credentials needed).
-    #[arg(long, env = "KIRO_MOCK_MODE", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub kiro_mock_mode: Option<bool>,
+super::section! {
+    /// Kiro flags, and the `[kiro]` section of the config file.
+    pub struct KiroArgs {
+        /// Serve from the built-in fake Kiro instead of real accounts (no credentials needed) [default: false].
+        #[arg(long, env = "KIRO_MOCK_MODE", num_args = 0..=1, require_equals = true,
+              default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+        pub kiro_mock_mode: Option<bool>,
 
-    /// Delay before each event of the built-in fake Kiro, in milliseconds (mock mode only;
-    /// for streaming demos and benchmarks) [default: 0].
-    #[arg(long, env = "KIRO_MOCK_EVENT_DELAY_MS", value_name = "MS")]
-    pub kiro_mock_event_delay_ms: Option<u64>,
+        /// Delay before each event of the built-in fake Kiro, in milliseconds (mock mode only;
+        /// for streaming demos and benchmarks) [default: 0].
+        #[arg(long, env = "KIRO_MOCK_EVENT_DELAY_MS", value_name = "MS")]
+        pub kiro_mock_event_delay_ms: Option<u64>,
 
-    /// Kiro credential file (generic OAuth2, Kiro social or Kiro IdC JSON).
-    #[arg(long, env = "KIRO_OAUTH_CREDS_FILE", value_name = "FILE")]
-    pub kiro_oauth_creds_file: Option<PathBuf>,
+        /// Kiro credential file (generic OAuth2, Kiro social or Kiro IdC JSON).
+        #[arg(long, env = "KIRO_OAUTH_CREDS_FILE", value_name = "FILE")]
+        pub kiro_oauth_creds_file: Option<PathBuf>,
 
-    /// Kiro credentials as base64 of the JSON file (rotated tokens go to --state-dir).
-    #[arg(
-        long,
-        env = "KIRO_OAUTH_CREDS_BASE64",
-        value_name = "BASE64",
-        hide_env_values = true
-    )]
-    pub kiro_oauth_creds_base64: Option<String>,
+        /// Kiro credentials as base64 of the JSON file (rotated tokens go to --state-dir).
+        #[arg(
+            long,
+            env = "KIRO_OAUTH_CREDS_BASE64",
+            value_name = "BASE64",
+            hide_env_values = true
+        )]
+        pub kiro_oauth_creds_base64: Option<String>,
 
-    /// AWS region of the Kiro API and of refreshes [default: us-east-1, or the profileArn's region].
-    #[arg(long, env = "KIRO_REGION")]
-    pub kiro_region: Option<String>,
+        /// AWS region of the Kiro API and of refreshes [default: us-east-1, or the profile ARN's region].
+        #[arg(long, env = "KIRO_REGION")]
+        pub kiro_region: Option<String>,
 
-    /// Kiro API base URL; chat goes to {base}/generateAssistantResponse [default: https://q.{region}.amazonaws.com].
-    #[arg(long, env = "KIRO_BASE_URL", value_name = "URL")]
-    pub kiro_base_url: Option<String>,
+        /// Kiro API base URL; chat goes to {base}/generateAssistantResponse [default: https://q.{region}.amazonaws.com].
+        #[arg(long, env = "KIRO_BASE_URL", value_name = "URL")]
+        pub kiro_base_url: Option<String>,
 
-    /// Full URL of the Kiro social token refresh [default: https://prod.{region}.auth.desktop.kiro.dev/refreshToken].
-    #[arg(long, env = "KIRO_REFRESH_URL", value_name = "URL")]
-    pub kiro_refresh_url: Option<String>,
+        /// Full URL of the Kiro social token refresh [default: https://prod.{region}.auth.desktop.kiro.dev/refreshToken].
+        #[arg(long, env = "KIRO_REFRESH_URL", value_name = "URL")]
+        pub kiro_refresh_url: Option<String>,
 
-    /// Full URL of the Kiro IdC / Builder ID token refresh [default: https://oidc.{region}.amazonaws.com/token].
-    #[arg(long, env = "KIRO_IDC_REFRESH_URL", value_name = "URL")]
-    pub kiro_idc_refresh_url: Option<String>,
+        /// Full URL of the Kiro IdC / Builder ID token refresh [default: https://oidc.{region}.amazonaws.com/token].
+        #[arg(long, env = "KIRO_IDC_REFRESH_URL", value_name = "URL")]
+        pub kiro_idc_refresh_url: Option<String>,
 
-    /// Upper bound of upstream connections and of concurrent upstream requests [default: 64].
-    #[arg(long, env = "AIPROXY_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: Option<u32>,
+        /// Upper bound of upstream connections and of concurrent upstream requests [default: 64].
+        #[arg(long, env = "AIPROXY_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        pub max_connections: Option<u32>,
 
-    /// Seconds allowed for connect + first upstream bytes, and for each gap between events (never the whole stream) [default: 30].
-    #[arg(long, env = "AIPROXY_REQUEST_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_timeout: Option<u64>,
+        /// Seconds allowed for connect + first upstream bytes, and for each gap between events (never the whole stream) [default: 30].
+        #[arg(long, env = "AIPROXY_REQUEST_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        pub request_timeout: Option<u64>,
 
-    /// Directory for rotated tokens of base64 credentials [default: $XDG_STATE_HOME/aiproxy or ~/.local/state/aiproxy].
-    #[arg(long, env = "AIPROXY_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+        /// Directory for rotated tokens of base64 credentials [default: $XDG_STATE_HOME/aiproxy or ~/.local/state/aiproxy].
+        #[arg(long, env = "AIPROXY_STATE_DIR", value_name = "DIR")]
+        pub state_dir: Option<PathBuf>,
 
-    /// Refresh access tokens this many seconds before they expire [default: 300].
-    #[arg(long, env = "AIPROXY_TOKEN_REFRESH_MARGIN", value_name = "SECS")]
-    pub token_refresh_margin: Option<u64>,
+        /// Refresh access tokens this many seconds before they expire [default: 300].
+        #[arg(long, env = "AIPROXY_TOKEN_REFRESH_MARGIN", value_name = "SECS")]
+        pub token_refresh_margin: Option<u64>,
 
-    /// Model catalog replacing the built-in one (format of config/models.toml).
-    #[arg(long, env = "AIPROXY_MODELS_FILE", value_name = "FILE")]
-    pub models_file: Option<PathBuf>,
+        /// Model catalog replacing the built-in one (format of config/models.toml) [default: built-in].
+        #[arg(long, env = "AIPROXY_MODELS_FILE", value_name = "FILE")]
+        pub models_file: Option<PathBuf>,
 
-    /// Seconds between reads of each account's ListAvailableModels (the first at start-up),
-    /// which the served model catalog follows; 0 turns the live catalog off, leaving the
-    /// catalog file alone [default: 3600].
-    #[arg(long, env = "AIPROXY_MODELS_REFRESH_INTERVAL", value_name = "SECS")]
-    pub models_refresh_interval: Option<u64>,
+        /// Seconds between reads of each account's ListAvailableModels (the first at start-up),
+        /// which the served model catalog follows; 0 turns the live catalog off, leaving the
+        /// catalog file alone [default: 3600].
+        #[arg(long, env = "AIPROXY_MODELS_REFRESH_INTERVAL", value_name = "SECS")]
+        pub models_refresh_interval: Option<u64>,
+    }
 }
 
 impl KiroArgs {
-    /// Each field from `self` (flags, variables) when set, else from `file`.
-    pub fn or(self, file: Self) -> Self {
-        super::merge_fields!(
-            self,
-            file,
-            kiro_mock_mode,
-            kiro_mock_event_delay_ms,
-            kiro_oauth_creds_file,
-            kiro_oauth_creds_base64,
-            kiro_region,
-            kiro_base_url,
-            kiro_refresh_url,
-            kiro_idc_refresh_url,
-            max_connections,
-            request_timeout,
-            state_dir,
-            token_refresh_margin,
-            models_file,
-            models_refresh_interval
-        )
-    }
-
     /// Writes the settings that are set into `config` (which holds the defaults).
     pub fn apply(self, config: &mut Config) -> Result<(), ConfigError> {
         for (key, url) in [

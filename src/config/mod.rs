@@ -85,7 +85,7 @@ pub struct Cli {
     pub model_provider: Option<String>,
 
     /// API key clients must send (repeatable; the variable takes a comma-separated list).
-    /// Without any key the server is open to every client.
+    /// Without any key the server is open to every client [default: none].
     #[arg(
         long = "api-key",
         env = "AIPROXY_API_KEY",
@@ -96,7 +96,7 @@ pub struct Cli {
     pub api_keys: Vec<String>,
 
     /// Browser origin allowed to call the API (CORS; repeatable, `*` for any; the variable
-    /// takes a comma-separated list). Without one, no CORS headers are sent.
+    /// takes a comma-separated list). Without one, no CORS headers are sent [default: none].
     #[arg(
         long = "cors-allow-origin",
         env = "AIPROXY_CORS_ALLOW_ORIGIN",
@@ -107,7 +107,7 @@ pub struct Cli {
 
     /// Pipeline layers to switch off, for benchmarking middleware: request-id, trace,
     /// catch-panic, metrics, auth, route, retry, pool (repeatable; the variable takes a
-    /// comma-separated list, and an empty one means none).
+    /// comma-separated list, and an empty one means none) [default: none].
     #[arg(
         long = "disable-layers",
         env = "AIPROXY_DISABLE_LAYERS",
@@ -588,14 +588,41 @@ fn moved_key(text: &str) -> Option<String> {
     })
 }
 
-/// Builds `Self` with each listed field from `$cli` when set, else from `$file`: how a
-/// section's flags and its part of the config file are merged.
-macro_rules! merge_fields {
-    ($cli:ident, $file:ident, $($field:ident),* $(,)?) => {
-        Self { $($field: $cli.$field.or($file.$field)),* }
+/// Declares a configuration section: one struct whose every field is a key declared once,
+/// with its flag and environment variable (clap), its file key (serde, in the section's
+/// table), its help line and, in that line, its `[default: ...]` (checked against
+/// [`Config::default`] and the README by `tests/config_reference.rs`). Also gives the
+/// section its `or`, which takes each field from the flags and variables when set, else
+/// from the file, so adding a key is one field here and one line in the section's `apply`.
+macro_rules! section {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident: $ty:ty,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq, clap::Args, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(
+                $(#[$field_meta])*
+                pub $field: $ty,
+            )*
+        }
+
+        impl $name {
+            /// Each field from `self` (flags, variables) when set, else from `file`.
+            pub fn or(self, file: Self) -> Self {
+                Self { $($field: self.$field.or(file.$field)),* }
+            }
+        }
     };
 }
-pub(crate) use merge_fields;
+pub(crate) use section;
 
 #[cfg(test)]
 mod tests {
@@ -632,11 +659,16 @@ mod tests {
     fn the_example_file_loads_and_pool_flags_beat_its_section() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/aiproxy.example.toml");
         let config = Config::resolve(&parse(&["--config", example]).unwrap()).unwrap();
-        assert_eq!(
-            config.pool,
-            PoolSettings::default(),
-            "the example shows the defaults"
-        );
+        // Every value the example writes is the built-in default, but for the two it sets
+        // on purpose (a key to change, mock mode to try it out).
+        assert_eq!(config.api_keys, vec!["change-me".into()]);
+        assert!(config.kiro_mock_mode);
+        let as_shown = Config {
+            api_keys: Vec::new(),
+            kiro_mock_mode: false,
+            ..config
+        };
+        assert_eq!(as_shown, Config::default(), "the example shows the defaults");
         let f = file(
             "[pool]\nmax_retries = 1\nsuspicious_cooldown = 7200\nhealth_check_interval = 0\n",
         );

@@ -25,58 +25,58 @@ pub enum BalanceName {
     PeakEwma,
 }
 
-/// Pool, retry and breaker flags, and the `[pool]` section of the config file.
-#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolArgs {
-    /// Pool file of Kiro accounts (ours or AIClient-2-API's shape) [default: provider_pools.json in the working directory, when present].
-    #[arg(long, env = "AIPROXY_PROVIDER_POOLS_FILE", value_name = "FILE")]
-    pub provider_pools_file: Option<PathBuf>,
-    /// Retries of a request that failed before any byte reached the client [default: 3].
-    #[arg(long, env = "AIPROXY_MAX_RETRIES", value_name = "N")]
-    pub max_retries: Option<u32>,
-    /// Backoff base of retries, in milliseconds [default: 100].
-    #[arg(long, env = "AIPROXY_RETRY_BASE_DELAY_MS", value_name = "MS")]
-    pub retry_base_delay_ms: Option<u64>,
-    /// Backoff cap of retries, and the longest Retry-After waited out, in milliseconds [default: 2000].
-    #[arg(long, env = "AIPROXY_RETRY_MAX_DELAY_MS", value_name = "MS")]
-    pub retry_max_delay_ms: Option<u64>,
-    /// Load measure of the pool [default: in-flight].
-    #[arg(long, env = "AIPROXY_POOL_BALANCE", value_enum)]
-    pub pool_balance: Option<BalanceName>,
-    /// Seconds a new or recovered account ramps up its share of traffic; 0 = no ramp [default: 60].
-    #[arg(long, env = "AIPROXY_POOL_SLOW_START", value_name = "SECS")]
-    pub pool_slow_start: Option<u64>,
-    /// Percent of accounts that must be able to serve; below it, accounts whose breaker is open (Kiro's own faults) serve anyway (panic mode); 0 = off [default: 50].
-    #[arg(long, env = "AIPROXY_POOL_PANIC_THRESHOLD", value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
-    pub pool_panic_threshold: Option<u8>,
-    /// Consecutive failures that open an account's breaker [default: 5].
-    #[arg(long, env = "AIPROXY_BREAKER_FAILURES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub breaker_failures: Option<u32>,
-    /// Seconds an opened breaker waits before its trial request (doubles per failed trial) [default: 10].
-    #[arg(long, env = "AIPROXY_BREAKER_OPEN", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub breaker_open: Option<u64>,
-    /// Cap of that doubling, in seconds [default: 600].
-    #[arg(long, env = "AIPROXY_BREAKER_OPEN_MAX", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub breaker_open_max: Option<u64>,
-    /// Cooldown after Kiro's "suspicious activity" 429, in seconds [default: 3600].
-    #[arg(long, env = "AIPROXY_SUSPICIOUS_COOLDOWN", value_name = "SECS")]
-    pub suspicious_cooldown: Option<u64>,
-    /// Cooldown after a short-window limit ("5-minute credit limit"), in seconds [default: 300].
-    #[arg(long, env = "AIPROXY_SHORT_WINDOW_COOLDOWN", value_name = "SECS")]
-    pub short_window_cooldown: Option<u64>,
-    /// Rest after a 403 suspension or an unexplained 403 before the account is tried again, in seconds [default: 3600].
-    #[arg(long, env = "AIPROXY_SUSPENDED_COOLDOWN", value_name = "SECS")]
-    pub suspended_cooldown: Option<u64>,
-    /// Cooldown after any other 429 without Retry-After, in seconds (+ up to 25 % jitter) [default: 30].
-    #[arg(long, env = "AIPROXY_RATE_LIMIT_COOLDOWN", value_name = "SECS")]
-    pub rate_limit_cooldown: Option<u64>,
-    /// Accounts that may share one egress proxy (0 = no cap) [default: 0].
-    #[arg(long, env = "AIPROXY_MAX_ACCOUNTS_PER_EGRESS", value_name = "N")]
-    pub max_accounts_per_egress: Option<usize>,
-    /// Seconds between active health probes of every account (token and getUsageLimits); 0 = off [default: 60].
-    #[arg(long, env = "AIPROXY_HEALTH_CHECK_INTERVAL", value_name = "SECS")]
-    pub health_check_interval: Option<u64>,
+super::section! {
+    /// Pool, retry and breaker flags, and the `[pool]` section of the config file.
+    pub struct PoolArgs {
+        /// Pool file of Kiro accounts (ours or AIClient-2-API's shape) [default: provider_pools.json in the working directory, when present].
+        #[arg(long, env = "AIPROXY_PROVIDER_POOLS_FILE", value_name = "FILE")]
+        pub provider_pools_file: Option<PathBuf>,
+        /// Retries of a request that failed before any byte reached the client [default: 3].
+        #[arg(long, env = "AIPROXY_MAX_RETRIES", value_name = "N")]
+        pub max_retries: Option<u32>,
+        /// Backoff base of retries, in milliseconds [default: 100].
+        #[arg(long, env = "AIPROXY_RETRY_BASE_DELAY_MS", value_name = "MS")]
+        pub retry_base_delay_ms: Option<u64>,
+        /// Backoff cap of retries, and the longest Retry-After waited out, in milliseconds [default: 2000].
+        #[arg(long, env = "AIPROXY_RETRY_MAX_DELAY_MS", value_name = "MS")]
+        pub retry_max_delay_ms: Option<u64>,
+        /// Load measure of the pool [default: in-flight].
+        #[arg(long, env = "AIPROXY_POOL_BALANCE", value_enum)]
+        pub pool_balance: Option<BalanceName>,
+        /// Seconds a new or recovered account ramps up its share of traffic; 0 = no ramp [default: 60].
+        #[arg(long, env = "AIPROXY_POOL_SLOW_START", value_name = "SECS")]
+        pub pool_slow_start: Option<u64>,
+        /// Percent of accounts that must be able to serve; below it, accounts whose breaker is open (Kiro's own faults) serve anyway (panic mode); 0 = off [default: 50].
+        #[arg(long, env = "AIPROXY_POOL_PANIC_THRESHOLD", value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+        pub pool_panic_threshold: Option<u8>,
+        /// Consecutive failures that open an account's breaker [default: 5].
+        #[arg(long, env = "AIPROXY_BREAKER_FAILURES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        pub breaker_failures: Option<u32>,
+        /// Seconds an opened breaker waits before its trial request (doubles per failed trial) [default: 10].
+        #[arg(long, env = "AIPROXY_BREAKER_OPEN", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        pub breaker_open: Option<u64>,
+        /// Cap of that doubling, in seconds [default: 600].
+        #[arg(long, env = "AIPROXY_BREAKER_OPEN_MAX", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        pub breaker_open_max: Option<u64>,
+        /// Cooldown after Kiro's "suspicious activity" 429, in seconds [default: 3600].
+        #[arg(long, env = "AIPROXY_SUSPICIOUS_COOLDOWN", value_name = "SECS")]
+        pub suspicious_cooldown: Option<u64>,
+        /// Cooldown after a short-window limit ("5-minute credit limit"), in seconds [default: 300].
+        #[arg(long, env = "AIPROXY_SHORT_WINDOW_COOLDOWN", value_name = "SECS")]
+        pub short_window_cooldown: Option<u64>,
+        /// Rest after a 403 suspension or an unexplained 403 before the account is tried again, in seconds [default: 3600].
+        #[arg(long, env = "AIPROXY_SUSPENDED_COOLDOWN", value_name = "SECS")]
+        pub suspended_cooldown: Option<u64>,
+        /// Cooldown after any other 429 without Retry-After, in seconds (+ up to 25 % jitter) [default: 30].
+        #[arg(long, env = "AIPROXY_RATE_LIMIT_COOLDOWN", value_name = "SECS")]
+        pub rate_limit_cooldown: Option<u64>,
+        /// Accounts that may share one egress proxy (0 = no cap) [default: 0 (no cap)].
+        #[arg(long, env = "AIPROXY_MAX_ACCOUNTS_PER_EGRESS", value_name = "N")]
+        pub max_accounts_per_egress: Option<usize>,
+        /// Seconds between active health probes of every account (token and getUsageLimits); 0 = off [default: 60].
+        #[arg(long, env = "AIPROXY_HEALTH_CHECK_INTERVAL", value_name = "SECS")]
+        pub health_check_interval: Option<u64>,
+    }
 }
 
 /// The resolved model-tier settings.
@@ -107,30 +107,6 @@ impl Default for PoolSettings {
 }
 
 impl PoolArgs {
-    /// Each field from `self` (flags, variables) when set, else from `file`.
-    pub fn or(self, file: Self) -> Self {
-        super::merge_fields!(
-            self,
-            file,
-            provider_pools_file,
-            max_retries,
-            retry_base_delay_ms,
-            retry_max_delay_ms,
-            pool_balance,
-            pool_slow_start,
-            pool_panic_threshold,
-            breaker_failures,
-            breaker_open,
-            breaker_open_max,
-            suspicious_cooldown,
-            short_window_cooldown,
-            rate_limit_cooldown,
-            suspended_cooldown,
-            health_check_interval,
-            max_accounts_per_egress
-        )
-    }
-
     /// The settings, with defaults for what is unset.
     pub fn resolve(self) -> Result<PoolSettings, ConfigError> {
         let d = PoolSettings::default();

@@ -7,37 +7,28 @@ use aiproxy_layers::rate_limit::{Limits, RequestQuota};
 use serde::Deserialize;
 use std::num::NonZeroU32;
 
-/// Rate-limit flags, and the `[rate_limit]` section of the config file.
-#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitArgs {
-    /// Requests per minute each API key may send (0: no limit) [default: no limit].
-    #[arg(long, env = "AIPROXY_RATE_LIMIT_RPM", value_name = "N")]
-    #[serde(rename = "rpm")]
-    pub rate_limit_rpm: Option<u32>,
-    /// Requests each API key may send at once, within its per-minute limit [default: the
-    /// per-minute limit].
-    #[arg(long, env = "AIPROXY_RATE_LIMIT_BURST", value_name = "N")]
-    #[serde(rename = "burst")]
-    pub rate_limit_burst: Option<u32>,
-    /// Tokens (prompt and answer) per minute each API key may use; charged with the local
-    /// estimate at admission and corrected with the real usage when the answer ends (0: no
-    /// limit) [default: no limit].
-    #[arg(long, env = "AIPROXY_RATE_LIMIT_TPM", value_name = "N")]
-    #[serde(rename = "tpm")]
-    pub rate_limit_tpm: Option<u32>,
+super::section! {
+    /// Rate-limit flags, and the `[rate_limit]` section of the config file.
+    pub struct RateLimitArgs {
+        /// Requests per minute each API key may send (0: no limit) [default: no limit].
+        #[arg(long, env = "AIPROXY_RATE_LIMIT_RPM", value_name = "N")]
+        #[serde(rename = "rpm")]
+        pub rate_limit_rpm: Option<u32>,
+        /// Requests each API key may send at once, within its per-minute limit [default: the
+        /// per-minute limit].
+        #[arg(long, env = "AIPROXY_RATE_LIMIT_BURST", value_name = "N")]
+        #[serde(rename = "burst")]
+        pub rate_limit_burst: Option<u32>,
+        /// Tokens (prompt and answer) per minute each API key may use; charged with the local
+        /// estimate at admission and corrected with the real usage when the answer ends (0: no
+        /// limit) [default: no limit].
+        #[arg(long, env = "AIPROXY_RATE_LIMIT_TPM", value_name = "N")]
+        #[serde(rename = "tpm")]
+        pub rate_limit_tpm: Option<u32>,
+    }
 }
 
 impl RateLimitArgs {
-    /// Each field from `self` (flags, variables) when set, else from `file`.
-    pub fn or(self, file: Self) -> Self {
-        Self {
-            rate_limit_rpm: self.rate_limit_rpm.or(file.rate_limit_rpm),
-            rate_limit_burst: self.rate_limit_burst.or(file.rate_limit_burst),
-            rate_limit_tpm: self.rate_limit_tpm.or(file.rate_limit_tpm),
-        }
-    }
-
     /// The default limits of every key.
     pub fn resolve(&self) -> Result<Limits, ConfigError> {
         limits(

@@ -12,6 +12,7 @@ pub mod fd_limit;
 pub mod metrics_port;
 pub mod tracked;
 
+use crate::config::Config;
 use connections::{Registry, Timeouts};
 use error_bodies::ErrorBodies;
 use hyper::body::Incoming;
@@ -47,15 +48,30 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    /// The limits `config` sets (its defaults are the only ones: a key is declared once, in
+    /// `config`). Without `--max-client-connections` the cap is what the descriptor limit
+    /// `nofile` leaves ([`fd_limit::default_max_connections`]).
+    pub fn from_config(config: &Config, nofile: u64) -> Self {
         Self {
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-            shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: config.header_read_timeout,
+            body_read_timeout: config.body_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_client_connections.unwrap_or_else(|| {
+                fd_limit::default_max_connections(nofile, config.max_connections)
+            }),
+            shutdown_grace: config.shutdown_timeout,
         }
+    }
+}
+
+/// Descriptors assumed when the limit is neither raised nor read (the usual soft limit).
+pub const ASSUMED_NOFILE: u64 = 1024;
+
+impl Default for Limits {
+    /// The default configuration's limits under [`ASSUMED_NOFILE`] (the fake Kiro, tests).
+    fn default() -> Self {
+        Self::from_config(&Config::default(), ASSUMED_NOFILE)
     }
 }
 
