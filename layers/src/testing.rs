@@ -3,10 +3,16 @@
 //! tower-test's mock. Each [`MockAccount`] answers from its own script, counts its calls and
 //! hands out [`MockResponse`]s whose stream end the test decides; [`MockError`] is a
 //! [`Failure`] of any fault and penalty, so retry, pool, breakers, rate limits and metrics
-//! can all be exercised without an upstream.
+//! can all be exercised without an upstream. [`MockRequest`] is [`Cacheable`] (by the
+//! [`CacheKey`] in its extensions) and [`RateLimited`] (by its [`ClientKey`] label and a
+//! [`TokenEstimate`]), and [`MockResponse`] is [`Replay`]-able, so the cache and the rate
+//! limits can be stacked over mock accounts too.
 
+use crate::cache::{CacheKey, Cacheable, Replay};
 use crate::model::pool::NoAccount;
 use crate::model::{Failure, Fault, HasExtensions, Observe, Penalty, StreamEnd, StreamReport};
+use crate::rate_limit::RateLimited;
+use crate::ClientKey;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -106,6 +112,29 @@ pub struct MockRequest {
     pub extensions: http::Extensions,
 }
 
+/// The tokens a [`MockRequest`] says it will use (an extension; 0 without one).
+#[derive(Clone, Copy, Debug)]
+pub struct TokenEstimate(pub u64);
+
+impl Cacheable for MockRequest {
+    /// The [`CacheKey`] extension; a request without one is never cached.
+    fn cache_key(&self) -> Option<CacheKey> {
+        self.extensions.get::<CacheKey>().copied()
+    }
+}
+
+impl RateLimited for MockRequest {
+    /// The [`ClientKey`] extension's label, `anonymous` without one.
+    fn rate_key(&self) -> &str {
+        self.extensions
+            .get::<ClientKey>()
+            .map_or("anonymous", ClientKey::label)
+    }
+    fn token_estimate(&self) -> u64 {
+        self.extensions.get::<TokenEstimate>().map_or(0, |e| e.0)
+    }
+}
+
 impl HasExtensions for MockRequest {
     fn extensions(&self) -> &http::Extensions {
         &self.extensions
@@ -118,7 +147,10 @@ impl HasExtensions for MockRequest {
 type Hook = Box<dyn FnOnce(&StreamReport) + Send>;
 
 pub struct MockResponse {
+    /// The account that answered (`cache` for a replayed answer).
     pub account: &'static str,
+    /// The answer's events: `answer from NAME` for a mock account's.
+    pub events: Vec<String>,
     pub extensions: http::Extensions,
     hooks: Vec<Hook>,
 }
@@ -176,6 +208,32 @@ impl HasExtensions for MockResponse {
     }
     fn extensions_mut(&mut self) -> &mut http::Extensions {
         &mut self.extensions
+    }
+}
+
+impl Replay for MockResponse {
+    type Event = String;
+
+    /// Hands on the events when the test ends the stream [`StreamEnd::Complete`].
+    fn record(self, done: impl FnOnce(Option<Vec<String>>) + Send + 'static) -> Self {
+        let events = self.events.clone();
+        self.on_stream_end(move |report| {
+            done((report.end == StreamEnd::Complete).then_some(events))
+        })
+    }
+    fn replay(events: std::sync::Arc<[String]>) -> Self {
+        Self {
+            account: "cache",
+            events: events.to_vec(),
+            extensions: http::Extensions::new(),
+            hooks: Vec::new(),
+        }
+    }
+    fn weight(event: &String) -> usize {
+        event.len()
+    }
+    fn storable(_events: &[String]) -> bool {
+        true
     }
 }
 
@@ -250,6 +308,7 @@ impl tower_service::Service<MockRequest> for MockAccount {
         Box::pin(async move {
             answer.map(|()| MockResponse {
                 account,
+                events: vec![format!("answer from {account}")],
                 extensions: http::Extensions::new(),
                 hooks: Vec::new(),
             })

@@ -17,6 +17,37 @@
 //!   `x-aiproxy-cache` header).
 //! - Entries live in a [`CacheStore`]; [`MemoryStore`] (moka, bounded by bytes and a TTL) is
 //!   the one there is; a shared one plugs in behind the same trait.
+//!
+//! # Example: the second identical request is answered from memory (mocks of feature `testing`)
+//!
+//! ```
+//! use aiproxy_layers::cache::{CacheKey, CacheLayer, CacheStatus, CacheStore, MemoryStore};
+//! use aiproxy_layers::model::StreamEnd;
+//! use aiproxy_layers::testing::{MockAccount, MockRequest};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let account = MockAccount::new("a");
+//! let store: Arc<dyn CacheStore<String>> =
+//!     Arc::new(MemoryStore::new(1 << 20, Duration::from_secs(60)));
+//! let cache = CacheLayer::new(store).layer(account.clone());
+//! let ask = || {
+//!     let mut request = MockRequest::default();
+//!     request.extensions.insert(CacheKey([7; 32]));
+//!     request
+//! };
+//! let first = cache.clone().oneshot(ask()).await.unwrap();
+//! assert_eq!(first.extensions.get::<CacheStatus>(), Some(&CacheStatus::Miss));
+//! first.end(StreamEnd::Complete); // only a complete answer is stored
+//! let second = cache.oneshot(ask()).await.unwrap();
+//! assert_eq!(second.extensions.get::<CacheStatus>(), Some(&CacheStatus::Hit));
+//! assert_eq!(second.events, ["answer from a"]);
+//! assert_eq!(account.calls(), 1, "the hit never reached the account");
+//! # }
+//! ```
 
 mod layer;
 mod store;

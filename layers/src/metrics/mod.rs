@@ -15,19 +15,45 @@
 //! models from the catalog (the layer sits below model resolution), error types from
 //! [`Failure::kind`](crate::model::Failure::kind)'s closed vocabulary.
 //!
-//! ```
-//! use aiproxy_layers::metrics::HttpMetricsLayer;
-//! use opentelemetry::metrics::MeterProvider;
+//! # Example: model operations counted over a mock account, read back as Prometheus text
 //!
-//! # fn build(provider: &dyn Fn() -> opentelemetry::metrics::Meter) {
-//! let meter = provider();
-//! let layer = HttpMetricsLayer::new(&meter, |path| match path {
-//!     "/v1/chat/completions" => "/v1/chat/completions",
-//!     _ => "other",
-//! });
-//! # let _ = layer;
+//! ```
+//! use aiproxy_layers::metrics::ModelMetricsLayer;
+//! use aiproxy_layers::model::StreamEnd;
+//! use aiproxy_layers::testing::{MockAccount, MockError, MockRequest};
+//! use opentelemetry::metrics::MeterProvider;
+//! use opentelemetry_sdk::metrics::SdkMeterProvider;
+//! use prometheus::{Encoder, TextEncoder};
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let registry = prometheus::Registry::new();
+//! let exporter = opentelemetry_prometheus::exporter()
+//!     .with_registry(registry.clone())
+//!     .without_target_info()
+//!     .build()
+//!     .unwrap();
+//! let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+//! let account = MockAccount::new("a");
+//! let measured = ModelMetricsLayer::new(&provider.meter("example")).layer(account.clone());
+//! let answer = measured.clone().oneshot(MockRequest::default()).await.unwrap();
+//! answer.end(StreamEnd::Complete); // an operation is measured to the end of its stream
+//! account.script(Err(MockError::upstream()));
+//! assert!(measured.oneshot(MockRequest::default()).await.is_err());
+//!
+//! let mut text = Vec::new();
+//! TextEncoder::new().encode(&registry.gather(), &mut text).unwrap();
+//! let text = String::from_utf8(text).unwrap();
+//! let operations = |line: &str| line.starts_with("gen_ai_client_operation_duration_seconds_count");
+//! assert_eq!(text.lines().filter(|l| operations(l)).count(), 2, "{text}");
+//! assert!(text.lines().any(|l| operations(l) && l.contains("error_type=\"mock\"")), "{text}");
 //! # }
 //! ```
+//!
+//! [`HttpMetricsLayer`] is used the same way around an `http::Request` service, with a
+//! route classifier (`HttpMetricsLayer::new(&meter, |path| ...)`): `tests/embed.rs` and
+//! this module's tests run it.
 
 mod operations;
 mod requests;

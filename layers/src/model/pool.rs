@@ -39,6 +39,49 @@
 //! No candidate at all: the call fails at once with [`NoAccount`] (retry-after = the earliest
 //! recovery, and a message naming every account's state). All candidates full: `poll_ready`
 //! is pending until a stream ends.
+//!
+//! # Example: an account's own 429 rests it, the other serves (mocks of feature `testing`)
+//!
+//! ```
+//! use aiproxy_layers::model::health::State;
+//! use aiproxy_layers::model::pool::{MemberSpec, Pool, PoolConfig};
+//! use aiproxy_layers::model::{Fault, Penalty, RateLimitClass, StreamEnd};
+//! use aiproxy_layers::testing::{MockAccount, MockError, MockRequest};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+//! let spec = |name: &str| MemberSpec {
+//!     name: Arc::from(name),
+//!     weight: 1,
+//!     max_concurrency: 4,
+//!     requests_per_minute: None,
+//! };
+//! let pool = Pool::new(
+//!     PoolConfig { slow_start: Duration::ZERO, ..PoolConfig::default() },
+//!     vec![(spec("a"), a.clone()), (spec("b"), b.clone())],
+//! );
+//! a.fail_always(Some(MockError::penalty(
+//!     Fault::Account,
+//!     Penalty::Cooldown { class: RateLimitClass::Plain, retry_after: None },
+//! )));
+//! // A request may land on `a` before the pool has met its 429 (the retry layer above
+//! // would send it on); after that `a` rests and every request goes to `b`.
+//! for _ in 0..8 {
+//!     if let Ok(answer) = pool.clone().oneshot(MockRequest::default()).await {
+//!         assert_eq!(answer.account, "b");
+//!         answer.end(StreamEnd::Complete);
+//!     }
+//! }
+//! assert!(a.calls() <= 1, "a rests after its 429");
+//! let status = pool.status();
+//! assert_eq!(status.members[0].health.state, State::Cooldown);
+//! assert!(!status.panic, "b serves, so the pool is not in panic mode");
+//! # }
+//! ```
 
 use super::health::{Admission, HealthConfig, Snapshot, State};
 use super::store::{AccountState, LoadCell, LoadView, MemoryStore, PoolStore};

@@ -5,6 +5,40 @@
 //! not wait for that: this layer is always ready, and each call waits for the inner service
 //! to be ready (at most `max_wait`, then [`NotReady`]) before it is sent. So only requests
 //! that need an account wait for one, and none waits without bound.
+//!
+//! # Example: a full account makes the call wait, not the caller's `poll_ready`
+//!
+//! ```
+//! use aiproxy_layers::model::pool::{MemberSpec, Pool, PoolConfig};
+//! use aiproxy_layers::model::ready::WaitReadyLayer;
+//! use aiproxy_layers::model::StreamEnd;
+//! use aiproxy_layers::testing::{MockAccount, MockError, MockRequest};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let only = MockAccount::new("only");
+//! let spec = MemberSpec {
+//!     name: Arc::from("only"),
+//!     weight: 1,
+//!     max_concurrency: 1,
+//!     requests_per_minute: None,
+//! };
+//! let pool = Pool::new(PoolConfig::default(), vec![(spec, only)]);
+//! let stack = WaitReadyLayer::new(Duration::from_millis(50)).layer(pool);
+//! // The one slot is taken by a stream still open...
+//! let open = stack.clone().oneshot(MockRequest::default()).await.unwrap();
+//! // ...so the next call waits its 50 ms and is told why, instead of hanging.
+//! let busy = stack.clone().oneshot(MockRequest::default()).await.unwrap_err();
+//! assert!(matches!(busy, MockError::NotReady(ref n) if n.waited >= Duration::from_millis(50)));
+//! // When the stream ends the slot is free again.
+//! open.end(StreamEnd::Complete);
+//! let next = stack.oneshot(MockRequest::default()).await.unwrap();
+//! assert_eq!(next.account, "only");
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

@@ -16,6 +16,43 @@
 //!   convert from it), with the wait until it would pass; nothing goes further down.
 //! - Every decision is written to the request's [`RateLimitSlot`] when it carries one, so
 //!   the caller can send the `x-ratelimit-*` headers with every answer, errors included.
+//!
+//! # Example: two requests a minute per client (mocks of feature `testing`)
+//!
+//! ```
+//! use aiproxy_layers::model::StreamEnd;
+//! use aiproxy_layers::rate_limit::{Limits, MemoryStore, RateLimitLayer, RequestQuota};
+//! use aiproxy_layers::testing::{MockAccount, MockError, MockRequest};
+//! use aiproxy_layers::ClientKey;
+//! use std::num::NonZeroU32;
+//! use std::sync::Arc;
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let two = NonZeroU32::new(2).unwrap();
+//! let limits = Limits {
+//!     requests: Some(RequestQuota { per_minute: two, burst: two }),
+//!     tokens_per_minute: None,
+//! };
+//! let limited = RateLimitLayer::new(Arc::new(MemoryStore::default()), limits)
+//!     .layer(MockAccount::new("a"));
+//! let from = |label: &str| {
+//!     let mut request = MockRequest::default();
+//!     request.extensions.insert(ClientKey::from_label(label));
+//!     request
+//! };
+//! for _ in 0..2 {
+//!     let answer = limited.clone().oneshot(from("key-1")).await.unwrap();
+//!     answer.end(StreamEnd::Complete);
+//! }
+//! // The third request of key-1 this minute is refused at once, with the wait...
+//! let refused = limited.clone().oneshot(from("key-1")).await.unwrap_err();
+//! assert!(matches!(refused, MockError::Throttled(ref t) if t.retry_after.is_some()));
+//! // ...while another client has its own budget.
+//! assert!(limited.oneshot(from("key-2")).await.is_ok());
+//! # }
+//! ```
 
 mod layer;
 pub(crate) mod store;

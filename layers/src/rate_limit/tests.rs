@@ -2,31 +2,16 @@
 
 use super::*;
 use crate::model::{StreamEnd, StreamReport, TokenUsage};
-use crate::testing::{MockAccount, MockError, MockRequest};
+use crate::testing::{MockAccount, MockError, MockRequest, TokenEstimate};
 use crate::ClientKey;
 use std::time::Duration;
 use tower::{Layer, ServiceExt};
-
-/// The test's token estimate, carried on the request.
-#[derive(Clone, Copy)]
-struct Estimate(u64);
-
-impl RateLimited for MockRequest {
-    fn rate_key(&self) -> &str {
-        self.extensions
-            .get::<ClientKey>()
-            .map_or("anonymous", ClientKey::label)
-    }
-    fn token_estimate(&self) -> u64 {
-        self.extensions.get::<Estimate>().map_or(0, |e| e.0)
-    }
-}
 
 fn request(key: &str, estimate: u64) -> (MockRequest, RateLimitSlot) {
     let slot = RateLimitSlot::default();
     let mut request = MockRequest::default();
     request.extensions.insert(ClientKey::from_label(key));
-    request.extensions.insert(Estimate(estimate));
+    request.extensions.insert(TokenEstimate(estimate));
     request.extensions.insert(slot.clone());
     (request, slot)
 }
