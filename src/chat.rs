@@ -134,7 +134,7 @@ pub enum Part {
     /// Reasoning text from an earlier assistant turn.
     Thinking(String),
     /// Reasoning from an earlier assistant turn with the upstream's signature, so it can be
-    /// replayed natively (kiro-protocol.md §13.1).
+    /// replayed natively (docs/kiro-protocol.md §13.1).
     SignedThinking {
         /// The reasoning text.
         text: String,
@@ -244,7 +244,7 @@ impl Effort {
     }
 }
 
-/// Sampling parameters. Kiro does not honour temperature or top_p (kiro-protocol.md §4.4),
+/// Sampling parameters. Kiro does not honour temperature or top_p (docs/kiro-protocol.md §4.4),
 /// but they are kept so other providers and the cache key see what the client asked for;
 /// `max_tokens` and `stop` are applied by aiproxy ([`crate::model::emulate`]).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -436,7 +436,7 @@ pub enum ChatError {
         /// What happened.
         message: String,
     },
-    /// The upstream answered an empty turn (kiro-protocol.md §13.2). The first time, the
+    /// The upstream answered an empty turn (docs/kiro-protocol.md §13.2). The first time, the
     /// request is sent again at once with a reminder (a resend the retry layer makes); after
     /// the reminder it is the upstream's fault, retried and counted like a 5xx.
     #[error("The upstream failed: {message}")]
@@ -454,7 +454,7 @@ pub enum ChatError {
         message: String,
     },
     /// The upstream refused the signature of reasoning replayed from an earlier turn
-    /// (`THINKING_SIGNATURE_INVALID`, kiro-protocol.md §13.1): the request is sent again at
+    /// (`THINKING_SIGNATURE_INVALID`, docs/kiro-protocol.md §13.1): the request is sent again at
     /// once with that reasoning inline (a resend the retry layer makes).
     #[error("{message}")]
     SignatureRefused {

@@ -14,7 +14,7 @@
 //! Expected error: Claude's tokenizer averages a little under 4 characters per token on
 //! English prose and fewer on code and JSON, so this under-counts such text by roughly 10-25 %;
 //! it has not been calibrated against live Claude usage figures here. Kiro also adds a hidden
-//! system prompt of its own (kiro-protocol.md §6.5), which no local count can see; that is why
+//! system prompt of its own (docs/kiro-protocol.md §6.5), which no local count can see; that is why
 //! usage from Kiro's `metadataEvent` or `contextUsageEvent` always replaces this estimate.
 
 use crate::chat::{ChatRequest, Part, ToolChoice};

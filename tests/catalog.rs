@@ -1,6 +1,6 @@
 //! The live model catalog over real sockets: aiproxy (the binary) reads each account's
 //! `ListAvailableModels` from `aiproxy fake-kiro` (paged, with its profileArn) at start-up and
-//! every `--models-refresh-interval`, and serves what the accounts serve (kiro-protocol.md
+//! every `--models-refresh-interval`, and serves what the accounts serve (docs/kiro-protocol.md
 //! §13.3), merged with the catalog file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,6 +1,6 @@
 //! `kill -9` at random moments around a forced token refresh never loses the rotated refresh
 //! token: after every cycle in which aiproxy had the refresh answer, the next start serves
-//! requests (kiro-protocol.md §3.5; `aiproxy fake-kiro` consumes refresh tokens on use, like
+//! requests (docs/kiro-protocol.md §3.5; `aiproxy fake-kiro` consumes refresh tokens on use, like
 //! Kiro). A kill after the fake consumed the old token but before aiproxy could write the
 //! new one anywhere cannot be saved by any client; those cycles are counted apart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,5 +1,5 @@
 //! A conversation too long for the model reaches clients in the wording that makes them
-//! compact (kiro-protocol.md §13.4): Anthropic's `prompt is too long: N tokens > M maximum`
+//! compact (docs/kiro-protocol.md §13.4): Anthropic's `prompt is too long: N tokens > M maximum`
 //! as an `invalid_request_error`, OpenAI's `context_length_exceeded`. Whether Kiro says so
 //! (its 400 `CONTENT_LENGTH_EXCEEDS_THRESHOLD`) or the local guard predicts it (no upstream
 //! call). Against `aiproxy fake-kiro` on a socket.

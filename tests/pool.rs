@@ -519,7 +519,7 @@ async fn an_account_disabled_in_the_file_is_shown_and_comes_back_when_enabled() 
 async fn a_model_only_some_accounts_serve_goes_to_them_without_blaming_the_others() {
     let trio = Trio::start(json!({}), &[]);
     // Accounts b and c stop serving the model the requests ask for (an IdC-only or
-    // region-only model, kiro-protocol.md §13.3); a SIGHUP re-reads every model list.
+    // region-only model, docs/kiro-protocol.md §13.3); a SIGHUP re-reads every model list.
     for fake in &trio.fakes[1..] {
         let answer = send(
             http::Request::post(fake.url("/__fake/models"))

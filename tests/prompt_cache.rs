@@ -1,4 +1,4 @@
-//! Prompt caching over real sockets (kiro-protocol.md §13.1): Anthropic `cache_control`
+//! Prompt caching over real sockets (docs/kiro-protocol.md §13.1): Anthropic `cache_control`
 //! marks become Kiro `cachePoint` entries among the tools, within the model's checkpoint
 //! limit, and the cache figures Kiro reports come back in the usage. aiproxy in live mode
 //! against `aiproxy fake-kiro`, which refuses stray or surplus checkpoints and caches the

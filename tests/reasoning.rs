@@ -1,4 +1,4 @@
-//! Native reasoning over real sockets (kiro-protocol.md §13.1, §13.2): aiproxy in live mode
+//! Native reasoning over real sockets (docs/kiro-protocol.md §13.1, §13.2): aiproxy in live mode
 //! against `aiproxy fake-kiro`, whose model list says which models take
 //! `additionalModelRequestFields` and at which effort levels, and which signs its reasoning
 //! and checks the signatures of replayed reasoning as Kiro does.

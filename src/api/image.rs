@@ -1,4 +1,4 @@
-//! Inline images as Kiro takes them (kiro-protocol.md §4.2: `format` png, jpeg, gif or webp
+//! Inline images as Kiro takes them (docs/kiro-protocol.md §4.2: `format` png, jpeg, gif or webp
 //! plus base64 bytes), checked before anything goes upstream: a media type Kiro does not
 //! take, data that is not base64, or bytes that are not the image the media type says, are
 //! each a 400 that names the field, instead of an upstream `Improperly formed request`.

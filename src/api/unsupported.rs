@@ -4,7 +4,7 @@
 //!   audio, predicted outputs, hosted web search, remote MCP servers): refused with a 400
 //!   that names the field and says why, never accepted and ignored.
 //! - Sampling hints (`temperature`, `top_p`, `top_k`, `seed`, `presence_penalty`,
-//!   `frequency_penalty`): Kiro takes none of them (kiro-protocol.md §4.4). Refusing them
+//!   `frequency_penalty`): Kiro takes none of them (docs/kiro-protocol.md §4.4). Refusing them
 //!   would break nearly every client, so they are accepted, and every answer names the ones
 //!   the request carried in the `x-aiproxy-not-honoured` header, so nothing is silent.
 

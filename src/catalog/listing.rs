@@ -1,6 +1,6 @@
 //! What an account says it serves: the models its provider listed, with each one's limits
 //! and capabilities, in the provider's own terms where the fields are named after them
-//! (Kiro's `ListAvailableModels`, kiro-protocol.md §13.3, is the one provider so far).
+//! (Kiro's `ListAvailableModels`, docs/kiro-protocol.md §13.3, is the one provider so far).
 
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! The model catalog: the ids clients ask for, the Kiro `modelId` behind each, and what each
 //! model can do.
 //!
-//! Two sources meet here (kiro-protocol.md §13.3): the catalog file (`config/models.toml`,
+//! Two sources meet here (docs/kiro-protocol.md §13.3): the catalog file (`config/models.toml`,
 //! or `--models-file`) with client ids, aliases and fallback targets, and what the accounts
 //! serve right now, read from `ListAvailableModels` ([`Catalog::apply`]). Until an account
 //! answered, the file alone is the catalog (its [`Snapshot::source`] says so); after that,

@@ -668,7 +668,11 @@ mod tests {
             kiro_mock_mode: false,
             ..config
         };
-        assert_eq!(as_shown, Config::default(), "the example shows the defaults");
+        assert_eq!(
+            as_shown,
+            Config::default(),
+            "the example shows the defaults"
+        );
         let f = file(
             "[pool]\nmax_retries = 1\nsuspicious_cooldown = 7200\nhealth_check_interval = 0\n",
         );

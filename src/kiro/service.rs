@@ -247,7 +247,7 @@ impl Service<ModelRequest> for KiroService {
     }
 }
 
-/// Appended to the current message when Kiro answered an empty turn (kiro-protocol.md
+/// Appended to the current message when Kiro answered an empty turn (docs/kiro-protocol.md
 /// §13.2: resending the same request tends to come back empty again; a reminder fixes it).
 const EMPTY_TURN_NUDGE: &str =
     "(Your previous reply was empty. Continue: answer the request above, or call a tool.)";
@@ -275,7 +275,7 @@ impl Plan {
 
 /// One upstream call. Every way it can fail that calls for another call (a rejected token,
 /// an empty turn, a refused signature) is an error the retry layer sees and decides on
-/// (kiro-protocol.md §7, §13.1, §13.2), so one client request costs the upstream calls the
+/// (docs/kiro-protocol.md §7, §13.1, §13.2), so one client request costs the upstream calls the
 /// retry settings allow and no more.
 async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, ChatError> {
     // Checked before anything is sent: nothing goes out for a model the account lacks.
@@ -484,7 +484,7 @@ async fn attempt(
 /// with the bearer token cut out of whatever Kiro's message repeats (an upstream that
 /// reflects its input must not hand it to a client). A suspension or an unexplained 403 is
 /// not made permanent here: the pool's breaker rests the account and re-checks it
-/// (kiro-protocol.md §7.1 says "temporarily").
+/// (docs/kiro-protocol.md §7.1 says "temporarily").
 fn failure(
     tokens: &dyn TokenSource,
     token: &crate::kiro::auth::account::AccessToken,

@@ -1,6 +1,6 @@
 //! What a [`ChatError`] means to the model-tier layers of `aiproxy-layers` (pool, retry,
 //! breakers): its fault, when to come back, and the penalty for the account that served it
-//! (kiro-protocol.md §7.1 and §13.4).
+//! (docs/kiro-protocol.md §7.1 and §13.4).
 
 use crate::chat::{ChatError, Fault};
 use aiproxy_layers::model::pool::NoAccount;

@@ -444,7 +444,7 @@ impl<S> Pool<S> {
 
     /// The members admitted now, whether a pool-wide rate-limit wave is on (more than half
     /// of the accounts cooling down after 429s at once: Kiro limits accounts together when
-    /// it limits one client, kiro-protocol.md §13.4, so the rest get less traffic, not all
+    /// it limits one client, docs/kiro-protocol.md §13.4, so the rest get less traffic, not all
     /// of it), and the members only panic mode admits.
     fn admitted<'a>(&self, members: &'a [Arc<Member<S>>], now: Instant) -> Admitted<'a, S> {
         let mut cooling = 0;

@@ -1,4 +1,4 @@
-//! Anthropic Messages request -> [`ChatRequest`] (kiro-protocol.md §4.4).
+//! Anthropic Messages request -> [`ChatRequest`] (docs/kiro-protocol.md §4.4).
 
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::api::unsupported;

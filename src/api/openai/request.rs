@@ -1,4 +1,4 @@
-//! OpenAI Chat Completions request -> [`ChatRequest`] (kiro-protocol.md §4.5).
+//! OpenAI Chat Completions request -> [`ChatRequest`] (docs/kiro-protocol.md §4.5).
 
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::api::unsupported;

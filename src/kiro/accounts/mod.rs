@@ -373,7 +373,7 @@ struct Overrides {
 }
 
 /// Refuses a pool file that puts more than `cap` accounts behind one egress proxy (many
-/// accounts behind one address is one of the signals Kiro bans on: kiro-protocol.md §13.4).
+/// accounts behind one address is one of the signals Kiro bans on: docs/kiro-protocol.md §13.4).
 fn check_egress_cap(instances: &[Instance], cap: Option<usize>) -> Result<(), AccountsError> {
     let Some(cap) = cap else {
         return Ok(());

@@ -1,4 +1,4 @@
-//! `ListAvailableModels` (kiro-protocol.md §13.3): what one account serves, with each
+//! `ListAvailableModels` (docs/kiro-protocol.md §13.3): what one account serves, with each
 //! model's limits and capabilities. AWS JSON 1.0 on the management host, paginated with
 //! `nextToken`, and it needs the account's profileArn.
 //!

@@ -1,4 +1,4 @@
-//! `getUsageLimits` (kiro-protocol.md §8.2): an account's credits used and limit and the
+//! `getUsageLimits` (docs/kiro-protocol.md §8.2): an account's credits used and limit and the
 //! date they reset. The health probe reads it; the status views show it.
 
 use crate::chat::ChatError;

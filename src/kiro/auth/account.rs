@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-/// Kiro IDE version mimicked in headers (A2 pins 0.11.63; see kiro-protocol.md §4.1).
+/// Kiro IDE version mimicked in headers (A2 pins 0.11.63; see docs/kiro-protocol.md §4.1).
 pub const KIRO_VERSION: &str = "0.11.63";
 /// Access tokens without `expiresIn` last this long (Kiro: about an hour).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);

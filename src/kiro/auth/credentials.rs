@@ -1,5 +1,5 @@
 //! Kiro credentials: where they come from and which of the three formats they are
-//! (kiro-protocol.md §2-3).
+//! (docs/kiro-protocol.md §2-3).
 //!
 //! | format | detected by | refresh |
 //! |---|---|---|

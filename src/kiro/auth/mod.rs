@@ -1,4 +1,4 @@
-//! An account's credentials and OAuth tokens (kiro-protocol.md §2-§3): the credential
+//! An account's credentials and OAuth tokens (docs/kiro-protocol.md §2-§3): the credential
 //! formats, refresh and rotation, where tokens are kept (the token store, the atomic file
 //! writes and the rotation lock).
 

@@ -1,6 +1,6 @@
 //! A wire-level fake of Kiro, in-process (mock mode) or on a socket (`aiproxy fake-kiro`).
 //!
-//! It checks request bodies the way the real service does (kiro-protocol.md §4.3), answers
+//! It checks request bodies the way the real service does (docs/kiro-protocol.md §4.3), answers
 //! with real event-stream bytes, issues and rotates tokens like the three refresh endpoints,
 //! and can be scripted to fail in every way Kiro does (see [`script::Step`]). The default
 //! answer is deterministic: the current user message echoed back, one event per word (a turn

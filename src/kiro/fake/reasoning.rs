@@ -1,4 +1,4 @@
-//! Native reasoning as the fake checks and answers it (kiro-protocol.md §13.1, §13.2):
+//! Native reasoning as the fake checks and answers it (docs/kiro-protocol.md §13.1, §13.2):
 //! `additionalModelRequestFields` against the model's `additionalModelRequestFieldsSchema`
 //! (no schema: the field is refused; unknown keys and values outside the `enum`s are
 //! refused), signed `reasoningContentEvent`s, and the signatures of replayed reasoning

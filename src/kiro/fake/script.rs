@@ -116,7 +116,7 @@ pub fn error_response(step: &Step) -> Option<(u16, Value, Option<u64>)> {
             "__type": "AccessDeniedException",
             "message": "The bearer token included in the request is invalid."
         }),
-        // The 2026 texts (kiro-protocol.md §13.4): each is its own cooldown class.
+        // The 2026 texts (docs/kiro-protocol.md §13.4): each is its own cooldown class.
         (429, "suspicious") => json!({
             "message": "Due to suspicious activity, we are imposing temporary limits on your account. Please try again later."
         }),

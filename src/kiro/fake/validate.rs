@@ -1,4 +1,4 @@
-//! The request rules Kiro enforces (kiro-protocol.md §4.3). Whether the model is served is
+//! The request rules Kiro enforces (docs/kiro-protocol.md §4.3). Whether the model is served is
 //! the fake's own check (its model list changes at run time).
 
 use crate::kiro::protocol::wire::{HistoryEntry, KiroRequest, KiroTool, UserInputMessage};
@@ -69,7 +69,7 @@ pub fn validate(request: &KiroRequest) -> Result<(), String> {
     for tool in tools {
         let KiroTool::ToolSpecification(spec) = tool else {
             // A checkpoint caches what comes before it: one first, or two in a row, is stray
-            // (kiro-protocol.md §12: a stray `cachePoint` is a 400).
+            // (docs/kiro-protocol.md §12: a stray `cachePoint` is a 400).
             if let KiroTool::CachePoint(point) = tool {
                 if point.kind != "default" {
                     return Err(format!("cachePoint type `{}` (only `default`)", point.kind));

@@ -1,4 +1,4 @@
-//! Classification of Kiro's HTTP errors (kiro-protocol.md §7.1) into [`ChatError`].
+//! Classification of Kiro's HTTP errors (docs/kiro-protocol.md §7.1) into [`ChatError`].
 
 use crate::chat::ChatError;
 use http::{HeaderMap, StatusCode};

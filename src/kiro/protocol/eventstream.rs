@@ -1,4 +1,4 @@
-//! AWS event-stream framing (kiro-protocol.md §6.1) and Kiro's event payloads (§6.2).
+//! AWS event-stream framing (docs/kiro-protocol.md §6.1) and Kiro's event payloads (§6.2).
 //!
 //! [`FrameDecoder`] is incremental: feed it whatever the socket delivered and take out the
 //! complete frames; frames split across reads and many frames per read both work. Both
@@ -379,7 +379,7 @@ impl KiroEvent {
 mod tests {
     use super::*;
 
-    /// The worked vector from kiro-protocol.md §6.1.
+    /// The worked vector from docs/kiro-protocol.md §6.1.
     const VECTOR_HEX: &str = "0000007c0000005c3bddcf78\
         0b3a6576656e742d7479706507001661737369737461\
         6e74526573706f6e73654576656e74\

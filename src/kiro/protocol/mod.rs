@@ -1,4 +1,4 @@
-//! Kiro's wire protocol (kiro-protocol.md §4-§13): the request body built from a canonical
+//! Kiro's wire protocol (docs/kiro-protocol.md §4-§13): the request body built from a canonical
 //! request, the AWS event-stream framing of the answer, its translation into canonical
 //! events, and what Kiro's errors mean.
 

@@ -1,4 +1,4 @@
-//! Context overflow, worded so that clients compact (kiro-protocol.md §13.1, §13.4).
+//! Context overflow, worded so that clients compact (docs/kiro-protocol.md §13.1, §13.4).
 //!
 //! Kiro refuses a conversation that is over its weighted payload limit or the model's
 //! window with a 400 (`CONTENT_LENGTH_EXCEEDS_THRESHOLD`, "Input is too long"). Claude Code

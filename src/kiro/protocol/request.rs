@@ -1,4 +1,4 @@
-//! Builds the Kiro request body from a [`ChatRequest`] (kiro-protocol.md §4.2-4.5).
+//! Builds the Kiro request body from a [`ChatRequest`] (docs/kiro-protocol.md §4.2-4.5).
 //!
 //! Kiro answers `400 Improperly formed request.` to a long list of shapes that clients send
 //! every day (§4.3), so the builder first normalises the conversation:

@@ -1,4 +1,4 @@
-//! Extended thinking over Kiro (kiro-protocol.md §4.4): a request asks for it with prompt
+//! Extended thinking over Kiro (docs/kiro-protocol.md §4.4): a request asks for it with prompt
 //! tags, and the model answers with `<thinking>…</thinking>` at the start of its text, which
 //! [`ThinkingSplitter`] separates into thinking and text deltas, even when the tags are split
 //! across events.

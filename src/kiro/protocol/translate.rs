@@ -1,5 +1,5 @@
 //! Kiro events -> canonical [`ChatEvent`]s, with the completeness rules of
-//! kiro-protocol.md §6.2: a stream is complete when `metadataEvent.stopReason` arrived, or
+//! docs/kiro-protocol.md §6.2: a stream is complete when `metadataEvent.stopReason` arrived, or
 //! (older streams) a `contextUsageEvent` arrived with every tool call closed. Anything else
 //! at EOF is a truncation and becomes an error, never a normal finish; a tool call whose
 //! arguments do not parse is never passed on as finished.

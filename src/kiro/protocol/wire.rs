@@ -1,10 +1,10 @@
-//! The JSON body of `generateAssistantResponse` (kiro-protocol.md §4.2). Serialised by the
+//! The JSON body of `generateAssistantResponse` (docs/kiro-protocol.md §4.2). Serialised by the
 //! request builder, parsed by the fake Kiro, so both sides agree on one definition.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Kiro refuses a body whose weighted size is over this (kiro-protocol.md §13.1: about
+/// Kiro refuses a body whose weighted size is over this (docs/kiro-protocol.md §13.1: about
 /// 1.3 M weighted units pass and 1.36 M fail; we take the lower, proven figure).
 pub const MAX_WEIGHTED_PAYLOAD: usize = 1_300_000;
 

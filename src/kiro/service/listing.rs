@@ -1,5 +1,5 @@
 //! The account's side of the live catalog: `ListAvailableModels` over the account's own
-//! transport, token and headers (kiro-protocol.md §13.3), all pages of it; what the account
+//! transport, token and headers (docs/kiro-protocol.md §13.3), all pages of it; what the account
 //! serves is remembered so the leaf can send a model it does not serve to another account.
 
 use super::{read_bounded, KiroService, Target};

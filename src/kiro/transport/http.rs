@@ -1,5 +1,5 @@
 //! The live transport: a pooled HTTPS client (rustls; HTTP/2 by ALPN, else HTTP/1.1),
-//! IDE-persona headers (kiro-protocol.md §4.1), and timeouts on connect + first bytes and on
+//! IDE-persona headers (docs/kiro-protocol.md §4.1), and timeouts on connect + first bytes and on
 //! the idle gap between chunks, never on the length of a stream. (The bound on concurrent
 //! requests is the account's, in [`crate::kiro::KiroService`]'s `poll_ready`.)
 //!

@@ -1,5 +1,5 @@
 //! What Kiro does not do, done by aiproxy: the request fields Kiro has no equivalent for
-//! are applied here rather than accepted and ignored (kiro-protocol.md §4.4: Kiro takes no
+//! are applied here rather than accepted and ignored (docs/kiro-protocol.md §4.4: Kiro takes no
 //! stop list, no `max_tokens`, no tool choice).
 //!
 //! - `max_tokens` above the model's output limit (`max_output_tokens` in the catalog) is a

@@ -16,7 +16,7 @@ CLAUDE = os.environ.get("CLAUDE_BIN")
 FAKE = os.environ.get("FAKE_KIRO_URL")
 # Most tests pin a model with --model, as users do; one runs with Claude Code's own default
 # (claude-opus-5-5), which aiproxy serves because the fake's ListAvailableModels lists
-# claude-opus-5.5 (the live catalog, kiro-protocol.md §13.3).
+# claude-opus-5.5 (the live catalog, docs/kiro-protocol.md §13.3).
 MODEL = "claude-sonnet-4-6"
 
 

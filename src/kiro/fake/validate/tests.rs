@@ -1,4 +1,4 @@
-//! Every limit of kiro-protocol.md §4.3 / §13.1 at its boundary: at the limit accepted, one
+//! Every limit of docs/kiro-protocol.md §4.3 / §13.1 at its boundary: at the limit accepted, one
 //! over rejected with Kiro's own answer.
 
 use super::{TOOL_DESCRIPTION_LIMIT, TOOL_NAME_LIMIT};
