@@ -16,6 +16,7 @@ pub mod api;
 pub mod body;
 pub mod catalog;
 pub mod chat;
+pub mod check_config;
 pub mod config;
 pub mod kiro;
 pub mod model;

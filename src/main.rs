@@ -4,6 +4,7 @@
 use aiproxy::config::{Cli, Command, Config, FakeKiroArgs, LogFormat};
 use aiproxy::kiro::fake::{server as fake_server, FakeKiro};
 use aiproxy::{pipeline, server, telemetry};
+use clap::CommandFactory;
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,12 +19,29 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::FakeKiro(args)) = &cli.command {
-        let _log = telemetry::init(LogFormat::Text, None);
-        return match runtime() {
-            Ok(runtime) => runtime.block_on(fake_kiro(args)),
-            Err(code) => code,
-        };
+    match &cli.command {
+        Some(Command::FakeKiro(args)) => {
+            let _log = telemetry::init(LogFormat::Text, None);
+            return match runtime() {
+                Ok(runtime) => runtime.block_on(fake_kiro(args)),
+                Err(code) => code,
+            };
+        }
+        Some(Command::CheckConfig(args)) => return check_config(&args.flags),
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "aiproxy", &mut script);
+            return print(&script);
+        }
+        Some(Command::Man) => {
+            let mut page = Vec::new();
+            if let Err(error) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                eprintln!("aiproxy man: {error}");
+                return ExitCode::FAILURE;
+            }
+            return print(&page);
+        }
+        None => {}
     }
     let config = match Config::resolve(&cli) {
         Ok(config) => config,
@@ -40,6 +58,53 @@ fn main() -> ExitCode {
     // the runtime still runs.
     let _log = telemetry::init(config.log_format, Some(runtime.handle()));
     runtime.block_on(run(config))
+}
+
+/// Writes `bytes` to stdout (made in memory first: a reader that stops early, like `head`,
+/// is no failure).
+fn print(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("aiproxy: cannot write to stdout: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `aiproxy [FLAGS] check-config [FLAGS]`: the flags on both sides of the word, parsed as
+/// the server parses them (a flag's own problem, like a bad value, is a problem found too).
+fn check_config(after: &[String]) -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let word = args
+        .iter()
+        .position(|arg| arg == "check-config")
+        .unwrap_or(args.len());
+    let flags = args[..word]
+        .iter()
+        .cloned()
+        .chain(after.iter().map(Into::into));
+    let cli = match Cli::try_parse_from(flags) {
+        Ok(cli) => cli,
+        Err(error) => {
+            println!("problem: {}", error.to_string().trim_end());
+            return ExitCode::FAILURE;
+        }
+    };
+    // The accounts are built on the runtime, as the server builds them (no task reaches
+    // Kiro: the catalog refresh and the probes are started only by `serve`).
+    let report = match runtime() {
+        Ok(runtime) => runtime.block_on(async { aiproxy::check_config::check(&cli) }),
+        Err(code) => return code,
+    };
+    print!("{}", report.text);
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -176,6 +241,11 @@ fn server_limits(config: &Config) -> server::Limits {
 }
 
 async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {
+    // As the proxy does: the fake's connection cap follows the descriptor limit, and a
+    // benchmark holds a thousand streams open at once.
+    if let Err(error) = server::fd_limit::raise() {
+        tracing::warn!(%error, "cannot raise the descriptor limit");
+    }
     let shutdown = server::shutdown_signal();
     let listener = match server::bind(&args.host, args.port).await {
         Ok(listener) => listener,

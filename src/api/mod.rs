@@ -191,7 +191,14 @@ async fn route(
         tracing::Span::current().record("gen_ai.provider.name", provider.as_str());
     }
     let shape = ErrorShape::for_request(&parts);
-    let result = match (&parts.method, parts.uri.path()) {
+    // HEAD is answered as GET would be (same status and headers); hyper sends no body for
+    // it, whatever the body says, and keeps the Content-Length the body gives.
+    let method = if parts.method == Method::HEAD {
+        &Method::GET
+    } else {
+        &parts.method
+    };
+    let result = match (method, parts.uri.path()) {
         (&Method::GET, "/v1/models") => Ok(catalog_view::list(
             &state,
             parts.headers.contains_key("anthropic-version"),
@@ -219,7 +226,7 @@ async fn route(
                 (&Method::GET, Some(id)) => responses::input_items(&state, &parts, id),
                 (&Method::GET, None) => responses::get(&state, &parts, rest),
                 (&Method::DELETE, None) => responses::delete(&state, &parts, rest),
-                (method, _) => Err(unknown_route(method, path)),
+                _ => Err(unknown_route(&parts.method, path)),
             }
         }
         (_, "/v1/embeddings") => Err(Rejection::new(
@@ -231,13 +238,9 @@ async fn route(
         )
         .with_code("embeddings_unavailable")),
         (&Method::GET, "/health") => Ok(status::health(&state)),
-        // HEAD answers like GET, without the body.
-        (&Method::HEAD, "/health") => {
-            Ok(status::health(&state).map(|_| ResponseBody::full(Bytes::new())))
-        }
         (&Method::GET, "/loadbalancer/instances") => Ok(status::instances(&state)),
         (&Method::GET, "/metrics") => Ok(metrics::render(&state)),
-        (method, path) => Err(unknown_route(method, path)),
+        (_, path) => Err(unknown_route(&parts.method, path)),
     };
     let mut response =
         result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full));
@@ -249,7 +252,7 @@ async fn route(
 }
 
 /// The routes served, each with its label for metrics (ids replaced by `{id}`) and the
-/// methods it takes (the `Allow` of a 405): one table for both.
+/// methods it takes (the `Allow` of a 405; every GET route takes HEAD): one table for both.
 fn served_route(path: &str) -> Option<(&'static str, &'static str)> {
     Some(match path {
         "/v1/chat/completions" => ("/v1/chat/completions", "POST"),
@@ -258,15 +261,15 @@ fn served_route(path: &str) -> Option<(&'static str, &'static str)> {
         "/v1/completions" => ("/v1/completions", "POST"),
         "/v1/responses" => ("/v1/responses", "POST"),
         "/v1/responses/input_tokens" => ("/v1/responses/input_tokens", "POST"),
-        "/v1/models" => ("/v1/models", "GET"),
+        "/v1/models" => ("/v1/models", "GET, HEAD"),
         "/health" => ("/health", "GET, HEAD"),
-        "/metrics" => ("/metrics", "GET"),
-        "/loadbalancer/instances" => ("/loadbalancer/instances", "GET"),
-        p if p.starts_with("/v1/models/") => ("/v1/models/{id}", "GET"),
+        "/metrics" => ("/metrics", "GET, HEAD"),
+        "/loadbalancer/instances" => ("/loadbalancer/instances", "GET, HEAD"),
+        p if p.starts_with("/v1/models/") => ("/v1/models/{id}", "GET, HEAD"),
         p if p.starts_with("/v1/responses/") && p.ends_with("/input_items") => {
-            ("/v1/responses/{id}/input_items", "GET")
+            ("/v1/responses/{id}/input_items", "GET, HEAD")
         }
-        p if p.starts_with("/v1/responses/") => ("/v1/responses/{id}", "GET, DELETE"),
+        p if p.starts_with("/v1/responses/") => ("/v1/responses/{id}", "GET, HEAD, DELETE"),
         _ => return None,
     })
 }
@@ -442,8 +445,11 @@ async fn call_model(
     Ok(response.on_end(move |outcome| {
         if let Some(usage) = outcome.usage {
             let input = usage.input + usage.cache_read + usage.cache_write;
-            span.record("gen_ai.usage.input_tokens", input);
-            span.record("gen_ai.usage.output_tokens", usage.output);
+            // Integers, as the GenAI conventions have them (tracing-opentelemetry exports
+            // unsigned fields as text).
+            let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            span.record("gen_ai.usage.input_tokens", int(input));
+            span.record("gen_ai.usage.output_tokens", int(usage.output));
         }
     }))
 }

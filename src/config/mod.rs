@@ -142,6 +142,29 @@ pub struct Cli {
 pub enum Command {
     /// Run the fake Kiro on a socket (tests, demos, benchmarks); see the README for scripting.
     FakeKiro(FakeKiroArgs),
+    /// Load the configuration (file, environment, flags) and the pool file as the server
+    /// would, print what they resolve to and every problem, and exit 0 (none) or 1; listens
+    /// on nothing and calls no Kiro. The server's flags go before or after it.
+    CheckConfig(CheckConfigArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, powershell, elvish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `aiproxy man > /usr/local/share/man/man1/aiproxy.1`.
+    Man,
+}
+
+/// `aiproxy check-config` options: the server's own flags, also accepted after the word.
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// The server's flags (as `aiproxy --help` lists them).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FLAGS"
+    )]
+    pub flags: Vec<String>,
 }
 
 /// `aiproxy fake-kiro` options.

@@ -12,6 +12,11 @@ pub fn raise() -> std::io::Result<(u64, u64)> {
     Ok((soft, raised))
 }
 
+/// The soft `RLIMIT_NOFILE` of this process now.
+pub fn current() -> std::io::Result<u64> {
+    Ok(rlimit::Resource::NOFILE.get()?.0)
+}
+
 /// The default `--max-client-connections` for a descriptor limit: what is left after the
 /// reserve and the upstream pool, at least 16.
 pub fn default_max_connections(nofile: u64, upstream_connections: usize) -> usize {

@@ -65,13 +65,15 @@ impl Limits {
     }
 }
 
-/// Descriptors assumed when the limit is neither raised nor read (the usual soft limit).
+/// Descriptors assumed when the limit cannot be read (the usual soft limit).
 pub const ASSUMED_NOFILE: u64 = 1024;
 
 impl Default for Limits {
-    /// The default configuration's limits under [`ASSUMED_NOFILE`] (the fake Kiro, tests).
+    /// The default configuration's limits under this process's descriptor limit as it is
+    /// now (the fake Kiro, tests): a process that raised it gets the room it made.
     fn default() -> Self {
-        Self::from_config(&Config::default(), ASSUMED_NOFILE)
+        let nofile = fd_limit::current().unwrap_or(ASSUMED_NOFILE);
+        Self::from_config(&Config::default(), nofile)
     }
 }
 

@@ -123,8 +123,40 @@ fn one() -> u32 {
 const OURS: &str = "kiro-api";
 const THEIRS: &str = "claude-kiro-oauth";
 
-/// Reads `path`.
+/// Reads `path`; the first problem stops it.
 pub fn load(path: &Path) -> Result<Vec<Instance>, PoolFileError> {
+    let (instances, problems) = read(path);
+    match problems.into_iter().next() {
+        Some(problem) => Err(problem),
+        None => Ok(instances),
+    }
+}
+
+/// Every problem of `path`, each instance checked whatever the others hold
+/// (`aiproxy check-config`).
+pub fn problems(path: &Path) -> Vec<PoolFileError> {
+    read(path).1
+}
+
+/// The instances that parse and the problems of the rest.
+fn read(path: &Path) -> (Vec<Instance>, Vec<PoolFileError>) {
+    let mut problems = Vec::new();
+    let instances = match read_each(path, &mut problems) {
+        Ok(instances) => instances,
+        Err(problem) => {
+            problems.push(problem);
+            Vec::new()
+        }
+    };
+    (instances, problems)
+}
+
+/// Reads `path`, pushing each instance's problem to `problems`; a problem of the file as a
+/// whole is the error.
+fn read_each(
+    path: &Path,
+    problems: &mut Vec<PoolFileError>,
+) -> Result<Vec<Instance>, PoolFileError> {
     let shown = path.display().to_string();
     let file_error = |message: String| PoolFileError {
         path: shown.clone(),
@@ -160,14 +192,20 @@ pub fn load(path: &Path) -> Result<Vec<Instance>, PoolFileError> {
                 index,
                 base,
             };
-            let mut instance = parse(value, &at)?;
+            let mut instance = match parse(value, &at) {
+                Ok(instance) => instance,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
             instance.fingerprint = blake3::hash(value.to_string().as_bytes())
                 .to_hex()
                 .to_string();
             instances.push(instance);
         }
     }
-    if instances.is_empty() {
+    if instances.is_empty() && problems.is_empty() {
         return Err(file_error(format!(
             "no instances: add an array under `{OURS}` (or AIClient-2-API's `{THEIRS}`)"
         )));
@@ -175,7 +213,7 @@ pub fn load(path: &Path) -> Result<Vec<Instance>, PoolFileError> {
     let mut seen = std::collections::HashSet::new();
     for instance in &instances {
         if !seen.insert(instance.name.as_str()) {
-            return Err(file_error(format!(
+            problems.push(file_error(format!(
                 "two instances are named `{}`; names must be unique",
                 instance.name
             )));
