@@ -296,7 +296,12 @@ impl<B> OnResponse<B> for ResponseLine {
         latency: std::time::Duration,
         span: &tracing::Span,
     ) {
-        span.record("http.response.status_code", response.status().as_u16());
+        // As an integer (OpenTelemetry's HTTP convention): tracing-opentelemetry exports
+        // unsigned fields as text, signed ones as integers.
+        span.record(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
         self.0.on_response(response, latency, span);
     }
 }

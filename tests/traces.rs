@@ -75,6 +75,160 @@ fn attributes(span: &Span) -> HashMap<String, String> {
         .collect()
 }
 
+/// `key`'s value when it is an integer attribute (`None` for any other type or none).
+fn int_attribute(span: &Span, key: &str) -> Option<i64> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .and_then(|value| match value {
+            AnyValue::IntValue(i) => Some(*i),
+            _ => None,
+        })
+}
+
+/// The `service.name` of an export's first resource.
+fn service_name(export: &ExportTraceServiceRequest) -> Option<AnyValue> {
+    export.resource_spans[0]
+        .resource
+        .as_ref()?
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v| v.value)
+}
+
+/// Request spans from the exports received until `quiet` passes without one.
+async fn request_spans(
+    received: &mut mpsc::UnboundedReceiver<(String, ExportTraceServiceRequest)>,
+    quiet: Duration,
+) -> Vec<(ExportTraceServiceRequest, usize)> {
+    let mut exports = Vec::new();
+    while let Ok(Some((_, export))) = tokio::time::timeout(quiet, received.recv()).await {
+        let count = export
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .filter(|span| span.name == "request")
+            .count();
+        exports.push((export, count));
+    }
+    exports
+}
+
+/// Sends `n` chat requests to `proxy`, each with its own trace.
+async fn chats(proxy: &Proxy, n: usize) {
+    let body = json!({"model": "claude-sonnet-4-5",
+                      "messages": [{"role": "user", "content": "sample me"}]});
+    for _ in 0..n {
+        let answer = send(
+            http::Request::post(format!("{}/v1/chat/completions", proxy.base))
+                .header("content-type", "application/json")
+                .body(Full::from(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+}
+
+#[tokio::test]
+async fn the_service_is_named_by_the_otel_variables_and_aiproxy_only_without_them() {
+    for (envs, expected) in [
+        (vec![("OTEL_SERVICE_NAME", "my-proxy")], "my-proxy"),
+        (
+            vec![(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test,service.name=from-attributes",
+            )],
+            "from-attributes",
+        ),
+        (
+            vec![
+                ("OTEL_SERVICE_NAME", "name-wins"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "service.name=attribute-loses"),
+            ],
+            "name-wins",
+        ),
+        (vec![], "aiproxy"),
+    ] {
+        let (endpoint, mut received) = receiver().await;
+        let mut all = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ];
+        all.extend(envs.iter().copied());
+        let proxy = Proxy::start(&["--kiro-mock-mode"], &all);
+        chats(&proxy, 1).await;
+        let (_, export) = tokio::time::timeout(Duration::from_secs(20), received.recv())
+            .await
+            .expect("nothing exported")
+            .unwrap();
+        assert_eq!(
+            service_name(&export),
+            Some(AnyValue::StringValue(expected.into())),
+            "with {envs:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_sampler_and_batch_variables_apply() {
+    // A quarter of the traces, by trace id: over 300 requests the count is binomial
+    // (mean 75, standard deviation 7.5), so 30..=120 is six deviations either side.
+    let (endpoint, mut received) = receiver().await;
+    let proxy = Proxy::start(
+        &["--kiro-mock-mode"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "7"),
+        ],
+    );
+    chats(&proxy, 300).await;
+    let exports = request_spans(&mut received, Duration::from_secs(3)).await;
+    let sampled: usize = exports.iter().map(|(_, count)| count).sum();
+    assert!(
+        (30..=120).contains(&sampled),
+        "{sampled} of 300 sampled at 0.25"
+    );
+    // Every export holds at most OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans.
+    let largest = exports
+        .iter()
+        .map(|(export, _)| {
+            export
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or_default();
+    assert!(largest <= 7, "an export of {largest} spans");
+
+    let (endpoint, mut received) = receiver().await;
+    let proxy = Proxy::start(
+        &["--kiro-mock-mode"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    );
+    chats(&proxy, 20).await;
+    let exports = request_spans(&mut received, Duration::from_secs(2)).await;
+    assert_eq!(
+        exports.iter().map(|(_, c)| c).sum::<usize>(),
+        0,
+        "always_off exports nothing"
+    );
+}
+
 #[tokio::test]
 async fn the_request_span_reaches_an_otlp_receiver_with_its_genai_attributes() {
     let (endpoint, mut received) = receiver().await;
@@ -114,16 +268,10 @@ async fn the_request_span_reaches_an_otlp_receiver_with_its_genai_attributes() {
                     && attributes(span).get("request_id").map(String::as_str)
                         == Some("trace-test-1")
                 {
-                    let service = export.resource_spans[0]
-                        .resource
-                        .as_ref()
-                        .unwrap()
-                        .attributes
-                        .iter()
-                        .find(|kv| kv.key == "service.name")
-                        .and_then(|kv| kv.value.clone())
-                        .and_then(|v| v.value);
-                    assert_eq!(service, Some(AnyValue::StringValue("aiproxy".into())));
+                    assert_eq!(
+                        service_name(&export),
+                        Some(AnyValue::StringValue("aiproxy".into()))
+                    );
                     return span.clone();
                 }
             }
@@ -140,14 +288,19 @@ async fn the_request_span_reaches_an_otlp_receiver_with_its_genai_attributes() {
     expect("account", "mock".into());
     expect("method", "POST".into());
     expect("path", "/v1/chat/completions".into());
-    expect("http.response.status_code", "200".into());
-    expect(
-        "gen_ai.usage.input_tokens",
-        usage["prompt_tokens"].to_string(),
+    // Numbers are exported as integers (the GenAI and HTTP conventions), not as text.
+    let int = |key: &str| match int_attribute(&span, key) {
+        Some(value) => value,
+        None => panic!("{key} is not an integer attribute: {:?}", span.attributes),
+    };
+    assert_eq!(int("http.response.status_code"), 200);
+    assert_eq!(
+        int("gen_ai.usage.input_tokens"),
+        usage["prompt_tokens"].as_i64().unwrap()
     );
-    expect(
-        "gen_ai.usage.output_tokens",
-        usage["completion_tokens"].to_string(),
+    assert_eq!(
+        int("gen_ai.usage.output_tokens"),
+        usage["completion_tokens"].as_i64().unwrap()
     );
     assert!(span.end_time_unix_nano > span.start_time_unix_nano);
     let everything = format!("{span:?}");

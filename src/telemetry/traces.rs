@@ -5,7 +5,10 @@
 //! The SDK's batch processor exports from a thread of its own, outside the async runtime;
 //! [`RuntimeClient`] carries each export onto the runtime, so the HTTP client is the
 //! hyper client the rest of aiproxy uses (no second HTTP stack). The standard `OTEL_*`
-//! variables apply (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_*`, ...).
+//! variables apply as the specification has them, each pinned by a test in
+//! `tests/traces.rs`: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (the service is
+//! `aiproxy` only when neither names it), `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`,
+//! `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -24,8 +27,22 @@ const ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
-/// Longest an export may take (also the SDK's default).
+/// Longest an export may take unless `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` says otherwise
+/// (the specification's default).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The export timeout: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
+/// (milliseconds), else [`EXPORT_TIMEOUT`]. Given to the exporter explicitly because our HTTP
+/// client times each export too, and an explicit timeout would otherwise hide the variables.
+fn export_timeout(var: impl Fn(&str) -> Option<String>) -> Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|name| var(name)?.trim().parse::<u64>().ok())
+    .map_or(EXPORT_TIMEOUT, Duration::from_millis)
+}
 
 /// Largest collector answer read.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -47,19 +64,44 @@ pub fn provider(runtime: &tokio::runtime::Handle) -> Result<Option<SdkTracerProv
             ));
         }
     }
+    let timeout = export_timeout(|name| std::env::var(name).ok());
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
-        .with_timeout(EXPORT_TIMEOUT)
-        .with_http_client(RuntimeClient::new(runtime.clone()))
+        .with_timeout(timeout)
+        .with_http_client(RuntimeClient::new(runtime.clone(), timeout))
         .build()
         .map_err(|e| format!("cannot set up the OTLP trace exporter: {e}"))?;
     Ok(Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(Resource::builder().with_service_name("aiproxy").build())
+            .with_resource(resource())
             .build(),
     ))
+}
+
+/// The resource the SDK detects from the environment, with the service named as the
+/// specification says: `OTEL_SERVICE_NAME`, else `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES`, else `aiproxy` (the SDK would say `unknown_service`, and its
+/// attribute detector, run last, would let an attribute beat `OTEL_SERVICE_NAME`).
+fn resource() -> Resource {
+    let detected = Resource::builder();
+    if let Some(name) = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+    {
+        return detected.with_service_name(name.trim().to_owned()).build();
+    }
+    let by_attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|value| {
+        value
+            .split(',')
+            .any(|pair| pair.split('=').next().map(str::trim) == Some("service.name"))
+    });
+    if by_attributes {
+        detected.build()
+    } else {
+        detected.with_service_name("aiproxy").build()
+    }
 }
 
 /// The tracer for the `tracing` layer.
@@ -72,6 +114,7 @@ pub fn tracer(provider: &SdkTracerProvider) -> SdkTracer {
 #[derive(Clone)]
 pub struct RuntimeClient {
     runtime: tokio::runtime::Handle,
+    timeout: Duration,
     client: Client<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Full<Bytes>,
@@ -85,7 +128,7 @@ impl std::fmt::Debug for RuntimeClient {
 }
 
 impl RuntimeClient {
-    fn new(runtime: tokio::runtime::Handle) -> Self {
+    fn new(runtime: tokio::runtime::Handle, timeout: Duration) -> Self {
         let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -96,6 +139,7 @@ impl RuntimeClient {
             .wrap_connector(tcp);
         Self {
             runtime,
+            timeout,
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
@@ -105,6 +149,7 @@ impl RuntimeClient {
 impl HttpClient for RuntimeClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let client = self.client.clone();
+        let timeout = self.timeout;
         let exchange = async move {
             let response = client.request(request.map(Full::new)).await?;
             let (parts, body) = response.into_parts();
@@ -115,10 +160,44 @@ impl HttpClient for RuntimeClient {
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
         let timed = async move {
-            tokio::time::timeout(EXPORT_TIMEOUT, exchange)
+            tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| HttpError::from("the OTLP collector did not answer in time"))?
         };
         self.runtime.spawn(timed).await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_export_timeout_follows_the_signal_variable_then_the_general_one() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        assert_eq!(export_timeout(vars(&[])), EXPORT_TIMEOUT);
+        assert_eq!(
+            export_timeout(vars(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")])),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            export_timeout(vars(&[
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+            ])),
+            Duration::from_millis(700)
+        );
+        assert_eq!(
+            export_timeout(vars(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")])),
+            EXPORT_TIMEOUT,
+            "not a number of milliseconds: the default"
+        );
     }
 }
