@@ -72,9 +72,9 @@ use tracing::Level;
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
 pub type ModelService = Resolve<Either<RateLimit<Metered>, Metered>>;
 type Metered = Either<ModelMetrics<Cached>, Cached>;
-type Cached = Either<Cache<Waiting, ChatEvent>, Waiting>;
-type Waiting = WaitReady<Emulated>;
-type Emulated = Emulate<Either<Retry<Pooled>, Pooled>>;
+type Cached = Either<Cache<Emulated, ChatEvent>, Emulated>;
+type Emulated = Emulate<Waiting>;
+type Waiting = WaitReady<Either<Retry<Pooled>, Pooled>>;
 type Pooled = Either<Pool<KiroService>, KiroService>;
 
 /// The whole stack, as a named type so embedding apps can store it. Each level is a
@@ -169,7 +169,9 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     } else {
         Either::Right(pool)
     };
-    let emulated = WaitReadyLayer::new(config.request_timeout).layer(EmulateLayer.layer(tier));
+    // Emulate above the wait: its checks need only the request and the catalog, so a request
+    // that breaks a model limit is told so at once, not after waiting for a free account.
+    let emulated = EmulateLayer.layer(WaitReadyLayer::new(config.request_timeout).layer(tier));
     let cached = if config.cache.enabled {
         let store: Arc<dyn CacheStore<ChatEvent>> =
             Arc::new(MemoryStore::new(config.cache.max_bytes, config.cache.ttl));

@@ -226,8 +226,12 @@ async fn invalid_grant_disables_the_account_with_a_clear_reason() {
         "{message}"
     );
     assert!(
-        message.contains("kiro-auth-token.json"),
-        "names the file: {message}"
+        message.contains("`kiro-auth-token.json`"),
+        "names the account: {message}"
+    );
+    assert!(
+        !message.contains(&dir.display().to_string()),
+        "the path on the server is for the log only: {message}"
     );
     assert!(!message.contains(&refresh_token), "no secret in errors");
     assert_eq!(

@@ -315,10 +315,10 @@ async fn unknown_routes_and_methods() {
     // The same table says what each served route takes.
     let (status, headers, _) = call(post("/v1/models/claude-sonnet-4-5", "{}")).await;
     assert_eq!(status, 405);
-    assert_eq!(headers["allow"], "GET");
+    assert_eq!(headers["allow"], "GET, HEAD");
     let (status, headers, _) = call(post("/v1/responses/resp_1/input_items", "{}")).await;
     assert_eq!(status, 405);
-    assert_eq!(headers["allow"], "GET");
+    assert_eq!(headers["allow"], "GET, HEAD");
     let (status, _, _) = call(get("/v2/responses/x/input_items")).await;
     assert_eq!(status, 404, "only the served route's suffix");
 }
@@ -446,6 +446,19 @@ async fn a_full_account_answers_503_busy_not_an_upstream_timeout() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let error = &json(std::str::from_utf8(&body).unwrap())["error"];
     assert_eq!(error["code"], "capacity_exhausted");
+    // A request that breaks the model's limits is told so at once, not after the wait (it
+    // would be the same 503 if it waited for the slot that stays held).
+    let over = json!({"model": "claude-sonnet-4-5", "max_tokens": 10_000_000,
+                      "messages": [{"role": "user", "content": "x"}]});
+    let response = pipeline
+        .clone()
+        .oneshot(post("/v1/chat/completions", over.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error = &json(std::str::from_utf8(&body).unwrap())["error"];
+    assert_eq!(error["param"], "max_tokens", "{error}");
     // The stream ends, the slot comes back.
     let _ = open.into_body().collect().await.unwrap();
     let again = pipeline

@@ -90,6 +90,40 @@ async fn native_reasoning_follows_each_models_capabilities() {
 }
 
 #[tokio::test]
+async fn chat_completions_reasoning_effort_is_native_reasoning_like_the_responses_apis() {
+    let fake = Fake::start();
+    let proxy = start(&fake);
+    let chat = |effort: &str| {
+        json!({"model": "claude-opus-4-7", "reasoning_effort": effort,
+               "messages": [{"role": "user", "content": "think it over"}]})
+    };
+    let answer = post(&proxy, "/v1/chat/completions", chat("high")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        stats(&fake).await["last_additional_fields"],
+        json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}})
+    );
+    let message = &answer.json()["choices"][0]["message"];
+    assert_eq!(message["content"], "think it over", "{message}");
+    // `none` (and `minimal`) think not at all: no field.
+    let answer = post(&proxy, "/v1/chat/completions", chat("none")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(stats(&fake).await["last_additional_fields"], Value::Null);
+    // A level OpenAI does not have is a 400 that names the field and the levels.
+    let refused = post(&proxy, "/v1/chat/completions", chat("extreme")).await;
+    assert_eq!(refused.status, 400);
+    let error = &refused.json()["error"];
+    assert_eq!(error["param"], "reasoning_effort");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("low, medium, high"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_sends_the_signature_as_a_signature_delta() {
     let fake = Fake::start();
     let proxy = start(&fake);

@@ -191,8 +191,7 @@ async fn route(
         tracing::Span::current().record("gen_ai.provider.name", provider.as_str());
     }
     let shape = ErrorShape::for_request(&parts);
-    // HEAD is answered as GET would be (same status and headers); hyper sends no body for
-    // it, whatever the body says, and keeps the Content-Length the body gives.
+    // HEAD is answered as GET would be: same status and headers, no body (see `headless`).
     let method = if parts.method == Method::HEAD {
         &Method::GET
     } else {
@@ -244,11 +243,27 @@ async fn route(
     };
     let mut response =
         result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full));
+    if parts.method == Method::HEAD {
+        response = headless(response);
+    }
     if let Some(provider) = provider {
         // For the HTTP metrics layer above.
         response.extensions_mut().insert(provider);
     }
     response
+}
+
+/// A GET answer as the answer to a HEAD: the body dropped here (so an in-process caller gets
+/// none either), its length kept as the `Content-Length` the GET would have sent.
+fn headless(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts
+            .headers
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(length));
+    }
+    Response::from_parts(parts, ResponseBody::full(Bytes::new()))
 }
 
 /// The routes served, each with its label for metrics (ids replaced by `{id}`) and the

@@ -3,7 +3,8 @@
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::api::unsupported;
 use crate::chat::{
-    ChatError, ChatRequest, Message, Metadata, OutputFormat, Part, Role, Sampling, Tool, ToolChoice,
+    ChatError, ChatRequest, Effort, Message, Metadata, OutputFormat, Part, Role, Sampling,
+    Thinking, Tool, ToolChoice,
 };
 use serde_json::{Map, Value};
 
@@ -71,7 +72,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         single_tool_call: !root.bool("parallel_tool_calls")?.unwrap_or(true),
         sampling,
         output: response_format(&root)?,
-        thinking: None,
+        thinking: effort(root.str("reasoning_effort")?, "reasoning_effort")?,
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
         cache_marks: Default::default(),
@@ -84,6 +85,28 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
             legacy_functions,
         },
     ))
+}
+
+/// OpenAI's reasoning effort (Chat Completions' `reasoning_effort`, the Responses API's
+/// `reasoning.effort`) as adaptive thinking: `none` and `minimal` think not at all, the
+/// rest at that level (clamped later to what the model takes, from its catalog entry).
+pub(crate) fn effort(value: Option<&str>, param: &str) -> Result<Option<Thinking>, ChatError> {
+    let effort = match value {
+        None | Some("none" | "minimal") => return Ok(None),
+        Some("low") => Effort::Low,
+        Some("medium") => Effort::Medium,
+        Some("high") => Effort::High,
+        Some("xhigh") => Effort::Xhigh,
+        Some(other) => {
+            return Err(ChatError::invalid(
+                param,
+                format!(
+                    "`{param}` is `{other}`; allowed: none, minimal, low, medium, high, xhigh."
+                ),
+            ))
+        }
+    };
+    Ok(Some(Thinking::Adaptive { effort }))
 }
 
 /// `response_format`: `text` (the default), `json_object`, or `json_schema`.

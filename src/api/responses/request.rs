@@ -14,8 +14,8 @@
 
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::chat::{
-    ChatError, ChatRequest, Effort, Message, Metadata, OutputFormat, Part, Role, Sampling,
-    Thinking, Tool, ToolChoice,
+    ChatError, ChatRequest, Message, Metadata, OutputFormat, Part, Role, Sampling, Thinking, Tool,
+    ToolChoice,
 };
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -598,20 +598,7 @@ fn reasoning(root: &Obj<'_>) -> Result<(Option<Thinking>, bool, Value), ChatErro
         return Ok((None, false, json!({"effort": null, "summary": null})));
     };
     let obj = Obj::new(value, "reasoning".into())?;
-    let thinking = match obj.str("effort")? {
-        None | Some("none") | Some("minimal") => None,
-        Some("low") => Some(Effort::Low),
-        Some("medium") => Some(Effort::Medium),
-        Some("high") => Some(Effort::High),
-        Some("xhigh") => Some(Effort::Xhigh),
-        Some(other) => {
-            return Err(ChatError::invalid(
-                "reasoning.effort",
-                format!("`reasoning.effort` is `{other}`; allowed: none, minimal, low, medium, high, xhigh."),
-            ))
-        }
-    }
-    .map(|effort| Thinking::Adaptive { effort });
+    let thinking = crate::api::openai::request::effort(obj.str("effort")?, "reasoning.effort")?;
     let summary = match obj.str("summary")?.or(obj.str("generate_summary")?) {
         None => false,
         Some("auto" | "concise" | "detailed") => true,

@@ -374,11 +374,17 @@ impl Account {
                         return Ok(self.adopt(answer));
                     }
                 }
+                // Clients and status views get the account's label; where its credentials
+                // live (a path on the server) goes to the log only.
+                tracing::warn!(
+                    account = %self.name, credentials = %self.source.describe(),
+                    "refresh token rejected (invalid_grant): sign in to Kiro again and update these credentials"
+                );
                 let reason = format!(
                     "Kiro account `{}`: the refresh token was rejected (invalid_grant). It was revoked or \
-                     already used elsewhere; sign in to Kiro again and update {}.",
-                    self.name,
-                    self.source.describe()
+                     already used elsewhere; sign in to Kiro again and update this account's credentials \
+                     (the server's log says where they are).",
+                    self.name
                 );
                 self.lock().refresh_failures.invalid_grant += 1;
                 self.mark_unusable("invalid_grant", reason.clone());
