@@ -427,3 +427,71 @@ async fn max_tokens_goes_natively_to_a_model_whose_schema_takes_it() {
     assert_eq!(stats["last_additional_fields"], Value::Null);
     assert_eq!(stats["rejected_requests"], 0, "{}", stats["last_violation"]);
 }
+
+#[tokio::test]
+async fn mock_mode_answers_a_required_tool_and_structured_output_like_a_model() {
+    // The built-in fake, over a socket: told to call a tool, it calls it with the smallest
+    // input the schema accepts (no scripted answer), so what aiproxy emulates works in mock
+    // mode too instead of ending in 502 requirement_unmet.
+    let proxy = common::Proxy::start(&["--kiro-mock-mode"], &[]);
+    let chat = |extra: Value| {
+        let mut body = json!({"model": "claude-sonnet-4-5",
+                              "messages": [{"role": "user", "content": "who?"}]});
+        merge(&mut body, extra);
+        body
+    };
+    let reply = common::post_json(
+        &proxy.base,
+        "/v1/chat/completions",
+        &chat(json!({"response_format": person_format()})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let content = reply.json()["choices"][0]["message"]["content"].clone();
+    let person: Value = serde_json::from_str(content.as_str().unwrap()).unwrap();
+    assert_eq!(
+        person,
+        json!({"name": "", "age": 0}),
+        "valid against the schema"
+    );
+
+    let reply = common::post_json(
+        &proxy.base,
+        "/v1/chat/completions",
+        &chat(json!({"response_format": {"type": "json_object"}})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let reply = common::post_json(
+        &proxy.base,
+        "/v1/chat/completions",
+        &chat(json!({"tools": weather_tools(), "tool_choice": "required"})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let call = &reply.json()["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather", "{call}");
+
+    let reply = common::post_json(
+        &proxy.base,
+        "/v1/messages",
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+                "messages": [{"role": "user", "content": "weather?"}],
+                "tools": [{"name": "get_weather", "input_schema": {"type": "object",
+                    "required": ["city"], "properties": {"city": {"type": "string"}}}}],
+                "tool_choice": {"type": "tool", "name": "get_weather"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    let tool_use = body["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|block| block["type"] == "tool_use")
+        .unwrap_or_else(|| panic!("no tool_use in {body}"));
+    assert_eq!(tool_use["name"], "get_weather");
+    assert_eq!(tool_use["input"], json!({"city": ""}));
+    assert_eq!(body["stop_reason"], "tool_use");
+}

@@ -23,6 +23,7 @@
 
 pub mod models;
 pub mod reasoning;
+mod required;
 pub mod script;
 pub mod server;
 pub mod tokens;
@@ -30,7 +31,9 @@ mod validate;
 
 pub use validate::validate;
 
-use crate::kiro::protocol::wire::{weighted_payload_size, KiroRequest, MAX_WEIGHTED_PAYLOAD};
+use crate::kiro::protocol::wire::{
+    weighted_payload_size, HistoryEntry, KiroRequest, MAX_WEIGHTED_PAYLOAD,
+};
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{header, Method, Request, Response, StatusCode};
@@ -536,6 +539,33 @@ impl FakeKiro {
         let mut step = step.unwrap_or_default();
         if step.status.is_some() {
             return error_response(&step);
+        }
+        // Told to call a tool (in the system prompt, which leads the first user turn), the
+        // fake calls it, as a model would; a scripted answer still wins.
+        if step.text.is_none()
+            && step.tool_calls.is_empty()
+            && current.user_input_message_context.is_some()
+        {
+            let first_user = parsed
+                .conversation_state
+                .history
+                .iter()
+                .find_map(|entry| match entry {
+                    HistoryEntry::UserInputMessage(user) => Some(user.content.as_str()),
+                    _ => None,
+                })
+                .unwrap_or(&current.content);
+            let tools = current
+                .user_input_message_context
+                .iter()
+                .flat_map(|c| &c.tools)
+                .cloned()
+                .collect::<Vec<_>>();
+            let fresh_turn = results.is_empty();
+            if let Some(call) = required::call(first_user, &tools).filter(|_| fresh_turn) {
+                step.text = Some(String::new());
+                step.tool_calls.push(call);
+            }
         }
         // `max_tokens` sent natively (a model whose schema takes it): the answer stops at
         // that many words, as a model stops at its limit.
