@@ -616,7 +616,8 @@ fn moved_key(text: &str) -> Option<String> {
 /// table), its help line and, in that line, its `[default: ...]` (checked against
 /// [`Config::default`] and the README by `tests/config_reference.rs`). Also gives the
 /// section its `or`, which takes each field from the flags and variables when set, else
-/// from the file, so adding a key is one field here and one line in the section's `apply`.
+/// from the file (no field list to keep in step). A new key is then one field here, one
+/// line in the section's `apply`, and its setting and default in [`Config`].
 macro_rules! section {
     (
         $(#[$meta:meta])*

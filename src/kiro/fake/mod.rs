@@ -541,10 +541,16 @@ impl FakeKiro {
             return error_response(&step);
         }
         // Told to call a tool (in the system prompt, which leads the first user turn), the
-        // fake calls it, as a model would; a scripted answer still wins.
+        // fake calls it, as a model would; a scripted answer still wins, and a turn that
+        // brings the tool's results is answered with them.
+        let tools = current
+            .user_input_message_context
+            .as_ref()
+            .map_or(&[][..], |context| &context.tools);
         if step.text.is_none()
             && step.tool_calls.is_empty()
-            && current.user_input_message_context.is_some()
+            && !tools.is_empty()
+            && results.is_empty()
         {
             let first_user = parsed
                 .conversation_state
@@ -555,14 +561,7 @@ impl FakeKiro {
                     _ => None,
                 })
                 .unwrap_or(&current.content);
-            let tools = current
-                .user_input_message_context
-                .iter()
-                .flat_map(|c| &c.tools)
-                .cloned()
-                .collect::<Vec<_>>();
-            let fresh_turn = results.is_empty();
-            if let Some(call) = required::call(first_user, &tools).filter(|_| fresh_turn) {
+            if let Some(call) = required::call(first_user, tools) {
                 step.text = Some(String::new());
                 step.tool_calls.push(call);
             }
