@@ -19,11 +19,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// What the receiver got: the path, the `x-collector-token` header, the decoded export.
+type Received = (String, Option<String>, ExportTraceServiceRequest);
+
 /// A one-route OTLP/HTTP receiver: every `POST /v1/traces` body, decoded, goes to the channel.
-async fn receiver() -> (
-    String,
-    mpsc::UnboundedReceiver<(String, ExportTraceServiceRequest)>,
-) {
+async fn receiver() -> (String, mpsc::UnboundedReceiver<Received>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (sender, received) = mpsc::unbounded_channel();
@@ -42,9 +42,13 @@ async fn receiver() -> (
                             .map(|v| v.to_str().unwrap().to_owned())
                             .unwrap_or_default();
                         assert_eq!(content_type, "application/x-protobuf");
+                        let token = request
+                            .headers()
+                            .get("x-collector-token")
+                            .map(|v| v.to_str().unwrap().to_owned());
                         let body = request.into_body().collect().await.unwrap().to_bytes();
                         let export = ExportTraceServiceRequest::decode(body).unwrap();
-                        let _ = sender.send((path, export));
+                        let _ = sender.send((path, token, export));
                         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
                             Bytes::new(),
                         )))
@@ -101,11 +105,11 @@ fn service_name(export: &ExportTraceServiceRequest) -> Option<AnyValue> {
 
 /// Request spans from the exports received until `quiet` passes without one.
 async fn request_spans(
-    received: &mut mpsc::UnboundedReceiver<(String, ExportTraceServiceRequest)>,
+    received: &mut mpsc::UnboundedReceiver<Received>,
     quiet: Duration,
 ) -> Vec<(ExportTraceServiceRequest, usize)> {
     let mut exports = Vec::new();
-    while let Ok(Some((_, export))) = tokio::time::timeout(quiet, received.recv()).await {
+    while let Ok(Some((_, _, export))) = tokio::time::timeout(quiet, received.recv()).await {
         let count = export
             .resource_spans
             .iter()
@@ -162,7 +166,7 @@ async fn the_service_is_named_by_the_otel_variables_and_aiproxy_only_without_the
         all.extend(envs.iter().copied());
         let proxy = Proxy::start(&["--kiro-mock-mode"], &all);
         chats(&proxy, 1).await;
-        let (_, export) = tokio::time::timeout(Duration::from_secs(20), received.recv())
+        let (_, _, export) = tokio::time::timeout(Duration::from_secs(20), received.recv())
             .await
             .expect("nothing exported")
             .unwrap();
@@ -236,6 +240,10 @@ async fn the_request_span_reaches_an_otlp_receiver_with_its_genai_attributes() {
         &["--kiro-mock-mode", "--api-key", "secret-key-1"],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-collector-token=collector-t0k",
+            ),
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
         ],
     );
@@ -256,8 +264,13 @@ async fn the_request_span_reaches_an_otlp_receiver_with_its_genai_attributes() {
 
     let span = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let (path, export) = received.recv().await.unwrap();
+            let (path, token, export) = received.recv().await.unwrap();
             assert_eq!(path, "/v1/traces");
+            assert_eq!(
+                token.as_deref(),
+                Some("collector-t0k"),
+                "OTEL_EXPORTER_OTLP_HEADERS"
+            );
             let spans = export
                 .resource_spans
                 .iter()

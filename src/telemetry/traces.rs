@@ -5,10 +5,11 @@
 //! The SDK's batch processor exports from a thread of its own, outside the async runtime;
 //! [`RuntimeClient`] carries each export onto the runtime, so the HTTP client is the
 //! hyper client the rest of aiproxy uses (no second HTTP stack). The standard `OTEL_*`
-//! variables apply as the specification has them, each pinned by a test in
-//! `tests/traces.rs`: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (the service is
-//! `aiproxy` only when neither names it), `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`,
-//! `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`.
+//! variables apply as the specification has them: `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES` (the service is `aiproxy` only when neither names it),
+//! `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*` and
+//! `OTEL_EXPORTER_OTLP_HEADERS` (each pinned by a test in `tests/traces.rs`), and
+//! `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` ([`export_timeout`], unit-tested below).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
