@@ -48,9 +48,10 @@ pub fn check(cli: &Cli) -> Report {
 }
 
 /// Builds the accounts as `serve` does and lists them; every broken entry of the pool file
-/// is a problem of its own (a build stops at the first).
+/// is a problem of its own (a build stops at the first). Mock mode, like `serve`, does not
+/// read the pool file.
 fn accounts(config: &Config, text: &mut String, problems: &mut Vec<String>) {
-    if let Some(file) = &config.pool.file {
+    if let Some(file) = config.pool.file.as_ref().filter(|_| !config.kiro_mock_mode) {
         let broken = crate::kiro::accounts::pool_file::problems(file);
         if !broken.is_empty() {
             problems.extend(broken.iter().map(ToString::to_string));

@@ -221,6 +221,19 @@ fn check_config_names_the_file_and_field_of_each_problem_and_exits_1() {
         );
     }
 
+    // Mock mode, like the server, does not read the pool file.
+    let (code, out) = run(
+        &[
+            "check-config",
+            "--kiro-mock-mode",
+            "--provider-pools-file",
+            pools.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("accounts (mock):"), "{out}");
+
     // No account at all is a problem too.
     let (code, out) = run(&["check-config"], &[]);
     assert_eq!(code, 1, "{out}");

@@ -61,7 +61,7 @@ pub fn minimal(schema: &Value) -> Value {
             .filter_map(Value::as_str)
             .find(|kind| *kind != "null")
             .unwrap_or("null"),
-        _ if schema.get("properties").is_some() => "object",
+        // No type: an object (the shape tool inputs have), with whatever it requires.
         _ => "object",
     };
     let count = |key: &str| schema.get(key).and_then(Value::as_u64).unwrap_or(0);
