@@ -4,6 +4,8 @@
 //! [`ChatEvent`] streams back; providers consume `ChatRequest` and produce `ChatEvent`s.
 //! Nothing here knows about OpenAI, Anthropic or Kiro field names.
 
+pub mod web_search;
+
 use aiproxy_layers::ClientKey;
 use futures_util::Stream;
 use serde_json::Value;
@@ -39,6 +41,9 @@ pub struct ChatRequest {
     pub metadata: Metadata,
     /// Where the client asked for prompt-cache checkpoints (Anthropic `cache_control`).
     pub cache_marks: CacheMarks,
+    /// The web search the client offered the model, run by aiproxy
+    /// ([`crate::model::search`]).
+    pub web_search: Option<web_search::WebSearchTool>,
 }
 
 /// The prompt-cache checkpoints a client marked (Anthropic `cache_control` on tools,
@@ -348,6 +353,21 @@ pub enum ChatEvent {
     /// The stop sequence that ended the answer; comes right before
     /// `Stop(StopReason::StopSequence)` when aiproxy matched it.
     StopSequence(String),
+    /// A web search aiproxy ran for the model (a server tool call: the client does not
+    /// answer it); its [`ChatEvent::WebSearchResult`] follows.
+    WebSearchCall {
+        /// The search's id (`srvtoolu_...`).
+        id: String,
+        /// What was searched for.
+        query: String,
+    },
+    /// What a web search found, or why it found nothing.
+    WebSearchResult {
+        /// The id of its [`ChatEvent::WebSearchCall`].
+        id: String,
+        /// The results (shared: events are cloned into caches and replays).
+        outcome: Arc<web_search::SearchOutcome>,
+    },
     /// The response is complete.
     Stop(StopReason),
 }

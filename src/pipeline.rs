@@ -37,6 +37,7 @@ use crate::kiro::accounts::{Accounts, AccountsError};
 use crate::kiro::KiroService;
 use crate::model::emulate::{Emulate, EmulateLayer};
 use crate::model::resolve::{Resolve, ResolveLayer};
+use crate::model::search::{WebSearch, WebSearchLayer};
 use crate::secret::Secret;
 use crate::telemetry::metrics::Metrics;
 use aiproxy_layers::auth::{Auth, AuthLayer};
@@ -70,7 +71,8 @@ use tower_http::trace::{
 use tracing::Level;
 
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
-pub type ModelService = Resolve<Either<RateLimit<Metered>, Metered>>;
+pub type ModelService = Resolve<Either<RateLimit<Searching>, Searching>>;
+type Searching = WebSearch<Metered>;
 type Metered = Either<ModelMetrics<Cached>, Cached>;
 type Cached = Either<Cache<Emulated, ChatEvent>, Emulated>;
 type Emulated = Emulate<Waiting>;
@@ -188,10 +190,11 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
     } else {
         Either::Right(cached)
     };
+    let searching = WebSearchLayer.layer(measured);
     let model = ResolveLayer::new(catalog).layer(if config.rate_limit.is_unlimited() {
-        Either::Right(measured)
+        Either::Right(searching)
     } else {
-        Either::Left(rate_limit_layer(config, &metrics).layer(measured))
+        Either::Left(rate_limit_layer(config, &metrics).layer(searching))
     });
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,

@@ -124,6 +124,7 @@ mod tests {
             stream: false,
             metadata: Metadata::default(),
             cache_marks: Default::default(),
+            web_search: None,
         };
         assert_eq!(estimate_request(&request), 1 + 3 + 2);
         request.tools.push(Tool {

@@ -106,7 +106,7 @@ async fn live_traffic_shows_up_in_the_metrics_by_account_model_and_error_type() 
     assert_eq!(
         value(
             &text,
-            &format!("aiproxy_gen_ai_client_operation_duration_seconds_count{{{model}}}")
+            &format!("aiproxy_gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",{model}}}")
         ),
         Some(3.0)
     );

@@ -53,7 +53,7 @@ async fn namespace_and_custom_tools_round_trip_and_hosted_tools_are_dropped() {
     ]}]))
     .await;
     let tools = json!([
-        {"type": "web_search"},
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
         {"type": "namespace", "name": "github", "description": "GitHub", "tools": [
             {"type": "function", "name": "create_issue", "parameters": {"type": "object", "properties": {"title": {"type": "string"}}}}
         ]},
@@ -66,7 +66,7 @@ async fn namespace_and_custom_tools_round_trip_and_hosted_tools_are_dropped() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.headers["x-aiproxy-dropped-tools"], "web_search");
+    assert_eq!(reply.headers["x-aiproxy-dropped-tools"], "file_search");
     let body = reply.json();
     let output: Vec<&Value> = body["output"]
         .as_array()

@@ -1,6 +1,7 @@
 //! Drains a chat stream into ordered content blocks: the shared first half of every
 //! non-stream response encoder.
 
+use crate::chat::web_search::SearchOutcome;
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -27,6 +28,20 @@ pub enum Block {
         name: String,
         /// JSON text of the arguments object.
         arguments: String,
+    },
+    /// A web search aiproxy ran (a server tool call).
+    WebSearchCall {
+        /// The search's id.
+        id: String,
+        /// What was searched for.
+        query: String,
+    },
+    /// What it found.
+    WebSearchResult {
+        /// The search's id.
+        id: String,
+        /// The results, or why there are none.
+        outcome: Arc<SearchOutcome>,
     },
 }
 
@@ -121,6 +136,12 @@ pub async fn collect(mut stream: ChatStream, model: &str) -> Result<Collected, C
                 }
             }
             ChatEvent::ToolCallEnd { .. } => {}
+            ChatEvent::WebSearchCall { id, query } => {
+                blocks.push(Block::WebSearchCall { id, query })
+            }
+            ChatEvent::WebSearchResult { id, outcome } => {
+                blocks.push(Block::WebSearchResult { id, outcome })
+            }
             ChatEvent::Usage(u) => usage = u,
             ChatEvent::StopSequence(sequence) => stop_sequence = Some(sequence),
             ChatEvent::Stop(reason) => stop = Some(reason),

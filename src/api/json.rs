@@ -74,6 +74,37 @@ pub struct Obj<'a> {
     pub path: String,
 }
 
+/// A search tool's `user_location` (`{type: "approximate", city, region, country,
+/// timezone}`, each part optional) as words for the model: `Berlin, BE, DE (Europe/Berlin)`.
+pub fn user_location(tool: &Obj<'_>) -> Result<Option<String>, ChatError> {
+    let Some(value) = tool.get("user_location").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let location = Obj::new(value, tool.at("user_location"))?;
+    if let Some(kind) = location.str("type")? {
+        if kind != "approximate" {
+            return Err(ChatError::invalid(
+                location.at("type"),
+                format!(
+                    "`{}` is `{kind}`; allowed: approximate.",
+                    location.at("type")
+                ),
+            ));
+        }
+    }
+    let mut words = Vec::new();
+    for key in ["city", "region", "country"] {
+        if let Some(part) = location.str(key)?.filter(|p| !p.trim().is_empty()) {
+            words.push(part.trim().to_owned());
+        }
+    }
+    let mut text = words.join(", ");
+    if let Some(zone) = location.str("timezone")?.filter(|z| !z.trim().is_empty()) {
+        text = format!("{text} ({})", zone.trim()).trim().to_owned();
+    }
+    Ok((!text.is_empty()).then_some(text))
+}
+
 impl<'a> Obj<'a> {
     /// Wraps `value`, which must be an object.
     pub fn new(value: &'a Value, path: String) -> Result<Self, ChatError> {

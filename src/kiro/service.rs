@@ -2,6 +2,7 @@
 //! request in, its event stream out.
 
 use super::fake::FakeKiro;
+use crate::chat::web_search::SearchQuery;
 use crate::chat::{ChatError, ChatEvent, Thinking};
 use crate::kiro::auth::account::Account;
 use crate::kiro::auth::token_source::TokenSource;
@@ -47,6 +48,7 @@ pub struct HttpRoutes {
     http: HttpUpstream,
     chat: http::Uri,
     management: http::Uri,
+    mcp: http::Uri,
 }
 
 /// Which of Kiro's endpoints a call goes to.
@@ -56,6 +58,8 @@ enum Target {
     Chat,
     /// The AWS JSON 1.0 management endpoint (`ListAvailableModels`).
     Management,
+    /// The MCP endpoint on the API host (web search, docs/kiro-protocol.md §14.1).
+    Mcp,
 }
 
 impl Transport {
@@ -70,6 +74,7 @@ impl Transport {
                 let path = match target {
                     Target::Chat => CHAT_PATH,
                     Target::Management => "/",
+                    Target::Mcp => crate::kiro::search::MCP_PATH,
                 };
                 let mut request =
                     Request::post(path)
@@ -89,6 +94,7 @@ impl Transport {
                 let url = match target {
                     Target::Chat => &routes.chat,
                     Target::Management => &routes.management,
+                    Target::Mcp => &routes.mcp,
                 };
                 routes.http.post(url.clone(), headers, body).await
             }
@@ -173,10 +179,16 @@ impl KiroService {
             "{}/",
             endpoints.management_base.trim_end_matches('/')
         ))?;
+        let mcp = parse(format!(
+            "{}{}",
+            endpoints.api_base.trim_end_matches('/'),
+            crate::kiro::search::MCP_PATH
+        ))?;
         let routes = HttpRoutes {
             http,
             chat,
             management,
+            mcp,
         };
         Ok(Self::build(
             Transport::Http(Box::new(routes)),
@@ -278,6 +290,9 @@ impl Plan {
 /// (docs/kiro-protocol.md §7, §13.1, §13.2), so one client request costs the upstream calls the
 /// retry settings allow and no more.
 async fn call(shared: &Shared, request: ModelRequest) -> Result<ModelResponse, ChatError> {
+    if let Some(query) = request.extensions.get::<SearchQuery>() {
+        return search::search(shared, &request, query).await;
+    }
     // Checked before anything is sent: nothing goes out for a model the account lacks.
     if let Some(resolved) = request.extensions.get::<ResolvedModel>() {
         let kiro_model_id = &resolved.entry.kiro_model_id;
@@ -395,30 +410,7 @@ async fn attempt(
             response.status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
-            let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
-            if !errors::is_bearer_invalid(response.status, &error_body) {
-                return Err(failure(
-                    tokens.as_ref(),
-                    &token,
-                    response.status,
-                    &response.headers,
-                    &error_body,
-                ));
-            }
-            tracing::info!(
-                account = tokens.name(),
-                "Kiro rejected the access token; refreshing it for the next attempt"
-            );
-            // A failed refresh (a revoked refresh token) is the answer; a good one is the
-            // next attempt's token, on this account.
-            tokens.token_after_rejection(&token.token).await?;
-            return Err(ChatError::TokenRejected {
-                message: format!(
-                    "Kiro rejected the access token of account `{}`; it has been refreshed. \
-                     Retry the request.",
-                    tokens.name()
-                ),
-            });
+            return Err(refused(tokens.as_ref(), &token, response).await);
         }
         if !response.status.is_success() {
             let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
@@ -480,6 +472,42 @@ async fn attempt(
     answer
 }
 
+/// Kiro's 401/403 answer to a call: a rejected access token is refreshed for the next
+/// attempt ([`ChatError::TokenRejected`], or the refresh's own failure); anything else is
+/// classified by [`failure`].
+async fn refused(
+    tokens: &dyn TokenSource,
+    token: &crate::kiro::auth::account::AccessToken,
+    response: UpstreamResponse,
+) -> ChatError {
+    let error_body = read_bounded(response.body, MAX_ERROR_BODY).await;
+    if !errors::is_bearer_invalid(response.status, &error_body) {
+        return failure(
+            tokens,
+            token,
+            response.status,
+            &response.headers,
+            &error_body,
+        );
+    }
+    tracing::info!(
+        account = tokens.name(),
+        "Kiro rejected the access token; refreshing it for the next attempt"
+    );
+    // A failed refresh (a revoked refresh token) is the answer; a good one is the next
+    // attempt's token, on this account.
+    if let Err(error) = tokens.token_after_rejection(&token.token).await {
+        return error;
+    }
+    ChatError::TokenRejected {
+        message: format!(
+            "Kiro rejected the access token of account `{}`; it has been refreshed. \
+             Retry the request.",
+            tokens.name()
+        ),
+    }
+}
+
 /// Classifies an upstream failure, naming the account when the account is the problem,
 /// with the bearer token cut out of whatever Kiro's message repeats (an upstream that
 /// reflects its input must not hand it to a client). A suspension or an unexplained 403 is
@@ -516,5 +544,6 @@ async fn read_bounded(mut body: ByteStream, limit: usize) -> Bytes {
 }
 
 mod listing;
+mod search;
 #[cfg(test)]
 mod tests;

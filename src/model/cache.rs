@@ -9,6 +9,7 @@
 //! key without anyone remembering to add it.
 
 use super::{ModelRequest, ModelResponse};
+use crate::chat::web_search::SearchQuery;
 use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream};
 use aiproxy_layers::cache::{CacheKey, Cacheable, Replay};
 use futures_util::{Stream, StreamExt};
@@ -18,7 +19,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 impl Cacheable for ModelRequest {
+    /// None for a web search (its results are the searched web's, not a model's answer).
     fn cache_key(&self) -> Option<CacheKey> {
+        if self.extensions.get::<SearchQuery>().is_some() {
+            return None;
+        }
         Some(key_of(&self.chat))
     }
 }
@@ -48,12 +53,13 @@ fn key_of(chat: &ChatRequest) -> CacheKey {
         metadata,
         // Where Kiro may cache the prompt does not change the answer.
         cache_marks: _,
+        web_search,
     } = chat;
     let mut hashing = Hashing(blake3::Hasher::new());
     // Writing into the hasher cannot fail.
     let _ = write!(
         hashing,
-        "{}\n{model}\n{system:?}\n{messages:?}\n{tools:?}\n{tool_choice:?}\n{single_tool_call}\n{sampling:?}\n{output:?}\n{thinking:?}",
+        "{}\n{model}\n{system:?}\n{messages:?}\n{tools:?}\n{tool_choice:?}\n{single_tool_call}\n{sampling:?}\n{output:?}\n{thinking:?}\n{web_search:?}",
         metadata.client.label(),
     );
     CacheKey(*hashing.0.finalize().as_bytes())
@@ -186,6 +192,15 @@ impl Replay for ModelResponse {
                 | ChatEvent::StopSequence(text) => text.len(),
                 ChatEvent::ToolCallStart { id, name, .. } => id.len() + name.len(),
                 ChatEvent::ToolCallDelta { json, .. } => json.len(),
+                ChatEvent::WebSearchCall { id, query } => id.len() + query.len(),
+                ChatEvent::WebSearchResult { id, outcome } => {
+                    id.len()
+                        + outcome.as_ref().as_ref().map_or(0, |hits| {
+                            hits.iter()
+                                .map(|h| h.title.len() + h.url.len() + h.snippet.len() + 64)
+                                .sum()
+                        })
+                }
                 ChatEvent::ToolCallEnd { .. } | ChatEvent::Usage(_) | ChatEvent::Stop(_) => 0,
             }
     }

@@ -22,6 +22,7 @@
 //! |---|---|---|---|
 //! | 1 | [`resolve`] | catalog lookup of `chat.model` (and its `-thinking` suffix), once for the whole tier | + [`ResolvedModel`], `ModelLabel` |
 //! | 1a | [`rate_limit`](aiproxy_layers::rate_limit) (with `--rate-limit-*` or per-key limits) | each API key's requests and tokens per minute (tokens settled with the real usage at the end of the stream); over the limit: [`ChatError::Throttled`] | writes `RateLimitSlot` (the adapter's `x-ratelimit-*` headers) |
+//! | 1a' | [`search`] (requests that offer web search) | the server-side tool loop: offers the model a `web_search` tool, runs the searches it calls (each a call of its own below, with [`SearchQuery`](crate::chat::web_search::SearchQuery)), gives it the results and calls it again; the client sees search events | + `SearchQuery`, `OperationName("search")` on its searches |
 //! | 1b | [`metrics`](aiproxy_layers::metrics) (switchable: `--disable-layers metrics`) | operations by provider, model and error type to the end of the stream, first token, tokens by type, streams in flight, retries | ? `ModelLabel`, ? `ProviderId`; ? response `Attempts` |
 //! | 1c | [`cache`](aiproxy_layers::cache) (with `--cache-enabled`; keys and replay in [`cache`]) | answers identical requests of one client from memory, stores complete answers without tool calls, coalesces identical misses, honours `Cache-Control` | ? `CacheControl`; response + `CacheStatus` |
 //! | 1d | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more); its checks need only the request and the catalog, so they answer before any wait for an account | ? [`ResolvedModel`] |
@@ -38,6 +39,7 @@ pub mod cache;
 pub mod emulate;
 pub mod failure;
 pub mod resolve;
+pub mod search;
 
 use crate::chat::{ChatError, ChatEvent, ChatRequest, ChatStream, Fault, Usage};
 pub use aiproxy_layers::model::StreamEnd;

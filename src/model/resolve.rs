@@ -110,6 +110,7 @@ mod tests {
             stream: false,
             metadata: Default::default(),
             cache_marks: Default::default(),
+            web_search: None,
         })
     }
 

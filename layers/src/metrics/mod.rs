@@ -72,6 +72,12 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelLabel(pub Arc<str>);
 
+/// What kind of model operation a request is, as the `gen_ai.operation.name` label of
+/// [`ModelMetricsLayer`] (OpenTelemetry GenAI names: `chat` when absent; a server tool's
+/// own call, such as a web search, names itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperationName(pub &'static str);
+
 /// Time spent waiting on the upstream for one client request (token endpoint, first
 /// event, and for a non-stream answer the rest of the stream). The adapter puts one on the
 /// model request and the response; the leaf adds its waits (clones share the clock, so

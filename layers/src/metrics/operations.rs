@@ -1,6 +1,6 @@
 //! The model tier's metrics layer (see the module docs).
 
-use super::{ModelLabel, LATENCY_BOUNDS, TOKEN_BOUNDS};
+use super::{ModelLabel, OperationName, LATENCY_BOUNDS, TOKEN_BOUNDS};
 use crate::cache::CacheStatus;
 use crate::model::{Attempts, Failure, HasExtensions, Observe, StreamReport};
 use crate::ProviderId;
@@ -131,6 +131,7 @@ where
                 KeyValue::new("gen_ai.request.model", Arc::clone(&m.0))
             });
         let attempts = extensions.get::<Attempts>().cloned();
+        let operation = extensions.get::<OperationName>().map_or("chat", |o| o.0);
         ModelMetricsFuture {
             inner: self.inner.call(request),
             labels: Some(Labels {
@@ -138,6 +139,7 @@ where
                 count_tokens: true,
                 provider,
                 model,
+                operation,
                 started: Instant::now(),
                 attempts,
             }),
@@ -150,6 +152,8 @@ struct Labels {
     count_tokens: bool,
     provider: KeyValue,
     model: KeyValue,
+    /// `gen_ai.operation.name`: `chat`, or the server tool's operation.
+    operation: &'static str,
     started: Instant,
     /// The request's attempts record, when a layer above started one.
     attempts: Option<Attempts>,
@@ -172,6 +176,7 @@ impl Labels {
                     self.model.clone(),
                     KeyValue::new("kind", attempt.kind),
                     KeyValue::new("outcome", attempt.error.unwrap_or("ok")),
+                    KeyValue::new("gen_ai.operation.name", self.operation),
                 ],
             );
         });
@@ -186,9 +191,10 @@ impl Labels {
         let attributes = [
             self.provider.clone(),
             self.model.clone(),
+            KeyValue::new("gen_ai.operation.name", self.operation),
             KeyValue::new("error.type", error.unwrap_or_default()),
         ];
-        let labelled = if error.is_some() { 3 } else { 2 };
+        let labelled = if error.is_some() { 4 } else { 3 };
         self.instruments.operation.record(
             self.started.elapsed().as_secs_f64(),
             &attributes[..labelled],

@@ -180,7 +180,7 @@ async fn model_operations_record_duration_first_token_tokens_streams_and_retries
     assert_eq!(registry.value("active_streams"), 0.0);
     assert_eq!(
         registry.value(&format!(
-            "gen_ai_client_operation_duration_seconds_count{{{LABELS}}}"
+            "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",{LABELS}}}"
         )),
         1.0
     );
@@ -235,15 +235,33 @@ async fn failures_are_labelled_with_their_kind_and_abandoned_streams_apart() {
     let text = registry.text();
     assert!(
         text.contains(&format!(
-            "gen_ai_client_operation_duration_seconds_count{{error_type=\"mock\",{LABELS}}} 1"
+            "gen_ai_client_operation_duration_seconds_count{{error_type=\"mock\",gen_ai_operation_name=\"chat\",{LABELS}}} 1"
         )),
         "{text}"
     );
     assert!(
         text.contains(&format!(
-            "gen_ai_client_operation_duration_seconds_count{{error_type=\"abandoned\",{LABELS}}} 1"
+            "gen_ai_client_operation_duration_seconds_count{{error_type=\"abandoned\",gen_ai_operation_name=\"chat\",{LABELS}}} 1"
         )),
         "{text}"
     );
     assert_eq!(registry.value("active_streams"), 0.0);
+}
+
+#[tokio::test]
+async fn an_operation_names_itself_in_its_label() {
+    let registry = Registry::new();
+    let mut service = ModelMetricsLayer::new(&registry.meter).layer(MockAccount::new("a"));
+    let mut request = model_request();
+    request
+        .extensions
+        .insert(crate::metrics::OperationName("search"));
+    let response = service.call(request).await.unwrap();
+    response.end(StreamEnd::Complete);
+    assert_eq!(
+        registry.value(&format!(
+            "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"search\",{LABELS}}}"
+        )),
+        1.0
+    );
 }

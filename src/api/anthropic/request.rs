@@ -2,10 +2,15 @@
 
 use crate::api::json::{parse_object, wrong_type, Obj};
 use crate::api::unsupported;
+use crate::chat::web_search::{
+    render, SearchErrorCode, SearchHit, SearchOutcome, WebSearchTool, TOOL_NAME,
+};
 use crate::chat::{
     CacheMarks, ChatError, ChatRequest, Effort, Message, Metadata, OutputFormat, Part, Role,
     Sampling, Thinking, Tool, ToolChoice,
 };
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde_json::Value;
 
 const HINT: &str = "Send a JSON object like {\"model\": \"claude-sonnet-4-5\", \"max_tokens\": 1024, \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}.";
@@ -86,7 +91,7 @@ pub fn parse(
         let meta = Obj::new(value, "metadata".into())?;
         metadata.conversation_id = meta.str("user_id")?.and_then(session_id);
     }
-    let (tools, tool_choice) = tools(&root)?;
+    let (tools, tool_choice, web_search) = tools(&root)?;
     let single_tool_call = match root.get("tool_choice") {
         Some(value) => Obj::new(value, "tool_choice".into())?
             .bool("disable_parallel_tool_use")?
@@ -112,6 +117,7 @@ pub fn parse(
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
         cache_marks: cache_marks(&root),
+        web_search,
     })
 }
 
@@ -128,8 +134,10 @@ fn cache_marks(root: &Obj<'_>) -> CacheMarks {
         .get("tools")
         .and_then(Value::as_array)
         .map(|tools| {
+            // Indexes among the client's own tools (the server's search tool is not one).
             tools
                 .iter()
+                .filter(|tool| !is_web_search(tool))
                 .enumerate()
                 .filter(|(_, tool)| marked(tool))
                 .map(|(index, _)| index)
@@ -241,15 +249,70 @@ fn block_part(value: &Value, path: String) -> Result<Option<Part>, ChatError> {
             _ => return Ok(None),
         },
         "document" => document(&block)?,
+        // A search of an earlier turn, replayed as text the model reads.
+        "server_tool_use" => {
+            let query = block
+                .get("input")
+                .and_then(|input| input.get("query"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Part::Text(format!("(Searched the web for \"{query}\".)"))
+        }
+        "web_search_tool_result" => Part::Text(search_result_text(&block)?),
         other => {
             return Err(ChatError::invalid(
                 block.at("type"),
                 format!(
-                    "Content block type `{other}` is not supported; use text, image, tool_use, tool_result, thinking or a text document."
+                    "Content block type `{other}` is not supported; use text, image, tool_use, tool_result, thinking, \
+                     a text document, server_tool_use or web_search_tool_result."
                 ),
             ))
         }
     }))
+}
+
+/// A `web_search_tool_result` block as the text the model got when the search ran (the
+/// excerpts come back from the `encrypted_content` aiproxy gave them).
+fn search_result_text(block: &Obj<'_>) -> Result<String, ChatError> {
+    let outcome: SearchOutcome = match block.required("content")? {
+        Value::Array(results) => Ok(results
+            .iter()
+            .map(|result| {
+                let field = |key: &str| result.get(key).and_then(Value::as_str).unwrap_or_default();
+                SearchHit {
+                    title: field("title").to_owned(),
+                    url: field("url").to_owned(),
+                    snippet: BASE64
+                        .decode(field("encrypted_content"))
+                        .ok()
+                        .and_then(|bytes| String::from_utf8(bytes).ok())
+                        .unwrap_or_default(),
+                    page_age: result
+                        .get("page_age")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                }
+            })
+            .collect()),
+        Value::Object(error) => {
+            let code = error.get("error_code").and_then(Value::as_str);
+            Err(match code {
+                Some("too_many_requests") => SearchErrorCode::TooManyRequests,
+                Some("max_uses_exceeded") => SearchErrorCode::MaxUsesExceeded,
+                Some("query_too_long") => SearchErrorCode::QueryTooLong,
+                Some("invalid_tool_input") => SearchErrorCode::InvalidInput,
+                _ => SearchErrorCode::Unavailable,
+            })
+        }
+        other => {
+            return Err(wrong_type(
+                &block.at("content"),
+                "an array of results or an error object",
+                other,
+            ))
+        }
+    };
+    Ok(render("", &outcome))
 }
 
 fn image(block: &Obj<'_>) -> Result<Part, ChatError> {
@@ -399,10 +462,92 @@ fn thinking(root: &Obj<'_>) -> Result<Option<Thinking>, ChatError> {
     }
 }
 
-fn tools(root: &Obj<'_>) -> Result<(Vec<Tool>, ToolChoice), ChatError> {
+/// Whether a tool definition is Anthropic's server web search (`web_search_<version>`).
+fn is_web_search(tool: &Value) -> bool {
+    tool.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind.starts_with("web_search_"))
+}
+
+/// The server web search tool: its limits and filters.
+fn web_search_tool(tool: &Obj<'_>) -> Result<WebSearchTool, ChatError> {
+    for key in tool.map.keys() {
+        if !matches!(
+            key.as_str(),
+            "type"
+                | "name"
+                | "max_uses"
+                | "allowed_domains"
+                | "blocked_domains"
+                | "user_location"
+                | "cache_control"
+        ) {
+            return Err(ChatError::invalid(
+                tool.at(key),
+                format!(
+                    "`{}` is not a field of the web search tool here; it takes name, max_uses, allowed_domains, blocked_domains and user_location.",
+                    tool.at(key)
+                ),
+            ));
+        }
+    }
+    let name = tool.required_str("name")?;
+    if name != TOOL_NAME {
+        return Err(ChatError::invalid(
+            tool.at("name"),
+            format!("The web search tool's `name` is `{name}`; it must be `{TOOL_NAME}`."),
+        ));
+    }
+    let domains = |key: &str| -> Result<Vec<String>, ChatError> {
+        let mut out = Vec::new();
+        for (i, domain) in tool.array(key)?.into_iter().flatten().enumerate() {
+            let at = format!("{}[{i}]", tool.at(key));
+            out.push(
+                domain
+                    .as_str()
+                    .ok_or_else(|| wrong_type(&at, "a string", domain))?
+                    .to_owned(),
+            );
+        }
+        Ok(out)
+    };
+    let search = WebSearchTool {
+        max_uses: tool.u32("max_uses")?,
+        allowed_domains: domains("allowed_domains")?,
+        blocked_domains: domains("blocked_domains")?,
+        user_location: crate::api::json::user_location(tool)?,
+        max_results: None,
+    };
+    if search.max_uses == Some(0) {
+        return Err(ChatError::invalid(
+            tool.at("max_uses"),
+            "`max_uses` is 0; it must be at least 1.",
+        ));
+    }
+    if !search.allowed_domains.is_empty() && !search.blocked_domains.is_empty() {
+        return Err(ChatError::invalid(
+            tool.at("blocked_domains"),
+            "The web search tool takes `allowed_domains` or `blocked_domains`, not both.",
+        ));
+    }
+    Ok(search)
+}
+
+fn tools(root: &Obj<'_>) -> Result<(Vec<Tool>, ToolChoice, Option<WebSearchTool>), ChatError> {
     let mut tools = Vec::new();
+    let mut web_search = None;
     for (index, item) in root.array("tools")?.into_iter().flatten().enumerate() {
         let tool = Obj::new(item, format!("tools[{index}]"))?;
+        if is_web_search(item) {
+            if web_search.is_some() {
+                return Err(ChatError::invalid(
+                    tool.at("type"),
+                    "The web search tool is given twice; give it once.",
+                ));
+            }
+            web_search = Some(web_search_tool(&tool)?);
+            continue;
+        }
         let name = tool.required_str("name")?;
         let schema = match tool.get("input_schema") {
             None | Some(Value::Null) => None,
@@ -420,8 +565,8 @@ fn tools(root: &Obj<'_>) -> Result<(Vec<Tool>, ToolChoice), ChatError> {
             return Err(ChatError::invalid(
                 tool.at("input_schema"),
                 format!(
-                    "Tool `{name}` (type `{kind}`) has no `input_schema`. Anthropic server tools such as web search \
-                     run on Anthropic's servers and are not available through Kiro; define a client tool instead."
+                    "Tool `{name}` (type `{kind}`) has no `input_schema`. Of Anthropic's server tools only web search \
+                     (`web_search_20250305`) runs through Kiro; define a client tool instead."
                 ),
             ));
         };
@@ -449,7 +594,13 @@ fn tools(root: &Obj<'_>) -> Result<(Vec<Tool>, ToolChoice), ChatError> {
             }
         }
     };
-    Ok((tools, choice))
+    if web_search.is_some() && tools.iter().any(|t| t.name == TOOL_NAME) {
+        return Err(ChatError::invalid(
+            "tools",
+            format!("A client tool is named `{TOOL_NAME}` beside the web search tool; rename it."),
+        ));
+    }
+    Ok((tools, choice, web_search))
 }
 
 #[cfg(test)]
@@ -579,7 +730,10 @@ mod tests {
         assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": [{"type": "image"}]}]})).as_deref(), Some("messages[0].content[0].type"));
         assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "video"}]}]})).as_deref(), Some("messages[0].content[0].type"));
         assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]})).as_deref(), Some("messages[0].content[0].tool_use_id"));
-        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]})).as_deref(), Some("tools[0].input_schema"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "code_execution_20250522", "name": "code_execution"}]})).as_deref(), Some("tools[0].input_schema"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "search"}]})).as_deref(), Some("tools[0].name"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20260101", "name": "web_search", "allowed_domains": ["a.com"], "blocked_domains": ["b.com"]}]})).as_deref(), Some("tools[0].blocked_domains"));
+        assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search", "max_results": 3}]})).as_deref(), Some("tools[0].max_results"));
         assert_eq!(param(json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled"}})).as_deref(), Some("thinking.budget_tokens"));
     }
 

@@ -12,8 +12,11 @@ use crate::api::collect::{collect, Block, Completed};
 use crate::api::error::rejection;
 use crate::api::sse::{named_event, SseEncoder, SseStream};
 use crate::body::ChunkStream;
+use crate::chat::web_search::{SearchOutcome, TOOL_NAME};
 use crate::chat::{ChatError, ChatEvent, ChatStream, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -55,6 +58,7 @@ impl From<Usage> for UsageOut {
 /// Drains the stream into one Messages API `message`.
 pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, ChatError> {
     let collected = collect(stream, model).await?;
+    let mut searches = 0u32;
     let content: Vec<Value> = collected
         .blocks
         .into_iter()
@@ -72,6 +76,11 @@ pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, Chat
                 let input: Value = serde_json::from_str(&arguments).unwrap_or_else(|_| json!({}));
                 json!({"type": "tool_use", "id": id, "name": name, "input": input})
             }
+            Block::WebSearchCall { id, query } => {
+                searches += 1;
+                json!({"type": "server_tool_use", "id": id, "name": TOOL_NAME, "input": {"query": query}})
+            }
+            Block::WebSearchResult { id, outcome } => search_result_block(&id, &outcome),
         })
         .collect();
     let body = json!({
@@ -82,12 +91,44 @@ pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, Chat
         "content": content,
         "stop_reason": stop_reason(collected.stop),
         "stop_sequence": collected.stop_sequence,
-        "usage": UsageOut::from(collected.usage),
+        "usage": usage_json(collected.usage, searches),
     });
     Ok(Completed {
         body: Bytes::from(body.to_string()),
         usage_estimated: collected.usage.estimated,
     })
+}
+
+/// The usage object, with the server tool count when searches ran.
+fn usage_json(usage: Usage, searches: u32) -> Value {
+    let mut value = serde_json::to_value(UsageOut::from(usage)).unwrap_or_default();
+    if searches > 0 {
+        value["server_tool_use"] = json!({ "web_search_requests": searches });
+    }
+    value
+}
+
+/// A `web_search_tool_result` block: the results (each page's excerpt travels as its
+/// `encrypted_content`, base64, and reads back as text when a client replays the block), or
+/// a `web_search_tool_result_error`.
+fn search_result_block(id: &str, outcome: &SearchOutcome) -> Value {
+    let content = match outcome {
+        Ok(hits) => Value::Array(
+            hits.iter()
+                .map(|hit| {
+                    json!({
+                        "type": "web_search_result",
+                        "title": hit.title,
+                        "url": hit.url,
+                        "encrypted_content": BASE64.encode(&hit.snippet),
+                        "page_age": hit.page_age,
+                    })
+                })
+                .collect(),
+        ),
+        Err(code) => json!({"type": "web_search_tool_result_error", "error_code": code.as_str()}),
+    };
+    json!({"type": "web_search_tool_result", "tool_use_id": id, "content": content})
 }
 
 fn message_id(id: &str) -> String {
@@ -154,6 +195,8 @@ enum Open {
     Signature,
     /// An encrypted reasoning block (opened and closed at once); also marks a held one.
     Redacted,
+    /// A server tool's block (a search call or its result), opened and closed by one event.
+    Server,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +219,8 @@ struct BlockEncoder {
     usage: Usage,
     /// The stop sequence that ended the answer, for `message_delta.delta.stop_sequence`.
     stop_sequence: Option<String>,
+    /// Web searches run (`usage.server_tool_use.web_search_requests`).
+    searches: u32,
 }
 
 impl Default for BlockEncoder {
@@ -187,6 +232,7 @@ impl Default for BlockEncoder {
             held: Vec::new(),
             usage: Usage::default(),
             stop_sequence: None,
+            searches: 0,
         }
     }
 }
@@ -364,6 +410,23 @@ impl BlockEncoder {
         }
     }
 
+    /// A search block, whole: waiting tool calls and held text go first (the search
+    /// comes after what the model said before it).
+    fn search_block(&mut self, block: Value, input: Option<String>, out: &mut VecDeque<Bytes>) {
+        self.close(out);
+        self.advance(out);
+        self.open_block(Open::Server, block, out);
+        if let Some(input) = input {
+            self.delta(
+                Delta::InputJson {
+                    partial_json: &input,
+                },
+                out,
+            );
+        }
+        self.close(out);
+    }
+
     fn stop(&mut self, reason: StopReason, out: &mut VecDeque<Bytes>) {
         self.close(out);
         self.advance(out);
@@ -373,7 +436,7 @@ impl BlockEncoder {
             &json!({
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason(reason), "stop_sequence": self.stop_sequence},
-                "usage": UsageOut::from(self.usage),
+                "usage": usage_json(self.usage, self.searches),
             }),
         ));
         out.push_back(event("message_stop", &json!({"type": "message_stop"})));
@@ -409,6 +472,16 @@ impl BlockEncoder {
             }
             ChatEvent::ToolCallDelta { index, json } => self.tool_delta(index as usize, json, out),
             ChatEvent::ToolCallEnd { index } => self.tool_end(index as usize, out),
+            ChatEvent::WebSearchCall { id, query } => {
+                self.searches += 1;
+                let block =
+                    json!({"type": "server_tool_use", "id": id, "name": TOOL_NAME, "input": {}});
+                let input = json!({ "query": query }).to_string();
+                self.search_block(block, Some(input), out);
+            }
+            ChatEvent::WebSearchResult { id, outcome } => {
+                self.search_block(search_result_block(&id, &outcome), None, out);
+            }
             ChatEvent::Usage(usage) => self.usage = usage,
             ChatEvent::StopSequence(sequence) => self.stop_sequence = Some(sequence),
             ChatEvent::Stop(reason) => {

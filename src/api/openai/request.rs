@@ -76,6 +76,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, ResponseOp
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
         cache_marks: Default::default(),
+        web_search: None,
     };
     let legacy_functions = root.get("functions").is_some() && root.get("tools").is_none();
     Ok((

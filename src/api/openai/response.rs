@@ -124,6 +124,9 @@ pub async fn complete(
             Block::Thinking { text, .. } => reasoning.push_str(&text),
             // Encrypted reasoning has no text to show, and Chat Completions no field for it.
             Block::RedactedThinking(_) => {}
+            // Chat Completions takes no search tool (`web_search_options` is refused), so
+            // no search happens on its requests.
+            Block::WebSearchCall { .. } | Block::WebSearchResult { .. } => {}
             Block::ToolUse {
                 id,
                 name,
@@ -411,7 +414,9 @@ impl OpenAiSse {
             ChatEvent::ToolCallEnd { .. }
             | ChatEvent::StopSequence(_)
             | ChatEvent::ThinkingSignature(_)
-            | ChatEvent::RedactedThinking(_) => return,
+            | ChatEvent::RedactedThinking(_)
+            | ChatEvent::WebSearchCall { .. }
+            | ChatEvent::WebSearchResult { .. } => return,
             ChatEvent::Usage(usage) => {
                 self.usage = Some(usage);
                 return;

@@ -14,6 +14,7 @@ use super::request::{item_id, Options, ToolOrigin};
 use super::sealed;
 use crate::api::error::rejection;
 use crate::api::sse::named_event;
+use crate::chat::web_search::SearchOutcome;
 use crate::chat::{ChatError, ChatEvent, Message, Part, Role, StopReason, Usage};
 use aiproxy_layers::ErrorShape;
 use bytes::Bytes;
@@ -40,6 +41,16 @@ enum Item {
         arguments: String,
         done: bool,
     },
+    /// A web search aiproxy ran (`web_search_call`).
+    WebSearch {
+        id: String,
+        /// The canonical search id its result names.
+        search: String,
+        query: String,
+        /// `searching`, then `completed` or `failed`.
+        status: &'static str,
+        sources: Vec<String>,
+    },
 }
 
 /// What the encoder knows of the request.
@@ -57,6 +68,8 @@ pub struct Setup {
     pub summary: bool,
     /// Send reasoning `encrypted_content`.
     pub encrypted: bool,
+    /// Send the sources of web searches (`include: ["web_search_call.action.sources"]`).
+    pub search_sources: bool,
 }
 
 impl Setup {
@@ -69,6 +82,7 @@ impl Setup {
             origins: options.tools.clone(),
             summary: options.summary,
             encrypted: options.encrypted_reasoning,
+            search_sources: options.search_sources,
         }
     }
 }
@@ -180,6 +194,8 @@ impl Encoder {
             ChatEvent::ToolCallStart { index, id, name } => self.call_start(index, id, name),
             ChatEvent::ToolCallDelta { index, json } => self.call_delta(index, json),
             ChatEvent::ToolCallEnd { index } => self.call_end(index),
+            ChatEvent::WebSearchCall { id, query } => self.search_start(id, query),
+            ChatEvent::WebSearchResult { id, outcome } => self.search_end(&id, &outcome),
             ChatEvent::Usage(usage) => self.usage = usage,
             // Encrypted reasoning is not carried in the Responses shape (its reasoning items
             // hold text and aiproxy's own encrypted_content); it is not replayed from there.
@@ -390,6 +406,66 @@ impl Encoder {
         );
     }
 
+    /// A search begins: its item is added, in progress and searching.
+    fn search_start(&mut self, search: String, query: String) {
+        self.close_open();
+        let index = self.items.len();
+        self.items.push(Item::WebSearch {
+            id: item_id("ws"),
+            search,
+            query,
+            status: "in_progress",
+            sources: Vec::new(),
+        });
+        let item = self.item_json(index, "in_progress");
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        );
+        let id = self.item_id(index);
+        self.emit(
+            "response.web_search_call.in_progress",
+            json!({"output_index": index, "item_id": id}),
+        );
+        self.emit(
+            "response.web_search_call.searching",
+            json!({"output_index": index, "item_id": id}),
+        );
+    }
+
+    /// A search ended: its item completes (or fails) with its sources.
+    fn search_end(&mut self, search_id: &str, outcome: &SearchOutcome) {
+        let found = self
+            .items
+            .iter()
+            .position(|item| matches!(item, Item::WebSearch { search, .. } if search == search_id));
+        let Some(index) = found else {
+            return;
+        };
+        if let Some(Item::WebSearch {
+            status, sources, ..
+        }) = self.items.get_mut(index)
+        {
+            match outcome {
+                Ok(hits) => {
+                    *status = "completed";
+                    *sources = hits.iter().map(|hit| hit.url.clone()).collect();
+                }
+                Err(_) => *status = "failed",
+            }
+        }
+        let id = self.item_id(index);
+        self.emit(
+            "response.web_search_call.completed",
+            json!({"output_index": index, "item_id": id}),
+        );
+        let item = self.item_json(index, "completed");
+        self.emit(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+    }
+
     fn close_open(&mut self) {
         self.close_text();
         self.close_reasoning();
@@ -472,9 +548,12 @@ impl Encoder {
 
     fn id_of(&self, index: usize) -> &str {
         match self.items.get(index) {
-            Some(Item::Message { id, .. } | Item::Reasoning { id, .. } | Item::Call { id, .. }) => {
-                id
-            }
+            Some(
+                Item::Message { id, .. }
+                | Item::Reasoning { id, .. }
+                | Item::Call { id, .. }
+                | Item::WebSearch { id, .. },
+            ) => id,
             None => "",
         }
     }
@@ -531,6 +610,23 @@ impl Encoder {
                     item["namespace"] = json!(namespace);
                 }
                 item
+            }
+            Some(Item::WebSearch {
+                id,
+                query,
+                status: own,
+                sources,
+                ..
+            }) => {
+                let status = if *own == "in_progress" { status } else { own };
+                let mut action = json!({"type": "search", "query": query, "queries": [query]});
+                if self.setup.search_sources {
+                    action["sources"] = sources
+                        .iter()
+                        .map(|url| json!({"type": "url", "url": url}))
+                        .collect();
+                }
+                json!({"id": id, "type": "web_search_call", "status": status, "action": action})
             }
             None => Value::Null,
         }
@@ -620,6 +716,9 @@ impl Encoder {
                     input: serde_json::from_str(arguments).unwrap_or_else(|_| json!({})),
                 }),
                 Item::Call { .. } => None,
+                Item::WebSearch { query, .. } => {
+                    Some(Part::Text(format!("(Searched the web for \"{query}\".)")))
+                }
             })
             .collect();
         Message {

@@ -5,14 +5,17 @@
 //!   `function_call`, `custom_tool_call`, their `*_output`s, and `reasoning`.
 //! - Tools: `function`, `custom` (freeform input, sent to Kiro as one string argument) and
 //!   `namespace` groups (flattened to `namespace__name` for Kiro and restored on the way
-//!   back). Hosted tools Kiro cannot run (`web_search`, `file_search`, `code_interpreter`,
-//!   `computer_use`, `image_generation`, `mcp`, ...) are left out and reported.
+//!   back). The hosted `web_search` (and its preview names) is run by aiproxy through Kiro's
+//!   search ([`crate::model::search`]); hosted tools Kiro cannot run (`file_search`,
+//!   `code_interpreter`, `computer_use`, `image_generation`, `mcp`, ...) are left out and
+//!   reported.
 //! - `instructions`, `tool_choice`, `parallel_tool_calls`, `max_output_tokens`,
 //!   `temperature`, `top_p`, `reasoning`, `text.format` / `text.verbosity`,
 //!   `prompt_cache_key` (the session for account affinity), `metadata`, `store`,
 //!   `previous_response_id`, `include`.
 
 use crate::api::json::{parse_object, wrong_type, Obj};
+use crate::chat::web_search::{WebSearchTool, TOOL_NAME};
 use crate::chat::{
     ChatError, ChatRequest, Message, Metadata, OutputFormat, Part, Role, Sampling, Thinking, Tool,
     ToolChoice,
@@ -26,12 +29,16 @@ const HINT: &str =
 /// Joins a namespace and a tool name into the one name Kiro sees.
 pub const NAMESPACE_SEPARATOR: &str = "__";
 
-/// Hosted tool types: OpenAI runs them on its servers; Kiro has none of them.
-const HOSTED: [&str; 12] = [
+/// The hosted web search's type names (aiproxy runs it through Kiro's search).
+const WEB_SEARCH: [&str; 4] = [
     "web_search",
     "web_search_preview",
     "web_search_preview_2025_03_11",
     "web_search_2025_08_26",
+];
+
+/// Hosted tool types: OpenAI runs them on its servers; Kiro has none of them.
+const HOSTED: [&str; 8] = [
     "file_search",
     "code_interpreter",
     "computer_use",
@@ -68,6 +75,8 @@ pub struct Options {
     pub summary: bool,
     /// `include: ["reasoning.encrypted_content"]`.
     pub encrypted_reasoning: bool,
+    /// `include: ["web_search_call.action.sources"]`.
+    pub search_sources: bool,
     /// Request fields echoed on the `Response` object.
     pub echo: Map<String, Value>,
     /// This request's input, as items with ids (for `GET .../input_items`).
@@ -92,8 +101,13 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Options), 
         previous_response_id: root.str("previous_response_id")?.map(str::to_owned),
         ..Options::default()
     };
-    options.encrypted_reasoning = include(&root)?;
-    let (tools, origins, dropped) = tools(&root)?;
+    (options.encrypted_reasoning, options.search_sources) = include(&root)?;
+    let ParsedTools {
+        tools,
+        origins,
+        dropped,
+        web_search,
+    } = tools(&root)?;
     options.tools = origins;
     options.dropped_tools = dropped;
 
@@ -203,6 +217,7 @@ pub fn parse(body: &[u8], metadata: Metadata) -> Result<(ChatRequest, Options), 
         stream: root.bool("stream")?.unwrap_or(false),
         metadata,
         cache_marks: Default::default(),
+        web_search,
     };
     Ok((chat, options))
 }
@@ -266,29 +281,87 @@ fn refuse_unsupported(root: &Obj<'_>) -> Result<(), ChatError> {
     Ok(())
 }
 
-fn include(root: &Obj<'_>) -> Result<bool, ChatError> {
-    let mut encrypted = false;
+/// `include`: (reasoning `encrypted_content`, web search sources).
+fn include(root: &Obj<'_>) -> Result<(bool, bool), ChatError> {
+    let (mut encrypted, mut sources) = (false, false);
     for (i, value) in root.array("include")?.into_iter().flatten().enumerate() {
         match value.as_str() {
             Some("reasoning.encrypted_content") => encrypted = true,
+            Some("web_search_call.action.sources") => sources = true,
             Some(other) => {
                 return Err(ChatError::invalid(
                     format!("include[{i}]"),
-                    format!("`include` value `{other}` is not available here; only `reasoning.encrypted_content` is."),
+                    format!("`include` value `{other}` is not available here; only `reasoning.encrypted_content` and `web_search_call.action.sources` are."),
                 ))
             }
             None => return Err(wrong_type(&format!("include[{i}]"), "a string", value)),
         }
     }
-    Ok(encrypted)
+    Ok((encrypted, sources))
 }
 
-type ParsedTools = (Vec<Tool>, HashMap<String, ToolOrigin>, Vec<String>);
+struct ParsedTools {
+    tools: Vec<Tool>,
+    origins: HashMap<String, ToolOrigin>,
+    dropped: Vec<String>,
+    web_search: Option<WebSearchTool>,
+}
+
+/// A hosted `web_search` tool: its domain filter, location and context size.
+fn web_search_tool(tool: &Obj<'_>) -> Result<WebSearchTool, ChatError> {
+    for key in tool.map.keys() {
+        if !matches!(
+            key.as_str(),
+            "type" | "filters" | "user_location" | "search_context_size" | "external_web_access"
+        ) {
+            return Err(ChatError::invalid(
+                tool.at(key),
+                format!(
+                    "`{}` is not a field of the web_search tool here; it takes filters.allowed_domains, user_location, search_context_size and external_web_access.",
+                    tool.at(key)
+                ),
+            ));
+        }
+    }
+    let mut search = WebSearchTool::default();
+    if let Some(filters) = tool.get("filters").filter(|f| !f.is_null()) {
+        let filters = Obj::new(filters, tool.at("filters"))?;
+        for (i, domain) in filters
+            .array("allowed_domains")?
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("{}[{i}]", filters.at("allowed_domains"));
+            let domain = domain
+                .as_str()
+                .ok_or_else(|| wrong_type(&at, "a string", domain))?;
+            search.allowed_domains.push(domain.to_owned());
+        }
+    }
+    search.user_location = crate::api::json::user_location(tool)?;
+    search.max_results = match tool.str("search_context_size")? {
+        None | Some("medium") => Some(5),
+        Some("low") => Some(3),
+        Some("high") => None,
+        Some(other) => {
+            return Err(ChatError::invalid(
+                tool.at("search_context_size"),
+                format!("`search_context_size` is `{other}`; allowed: low, medium, high."),
+            ))
+        }
+    };
+    // Kiro's search answers from its index and opens no page, so `external_web_access`
+    // (which permits live access, it does not demand it) changes nothing.
+    tool.bool("external_web_access")?;
+    Ok(search)
+}
 
 fn tools(root: &Obj<'_>) -> Result<ParsedTools, ChatError> {
     let mut tools = Vec::new();
     let mut origins = HashMap::new();
     let mut dropped = Vec::new();
+    let mut web_search = None;
     for (index, item) in root.array("tools")?.into_iter().flatten().enumerate() {
         let tool = Obj::new(item, format!("tools[{index}]"))?;
         let kind = tool.required_str("type")?;
@@ -303,6 +376,7 @@ fn tools(root: &Obj<'_>) -> Result<ParsedTools, ChatError> {
                     tools.push(one_tool(&member, Some(namespace), &mut origins)?);
                 }
             }
+            search if WEB_SEARCH.contains(&search) => web_search = Some(web_search_tool(&tool)?),
             hosted if HOSTED.contains(&hosted) => dropped.push(hosted.to_owned()),
             other => {
                 return Err(ChatError::invalid(
@@ -312,7 +386,20 @@ fn tools(root: &Obj<'_>) -> Result<ParsedTools, ChatError> {
             }
         }
     }
-    Ok((tools, origins, dropped))
+    if web_search.is_some() && tools.iter().any(|t| t.name == TOOL_NAME) {
+        return Err(ChatError::invalid(
+            "tools",
+            format!(
+                "a function tool is named `{TOOL_NAME}` beside the hosted web search; rename it."
+            ),
+        ));
+    }
+    Ok(ParsedTools {
+        tools,
+        origins,
+        dropped,
+        web_search,
+    })
 }
 
 fn one_tool(
@@ -443,6 +530,26 @@ fn input_item(
                 is_error: false,
             }],
         }),
+        // A search of an earlier turn: the model reads what was searched (the results
+        // themselves are not in the item).
+        "web_search_call" => {
+            let action = obj.get("action").map(|a| Obj::new(a, obj.at("action"))).transpose()?;
+            let query = match &action {
+                Some(action) => action.str("query")?.unwrap_or_default().to_owned(),
+                None => String::new(),
+            };
+            let mut text = format!("(Searched the web for \"{query}\".)");
+            let sources = action.as_ref().map(|a| a.array("sources")).transpose()?.flatten();
+            let urls: Vec<&str> = sources
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("url").and_then(Value::as_str))
+                .collect();
+            if !urls.is_empty() {
+                text = format!("{text} Sources: {}", urls.join(", "));
+            }
+            messages.push(Message::text(Role::Assistant, text));
+        }
         "reasoning" => {
             let (text, signature) = reasoning_text(obj)?;
             let part = if signature.is_empty() {
@@ -462,7 +569,7 @@ fn input_item(
                 obj.at("type"),
                 format!(
                     "input item type `{other}` is not supported; send message, function_call, function_call_output, \
-                     custom_tool_call, custom_tool_call_output or reasoning items."
+                     custom_tool_call, custom_tool_call_output, web_search_call or reasoning items."
                 ),
             ))
         }

@@ -17,6 +17,8 @@
 //! | `POST /` with `x-amz-target: …ListAvailableModels` | §13.3: needs `profileArn`, pages of 4 with `nextToken` |
 //! | `POST /__fake/models` | `{"add": entry}` or `{"remove": "id"}`: change what the fake serves (a chat call for a model it does not serve gets `Invalid model ID`) |
 //! | `POST /__fake/script` | queue steps (a JSON object or array) for the next chat calls |
+//! | `POST /mcp` | web search (§14.1): JSON-RPC `tools/call` of `web_search`, checked like the chat call; three results per query |
+//! | `POST /__fake/search` | queue [`search::SearchStep`]s (a JSON object or array) for the next searches |
 //! | `GET /__fake/stats` | call counters, the last IDE headers seen, peak concurrency |
 //! | `POST /__fake/expire-tokens` | invalidate every issued access token |
 //! | `POST /__fake/usage` | `{currentUsage, usageLimit}` that `getUsageLimits` reports from now on |
@@ -25,6 +27,7 @@ pub mod models;
 pub mod reasoning;
 mod required;
 pub mod script;
+pub mod search;
 pub mod server;
 pub mod tokens;
 mod validate;
@@ -97,12 +100,17 @@ pub struct Stats {
     pub signatures_verified: u64,
     /// Chat calls refused for a replayed reasoning signature that did not verify.
     pub signatures_refused: u64,
+    /// Web searches answered (`/mcp`), failures included.
+    pub search_calls: u64,
+    /// The query of the last web search.
+    pub last_search_query: Option<String>,
 }
 
 #[derive(Debug)]
 struct State {
     tokens: tokens::Tokens,
     script: VecDeque<Step>,
+    search_script: VecDeque<search::SearchStep>,
     /// Prompt prefixes cached so far (their hashes).
     cached_prefixes: std::collections::HashSet<[u8; 32]>,
     stats: Stats,
@@ -117,6 +125,7 @@ impl Default for State {
         Self {
             tokens: Default::default(),
             script: Default::default(),
+            search_script: Default::default(),
             cached_prefixes: Default::default(),
             stats: Default::default(),
             usage: None,
@@ -202,6 +211,8 @@ impl FakeKiro {
             (&Method::GET, "/ListAvailableModels") => self.ide_model_list(&request),
             (&Method::POST, "/__fake/models") => self.change_models(request.body()),
             (&Method::POST, "/__fake/script") => self.script(request.body()),
+            (&Method::POST, crate::kiro::search::MCP_PATH) => self.search(&request),
+            (&Method::POST, "/__fake/search") => self.search_script(request.body()),
             (&Method::GET, "/__fake/stats") => json_response(
                 StatusCode::OK,
                 serde_json::to_value(self.stats()).unwrap_or_default(),
@@ -242,6 +253,68 @@ impl FakeKiro {
             status: Some(403),
             ..Step::default()
         }))
+    }
+
+    /// Kiro's web search (§14.1): a scripted step, else the query's three results.
+    fn search(&self, request: &Request<Bytes>) -> Response<FrameStream> {
+        let step = {
+            let mut state = self.lock();
+            state.stats.search_calls += 1;
+            state.search_script.pop_front().unwrap_or_default()
+        };
+        if let Some(refused) = self.refuse_stale_bearer(request) {
+            return refused;
+        }
+        let (id, query) = match search::check(request.headers(), request.body()) {
+            Ok(call) => call,
+            Err(violation) => {
+                let mut state = self.lock();
+                state.stats.rejected_requests += 1;
+                state.stats.last_violation = Some(violation.clone());
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": violation, "reason": "INVALID_REQUEST"}),
+                );
+            }
+        };
+        self.lock().stats.last_search_query = Some(query.clone());
+        if let Some(status) = step.status {
+            return error_response(&Step {
+                status: Some(status),
+                retry_after: (status == 429).then_some(1),
+                ..Step::default()
+            });
+        }
+        let delay = Duration::from_millis(step.delay_ms.unwrap_or(0));
+        let body = search::answer(id, &query, &step);
+        let frames = VecDeque::from([Bytes::from(body.to_string())]);
+        let mut response = Response::new(FrameStream::new(frames, delay));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    fn search_script(&self, body: &[u8]) -> Response<FrameStream> {
+        let steps = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => {
+                serde_json::from_value::<Vec<search::SearchStep>>(Value::Array(items))
+            }
+            Ok(item) => serde_json::from_value::<search::SearchStep>(item).map(|step| vec![step]),
+            Err(error) => Err(error),
+        };
+        match steps {
+            Ok(steps) => {
+                let queued = steps.len();
+                self.lock().search_script.extend(steps);
+                json_response(StatusCode::OK, json!({"queued": queued}))
+            }
+            Err(error) => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"message": format!("invalid search step: {error}")}),
+            ),
+        }
     }
 
     fn usage_limits(&self, request: &Request<Bytes>) -> Response<FrameStream> {

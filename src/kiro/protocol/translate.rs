@@ -527,6 +527,7 @@ mod tests {
             stream: false,
             metadata: Metadata::default(),
             cache_marks: Default::default(),
+            web_search: None,
         };
         let options = BuildOptions {
             kiro_model_id: "claude-sonnet-4.5",

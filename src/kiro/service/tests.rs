@@ -23,6 +23,7 @@ fn request(text: &str) -> ModelRequest {
         stream: true,
         metadata: Default::default(),
         cache_marks: Default::default(),
+        web_search: None,
     })
 }
 

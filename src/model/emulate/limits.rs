@@ -122,7 +122,10 @@ impl Limited {
             }
             // Opaque reasoning counts nothing towards max_tokens here (its size is unknown),
             // like a signature.
-            ChatEvent::ThinkingSignature(_) | ChatEvent::RedactedThinking(_) => {
+            ChatEvent::ThinkingSignature(_)
+            | ChatEvent::RedactedThinking(_)
+            | ChatEvent::WebSearchCall { .. }
+            | ChatEvent::WebSearchResult { .. } => {
                 if self.ending.is_some() || !self.flush_text() {
                     return;
                 }

@@ -21,6 +21,7 @@ pub mod stop;
 pub mod structured;
 
 use super::{ModelRequest, ModelResponse, ResolvedModel};
+use crate::chat::web_search::SearchQuery;
 use crate::chat::{ChatError, ToolChoice};
 use forced::Required;
 use futures_util::future::BoxFuture;
@@ -132,6 +133,10 @@ where
     }
 
     fn call(&mut self, request: ModelRequest) -> Self::Future {
+        // A web search is not a model answer: nothing here applies to it.
+        if request.extensions.get::<SearchQuery>().is_some() {
+            return Box::pin(self.inner.call(request));
+        }
         let plan = match Plan::of(&request) {
             Ok(plan) => plan,
             Err(error) => return Box::pin(futures_util::future::ready(Err(error))),

@@ -18,6 +18,7 @@ fn request(system: &[&str], messages: Vec<Message>) -> ChatRequest {
         stream: false,
         metadata: Metadata::default(),
         cache_marks: Default::default(),
+        web_search: None,
     }
 }
 

@@ -1,0 +1,490 @@
+//! Web search as a server tool: a server-side tool loop.
+//!
+//! A request that offers web search ([`ChatRequest::web_search`]) reaches the model with a
+//! `web_search` tool beside the client's own. When the model calls it, this layer runs the
+//! search (a model-tier call of its own, marked with [`SearchQuery`] and labelled `search`
+//! in the metrics, so it goes through retry and the pool to an account like a chat), hands
+//! the model the results and lets the turn go on; the client sees the search as
+//! [`ChatEvent::WebSearchCall`] and [`ChatEvent::WebSearchResult`] between the model's own
+//! events, and its own tool calls pass through (renumbered across the loop's model calls).
+//!
+//! - At most `max_uses` searches run (10 when the client set none); a call beyond them is
+//!   answered with [`SearchErrorCode::MaxUsesExceeded`], to the model and the client.
+//! - A failed search (the upstream's error, no account with a profile ARN, a timeout) is an
+//!   error result the model and the client see, never the request's failure.
+//! - A turn that also calls the client's tools ends after its searches, with those calls,
+//!   as Anthropic's does: the client answers them and the conversation goes on.
+//! - A request that asks in so many words for one search (Claude Code's WebSearch tool:
+//!   [`asked_query`]) is searched at once; the model then answers over the results.
+//! - Usage is the sum of the loop's model calls; `max_tokens` bounds their output together.
+//!
+//! The layer sits above the metrics, the cache and emulation, so each of its model calls
+//! and searches is measured, cached and emulated on its own; a request without web search
+//! passes straight through.
+
+use super::{ModelRequest, ModelResponse};
+use crate::chat::web_search::{
+    asked_query, render, SearchErrorCode, SearchOutcome, SearchQuery, WebSearchTool,
+    MAX_QUERY_CHARS, TOOL_NAME,
+};
+use crate::chat::{
+    ChatError, ChatEvent, ChatStream, Message, Part, Role, StopReason, Tool, ToolChoice, Usage,
+};
+use aiproxy_layers::metrics::OperationName;
+use futures_util::future::{BoxFuture, Either};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Service, ServiceExt};
+
+/// Searches per request when the client set no `max_uses`.
+pub const DEFAULT_MAX_USES: u32 = 10;
+
+/// Adds [`WebSearch`] around a model service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WebSearchLayer;
+
+impl<S> tower::Layer<S> for WebSearchLayer {
+    type Service = WebSearch<S>;
+
+    fn layer(&self, inner: S) -> WebSearch<S> {
+        WebSearch { inner }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct WebSearch<S> {
+    inner: S,
+}
+
+impl<S> Service<ModelRequest> for WebSearch<S>
+where
+    S: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = ModelResponse;
+    type Error = ChatError;
+    type Future = Either<S::Future, BoxFuture<'static, Result<ModelResponse, ChatError>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChatError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: ModelRequest) -> Self::Future {
+        let Some(tool) = request.chat.web_search.clone() else {
+            return Either::Left(self.inner.call(request));
+        };
+        // The ready service serves the first call; the clone serves the loop's later ones.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(SearchLoop::start(ready, request, tool)))
+    }
+}
+
+/// A call the model began in the current turn.
+enum Call {
+    /// A web search: its upstream id and its arguments so far.
+    Search { id: String, json: String },
+    /// The client's own tool, renumbered for the client.
+    Client { index: u32 },
+}
+
+/// The state of one request's loop.
+struct SearchLoop<S> {
+    service: S,
+    original: ModelRequest,
+    tool: WebSearchTool,
+    /// Turns the searches added to the conversation so far.
+    added: Vec<Message>,
+    searches: u32,
+    rounds: u32,
+    events: Option<ChatStream>,
+    out: VecDeque<ChatEvent>,
+    started: bool,
+    finished: bool,
+    /// Usage of the finished model calls, and of the current one.
+    total: Usage,
+    current: Usage,
+    /// The current model call's assistant turn (for the next call's history) and calls.
+    turn: Vec<Part>,
+    calls: BTreeMap<u32, Call>,
+    /// Whether the current model call called a client tool.
+    called_client: bool,
+    client_calls: u32,
+}
+
+impl<S> SearchLoop<S>
+where
+    S: Service<ModelRequest, Response = ModelResponse, Error = ChatError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    async fn start(
+        ready: S,
+        original: ModelRequest,
+        tool: WebSearchTool,
+    ) -> Result<ModelResponse, ChatError> {
+        let mut run = Self {
+            service: ready.clone(),
+            original,
+            tool,
+            added: Vec::new(),
+            searches: 0,
+            rounds: 0,
+            events: None,
+            out: VecDeque::new(),
+            started: false,
+            finished: false,
+            total: Usage::default(),
+            current: Usage::default(),
+            turn: Vec::new(),
+            calls: BTreeMap::new(),
+            called_client: false,
+            client_calls: 0,
+        };
+        let response = match run.asked() {
+            Some(query) => {
+                let upstream_id = format!("tooluse_{}", uuid::Uuid::new_v4().simple());
+                let input = json!({ "query": query }).to_string();
+                let (use_part, result_part) = run.search(ready, upstream_id, &input).await;
+                run.added.push(Message {
+                    role: Role::Assistant,
+                    parts: vec![use_part],
+                });
+                run.added.push(Message {
+                    role: Role::User,
+                    parts: vec![result_part],
+                });
+                run.call_model(run.service.clone()).await?
+            }
+            None => run.call_model(ready).await?,
+        };
+        let ModelResponse { events, extensions } = response;
+        run.events = Some(events);
+        let events = futures_util::stream::unfold(run, |mut run| async move {
+            run.next().await.map(|item| (item, run))
+        });
+        Ok(ModelResponse {
+            events: Box::pin(events),
+            extensions,
+        })
+    }
+
+    /// The query of a request that is only a search request (see [`asked_query`]).
+    fn asked(&self) -> Option<String> {
+        let chat = &self.original.chat;
+        if !chat.tools.is_empty() || chat.messages.len() != 1 {
+            return None;
+        }
+        chat.messages[0].parts.iter().find_map(|part| match part {
+            Part::Text(text) => asked_query(text).map(str::to_owned),
+            _ => None,
+        })
+    }
+
+    fn max_uses(&self) -> u32 {
+        self.tool.max_uses.unwrap_or(DEFAULT_MAX_USES)
+    }
+
+    /// The request the model gets now: the client's, with the search tool and the turns
+    /// the searches added.
+    fn model_request(&self) -> ModelRequest {
+        let mut chat = (*self.original.chat).clone();
+        chat.web_search = None;
+        chat.tools.push(Tool {
+            name: TOOL_NAME.into(),
+            description: self.tool.description(),
+            input_schema: WebSearchTool::input_schema(),
+        });
+        if !self.added.is_empty() {
+            chat.messages.extend(self.added.iter().cloned());
+            // A choice that forced a search is met once a search ran.
+            let forced_search =
+                matches!(&chat.tool_choice, ToolChoice::Tool(name) if name == TOOL_NAME);
+            let only_search = self.original.chat.tools.is_empty();
+            if forced_search || (only_search && chat.tool_choice == ToolChoice::Any) {
+                chat.tool_choice = ToolChoice::Auto;
+            }
+            if let Some(max) = chat.sampling.max_tokens.as_mut() {
+                let spent = u32::try_from(self.total.output).unwrap_or(u32::MAX);
+                *max = max.saturating_sub(spent).max(1);
+            }
+        }
+        ModelRequest {
+            chat: Arc::new(chat),
+            extensions: self.original.extensions.clone(),
+        }
+    }
+
+    async fn call_model(&mut self, service: S) -> Result<ModelResponse, ChatError> {
+        self.rounds += 1;
+        service.oneshot(self.model_request()).await
+    }
+
+    /// Runs one search the model asked for with the JSON `input`; the client sees it, and
+    /// the parts returned (the call and its result) carry it into the conversation.
+    async fn search(&mut self, service: S, upstream_id: String, input: &str) -> (Part, Part) {
+        let id = format!("srvtoolu_{}", uuid::Uuid::new_v4().simple());
+        let query = serde_json::from_str::<Value>(input)
+            .ok()
+            .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_owned))
+            .map(|q| q.trim().to_owned())
+            .unwrap_or_default();
+        self.searches += 1;
+        let outcome = if query.is_empty() {
+            Err(SearchErrorCode::InvalidInput)
+        } else if query.chars().count() > MAX_QUERY_CHARS {
+            Err(SearchErrorCode::QueryTooLong)
+        } else if self.searches > self.max_uses() {
+            Err(SearchErrorCode::MaxUsesExceeded)
+        } else {
+            let mut request = ModelRequest {
+                chat: Arc::clone(&self.original.chat),
+                extensions: self.original.extensions.clone(),
+            };
+            request.extensions.insert(SearchQuery {
+                id: id.clone(),
+                query: query.clone(),
+            });
+            request.extensions.insert(OperationName("search"));
+            run(service, request, self.tool.clone()).await
+        };
+        let text = render(&query, &outcome);
+        let is_error = outcome.is_err();
+        self.out.push_back(ChatEvent::WebSearchCall {
+            id: id.clone(),
+            query: query.clone(),
+        });
+        self.out.push_back(ChatEvent::WebSearchResult {
+            id,
+            outcome: Arc::new(outcome),
+        });
+        (
+            Part::ToolUse {
+                id: upstream_id.clone(),
+                name: TOOL_NAME.into(),
+                input: json!({ "query": query }),
+            },
+            Part::ToolResult {
+                tool_use_id: upstream_id,
+                content: text,
+                is_error,
+            },
+        )
+    }
+
+    async fn next(&mut self) -> Option<Result<ChatEvent, ChatError>> {
+        loop {
+            if self.started {
+                if let Some(event) = self.out.pop_front() {
+                    return Some(Ok(event));
+                }
+            }
+            if self.finished {
+                return None;
+            }
+            let events = self.events.as_mut()?;
+            match events.next().await {
+                Some(Ok(event)) => {
+                    if let Err(error) = self.take(event).await {
+                        self.finished = true;
+                        self.out.clear();
+                        return Some(Err(error));
+                    }
+                }
+                Some(Err(error)) => {
+                    self.finished = true;
+                    return Some(Err(error));
+                }
+                // Ended without a stop: a truncation, which the tier above reports as one.
+                None => {
+                    self.finished = true;
+                    self.events = None;
+                }
+            }
+        }
+    }
+
+    /// Looks at one event of the current model call.
+    async fn take(&mut self, event: ChatEvent) -> Result<(), ChatError> {
+        match event {
+            ChatEvent::Start { .. } if self.started => {}
+            ChatEvent::Start { .. } => {
+                self.started = true;
+                self.out.push_front(event);
+            }
+            ChatEvent::TextDelta(ref text) => {
+                match self.turn.last_mut() {
+                    Some(Part::Text(existing)) => existing.push_str(text),
+                    _ => self.turn.push(Part::Text(text.clone())),
+                }
+                self.out.push_back(event);
+            }
+            ChatEvent::ThinkingDelta(ref text) => {
+                match self.turn.last_mut() {
+                    Some(Part::Thinking(existing)) => existing.push_str(text),
+                    _ => self.turn.push(Part::Thinking(text.clone())),
+                }
+                self.out.push_back(event);
+            }
+            ChatEvent::ThinkingSignature(ref signature) => {
+                if let Some(Part::Thinking(text)) = self.turn.last_mut() {
+                    let text = std::mem::take(text);
+                    self.turn.pop();
+                    self.turn.push(Part::SignedThinking {
+                        text,
+                        signature: signature.clone(),
+                    });
+                }
+                self.out.push_back(event);
+            }
+            ChatEvent::RedactedThinking(ref data) => {
+                self.turn.push(Part::RedactedThinking(data.clone()));
+                self.out.push_back(event);
+            }
+            ChatEvent::ToolCallStart { index, id, name } if name == TOOL_NAME => {
+                self.calls.insert(
+                    index,
+                    Call::Search {
+                        id,
+                        json: String::new(),
+                    },
+                );
+            }
+            ChatEvent::ToolCallStart { index, id, name } => {
+                let outer = self.next_client_index();
+                self.calls.insert(index, Call::Client { index: outer });
+                self.called_client = true;
+                self.out.push_back(ChatEvent::ToolCallStart {
+                    index: outer,
+                    id,
+                    name,
+                });
+            }
+            ChatEvent::ToolCallDelta { index, json } => match self.calls.get_mut(&index) {
+                Some(Call::Search { json: input, .. }) => input.push_str(&json),
+                Some(Call::Client { index }) => {
+                    let index = *index;
+                    self.out.push_back(ChatEvent::ToolCallDelta { index, json });
+                }
+                None => {}
+            },
+            ChatEvent::ToolCallEnd { index } => {
+                if let Some(Call::Client { index }) = self.calls.get(&index) {
+                    self.out.push_back(ChatEvent::ToolCallEnd { index: *index });
+                }
+            }
+            ChatEvent::Usage(usage) => self.current = usage,
+            ChatEvent::StopSequence(_) => self.out.push_back(event),
+            ChatEvent::WebSearchCall { .. } | ChatEvent::WebSearchResult { .. } => {
+                self.out.push_back(event);
+            }
+            ChatEvent::Stop(reason) => return self.turn_ended(reason).await,
+        }
+        Ok(())
+    }
+
+    /// The client's index of its next tool call (counted across the loop's model calls).
+    fn next_client_index(&mut self) -> u32 {
+        let index = self.client_calls;
+        self.client_calls += 1;
+        index
+    }
+
+    /// A model call ended: run its searches and call the model again, or end the answer.
+    async fn turn_ended(&mut self, reason: StopReason) -> Result<(), ChatError> {
+        add(&mut self.total, &std::mem::take(&mut self.current));
+        let calls = std::mem::take(&mut self.calls);
+        let searches: Vec<(String, String)> = calls
+            .into_values()
+            .filter_map(|call| match call {
+                Call::Search { id, json } => Some((id, json)),
+                Call::Client { .. } => None,
+            })
+            .collect();
+        let called_client = std::mem::take(&mut self.called_client);
+        if searches.is_empty() {
+            self.finish(reason);
+            return Ok(());
+        }
+        let mut results = Vec::with_capacity(searches.len());
+        for (upstream_id, input) in searches {
+            let (use_part, result_part) =
+                self.search(self.service.clone(), upstream_id, &input).await;
+            self.turn.push(use_part);
+            results.push(result_part);
+        }
+        // The client's own calls wait for its answers; a loop that keeps searching past
+        // its budget ends (each of its calls was already told the budget is spent).
+        if called_client {
+            self.finish(StopReason::ToolUse);
+            return Ok(());
+        }
+        if self.rounds > self.max_uses() + 1 {
+            self.finish(StopReason::EndTurn);
+            return Ok(());
+        }
+        let turn = std::mem::take(&mut self.turn);
+        self.added.push(Message {
+            role: Role::Assistant,
+            parts: turn,
+        });
+        self.added.push(Message {
+            role: Role::User,
+            parts: results,
+        });
+        let response = self.call_model(self.service.clone()).await?;
+        self.events = Some(response.events);
+        Ok(())
+    }
+
+    fn finish(&mut self, reason: StopReason) {
+        self.out.push_back(ChatEvent::Usage(self.total));
+        self.out.push_back(ChatEvent::Stop(reason));
+        self.finished = true;
+    }
+}
+
+/// The search itself, through the tier below (retry, pool, an account's MCP call), its
+/// hits filtered as the client's tool asks.
+async fn run<S>(service: S, request: ModelRequest, tool: WebSearchTool) -> SearchOutcome
+where
+    S: Service<ModelRequest, Response = ModelResponse, Error = ChatError>,
+{
+    let failed = |error: ChatError| {
+        tracing::warn!(error = %error, kind = error.kind(), "web search failed");
+        Err(match error {
+            ChatError::RateLimited { .. }
+            | ChatError::QuotaExhausted { .. }
+            | ChatError::Throttled { .. } => SearchErrorCode::TooManyRequests,
+            _ => SearchErrorCode::Unavailable,
+        })
+    };
+    let mut events = match service.oneshot(request).await {
+        Ok(response) => response.events,
+        Err(error) => return failed(error),
+    };
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(ChatEvent::WebSearchResult { outcome, .. }) => {
+                return match &*outcome {
+                    Ok(hits) => Ok(tool.filter(hits.clone())),
+                    Err(code) => Err(*code),
+                };
+            }
+            Ok(_) => {}
+            Err(error) => return failed(error),
+        }
+    }
+    failed(ChatError::ended_without_stop())
+}
+
+fn add(total: &mut Usage, more: &Usage) {
+    total.input += more.input;
+    total.output += more.output;
+    total.cache_read += more.cache_read;
+    total.cache_write += more.cache_write;
+    total.estimated |= more.estimated;
+}
