@@ -109,3 +109,18 @@ def test_a_conversation_over_the_context_limit_is_an_overflow_claude_code_knows(
     assert "API Error" not in done.stdout + done.stderr
     # The local guard predicted it: no upstream call was spent.
     assert fake_stats()["generate_calls"] == upstream_requests_stay_valid["generate_calls"]
+
+
+def test_web_search_runs_through_kiros_search(tmp_path, base, key, upstream_requests_stay_valid):
+    # The model (the fake, told by the directive) calls Claude Code's WebSearch tool; Claude
+    # Code sends its own search request (the server tool web_search_20250305) through
+    # aiproxy, which searches with the fake's MCP endpoint and lets the model answer over
+    # the results; Claude Code hands them back as the tool's result, and the final answer
+    # (the fake's echo of the tool results) quotes them.
+    call = {"name": "WebSearch", "input": {"query": "aiproxy kiro web search"}}
+    done = claude(tmp_path, base, key, directive({"tool_calls": [call]}), "--allowedTools", "WebSearch")
+    assert done.returncode == 0, done.stdout + done.stderr
+    stats = fake_stats()
+    assert stats["search_calls"] > upstream_requests_stay_valid["search_calls"], stats
+    assert stats["last_search_query"] == "aiproxy kiro web search"
+    assert "Fake result 1 for aiproxy kiro web search" in done.stdout, done.stdout + done.stderr

@@ -33,7 +33,7 @@ def upstream_requests_stay_valid():
     assert after["rejected_requests"] == before["rejected_requests"], after["last_violation"]
 
 
-def codex(tmp_path, base, key, prompt):
+def codex(tmp_path, base, key, prompt, extra_config=""):
     home = tmp_path / "codex-home"
     work = tmp_path / "work"
     home.mkdir(exist_ok=True)
@@ -41,6 +41,7 @@ def codex(tmp_path, base, key, prompt):
     (home / "config.toml").write_text(f"""
 model = "{MODEL}"
 model_provider = "aiproxy"
+{extra_config}
 
 [model_providers.aiproxy]
 name = "aiproxy"
@@ -74,3 +75,16 @@ def test_agent_loop_runs_the_shell_tool_and_finishes(tmp_path, base, key):
     # Codex ran the command and sent its output back; the fake's answer quotes the result.
     assert "Received tool results: call_shell=" in done.stdout, done.stdout + done.stderr
     assert "codex-agent-loop-ok" in done.stdout
+
+
+def test_web_search_runs_through_kiros_search(tmp_path, base, key, upstream_requests_stay_valid):
+    # With live web search on, Codex offers the hosted `web_search` tool; the model (the
+    # fake, scripted) searches, aiproxy runs the search with the fake's MCP endpoint and
+    # hands the results to the model, whose answer (the fake's echo of them) Codex prints.
+    fake("/__fake/script", [{"tool_calls": [{"name": "web_search", "input": {"query": "codex through kiro"}}]}])
+    done, _ = codex(tmp_path, base, key, "Search the web for codex through kiro", 'web_search = "live"')
+    assert done.returncode == 0, done.stdout + done.stderr
+    stats = fake("/__fake/stats")
+    assert stats["search_calls"] > upstream_requests_stay_valid["search_calls"], stats
+    assert stats["last_search_query"] == "codex through kiro"
+    assert "Fake result 1 for codex through kiro" in done.stdout, done.stdout + done.stderr
