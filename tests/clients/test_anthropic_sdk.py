@@ -169,3 +169,83 @@ def test_stop_sequences_and_max_tokens(client):
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.create(model=MODEL, max_tokens=64_001, stream=True, messages=[{"role": "user", "content": "x"}])
     assert "64000" in str(info.value)
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+
+
+def test_web_search_alone_is_searched_and_answered(client):
+    # Claude Code's WebSearch shape: the search tool only, forced, and the query in words.
+    message = client.messages.create(
+        model=MODEL, max_tokens=400, tools=[WEB_SEARCH], tool_choice={"type": "tool", "name": "web_search"},
+        messages=[{"role": "user", "content": "Perform a web search for the query: tower layers"}],
+    )
+    kinds = [block.type for block in message.content]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "text"], kinds
+    call, result, answer = message.content
+    assert call.name == "web_search" and call.input == {"query": "tower layers"}
+    assert call.id.startswith("srvtoolu_") and result.tool_use_id == call.id
+    assert [r.title for r in result.content][0] == "Fake result 1 for tower layers"
+    assert all(r.url.startswith("https://") and r.page_age and r.encrypted_content for r in result.content)
+    assert "Fake result 1 for tower layers" in answer.text
+    assert message.usage.server_tool_use.web_search_requests == 1
+
+
+def mixed_turn():
+    # The model searches and calls the client's tool in one answer.
+    return directive({"text": "Looking.", "tool_calls": [
+        {"name": "web_search", "input": {"query": "paris weather news"}},
+        {"name": "get_weather", "input": {"city": "Paris"}},
+    ]})
+
+
+def test_web_search_beside_a_client_tool(client):
+    message = client.messages.create(
+        model=MODEL, max_tokens=400, tools=[WEATHER_TOOL, WEB_SEARCH],
+        messages=[{"role": "user", "content": mixed_turn()}],
+    )
+    kinds = [block.type for block in message.content]
+    assert kinds == ["text", "tool_use", "server_tool_use", "web_search_tool_result"], kinds
+    assert message.stop_reason == "tool_use"
+    assert message.content[1].name == "get_weather" and message.content[1].input == {"city": "Paris"}
+    assert message.content[2].input == {"query": "paris weather news"}
+    assert len(message.content[3].content) == 3
+    # The client answers its tool; the search blocks go back in the history and the model
+    # reads them (the fake echoes the tool result it got).
+    follow = client.messages.create(
+        model=MODEL, max_tokens=400, tools=[WEATHER_TOOL, WEB_SEARCH],
+        messages=[
+            {"role": "user", "content": mixed_turn()},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": message.content[1].id, "content": "18C"}]},
+        ],
+    )
+    assert follow.stop_reason == "end_turn"
+    assert "=18C (success)" in follow.content[0].text
+
+
+def test_web_search_beside_a_client_tool_streamed(client):
+    with client.messages.stream(
+        model=MODEL, max_tokens=400, tools=[WEATHER_TOOL, WEB_SEARCH],
+        messages=[{"role": "user", "content": mixed_turn()}],
+    ) as stream:
+        final = stream.get_final_message()
+    kinds = [block.type for block in final.content]
+    assert kinds == ["text", "tool_use", "server_tool_use", "web_search_tool_result"], kinds
+    assert final.content[2].input == {"query": "paris weather news"}
+    assert final.content[3].content[0].title == "Fake result 1 for paris weather news"
+    assert final.usage.server_tool_use.web_search_requests == 1
+
+
+def test_web_search_domain_filter_and_max_uses(client):
+    searches = [{"name": "web_search", "input": {"query": "one"}}, {"name": "web_search", "input": {"query": "two"}}]
+    message = client.messages.create(
+        model=MODEL, max_tokens=600,
+        tools=[{**WEB_SEARCH, "max_uses": 1, "allowed_domains": ["example.org"]}],
+        messages=[{"role": "user", "content": directive({"tool_calls": searches})}],
+    )
+    results = [b for b in message.content if b.type == "web_search_tool_result"]
+    assert [r.url for r in results[0].content] == ["https://docs.example.org/one/2"]
+    assert results[1].content.type == "web_search_tool_result_error"
+    assert results[1].content.error_code == "max_uses_exceeded"
+    assert message.content[-1].type == "text"

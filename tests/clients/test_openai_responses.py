@@ -109,3 +109,40 @@ def test_store_false_keeps_nothing_and_hosted_tools_are_dropped(client, http):
     assert raw.headers["x-aiproxy-dropped-tools"] == "web_search"
     count = http.post("/v1/responses/input_tokens", json={"model": MODEL, "input": "Hello, world"}).json()
     assert count["object"] == "response.input_tokens" and count["input_tokens"] > 0
+
+
+MIXED = directive({"text": "Looking.", "tool_calls": [
+    {"name": "web_search", "input": {"query": "rome weather news"}},
+    {"name": "get_weather", "input": {"city": "Rome"}, "id": "call_w"},
+]})
+
+
+def test_web_search_beside_a_function_tool(client, http):
+    response = client.responses.create(
+        model=MODEL, tools=[WEATHER, {"type": "web_search"}], include=["web_search_call.action.sources"], input=MIXED)
+    kinds = [item.type for item in response.output]
+    assert kinds == ["message", "function_call", "web_search_call"], kinds
+    search = response.output[2]
+    assert search.status == "completed" and search.action.query == "rome weather news"
+    assert search.action.sources[0].url == "https://example.com/rome-weather-news/1"
+    raw = http.post("/v1/responses", json={"model": MODEL, "tools": [WEATHER, {"type": "web_search_preview"}],
+                                           "input": MIXED}).json()
+    validate_responses(raw, "Response")
+    assert "sources" not in raw["output"][2]["action"], "sources only when included"
+
+
+def test_web_search_streamed_with_its_events(client, http):
+    content = directive({"tool_calls": [{"name": "web_search", "input": {"query": "streamed search"}}]})
+    with client.responses.stream(model=MODEL, tools=[{"type": "web_search"}], input=content) as stream:
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["web_search_call", "message"]
+    assert "Fake result 1 for streamed search" in final.output_text
+    with http.stream("POST", "/v1/responses", json={"model": MODEL, "tools": [WEATHER, {"type": "web_search"}],
+                                                    "input": MIXED, "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    for event in events:
+        validate_responses(event, "ResponseStreamEvent")
+    types = [e["type"] for e in events]
+    for wanted in ["response.web_search_call.in_progress", "response.web_search_call.searching",
+                   "response.web_search_call.completed", "response.function_call_arguments.done"]:
+        assert wanted in types, types
