@@ -488,3 +488,279 @@ fn add(total: &mut Usage, more: &Usage) {
     total.cache_write += more.cache_write;
     total.estimated |= more.estimated;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::web_search::SearchHit;
+    use crate::chat::ChatRequest;
+    use std::sync::Mutex;
+    use tower::Layer;
+
+    /// A scriptable model tier: model calls answer with the next scripted events (and are
+    /// recorded); searches answer with `search` (a result, or a failure).
+    #[derive(Clone)]
+    struct Script {
+        answers: Arc<Mutex<VecDeque<Vec<ChatEvent>>>>,
+        seen: Arc<Mutex<Vec<ModelRequest>>>,
+        search: Result<SearchOutcome, ChatError>,
+    }
+
+    impl Script {
+        fn new(answers: Vec<Vec<ChatEvent>>, search: Result<SearchOutcome, ChatError>) -> Self {
+            Self {
+                answers: Arc::new(Mutex::new(answers.into())),
+                seen: Arc::default(),
+                search,
+            }
+        }
+    }
+
+    impl Service<ModelRequest> for Script {
+        type Response = ModelResponse;
+        type Error = ChatError;
+        type Future = futures_util::future::Ready<Result<ModelResponse, ChatError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ChatError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: ModelRequest) -> Self::Future {
+            let events = match request.extensions.get::<SearchQuery>() {
+                Some(query) => match &self.search {
+                    Ok(outcome) => vec![
+                        start(),
+                        ChatEvent::WebSearchResult {
+                            id: query.id.clone(),
+                            outcome: Arc::new(outcome.clone()),
+                        },
+                        ChatEvent::Stop(StopReason::EndTurn),
+                    ],
+                    Err(error) => return futures_util::future::ready(Err(error.clone())),
+                },
+                None => {
+                    self.seen.lock().unwrap().push(request);
+                    self.answers.lock().unwrap().pop_front().unwrap_or_default()
+                }
+            };
+            let stream = futures_util::stream::iter(events.into_iter().map(Ok));
+            futures_util::future::ready(Ok(ModelResponse::new(Box::pin(stream))))
+        }
+    }
+
+    fn start() -> ChatEvent {
+        ChatEvent::Start {
+            id: Arc::from("m"),
+            model: Arc::from("m"),
+            input_tokens: 5,
+        }
+    }
+
+    fn call(index: u32, name: &str, json: &str) -> Vec<ChatEvent> {
+        vec![
+            ChatEvent::ToolCallStart {
+                index,
+                id: format!("t{index}"),
+                name: name.into(),
+            },
+            ChatEvent::ToolCallDelta {
+                index,
+                json: json.into(),
+            },
+            ChatEvent::ToolCallEnd { index },
+        ]
+    }
+
+    fn usage(output: u64) -> ChatEvent {
+        ChatEvent::Usage(Usage {
+            input: 10,
+            output,
+            ..Usage::default()
+        })
+    }
+
+    fn request(max_uses: Option<u32>) -> ModelRequest {
+        ModelRequest::new(ChatRequest {
+            model: "m".into(),
+            messages: vec![Message::text(Role::User, "find it")],
+            sampling: crate::chat::Sampling {
+                max_tokens: Some(100),
+                ..Default::default()
+            },
+            web_search: Some(WebSearchTool {
+                max_uses,
+                ..WebSearchTool::default()
+            }),
+            ..ChatRequest::default()
+        })
+    }
+
+    async fn run_loop(script: Script, request: ModelRequest) -> Vec<ChatEvent> {
+        let response = WebSearchLayer.layer(script).oneshot(request).await.unwrap();
+        response
+            .events
+            .map(|event| event.unwrap())
+            .collect::<Vec<_>>()
+            .await
+    }
+
+    fn hit() -> SearchHit {
+        SearchHit {
+            title: "T".into(),
+            url: "https://a.example/x".into(),
+            snippet: "S".into(),
+            page_age: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_model_searches_reads_the_results_and_answers_in_one_stream() {
+        let mut first = vec![start(), ChatEvent::TextDelta("Let me look. ".into())];
+        first.extend(call(0, TOOL_NAME, r#"{"query":"rust"}"#));
+        first.extend([usage(20), ChatEvent::Stop(StopReason::ToolUse)]);
+        let second = vec![
+            start(),
+            ChatEvent::TextDelta("Found it.".into()),
+            usage(30),
+            ChatEvent::Stop(StopReason::EndTurn),
+        ];
+        let script = Script::new(vec![first, second], Ok(Ok(vec![hit()])));
+        let events = run_loop(script.clone(), request(None)).await;
+        let starts = events
+            .iter()
+            .filter(|e| matches!(e, ChatEvent::Start { .. }));
+        assert_eq!(starts.count(), 1, "{events:?}");
+        assert!(matches!(&events[2], ChatEvent::WebSearchCall { query, .. } if query == "rust"));
+        assert!(
+            matches!(&events[3], ChatEvent::WebSearchResult { outcome, .. } if outcome.as_ref().as_ref().is_ok_and(|h| h.len() == 1))
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ChatEvent::ToolCallStart { .. })),
+            "the search call is the server's"
+        );
+        assert_eq!(
+            events[events.len() - 2],
+            ChatEvent::Usage(Usage {
+                input: 20,
+                output: 50,
+                ..Usage::default()
+            }),
+            "the model calls' usage, summed"
+        );
+        assert_eq!(events.last(), Some(&ChatEvent::Stop(StopReason::EndTurn)));
+        // The second call carried the search and its result, and what was left of max_tokens.
+        let seen = script.seen.lock().unwrap();
+        let second = &seen[1].chat;
+        assert_eq!(second.sampling.max_tokens, Some(80));
+        assert!(second.tools.iter().any(|t| t.name == TOOL_NAME));
+        let tail = &second.messages[second.messages.len() - 2..];
+        assert!(
+            matches!(&tail[0].parts[..], [Part::Text(t), Part::ToolUse { id, .. }] if t == "Let me look. " && id == "t0")
+        );
+        assert!(
+            matches!(&tail[1].parts[..], [Part::ToolResult { tool_use_id, content, is_error: false }]
+            if tool_use_id == "t0" && content.contains("https://a.example/x"))
+        );
+    }
+
+    #[tokio::test]
+    async fn client_calls_pass_renumbered_and_end_the_turn_after_the_searches() {
+        let mut first = vec![start()];
+        first.extend(call(0, TOOL_NAME, r#"{"query":"a"}"#));
+        first.extend(call(1, "client_tool", "{}"));
+        first.push(ChatEvent::Stop(StopReason::ToolUse));
+        let script = Script::new(vec![first], Ok(Ok(vec![hit()])));
+        let events = run_loop(script.clone(), request(None)).await;
+        assert!(
+            events.contains(&ChatEvent::ToolCallStart {
+                index: 0,
+                id: "t1".into(),
+                name: "client_tool".into()
+            }),
+            "{events:?}"
+        );
+        assert!(events.contains(&ChatEvent::ToolCallEnd { index: 0 }));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, ChatEvent::WebSearchResult { .. })));
+        assert_eq!(events.last(), Some(&ChatEvent::Stop(StopReason::ToolUse)));
+        assert_eq!(
+            script.seen.lock().unwrap().len(),
+            1,
+            "the client answers its tool first"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_limits_and_bad_queries_are_results_not_errors() {
+        let outcome = |events: &[ChatEvent]| -> Vec<Option<SearchErrorCode>> {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    ChatEvent::WebSearchResult { outcome, .. } => {
+                        Some(outcome.as_ref().as_ref().err().copied())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let long = format!(r#"{{"query":"{}"}}"#, "q".repeat(MAX_QUERY_CHARS + 1));
+        let mut first = vec![start()];
+        first.extend(call(0, TOOL_NAME, r#"{"query":"a"}"#));
+        first.extend(call(1, TOOL_NAME, r#"{"query":"b"}"#));
+        first.extend(call(2, TOOL_NAME, &long));
+        first.extend(call(3, TOOL_NAME, "{}"));
+        first.push(ChatEvent::Stop(StopReason::ToolUse));
+        let done = vec![
+            start(),
+            ChatEvent::TextDelta("ok".into()),
+            ChatEvent::Stop(StopReason::EndTurn),
+        ];
+        let rate_limited = ChatError::RateLimited {
+            message: "slow down".into(),
+            retry_after: None,
+        };
+        let script = Script::new(vec![first, done], Err(rate_limited));
+        let events = run_loop(script, request(Some(1))).await;
+        assert_eq!(
+            outcome(&events),
+            [
+                Some(SearchErrorCode::TooManyRequests),
+                Some(SearchErrorCode::MaxUsesExceeded),
+                Some(SearchErrorCode::QueryTooLong),
+                Some(SearchErrorCode::InvalidInput),
+            ]
+        );
+        assert_eq!(events.last(), Some(&ChatEvent::Stop(StopReason::EndTurn)));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_only_asks_for_a_search_is_searched_before_the_model_answers() {
+        let answer = vec![
+            start(),
+            ChatEvent::TextDelta("summary".into()),
+            ChatEvent::Stop(StopReason::EndTurn),
+        ];
+        let script = Script::new(vec![answer], Ok(Ok(vec![hit()])));
+        let mut request = request(None);
+        Arc::make_mut(&mut request.chat).messages = vec![Message::text(
+            Role::User,
+            "Perform a web search for the query: tokio",
+        )];
+        Arc::make_mut(&mut request.chat).tool_choice = ToolChoice::Tool(TOOL_NAME.into());
+        let events = run_loop(script.clone(), request).await;
+        assert!(matches!(&events[0], ChatEvent::Start { .. }));
+        assert!(matches!(&events[1], ChatEvent::WebSearchCall { query, .. } if query == "tokio"));
+        assert!(matches!(&events[3], ChatEvent::TextDelta(t) if t == "summary"));
+        let seen = script.seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one model call, after the search");
+        assert_eq!(
+            seen[0].chat.tool_choice,
+            ToolChoice::Auto,
+            "the forced search is done"
+        );
+        assert_eq!(seen[0].chat.messages.len(), 3);
+    }
+}

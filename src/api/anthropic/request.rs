@@ -738,6 +738,53 @@ mod tests {
     }
 
     #[test]
+    fn search_blocks_in_the_history_read_as_text_and_the_tool_as_settings() {
+        let chat = parse_json(json!({
+            "model": "m", "max_tokens": 10,
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2,
+                       "blocked_domains": ["x.com"], "cache_control": {"type": "ephemeral"},
+                       "user_location": {"type": "approximate", "city": "Lyon", "country": "FR"}},
+                      {"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "news?"},
+                {"role": "assistant", "content": [
+                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "lyon news"}},
+                    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                        {"type": "web_search_result", "title": "Lyon", "url": "https://lyon.fr/a",
+                         "encrypted_content": BASE64.encode("The excerpt."), "page_age": "May 1, 2026"}]},
+                    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_2",
+                     "content": {"type": "web_search_tool_result_error", "error_code": "max_uses_exceeded"}}]},
+                {"role": "user", "content": "more"}]
+        }))
+        .unwrap();
+        let search = chat.web_search.unwrap();
+        assert_eq!(search.max_uses, Some(2));
+        assert_eq!(search.blocked_domains, ["x.com"]);
+        assert_eq!(search.user_location.as_deref(), Some("Lyon, FR"));
+        assert_eq!(chat.tools.len(), 1);
+        assert_eq!(
+            chat.cache_marks.tools,
+            [0],
+            "indexes among the client's own tools"
+        );
+        let texts: Vec<&str> = chat.messages[1]
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts[0], "(Searched the web for \"lyon news\".)");
+        assert!(
+            texts[1].contains("https://lyon.fr/a") && texts[1].contains("The excerpt."),
+            "{}",
+            texts[1]
+        );
+        assert!(texts[2].contains("max_uses_exceeded"), "{}", texts[2]);
+    }
+
+    #[test]
     fn count_tokens_does_not_need_max_tokens() {
         let body =
             json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}).to_string();
