@@ -569,9 +569,76 @@ fn emulate_stream(c: &mut Criterion) {
     group.finish();
 }
 
+/// A web search in-process: the fake's `/mcp` alone (the request it gets, answered and
+/// read), and the same search as the model tier makes it: retry, a pool of one mock account,
+/// the leaf's MCP call and answer (the difference is what aiproxy adds to a search).
+fn search(c: &mut Criterion) {
+    use aiproxy::chat::web_search::SearchQuery;
+    use aiproxy::kiro::fake::FakeKiro;
+    use aiproxy::model::ModelRequest;
+    use aiproxy_layers::model::pool::{MemberSpec, Pool, PoolConfig};
+    use aiproxy_layers::model::retry::{RetryConfig, RetryLayer};
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    let runtime = runtime();
+    let fake = FakeKiro::new();
+    let mut group = c.benchmark_group("search");
+    group.bench_function("fake_mcp_alone", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut request = http::Request::post(aiproxy::kiro::search::MCP_PATH)
+                    .body(aiproxy::kiro::search::body("tokio tower"))
+                    .unwrap();
+                for (name, value) in [
+                    ("content-type", "application/json"),
+                    ("user-agent", "aws-sdk-js/1.0.34 KiroIDE-0.9.2-m"),
+                    ("x-amz-user-agent", "aws-sdk-js/1.0.34 KiroIDE-0.9.2-m"),
+                    ("amz-sdk-invocation-id", "5b1f7c3e-0000-4000-8000-000000000000"),
+                    ("x-amzn-kiro-profile-arn", aiproxy::kiro::fake::FAKE_PROFILE_ARN),
+                    ("authorization", "Bearer mock-access-token"),
+                ] {
+                    request
+                        .headers_mut()
+                        .insert(name, http::HeaderValue::from_static(value));
+                }
+                let body = fake.handle(request).into_body();
+                black_box(body.map(|chunk| chunk.unwrap().len()).collect::<Vec<_>>().await)
+            })
+        })
+    });
+    let leaf = aiproxy::kiro::KiroService::mock(
+        fake.clone(),
+        Arc::new(aiproxy::kiro::auth::token_source::FixedToken::new("bench")),
+        64,
+    );
+    let spec = MemberSpec {
+        name: Arc::from("bench"),
+        weight: 1,
+        max_concurrency: 64,
+        requests_per_minute: None,
+    };
+    let pool = Pool::new(PoolConfig::default(), vec![(spec, leaf)]);
+    let tier = tower::Layer::layer(&RetryLayer::new(RetryConfig::default()), pool);
+    let mut request = ModelRequest::new(aiproxy::chat::ChatRequest::default());
+    request.extensions.insert(SearchQuery {
+        id: "srvtoolu_bench".into(),
+        query: "tokio tower".into(),
+    });
+    group.bench_function("retry_pool_leaf_search", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let response = tier.clone().oneshot(request.clone()).await.unwrap();
+                black_box(response.events.count().await)
+            })
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     pipeline,
+    search,
     layers,
     decoder,
     builder,
