@@ -593,8 +593,14 @@ fn search(c: &mut Criterion) {
                     ("content-type", "application/json"),
                     ("user-agent", "aws-sdk-js/1.0.34 KiroIDE-0.9.2-m"),
                     ("x-amz-user-agent", "aws-sdk-js/1.0.34 KiroIDE-0.9.2-m"),
-                    ("amz-sdk-invocation-id", "5b1f7c3e-0000-4000-8000-000000000000"),
-                    ("x-amzn-kiro-profile-arn", aiproxy::kiro::fake::FAKE_PROFILE_ARN),
+                    (
+                        "amz-sdk-invocation-id",
+                        "5b1f7c3e-0000-4000-8000-000000000000",
+                    ),
+                    (
+                        "x-amzn-kiro-profile-arn",
+                        aiproxy::kiro::fake::FAKE_PROFILE_ARN,
+                    ),
                     ("authorization", "Bearer mock-access-token"),
                 ] {
                     request
@@ -602,7 +608,11 @@ fn search(c: &mut Criterion) {
                         .insert(name, http::HeaderValue::from_static(value));
                 }
                 let body = fake.handle(request).into_body();
-                black_box(body.map(|chunk| chunk.unwrap().len()).collect::<Vec<_>>().await)
+                black_box(
+                    body.map(|chunk| chunk.unwrap().len())
+                        .collect::<Vec<_>>()
+                        .await,
+                )
             })
         })
     });

@@ -88,7 +88,7 @@ pub fn refuse_openai(root: &Obj<'_>) -> Result<(), ChatError> {
         ));
     }
     if root.get("web_search_options").is_some() {
-        return Err(refused("web_search_options", "hosted web search does not run through Kiro; search yourself and put the results in the prompt."));
+        return Err(refused("web_search_options", "web search through Kiro is served on the Messages API (the server tool web_search_20250305) and the Responses API (the hosted web_search tool), not on Chat Completions; use one of those, or offer a search function tool."));
     }
     Ok(())
 }
