@@ -459,6 +459,18 @@ async fn a_full_account_answers_503_busy_not_an_upstream_timeout() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let error = &json(std::str::from_utf8(&body).unwrap())["error"];
     assert_eq!(error["param"], "max_tokens", "{error}");
+    // So is a conversation over the model's context window (about 270 000 tokens).
+    let long = json!({"model": "claude-sonnet-4-5",
+                      "messages": [{"role": "user", "content": "lorem ipsum dolor sit amet ".repeat(40_000)}]});
+    let response = pipeline
+        .clone()
+        .oneshot(post("/v1/chat/completions", long.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error = &json(std::str::from_utf8(&body).unwrap())["error"];
+    assert_eq!(error["code"], "context_length_exceeded", "{error}");
     // The stream ends, the slot comes back.
     let _ = open.into_body().collect().await.unwrap();
     let again = pipeline

@@ -13,7 +13,7 @@ use crate::kiro::protocol::stream::{chat_stream, ByteStream};
 use crate::kiro::protocol::translate::Translator;
 use crate::kiro::protocol::wire::HistoryEntry;
 use crate::kiro::transport::http::{HttpUpstream, IdeHeaders, UpstreamResponse};
-use crate::model::{AccountId, ModelRequest, ModelResponse, ResolvedModel};
+use crate::model::{AccountId, ModelRequest, ModelResponse, PromptTokens, ResolvedModel};
 use crate::token_count;
 use aiproxy_layers::metrics::UpstreamClock;
 use aiproxy_layers::model::Attempts;
@@ -397,7 +397,11 @@ async fn attempt(
             message: format!("serialising the Kiro request failed: {e}"),
         })?,
     );
-    let input_estimate = token_count::estimate_request(chat);
+    // Counted once above (emulate) for the request as it came; a nudged one is counted anew.
+    let input_estimate = match request.extensions.get::<PromptTokens>() {
+        Some(tokens) if nudged_chat.is_none() => tokens.0,
+        _ => token_count::estimate_request(chat),
+    };
     let measure = Measure::new(input_estimate, model.context_window, &body);
     measure.check()?;
     let waited = Instant::now();

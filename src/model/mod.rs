@@ -25,11 +25,11 @@
 //! | 1a' | [`search`] (requests that offer web search) | the server-side tool loop: offers the model a `web_search` tool, runs the searches it calls (each a call of its own below, with [`SearchQuery`](crate::chat::web_search::SearchQuery)), gives it the results and calls it again; the client sees search events | + `SearchQuery`, `OperationName("search")` on its searches |
 //! | 1b | [`metrics`](aiproxy_layers::metrics) (switchable: `--disable-layers metrics`) | operations by provider, model and error type to the end of the stream, first token, tokens by type, streams in flight, retries | ? `ModelLabel`, ? `ProviderId`; ? response `Attempts` |
 //! | 1c | [`cache`](aiproxy_layers::cache) (with `--cache-enabled`; keys and replay in [`cache`]) | answers identical requests of one client from memory, stores complete answers without tool calls, coalesces identical misses, honours `Cache-Control` | ? `CacheControl`; response + `CacheStatus` |
-//! | 1d | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more); its checks need only the request and the catalog, so they answer before any wait for an account | ? [`ResolvedModel`] |
+//! | 1d | [`emulate`] | what Kiro lacks: `max_tokens` (limit check, local cut), stop sequences, one tool call at most, forced tool choice (told, held back, asked once more); the context window; its checks need only the request and the catalog, so they answer before any wait for an account | ? [`ResolvedModel`]; + [`PromptTokens`] |
 //! | 2 | [`ready`](aiproxy_layers::model::ready) | always ready itself; each call (a forced tool's second ask too) waits for the layers below to be ready (a free account slot) at most `--request-timeout`, then [`ChatError::Busy`]; so cache hits, rate-limit refusals and limit checks above it never wait for an account | |
 //! | 3 | [`retry`](aiproxy_layers::model::retry) (switchable: `--disable-layers retry`) | failures before the first byte again, on another account; backoff, budget | + `Attempts` (request and response) |
 //! | 4 | [`pool`](aiproxy_layers::model::pool) with [`health`](aiproxy_layers::model::health) (switchable for one account: `--disable-layers pool`) | one account per request (affinity, p2c, caps, slow start, per-account `requestsPerMinute` guards), breakers and cooldowns fed by each outcome, each account's state in a [`store`](aiproxy_layers::model::store); accounts built and reloaded by [`accounts`](crate::kiro::accounts) | ? `SessionKey`, ? `Attempts`; response + `AccountId` (when the leaf set none) |
-//! | 5 | [`crate::kiro::KiroService`] | one account: token source (its tokens in a [`token_store`](crate::kiro::auth::token_store)), request builder, transport, decoder | ? [`ResolvedModel`]; response + [`AccountId`] |
+//! | 5 | [`crate::kiro::KiroService`] | one account: token source (its tokens in a [`token_store`](crate::kiro::auth::token_store)), request builder, transport, decoder; a request with a `SearchQuery` is a web search | ? [`ResolvedModel`], ? [`PromptTokens`], ? `SearchQuery`; response + [`AccountId`] |
 //!
 //! The layers of 3 and 4 live in `aiproxy-layers`, generic over the request, response and
 //! error through its `HasExtensions`, `Observe` and `Failure` traits, which this module and
@@ -84,6 +84,12 @@ pub struct ResolvedModel {
     /// Whether the `-thinking` suffix turned thinking on.
     pub thinking_suffix: bool,
 }
+
+/// The prompt's local token estimate ([`crate::token_count::estimate_request`]), made once
+/// by [`emulate`] (which checks it against the context window before any wait) for the
+/// request as it goes down, and reused by the leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptTokens(pub u64);
 
 pub use aiproxy_layers::model::{AccountId, StreamReport};
 

@@ -9,6 +9,8 @@
 //!   tool call ([`limits`]).
 //! - A forced tool choice is told to the model, held back until the call begins, and
 //!   asked once more when it is missing ([`forced`]).
+//! - A conversation over the model's context window is the overflow error Claude Code
+//!   compacts on, before any wait for an account.
 //! - Structured output goes through a forced internal tool whose input schema is the
 //!   requested schema; its input, validated, becomes the message content ([`structured`]).
 //!
@@ -20,7 +22,7 @@ pub mod limits;
 pub mod stop;
 pub mod structured;
 
-use super::{ModelRequest, ModelResponse, ResolvedModel};
+use super::{ModelRequest, ModelResponse, PromptTokens, ResolvedModel};
 use crate::chat::web_search::SearchQuery;
 use crate::chat::{ChatError, ToolChoice};
 use forced::Required;
@@ -94,6 +96,31 @@ impl Plan {
     }
 }
 
+/// The conversation against the model's context window, with the local estimate, before
+/// any wait for an account (the leaf checks Kiro's weighted payload limit, which needs the
+/// Kiro body). The estimate travels on as [`PromptTokens`] when the request goes down as it
+/// is (`unchanged`), so the leaf does not count again.
+fn check_window(request: &mut ModelRequest, unchanged: bool) -> Result<(), ChatError> {
+    let Some(window) = request
+        .extensions
+        .get::<ResolvedModel>()
+        .map(|r| r.entry.context_window)
+    else {
+        return Ok(());
+    };
+    let tokens = crate::token_count::estimate_request(&request.chat);
+    if tokens > window {
+        return Err(ChatError::ContextOverflow {
+            tokens,
+            limit: window,
+        });
+    }
+    if unchanged {
+        request.extensions.insert(PromptTokens(tokens));
+    }
+    Ok(())
+}
+
 fn check_max_tokens(max: u64, resolved: Option<&ResolvedModel>) -> Result<(), ChatError> {
     if max == 0 {
         return Err(ChatError::invalid(
@@ -137,7 +164,11 @@ where
         if request.extensions.get::<SearchQuery>().is_some() {
             return Box::pin(self.inner.call(request));
         }
-        let plan = match Plan::of(&request) {
+        let mut request = request;
+        let plan = match Plan::of(&request).and_then(|plan| {
+            check_window(&mut request, plan.required.is_none())?;
+            Ok(plan)
+        }) {
             Ok(plan) => plan,
             Err(error) => return Box::pin(futures_util::future::ready(Err(error))),
         };
