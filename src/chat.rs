@@ -438,11 +438,14 @@ pub enum ChatError {
         /// token budget).
         retry_after: Option<Duration>,
     },
-    /// The account's quota is exhausted.
-    #[error("The account's monthly request quota is exhausted: {message}")]
+    /// The account's quota is exhausted: its monthly credits, or the overage it may spend
+    /// beyond them (docs/kiro-protocol.md §14.4).
+    #[error("The account's {} is exhausted: {message}", if *overage { "overage limit" } else { "monthly request quota" })]
     QuotaExhausted {
         /// Upstream message.
         message: String,
+        /// Kiro's `OVERAGE_REQUEST_LIMIT_EXCEEDED` (not `MONTHLY_REQUEST_COUNT`).
+        overage: bool,
     },
     /// The credentials are not usable (refresh failed, token revoked, account suspended).
     #[error("{message}")]

@@ -155,6 +155,7 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             config.responses_store_ttl,
         )),
         cors: crate::api::cors::Cors::new(&config.cors_allow_origins),
+        credits: crate::api::credits::CreditsCounter::new(metrics.meter()),
         metrics: metrics.clone(),
     };
     crate::api::metrics::observe_accounts(metrics.meter(), &state.providers);
@@ -285,6 +286,7 @@ impl<B> MakeSpan<B> for RequestSpan {
             "aiproxy.attempts" = tracing::field::Empty,
             "gen_ai.usage.input_tokens" = tracing::field::Empty,
             "gen_ai.usage.output_tokens" = tracing::field::Empty,
+            "aiproxy.kiro.credits" = tracing::field::Empty,
             "http.response.status_code" = tracing::field::Empty,
         )
     }

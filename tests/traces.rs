@@ -315,6 +315,16 @@ async fn the_request_span_reaches_an_otlp_receiver_with_its_genai_attributes() {
         int("gen_ai.usage.output_tokens"),
         usage["completion_tokens"].as_i64().unwrap()
     );
+    // The credits of the answer (the fake's meteringEvent: 0.01), as a number.
+    let credits = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "aiproxy.kiro.credits");
+    assert!(
+        matches!(credits.and_then(|kv| kv.value.as_ref()?.value.as_ref()), Some(AnyValue::DoubleValue(d)) if (*d - 0.01).abs() < 1e-9),
+        "{:?}",
+        span.attributes
+    );
     assert!(span.end_time_unix_nano > span.start_time_unix_nano);
     let everything = format!("{span:?}");
     assert!(

@@ -49,8 +49,9 @@ pub enum Block {
 pub struct Completed {
     /// The JSON body.
     pub body: bytes::Bytes,
-    /// Whether the usage figures are estimates (answered with `x-aiproxy-usage: estimated`).
-    pub usage_estimated: bool,
+    /// The answer's usage (estimates are answered with `x-aiproxy-usage: estimated`, credits
+    /// with `x-aiproxy-credits`).
+    pub usage: Usage,
 }
 
 /// A finished answer.

@@ -134,7 +134,9 @@ fn finish_reason(stop: StopReason) -> &'static str {
 
 fn usage_json(usage: &Usage) -> Value {
     let prompt = usage.input + usage.cache_read + usage.cache_write;
-    json!({"prompt_tokens": prompt, "completion_tokens": usage.output, "total_tokens": prompt + usage.output})
+    let mut value = json!({"prompt_tokens": prompt, "completion_tokens": usage.output, "total_tokens": prompt + usage.output});
+    crate::api::credits::extend_usage(&mut value, usage);
+    value
 }
 
 /// One finished choice.

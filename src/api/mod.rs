@@ -12,6 +12,7 @@ mod catalog_view;
 pub mod collect;
 pub mod completions;
 pub mod cors;
+pub mod credits;
 pub mod error;
 pub mod image;
 pub mod json;
@@ -99,6 +100,8 @@ pub struct ApiState {
     pub cors: Option<cors::Cors>,
     /// The registry `/metrics` renders.
     pub metrics: crate::telemetry::metrics::Metrics,
+    /// `aiproxy_kiro_credits_total` on that registry.
+    pub credits: credits::CreditsCounter,
 }
 
 /// The model tier as the adapter holds it: boxed, so that the adapter's handlers are
@@ -394,6 +397,7 @@ async fn call_model(
     let span = tracing::Span::current();
     span.record("gen_ai.request.model", chat.model.as_str());
     let streaming = chat.stream;
+    let (model_label, client) = (chat.model.clone(), chat.metadata.client.clone());
     let clock = UpstreamClock::default();
     // Only a tier with the rate-limit layer fills a slot; others spend no allocation on it.
     let slot = state.rate_limited.then(RateLimitSlot::default);
@@ -450,15 +454,22 @@ async fn call_model(
     if let Some(limits) = limits {
         response.extensions.insert(limits);
     }
-    if let Some(AccountId(account)) = response.extensions.get::<AccountId>() {
+    let account = response.extensions.get::<AccountId>().map(|a| a.0.clone());
+    if let Some(account) = &account {
         span.record("account", &**account);
     }
-    if span.is_disabled() {
-        return Ok(response);
-    }
-    // The span lives until the body is sent, so the usage reaches it (and its export).
+    let counter = state.credits.clone();
+    // The span lives until the body is sent, so the usage reaches it (and its export); the
+    // credits are counted when the answer is complete.
     Ok(response.on_end(move |outcome| {
-        if let Some(usage) = outcome.usage {
+        let Some(usage) = outcome.usage else {
+            return;
+        };
+        if let (Some(credits), Some(account)) = (credits::of(&usage), &account) {
+            counter.add(credits, account, &model_label, client.label());
+            span.record("aiproxy.kiro.credits", credits);
+        }
+        if !span.is_disabled() {
             let input = usage.input + usage.cache_read + usage.cache_write;
             // Integers, as the GenAI conventions have them (tracing-opentelemetry exports
             // unsigned fields as text).
@@ -603,13 +614,17 @@ fn sse_response(chunks: crate::body::ChunkStream) -> Response<ResponseBody> {
     response
 }
 
-/// A finished JSON answer, flagged when its usage figures are estimates.
-fn completed_response(body: Bytes, usage_estimated: bool) -> Response<ResponseBody> {
+/// A finished JSON answer, flagged when its usage figures are estimates, with the credits
+/// it cost when the upstream said.
+fn completed_response(body: Bytes, usage: &crate::chat::Usage) -> Response<ResponseBody> {
     let mut response = json_response(StatusCode::OK, body);
-    if usage_estimated {
+    if usage.estimated {
         response
             .headers_mut()
             .insert("x-aiproxy-usage", HeaderValue::from_static("estimated"));
+    }
+    if let Some(credits) = credits::header(usage) {
+        response.headers_mut().insert(credits::HEADER, credits);
     }
     response
 }
@@ -699,7 +714,7 @@ async fn chat<S: Surface>(
         let done = drained(&extensions, S::complete(events, model_id, options))
             .await
             .map_err(|e| error::rejection(&e))?;
-        completed_response(done.body, done.usage_estimated)
+        completed_response(done.body, &done.usage)
     };
     model_headers(&mut response, &extensions);
     list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
@@ -753,8 +768,14 @@ async fn legacy_completions(
             "`prompt` is empty.",
         )));
     };
-    let estimated = choices.iter().any(|c| c.usage.estimated);
-    let mut response = completed_response(completions::body(&model_id, &choices), estimated);
+    let usage = choices
+        .iter()
+        .fold(crate::chat::Usage::default(), |mut sum, c| {
+            sum.estimated |= c.usage.estimated;
+            sum.credits += c.usage.credits;
+            sum
+        });
+    let mut response = completed_response(completions::body(&model_id, &choices), &usage);
     model_headers(&mut response, &extensions);
     list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
     Ok(response)

@@ -195,6 +195,8 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
                         "cache_read": v.load.tokens.cache_read,
                         "cache_write": v.load.tokens.cache_write,
                     },
+                    // Credits its answers cost (Kiro's meteringEvent), summed since start.
+                    "credits_spent": v.load.tokens.credits,
                     "cooldown_until": v.health.until.map(format_time),
                     "token_expires_at": m.account.as_ref().and_then(|a| a.token_expires_at).map(format_time),
                     // Credits from getUsageLimits, as the health probe last read them.

@@ -28,8 +28,12 @@ impl Failure for ChatError {
             },
             // Kiro resets monthly quotas at the start of the month (UTC); the health probe
             // replaces this guess with `nextDateReset` when it has one.
-            Self::QuotaExhausted { .. } => Penalty::Disable {
-                reason: aiproxy_layers::model::health::QUOTA_EXHAUSTED,
+            Self::QuotaExhausted { overage, .. } => Penalty::Disable {
+                reason: if *overage {
+                    aiproxy_layers::model::health::OVERAGE_LIMIT
+                } else {
+                    aiproxy_layers::model::health::QUOTA_EXHAUSTED
+                },
                 until: Some(next_month_start(SystemTime::now())),
             },
             Self::AccountUnavailable { message } => account_penalty(message),
@@ -209,8 +213,23 @@ mod tests {
                 until: None
             }
         );
+        let overage = ChatError::QuotaExhausted {
+            message: "x".into(),
+            overage: true,
+        };
+        assert!(
+            matches!(
+                overage.penalty(),
+                Penalty::Disable {
+                    reason: "overage_limit",
+                    ..
+                }
+            ),
+            "{overage:?}"
+        );
         let Penalty::Disable { reason, until } = ChatError::QuotaExhausted {
             message: "x".into(),
+            overage: false,
         }
         .penalty() else {
             panic!("quota disables")

@@ -487,6 +487,7 @@ fn add(total: &mut Usage, more: &Usage) {
     total.cache_read += more.cache_read;
     total.cache_write += more.cache_write;
     total.estimated |= more.estimated;
+    total.credits += more.credits;
 }
 
 #[cfg(test)]

@@ -175,6 +175,7 @@ async fn model_operations_record_duration_first_token_tokens_streams_and_retries
             cache_read: 40,
             cache_write: 0,
             estimated: false,
+            credits: 0.0,
         }),
     });
     assert_eq!(registry.value("active_streams"), 0.0);

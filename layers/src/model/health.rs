@@ -10,8 +10,11 @@ use super::{Penalty, RateLimitClass};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The reason code of a disable for used-up credits: the one the health probe lifts.
+/// The reason code of a disable for used-up credits: one the health probe lifts.
 pub const QUOTA_EXHAUSTED: &str = "quota_exhausted";
+/// The reason code of a disable for a spent overage allowance (beyond the monthly credits):
+/// the other the health probe lifts.
+pub const OVERAGE_LIMIT: &str = "overage_limit";
 
 /// The breaker's settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,7 +228,9 @@ impl HealthCell for MemoryHealth {
                 inner.advance(now);
                 let lifts = match inner.state {
                     State::HalfOpen => !inner.trial_in_flight,
-                    State::Disabled => inner.reason == Some(QUOTA_EXHAUSTED),
+                    State::Disabled => {
+                        matches!(inner.reason, Some(QUOTA_EXHAUSTED | OVERAGE_LIMIT))
+                    }
                     _ => false,
                 };
                 if lifts {

@@ -119,8 +119,8 @@ pub enum StreamEnd {
     Abandoned,
 }
 
-/// Tokens a response used, as its stream reported them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Tokens (and the upstream's credits) a response used, as its stream reported them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TokenUsage {
     /// Prompt tokens (uncached).
     pub input: u64,
@@ -132,6 +132,9 @@ pub struct TokenUsage {
     pub cache_write: u64,
     /// True when the figures are a local estimate rather than the upstream's.
     pub estimated: bool,
+    /// What the upstream billed for the answer, in its own unit (Kiro's credits), when it
+    /// said; 0 otherwise.
+    pub credits: f64,
 }
 
 /// What an observed response stream did, handed to every end-of-stream hook.

@@ -37,7 +37,7 @@ pub trait LoadCell: Send + Sync + std::fmt::Debug {
 }
 
 /// What a [`LoadCell`] counted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoadView {
     /// Requests in flight (streams included).
     pub in_flight: usize,
@@ -65,6 +65,8 @@ pub struct MemoryLoad {
     last_used_ms: AtomicU64,
     ewma_ns: AtomicU64,
     tokens: [AtomicU64; 4],
+    /// Credits in millionths (an integer sum, so no float needs an atomic).
+    credits_micros: AtomicU64,
     errors_by_kind: Mutex<ErrorKinds>,
 }
 
@@ -140,6 +142,11 @@ impl LoadCell for MemoryLoad {
                 total.fetch_add(figure, Ordering::Relaxed);
             }
         }
+        if usage.credits > 0.0 {
+            // Saturating float-to-int: a nonsense figure cannot wrap the sum.
+            let micros = (usage.credits * 1e6).round() as u64;
+            self.credits_micros.fetch_add(micros, Ordering::Relaxed);
+        }
     }
 
     fn view(&self) -> LoadView {
@@ -160,6 +167,7 @@ impl LoadCell for MemoryLoad {
                 cache_read,
                 cache_write,
                 estimated: false,
+                credits: self.credits_micros.load(Ordering::Relaxed) as f64 / 1e6,
             },
         }
     }

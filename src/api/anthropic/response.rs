@@ -95,13 +95,14 @@ pub async fn complete(stream: ChatStream, model: &str) -> Result<Completed, Chat
     });
     Ok(Completed {
         body: Bytes::from(body.to_string()),
-        usage_estimated: collected.usage.estimated,
+        usage: collected.usage,
     })
 }
 
 /// The usage object, with the server tool count when searches ran.
 fn usage_json(usage: Usage, searches: u32) -> Value {
     let mut value = serde_json::to_value(UsageOut::from(usage)).unwrap_or_default();
+    crate::api::credits::extend_usage(&mut value, &usage);
     if searches > 0 {
         value["server_tool_use"] = json!({ "web_search_requests": searches });
     }

@@ -42,6 +42,9 @@ struct UsageOut {
     completion_tokens: u64,
     total_tokens: u64,
     prompt_tokens_details: PromptDetails,
+    /// Kiro's credits for the answer, when it said (an extension field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kiro_credits: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -59,6 +62,7 @@ impl From<Usage> for UsageOut {
             prompt_tokens_details: PromptDetails {
                 cached_tokens: u.cache_read,
             },
+            kiro_credits: crate::api::credits::of(&u),
         }
     }
 }
@@ -172,7 +176,7 @@ pub async fn complete(
     })?;
     Ok(Completed {
         body: Bytes::from(body),
-        usage_estimated: collected.usage.estimated,
+        usage: collected.usage,
     })
 }
 

@@ -685,9 +685,9 @@ impl Encoder {
         Value::Object(response)
     }
 
-    /// Whether the usage figures are estimates.
-    pub fn usage_estimated(&self) -> bool {
-        self.usage.estimated
+    /// The usage so far (the answer's, once it finished).
+    pub fn usage(&self) -> Usage {
+        self.usage
     }
 
     /// The response's output as one canonical assistant message (for the store).
@@ -738,11 +738,13 @@ fn custom_input(arguments: &str) -> String {
 
 fn usage_json(usage: Usage) -> Value {
     let input = usage.input + usage.cache_read + usage.cache_write;
-    json!({
+    let mut value = json!({
         "input_tokens": input,
         "input_tokens_details": {"cached_tokens": usage.cache_read, "cache_write_tokens": usage.cache_write},
         "output_tokens": usage.output,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input + usage.output,
-    })
+    });
+    crate::api::credits::extend_usage(&mut value, &usage);
+    value
 }

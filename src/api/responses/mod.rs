@@ -130,10 +130,10 @@ pub async fn create(
     let mut response = if stream {
         sse_response(sse(events, setup, keep))
     } else {
-        let (body, estimated) = drained(&extensions, complete(events, setup, keep))
+        let (body, usage) = drained(&extensions, complete(events, setup, keep))
             .await
             .map_err(|e| error::rejection(&e))?;
-        completed_response(body, estimated)
+        completed_response(body, &usage)
     };
     model_headers(&mut response, &extensions);
     list_header(&mut response, "x-aiproxy-not-honoured", &not_honoured);
@@ -149,7 +149,7 @@ async fn complete(
     mut events: ChatStream,
     setup: Arc<Setup>,
     keep: Option<Keep>,
-) -> Result<(Bytes, bool), ChatError> {
+) -> Result<(Bytes, crate::chat::Usage), ChatError> {
     let id = setup.id.clone();
     let mut encoder = Encoder::new(setup, false);
     while let Some(event) = events.next().await {
@@ -158,7 +158,7 @@ async fn complete(
             if let Some(keep) = keep {
                 keep.finish(response, &encoder, &id);
             }
-            return Ok((body, encoder.usage_estimated()));
+            return Ok((body, encoder.usage()));
         }
     }
     Err(ChatError::ended_without_stop())

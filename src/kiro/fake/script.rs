@@ -55,6 +55,8 @@ pub struct Step {
     /// Expire every access token before handling this call (403 bearer-invalid follows).
     #[serde(default)]
     pub expire_tokens: bool,
+    /// Credits the answer's `meteringEvent` reports (default 0.01; 0 sends none).
+    pub credits: Option<f64>,
 }
 
 /// A tool call the fake makes.
@@ -102,6 +104,10 @@ pub fn error_response(step: &Step) -> Option<(u16, Value, Option<u64>)> {
         }
         (400, _) => json!({"message": "Improperly formed request.", "reason": null}),
         (401, _) => json!({"message": "Unauthorized"}),
+        (402, "OVERAGE_REQUEST_LIMIT_EXCEEDED") => json!({
+            "message": "You have reached the limit for overages.",
+            "reason": "OVERAGE_REQUEST_LIMIT_EXCEEDED"
+        }),
         (402, _) => {
             json!({"message": "You have reached the limit.", "reason": "MONTHLY_REQUEST_COUNT"})
         }
@@ -198,10 +204,13 @@ pub fn frames(step: &Step, echo: &str, request_bytes: usize, extra: Extra<'_>) -
                 "contextUsageEvent",
                 json!({"contextUsagePercentage": (input + output) as f64 / 2000.0}),
             ));
-            frames.push(event(
-                "meteringEvent",
-                json!({"unit": "credit", "usage": 0.01}),
-            ));
+            let credits = step.credits.unwrap_or(0.01);
+            if credits > 0.0 {
+                frames.push(event(
+                    "meteringEvent",
+                    json!({"unit": "credit", "usage": credits}),
+                ));
+            }
             frames.push(event(
                 "metadataEvent",
                 json!({

@@ -90,6 +90,15 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ChatErr
         402 if reason == "MONTHLY_REQUEST_COUNT" || raw.contains("MONTHLY_REQUEST_COUNT") => {
             ChatError::QuotaExhausted {
                 message: format!("{message} The account's monthly quota is used up; it can serve again after Kiro's monthly reset."),
+                overage: false,
+            }
+        }
+        402 if reason == "OVERAGE_REQUEST_LIMIT_EXCEEDED"
+            || raw.contains("OVERAGE_REQUEST_LIMIT_EXCEEDED") =>
+        {
+            ChatError::QuotaExhausted {
+                message: format!("{message} The account has spent the overage it allows beyond its monthly credits; raise its overage limit in Kiro, or it serves again after Kiro's monthly reset."),
+                overage: true,
             }
         }
         401 | 403 if is_bearer_invalid(status, body) => ChatError::AccountUnavailable {
@@ -158,8 +167,19 @@ mod tests {
                 402,
                 r#"{"message":"You have reached the limit.","reason":"MONTHLY_REQUEST_COUNT"}"#
             ),
-            ChatError::QuotaExhausted { .. }
+            ChatError::QuotaExhausted { overage: false, .. }
         ));
+        let overage = classify_body(
+            402,
+            r#"{"message":"You have reached the limit for overages.","reason":"OVERAGE_REQUEST_LIMIT_EXCEEDED"}"#,
+        );
+        assert!(
+            matches!(overage, ChatError::QuotaExhausted { overage: true, .. }),
+            "{overage:?}"
+        );
+        assert!(overage
+            .to_string()
+            .starts_with("The account's overage limit is exhausted"));
         assert!(matches!(
             classify_body(
                 403,

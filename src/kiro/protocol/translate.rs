@@ -28,6 +28,8 @@ pub struct Translator {
     stop_reason: Option<String>,
     token_usage: Option<TokenUsage>,
     context_percentage: Option<f64>,
+    /// Credits the `meteringEvent`s reported (docs/kiro-protocol.md §14.4).
+    credits: f64,
     context_exceeded: bool,
     output: TextCounter,
     input_estimate: u64,
@@ -47,6 +49,7 @@ impl Translator {
             stop_reason: None,
             token_usage: None,
             context_percentage: None,
+            credits: 0.0,
             context_exceeded: false,
             output: TextCounter::default(),
             input_estimate,
@@ -107,6 +110,9 @@ impl Translator {
                 stop,
             } => self.on_tool_use(tool_use_id, name, input, stop, out)?,
             KiroEvent::ContextUsage(percentage) => self.context_percentage = Some(percentage),
+            KiroEvent::Metering(credits) if credits.is_finite() && credits > 0.0 => {
+                self.credits += credits;
+            }
             KiroEvent::Metering(_) => {}
             KiroEvent::Metadata { usage, stop_reason } => {
                 if usage.is_some() {
@@ -263,6 +269,7 @@ impl Translator {
                 cache_read: u.cache_read_input_tokens,
                 cache_write: u.cache_write_input_tokens,
                 estimated: false,
+                credits: self.credits,
             };
         }
         let output = self.output.tokens();
@@ -281,6 +288,7 @@ impl Translator {
             cache_read: 0,
             cache_write: 0,
             estimated: true,
+            credits: self.credits,
         }
     }
 }
@@ -489,7 +497,8 @@ mod tests {
                 output: 3,
                 cache_read: 4,
                 cache_write: 1,
-                estimated: false
+                estimated: false,
+                credits: 0.0,
             })
         );
         assert_eq!(events[1], ChatEvent::Stop(StopReason::MaxTokens));

@@ -251,6 +251,7 @@ impl Limited {
             cache_read: reported.cache_read,
             cache_write: reported.cache_write,
             estimated: true,
+            credits: reported.credits,
         })));
         self.out.push_back(Ok(ChatEvent::Stop(reason)));
     }

@@ -62,6 +62,7 @@ async fn text_stream_sequence() {
         cache_read: 5,
         cache_write: 0,
         estimated: false,
+        ..Usage::default()
     };
     let events = run(vec![
         Ok(start()),
@@ -239,5 +240,5 @@ async fn non_stream_message() {
     );
     assert_eq!(body["stop_reason"], "tool_use");
     assert_eq!(body["usage"]["input_tokens"], 12);
-    assert!(done.usage_estimated);
+    assert!(done.usage.estimated);
 }
