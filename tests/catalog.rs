@@ -207,19 +207,29 @@ async fn models_added_and_removed_at_run_time_follow_within_a_refresh() {
 }
 
 #[tokio::test]
-async fn without_a_profile_arn_the_file_is_the_catalog_and_health_says_why() {
+async fn without_a_profile_the_file_is_the_catalog_and_health_says_why() {
     let fake = Fake::start();
+    // An IdC login carries no profile ARN and ListAvailableProfiles lists none.
+    fake.set_profiles(json!([])).await;
     let proxy = fake.proxy("idc", &[]);
     assert_eq!(fake.stats().await["list_models_calls"], 0);
     let health = get(&proxy, "/health", false).await.json();
     let models = &health["models"];
     assert_eq!(models["source"], "built-in", "{health}");
     let problem = models["problems"][0].as_str().unwrap();
-    assert!(problem.contains("profileArn"), "{problem}");
+    assert!(problem.contains("profile"), "{problem}");
     let ids = ids(&proxy).await;
     assert!(ids.iter().any(|i| i == "claude-sonnet-4-5"), "{ids:?}");
     assert!(!ids.iter().any(|i| i == "claude-opus-5"), "{ids:?}");
-    assert_eq!(chat(&proxy, "claude-sonnet-4-5").await.status, 200);
+    // The account is out, saying why, rather than sending chats Kiro refuses.
+    let answer = chat(&proxy, "claude-sonnet-4-5").await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert!(
+        answer.text().contains("has no Kiro profile"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(fake.stats().await["generate_calls"], 0);
     let listed = get(&proxy, "/v1/models/claude-sonnet-4-5", false)
         .await
         .json();

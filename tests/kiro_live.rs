@@ -19,6 +19,7 @@ fn social_file(dir: &Path, access: Option<&str>, expires_at: &str) -> PathBuf {
         "refreshToken": format!("social-rt-{}", uuid::Uuid::new_v4().simple()),
         "expiresAt": expires_at,
         "authMethod": "social",
+        "profileArn": aiproxy::kiro::fake::FAKE_PROFILE_ARN,
         "provider": "Google",
         "unknownField": {"kept": [1, 2, 3]}
     });

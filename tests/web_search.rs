@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fake::{post_json, request, write_json, Fake};
+use common::fake::{post_json, request, Fake};
 use common::send;
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -93,26 +93,6 @@ async fn every_search_failure_is_a_search_error_result_and_the_model_still_answe
         }
     }
     assert_eq!(fake.stats().await["rejected_requests"], 0);
-}
-
-#[tokio::test]
-async fn an_account_without_a_profile_arn_answers_with_an_unavailable_search() {
-    let fake = Fake::start();
-    let dir = common::temp_dir("no-arn");
-    // An IdC account: its refreshes hand out no profile ARN.
-    let creds = write_json(
-        &dir,
-        "creds.json",
-        &json!({"refreshToken": "rt-idc", "authMethod": "IdC", "clientId": "cid", "clientSecret": "cs"}),
-    );
-    let mut config = fake.config(&dir);
-    config.kiro_oauth_creds_file = Some(creds);
-    config.pool.retry.max_retries = 0;
-    let pipeline = aiproxy::pipeline::build(&config).unwrap();
-    let reply = post_json(&pipeline, "/v1/messages", search_request("q", false)).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(search_outcome(&reply.json()), "unavailable");
-    assert_eq!(fake.stats().await["search_calls"], 0, "nothing was sent");
 }
 
 #[tokio::test]

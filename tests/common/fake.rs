@@ -78,6 +78,17 @@ impl Fake {
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
 
+    /// Sets what `ListAvailableProfiles` lists from now on.
+    pub async fn set_profiles(&self, profiles: Value) {
+        let answer = send(
+            http::Request::post(self.url("/__fake/profiles"))
+                .body(Full::from(profiles.to_string()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+
     /// Invalidates every access token the fake issued (the next chat call gets a 403).
     pub async fn expire_tokens(&self) {
         let answer = send(

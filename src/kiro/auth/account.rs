@@ -23,6 +23,14 @@ use std::time::{Duration, SystemTime};
 
 /// Kiro IDE version mimicked in headers (A2 pins 0.11.63; see docs/kiro-protocol.md §4.1).
 pub const KIRO_VERSION: &str = "0.11.63";
+use crate::kiro::auth::profiles::{self, ListError};
+
+/// The placeholder profile ARN Builder ID logins carried before Kiro required a real one
+/// (docs/kiro-protocol.md §14.2): treated as none.
+pub const PLACEHOLDER_PROFILE_ARN: &str =
+    "arn:aws:codewhisperer:us-east-1:638616132270:profile/AAAACCCCXXXX";
+/// The operation that lists an account's profiles (AWS JSON 1.0).
+pub const LIST_PROFILES_TARGET: &str = "AmazonCodeWhispererService.ListAvailableProfiles";
 /// Access tokens without `expiresIn` last this long (Kiro: about an hour).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -57,6 +65,8 @@ pub struct AccessToken {
     pub token: Secret,
     /// `profileArn` to send, if known.
     pub profile_arn: Option<String>,
+    /// The `tokentype` header the bearer goes with (`API_KEY`), when it needs one.
+    pub token_type: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -139,7 +149,7 @@ impl Account {
         let read_back = matches!(credentials.source, Source::Base64 { .. });
         let store: Arc<dyn TokenStore> = match &credentials.source {
             Source::Base64 { .. } => {
-                let key = blake3::hash(credentials.refresh_token.expose().as_bytes()).to_hex();
+                let key = blake3::hash(credentials.login_secret().expose().as_bytes()).to_hex();
                 Arc::new(FileStore::new(
                     settings.state_dir.join(format!("kiro-{}.json", &key[..16])),
                     FileShape::State,
@@ -149,7 +159,7 @@ impl Account {
                 path.clone(),
                 match credentials.format {
                     Format::Seed { .. } => FileShape::Snake,
-                    Format::Social | Format::Idc { .. } => FileShape::Camel,
+                    Format::Social | Format::Idc { .. } | Format::ApiKey => FileShape::Camel,
                 },
             )),
         };
@@ -190,7 +200,7 @@ impl Account {
                 Format::Seed { client_id, .. } | Format::Idc { client_id, .. } => {
                     Some(client_id.clone())
                 }
-                Format::Social => None,
+                Format::Social | Format::ApiKey => None,
             })
             .unwrap_or_else(|| match &credentials.source {
                 Source::File(path) => path.display().to_string(),
@@ -199,7 +209,7 @@ impl Account {
                 // token is fixed in the configuration, so this stays across restarts.
                 Source::Base64 { .. } => format!(
                     "base64/{}",
-                    blake3::hash(credentials.refresh_token.expose().as_bytes()).to_hex()
+                    blake3::hash(credentials.login_secret().expose().as_bytes()).to_hex()
                 ),
             });
         let machine_id = blake3::hash(format!("aiproxy/machine-id/{identity}").as_bytes())
@@ -214,6 +224,10 @@ impl Account {
             refreshes: 0,
             refresh_failures: RefreshFailures::default(),
         };
+        // A profile found earlier (resolved, or given by a refresh) stays this login's.
+        if state.profile_arn.is_none() {
+            state.profile_arn = stored.as_ref().and_then(|s| s.profile_arn.clone());
+        }
         if let Some(stored) = stored.filter(|s| s.refresh != state.refresh) {
             state.refresh = stored.refresh;
             state.access = stored.access;
@@ -310,28 +324,121 @@ impl Account {
                 message: reason.clone(),
             });
         }
-        let fresh = state
-            .expires_at
-            .is_some_and(|at| at > SystemTime::now() + self.settings.refresh_margin);
+        // An API key has no expiry: it is good until Kiro refuses it.
+        let fresh = self.format == Format::ApiKey
+            || state
+                .expires_at
+                .is_some_and(|at| at > SystemTime::now() + self.settings.refresh_margin);
         Ok(match (&state.access, fresh) {
             (Some(token), true) => Some(AccessToken {
                 token: token.clone(),
                 profile_arn: state.profile_arn.clone(),
+                token_type: self.format.token_type(),
             }),
             _ => None,
         })
     }
 
-    /// A usable access token, refreshing first if it is missing or about to expire.
+    /// A usable access token, refreshing first if it is missing or about to expire, with
+    /// the account's profile ARN (resolved once when the credential has none).
     pub async fn token(&self) -> Result<AccessToken, ChatError> {
-        if let Some(token) = self.current()? {
+        let token = match self.current()? {
+            Some(token) => token,
+            None => {
+                let _gate = self.refresh_gate.lock().await;
+                match self.current()? {
+                    Some(token) => token,
+                    None => self.refresh().await?,
+                }
+            }
+        };
+        self.with_profile(token).await
+    }
+
+    /// `token` with the account's profile ARN. Kiro requires one on every chat since 2026-06
+    /// (docs/kiro-protocol.md §14.2); a login without one (or with the old Builder ID
+    /// placeholder) resolves it once with `ListAvailableProfiles` and writes it back beside
+    /// its tokens. An account with no profile at all is out, with a message that says so.
+    async fn with_profile(&self, token: AccessToken) -> Result<AccessToken, ChatError> {
+        let real = |arn: &Option<String>| {
+            arn.as_deref()
+                .is_some_and(|arn| arn != PLACEHOLDER_PROFILE_ARN)
+        };
+        if real(&token.profile_arn) {
             return Ok(token);
         }
         let _gate = self.refresh_gate.lock().await;
-        if let Some(token) = self.current()? {
-            return Ok(token);
+        let known = self.lock().profile_arn.clone();
+        if real(&known) {
+            return Ok(AccessToken {
+                profile_arn: known,
+                ..token
+            });
         }
-        self.refresh().await
+        let list = |token: AccessToken| async move {
+            let found = profiles::first(
+                &self.http,
+                &self.endpoints.api_base,
+                &token,
+                self.settings.timeout,
+            )
+            .await;
+            (token, found)
+        };
+        let (mut token, mut found) = list(token).await;
+        if matches!(found, Err(ListError::Rejected)) && self.format != Format::ApiKey {
+            // A stale access token: refreshed (a social refresh may bring the ARN itself).
+            token = self.refresh().await?;
+            if real(&token.profile_arn) {
+                return Ok(token);
+            }
+            (token, found) = list(token).await;
+        }
+        match found {
+            Ok(Some(arn)) => {
+                tracing::info!(account = %self.name, "resolved the account's Kiro profile with ListAvailableProfiles");
+                self.lock().profile_arn = Some(arn.clone());
+                self.save_profile();
+                Ok(AccessToken {
+                    profile_arn: Some(arn),
+                    ..token
+                })
+            }
+            Ok(None) => {
+                let reason = format!(
+                    "Kiro account `{}` has no Kiro profile (ListAvailableProfiles lists none), and Kiro \
+                     requires one for every request. Sign in with an account that has a Kiro plan, or \
+                     give its profile as `profileArn` in its credentials.",
+                    self.name
+                );
+                self.mark_unusable("no_profile", reason.clone());
+                Err(ChatError::AccountUnavailable { message: reason })
+            }
+            Err(error) => {
+                // Tried again on the next request; the call goes without a profile meanwhile.
+                tracing::warn!(account = %self.name, %error, "could not list the account's Kiro profiles");
+                Ok(token)
+            }
+        }
+    }
+
+    /// Writes a resolved profile ARN back beside the tokens.
+    fn save_profile(&self) {
+        let tokens = {
+            let state = self.lock();
+            StoredTokens {
+                refresh: state.refresh.clone(),
+                access: state
+                    .access
+                    .clone()
+                    .filter(|_| self.format != Format::ApiKey),
+                expires_at: state.expires_at,
+                profile_arn: state.profile_arn.clone(),
+            }
+        };
+        if let Err(error) = self.store.save(&tokens) {
+            tracing::warn!(account = %self.name, %error, "could not save the account's profile ARN; it is resolved again after a restart");
+        }
     }
 
     /// Kiro rejected `rejected`: refresh once (unless another caller already did).
@@ -348,10 +455,13 @@ impl Account {
                 return Ok(AccessToken {
                     token: access.clone(),
                     profile_arn: state.profile_arn.clone(),
+                    token_type: self.format.token_type(),
                 });
             }
         }
-        self.refresh().await
+        let token = self.refresh().await?;
+        drop(_gate);
+        self.with_profile(token).await
     }
 
     /// Exchanges the refresh token. Caller holds the refresh gate. The rotation holds the
@@ -359,6 +469,16 @@ impl Account {
     /// holder already rotated while this one waited: then its fresh token is adopted and
     /// no refresh is spent (the refresh token in hand may already be consumed).
     async fn refresh(&self) -> Result<AccessToken, ChatError> {
+        if self.format == Format::ApiKey {
+            // Nothing to refresh: Kiro refused the key itself.
+            let reason = format!(
+                "Kiro account `{}`: Kiro refused its API key: it was revoked or mistyped. Create a \
+                 new key in Kiro and update this account's credentials.",
+                self.name
+            );
+            self.mark_unusable("api_key_rejected", reason.clone());
+            return Err(ChatError::AccountUnavailable { message: reason });
+        }
         let _rotation = self.store.lock_rotation(self.settings.timeout).await;
         if let Some(adopted) = self.adopt_from_store() {
             return Ok(adopted);
@@ -428,7 +548,11 @@ impl Account {
         // Disk first: until the temp file is written, a crash loses the rotated token.
         self.persist(&token, expires_at, rotated);
         tracing::info!(account = %self.name, rotated, expires_at = %format_time(expires_at), "token refreshed");
-        AccessToken { token, profile_arn }
+        AccessToken {
+            token,
+            profile_arn,
+            token_type: self.format.token_type(),
+        }
     }
 
     fn persist(&self, access: &Secret, expires_at: SystemTime, rotated: bool) {
@@ -477,6 +601,7 @@ impl Account {
         Some(AccessToken {
             token: access,
             profile_arn: state.profile_arn.clone(),
+            token_type: self.format.token_type(),
         })
     }
 
@@ -530,6 +655,11 @@ impl Account {
                     })
                     .to_string(),
                 ),
+            Format::ApiKey => {
+                return Err(RefreshError::Failed(
+                    "an API key has no refresh token".into(),
+                ))
+            }
         };
         let response = request
             .header(reqwest::header::USER_AGENT, user_agent)

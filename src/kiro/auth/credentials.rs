@@ -6,6 +6,7 @@
 //! | generic OAuth2 (product guide) | `token_url` / snake_case `refresh_token` | form `grant_type=refresh_token` to `token_url`, snake_case answer |
 //! | Kiro social | `authMethod: social`, or `refreshToken` without client fields | JSON `{refreshToken}` to `/refreshToken` |
 //! | Kiro IdC / Builder ID | `authMethod: IdC`, `clientId`+`clientSecret`, or `clientIdHash` | JSON camelCase to `oidc.{region}.amazonaws.com/token` |
+//! | Kiro API key (docs/kiro-protocol.md §14.2) | `kiroApiKey` (`ksk_...`), `authMethod: api_key` | none: sent as it is with `tokentype: API_KEY` |
 //!
 //! Errors name the source and the missing or malformed field, never a value.
 
@@ -62,6 +63,9 @@ pub enum Format {
         /// OIDC client secret.
         client_secret: Secret,
     },
+    /// A Kiro API key (`ksk_...`): the bearer itself, never refreshed. The key is the
+    /// credential's `access_token`; its `refresh_token` is empty.
+    ApiKey,
 }
 
 impl Format {
@@ -71,6 +75,15 @@ impl Format {
             Self::Seed { .. } => "oauth2",
             Self::Social => "social",
             Self::Idc { .. } => "idc",
+            Self::ApiKey => "api_key",
+        }
+    }
+
+    /// The `tokentype` header its bearer goes with, when it needs one.
+    pub fn token_type(&self) -> Option<&'static str> {
+        match self {
+            Self::ApiKey => Some("API_KEY"),
+            _ => None,
         }
     }
 }
@@ -208,6 +221,9 @@ pub fn parse(
     let auth_method = fields
         .optional("authMethod")?
         .map(|m| m.to_ascii_lowercase());
+    if object.contains_key("kiroApiKey") || auth_method.as_deref() == Some("api_key") {
+        return api_key(&fields);
+    }
     if !["refreshToken", "refresh_token", "token_url"]
         .iter()
         .any(|key| object.contains_key(*key))
@@ -217,7 +233,8 @@ pub fn parse(
             reason: "these are not Kiro credentials of any known format. Expected one of: \
                      generic OAuth2 (`client_id`, `client_secret`, `token_url`, `refresh_token`, optional `scope`); \
                      Kiro social (`refreshToken`, optional `accessToken`, `expiresAt`, `profileArn`, `authMethod: \"social\"`); \
-                     Kiro IdC (`refreshToken`, `clientId` + `clientSecret` or `clientIdHash`, `authMethod: \"IdC\"`)"
+                     Kiro IdC (`refreshToken`, `clientId` + `clientSecret` or `clientIdHash`, `authMethod: \"IdC\"`); \
+                     a Kiro API key (`kiroApiKey: \"ksk_...\"`, `authMethod: \"api_key\"`)"
                 .into(),
         });
     }
@@ -280,6 +297,47 @@ pub fn parse(
         region: fields.optional("region")?,
         source,
     })
+}
+
+/// A Kiro API key credential: `{"kiroApiKey": "ksk_...", "authMethod": "api_key"}`, with an
+/// optional `profileArn` and `region`.
+fn api_key(fields: &Fields<'_>) -> Result<Credentials, CredentialError> {
+    let source = fields.source.clone();
+    let key = fields.required("kiroApiKey", "api_key")?;
+    if !key.starts_with("ksk_") {
+        return Err(CredentialError::Field {
+            source_name: source.describe(),
+            field: "kiroApiKey".into(),
+            problem: "not a Kiro API key (those start with `ksk_`)",
+            format: "api_key",
+        });
+    }
+    Ok(Credentials {
+        format: Format::ApiKey,
+        refresh_token: Secret::new(String::new()),
+        access_token: Some(Secret::new(key)),
+        expires_at: None,
+        profile_arn: fields.optional("profileArn")?,
+        region: fields.optional("region")?,
+        source,
+    })
+}
+
+/// A credential made of a Kiro API key alone (`--kiro-api-key` / `KIRO_API_KEY`).
+pub fn from_api_key(key: &str, origin: &'static str) -> Result<Credentials, CredentialError> {
+    let mut object = Map::new();
+    object.insert("kiroApiKey".into(), Value::String(key.trim().to_owned()));
+    parse(&object, Source::Base64 { origin }, None)
+}
+
+impl Credentials {
+    /// The secret that tells this login from others (the refresh token, or an API key).
+    pub fn login_secret(&self) -> &Secret {
+        match (&self.format, &self.access_token) {
+            (Format::ApiKey, Some(key)) => key,
+            _ => &self.refresh_token,
+        }
+    }
 }
 
 /// IdC client registration: inline, or in `<clientIdHash>.json` beside the token file.

@@ -6,5 +6,6 @@ pub mod account;
 pub mod credentials;
 pub mod file_lock;
 pub mod persist;
+pub mod profiles;
 pub mod token_source;
 pub mod token_store;

@@ -86,6 +86,7 @@ impl FixedToken {
             None => Ok(AccessToken {
                 token: self.token.clone(),
                 profile_arn: Some(crate::kiro::fake::FAKE_PROFILE_ARN.to_owned()),
+                token_type: None,
             }),
         }
     }

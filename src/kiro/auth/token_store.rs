@@ -110,10 +110,13 @@ impl TokenStore for FileStore {
                 json!(format_time(at)),
             );
         }
-        updates.insert(
-            key("refreshToken", "refresh_token").into(),
-            json!(tokens.refresh.expose()),
-        );
+        // An API key login has no refresh token: nothing to write for it.
+        if !tokens.refresh.expose().is_empty() {
+            updates.insert(
+                key("refreshToken", "refresh_token").into(),
+                json!(tokens.refresh.expose()),
+            );
+        }
         if let Some(arn) = &tokens.profile_arn {
             updates.insert(key("profileArn", "profile_arn").into(), json!(arn));
         }

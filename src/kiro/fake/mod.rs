@@ -15,6 +15,9 @@
 //! | `POST /oauth/token` | OAuth2 refresh (form) -> `{access_token, refresh_token, expires_in}` |
 //! | `GET /getUsageLimits`, `GET /ListAvailableModels` | the shapes of §8.2 / §8.3 |
 //! | `POST /` with `x-amz-target: …ListAvailableModels` | §13.3: needs `profileArn`, pages of 4 with `nextToken` |
+//! | `POST /` with `x-amz-target: …ListAvailableProfiles` | §14.2: the profiles the bearer may use (one by default) |
+//! | `POST /__fake/profiles` | a JSON array: what `ListAvailableProfiles` lists from now on |
+//! | `POST /__fake/revoke-api-key` | `{"key": "ksk_..."}`: Kiro refuses that API key from now on |
 //! | `POST /__fake/models` | `{"add": entry}` or `{"remove": "id"}`: change what the fake serves (a chat call for a model it does not serve gets `Invalid model ID`) |
 //! | `POST /__fake/script` | queue steps (a JSON object or array) for the next chat calls |
 //! | `POST /mcp` | web search (§14.1): JSON-RPC `tools/call` of `web_search`, checked like the chat call; three results per query |
@@ -104,6 +107,10 @@ pub struct Stats {
     pub search_calls: u64,
     /// The query of the last web search.
     pub last_search_query: Option<String>,
+    /// `ListAvailableProfiles` calls.
+    pub list_profiles_calls: u64,
+    /// Calls made with a Kiro API key (`tokentype: API_KEY`).
+    pub api_key_calls: u64,
 }
 
 #[derive(Debug)]
@@ -111,6 +118,10 @@ struct State {
     tokens: tokens::Tokens,
     script: VecDeque<Step>,
     search_script: VecDeque<search::SearchStep>,
+    /// What `ListAvailableProfiles` lists.
+    profiles: Vec<Value>,
+    /// API keys Kiro refuses.
+    revoked_keys: std::collections::HashSet<String>,
     /// Prompt prefixes cached so far (their hashes).
     cached_prefixes: std::collections::HashSet<[u8; 32]>,
     stats: Stats,
@@ -126,6 +137,8 @@ impl Default for State {
             tokens: Default::default(),
             script: Default::default(),
             search_script: Default::default(),
+            profiles: vec![json!({"arn": FAKE_PROFILE_ARN, "profileName": "fake-profile"})],
+            revoked_keys: Default::default(),
             cached_prefixes: Default::default(),
             stats: Default::default(),
             usage: None,
@@ -213,6 +226,8 @@ impl FakeKiro {
             (&Method::POST, "/__fake/script") => self.script(request.body()),
             (&Method::POST, crate::kiro::search::MCP_PATH) => self.search(&request),
             (&Method::POST, "/__fake/search") => self.search_script(request.body()),
+            (&Method::POST, "/__fake/profiles") => self.set_profiles(request.body()),
+            (&Method::POST, "/__fake/revoke-api-key") => self.revoke_api_key(request.body()),
             (&Method::GET, "/__fake/stats") => json_response(
                 StatusCode::OK,
                 serde_json::to_value(self.stats()).unwrap_or_default(),
@@ -239,7 +254,20 @@ impl FakeKiro {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        bearer.is_some_and(|token| self.lock().tokens.is_valid(token))
+        let api_key = request
+            .headers()
+            .get("tokentype")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"API_KEY"));
+        let mut state = self.lock();
+        match bearer {
+            // A Kiro API key (§14.2): valid with its header, until revoked.
+            Some(key) if key.starts_with("ksk_") => {
+                state.stats.api_key_calls += u64::from(api_key);
+                api_key && !state.revoked_keys.contains(key)
+            }
+            Some(token) => !api_key && state.tokens.is_valid(token),
+            None => false,
+        }
     }
 
     /// Kiro's bearer-invalid 403 when the request's token is not one this fake issued
@@ -296,6 +324,35 @@ impl FakeKiro {
         response
     }
 
+    fn set_profiles(&self, body: &[u8]) -> Response<FrameStream> {
+        match serde_json::from_slice::<Vec<Value>>(body) {
+            Ok(profiles) => {
+                self.lock().profiles = profiles;
+                json_response(StatusCode::OK, json!({"set": true}))
+            }
+            Err(error) => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"message": format!("expected a JSON array of profiles: {error}")}),
+            ),
+        }
+    }
+
+    fn revoke_api_key(&self, body: &[u8]) -> Response<FrameStream> {
+        let key = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("key").and_then(Value::as_str).map(str::to_owned));
+        match key {
+            Some(key) => {
+                self.lock().revoked_keys.insert(key);
+                json_response(StatusCode::OK, json!({"revoked": true}))
+            }
+            None => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"message": "send {\"key\": \"ksk_...\"}"}),
+            ),
+        }
+    }
+
     fn search_script(&self, body: &[u8]) -> Response<FrameStream> {
         let steps = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => {
@@ -333,6 +390,17 @@ impl FakeKiro {
             .headers()
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok());
+        if target == Some(crate::kiro::auth::account::LIST_PROFILES_TARGET) {
+            if let Some(refused) = self.refuse_stale_bearer(request) {
+                return refused;
+            }
+            let mut state = self.lock();
+            state.stats.list_profiles_calls += 1;
+            return json_response(
+                StatusCode::OK,
+                json!({ "profiles": state.profiles.clone() }),
+            );
+        }
         if target != Some(models::TARGET) {
             let message = format!("fake Kiro has no operation {target:?} (x-amz-target)");
             return json_response(
@@ -554,6 +622,28 @@ impl FakeKiro {
                 return response;
             }
         };
+        // Kiro requires a real profile on every chat since 2026-06 (§14.2); the in-process
+        // fake of mock mode always has one.
+        if self.inner.check_tokens {
+            match parsed.profile_arn.as_deref() {
+                None => {
+                    let mut state = self.lock();
+                    state.stats.rejected_requests += 1;
+                    state.stats.last_violation = Some("the chat call has no profileArn".into());
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"message": "profileArn is required for this request."}),
+                    );
+                }
+                Some(crate::kiro::auth::account::PLACEHOLDER_PROFILE_ARN) => {
+                    return json_response(
+                        StatusCode::FORBIDDEN,
+                        json!({"__type": "AccessDeniedException", "message": "User is not authorized to make this call."}),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         let current = &parsed.conversation_state.current_message.user_input_message;
         {
             let mut state = self.lock();

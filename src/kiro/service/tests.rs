@@ -3,6 +3,7 @@
 use super::*;
 use crate::catalog::Catalog;
 use crate::chat::{ChatRequest, Message, Role, StopReason};
+use crate::kiro::auth::account::AccessToken;
 use crate::kiro::auth::token_source::FixedToken;
 use crate::kiro::fake::script::Step;
 use crate::model::resolve::{Resolve, ResolveLayer};
@@ -150,4 +151,64 @@ async fn without_resolution_above_it_the_leaf_says_the_stack_is_wrong() {
     let service = KiroService::mock(FakeKiro::new(), Arc::new(FixedToken::new("a")), 1);
     let error = service.oneshot(request("x")).await.unwrap_err();
     assert!(matches!(error, ChatError::Internal { .. }), "{error}");
+}
+
+/// A mock account whose tokens carry no profile ARN.
+#[derive(Debug)]
+struct NoProfile(FixedToken);
+
+impl TokenSource for NoProfile {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn machine_id(&self) -> &str {
+        self.0.machine_id()
+    }
+    fn token(&self) -> futures_util::future::BoxFuture<'_, Result<AccessToken, ChatError>> {
+        Box::pin(async {
+            let token = self.0.token().await?;
+            Ok(AccessToken {
+                profile_arn: None,
+                ..token
+            })
+        })
+    }
+    fn token_after_rejection<'a>(
+        &'a self,
+        rejected: &'a crate::secret::Secret,
+    ) -> futures_util::future::BoxFuture<'a, Result<AccessToken, ChatError>> {
+        self.0.token_after_rejection(rejected)
+    }
+    fn mark_unusable(&self, code: &'static str, reason: String) {
+        self.0.mark_unusable(code, reason);
+    }
+}
+
+#[tokio::test]
+async fn a_search_is_one_mcp_call_and_needs_the_profile() {
+    use crate::chat::web_search::SearchQuery;
+    let fake = FakeKiro::new();
+    let search = |service: KiroService| async move {
+        let mut request = request("x");
+        request.extensions.insert(SearchQuery {
+            id: "srvtoolu_1".into(),
+            query: "tokio".into(),
+        });
+        service.oneshot(request).await
+    };
+    let with_profile = KiroService::mock(fake.clone(), Arc::new(FixedToken::new("a")), 1);
+    let events = drain(search(with_profile).await.unwrap()).await;
+    assert!(
+        matches!(&events[1], ChatEvent::WebSearchResult { id, outcome } if id == "srvtoolu_1" && outcome.as_ref().as_ref().is_ok_and(|hits| hits.len() == 3))
+    );
+    assert_eq!(fake.stats().search_calls, 1);
+    let without = KiroService::mock(fake.clone(), Arc::new(NoProfile(FixedToken::new("b"))), 1);
+    let error = search(without).await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        "model_not_served_here",
+        "another account may search"
+    );
+    assert!(error.to_string().contains("no profile ARN"), "{error}");
+    assert_eq!(fake.stats().search_calls, 1, "nothing was sent");
 }

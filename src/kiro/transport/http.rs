@@ -209,6 +209,9 @@ impl IdeHeaders {
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
+        if let Some(kind) = token.token_type {
+            headers.insert("tokentype", HeaderValue::from_static(kind));
+        }
         headers
     }
 }
