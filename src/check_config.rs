@@ -151,6 +151,7 @@ fn describe(config: &Config, text: &mut String) {
             "kiro_oauth_creds_base64",
             set(config.kiro_oauth_creds_base64.is_some()).into(),
         ),
+        ("kiro_api_key", set(config.kiro_api_key.is_some()).into()),
         (
             "kiro_region",
             config

@@ -46,6 +46,7 @@ const PROBES: &[(&str, &str)] = &[
     ("--kiro-idc-refresh-url", "http://127.0.0.1:9/token"),
     ("--kiro-oauth-creds-file", "/nonexistent/probe-creds.json"),
     ("--kiro-oauth-creds-base64", "e30="),
+    ("--kiro-api-key", "ksk_probe"),
     ("--state-dir", "/nonexistent/probe-state"),
     ("--models-file", "/nonexistent/probe-models.toml"),
     ("--max-client-connections", "100"),

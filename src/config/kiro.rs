@@ -34,6 +34,10 @@ super::section! {
         )]
         pub kiro_oauth_creds_base64: Option<String>,
 
+        /// A Kiro API key (`ksk_...`), the account's whole credential (sent with `tokentype: API_KEY`, never refreshed).
+        #[arg(long, env = "KIRO_API_KEY", value_name = "KEY", hide_env_values = true)]
+        pub kiro_api_key: Option<String>,
+
         /// AWS region of the Kiro API and of refreshes [default: us-east-1, or the profile ARN's region].
         #[arg(long, env = "KIRO_REGION")]
         pub kiro_region: Option<String>,
@@ -108,6 +112,11 @@ impl KiroArgs {
             .filter(|b| !b.trim().is_empty())
             .map(crate::secret::Secret::new)
             .or(config.kiro_oauth_creds_base64.take());
+        config.kiro_api_key = self
+            .kiro_api_key
+            .filter(|k| !k.trim().is_empty())
+            .map(crate::secret::Secret::new)
+            .or(config.kiro_api_key.take());
         config.kiro_region = self.kiro_region.or(config.kiro_region.take());
         config.kiro_base_url = self.kiro_base_url.or(config.kiro_base_url.take());
         config.kiro_refresh_url = self.kiro_refresh_url.or(config.kiro_refresh_url.take());

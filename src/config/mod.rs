@@ -229,6 +229,8 @@ pub struct Config {
     pub kiro_oauth_creds_file: Option<PathBuf>,
     /// Base64 credentials.
     pub kiro_oauth_creds_base64: Option<crate::secret::Secret>,
+    /// A Kiro API key.
+    pub kiro_api_key: Option<crate::secret::Secret>,
     /// Explicit region.
     pub kiro_region: Option<String>,
     /// API base URL override.
@@ -291,6 +293,7 @@ impl Default for Config {
             kiro_mock_event_delay: Duration::ZERO,
             kiro_oauth_creds_file: None,
             kiro_oauth_creds_base64: None,
+            kiro_api_key: None,
             kiro_region: None,
             kiro_base_url: None,
             kiro_refresh_url: None,

@@ -34,8 +34,8 @@ pub enum AccountsError {
     Pool(String),
     /// No way to reach Kiro.
     #[error(
-        "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE or --kiro-oauth-creds-base64 B64 \
-         (or set KIRO_OAUTH_CREDS_FILE / KIRO_OAUTH_CREDS_BASE64), sign in with the Kiro IDE so that \
+        "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE, --kiro-oauth-creds-base64 B64 or \
+         --kiro-api-key KEY (or set KIRO_OAUTH_CREDS_FILE / KIRO_OAUTH_CREDS_BASE64 / KIRO_API_KEY), sign in with the Kiro IDE so that \
          ~/.aws/sso/cache/kiro-auth-token.json exists, or start with KIRO_MOCK_MODE=true to use the built-in fake Kiro"
     )]
     NoCredentials,
@@ -397,7 +397,8 @@ fn check_egress_cap(instances: &[Instance], cap: Option<usize>) -> Result<(), Ac
     }
 }
 
-/// Credential sources in order: file flag/env, base64 flag/env, the Kiro IDE's own file.
+/// Credential sources in order: file flag/env, base64 flag/env, API key flag/env, the Kiro
+/// IDE's own file.
 fn load_credentials(config: &Config) -> Result<(String, Credentials), AccountsError> {
     if let Some(path) = &config.kiro_oauth_creds_file {
         let name = path
@@ -411,6 +412,13 @@ fn load_credentials(config: &Config) -> Result<(String, Credentials), AccountsEr
         return Ok((
             "base64".into(),
             credentials::from_base64(base64.expose(), origin)?,
+        ));
+    }
+    if let Some(key) = &config.kiro_api_key {
+        let origin = "--kiro-api-key / KIRO_API_KEY";
+        return Ok((
+            "api-key".into(),
+            credentials::from_api_key(key.expose(), origin)?,
         ));
     }
     if let Some(path) = credentials::kiro_ide_token_file() {

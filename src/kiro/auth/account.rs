@@ -159,7 +159,10 @@ impl Account {
                 path.clone(),
                 match credentials.format {
                     Format::Seed { .. } => FileShape::Snake,
-                    Format::Social | Format::Idc { .. } | Format::ApiKey => FileShape::Camel,
+                    Format::Social
+                    | Format::Idc { .. }
+                    | Format::ExternalIdp { .. }
+                    | Format::ApiKey => FileShape::Camel,
                 },
             )),
         };
@@ -197,9 +200,9 @@ impl Account {
             .profile_arn
             .clone()
             .or_else(|| match &credentials.format {
-                Format::Seed { client_id, .. } | Format::Idc { client_id, .. } => {
-                    Some(client_id.clone())
-                }
+                Format::Seed { client_id, .. }
+                | Format::Idc { client_id, .. }
+                | Format::ExternalIdp { client_id, .. } => Some(client_id.clone()),
                 Format::Social | Format::ApiKey => None,
             })
             .unwrap_or_else(|| match &credentials.source {
@@ -655,6 +658,22 @@ impl Account {
                     })
                     .to_string(),
                 ),
+            Format::ExternalIdp {
+                client_id,
+                token_endpoint,
+                scope,
+            } => {
+                // A public client: no secret.
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("client_id", client_id.as_str()),
+                    ("refresh_token", refresh_token.expose()),
+                ];
+                if let Some(scope) = scope {
+                    form.push(("scope", scope.as_str()));
+                }
+                self.http.post(token_endpoint).form(&form)
+            }
             Format::ApiKey => {
                 return Err(RefreshError::Failed(
                     "an API key has no refresh token".into(),

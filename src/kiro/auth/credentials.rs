@@ -6,6 +6,7 @@
 //! | generic OAuth2 (product guide) | `token_url` / snake_case `refresh_token` | form `grant_type=refresh_token` to `token_url`, snake_case answer |
 //! | Kiro social | `authMethod: social`, or `refreshToken` without client fields | JSON `{refreshToken}` to `/refreshToken` |
 //! | Kiro IdC / Builder ID | `authMethod: IdC`, `clientId`+`clientSecret`, or `clientIdHash` | JSON camelCase to `oidc.{region}.amazonaws.com/token` |
+//! | external identity provider (docs/kiro-protocol.md §14.2) | `authMethod: external_idp`, or `tokenEndpoint` | form `grant_type=refresh_token` (public client) to `tokenEndpoint`; bearer with `TokenType: EXTERNAL_IDP` |
 //! | Kiro API key (docs/kiro-protocol.md §14.2) | `kiroApiKey` (`ksk_...`), `authMethod: api_key` | none: sent as it is with `tokentype: API_KEY` |
 //!
 //! Errors name the source and the missing or malformed field, never a value.
@@ -63,6 +64,16 @@ pub enum Format {
         /// OIDC client secret.
         client_secret: Secret,
     },
+    /// An external identity provider's token (Entra ID, Okta through IdC), refreshed at the
+    /// tenant's own token endpoint as a public client.
+    ExternalIdp {
+        /// The public client's id.
+        client_id: String,
+        /// The tenant's token endpoint.
+        token_endpoint: String,
+        /// `scope`, if given.
+        scope: Option<String>,
+    },
     /// A Kiro API key (`ksk_...`): the bearer itself, never refreshed. The key is the
     /// credential's `access_token`; its `refresh_token` is empty.
     ApiKey,
@@ -75,6 +86,7 @@ impl Format {
             Self::Seed { .. } => "oauth2",
             Self::Social => "social",
             Self::Idc { .. } => "idc",
+            Self::ExternalIdp { .. } => "external_idp",
             Self::ApiKey => "api_key",
         }
     }
@@ -83,6 +95,7 @@ impl Format {
     pub fn token_type(&self) -> Option<&'static str> {
         match self {
             Self::ApiKey => Some("API_KEY"),
+            Self::ExternalIdp { .. } => Some("EXTERNAL_IDP"),
             _ => None,
         }
     }
@@ -255,6 +268,10 @@ pub fn parse(
             token_url,
             scope: fields.optional("scope")?,
         }
+    } else if matches!(auth_method.as_deref(), Some("external_idp" | "externalidp"))
+        || object.contains_key("tokenEndpoint")
+    {
+        external_idp(&fields)?
     } else if auth_method.as_deref() == Some("social")
         || (auth_method.is_none()
             && !object.contains_key("clientId")
@@ -296,6 +313,41 @@ pub fn parse(
         profile_arn: fields.optional(arn_key)?,
         region: fields.optional("region")?,
         source,
+    })
+}
+
+/// An external identity provider's client: `clientId`, `tokenEndpoint` (https, on the
+/// `issuerUrl`'s host when that is given; plain http only on the loopback, for tests),
+/// optional `scope`.
+fn external_idp(fields: &Fields<'_>) -> Result<Format, CredentialError> {
+    let token_endpoint = fields.required("tokenEndpoint", "external_idp")?;
+    let problem = |problem: &'static str| CredentialError::Field {
+        source_name: fields.source.describe(),
+        field: "tokenEndpoint".into(),
+        problem,
+        format: "external_idp",
+    };
+    let uri: http::Uri = token_endpoint.parse().map_err(|_| problem("not a URL"))?;
+    let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1");
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if loopback => {}
+        _ => return Err(problem("not an https:// URL")),
+    }
+    if let Some(issuer) = fields.optional("issuerUrl")? {
+        let issuer_host = issuer
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_ascii_lowercase));
+        if issuer_host.as_deref() != Some(host.as_str()) {
+            return Err(problem("not on the `issuerUrl`'s host"));
+        }
+    }
+    Ok(Format::ExternalIdp {
+        client_id: fields.required("clientId", "external_idp")?,
+        token_endpoint,
+        scope: fields.optional("scope")?,
     })
 }
 

@@ -13,6 +13,7 @@
 //! | `POST /refreshToken` | social refresh: `{refreshToken}` -> `{accessToken, refreshToken, expiresIn, profileArn}` |
 //! | `POST /token` | IdC refresh: `{clientId, clientSecret, refreshToken, grantType}` -> camelCase |
 //! | `POST /oauth/token` | OAuth2 refresh (form) -> `{access_token, refresh_token, expires_in}` |
+//! | `POST /idp/token` | an external identity provider's refresh (form, public client: `client_id`, no secret) -> snake_case; its access tokens need `TokenType: EXTERNAL_IDP` |
 //! | `GET /getUsageLimits`, `GET /ListAvailableModels` | the shapes of §8.2 / §8.3 |
 //! | `POST /` with `x-amz-target: …ListAvailableModels` | §13.3: needs `profileArn`, pages of 4 with `nextToken` |
 //! | `POST /` with `x-amz-target: …ListAvailableProfiles` | §14.2: the profiles the bearer may use (one by default) |
@@ -218,6 +219,7 @@ impl FakeKiro {
             (&Method::POST, "/refreshToken") => self.refresh(request.body(), Flavour::Social),
             (&Method::POST, "/token") => self.refresh(request.body(), Flavour::Idc),
             (&Method::POST, "/oauth/token") => self.refresh(request.body(), Flavour::OAuth2),
+            (&Method::POST, "/idp/token") => self.refresh(request.body(), Flavour::ExternalIdp),
             (&Method::GET, "/getUsageLimits") => self.usage_limits(&request),
             (&Method::POST, "/__fake/usage") => self.set_usage(request.body()),
             (&Method::POST, "/") => self.management(&request),
@@ -254,10 +256,12 @@ impl FakeKiro {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let api_key = request
+        let token_type = request
             .headers()
             .get("tokentype")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"API_KEY"));
+            .map(|v| v.to_str().unwrap_or_default().to_ascii_uppercase());
+        let api_key = token_type.as_deref() == Some("API_KEY");
+        let external = token_type.as_deref() == Some("EXTERNAL_IDP");
         let mut state = self.lock();
         match bearer {
             // A Kiro API key (§14.2): valid with its header, until revoked.
@@ -265,7 +269,12 @@ impl FakeKiro {
                 state.stats.api_key_calls += u64::from(api_key);
                 api_key && !state.revoked_keys.contains(key)
             }
-            Some(token) => !api_key && state.tokens.is_valid(token),
+            // An external identity provider's token goes with its header, and only it.
+            Some(token) => {
+                !api_key
+                    && external == state.tokens.is_external(token)
+                    && state.tokens.is_valid(token)
+            }
             None => false,
         }
     }
@@ -556,6 +565,9 @@ impl FakeKiro {
         let mut state = self.lock();
         state.stats.refresh_calls += 1;
         let issued = match refresh_token {
+            Some(token) if flavour == Flavour::ExternalIdp => {
+                state.tokens.refresh_external(&token, self.inner.token_ttl)
+            }
             Some(token) => state.tokens.refresh(&token, self.inner.token_ttl),
             None => {
                 return json_response(
@@ -582,7 +594,7 @@ impl FakeKiro {
                                       "expiresIn": ttl, "profileArn": FAKE_PROFILE_ARN}),
             Flavour::Idc => json!({"accessToken": issued.access, "refreshToken": issued.refresh,
                                    "expiresIn": ttl, "tokenType": "Bearer"}),
-            Flavour::OAuth2 => {
+            Flavour::OAuth2 | Flavour::ExternalIdp => {
                 json!({"access_token": issued.access, "refresh_token": issued.refresh,
                                       "expires_in": ttl, "token_type": "Bearer"})
             }
@@ -846,11 +858,13 @@ fn strip_thinking_tags(content: &str) -> &str {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Flavour {
     Social,
     Idc,
     OAuth2,
+    /// An external identity provider's token endpoint: a public client (§14.2).
+    ExternalIdp,
 }
 
 impl Flavour {
@@ -866,6 +880,14 @@ impl Flavour {
                 let grant = form_value(text, "grant_type")?;
                 (grant == "refresh_token").then(|| form_value(text, "refresh_token"))?
             }
+            Self::ExternalIdp => {
+                let text = std::str::from_utf8(body).ok()?;
+                let public_client = form_value(text, "client_id").is_some_and(|id| !id.is_empty())
+                    && form_value(text, "client_secret").is_none();
+                let grant = form_value(text, "grant_type")?;
+                (public_client && grant == "refresh_token")
+                    .then(|| form_value(text, "refresh_token"))?
+            }
         }
     }
 
@@ -874,6 +896,7 @@ impl Flavour {
             Self::Social => "send JSON {\"refreshToken\": ...}",
             Self::Idc => "send JSON {\"clientId\", \"clientSecret\", \"refreshToken\", \"grantType\": \"refresh_token\"}",
             Self::OAuth2 => "send a form with grant_type=refresh_token and refresh_token",
+            Self::ExternalIdp => "send a form with grant_type=refresh_token, client_id and refresh_token (a public client: no client_secret)",
         }
     }
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct Tokens {
     access: HashMap<String, Instant>,
     retired: HashSet<String>,
+    /// Access tokens an external identity provider issued (sent with `TokenType: EXTERNAL_IDP`).
+    external: HashSet<String>,
 }
 
 /// A freshly issued pair.
@@ -32,6 +34,19 @@ impl Tokens {
             access,
             refresh: format!("fake-rt-{}", uuid::Uuid::new_v4().simple()),
         })
+    }
+
+    /// [`Tokens::refresh`] at an external identity provider's endpoint: its access tokens
+    /// go with `TokenType: EXTERNAL_IDP`.
+    pub fn refresh_external(&mut self, refresh_token: &str, ttl: Duration) -> Option<Issued> {
+        let issued = self.refresh(refresh_token, ttl)?;
+        self.external.insert(issued.access.clone());
+        Some(issued)
+    }
+
+    /// Whether the token came from an external identity provider.
+    pub fn is_external(&self, access_token: &str) -> bool {
+        self.external.contains(access_token)
     }
 
     /// Whether an access token was issued here and has not expired.
