@@ -4,6 +4,7 @@
 //! [`ChatEvent`] streams back; providers consume `ChatRequest` and produce `ChatEvent`s.
 //! Nothing here knows about OpenAI, Anthropic or Kiro field names.
 
+pub mod instructions;
 pub mod web_search;
 
 use aiproxy_layers::ClientKey;

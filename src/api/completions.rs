@@ -26,8 +26,8 @@ const HINT: &str =
 /// The legacy API's default `max_tokens`.
 const DEFAULT_MAX_TOKENS: u32 = 16;
 
-/// The system prompt that turns a chat model into a text continuer.
-const CONTINUE_TEXT: &str = "You continue text. The user's message is the beginning of a text; reply with its continuation only: no repetition of the beginning, no quotes, no commentary.";
+// The system prompt that turns a chat model into a text continuer.
+use crate::chat::instructions::CONTINUE_TEXT;
 
 /// A parsed request: one chat request per prompt.
 #[derive(Debug)]

@@ -104,9 +104,10 @@ def test_store_false_keeps_nothing_and_hosted_tools_are_dropped(client, http):
     response = client.responses.create(model=MODEL, input="x", store=False)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
-    raw = http.post("/v1/responses", json={"model": MODEL, "input": "x", "tools": [{"type": "web_search"}, WEATHER]})
+    raw = http.post("/v1/responses", json={"model": MODEL, "input": "x",
+                                           "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}, WEATHER]})
     assert raw.status_code == 200
-    assert raw.headers["x-aiproxy-dropped-tools"] == "web_search"
+    assert raw.headers["x-aiproxy-dropped-tools"] == "code_interpreter"
     count = http.post("/v1/responses/input_tokens", json={"model": MODEL, "input": "Hello, world"}).json()
     assert count["object"] == "response.input_tokens" and count["input_tokens"] > 0
 

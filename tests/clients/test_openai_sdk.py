@@ -247,6 +247,9 @@ def test_legacy_completions(client):
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model="claude-sonnet-4-5", prompt="x", suffix="y")
     assert "suffix" in str(info.value)
+    # Mock mode echoes the user's text, not the instruction aiproxy adds to continue it.
+    plain = client.completions.create(model="claude-sonnet-4-5", prompt="Once upon a time", max_tokens=50)
+    assert plain.choices[0].text == "Once upon a time"
 
 
 def test_embeddings_say_what_to_use_instead(client):

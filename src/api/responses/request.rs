@@ -748,10 +748,8 @@ fn text_format(root: &Obj<'_>) -> Result<Option<OutputFormat>, ChatError> {
 fn verbosity_note(text: &Obj<'_>) -> Result<Option<&'static str>, ChatError> {
     match text.str("verbosity")? {
         None | Some("medium") => Ok(None),
-        Some("low") => Ok(Some(
-            "Be concise: answer in as few words as the task allows.",
-        )),
-        Some("high") => Ok(Some("Be thorough: explain your answer in detail.")),
+        Some("low") => Ok(Some(crate::chat::instructions::VERBOSITY_LOW)),
+        Some("high") => Ok(Some(crate::chat::instructions::VERBOSITY_HIGH)),
         Some(other) => Err(ChatError::invalid(
             "text.verbosity",
             format!("`text.verbosity` is `{other}`; allowed: low, medium, high."),

@@ -678,7 +678,10 @@ impl FakeKiro {
             Err(response) => return *response,
         };
         let thinking = asks_for_thinking(&parsed);
-        let (echo, directive) = script::directive(strip_thinking_tags(&current.content));
+        // The echo is the client's text: the instructions aiproxy adds are not part of it.
+        let (echo, directive) = script::directive(&crate::chat::instructions::without_added(
+            strip_thinking_tags(&current.content),
+        ));
         let results: Vec<String> = current
             .user_input_message_context
             .iter()

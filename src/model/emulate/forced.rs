@@ -8,7 +8,7 @@
 
 use super::super::{ModelRequest, ModelResponse};
 use super::structured::OutputTool;
-use crate::chat::{ChatError, ChatEvent, ChatRequest, ToolChoice};
+use crate::chat::{instructions, ChatError, ChatEvent, ChatRequest, ToolChoice};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use tower::{Service, ServiceExt};
@@ -51,14 +51,9 @@ impl Required {
     /// The system-prompt instruction.
     pub fn instruction(&self) -> String {
         match self {
-            Self::Any => "Answer this turn by calling one of the tools provided. Do not answer with text alone.".into(),
-            Self::Named(name) => format!(
-                "Answer this turn by calling the tool `{name}`. Do not answer with text alone and do not call another tool first."
-            ),
-            Self::Output(tool) => format!(
-                "Give your final answer by calling the tool `{}`: its input is your answer, and it must match the tool's input schema exactly. Do not write the answer as text.",
-                tool.name
-            ),
+            Self::Any => instructions::CALL_ANY_TOOL.into(),
+            Self::Named(name) => instructions::call_tool(name),
+            Self::Output(tool) => instructions::answer_with_tool(&tool.name),
         }
     }
 
