@@ -418,13 +418,7 @@ fn model_layers(c: &mut Criterion) {
         ]);
         Ok::<_, ChatError>(ModelResponse::new(Box::pin(events)))
     });
-    let spec = MemberSpec {
-        name: Arc::from("bench"),
-        weight: 1,
-        max_concurrency: 64,
-        requests_per_minute: None,
-    };
-    let pool = Pool::new(PoolConfig::default(), vec![(spec, leaf)]);
+    let pool = Pool::new(PoolConfig::default(), vec![(member(), leaf)]);
     let retried = tower::Layer::layer(&RetryLayer::new(RetryConfig::default()), pool.clone());
     let request = ModelRequest::new(aiproxy::chat::ChatRequest::default());
     let mut group = c.benchmark_group("model_layers");
@@ -569,6 +563,16 @@ fn emulate_stream(c: &mut Criterion) {
     group.finish();
 }
 
+/// The one account of the benches' pools.
+fn member() -> aiproxy_layers::model::pool::MemberSpec {
+    aiproxy_layers::model::pool::MemberSpec {
+        name: std::sync::Arc::from("bench"),
+        weight: 1,
+        max_concurrency: 64,
+        requests_per_minute: None,
+    }
+}
+
 /// A web search in-process: the fake's `/mcp` alone (the request it gets, answered and
 /// read), and the same search as the model tier makes it: retry, a pool of one mock account,
 /// the leaf's MCP call and answer (the difference is what aiproxy adds to a search).
@@ -576,7 +580,7 @@ fn search(c: &mut Criterion) {
     use aiproxy::chat::web_search::SearchQuery;
     use aiproxy::kiro::fake::FakeKiro;
     use aiproxy::model::ModelRequest;
-    use aiproxy_layers::model::pool::{MemberSpec, Pool, PoolConfig};
+    use aiproxy_layers::model::pool::{Pool, PoolConfig};
     use aiproxy_layers::model::retry::{RetryConfig, RetryLayer};
     use futures_util::StreamExt;
     use std::sync::Arc;
@@ -621,13 +625,7 @@ fn search(c: &mut Criterion) {
         Arc::new(aiproxy::kiro::auth::token_source::FixedToken::new("bench")),
         64,
     );
-    let spec = MemberSpec {
-        name: Arc::from("bench"),
-        weight: 1,
-        max_concurrency: 64,
-        requests_per_minute: None,
-    };
-    let pool = Pool::new(PoolConfig::default(), vec![(spec, leaf)]);
+    let pool = Pool::new(PoolConfig::default(), vec![(member(), leaf)]);
     let tier = tower::Layer::layer(&RetryLayer::new(RetryConfig::default()), pool);
     let mut request = ModelRequest::new(aiproxy::chat::ChatRequest::default());
     request.extensions.insert(SearchQuery {

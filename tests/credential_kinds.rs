@@ -6,7 +6,7 @@
 mod common;
 
 use aiproxy::config::Config;
-use common::fake::{chat, post_json, read_json, request, write_json, Fake};
+use common::fake::{chat, instances, post_json, read_json, write_json, Fake};
 use common::{chat_body, send, temp_dir, Proxy};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -76,12 +76,7 @@ async fn an_api_key_file_is_sent_with_its_header_never_refreshed_and_gets_its_pr
         !refused.body.contains(KEY),
         "the key never reaches a client"
     );
-    let instances: Value = serde_json::from_str(
-        &request(&pipeline, "GET", "/loadbalancer/instances", None, "")
-            .await
-            .body,
-    )
-    .unwrap();
+    let instances = instances(&pipeline).await;
     assert_eq!(instances[0]["state"], "disabled", "{instances}");
     assert_eq!(instances[0]["reason"], "api_key_rejected", "{instances}");
     assert!(!instances.to_string().contains(KEY));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fake::{post_json, request, Fake};
+use common::fake::{instances, post_json, request, Fake};
 use serde_json::{json, Value};
 
 fn directive(step: Value) -> String {
@@ -90,12 +90,7 @@ async fn each_answers_credits_reach_the_client_the_metric_and_the_account() {
         sonnet.ends_with(" 0.75"),
         "three answers of 0.25 on that model: {sonnet}"
     );
-    let instances: Value = serde_json::from_str(
-        &request(&pipeline, "GET", "/loadbalancer/instances", None, "")
-            .await
-            .body,
-    )
-    .unwrap();
+    let instances = instances(&pipeline).await;
     assert_eq!(instances[0]["credits_spent"], 1.0, "{instances}");
 }
 
@@ -123,12 +118,7 @@ async fn the_monthly_quota_and_the_overage_limit_are_told_apart() {
         )
         .await;
         assert!(reply.body.contains(words), "{reason}: {}", reply.body);
-        let instances: Value = serde_json::from_str(
-            &request(&pipeline, "GET", "/loadbalancer/instances", None, "")
-                .await
-                .body,
-        )
-        .unwrap();
+        let instances = instances(&pipeline).await;
         assert_eq!(instances[0]["state"], "disabled", "{instances}");
         assert_eq!(instances[0]["reason"], state_reason, "{instances}");
     }

@@ -201,6 +201,12 @@ pub async fn request(
     }
 }
 
+/// `GET /loadbalancer/instances` of the pipeline, in-process.
+pub async fn instances(pipeline: &aiproxy::pipeline::Pipeline) -> Value {
+    let reply = request(pipeline, "GET", "/loadbalancer/instances", None, "").await;
+    reply.json()
+}
+
 pub fn content_of(reply: &Reply) -> String {
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()["choices"][0]["message"]["content"]

@@ -250,17 +250,11 @@ impl Encoder {
         let index = match self.open_text {
             Some(index) => index,
             None => {
-                let index = self.items.len();
-                self.items.push(Item::Message {
+                let index = self.add_item(Item::Message {
                     id: item_id("msg"),
                     text: String::new(),
                 });
                 self.open_text = Some(index);
-                let item = self.item_json(index, "in_progress");
-                self.emit(
-                    "response.output_item.added",
-                    json!({"output_index": index, "item": item}),
-                );
                 let id = self.item_id(index);
                 self.emit(
                     "response.content_part.added",
@@ -332,8 +326,7 @@ impl Encoder {
 
     fn call_start(&mut self, event_index: u32, call_id: String, name: String) {
         self.close_open();
-        let index = self.items.len();
-        self.items.push(Item::Call {
+        let index = self.add_item(Item::Call {
             id: item_id(if self.is_custom(&name) { "ctc" } else { "fc" }),
             call_id,
             name,
@@ -341,11 +334,6 @@ impl Encoder {
             done: false,
         });
         self.calls.insert(event_index, index);
-        let item = self.item_json(index, "in_progress");
-        self.emit(
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        );
     }
 
     fn call_delta(&mut self, event_index: u32, fragment: String) {
@@ -406,22 +394,28 @@ impl Encoder {
         );
     }
 
+    /// Adds an output item, announced in progress; its index.
+    fn add_item(&mut self, item: Item) -> usize {
+        let index = self.items.len();
+        self.items.push(item);
+        let item = self.item_json(index, "in_progress");
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        );
+        index
+    }
+
     /// A search begins: its item is added, in progress and searching.
     fn search_start(&mut self, search: String, query: String) {
         self.close_open();
-        let index = self.items.len();
-        self.items.push(Item::WebSearch {
+        let index = self.add_item(Item::WebSearch {
             id: item_id("ws"),
             search,
             query,
             status: "in_progress",
             sources: Vec::new(),
         });
-        let item = self.item_json(index, "in_progress");
-        self.emit(
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        );
         let id = self.item_id(index);
         self.emit(
             "response.web_search_call.in_progress",
