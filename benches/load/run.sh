@@ -60,8 +60,8 @@ grep -q "^aiproxy" "/proc/$proxy_pid/comm" || { echo "PID $proxy_pid is not aipr
 rss_idle=$(rss_kib $proxy_pid)
 
 words() { python3 -c "print(' '.join('w%d' % i for i in range($1)))"; }
-kiro_body() { # content -> Kiro request body
-    python3 -c 'import json,sys; print(json.dumps({"conversationState":{"chatTriggerType":"MANUAL","conversationId":"bench","currentMessage":{"userInputMessage":{"content":sys.argv[1],"modelId":"claude-sonnet-4.5","origin":"AI_EDITOR"}}}}))' "$1"
+kiro_body() { # content -> Kiro request body (with the profile ARN Kiro requires, as aiproxy sends it)
+    python3 -c 'import json,sys; print(json.dumps({"conversationState":{"chatTriggerType":"MANUAL","conversationId":"bench","currentMessage":{"userInputMessage":{"content":sys.argv[1],"modelId":"claude-sonnet-4.5","origin":"AI_EDITOR"}}},"profileArn":"arn:aws:codewhisperer:us-east-1:000000000000:profile/FAKEPROFILE"}))' "$1"
 }
 openai_body() { # content stream -> OpenAI body
     python3 -c 'import json,sys; print(json.dumps({"model":"claude-sonnet-4-5","stream":sys.argv[2]=="1","messages":[{"role":"user","content":sys.argv[1]}]}))' "$1" "$2"
