@@ -30,6 +30,11 @@ impl ClientKey {
     pub fn label(&self) -> &str {
         &self.0
     }
+
+    /// The label, shared (for metric labels, without a copy).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl fmt::Display for ClientKey {

@@ -48,15 +48,15 @@ impl CreditsCounter {
         )
     }
 
-    /// Counts one answer's credits.
-    pub fn add(&self, credits: f64, account: &Arc<str>, model: &str, api_key: &str) {
+    /// Counts one answer's credits (the labels are shared, not copied).
+    pub fn add(&self, credits: f64, account: &Arc<str>, model: &Arc<str>, api_key: Arc<str>) {
         if credits > 0.0 {
             self.0.add(
                 credits,
                 &[
                     KeyValue::new("account", Arc::clone(account)),
-                    KeyValue::new("gen_ai.request.model", model.to_owned()),
-                    KeyValue::new("api_key", api_key.to_owned()),
+                    KeyValue::new("gen_ai.request.model", Arc::clone(model)),
+                    KeyValue::new("api_key", api_key),
                 ],
             );
         }

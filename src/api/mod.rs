@@ -397,7 +397,8 @@ async fn call_model(
     let span = tracing::Span::current();
     span.record("gen_ai.request.model", chat.model.as_str());
     let streaming = chat.stream;
-    let (model_label, client) = (chat.model.clone(), chat.metadata.client.clone());
+    let (model_label, client): (Arc<str>, _) =
+        (Arc::from(chat.model.as_str()), chat.metadata.client.clone());
     let clock = UpstreamClock::default();
     // Only a tier with the rate-limit layer fills a slot; others spend no allocation on it.
     let slot = state.rate_limited.then(RateLimitSlot::default);
@@ -466,7 +467,7 @@ async fn call_model(
             return;
         };
         if let (Some(credits), Some(account)) = (credits::of(&usage), &account) {
-            counter.add(credits, account, &model_label, client.label());
+            counter.add(credits, account, &model_label, client.shared());
             span.record("aiproxy.kiro.credits", credits);
         }
         if !span.is_disabled() {
