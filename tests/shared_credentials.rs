@@ -84,6 +84,7 @@ async fn two_accounts_on_one_token_store_rotate_once_each_time() {
     let store = Arc::new(MemoryStore::new());
     let account = || {
         let endpoints = Endpoints {
+            region: "us-east-1".into(),
             api_base: fake.process.base.clone(),
             management_base: fake.process.base.clone(),
             social_refresh: fake.url("/refreshToken"),

@@ -456,6 +456,7 @@ fn endpoints(config: &Config, credentials: &Credentials, overrides: &Overrides) 
         .or_else(|| config.kiro_base_url.clone())
         .unwrap_or_else(|| format!("https://management.{api_region}.kiro.dev"));
     Endpoints {
+        region: api_region.to_owned(),
         api_base: pick(
             &overrides.base_url,
             &config.kiro_base_url,

@@ -13,6 +13,7 @@
 
 use crate::chat::ChatError;
 use crate::kiro::auth::credentials::{format_time, Credentials, Format, Source};
+use crate::kiro::auth::profiles::{self, ListError};
 use crate::kiro::auth::token_store::{FileShape, FileStore, StoredTokens, TokenStore};
 use crate::secret::Secret;
 use serde::Deserialize;
@@ -23,7 +24,6 @@ use std::time::{Duration, SystemTime};
 
 /// Kiro IDE version mimicked in headers (A2 pins 0.11.63; see docs/kiro-protocol.md §4.1).
 pub const KIRO_VERSION: &str = "0.11.63";
-use crate::kiro::auth::profiles::{self, ListError};
 
 /// The placeholder profile ARN Builder ID logins carried before Kiro required a real one
 /// (docs/kiro-protocol.md §14.2): treated as none.
@@ -37,6 +37,8 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Where an account talks to.
 #[derive(Clone, Debug)]
 pub struct Endpoints {
+    /// The API's region: the account's profile is the first one listed there.
+    pub region: String,
     /// `https://q.{region}.amazonaws.com` or `--kiro-base-url`.
     pub api_base: String,
     /// `https://management.{region}.kiro.dev` (ListAvailableModels), or `--kiro-base-url`.
@@ -379,13 +381,8 @@ impl Account {
             });
         }
         let list = |token: AccessToken| async move {
-            let found = profiles::first(
-                &self.http,
-                &self.endpoints.api_base,
-                &token,
-                self.settings.timeout,
-            )
-            .await;
+            let found =
+                profiles::first(&self.http, &self.endpoints, &token, self.settings.timeout).await;
             (token, found)
         };
         let (mut token, mut found) = list(token).await;
@@ -427,20 +424,23 @@ impl Account {
 
     /// Writes a resolved profile ARN back beside the tokens.
     fn save_profile(&self) {
-        let tokens = {
-            let state = self.lock();
-            StoredTokens {
-                refresh: state.refresh.clone(),
-                access: state
-                    .access
-                    .clone()
-                    .filter(|_| self.format != Format::ApiKey),
-                expires_at: state.expires_at,
-                profile_arn: state.profile_arn.clone(),
-            }
-        };
-        if let Err(error) = self.store.save(&tokens) {
+        if let Err(error) = self.store.save(&self.stored()) {
             tracing::warn!(account = %self.name, %error, "could not save the account's profile ARN; it is resolved again after a restart");
+        }
+    }
+
+    /// The account's tokens as its store keeps them (an API key is the credential itself,
+    /// not a token to write back).
+    fn stored(&self) -> StoredTokens {
+        let state = self.lock();
+        StoredTokens {
+            refresh: state.refresh.clone(),
+            access: state
+                .access
+                .clone()
+                .filter(|_| self.format != Format::ApiKey),
+            expires_at: state.expires_at,
+            profile_arn: state.profile_arn.clone(),
         }
     }
 
@@ -549,7 +549,7 @@ impl Account {
             )
         };
         // Disk first: until the temp file is written, a crash loses the rotated token.
-        self.persist(&token, expires_at, rotated);
+        self.persist(rotated);
         tracing::info!(account = %self.name, rotated, expires_at = %format_time(expires_at), "token refreshed");
         AccessToken {
             token,
@@ -558,17 +558,10 @@ impl Account {
         }
     }
 
-    fn persist(&self, access: &Secret, expires_at: SystemTime, rotated: bool) {
-        let tokens = {
-            let state = self.lock();
-            StoredTokens {
-                refresh: state.refresh.clone(),
-                access: Some(access.clone()),
-                expires_at: Some(expires_at),
-                profile_arn: state.profile_arn.clone(),
-            }
-        };
-        if let Err(error) = self.store.save(&tokens) {
+    /// Writes a refresh's tokens back (the caller holds the refresh gate, so the state is
+    /// the refresh's).
+    fn persist(&self, rotated: bool) {
+        if let Err(error) = self.store.save(&self.stored()) {
             tracing::error!(
                 account = %self.name, %error, rotated,
                 "could not save the refreshed tokens; they are kept in memory, but after a restart \
@@ -622,18 +615,12 @@ impl Account {
                 client_secret,
                 token_url,
                 scope,
-            } => {
-                let mut form = vec![
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh_token.expose()),
-                    ("client_id", client_id.as_str()),
-                    ("client_secret", client_secret.expose()),
-                ];
-                if let Some(scope) = scope {
-                    form.push(("scope", scope.as_str()));
-                }
-                self.http.post(token_url).form(&form)
-            }
+            } => self.http.post(token_url).form(&refresh_form(
+                client_id,
+                Some(client_secret),
+                refresh_token,
+                scope.as_deref(),
+            )),
             Format::Social => self
                 .http
                 .post(&self.endpoints.social_refresh)
@@ -658,22 +645,17 @@ impl Account {
                     })
                     .to_string(),
                 ),
+            // A public client: no secret.
             Format::ExternalIdp {
                 client_id,
                 token_endpoint,
                 scope,
-            } => {
-                // A public client: no secret.
-                let mut form = vec![
-                    ("grant_type", "refresh_token"),
-                    ("client_id", client_id.as_str()),
-                    ("refresh_token", refresh_token.expose()),
-                ];
-                if let Some(scope) = scope {
-                    form.push(("scope", scope.as_str()));
-                }
-                self.http.post(token_endpoint).form(&form)
-            }
+            } => self.http.post(token_endpoint).form(&refresh_form(
+                client_id,
+                None,
+                refresh_token,
+                scope.as_deref(),
+            )),
             Format::ApiKey => {
                 return Err(RefreshError::Failed(
                     "an API key has no refresh token".into(),
@@ -720,6 +702,28 @@ impl Account {
             profile_arn: raw.profile_arn,
         })
     }
+}
+
+/// The form of an OAuth2 `refresh_token` grant (the guide's generic OAuth2, and an external
+/// identity provider's public client, which has no secret).
+fn refresh_form<'a>(
+    client_id: &'a str,
+    client_secret: Option<&'a Secret>,
+    refresh_token: &'a Secret,
+    scope: Option<&'a str>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.expose()),
+        ("client_id", client_id),
+    ];
+    if let Some(secret) = client_secret {
+        form.push(("client_secret", secret.expose()));
+    }
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    form
 }
 
 impl Account {
@@ -850,6 +854,7 @@ mod tests {
         let credentials =
             crate::kiro::auth::credentials::from_base64(&encoded, "credsBase64").unwrap();
         let endpoints = Endpoints {
+            region: "us-east-1".into(),
             api_base: "http://127.0.0.1:9".into(),
             management_base: "http://127.0.0.1:9".into(),
             social_refresh: "http://127.0.0.1:9/refreshToken".into(),

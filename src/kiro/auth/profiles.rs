@@ -1,8 +1,8 @@
 //! `ListAvailableProfiles` (docs/kiro-protocol.md §14.2): the Kiro profiles an account may use,
-//! asked of the API host (AWS JSON 1.0). The first profile of the account's region is the one
-//! it uses, else the first listed.
+//! asked of the API host (AWS JSON 1.0). The first profile of the account's API region is the
+//! one it uses, else the first listed.
 
-use crate::kiro::auth::account::{describe_reqwest, AccessToken, LIST_PROFILES_TARGET};
+use crate::kiro::auth::account::{describe_reqwest, AccessToken, Endpoints, LIST_PROFILES_TARGET};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -39,11 +39,11 @@ impl std::fmt::Display for ListError {
 /// The profile ARN the account should use: `Ok(None)` when it has none.
 pub async fn first(
     http: &reqwest::Client,
-    api_base: &str,
+    endpoints: &Endpoints,
     token: &AccessToken,
     timeout: Duration,
 ) -> Result<Option<String>, ListError> {
-    let url = format!("{}/", api_base.trim_end_matches('/'));
+    let url = format!("{}/", endpoints.api_base.trim_end_matches('/'));
     let mut request = http
         .post(&url)
         .bearer_auth(token.token.expose())
@@ -71,26 +71,18 @@ pub async fn first(
             "ListAvailableProfiles answered unexpected JSON ({e})"
         ))
     })?;
-    let region = region_of(api_base);
-    let arns: Vec<String> = page
-        .profiles
-        .into_iter()
-        .map(|p| p.arn)
-        .filter(|arn| !arn.is_empty())
-        .collect();
-    let in_region = region.and_then(|region| {
-        arns.iter()
-            .find(|arn| arn.contains(&format!(":{region}:")))
-            .cloned()
-    });
-    Ok(in_region.or_else(|| arns.into_iter().next()))
+    Ok(pick(
+        page.profiles.into_iter().map(|p| p.arn),
+        &endpoints.region,
+    ))
 }
 
-/// The region of a `https://q.{region}.amazonaws.com` API base.
-fn region_of(api_base: &str) -> Option<&str> {
-    let host = api_base.split("://").nth(1)?.split(['/', ':']).next()?;
-    let rest = host.strip_prefix("q.")?;
-    rest.split('.').next()
+/// The first profile in `region`, else the first listed.
+fn pick(arns: impl IntoIterator<Item = String>, region: &str) -> Option<String> {
+    let arns: Vec<String> = arns.into_iter().filter(|arn| !arn.is_empty()).collect();
+    let in_region = format!(":{region}:");
+    let position = arns.iter().position(|arn| arn.contains(&in_region));
+    arns.into_iter().nth(position.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -98,11 +90,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_region_comes_from_the_api_host() {
+    fn the_regions_profile_first_else_the_first_listed() {
+        let arns = || {
+            [
+                "arn:aws:codewhisperer:us-east-1:1:profile/A",
+                "arn:aws:codewhisperer:eu-central-1:1:profile/B",
+            ]
+            .map(String::from)
+        };
         assert_eq!(
-            region_of("https://q.eu-central-1.amazonaws.com"),
-            Some("eu-central-1")
+            pick(arns(), "eu-central-1").as_deref(),
+            Some("arn:aws:codewhisperer:eu-central-1:1:profile/B")
         );
-        assert_eq!(region_of("http://127.0.0.1:9000"), None);
+        assert_eq!(
+            pick(arns(), "ap-south-1").as_deref(),
+            Some("arn:aws:codewhisperer:us-east-1:1:profile/A")
+        );
+        assert_eq!(pick(Vec::new(), "us-east-1"), None);
     }
 }
