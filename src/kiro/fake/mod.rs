@@ -363,24 +363,9 @@ impl FakeKiro {
     }
 
     fn search_script(&self, body: &[u8]) -> Response<FrameStream> {
-        let steps = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Array(items)) => {
-                serde_json::from_value::<Vec<search::SearchStep>>(Value::Array(items))
-            }
-            Ok(item) => serde_json::from_value::<search::SearchStep>(item).map(|step| vec![step]),
-            Err(error) => Err(error),
-        };
-        match steps {
-            Ok(steps) => {
-                let queued = steps.len();
-                self.lock().search_script.extend(steps);
-                json_response(StatusCode::OK, json!({"queued": queued}))
-            }
-            Err(error) => json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"message": format!("invalid search step: {error}")}),
-            ),
-        }
+        queue(body, "invalid search step", |steps| {
+            self.lock().search_script.extend(steps)
+        })
     }
 
     fn usage_limits(&self, request: &Request<Bytes>) -> Response<FrameStream> {
@@ -539,25 +524,9 @@ impl FakeKiro {
     }
 
     fn script(&self, body: &[u8]) -> Response<FrameStream> {
-        let steps = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Array(items)) => items
-                .into_iter()
-                .map(serde_json::from_value::<Step>)
-                .collect(),
-            Ok(item) => serde_json::from_value::<Step>(item).map(|s| vec![s]),
-            Err(e) => Err(e),
-        };
-        match steps {
-            Ok(steps) => {
-                let queued = steps.len();
-                self.push_script(steps);
-                json_response(StatusCode::OK, json!({"queued": queued}))
-            }
-            Err(e) => json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"message": format!("bad script: {e}")}),
-            ),
-        }
+        queue(body, "bad script", |steps: Vec<Step>| {
+            self.push_script(steps)
+        })
     }
 
     fn refresh(&self, body: &[u8], flavour: Flavour) -> Response<FrameStream> {
@@ -962,6 +931,31 @@ fn rejected(violation: &str, reason: Value) -> Response<FrameStream> {
             .insert("x-fake-kiro-violation", value);
     }
     response
+}
+
+/// Queues the steps a script endpoint got (one JSON object, or an array of them) with `push`,
+/// answering how many; a step that does not parse is a 400 that says so after `problem`.
+fn queue<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    problem: &str,
+    push: impl FnOnce(Vec<T>),
+) -> Response<FrameStream> {
+    let steps = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => items.into_iter().map(serde_json::from_value).collect(),
+        Ok(item) => serde_json::from_value(item).map(|step| vec![step]),
+        Err(error) => Err(error),
+    };
+    match steps {
+        Ok(steps) => {
+            let queued = steps.len();
+            push(steps);
+            json_response(StatusCode::OK, json!({"queued": queued}))
+        }
+        Err(error) => json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"message": format!("{problem}: {error}")}),
+        ),
+    }
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response<FrameStream> {
