@@ -207,4 +207,37 @@ impl<'a> Obj<'a> {
             Some(other) => Err(wrong_type(&self.at(key), "an array", other)),
         }
     }
+
+    /// `key` as an array of strings (empty when absent); an item that is not a string is an
+    /// error naming it (`key[i]`).
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, ChatError> {
+        self.array(key)?
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wrong_type(
+                    &format!("{}[{i}]", self.at(key)),
+                    "a string",
+                    other,
+                )),
+            })
+            .collect()
+    }
+
+    /// Refuses any key but `allowed`, naming the first other one: it is not a field of
+    /// `what`, which `takes` the keys listed in words.
+    pub fn only(&self, allowed: &[&str], what: &str, takes: &str) -> Result<(), ChatError> {
+        match self.map.keys().find(|key| !allowed.contains(&key.as_str())) {
+            Some(key) => Err(ChatError::invalid(
+                self.at(key),
+                format!(
+                    "`{}` is not a field of {what} here; it takes {takes}.",
+                    self.at(key)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
 }

@@ -139,6 +139,20 @@ pub enum SearchErrorCode {
 }
 
 impl SearchErrorCode {
+    /// Every code.
+    pub const ALL: [SearchErrorCode; 5] = [
+        Self::Unavailable,
+        Self::TooManyRequests,
+        Self::MaxUsesExceeded,
+        Self::QueryTooLong,
+        Self::InvalidInput,
+    ];
+
+    /// The code of a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == name)
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -296,13 +296,9 @@ fn search_result_text(block: &Obj<'_>) -> Result<String, ChatError> {
             .collect()),
         Value::Object(error) => {
             let code = error.get("error_code").and_then(Value::as_str);
-            Err(match code {
-                Some("too_many_requests") => SearchErrorCode::TooManyRequests,
-                Some("max_uses_exceeded") => SearchErrorCode::MaxUsesExceeded,
-                Some("query_too_long") => SearchErrorCode::QueryTooLong,
-                Some("invalid_tool_input") => SearchErrorCode::InvalidInput,
-                _ => SearchErrorCode::Unavailable,
-            })
+            Err(code
+                .and_then(SearchErrorCode::parse)
+                .unwrap_or(SearchErrorCode::Unavailable))
         }
         other => {
             return Err(wrong_type(
@@ -368,21 +364,7 @@ fn tool_result_text(block: &Obj<'_>) -> Result<String, ChatError> {
 }
 
 fn stop_sequences(root: &Obj<'_>) -> Result<Vec<String>, ChatError> {
-    let Some(items) = root.array("stop_sequences")? else {
-        return Ok(Vec::new());
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::String(s) => Ok(s.clone()),
-            other => Err(wrong_type(
-                &format!("stop_sequences[{i}]"),
-                "a string",
-                other,
-            )),
-        })
-        .collect()
+    root.strings("stop_sequences")
 }
 
 /// Structured outputs: `output_config.format` or the beta's `output_format`, both
@@ -471,26 +453,19 @@ fn is_web_search(tool: &Value) -> bool {
 
 /// The server web search tool: its limits and filters.
 fn web_search_tool(tool: &Obj<'_>) -> Result<WebSearchTool, ChatError> {
-    for key in tool.map.keys() {
-        if !matches!(
-            key.as_str(),
-            "type"
-                | "name"
-                | "max_uses"
-                | "allowed_domains"
-                | "blocked_domains"
-                | "user_location"
-                | "cache_control"
-        ) {
-            return Err(ChatError::invalid(
-                tool.at(key),
-                format!(
-                    "`{}` is not a field of the web search tool here; it takes name, max_uses, allowed_domains, blocked_domains and user_location.",
-                    tool.at(key)
-                ),
-            ));
-        }
-    }
+    tool.only(
+        &[
+            "type",
+            "name",
+            "max_uses",
+            "allowed_domains",
+            "blocked_domains",
+            "user_location",
+            "cache_control",
+        ],
+        "the web search tool",
+        "name, max_uses, allowed_domains, blocked_domains and user_location",
+    )?;
     let name = tool.required_str("name")?;
     if name != TOOL_NAME {
         return Err(ChatError::invalid(
@@ -498,23 +473,10 @@ fn web_search_tool(tool: &Obj<'_>) -> Result<WebSearchTool, ChatError> {
             format!("The web search tool's `name` is `{name}`; it must be `{TOOL_NAME}`."),
         ));
     }
-    let domains = |key: &str| -> Result<Vec<String>, ChatError> {
-        let mut out = Vec::new();
-        for (i, domain) in tool.array(key)?.into_iter().flatten().enumerate() {
-            let at = format!("{}[{i}]", tool.at(key));
-            out.push(
-                domain
-                    .as_str()
-                    .ok_or_else(|| wrong_type(&at, "a string", domain))?
-                    .to_owned(),
-            );
-        }
-        Ok(out)
-    };
     let search = WebSearchTool {
         max_uses: tool.u32("max_uses")?,
-        allowed_domains: domains("allowed_domains")?,
-        blocked_domains: domains("blocked_domains")?,
+        allowed_domains: tool.strings("allowed_domains")?,
+        blocked_domains: tool.strings("blocked_domains")?,
         user_location: crate::api::json::user_location(tool)?,
         max_results: None,
     };

@@ -309,35 +309,21 @@ struct ParsedTools {
 
 /// A hosted `web_search` tool: its domain filter, location and context size.
 fn web_search_tool(tool: &Obj<'_>) -> Result<WebSearchTool, ChatError> {
-    for key in tool.map.keys() {
-        if !matches!(
-            key.as_str(),
-            "type" | "filters" | "user_location" | "search_context_size" | "external_web_access"
-        ) {
-            return Err(ChatError::invalid(
-                tool.at(key),
-                format!(
-                    "`{}` is not a field of the web_search tool here; it takes filters.allowed_domains, user_location, search_context_size and external_web_access.",
-                    tool.at(key)
-                ),
-            ));
-        }
-    }
+    tool.only(
+        &[
+            "type",
+            "filters",
+            "user_location",
+            "search_context_size",
+            "external_web_access",
+        ],
+        "the web_search tool",
+        "filters.allowed_domains, user_location, search_context_size and external_web_access",
+    )?;
     let mut search = WebSearchTool::default();
     if let Some(filters) = tool.get("filters").filter(|f| !f.is_null()) {
-        let filters = Obj::new(filters, tool.at("filters"))?;
-        for (i, domain) in filters
-            .array("allowed_domains")?
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let at = format!("{}[{i}]", filters.at("allowed_domains"));
-            let domain = domain
-                .as_str()
-                .ok_or_else(|| wrong_type(&at, "a string", domain))?;
-            search.allowed_domains.push(domain.to_owned());
-        }
+        search.allowed_domains =
+            Obj::new(filters, tool.at("filters"))?.strings("allowed_domains")?;
     }
     search.user_location = crate::api::json::user_location(tool)?;
     search.max_results = match tool.str("search_context_size")? {
