@@ -147,16 +147,8 @@ where
         let response = match run.asked() {
             Some(query) => {
                 let upstream_id = format!("tooluse_{}", uuid::Uuid::new_v4().simple());
-                let input = json!({ "query": query }).to_string();
-                let (use_part, result_part) = run.search(ready, upstream_id, &input).await;
-                run.added.push(Message {
-                    role: Role::Assistant,
-                    parts: vec![use_part],
-                });
-                run.added.push(Message {
-                    role: Role::User,
-                    parts: vec![result_part],
-                });
+                let (use_part, result_part) = run.search(ready, upstream_id, query).await;
+                run.add_round(vec![use_part], vec![result_part]);
                 run.call_model(run.service.clone()).await?
             }
             None => run.call_model(ready).await?,
@@ -223,15 +215,23 @@ where
         service.oneshot(self.model_request()).await
     }
 
-    /// Runs one search the model asked for with the JSON `input`; the client sees it, and
-    /// the parts returned (the call and its result) carry it into the conversation.
-    async fn search(&mut self, service: S, upstream_id: String, input: &str) -> (Part, Part) {
+    /// The turns of one round: the model's (its searches included) and their results.
+    fn add_round(&mut self, assistant: Vec<Part>, results: Vec<Part>) {
+        self.added.push(Message {
+            role: Role::Assistant,
+            parts: assistant,
+        });
+        self.added.push(Message {
+            role: Role::User,
+            parts: results,
+        });
+    }
+
+    /// Runs one search for `query` (empty when the model's call had none); the client sees
+    /// it, and the parts returned (the call and its result) carry it into the conversation.
+    async fn search(&mut self, service: S, upstream_id: String, query: String) -> (Part, Part) {
         let id = format!("srvtoolu_{}", uuid::Uuid::new_v4().simple());
-        let query = serde_json::from_str::<Value>(input)
-            .ok()
-            .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_owned))
-            .map(|q| q.trim().to_owned())
-            .unwrap_or_default();
+        let query = query.trim().to_owned();
         self.searches += 1;
         let outcome = if query.is_empty() {
             Err(SearchErrorCode::InvalidInput)
@@ -411,8 +411,9 @@ where
         }
         let mut results = Vec::with_capacity(searches.len());
         for (upstream_id, input) in searches {
-            let (use_part, result_part) =
-                self.search(self.service.clone(), upstream_id, &input).await;
+            let (use_part, result_part) = self
+                .search(self.service.clone(), upstream_id, query_of(&input))
+                .await;
             self.turn.push(use_part);
             results.push(result_part);
         }
@@ -427,14 +428,7 @@ where
             return Ok(());
         }
         let turn = std::mem::take(&mut self.turn);
-        self.added.push(Message {
-            role: Role::Assistant,
-            parts: turn,
-        });
-        self.added.push(Message {
-            role: Role::User,
-            parts: results,
-        });
+        self.add_round(turn, results);
         let response = self.call_model(self.service.clone()).await?;
         self.events = Some(response.events);
         Ok(())
@@ -479,6 +473,14 @@ where
         }
     }
     failed(ChatError::ended_without_stop())
+}
+
+/// The `query` of a search call's JSON arguments (empty when there is none).
+fn query_of(input: &str) -> String {
+    serde_json::from_str::<Value>(input)
+        .ok()
+        .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn add(total: &mut Usage, more: &Usage) {
