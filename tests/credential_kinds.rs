@@ -7,8 +7,7 @@ mod common;
 
 use aiproxy::config::Config;
 use common::fake::{chat, instances, post_json, read_json, write_json, Fake};
-use common::{chat_body, send, temp_dir, Proxy};
-use http_body_util::Full;
+use common::{chat_body, temp_dir, Proxy};
 use serde_json::{json, Value};
 
 const KEY: &str = "ksk_test_0123456789abcdef";
@@ -16,16 +15,6 @@ const KEY: &str = "ksk_test_0123456789abcdef";
 fn b64(value: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(value.to_string())
-}
-
-async fn revoke(fake: &Fake, key: &str) {
-    let answer = send(
-        http::Request::post(fake.url("/__fake/revoke-api-key"))
-            .body(Full::from(json!({ "key": key }).to_string()))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(answer.status, 200);
 }
 
 #[tokio::test]
@@ -64,7 +53,8 @@ async fn an_api_key_file_is_sent_with_its_header_never_refreshed_and_gets_its_pr
     );
 
     // Kiro refuses the key: the account is out, saying why, and no refresh is tried.
-    revoke(&fake, KEY).await;
+    fake.control("/__fake/revoke-api-key", json!({ "key": KEY }))
+        .await;
     let refused = chat(&pipeline, "again", false).await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(

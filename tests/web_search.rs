@@ -21,16 +21,6 @@ fn search_request(query: &str, stream: bool) -> String {
     .to_string()
 }
 
-async fn script_search(fake: &Fake, steps: Value) {
-    let answer = send(
-        http::Request::post(fake.url("/__fake/search"))
-            .body(Full::from(steps.to_string()))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
-}
-
 /// The error code of the answer's search result block, or `ok` with the results.
 fn search_outcome(body: &Value) -> String {
     let result = body["content"]
@@ -78,7 +68,7 @@ async fn every_search_failure_is_a_search_error_result_and_the_model_still_answe
         ),
     ];
     for (steps, expected) in cases {
-        script_search(&fake, steps.clone()).await;
+        fake.control("/__fake/search", steps.clone()).await;
         let reply = post_json(&pipeline, "/v1/messages", search_request("q", false)).await;
         assert_eq!(reply.status, 200, "{steps}: {}", reply.body);
         let body = reply.json();

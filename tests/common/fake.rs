@@ -68,25 +68,24 @@ impl Fake {
         answer.json()
     }
 
-    pub async fn script(&self, steps: Value) {
+    /// POSTs `body` to one of the fake's control endpoints, which must take it.
+    pub async fn control(&self, path: &str, body: Value) {
         let answer = send(
-            http::Request::post(self.url("/__fake/script"))
-                .body(Full::from(steps.to_string()))
+            http::Request::post(self.url(path))
+                .body(Full::from(body.to_string()))
                 .unwrap(),
         )
         .await;
-        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+    }
+
+    pub async fn script(&self, steps: Value) {
+        self.control("/__fake/script", steps).await;
     }
 
     /// Sets what `ListAvailableProfiles` lists from now on.
     pub async fn set_profiles(&self, profiles: Value) {
-        let answer = send(
-            http::Request::post(self.url("/__fake/profiles"))
-                .body(Full::from(profiles.to_string()))
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(answer.status, 200, "{}", answer.text());
+        self.control("/__fake/profiles", profiles).await;
     }
 
     /// Invalidates every access token the fake issued (the next chat call gets a 403).
