@@ -17,6 +17,7 @@ pub mod body;
 pub mod catalog;
 pub mod chat;
 pub mod check_config;
+pub mod cli;
 pub mod config;
 pub mod kiro;
 pub mod model;

@@ -28,6 +28,21 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::CheckConfig(args)) => return check_config(&args.flags),
+        Some(Command::Login(args)) => {
+            let _log = telemetry::init(LogFormat::Text, None);
+            return operator_command(async {
+                aiproxy::cli::login::run(args, &mut std::io::stdout())
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+        Some(Command::Accounts(args)) => {
+            return operator_command(async {
+                aiproxy::cli::accounts::run(args, &mut std::io::stdout())
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "aiproxy", &mut script);
@@ -104,6 +119,22 @@ fn check_config(after: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Runs an operator command (`login`, `accounts`) to its end: exit 1 with its message on
+/// stderr when it fails.
+fn operator_command(command: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("aiproxy: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

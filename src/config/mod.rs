@@ -146,6 +146,13 @@ pub enum Command {
     /// would, print what they resolve to and every problem, and exit 0 (none) or 1; listens
     /// on nothing and calls no Kiro. The server's flags go before or after it.
     CheckConfig(CheckConfigArgs),
+    /// Sign in to Kiro without the IDE (Builder ID or IAM Identity Center by device code,
+    /// Google/GitHub in the browser) and write the credential file or add it to the pool
+    /// file. Tokens are never printed.
+    Login(LoginArgs),
+    /// List the pool's accounts with their state, credits and why one is out: from a running
+    /// aiproxy's /loadbalancer/instances, or from the pool file when none answers.
+    Accounts(AccountsArgs),
     /// Print a completion script for a shell (bash, zsh, fish, powershell, elvish).
     Completions {
         /// The shell.
@@ -165,6 +172,80 @@ pub struct CheckConfigArgs {
         value_name = "FLAGS"
     )]
     pub flags: Vec<String>,
+}
+
+/// `aiproxy login` options.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("method").required(true).args(["builder_id", "idc", "social"])))]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["out", "pool"])))]
+pub struct LoginArgs {
+    /// Sign in with an AWS Builder ID (free tier): a code to approve in any browser.
+    #[arg(long)]
+    pub builder_id: bool,
+    /// Sign in with your organisation's IAM Identity Center: a code to approve in any
+    /// browser; needs --start-url (and --region when it is not us-east-1).
+    #[arg(long, requires = "start_url")]
+    pub idc: bool,
+    /// Sign in with Google or GitHub in a browser (on a machine without one, open the printed
+    /// link elsewhere and paste the address it ends on back here).
+    #[arg(long)]
+    pub social: bool,
+    /// The organisation's start URL (IAM Identity Center), e.g. https://my-org.awsapps.com/start.
+    #[arg(long, value_name = "URL")]
+    pub start_url: Option<String>,
+    /// The Identity Center's region (refreshes go there too).
+    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// Write the credential to this new file (mode 0600); it is never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Add the account to this pool file (created when missing) under --name; a running
+    /// aiproxy picks it up by its reload.
+    #[arg(long, value_name = "FILE", requires = "name")]
+    pub pool: Option<PathBuf>,
+    /// The account's name in the pool file (letters, digits, `-`, `_`, `.`).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// SSO-OIDC base URL [default: https://oidc.REGION.amazonaws.com].
+    #[arg(long, value_name = "URL")]
+    pub oidc_url: Option<String>,
+    /// Kiro's auth service, where the social code is exchanged [default: https://prod.us-east-1.auth.desktop.kiro.dev].
+    #[arg(long, value_name = "URL")]
+    pub auth_url: Option<String>,
+    /// Kiro's sign-in page [default: https://app.kiro.dev/signin].
+    #[arg(long, value_name = "URL")]
+    pub signin_url: Option<String>,
+    /// Where the new login's profile is looked up (ListAvailableProfiles) [default: https://q.REGION.amazonaws.com].
+    #[arg(long, value_name = "URL")]
+    pub kiro_base_url: Option<String>,
+    /// The social sign-in's local callback port [default: the Kiro IDE's: 3128, then the next free of its list].
+    #[arg(long, value_name = "PORT")]
+    pub callback_port: Option<u16>,
+    /// Do not open a browser; print the link (and for --social wait for the pasted address).
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+/// `aiproxy accounts` options.
+#[derive(Debug, clap::Args)]
+pub struct AccountsArgs {
+    /// The running aiproxy to ask.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Its API key, when it puts /loadbalancer/instances behind the key (--admin-require-key).
+    #[arg(
+        long,
+        env = "AIPROXY_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// The pool file to read when no aiproxy answers [default: provider_pools.json].
+    #[arg(long, value_name = "FILE")]
+    pub pool: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `aiproxy fake-kiro` options.
@@ -221,6 +302,10 @@ pub struct Config {
     pub metrics_port: Option<u16>,
     /// `/loadbalancer/instances` and `/metrics` need the API key.
     pub admin_require_key: bool,
+    /// The console's operator key (`None`: no console).
+    pub admin_key: Option<crate::secret::Secret>,
+    /// The console's request log keeps prompt text.
+    pub console_log_bodies: bool,
     /// Use the built-in fake Kiro.
     pub kiro_mock_mode: bool,
     /// Pacing of the built-in fake Kiro's events.
@@ -289,6 +374,8 @@ impl Default for Config {
             port: 3000,
             metrics_port: None,
             admin_require_key: false,
+            admin_key: None,
+            console_log_bodies: false,
             kiro_mock_mode: false,
             kiro_mock_event_delay: Duration::ZERO,
             kiro_oauth_creds_file: None,
@@ -499,6 +586,22 @@ impl Config {
     /// Refuses to switch `auth` off while API keys are configured (they would go unchecked).
     /// Also run by `pipeline::build`, for configurations built in code.
     pub fn check_layers(&self) -> Result<(), ConfigError> {
+        if let Some(admin) = &self.admin_key {
+            if self.api_keys.iter().any(|k| k.expose() == admin.expose()) {
+                return Err(ConfigError::Invalid {
+                    key: "admin_key",
+                    message: "the admin key is also a client API key: a client could steer the                               pool. Give the console a key of its own"
+                        .into(),
+                });
+            }
+            if admin.expose().chars().count() < 16 {
+                return Err(ConfigError::Invalid {
+                    key: "admin_key",
+                    message: "the admin key is shorter than 16 characters; use a long random                               one (e.g. `openssl rand -hex 24`)"
+                        .into(),
+                });
+            }
+        }
         if !self.layer_enabled(PipelineLayer::Pool) {
             if let Some(file) = &self.pool.file {
                 return Err(ConfigError::Invalid {

@@ -28,6 +28,18 @@ super::section! {
               default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
         pub admin_require_key: Option<bool>,
 
+        /// The operator key of the console at /console (on the API port, and on the metrics
+        /// port when that is set): not a client API key, so a client cannot steer the pool
+        /// [default: none, the console is off].
+        #[arg(long, env = "AIPROXY_ADMIN_KEY", value_name = "KEY")]
+        pub admin_key: Option<String>,
+
+        /// Let the console's request log keep each request's prompt text (off: it shows
+        /// model, account, status, tokens and credits only) [default: false].
+        #[arg(long, env = "AIPROXY_CONSOLE_LOG_BODIES", num_args = 0..=1, require_equals = true,
+              default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+        pub console_log_bodies: Option<bool>,
+
         /// Log format, text or json; levels come from RUST_LOG (info unless it says otherwise) [default: text].
         #[arg(long, env = "AIPROXY_LOG_FORMAT", value_enum)]
         pub log_format: Option<LogFormat>,
@@ -74,6 +86,12 @@ impl ServerArgs {
         set(&mut config.port, self.port);
         config.metrics_port = self.metrics_port.or(config.metrics_port);
         set(&mut config.admin_require_key, self.admin_require_key);
+        config.admin_key = self
+            .admin_key
+            .filter(|k| !k.trim().is_empty())
+            .map(crate::secret::Secret::new)
+            .or(config.admin_key.take());
+        set(&mut config.console_log_bodies, self.console_log_bodies);
         set(&mut config.log_format, self.log_format);
         set(
             &mut config.max_body_bytes,

@@ -4,6 +4,7 @@
 //! on [`Accounts::reload`] (SIGHUP or a change of the file) without dropping a request.
 
 pub mod model_list;
+pub mod pool_edit;
 pub mod pool_file;
 pub mod usage;
 

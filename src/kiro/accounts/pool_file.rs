@@ -120,8 +120,23 @@ fn one() -> u32 {
     1
 }
 
-const OURS: &str = "kiro-api";
-const THEIRS: &str = "claude-kiro-oauth";
+/// The provider key of our own instances.
+pub(crate) const OURS: &str = "kiro-api";
+/// The provider key of AIClient-2-API's instances.
+pub(crate) const THEIRS: &str = "claude-kiro-oauth";
+
+/// The name an entry goes by: ours' `name`, AIClient-2-API's `customName` or `uuid`, else
+/// `PROVIDER-N` by its position.
+pub(crate) fn instance_name(provider: &str, index: usize, entry: &Value) -> String {
+    let keys: &[&str] = if provider == OURS {
+        &["name"]
+    } else {
+        &["customName", "uuid"]
+    };
+    keys.iter()
+        .find_map(|key| entry.get(*key).and_then(Value::as_str))
+        .map_or_else(|| format!("{provider}-{}", index + 1), str::to_owned)
+}
 
 /// Reads `path`; the first problem stops it.
 pub fn load(path: &Path) -> Result<Vec<Instance>, PoolFileError> {
@@ -245,10 +260,6 @@ impl At<'_> {
         }
     }
 
-    fn default_name(&self) -> String {
-        format!("{}-{}", self.provider, self.index + 1)
-    }
-
     /// Reads the one credential source an instance names.
     fn credentials(
         &self,
@@ -336,7 +347,11 @@ fn ours(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
     let hint = value.get("name").and_then(Value::as_str);
     let raw: Ours =
         serde_json::from_value(value.clone()).map_err(|e| at.error(hint, e.to_string()))?;
-    let name = raw.name.clone().unwrap_or_else(|| at.default_name());
+    // Typed by serde (a `name` that is not a string is an error), named as the editors name it.
+    let name = raw
+        .name
+        .clone()
+        .unwrap_or_else(|| instance_name(at.provider, at.index, value));
     if raw.weight == 0 {
         return Err(at.error(Some(&name), "`weight` must be at least 1"));
     }
@@ -389,7 +404,7 @@ fn theirs(value: &Value, at: &At<'_>) -> Result<Instance, PoolFileError> {
         .custom_name
         .clone()
         .or(raw.uuid.clone())
-        .unwrap_or_else(|| at.default_name());
+        .unwrap_or_else(|| instance_name(at.provider, at.index, value));
     for (field, url) in [
         ("KIRO_BASE_URL", &raw.base_url),
         ("KIRO_REFRESH_URL", &raw.refresh_url),

@@ -7,5 +7,6 @@ pub mod credentials;
 pub mod file_lock;
 pub mod persist;
 pub mod profiles;
+pub mod signin;
 pub mod token_source;
 pub mod token_store;

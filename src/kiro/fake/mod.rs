@@ -11,8 +11,11 @@
 //! |---|---|
 //! | `POST /generateAssistantResponse` | the chat call (bearer checked when tokens are checked) |
 //! | `POST /refreshToken` | social refresh: `{refreshToken}` -> `{accessToken, refreshToken, expiresIn, profileArn}` |
-//! | `POST /token` | IdC refresh: `{clientId, clientSecret, refreshToken, grantType}` -> camelCase |
-//! | `POST /oauth/token` | OAuth2 refresh (form) -> `{access_token, refresh_token, expires_in}` |
+//! | `POST /token` | IdC refresh: `{clientId, clientSecret, refreshToken, grantType}` -> camelCase; with the device-code grant, the device flow's poll ([`signin`]) |
+//! | `POST /client/register`, `POST /device_authorization` | the SSO-OIDC device flow's first two steps (§14.3) |
+//! | `POST /__fake/device` | `{"answers": ["pending", "slow_down", "denied", "expired"], "interval": s}`: the next device-code polls' answers |
+//! | `GET /signin` | the social sign-in page: checks the PKCE request, redirects to the local callback with a code |
+//! | `POST /oauth/token` | OAuth2 refresh (form) -> `{access_token, refresh_token, expires_in}`; as JSON `{code, code_verifier, redirect_uri}`, the social sign-in's code exchange |
 //! | `POST /idp/token` | an external identity provider's refresh (form, public client: `client_id`, no secret) -> snake_case; its access tokens need `TokenType: EXTERNAL_IDP` |
 //! | `GET /getUsageLimits`, `GET /ListAvailableModels` | the shapes of §8.2 / §8.3 |
 //! | `POST /` with `x-amz-target: …ListAvailableModels` | §13.3: needs `profileArn`, pages of 4 with `nextToken` |
@@ -33,6 +36,7 @@ mod required;
 pub mod script;
 pub mod search;
 pub mod server;
+pub mod signin;
 pub mod tokens;
 mod validate;
 
@@ -112,6 +116,10 @@ pub struct Stats {
     pub list_profiles_calls: u64,
     /// Calls made with a Kiro API key (`tokentype: API_KEY`).
     pub api_key_calls: u64,
+    /// Device-code polls (`POST /token` with the device-code grant), answered or not.
+    pub device_polls: u64,
+    /// Sign-ins completed (device flow approvals and social code exchanges).
+    pub signins: u64,
 }
 
 #[derive(Debug)]
@@ -130,6 +138,8 @@ struct State {
     usage: Option<(f64, f64)>,
     /// The `ListAvailableModels` entries: what the fake serves.
     models: Vec<Value>,
+    /// Sign-in flows in progress.
+    signin: signin::SignIn,
 }
 
 impl Default for State {
@@ -144,6 +154,7 @@ impl Default for State {
             stats: Default::default(),
             usage: None,
             models: models::default_models(),
+            signin: signin::SignIn::default(),
         }
     }
 }
@@ -217,7 +228,51 @@ impl FakeKiro {
         match (request.method(), path.as_str()) {
             (&Method::POST, "/generateAssistantResponse") => self.generate(&request),
             (&Method::POST, "/refreshToken") => self.refresh(request.body(), Flavour::Social),
+            (&Method::POST, "/token") if signin::is_device_poll(request.body()) => {
+                let answer = {
+                    let mut state = self.lock();
+                    state.stats.device_polls += 1;
+                    state.signin.poll(request.body())
+                };
+                self.signed_in(answer, Flavour::Idc)
+            }
             (&Method::POST, "/token") => self.refresh(request.body(), Flavour::Idc),
+            (&Method::POST, "/client/register") => {
+                let answer = self.lock().signin.register(request.body());
+                self.signed_in(answer, Flavour::Idc)
+            }
+            (&Method::POST, "/device_authorization") => {
+                let base = own_url(&request);
+                let answer = self.lock().signin.authorize(request.body(), &base);
+                self.signed_in(answer, Flavour::Idc)
+            }
+            (&Method::POST, "/__fake/device") => {
+                match serde_json::from_slice::<signin::DeviceScript>(request.body()) {
+                    Ok(script) => {
+                        self.lock().signin.script(script);
+                        json_response(StatusCode::OK, json!({"scripted": true}))
+                    }
+                    Err(error) => json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"message": format!("bad device script: {error}")}),
+                    ),
+                }
+            }
+            (&Method::GET, "/signin") => {
+                let answer = self
+                    .lock()
+                    .signin
+                    .signin(request.uri().query().unwrap_or_default());
+                self.signed_in(answer, Flavour::Social)
+            }
+            (&Method::POST, "/oauth/token") if request.body().starts_with(b"{") => {
+                let agent = request
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok());
+                let answer = self.lock().signin.exchange(request.body(), agent);
+                self.signed_in(answer, Flavour::Social)
+            }
             (&Method::POST, "/oauth/token") => self.refresh(request.body(), Flavour::OAuth2),
             (&Method::POST, "/idp/token") => self.refresh(request.body(), Flavour::ExternalIdp),
             (&Method::GET, "/getUsageLimits") => self.usage_limits(&request),
@@ -529,6 +584,47 @@ impl FakeKiro {
         })
     }
 
+    /// A sign-in endpoint's answer; an approval issues a fresh pair of tokens, answered in
+    /// the shape of `flavour`'s refresh.
+    fn signed_in(&self, answer: signin::Answer, flavour: Flavour) -> Response<FrameStream> {
+        match answer {
+            signin::Answer::Json(status, body) => json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                body,
+            ),
+            signin::Answer::Redirect(location) => {
+                let mut response = json_response(StatusCode::FOUND, json!({}));
+                if let Ok(value) = header::HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                response
+            }
+            signin::Answer::Approved => {
+                let issued = {
+                    let mut state = self.lock();
+                    state.stats.signins += 1;
+                    state.tokens.issue(self.inner.token_ttl)
+                };
+                json_response(StatusCode::OK, self.token_answer(&issued, flavour))
+            }
+        }
+    }
+
+    /// A token endpoint's answer for `issued`, in `flavour`'s shape.
+    fn token_answer(&self, issued: &tokens::Issued, flavour: Flavour) -> Value {
+        let ttl = self.inner.token_ttl.as_secs();
+        match flavour {
+            Flavour::Social => json!({"accessToken": issued.access, "refreshToken": issued.refresh,
+                                      "expiresIn": ttl, "profileArn": FAKE_PROFILE_ARN}),
+            Flavour::Idc => json!({"accessToken": issued.access, "refreshToken": issued.refresh,
+                                   "expiresIn": ttl, "tokenType": "Bearer"}),
+            Flavour::OAuth2 | Flavour::ExternalIdp => {
+                json!({"access_token": issued.access, "refresh_token": issued.refresh,
+                       "expires_in": ttl, "token_type": "Bearer"})
+            }
+        }
+    }
+
     fn refresh(&self, body: &[u8], flavour: Flavour) -> Response<FrameStream> {
         let refresh_token = flavour.refresh_token(body);
         let mut state = self.lock();
@@ -557,18 +653,7 @@ impl FakeKiro {
             .ok()
             .and_then(|d| u64::try_from(d.as_micros()).ok());
         drop(state);
-        let ttl = self.inner.token_ttl.as_secs();
-        let body = match flavour {
-            Flavour::Social => json!({"accessToken": issued.access, "refreshToken": issued.refresh,
-                                      "expiresIn": ttl, "profileArn": FAKE_PROFILE_ARN}),
-            Flavour::Idc => json!({"accessToken": issued.access, "refreshToken": issued.refresh,
-                                   "expiresIn": ttl, "tokenType": "Bearer"}),
-            Flavour::OAuth2 | Flavour::ExternalIdp => {
-                json!({"access_token": issued.access, "refresh_token": issued.refresh,
-                                      "expires_in": ttl, "token_type": "Bearer"})
-            }
-        };
-        json_response(StatusCode::OK, body)
+        json_response(StatusCode::OK, self.token_answer(&issued, flavour))
     }
 
     fn generate(&self, request: &Request<Bytes>) -> Response<FrameStream> {
@@ -956,6 +1041,16 @@ fn queue<T: serde::de::DeserializeOwned>(
             json!({"message": format!("{problem}: {error}")}),
         ),
     }
+}
+
+/// The fake's own URL as the client reached it (for the links it hands out).
+fn own_url(request: &Request<Bytes>) -> String {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response<FrameStream> {

@@ -28,12 +28,17 @@ impl Tokens {
         if refresh_token.is_empty() || !self.retired.insert(refresh_token.to_owned()) {
             return None;
         }
+        Some(self.issue(ttl))
+    }
+
+    /// A new pair for a sign-in (no refresh token consumed).
+    pub fn issue(&mut self, ttl: Duration) -> Issued {
         let access = format!("fake-at-{}", uuid::Uuid::new_v4().simple());
         self.access.insert(access.clone(), Instant::now() + ttl);
-        Some(Issued {
+        Issued {
             access,
             refresh: format!("fake-rt-{}", uuid::Uuid::new_v4().simple()),
-        })
+        }
     }
 
     /// [`Tokens::refresh`] at an external identity provider's endpoint: its access tokens
