@@ -59,7 +59,7 @@ fn accounts(config: &Config, text: &mut String, problems: &mut Vec<String>) {
         }
     }
     let accounts = match pipeline::build_with_accounts(config) {
-        Ok((_, accounts)) => accounts,
+        Ok(built) => built.accounts,
         Err(error) => return problems.push(error.to_string()),
     };
     let _ = writeln!(text, "accounts ({}):", accounts.mode());

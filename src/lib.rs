@@ -19,6 +19,7 @@ pub mod chat;
 pub mod check_config;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod kiro;
 pub mod model;
 pub mod pipeline;

@@ -161,7 +161,11 @@ fn announce(what: &str, addr: std::net::SocketAddr) {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let (pipeline, accounts) = match pipeline::build_with_accounts(&config) {
+    let pipeline::Built {
+        pipeline,
+        accounts,
+        views,
+    } = match pipeline::build_with_accounts(&config) {
         Ok(built) => built,
         Err(error) => {
             eprintln!("aiproxy: {error}");
@@ -182,6 +186,7 @@ async fn run(config: Config) -> ExitCode {
         );
     }
     let accounts = std::sync::Arc::new(accounts);
+    let console = aiproxy::console::Console::new(&config, std::sync::Arc::clone(&accounts), views);
     // The catalog the accounts serve, read before the server announces itself (bounded:
     // an unreachable Kiro leaves the file's catalog in place until the read finishes).
     let first_read = tokio::spawn({
@@ -221,6 +226,12 @@ async fn run(config: Config) -> ExitCode {
         Ok(addr) => {
             announce("aiproxy", addr);
             tracing::info!(%addr, provider = %config.model_provider, "listening");
+            match &console {
+                Some(_) => tracing::info!("operator console at http://{addr}/console"),
+                None => tracing::info!(
+                    "operator console off; start with --admin-key KEY (or AIPROXY_ADMIN_KEY) to turn it on at /console"
+                ),
+            }
         }
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
     }
@@ -232,7 +243,10 @@ async fn run(config: Config) -> ExitCode {
                     tracing::info!(%addr, "metrics port listening (GET /metrics only)");
                 }
                 // Ends with the process: scrapes need no draining.
-                let only = server::metrics_port::MetricsOnly(pipeline.clone());
+                let only = aiproxy::console::Mount::new(
+                    server::metrics_port::MetricsOnly(pipeline.clone()),
+                    console.clone(),
+                );
                 tokio::spawn(server::serve(metrics, only, std::future::pending(), limits));
             }
             Err(error) => {
@@ -244,7 +258,13 @@ async fn run(config: Config) -> ExitCode {
             }
         }
     }
-    server::serve(listener, pipeline, shutdown, limits).await;
+    server::serve(
+        listener,
+        aiproxy::console::Mount::new(pipeline, console),
+        shutdown,
+        limits,
+    )
+    .await;
     ExitCode::SUCCESS
 }
 

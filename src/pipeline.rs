@@ -125,11 +125,21 @@ pub enum BuildError {
 
 /// Builds the pipeline for `config`.
 pub fn build(config: &Config) -> Result<Pipeline, BuildError> {
-    build_with_accounts(config).map(|(pipeline, _)| pipeline)
+    build_with_accounts(config).map(|built| built.pipeline)
+}
+
+/// The pipeline and the handles the server keeps beside it.
+pub struct Built {
+    /// The stack.
+    pub pipeline: Pipeline,
+    /// The accounts (reload, probes, the console's actions).
+    pub accounts: Accounts,
+    /// What the status views and the console read: providers, catalog, the journal.
+    pub views: crate::api::Views,
 }
 
 /// Builds the pipeline for `config`, with the handle that reloads its accounts.
-pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), BuildError> {
+pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
     config.check_layers()?;
     let catalog = match &config.models_file {
         Some(path) => Catalog::from_file(path)?,
@@ -157,8 +167,13 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
         cors: crate::api::cors::Cors::new(&config.cors_allow_origins),
         credits: crate::api::credits::CreditsCounter::new(metrics.meter()),
         metrics: metrics.clone(),
+        journal: config
+            .admin_key
+            .is_some()
+            .then(|| crate::telemetry::journal::Journal::new(config.console_log_bodies)),
     };
     crate::api::metrics::observe_accounts(metrics.meter(), &state.providers);
+    let views = state.views();
     let metered = config.layer_enabled(PipelineLayer::Metrics);
     let pool = if config.layer_enabled(PipelineLayer::Pool) {
         Either::Left(pool)
@@ -249,7 +264,11 @@ pub fn build_with_accounts(config: &Config) -> Result<(Pipeline, Accounts), Buil
             RouteLayer::new(&config.model_provider, crate::config::PROVIDERS)
         })))
         .service(ApiService::new(model, state));
-    Ok((pipeline, accounts))
+    Ok(Built {
+        pipeline,
+        accounts,
+        views,
+    })
 }
 
 /// The client rate limits of `config`, buckets in this process's memory.

@@ -21,7 +21,7 @@ pub mod metrics;
 pub mod openai;
 pub mod responses;
 pub mod sse;
-mod status;
+pub mod status;
 pub mod unsupported;
 
 use crate::body::ResponseBody;
@@ -102,6 +102,34 @@ pub struct ApiState {
     pub metrics: crate::telemetry::metrics::Metrics,
     /// `aiproxy_kiro_credits_total` on that registry.
     pub credits: credits::CreditsCounter,
+    /// The console's record of recent requests (`None` without a console: nothing is kept).
+    pub journal: Option<crate::telemetry::journal::Journal>,
+}
+
+/// What the status views read, for a view outside the pipeline (the console): a cheap copy
+/// of the handles in [`ApiState`].
+#[derive(Clone, Debug)]
+pub struct Views {
+    /// Providers and their pools.
+    pub providers: Vec<ProviderStatus>,
+    /// Models served.
+    pub catalog: Catalog,
+    /// Process start.
+    pub started: Instant,
+    /// The console's journal.
+    pub journal: Option<crate::telemetry::journal::Journal>,
+}
+
+impl ApiState {
+    /// The handles the status views read.
+    pub fn views(&self) -> Views {
+        Views {
+            providers: self.providers.clone(),
+            catalog: self.catalog.clone(),
+            started: self.started,
+            journal: self.journal.clone(),
+        }
+    }
 }
 
 /// The model tier as the adapter holds it: boxed, so that the adapter's handlers are
@@ -396,6 +424,12 @@ async fn call_model(
 ) -> Result<ModelResponse, Rejection> {
     let span = tracing::Span::current();
     span.record("gen_ai.request.model", chat.model.as_str());
+    let started = Instant::now();
+    let prompt = state
+        .journal
+        .as_ref()
+        .filter(|journal| journal.logs_bodies())
+        .and_then(|_| last_user_text(&chat));
     let streaming = chat.stream;
     let (model_label, client): (Arc<str>, _) =
         (Arc::from(chat.model.as_str()), chat.metadata.client.clone());
@@ -405,6 +439,15 @@ async fn call_model(
     // One record of upstream attempts for the whole request (the retry layer fills it, and a
     // second model call of the same request, a forced tool's second ask, continues it).
     let attempts = Attempts::default();
+    let journal = state.journal.as_ref().map(|journal| JournalNote {
+        journal: journal.clone(),
+        started,
+        prompt,
+        model: Arc::clone(&model_label),
+        client: client.clone(),
+        attempts: attempts.clone(),
+        stream: streaming,
+    });
     let result = match model.ready().await {
         Err(error) => Err(error),
         Ok(ready) => {
@@ -436,6 +479,9 @@ async fn call_model(
     let limits = slot.and_then(|slot| slot.get());
     let mut response = result.map_err(|e| {
         let rejection = error::rejection(&e);
+        if let Some(note) = &journal {
+            note.failed(&rejection);
+        }
         match limits {
             Some(limits) => rate_limit_headers(&limits)
                 .into_iter()
@@ -460,9 +506,13 @@ async fn call_model(
         span.record("account", &**account);
     }
     let counter = state.credits.clone();
+    let cache = response.extensions.get::<CacheStatus>().map(|c| c.as_str());
     // The span lives until the body is sent, so the usage reaches it (and its export); the
     // credits are counted when the answer is complete.
     Ok(response.on_end(move |outcome| {
+        if let Some(note) = &journal {
+            note.ended(outcome, account.clone(), cache);
+        }
         let Some(usage) = outcome.usage else {
             return;
         };
@@ -479,6 +529,89 @@ async fn call_model(
             span.record("gen_ai.usage.output_tokens", int(usage.output));
         }
     }))
+}
+
+/// What the console's journal needs of a request, taken when it starts.
+struct JournalNote {
+    journal: crate::telemetry::journal::Journal,
+    started: Instant,
+    prompt: Option<String>,
+    model: Arc<str>,
+    client: ClientKey,
+    attempts: Attempts,
+    stream: bool,
+}
+
+impl JournalNote {
+    fn entry(&self) -> crate::telemetry::journal::Entry {
+        crate::telemetry::journal::Entry {
+            at_ms: crate::telemetry::journal::now_ms(),
+            key: self.client.shared(),
+            model: Arc::clone(&self.model),
+            account: None,
+            status: 200,
+            error: None,
+            attempts: u32::try_from(self.attempts.count()).unwrap_or(u32::MAX),
+            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            input_tokens: 0,
+            output_tokens: 0,
+            credits: 0.0,
+            cache: None,
+            stream: self.stream,
+            prompt: self.prompt.clone(),
+        }
+    }
+
+    /// The model tier refused or failed before the answer started.
+    fn failed(&self, rejection: &Rejection) {
+        self.journal.record(crate::telemetry::journal::Entry {
+            status: rejection.status.as_u16(),
+            error: Some(rejection.code.unwrap_or(rejection.kind)),
+            ..self.entry()
+        });
+    }
+
+    /// The answer ended (completed, failed mid-stream, or abandoned by the client).
+    fn ended(
+        &self,
+        report: &aiproxy_layers::model::StreamReport,
+        account: Option<Arc<str>>,
+        cache: Option<&'static str>,
+    ) {
+        let usage = report.usage.clone().unwrap_or_default();
+        self.journal.record(crate::telemetry::journal::Entry {
+            account,
+            error: report.error_kind,
+            input_tokens: usage.input + usage.cache_read + usage.cache_write,
+            output_tokens: usage.output,
+            credits: usage.credits,
+            cache,
+            ..self.entry()
+        });
+    }
+}
+
+/// The last user message's text (the console's request log, with `--console-log-bodies`),
+/// cut to [`crate::telemetry::journal::PROMPT_CHARS`].
+fn last_user_text(chat: &ChatRequest) -> Option<String> {
+    let message = chat
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == crate::chat::Role::User)?;
+    let text: String = message
+        .parts
+        .iter()
+        .filter_map(|part| match part {
+            crate::chat::Part::Text(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .chars()
+        .take(crate::telemetry::journal::PROMPT_CHARS)
+        .collect();
+    Some(text)
 }
 
 /// Drains a non-stream answer: the time it takes is the upstream's (the rest of the

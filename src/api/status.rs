@@ -158,8 +158,16 @@ fn health_word(usable: usize, total: usize, panic: bool) -> &'static str {
 /// `/loadbalancer/instances`: a JSON array, one object per account of every provider (the
 /// guide's `jq '.[] | select(.provider == "kiro-api")'` works on it).
 pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
-    let list: Vec<Value> = state
-        .providers
+    json_response(
+        StatusCode::OK,
+        Value::Array(instance_list(&state.providers)).to_string(),
+    )
+}
+
+/// One object per account of every provider, as `/loadbalancer/instances` shows them (the
+/// console's accounts page shows the same objects).
+pub fn instance_list(providers: &[ProviderStatus]) -> Vec<Value> {
+    providers
         .iter()
         .flat_map(|p| {
             let (members, pool) = pool(p);
@@ -210,6 +218,5 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
                 })
             })
         })
-        .collect();
-    json_response(StatusCode::OK, Value::Array(list).to_string())
+        .collect()
 }

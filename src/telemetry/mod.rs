@@ -10,6 +10,7 @@
 //! pipe), lines beyond the queue (128k lines) are dropped rather than stalling requests.
 //! Colours only when stderr is a terminal.
 
+pub mod journal;
 pub mod metrics;
 pub mod traces;
 

@@ -147,6 +147,10 @@ pub enum HealthEvent {
     /// Cooldowns and open breakers run their course: the upstream's verdict on the account
     /// did not change because a file did.
     OperatorReset,
+    /// The operator reset the account's breaker by hand (the console): whatever its state
+    /// (cooling down, open, half-open, disabled by the pool), it serves again, failures
+    /// forgotten, in slow start. The operator overrules the upstream's verdict here.
+    OperatorClear,
 }
 
 /// Where one account's health lives: the breaker's state machine, behind the small
@@ -244,6 +248,10 @@ impl HealthCell for MemoryHealth {
                     inner.open_for = config.open_base;
                 }
             }
+            HealthEvent::OperatorClear => {
+                inner.recover(now);
+                inner.open_for = config.open_base;
+            }
         }
     }
 
@@ -329,6 +337,11 @@ impl Breaker {
     /// See [`HealthEvent::OperatorReset`].
     pub fn reset(&self, now: Instant) {
         self.0.record(HealthEvent::OperatorReset, now);
+    }
+
+    /// See [`HealthEvent::OperatorClear`].
+    pub fn clear(&self, now: Instant) {
+        self.0.record(HealthEvent::OperatorClear, now);
     }
 
     /// A non-secret view, as of `now`.

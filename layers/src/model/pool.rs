@@ -417,6 +417,17 @@ impl<S> Pool<S> {
         }
     }
 
+    /// The operator reset `name`'s breaker (see [`HealthEvent::OperatorClear`](super::health::HealthEvent::OperatorClear)).
+    /// Returns whether the pool has such a member.
+    pub fn reset_breaker(&self, name: &str) -> bool {
+        let Some(member) = self.named(name) else {
+            return false;
+        };
+        member.state.health.clear(Instant::now());
+        self.shared.wake_all();
+        true
+    }
+
     /// The member called `name` (names are unique).
     fn named(&self, name: &str) -> Option<Arc<Member<S>>> {
         self.members()

@@ -62,6 +62,40 @@ struct Member {
     enabled: bool,
     fingerprint: Option<String>,
     check_model: Option<String>,
+    /// The egress proxy's label (`scheme://host:port`) and whether it has a password.
+    egress: Option<(String, bool)>,
+}
+
+/// How an account reaches Kiro, for the console (never a secret: a proxy password is only
+/// said to be set).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The account's name.
+    pub name: String,
+    /// The first characters of the machine id its requests carry.
+    pub machine_id_prefix: String,
+    /// The egress proxy, `scheme://host:port`, when it has one.
+    pub egress: Option<String>,
+    /// Whether that proxy has a password.
+    pub egress_password_set: bool,
+    /// Which of the credential's secrets are set.
+    pub secrets_set: [(&'static str, bool); 3],
+    /// Switched on in the pool file.
+    pub enabled: bool,
+}
+
+/// Why an operator action on an account did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// No account of that name.
+    #[error("no account named `{0}` in the pool")]
+    NoSuchAccount(String),
+    /// The account has no credentials of its own (mock mode).
+    #[error("`{0}` is the built-in fake Kiro's account; it has no tokens to refresh or probe")]
+    Mock(String),
+    /// The action failed.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// The pool and what is needed to rebuild its members.
@@ -72,6 +106,8 @@ pub struct Accounts {
     members: Mutex<Vec<Member>>,
     live: LiveAccounts,
     clients: Option<(reqwest::Client, HttpUpstream)>,
+    /// The Kiro model ids each account listed at the last catalog refresh.
+    served: Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -100,6 +136,7 @@ impl Accounts {
             members: Mutex::new(Vec::new()),
             live: LiveAccounts::default(),
             clients,
+            served: Mutex::default(),
         };
         let members = accounts.members(&[])?;
         accounts.install(members, false);
@@ -123,6 +160,92 @@ impl Accounts {
     /// The live accounts, for the status views.
     pub fn live(&self) -> LiveAccounts {
         Arc::clone(&self.live)
+    }
+
+    /// The pool file the accounts come from, if any.
+    pub fn pool_file(&self) -> Option<&std::path::Path> {
+        self.config.pool.file.as_deref()
+    }
+
+    /// How each account reaches Kiro, in pool order.
+    pub fn identities(&self) -> Vec<Identity> {
+        self.lock()
+            .iter()
+            .map(|m| Identity {
+                name: m.spec.name.to_string(),
+                machine_id_prefix: m
+                    .account
+                    .as_ref()
+                    .map(|a| a.machine_id().chars().take(8).collect())
+                    .unwrap_or_default(),
+                egress: m.egress.as_ref().map(|(label, _)| label.clone()),
+                egress_password_set: m.egress.as_ref().is_some_and(|(_, password)| *password),
+                secrets_set: m.account.as_ref().map_or(
+                    [
+                        ("refresh_token", false),
+                        ("client_secret", false),
+                        ("api_key", false),
+                    ],
+                    |a| a.secrets_set(),
+                ),
+                enabled: m.enabled,
+            })
+            .collect()
+    }
+
+    /// The Kiro model ids `name` listed at the last catalog refresh (empty: not listed yet,
+    /// or the live catalog is off).
+    pub fn models_served(&self, name: &str) -> Vec<String> {
+        self.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The live account called `name`.
+    fn account_named(&self, name: &str) -> Result<Arc<Account>, ActionError> {
+        let members = self.lock();
+        let member = members
+            .iter()
+            .find(|m| &*m.spec.name == name)
+            .ok_or_else(|| ActionError::NoSuchAccount(name.to_owned()))?;
+        member
+            .account
+            .clone()
+            .ok_or_else(|| ActionError::Mock(name.to_owned()))
+    }
+
+    /// Refreshes `name`'s access token now.
+    pub async fn refresh_now(&self, name: &str) -> Result<(), ActionError> {
+        let account = self.account_named(name)?;
+        account
+            .refresh_now()
+            .await
+            .map_err(|e| ActionError::Failed(e.to_string()))
+    }
+
+    /// Runs the health probe on `name` now (as the periodic probe would).
+    pub async fn probe_now(&self, name: &str) -> Result<(), ActionError> {
+        self.account_named(name)?;
+        let member = self
+            .lock()
+            .iter()
+            .find(|m| &*m.spec.name == name)
+            .cloned()
+            .ok_or_else(|| ActionError::NoSuchAccount(name.to_owned()))?;
+        probe_one(self, &member).await;
+        Ok(())
+    }
+
+    /// Resets `name`'s breaker (cooldown, open breaker, pool disable).
+    pub fn reset_breaker(&self, name: &str) -> Result<(), ActionError> {
+        if self.pool.reset_breaker(name) {
+            Ok(())
+        } else {
+            Err(ActionError::NoSuchAccount(name.to_owned()))
+        }
     }
 
     /// `mock` or `live`.
@@ -201,6 +324,17 @@ impl Accounts {
             .collect()
             .await;
         self.catalog.apply(&answers);
+        {
+            let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, answer) in &answers {
+                if let Ok(listing) = answer {
+                    served.insert(
+                        name.clone(),
+                        listing.models.iter().map(|m| m.id.clone()).collect(),
+                    );
+                }
+            }
+        }
         let snapshot = self.catalog.snapshot();
         for problem in &snapshot.problems {
             tracing::warn!(%problem, "an account could not list its models");
@@ -251,6 +385,7 @@ impl Accounts {
                 enabled: true,
                 fingerprint: None,
                 check_model: None,
+                egress: None,
             }]);
         };
         let live = |name: String,
@@ -301,6 +436,7 @@ impl Accounts {
                 enabled: true,
                 fingerprint: None,
                 check_model: None,
+                egress: None,
             }]);
         };
         tracing::info!(file = %file.display(), "reading the pool file");
@@ -322,6 +458,10 @@ impl Accounts {
                         ..kept.clone()
                     });
                 }
+                let egress = instance
+                    .egress
+                    .as_ref()
+                    .map(|proxy| (proxy.to_string(), proxy.has_credentials()));
                 let overrides = Overrides {
                     region: instance.region,
                     base_url: instance.base_url,
@@ -343,6 +483,7 @@ impl Accounts {
                     enabled: instance.enabled,
                     fingerprint: Some(instance.fingerprint),
                     check_model: instance.check_model,
+                    egress,
                 })
             })
             .collect()

@@ -315,6 +315,30 @@ impl Account {
         }
     }
 
+    /// Which of the credential's secrets are set (the console shows set / not set, never
+    /// a value): the refresh token, the OIDC client secret, the API key.
+    pub fn secrets_set(&self) -> [(&'static str, bool); 3] {
+        let refresh = !self.lock().refresh.expose().is_empty();
+        let client_secret = match &self.format {
+            Format::Seed { client_secret, .. } | Format::Idc { client_secret, .. } => {
+                !client_secret.expose().is_empty()
+            }
+            _ => false,
+        };
+        [
+            ("refresh_token", refresh),
+            ("client_secret", client_secret),
+            ("api_key", self.format == Format::ApiKey),
+        ]
+    }
+
+    /// Refreshes the access token now, whatever its expiry (the console's "refresh"): one
+    /// refresh, under the account's gate like any other.
+    pub async fn refresh_now(&self) -> Result<(), ChatError> {
+        let _gate = self.refresh_gate.lock().await;
+        self.refresh().await.map(drop)
+    }
+
     /// Marks the account unusable (e.g. suspended): `code` is the short reason `/health`
     /// shows, `reason` the full one for the log and the clients' errors.
     pub fn mark_unusable(&self, code: &'static str, reason: String) {

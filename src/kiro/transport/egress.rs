@@ -51,6 +51,11 @@ impl PartialEq for EgressProxy {
 }
 
 impl EgressProxy {
+    /// Whether it carries a user and password (shown as set / not set, never the value).
+    pub fn has_credentials(&self) -> bool {
+        self.auth.is_some()
+    }
+
     /// Parses `url`; the error says what is wrong without repeating the URL (it may hold a
     /// password).
     pub fn parse(url: &str) -> Result<Self, String> {
