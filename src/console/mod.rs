@@ -456,7 +456,9 @@ fn secure_headers(response: &mut Response<ResponseBody>) {
         HeaderValue::from_static("nosniff"),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: with the latter a browser sends `Origin: null` on the
+    // page's own form posts, which the cross-site check refuses.
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     headers
         .entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

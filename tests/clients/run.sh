@@ -4,7 +4,9 @@
 #    your-api-key): the official Python SDKs, the legacy openai==0.28 client, the guide's curls;
 # 2. live mode: aiproxy with a real credential file against `aiproxy fake-kiro` (tokens,
 #    refresh, the HTTP client, the fake's validation of every upstream body): the same SDK
-#    suite again, then the real Claude Code and Codex CLIs (tests/clients/live/).
+#    suite again, then the real Claude Code and Codex CLIs (tests/clients/live/);
+# 3. the operator console in headless Chromium (tests/clients/console/, its own aiproxy and
+#    fake; CONSOLE_SCREENSHOTS=docs/console refreshes the README's screenshots).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -51,7 +53,7 @@ stop() { # pid what
     wait "$1" || { echo "$2 did not exit cleanly on SIGTERM" >&2; return 1; }
 }
 pytest_clients() { # extra pytest args...
-    (cd tests/clients && AIPROXY_BIN="$bin" "$root/.venv-clients/bin/python" -m pytest -q -p no:cacheprovider . --ignore=legacy "$@")
+    (cd tests/clients && AIPROXY_BIN="$bin" "$root/.venv-clients/bin/python" -m pytest -q -p no:cacheprovider . --ignore=legacy --ignore=console "$@")
 }
 
 status=0
@@ -81,4 +83,12 @@ wait_listening "$work/live.log"
 FAKE_KIRO_URL=$fake_url CLAUDE_BIN=$claude_bin CODEX_BIN=$codex_bin pytest_clients || status=1
 stop "$live" aiproxy || status=1
 [ $status -eq 0 ] || { echo "-- aiproxy live log (tail)"; tail -n 40 "$work/live.log"; }
+
+echo "-- console (headless Chromium)"
+chromium=${CHROMIUM:-$(command -v chromium || true)}
+if [ -z "$chromium" ]; then
+    echo "chromium is not installed (Debian: apt-get install chromium); the console's browser tests need it" >&2
+    exit 1
+fi
+(cd tests/clients/console && AIPROXY_BIN="$bin" CHROMIUM="$chromium" "$root/.venv-clients/bin/python" -m pytest -q -p no:cacheprovider .) || status=1
 exit $status

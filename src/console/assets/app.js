@@ -168,7 +168,7 @@ async function accounts() {
       const secrets = Object.entries(a.secrets || {}).map(([k, set]) => `${k.replace("_", " ")}: ${set ? "set" : "not set"}`).join(", ");
       return el("tr", { "data-account": a.name, "data-state": a.state },
         el("td", {}, el("strong", {}, a.name), el("br"), el("small", {}, a.format || "")),
-        el("td", { class: "state " + a.state }, stateText(a), a.last_error ? el("small", {}, el("br"), "last error: " + a.last_error) : null),
+        el("td", { class: "state " + a.state }, el("span", { class: "word" }, stateText(a)), a.last_error ? el("small", {}, el("br"), "last error: " + a.last_error) : null),
         el("td", {}, credits, el("br"), el("small", {}, "spent here: " + fmt.num(a.credits_spent))),
         el("td", {}, `${fmt.int(a.in_flight)} in flight, ${fmt.int(a.requests)} requests, ${fmt.int(a.errors)} errors`, el("br"),
           el("small", {}, `tokens ${fmt.int(a.tokens.input)} in / ${fmt.int(a.tokens.output)} out; models: ${(a.models || []).length}`)),
