@@ -654,3 +654,32 @@ async fn the_request_log_and_the_keys_page() {
     assert_eq!(log["bodies"], true);
     assert_eq!(log["requests"][0]["prompt"], "a prompt to keep");
 }
+
+#[tokio::test]
+async fn the_console_is_served_on_the_metrics_port_too() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let setup = start(&["--metrics-port", &port]);
+    let internal = format!("http://127.0.0.1:{port}");
+    let session = sign_in(&internal, ADMIN).await.unwrap();
+    let (status, accounts) = session.get("/console/api/accounts").await;
+    assert_eq!(status, 200);
+    assert_eq!(accounts["accounts"].as_array().unwrap().len(), 2);
+    // One process, one set of sessions: the session opened there works on the API port.
+    let api_port = Session {
+        base: setup.proxy.base.clone(),
+        ..session
+    };
+    assert_eq!(api_port.get("/console/api/overview").await.0, 200);
+    // The rest of the API stays off that port.
+    let refused = http()
+        .get(format!("{internal}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+}

@@ -578,7 +578,7 @@ impl JournalNote {
         account: Option<Arc<str>>,
         cache: Option<&'static str>,
     ) {
-        let usage = report.usage.clone().unwrap_or_default();
+        let usage = report.usage.unwrap_or_default();
         self.journal.record(crate::telemetry::journal::Entry {
             account,
             error: report.error_kind,

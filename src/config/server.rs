@@ -29,8 +29,8 @@ super::section! {
         pub admin_require_key: Option<bool>,
 
         /// The operator key of the console at /console (on the API port, and on the metrics
-        /// port when that is set): not a client API key, so a client cannot steer the pool
-        /// [default: none, the console is off].
+        /// port when that is set); not a client API key, so a client cannot steer the pool;
+        /// without it the console is off [default: none].
         #[arg(long, env = "AIPROXY_ADMIN_KEY", value_name = "KEY")]
         pub admin_key: Option<String>,
 

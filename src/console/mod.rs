@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::kiro::accounts::Accounts;
 use crate::secret::Secret;
 use crate::telemetry::journal::Journal;
+use actions::Failed;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -162,7 +163,7 @@ impl Console {
             (&Method::POST, "/console/login") => self.login(&parts.headers, body, tls).await,
             (&Method::POST, "/console/logout") => match read_form(body).await {
                 Ok(form) => self.logout(&parts.headers, signed.as_ref(), &form, tls),
-                Err(response) => response,
+                Err(failed) => answer(Err(failed)),
             },
             (method, api) if api.starts_with("/console/api/") => match &signed {
                 None => error(StatusCode::UNAUTHORIZED, "not signed in to the console (or the session expired): open /console and sign in with the admin key"),
@@ -198,7 +199,7 @@ impl Console {
         }
         let form = match read_form(body).await {
             Ok(form) => form,
-            Err(response) => return response,
+            Err(failed) => return answer(Err(failed)),
         };
         let key = form
             .iter()
@@ -282,55 +283,55 @@ impl Console {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        answer(self.api_result(method, route, query, body).await)
+    }
+
+    async fn api_result<B>(
+        &self,
+        method: &Method,
+        route: &str,
+        query: Option<&str>,
+        body: B,
+    ) -> Result<Value, Failed>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let segments: Vec<&str> = route.split('/').collect();
         if *method == Method::GET {
             return match segments.as_slice() {
-                ["overview"] => ok(self.overview()),
-                ["accounts"] => ok(self.accounts_view()),
-                ["keys"] => ok(self.keys_view()),
-                ["requests"] => ok(self.requests_view(query)),
-                ["signin", id] => answer(self.signin_state(id)),
-                _ => error(
+                ["overview"] => Ok(self.overview()),
+                ["accounts"] => Ok(self.accounts_view()),
+                ["keys"] => Ok(self.keys_view()),
+                ["requests"] => Ok(self.requests_view(query)),
+                ["signin", id] => self.signin_state(id),
+                _ => Err(Failed(
                     StatusCode::NOT_FOUND,
-                    &format!("the console API has no GET {route}"),
-                ),
+                    format!("the console API has no GET {route}"),
+                )),
             };
         }
         if *method != Method::POST {
-            return error(
+            return Err(Failed(
                 StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed here; the console API takes GET and POST"),
-            );
+                format!("{method} is not allowed here; the console API takes GET and POST"),
+            ));
         }
-        let bytes = match read_body(body).await {
-            Ok(bytes) => bytes,
-            Err(response) => return response,
-        };
+        let bytes = read_body(body).await?;
+        let said = |message: String| json!({ "message": message });
         match segments.as_slice() {
-            ["accounts", name, action] => {
-                let name = percent_decoded(name);
-                message(self.account_action(&name, action).await)
-            }
-            ["add", "device"] => match parse(&bytes) {
-                Ok(form) => answer(self.add_device(form).await),
-                Err(response) => response,
-            },
-            ["add", "social"] => match parse(&bytes) {
-                Ok(form) => answer(self.add_social(form)),
-                Err(response) => response,
-            },
-            ["add", "credential"] => match parse(&bytes) {
-                Ok(form) => message(self.add_credential(form).await),
-                Err(response) => response,
-            },
-            ["signin", id, "callback"] => match parse(&bytes) {
-                Ok(form) => message(self.finish_social(id, form).await),
-                Err(response) => response,
-            },
-            _ => error(
+            ["accounts", name, action] => self
+                .account_action(&percent_decoded(name), action)
+                .await
+                .map(said),
+            ["add", "device"] => self.add_device(parse(&bytes)?).await,
+            ["add", "social"] => self.add_social(parse(&bytes)?),
+            ["add", "credential"] => self.add_credential(parse(&bytes)?).await.map(said),
+            ["signin", id, "callback"] => self.finish_social(id, parse(&bytes)?).await.map(said),
+            _ => Err(Failed(
                 StatusCode::NOT_FOUND,
-                &format!("the console API has no POST {route}"),
-            ),
+                format!("the console API has no POST {route}"),
+            )),
         }
     }
 }
@@ -348,21 +349,21 @@ fn csrf_ok(headers: &http::HeaderMap, signed: &session::Signed) -> bool {
     !session::cross_site(headers) && token.is_some_and(|t| session::same(t, &signed.csrf))
 }
 
-async fn read_body<B>(body: B) -> Result<Bytes, Response<ResponseBody>>
+async fn read_body<B>(body: B) -> Result<Bytes, Failed>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(error(
+        Err(_) => Err(Failed(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the body could not be read or is larger than {MAX_BODY} bytes"),
+            format!("the body could not be read or is larger than {MAX_BODY} bytes"),
         )),
     }
 }
 
-async fn read_form<B>(body: B) -> Result<Vec<(String, String)>, Response<ResponseBody>>
+async fn read_form<B>(body: B) -> Result<Vec<(String, String)>, Failed>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -371,24 +372,20 @@ where
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response<ResponseBody>> {
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failed> {
     serde_json::from_slice(bytes).map_err(|e| {
-        error(
+        Failed(
             StatusCode::BAD_REQUEST,
-            &format!("the request body is not what this action takes: {e}"),
+            format!("the request body is not what this action takes: {e}"),
         )
     })
 }
 
-fn answer(result: Result<Value, actions::Failed>) -> Response<ResponseBody> {
+fn answer(result: Result<Value, Failed>) -> Response<ResponseBody> {
     match result {
         Ok(value) => ok(value),
-        Err(actions::Failed(status, message)) => error(status, &message),
+        Err(Failed(status, message)) => error(status, &message),
     }
-}
-
-fn message(result: Result<String, actions::Failed>) -> Response<ResponseBody> {
-    answer(result.map(|message| json!({ "message": message })))
 }
 
 fn ok(value: Value) -> Response<ResponseBody> {

