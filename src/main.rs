@@ -222,6 +222,21 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The metrics port is bound before either is announced: a client (or a test) may use
+    // both as soon as it reads the first line.
+    let metrics = match config.metrics_port {
+        Some(port) => match server::bind(&config.host, port).await {
+            Ok(metrics) => Some(metrics),
+            Err(error) => {
+                eprintln!(
+                    "aiproxy: cannot listen on {}:{port} (--metrics-port): {error}",
+                    config.host
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     match listener.local_addr() {
         Ok(addr) => {
             announce("aiproxy", addr);
@@ -235,28 +250,17 @@ async fn run(config: Config) -> ExitCode {
         }
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
     }
-    if let Some(port) = config.metrics_port {
-        match server::bind(&config.host, port).await {
-            Ok(metrics) => {
-                if let Ok(addr) = metrics.local_addr() {
-                    announce("aiproxy metrics", addr);
-                    tracing::info!(%addr, "metrics port listening (GET /metrics only)");
-                }
-                // Ends with the process: scrapes need no draining.
-                let only = aiproxy::console::Mount::new(
-                    server::metrics_port::MetricsOnly(pipeline.clone()),
-                    console.clone(),
-                );
-                tokio::spawn(server::serve(metrics, only, std::future::pending(), limits));
-            }
-            Err(error) => {
-                eprintln!(
-                    "aiproxy: cannot listen on {}:{port} (--metrics-port): {error}",
-                    config.host
-                );
-                return ExitCode::FAILURE;
-            }
+    if let Some(metrics) = metrics {
+        if let Ok(addr) = metrics.local_addr() {
+            announce("aiproxy metrics", addr);
+            tracing::info!(%addr, "metrics port listening (GET /metrics, and the console when it is on)");
         }
+        // Ends with the process: scrapes need no draining.
+        let only = aiproxy::console::Mount::new(
+            server::metrics_port::MetricsOnly(pipeline.clone()),
+            console.clone(),
+        );
+        tokio::spawn(server::serve(metrics, only, std::future::pending(), limits));
     }
     server::serve(
         listener,

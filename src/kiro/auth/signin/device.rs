@@ -2,7 +2,7 @@
 //! register a public client, start a device authorization, show the user its code and link,
 //! poll the token endpoint at the interval it asks for until the user approves.
 
-use super::{failed, refused, tokens_of, Kind, SignInError, SignedIn};
+use super::{field, post_json, tokens_of, Kind, SignInError, SignedIn};
 use crate::secret::Secret;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -100,68 +100,44 @@ impl DeviceFlow {
     /// Registers the client and starts the device authorization.
     pub async fn start(http: reqwest::Client, target: Target) -> Result<Self, SignInError> {
         let step = "registering the sign-in client (client/register)";
-        let response = http
-            .post(target.url("client/register"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(
-                json!({
-                    "clientName": "aiproxy",
-                    "clientType": "public",
-                    "scopes": SCOPES,
-                    "grantTypes": [DEVICE_GRANT, "refresh_token"],
-                    "issuerUrl": target.start_url,
-                })
-                .to_string(),
-            )
-            .send()
-            .await
-            .map_err(failed(step))?;
-        if !response.status().is_success() {
-            return Err(refused(step, response).await);
-        }
-        let client: Value = super::json_of(response).await.map_err(failed(step))?;
-        let text = |answer: &Value, step, key: &str| {
-            answer
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| SignInError::Failed {
-                    step,
-                    message: format!("the answer has no `{key}`"),
-                })
-        };
-        let client_id = text(&client, step, "clientId")?;
-        let client_secret = Secret::new(text(&client, step, "clientSecret")?);
+        let registration = json!({
+            "clientName": "aiproxy",
+            "clientType": "public",
+            "scopes": SCOPES,
+            "grantTypes": [DEVICE_GRANT, "refresh_token"],
+            "issuerUrl": target.start_url,
+        });
+        let client = post_json(
+            step,
+            http.post(target.url("client/register")),
+            &registration,
+        )
+        .await?;
+        let client_id = field(step, &client, "clientId")?;
+        let client_secret = Secret::new(field(step, &client, "clientSecret")?);
         let step = "starting the device authorization (device_authorization)";
-        let response = http
-            .post(target.url("device_authorization"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(
-                json!({"clientId": client_id, "clientSecret": client_secret.expose(),
-                          "startUrl": target.start_url})
-                .to_string(),
-            )
-            .send()
-            .await
-            .map_err(failed(step))?;
-        if !response.status().is_success() {
-            return Err(refused(step, response).await);
-        }
-        let device: Value = super::json_of(response).await.map_err(failed(step))?;
+        let authorization = json!({"clientId": client_id, "clientSecret": client_secret.expose(),
+                                   "startUrl": target.start_url});
+        let device = post_json(
+            step,
+            http.post(target.url("device_authorization")),
+            &authorization,
+        )
+        .await?;
         let seconds = |key: &str, default: u64| {
             Duration::from_secs(device.get(key).and_then(Value::as_u64).unwrap_or(default))
         };
         let expires_in = seconds("expiresIn", 600);
-        let verification_uri = text(&device, step, "verificationUri")?;
+        let verification_uri = field(step, &device, "verificationUri")?;
         let prompt = Prompt {
-            user_code: text(&device, step, "userCode")?,
-            verification_uri_complete: text(&device, step, "verificationUriComplete")
+            user_code: field(step, &device, "userCode")?,
+            verification_uri_complete: field(step, &device, "verificationUriComplete")
                 .unwrap_or_else(|_| verification_uri.clone()),
             verification_uri,
             expires_in,
         };
         Ok(Self {
-            device_code: Secret::new(text(&device, step, "deviceCode")?),
+            device_code: Secret::new(field(step, &device, "deviceCode")?),
             interval: seconds("interval", 5),
             deadline: Instant::now() + expires_in,
             http,
@@ -190,23 +166,11 @@ impl DeviceFlow {
         if Instant::now() >= self.deadline {
             return Err(self.expired());
         }
-        let response = self
-            .http
-            .post(self.target.url("token"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(
-                json!({"clientId": self.client_id, "clientSecret": self.client_secret.expose(),
-                          "grantType": DEVICE_GRANT, "deviceCode": self.device_code.expose()})
-                .to_string(),
-            )
-            .send()
-            .await
-            .map_err(failed(step))?;
-        if response.status().is_success() {
-            let answer: Value = super::json_of(response).await.map_err(failed(step))?;
-            let tokens = tokens_of(step, &answer)?;
-            return Ok(Polled::Done(Box::new(SignedIn {
-                tokens,
+        let poll = json!({"clientId": self.client_id, "clientSecret": self.client_secret.expose(),
+                          "grantType": DEVICE_GRANT, "deviceCode": self.device_code.expose()});
+        match post_json(step, self.http.post(self.target.url("token")), &poll).await {
+            Ok(answer) => Ok(Polled::Done(Box::new(SignedIn {
+                tokens: tokens_of(step, &answer)?,
                 kind: Kind::Idc {
                     provider: self.target.provider(),
                     client_id: self.client_id.clone(),
@@ -214,9 +178,15 @@ impl DeviceFlow {
                     region: self.target.region.clone(),
                     start_url: self.target.start_url.clone(),
                 },
-            })));
+            }))),
+            Err(refusal) => self.poll_refused(refusal),
         }
-        match refused(step, response).await {
+    }
+
+    /// What a refused poll means: wait (`authorization_pending`, `slow_down` adding 5 s), or
+    /// the end of the flow.
+    fn poll_refused(&mut self, refusal: SignInError) -> Result<Polled, SignInError> {
+        match refusal {
             SignInError::Refused { error, .. } if error == "authorization_pending" => {
                 Ok(Polled::Pending)
             }

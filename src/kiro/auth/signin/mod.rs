@@ -178,19 +178,41 @@ fn failed(step: &'static str) -> impl Fn(reqwest::Error) -> SignInError {
     }
 }
 
+/// Sends `request` with the JSON `body`: the answer's JSON, or why the step failed (an
+/// OAuth error answer is [`SignInError::Refused`] with its code).
+async fn post_json(
+    step: &'static str,
+    request: reqwest::RequestBuilder,
+    body: &Value,
+) -> Result<Value, SignInError> {
+    let response = request
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(failed(step))?;
+    if !response.status().is_success() {
+        return Err(refused(step, response).await);
+    }
+    json_of(response).await.map_err(failed(step))
+}
+
+/// A non-empty text field of a step's answer.
+fn field(step: &'static str, answer: &Value, key: &str) -> Result<String, SignInError> {
+    answer
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| SignInError::Failed {
+            step,
+            message: format!("the answer has no `{key}`"),
+        })
+}
+
 /// The tokens of a token endpoint's camelCase answer.
 fn tokens_of(step: &'static str, answer: &Value) -> Result<Tokens, SignInError> {
-    let text = |key: &str| {
-        answer
-            .get(key)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| SignInError::Failed {
-                step,
-                message: format!("the answer has no `{key}`"),
-            })
-    };
+    let text = |key: &str| field(step, answer, key);
     let expires_in = answer
         .get("expiresIn")
         .and_then(Value::as_u64)

@@ -4,11 +4,11 @@
 //! verifier. Kiro accepts only loopback redirect URIs, so a sign-in for a remote machine
 //! ends with the user pasting the final URL (the one the browser could not open) back.
 
-use super::{failed, refused, tokens_of, Kind, SignInError, SignedIn};
+use super::{post_json, tokens_of, Kind, SignInError, SignedIn};
 use crate::kiro::auth::account::KIRO_VERSION;
 use crate::secret::Secret;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Kiro's sign-in page.
 pub const SIGNIN_URL: &str = "https://app.kiro.dev/signin";
@@ -124,26 +124,16 @@ impl SocialFlow {
     /// Exchanges the callback's code for tokens.
     pub async fn exchange(&self, code: &str) -> Result<SignedIn, SignInError> {
         let step = "exchanging the sign-in code (oauth/token)";
-        let response = self
+        let request = self
             .http
             .post(format!("{}/oauth/token", self.auth_url))
             .header(
                 reqwest::header::USER_AGENT,
                 format!("KiroIDE-{KIRO_VERSION}"),
-            )
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(
-                json!({"code": code, "code_verifier": self.verifier.expose(),
-                          "redirect_uri": self.redirect_uri})
-                .to_string(),
-            )
-            .send()
-            .await
-            .map_err(failed(step))?;
-        if !response.status().is_success() {
-            return Err(refused(step, response).await);
-        }
-        let answer: Value = super::json_of(response).await.map_err(failed(step))?;
+            );
+        let exchange = json!({"code": code, "code_verifier": self.verifier.expose(),
+                              "redirect_uri": self.redirect_uri});
+        let answer = post_json(step, request, &exchange).await?;
         Ok(SignedIn {
             tokens: tokens_of(step, &answer)?,
             kind: Kind::Social,
