@@ -643,9 +643,71 @@ fn search(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the operator console costs the API: the server's `/console` mount in front of the
+/// pipeline (one path check), the journal a console keeps (one entry per model request),
+/// and one journal entry alone.
+fn console(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("console");
+    let body = chat(3, false);
+    let plain = pipeline_with(&ALL_LAYERS);
+    bench_requests(
+        &mut group,
+        &runtime,
+        "non_stream_small_console_off",
+        &plain,
+        &body,
+    );
+    let journaled = aiproxy::pipeline::build(&Config {
+        api_keys: vec!["bench-key".into()],
+        admin_key: Some("bench-admin-key-0123456789".into()),
+        ..Config::mock()
+    })
+    .unwrap();
+    bench_requests(
+        &mut group,
+        &runtime,
+        "non_stream_small_journal_on",
+        &journaled,
+        &body,
+    );
+    let mounted = aiproxy::console::Mount::new(plain.clone(), None);
+    group.bench_function("non_stream_small_mounted", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let response = mounted.clone().oneshot(request(&body)).await.unwrap();
+                assert_eq!(response.status(), 200);
+                black_box(response.into_body().collect().await.unwrap().to_bytes())
+            })
+        })
+    });
+    let journal = aiproxy::telemetry::journal::Journal::new(false);
+    let entry = aiproxy::telemetry::journal::Entry {
+        at_ms: aiproxy::telemetry::journal::now_ms(),
+        key: std::sync::Arc::from("key-1"),
+        model: std::sync::Arc::from("claude-sonnet-4"),
+        account: Some(std::sync::Arc::from("a1")),
+        status: 200,
+        error: None,
+        attempts: 1,
+        latency_ms: 12,
+        input_tokens: 95,
+        output_tokens: 2,
+        credits: 0.01,
+        cache: None,
+        stream: false,
+        prompt: None,
+    };
+    group.bench_function("journal_record", |b| {
+        b.iter(|| journal.record(black_box(entry.clone())))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     pipeline,
+    console,
     search,
     layers,
     decoder,
