@@ -83,8 +83,9 @@ async fn from_running(args: &AccountsArgs) -> Result<Vec<Value>, Unreachable> {
         "{}/loadbalancer/instances",
         args.url.trim_end_matches('/')
     ));
-    if let Some(key) = &args.api_key {
-        request = request.bearer_auth(key);
+    // The server's AIPROXY_API_KEY may list several keys (comma-separated): any one opens it.
+    if let Some(key) = args.api_key.as_deref().and_then(|k| k.split(',').next()) {
+        request = request.bearer_auth(key.trim());
     }
     let response = request
         .send()

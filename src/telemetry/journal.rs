@@ -51,11 +51,13 @@ pub struct Entry {
 
 impl Entry {
     /// The overview's error class: `rate_limited` (ours or Kiro's 429), `client` (4xx),
-    /// `upstream` (5xx, timeouts, broken streams).
+    /// `upstream` (5xx, timeouts, broken streams). A stream the client left early is not
+    /// an error (the log still says `abandoned`).
     pub fn class(&self) -> Option<&'static str> {
         match (self.status, self.error) {
             (429, _) => Some("rate_limited"),
             (400..=499, _) => Some("client"),
+            (_, Some("abandoned")) => None,
             (_, Some(_)) => Some("upstream"),
             (500.., None) => Some("upstream"),
             _ => None,
@@ -270,6 +272,10 @@ mod tests {
         journal.record(entry(ms, 200, Some("miss")));
         journal.record(entry(ms, 429, None));
         journal.record(entry(ms, 502, None));
+        journal.record(Entry {
+            error: Some("abandoned"),
+            ..entry(ms, 200, None)
+        });
         let minutes = journal.minutes(now);
         assert_eq!(minutes.len(), MINUTES);
         let last = minutes.last().unwrap();
@@ -281,15 +287,16 @@ mod tests {
                 last.cache_hits,
                 last.cache_lookups
             ),
-            (4, 1, 1, 1, 2)
+            (5, 1, 1, 1, 2)
         );
         assert_eq!(minutes[0].requests, 0);
         let keys = journal.keys();
-        assert_eq!(keys[0].1.requests, 4);
+        assert_eq!(keys[0].1.requests, 5);
+        assert_eq!(keys[0].1.errors, 2, "a client leaving early is no error");
         assert_eq!(keys[0].1.rate_limited, 1);
-        assert!((keys[0].1.credits - 2.0).abs() < 1e-9);
+        assert!((keys[0].1.credits - 2.5).abs() < 1e-9);
         let recent = journal.recent();
-        assert_eq!(recent[0].status, 502, "newest first");
+        assert_eq!(recent[1].status, 502, "newest first");
         assert!(
             recent.iter().all(|e| e.prompt.is_none()),
             "no prompt text unless asked"

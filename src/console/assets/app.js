@@ -175,7 +175,7 @@ async function accounts() {
         el("td", { class: "state " + a.state }, el("span", { class: "word" }, stateText(a)), a.last_error ? el("small", {}, el("br"), "last error: " + a.last_error) : null),
         el("td", {}, credits, el("br"), el("small", {}, "spent here: " + fmt.num(a.credits_spent))),
         el("td", {}, `${fmt.int(a.in_flight)} in flight, ${fmt.int(a.requests)} requests, ${fmt.int(a.errors)} errors`, el("br"),
-          el("small", {}, `tokens ${fmt.int(a.tokens.input)} in / ${fmt.int(a.tokens.output)} out; models: ${(a.models || []).length}`)),
+          el("small", { title: (a.models || []).join(", ") || "not listed yet" }, `tokens ${fmt.int(a.tokens.input)} in / ${fmt.int(a.tokens.output)} out; models: ${(a.models || []).length}`)),
         el("td", {}, el("small", {}, "machine " + (a.machine_id_prefix || "-") + "…"), el("br"), el("small", {}, a.egress ? "via " + a.egress + (a.egress_password_set ? " (password set)" : "") : "direct")),
         el("td", {}, el("small", {}, secrets)),
         el("td", {}, actions),

@@ -163,9 +163,10 @@ impl Accounts {
         Arc::clone(&self.live)
     }
 
-    /// The pool file the accounts come from, if any.
+    /// The pool file the accounts come from, if any (none in mock mode, which does not
+    /// read it).
     pub fn pool_file(&self) -> Option<&std::path::Path> {
-        self.config.pool.file.as_deref()
+        self.clients.as_ref().and(self.config.pool.file.as_deref())
     }
 
     /// How each account reaches Kiro, in pool order.
