@@ -16,6 +16,8 @@ else
     cargo test --workspace --locked --no-fail-fast --lib --bins --tests
 fi
 cargo test --workspace --locked --doc
+echo "== benches, each once (criterion's test mode: they keep compiling and running)"
+cargo test --locked --bench pipeline --bench balance
 echo "== client compatibility"
 # Uses target/debug/aiproxy as the integration tests just built it (a plain `cargo build`
 # would resolve features without dev-dependencies and rebuild half the tree).
