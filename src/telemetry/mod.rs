@@ -3,29 +3,27 @@
 //!
 //! Logging: `RUST_LOG` levels (default `info`), text or JSON lines on stderr.
 //!
-//! Lines are formatted on the thread that logs and written by a dedicated thread through a
-//! buffer, so a request never waits on a `write` to stderr (one access-log line per request
-//! was one syscall per request on the hot path). The buffer is flushed whenever the queue
-//! runs empty and when the [`LogGuard`] is dropped at exit. If stderr stalls (a blocked
-//! pipe), lines beyond the queue (128k lines) are dropped rather than stalling requests.
-//! Colours only when stderr is a terminal.
+//! Lines are formatted on the thread that logs and written in batches by a dedicated thread
+//! ([`batched`]), so a request never waits on a `write` to stderr and costs no wake-up of
+//! its own; what is buffered is written when the [`LogGuard`] is dropped at exit. If stderr
+//! stalls (a blocked pipe), lines beyond the buffer's bound are dropped (and counted) rather
+//! than stalling requests. Colours only when stderr is a terminal.
 
+pub mod batched;
 pub mod journal;
 pub mod metrics;
 pub mod traces;
 
 use crate::config::LogFormat;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// The log-line layer: text or JSON lines to `writer`.
-fn lines<S>(
-    format: LogFormat,
-    writer: tracing_appender::non_blocking::NonBlocking,
-) -> Box<dyn Layer<S> + Send + Sync>
+fn lines<S>(format: LogFormat, writer: BoxMakeWriter) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
@@ -46,7 +44,7 @@ where
 /// queued (log lines, spans). Hold it until exit, outside the async runtime.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
-    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _writer: Option<batched::BatchGuard>,
     traces: Option<SdkTracerProvider>,
 }
 
@@ -65,7 +63,14 @@ impl Drop for LogGuard {
 /// no export). Call once per process and keep the guard.
 pub fn init(format: LogFormat, runtime: Option<&tokio::runtime::Handle>) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(BufWriter::new(std::io::stderr()));
+    let (writer, guard) = match batched::Batched::start(std::io::stderr(), batched::MAX_BUFFER) {
+        Ok((writer, guard)) => (BoxMakeWriter::new(writer), Some(guard)),
+        Err(error) => {
+            // Without its thread, lines are written as they come (one write each).
+            eprintln!("aiproxy: cannot start the log writer thread ({error}); logging directly");
+            (BoxMakeWriter::new(std::io::stderr), None)
+        }
+    };
     let (traces, problem) = match runtime.map(traces::provider) {
         Some(Ok(provider)) => (provider, None),
         Some(Err(problem)) => (None, Some(problem)),
@@ -102,7 +107,7 @@ pub fn init(format: LogFormat, runtime: Option<&tokio::runtime::Handle>) -> LogG
         tracing::info!("exporting traces over OTLP/HTTP");
     }
     LogGuard {
-        _writer: Some(guard),
+        _writer: guard,
         traces,
     }
 }
