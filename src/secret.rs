@@ -24,6 +24,21 @@ impl Secret {
     }
 }
 
+/// 32 random bytes from the system's CSPRNG, base64url: an unguessable token (a PKCE
+/// verifier or state, a console session, a CSRF token).
+pub fn random_token() -> String {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    // The system RNG does not fail on the platforms we build for; were it to, two UUIDs'
+    // randomness still make an unguessable value.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
         Self::new(value)

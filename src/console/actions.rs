@@ -219,7 +219,7 @@ impl Console {
                 "too many sign-ins in progress; finish or wait for one".into(),
             ));
         }
-        let id = super::session::random_token();
+        let id = crate::secret::random_token();
         flows.flows.insert(id.clone(), (now, flow));
         Ok(id)
     }

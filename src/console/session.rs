@@ -4,8 +4,7 @@
 //! `csrf` field). Sign-in attempts are throttled for the whole process (10 a minute), so a
 //! key cannot be guessed through the page; the key is compared in constant time.
 
-use crate::secret::Secret;
-use base64::Engine;
+use crate::secret::{random_token, Secret};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
 use std::collections::HashMap;
@@ -21,17 +20,6 @@ pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 const MAX_SESSIONS: usize = 64;
 /// Sign-in attempts a minute, for the whole process.
 const ATTEMPTS_PER_MINUTE: u32 = 10;
-
-/// 32 random bytes, base64url.
-pub fn random_token() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// Equal in constant time (blake3's hash comparison is).
 pub fn same(a: &str, b: &str) -> bool {

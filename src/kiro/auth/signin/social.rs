@@ -6,7 +6,7 @@
 
 use super::{post_json, tokens_of, Kind, SignInError, SignedIn};
 use crate::kiro::auth::account::KIRO_VERSION;
-use crate::secret::Secret;
+use crate::secret::{random_token, Secret};
 use base64::Engine;
 use serde_json::json;
 
@@ -28,19 +28,6 @@ pub struct SocialFlow {
     state: String,
     redirect_uri: String,
     signin_url: String,
-}
-
-/// 32 random bytes, base64url (a PKCE verifier, a state).
-fn random_token() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    // The system RNG does not fail on the platforms we build for; were it to, a UUID's
-    // randomness still makes an unguessable value.
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The S256 challenge of a PKCE verifier.
