@@ -424,12 +424,6 @@ async fn call_model(
 ) -> Result<ModelResponse, Rejection> {
     let span = tracing::Span::current();
     span.record("gen_ai.request.model", chat.model.as_str());
-    let started = Instant::now();
-    let prompt = state
-        .journal
-        .as_ref()
-        .filter(|journal| journal.logs_bodies())
-        .and_then(|_| last_user_text(&chat));
     let streaming = chat.stream;
     let (model_label, client): (Arc<str>, _) =
         (Arc::from(chat.model.as_str()), chat.metadata.client.clone());
@@ -439,10 +433,14 @@ async fn call_model(
     // One record of upstream attempts for the whole request (the retry layer fills it, and a
     // second model call of the same request, a forced tool's second ask, continues it).
     let attempts = Attempts::default();
+    // Only with a console: without one, nothing here runs.
     let journal = state.journal.as_ref().map(|journal| JournalNote {
         journal: journal.clone(),
-        started,
-        prompt,
+        started: Instant::now(),
+        prompt: journal
+            .logs_bodies()
+            .then(|| last_user_text(&chat))
+            .flatten(),
         model: Arc::clone(&model_label),
         client: client.clone(),
         attempts: attempts.clone(),

@@ -392,7 +392,7 @@ fn ok(value: Value) -> Response<ResponseBody> {
     respond(StatusCode::OK, "application/json", value.to_string())
 }
 
-/// An error in aiproxy's OpenAI shape.
+/// An error in aiproxy's OpenAI shape (the same `Rejection` every layer answers with).
 fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
     let kind = match status.as_u16() {
         401 => "authentication_error",
@@ -402,8 +402,9 @@ fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
         400..=499 => "invalid_request_error",
         _ => "api_error",
     };
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
-    respond(status, "application/json", body.to_string())
+    aiproxy_layers::Rejection::new(status, kind, message)
+        .into_response(aiproxy_layers::ErrorShape::OpenAi)
+        .map(ResponseBody::full)
 }
 
 fn html(status: StatusCode, page: String) -> Response<ResponseBody> {

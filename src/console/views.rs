@@ -62,17 +62,9 @@ impl Console {
                         .collect::<serde_json::Map<_, _>>()
                         .into();
                     instance["enabled"] = json!(identity.enabled);
+                    instance["format"] = json!(identity.format);
                 }
                 instance["models"] = json!(self.inner.accounts.models_served(&name));
-                let format = self
-                    .inner
-                    .views
-                    .providers
-                    .iter()
-                    .flat_map(|p| p.accounts.read().map(|a| a.clone()).unwrap_or_default())
-                    .find(|a| a.name() == name)
-                    .map_or("mock", |a| a.status().format);
-                instance["format"] = json!(format);
                 instance
             })
             .collect();

@@ -83,6 +83,8 @@ pub struct Identity {
     pub secrets_set: [(&'static str, bool); 3],
     /// Switched on in the pool file.
     pub enabled: bool,
+    /// The credential's format (`mock` for the built-in fake's account).
+    pub format: &'static str,
 }
 
 /// Why an operator action on an account did nothing.
@@ -191,6 +193,7 @@ impl Accounts {
                     |a| a.secrets_set(),
                 ),
                 enabled: m.enabled,
+                format: m.account.as_ref().map_or("mock", |a| a.status().format),
             })
             .collect()
     }
@@ -206,22 +209,24 @@ impl Accounts {
             .unwrap_or_default()
     }
 
-    /// The live account called `name`.
-    fn account_named(&self, name: &str) -> Result<Arc<Account>, ActionError> {
-        let members = self.lock();
-        let member = members
+    /// The member called `name` and its live account.
+    fn live_member(&self, name: &str) -> Result<(Member, Arc<Account>), ActionError> {
+        let member = self
+            .lock()
             .iter()
             .find(|m| &*m.spec.name == name)
+            .cloned()
             .ok_or_else(|| ActionError::NoSuchAccount(name.to_owned()))?;
-        member
+        let account = member
             .account
             .clone()
-            .ok_or_else(|| ActionError::Mock(name.to_owned()))
+            .ok_or_else(|| ActionError::Mock(name.to_owned()))?;
+        Ok((member, account))
     }
 
     /// Refreshes `name`'s access token now.
     pub async fn refresh_now(&self, name: &str) -> Result<(), ActionError> {
-        let account = self.account_named(name)?;
+        let (_, account) = self.live_member(name)?;
         account
             .refresh_now()
             .await
@@ -230,13 +235,7 @@ impl Accounts {
 
     /// Runs the health probe on `name` now (as the periodic probe would).
     pub async fn probe_now(&self, name: &str) -> Result<(), ActionError> {
-        self.account_named(name)?;
-        let member = self
-            .lock()
-            .iter()
-            .find(|m| &*m.spec.name == name)
-            .cloned()
-            .ok_or_else(|| ActionError::NoSuchAccount(name.to_owned()))?;
+        let (member, _) = self.live_member(name)?;
         probe_one(self, &member).await;
         Ok(())
     }
