@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -87,31 +88,102 @@ pub struct WaitReady<S> {
 
 impl<S, Req> Service<Req> for WaitReady<S>
 where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Error: From<NotReady> + Send + 'static,
-    S::Future: Send + 'static,
-    Req: Send + 'static,
+    S: Service<Req> + Clone,
+    S::Error: From<NotReady>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = WaitReadyFuture<S, Req>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        // The clone is the one that was made ready, as tower's `oneshot` does.
-        let mut inner = self.inner.clone();
-        let max_wait = self.max_wait;
-        Box::pin(async move {
-            let ready = std::future::poll_fn(|cx| inner.poll_ready(cx));
-            match tokio::time::timeout(max_wait, ready).await {
-                Ok(Ok(())) => inner.call(request).await,
-                Ok(Err(error)) => Err(error),
-                Err(_) => Err(S::Error::from(NotReady { waited: max_wait })),
+        // The clone is the one that waits and is called (tower's clone-then-swap pattern
+        // would leave `self` with a service another caller already readied).
+        WaitReadyFuture {
+            state: State::Waiting {
+                inner: self.inner.clone(),
+                request: Some(request),
+                // The timer is armed only if the first readiness check finds no slot: an
+                // account with room (the usual case) costs no timer.
+                deadline: None,
+                max_wait: self.max_wait,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// [`WaitReady`]'s future: waits (bounded) for the inner service, then runs its call.
+    pub struct WaitReadyFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Waiting {
+            inner: S,
+            request: Option<Req>,
+            deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+            max_wait: Duration,
+        },
+        Calling { #[pin] future: S::Future },
+    }
+}
+
+impl<S, Req> Future for WaitReadyFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: From<NotReady>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => return future.poll(cx),
+                StateProj::Waiting {
+                    inner,
+                    request,
+                    deadline,
+                    max_wait,
+                } => {
+                    match inner.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                        Poll::Pending => {
+                            let max_wait = *max_wait;
+                            let sleep = deadline
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(max_wait)));
+                            if sleep.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(Err(S::Error::from(NotReady {
+                                    waited: max_wait,
+                                })));
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                    let Some(request) = request.take() else {
+                        // Only reachable by polling after completion, which futures forbid.
+                        return Poll::Pending;
+                    };
+                    let future = inner.call(request);
+                    this.state.set(State::Calling { future });
+                }
             }
-        })
+        }
     }
 }
 
