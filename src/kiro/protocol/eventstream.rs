@@ -6,10 +6,9 @@
 //! is caught before we wait for bytes that will never come). Decoding is strict: a corrupt
 //! frame is an error, because a stream with a hole in it must not look like a good answer.
 
-use aws_smithy_eventstream::frame::{read_message_from, write_message_to};
+use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use aws_smithy_types::str_bytes::StrBytes;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 /// Largest frame we accept (a runaway length is corruption, not data).
@@ -38,22 +37,39 @@ pub enum FrameError {
     Corrupt(String),
 }
 
-/// One decoded frame, with the headers Kiro uses pulled out. The strings share the frame's
-/// buffer (no copy, no allocation per frame).
+/// One decoded frame, with the headers Kiro uses pulled out. Every part is a slice of the
+/// bytes read from the socket (no copy, no allocation per frame).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
-    /// `:message-type` (`event`, `exception`, `error`).
-    pub message_type: StrBytes,
-    /// `:event-type`, `:exception-type` or `:error-code`, whichever applies.
-    pub kind: StrBytes,
+    /// `:message-type` (`event`, `exception`, `error`); `event` when absent.
+    message_type: Bytes,
+    /// `:event-type`, `:exception-type` or `:error-code`, whichever applies; empty when absent.
+    kind: Bytes,
     /// The payload (JSON for Kiro).
     pub payload: Bytes,
 }
 
-/// Incremental decoder over a growing buffer.
+impl Frame {
+    /// `:message-type` (`event`, `exception`, `error`); `event` when the frame has none.
+    pub fn message_type(&self) -> &str {
+        // Checked as UTF-8 when the frame was read.
+        std::str::from_utf8(&self.message_type).unwrap_or_default()
+    }
+
+    /// `:event-type`, `:exception-type` or `:error-code`, whichever the frame carries.
+    pub fn kind(&self) -> &str {
+        std::str::from_utf8(&self.kind).unwrap_or_default()
+    }
+}
+
+/// Incremental decoder. A read that holds whole frames is cut into them in place; only the
+/// tail of a frame split across reads is copied, into `partial`, until it is complete.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
-    buffer: BytesMut,
+    /// The bytes of the last read not yet cut into frames (while `partial` is empty).
+    current: Bytes,
+    /// A frame begun in an earlier read, with what followed it.
+    partial: BytesMut,
 }
 
 impl FrameDecoder {
@@ -64,75 +80,184 @@ impl FrameDecoder {
 
     /// Appends bytes read from the upstream.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
+        self.push_bytes(Bytes::copy_from_slice(bytes));
     }
 
-    /// Appends a chunk read from the upstream; when nothing is pending and the chunk is not
-    /// shared, its buffer is taken over instead of copied, and the frames cut from it share it.
+    /// Appends a chunk read from the upstream; the frames cut from it share its buffer.
     pub fn push_bytes(&mut self, bytes: Bytes) {
-        if self.buffer.is_empty() {
-            self.buffer = BytesMut::from(bytes);
+        if self.partial.is_empty() && self.current.is_empty() {
+            self.current = bytes;
         } else {
-            self.buffer.extend_from_slice(&bytes);
+            if !self.current.is_empty() {
+                self.partial.extend_from_slice(&self.current);
+                self.current = Bytes::new();
+            }
+            self.partial.extend_from_slice(&bytes);
         }
     }
 
     /// Bytes received but not yet part of a complete frame.
     pub fn pending(&self) -> usize {
-        self.buffer.len()
+        self.current.len() + self.partial.len()
     }
 
     /// Takes the next complete frame out of the buffer, if there is one.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buffer.len() < PRELUDE_BYTES {
+        let buffered: &[u8] = if self.partial.is_empty() {
+            &self.current
+        } else {
+            &self.partial
+        };
+        let Some(total) = frame_length(buffered)? else {
+            return Ok(None);
+        };
+        if buffered.len() < total {
+            // The frame continues in a later read: keep its start where reads accumulate.
+            if self.partial.is_empty() {
+                self.partial.extend_from_slice(&self.current);
+                self.current = Bytes::new();
+            }
             return Ok(None);
         }
-        let prelude = &self.buffer[..PRELUDE_BYTES];
-        let total = u32::from_be_bytes([prelude[0], prelude[1], prelude[2], prelude[3]]) as usize;
-        let sent_crc = u32::from_be_bytes([prelude[8], prelude[9], prelude[10], prelude[11]]);
-        let computed_crc = crc32fast::hash(&prelude[..8]);
-        if computed_crc != sent_crc {
-            return Err(FrameError::PreludeCrc {
-                expected: computed_crc,
-                actual: sent_crc,
-            });
-        }
-        if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&total) {
-            return Err(FrameError::Length(total));
-        }
-        if self.buffer.len() < total {
-            return Ok(None);
-        }
-        let mut frame_bytes = self.buffer.split_to(total).freeze();
-        let message =
-            read_message_from(&mut frame_bytes).map_err(|e| FrameError::Corrupt(e.to_string()))?;
-        debug_assert_eq!(frame_bytes.remaining(), 0);
-        Ok(Some(Frame::from_message(message)))
+        let frame = if self.partial.is_empty() {
+            self.current.split_to(total)
+        } else {
+            self.partial.split_to(total).freeze()
+        };
+        Frame::read(frame).map(Some)
     }
 }
 
+/// The frame length announced by a complete prelude (its CRC checked), or `None` before 12
+/// bytes are there.
+fn frame_length(buffered: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(prelude) = buffered.get(..PRELUDE_BYTES) else {
+        return Ok(None);
+    };
+    let total = be_u32(&prelude[0..4]) as usize;
+    let sent_crc = be_u32(&prelude[8..12]);
+    let computed_crc = crc32fast::hash(&prelude[..8]);
+    if computed_crc != sent_crc {
+        return Err(FrameError::PreludeCrc {
+            expected: computed_crc,
+            actual: sent_crc,
+        });
+    }
+    if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&total) {
+        return Err(FrameError::Length(total));
+    }
+    Ok(Some(total))
+}
+
+fn be_u32(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .take(4)
+        .fold(0, |n, &byte| (n << 8) | u32::from(byte))
+}
+
+fn corrupt(what: impl Into<String>) -> FrameError {
+    FrameError::Corrupt(what.into())
+}
+
 impl Frame {
-    fn from_message(message: Message) -> Self {
+    /// Reads one whole frame (`bytes` is exactly `total_length` long, its prelude checked).
+    fn read(bytes: Bytes) -> Result<Self, FrameError> {
+        let total = bytes.len();
+        let body_end = total - 4;
+        let sent_crc = be_u32(&bytes[body_end..]);
+        let computed_crc = crc32fast::hash(&bytes[..body_end]);
+        if computed_crc != sent_crc {
+            return Err(corrupt(format!(
+                "message checksum mismatch (expected {computed_crc:#010x}, got {sent_crc:#010x})"
+            )));
+        }
+        let headers_len = be_u32(&bytes[4..8]) as usize;
+        let headers_end = PRELUDE_BYTES
+            .checked_add(headers_len)
+            .filter(|&end| end <= body_end)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "header block of {headers_len} bytes is longer than the frame"
+                ))
+            })?;
         let mut message_type = None;
         let mut kind = None;
-        for header in message.headers() {
-            let Ok(value) = header.value().as_string() else {
-                continue;
-            };
-            match header.name().as_str() {
-                ":message-type" => message_type = Some(value.clone()),
-                ":event-type" | ":exception-type" | ":error-code" => kind = Some(value.clone()),
-                _ => {}
+        let mut at = PRELUDE_BYTES;
+        while at < headers_end {
+            let header = read_header(&bytes[..headers_end], at)?;
+            at = header.next;
+            if let Some(value) = header.string {
+                let value = bytes.slice(value);
+                match &bytes[header.name] {
+                    b":message-type" => message_type = Some(value),
+                    b":event-type" | b":exception-type" | b":error-code" => kind = Some(value),
+                    _ => {}
+                }
             }
         }
-        Self {
+        Ok(Self {
             message_type: message_type
-                .filter(|t| !t.as_str().is_empty())
-                .unwrap_or(StrBytes::from("event")),
-            kind: kind.unwrap_or(StrBytes::from("")),
-            payload: message.payload().clone(),
-        }
+                .filter(|t| !t.is_empty())
+                .unwrap_or(Bytes::from_static(b"event")),
+            kind: kind.unwrap_or_default(),
+            payload: bytes.slice(headers_end..body_end),
+        })
     }
+}
+
+/// Where one header's parts are in the header block.
+struct HeaderAt {
+    name: std::ops::Range<usize>,
+    /// The value, when it is a string (type 7; the only kind Kiro sends), checked as UTF-8.
+    string: Option<std::ops::Range<usize>>,
+    next: usize,
+}
+
+/// Reads the header starting at `at` of `block` (which ends where the header block ends).
+fn read_header(block: &[u8], at: usize) -> Result<HeaderAt, FrameError> {
+    let take = |from: usize, len: usize| -> Result<std::ops::Range<usize>, FrameError> {
+        let end = from
+            .checked_add(len)
+            .filter(|&end| end <= block.len())
+            .ok_or_else(|| corrupt("a header runs past the header block"))?;
+        Ok(from..end)
+    };
+    let name_len = usize::from(block[at]);
+    let name = take(at + 1, name_len)?;
+    if std::str::from_utf8(&block[name.clone()]).is_err() {
+        return Err(corrupt("a header name is not UTF-8"));
+    }
+    let value_type = block[take(name.end, 1)?.start];
+    let value_at = name.end + 1;
+    // Byte arrays and strings: a u16 length, then the bytes.
+    let sized = || -> Result<std::ops::Range<usize>, FrameError> {
+        let len = take(value_at, 2)?;
+        let n = u16::from_be_bytes([block[len.start], block[len.start + 1]]);
+        take(len.end, usize::from(n))
+    };
+    let (value, string) = match value_type {
+        0 | 1 => (value_at..value_at, false),
+        2 => (take(value_at, 1)?, false),
+        3 => (take(value_at, 2)?, false),
+        4 => (take(value_at, 4)?, false),
+        5 | 8 => (take(value_at, 8)?, false),
+        9 => (take(value_at, 16)?, false),
+        6 => (sized()?, false),
+        7 => {
+            let value = sized()?;
+            if std::str::from_utf8(&block[value.clone()]).is_err() {
+                return Err(corrupt("a string header value is not UTF-8"));
+            }
+            (value, true)
+        }
+        other => return Err(corrupt(format!("unknown header value type {other}"))),
+    };
+    Ok(HeaderAt {
+        name,
+        next: value.end,
+        string: string.then_some(value),
+    })
 }
 
 /// Encodes one frame as Kiro sends it. Used by the fake Kiro and by tests.
@@ -301,29 +426,29 @@ impl KiroEvent {
     /// Interprets a decoded frame.
     pub fn from_frame(frame: &Frame) -> Result<Self, PayloadError> {
         let fail = |e: serde_json::Error| PayloadError {
-            event_type: frame.kind.as_str().to_owned(),
+            event_type: frame.kind().to_owned(),
             reason: e.to_string(),
         };
         let payload = &frame.payload;
-        match frame.message_type.as_str() {
+        match frame.message_type() {
             "exception" => {
                 let message = serde_json::from_slice::<MessagePayload>(payload)
                     .map(|p| p.message)
                     .unwrap_or_else(|_| String::from_utf8_lossy(payload).into_owned());
                 return Ok(Self::Exception {
-                    kind: frame.kind.as_str().to_owned(),
+                    kind: frame.kind().to_owned(),
                     message,
                 });
             }
             "error" => {
                 return Ok(Self::Error {
-                    code: frame.kind.as_str().to_owned(),
+                    code: frame.kind().to_owned(),
                     message: String::from_utf8_lossy(payload).into_owned(),
                 })
             }
             _ => {}
         }
-        Ok(match frame.kind.as_str() {
+        Ok(match frame.kind() {
             "assistantResponseEvent" => {
                 let p: TextPayload = serde_json::from_slice(payload).map_err(fail)?;
                 if p.followup_prompt.is_some() && p.content.is_empty() {
@@ -401,8 +526,8 @@ mod tests {
         let mut decoder = FrameDecoder::new();
         decoder.push(&vector());
         let frame = decoder.next_frame().unwrap().unwrap();
-        assert_eq!(frame.message_type.as_str(), "event");
-        assert_eq!(frame.kind.as_str(), "assistantResponseEvent");
+        assert_eq!(frame.message_type(), "event");
+        assert_eq!(frame.kind(), "assistantResponseEvent");
         assert_eq!(
             KiroEvent::from_frame(&frame).unwrap(),
             KiroEvent::Text("Hi".into())
@@ -508,6 +633,77 @@ mod tests {
         let mut decoder = FrameDecoder::new();
         decoder.push(&payload_flip);
         assert!(decoder.next_frame().is_err());
+    }
+
+    /// A frame with every header value type of the format (only strings are read; the rest
+    /// are skipped), written by the AWS SDK's encoder, decodes to what the SDK wrote.
+    #[test]
+    fn every_header_type_is_skipped_or_read() {
+        use aws_smithy_types::DateTime;
+        let message = Message::new(Bytes::from_static(b"{\"content\":\"x\"}"))
+            .add_header(Header::new("t", HeaderValue::Bool(true)))
+            .add_header(Header::new("f", HeaderValue::Bool(false)))
+            .add_header(Header::new("b", HeaderValue::Byte(7)))
+            .add_header(Header::new("s", HeaderValue::Int16(-2)))
+            .add_header(Header::new("i", HeaderValue::Int32(3)))
+            .add_header(Header::new("l", HeaderValue::Int64(4)))
+            .add_header(Header::new(
+                "a",
+                HeaderValue::ByteArray(Bytes::from_static(b"\x00\xff")),
+            ))
+            .add_header(Header::new(
+                "d",
+                HeaderValue::Timestamp(DateTime::from_secs(5)),
+            ))
+            .add_header(Header::new("u", HeaderValue::Uuid(u128::MAX)))
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String("assistantResponseEvent".into()),
+            ))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ));
+        let mut bytes = Vec::new();
+        write_message_to(&message, &mut bytes).unwrap();
+        let mut decoder = FrameDecoder::new();
+        decoder.push_bytes(Bytes::from(bytes));
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(frame.kind(), "assistantResponseEvent");
+        assert_eq!(frame.message_type(), "event");
+        assert_eq!(&frame.payload[..], b"{\"content\":\"x\"}");
+        assert_eq!(decoder.pending(), 0);
+    }
+
+    /// Header blocks that lie about their contents are corrupt frames, not panics.
+    #[test]
+    fn broken_header_blocks_are_errors() {
+        // (header block, what the error says)
+        let cases: [(&[u8], &str); 4] = [
+            (b"\x05:a", "runs past"),
+            (b"\x01a\x07\x00\x09abc", "runs past"),
+            (b"\x01a\x0c", "unknown header value type 12"),
+            (b"\x01a\x07\x00\x02\xff\xfe", "not UTF-8"),
+        ];
+        for (headers, says) in cases {
+            let total = 16 + headers.len();
+            let mut frame = Vec::new();
+            frame.extend_from_slice(&(total as u32).to_be_bytes());
+            frame.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+            let prelude_crc = crc32fast::hash(&frame);
+            frame.extend_from_slice(&prelude_crc.to_be_bytes());
+            frame.extend_from_slice(headers);
+            let crc = crc32fast::hash(&frame);
+            frame.extend_from_slice(&crc.to_be_bytes());
+            let mut decoder = FrameDecoder::new();
+            decoder.push(&frame);
+            match decoder.next_frame() {
+                Err(FrameError::Corrupt(message)) => {
+                    assert!(message.contains(says), "{message} should say {says}")
+                }
+                other => panic!("{headers:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
