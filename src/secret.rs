@@ -1,16 +1,19 @@
 //! A string that must never be printed: tokens, refresh tokens, client secrets, API keys.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Holds a secret. `Debug` and `Display` print `***`; use [`Secret::expose`] where the
 /// value must go on the wire.
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+// Shared, not owned: an account's bearer is cloned for every upstream call, and a clone of
+// an `Arc<str>` is a count, not a copy.
+pub struct Secret(Arc<str>);
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(Arc::from(value.into()))
     }
 
     /// The value, for the wire or a credential file only.

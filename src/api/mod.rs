@@ -626,6 +626,12 @@ async fn drained<T>(
     out
 }
 
+// Names as constants: inserting by `&str` copies a non-standard name into a new buffer on
+// every response.
+const ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-aiproxy-account");
+const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-aiproxy-attempts");
+const CACHE_HEADER: HeaderName = HeaderName::from_static("x-aiproxy-cache");
+
 /// Response headers (and, for the metrics layer, the upstream clock) from what the model
 /// tier reported.
 fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::model::Extensions) {
@@ -634,18 +640,18 @@ fn model_headers(response: &mut Response<ResponseBody>, extensions: &crate::mode
     }
     if let Some(AccountId(account)) = extensions.get::<AccountId>() {
         if let Ok(value) = HeaderValue::from_str(account) {
-            response.headers_mut().insert("x-aiproxy-account", value);
+            response.headers_mut().insert(ACCOUNT_HEADER, value);
         }
     }
     if let Some(attempts) = extensions.get::<Attempts>() {
         response
             .headers_mut()
-            .insert("x-aiproxy-attempts", HeaderValue::from(attempts.count()));
+            .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts.count()));
     }
     if let Some(status) = extensions.get::<CacheStatus>() {
         response
             .headers_mut()
-            .insert("x-aiproxy-cache", HeaderValue::from_static(status.as_str()));
+            .insert(CACHE_HEADER, HeaderValue::from_static(status.as_str()));
     }
     if let Some(limits) = extensions.get::<RateLimitStatus>() {
         for (name, value) in rate_limit_headers(limits) {

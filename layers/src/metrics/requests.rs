@@ -182,9 +182,7 @@ where
                     i.overhead.record(overhead.as_secs_f64(), &[route]);
                     let millis = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
                     if let Ok(value) = HeaderValue::from_str(&millis) {
-                        response
-                            .headers_mut()
-                            .insert("x-aiproxy-overhead-ms", value);
+                        response.headers_mut().insert(OVERHEAD_HEADER, value);
                     }
                 }
             }
@@ -192,6 +190,9 @@ where
         Poll::Ready(result)
     }
 }
+
+/// A constant: inserting by `&str` copies a non-standard name on every response.
+const OVERHEAD_HEADER: http::HeaderName = http::HeaderName::from_static("x-aiproxy-overhead-ms");
 
 fn status_class(status: u16) -> &'static str {
     match status / 100 {

@@ -13,7 +13,7 @@ use crate::kiro::protocol::stream::ByteStream;
 use crate::kiro::transport::egress::{Connector, EgressProxy};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyDataStream, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -202,19 +202,30 @@ impl IdeHeaders {
     /// The headers of one call with `token` (every account, mock ones too, has one).
     pub fn for_call(&self, token: &AccessToken) -> HeaderMap {
         let mut headers = self.base.clone();
-        if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-            headers.insert("amz-sdk-invocation-id", id);
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+        if let Ok(id) = HeaderValue::from_str(id) {
+            headers.insert(INVOCATION_ID, id);
         }
-        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.token.expose())) {
+        // Built in place: one buffer, no `format!` and copy.
+        let secret = token.token.expose();
+        let mut bearer = bytes::BytesMut::with_capacity(7 + secret.len());
+        bearer.extend_from_slice(b"Bearer ");
+        bearer.extend_from_slice(secret.as_bytes());
+        if let Ok(mut value) = HeaderValue::from_maybe_shared(bearer.freeze()) {
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
         if let Some(kind) = token.token_type {
-            headers.insert("tokentype", HeaderValue::from_static(kind));
+            headers.insert(TOKEN_TYPE, HeaderValue::from_static(kind));
         }
         headers
     }
 }
+
+// Names as constants: inserting by `&str` copies a non-standard name into a new buffer.
+const INVOCATION_ID: HeaderName = HeaderName::from_static("amz-sdk-invocation-id");
+const TOKEN_TYPE: HeaderName = HeaderName::from_static("tokentype");
 
 /// A body stream with a deadline for the first chunk and an idle timeout after it.
 struct TimedStream {
