@@ -523,6 +523,14 @@ pub enum ChatError {
         /// When the first account is expected back.
         retry_after: Option<Duration>,
     },
+    /// The state shared between replicas (Redis) could not be reached and
+    /// `--redis-failure-mode` is `closed`: this replica does not decide alone. Nothing was
+    /// sent upstream.
+    #[error("Shared state unavailable: {message}")]
+    SharedStateUnavailable {
+        /// What failed and what to do.
+        message: String,
+    },
     /// A bug or an unexpected state inside aiproxy.
     #[error("Internal error: {message}")]
     Internal {
@@ -573,7 +581,10 @@ impl ChatError {
             | Self::EmptyTurn { nudged: true, .. }
             | Self::Timeout { .. }
             | Self::Truncated { .. } => Fault::Upstream,
-            Self::Busy { .. } | Self::NoAccount { .. } | Self::Internal { .. } => Fault::Local,
+            Self::Busy { .. }
+            | Self::NoAccount { .. }
+            | Self::SharedStateUnavailable { .. }
+            | Self::Internal { .. } => Fault::Local,
         }
     }
 
@@ -584,6 +595,8 @@ impl ChatError {
             | Self::Throttled { retry_after, .. }
             | Self::Busy { retry_after, .. }
             | Self::NoAccount { retry_after, .. } => *retry_after,
+            // Redis is usually back within a second or two (a restart, a failover).
+            Self::SharedStateUnavailable { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -609,6 +622,7 @@ impl ChatError {
             Self::Truncated { .. } => "truncated",
             Self::Busy { .. } => "busy",
             Self::NoAccount { .. } => "no_account",
+            Self::SharedStateUnavailable { .. } => "shared_state_unavailable",
             Self::Internal { .. } => "internal",
         }
     }

@@ -23,6 +23,7 @@ pub mod console;
 pub mod kiro;
 pub mod model;
 pub mod pipeline;
+pub mod replicas;
 pub mod secret;
 pub mod server;
 pub mod telemetry;

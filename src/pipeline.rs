@@ -121,6 +121,9 @@ pub enum BuildError {
     /// The metrics registry could not be set up.
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::metrics::MetricsError),
+    /// Redis could not be set up (the URL, or no runtime to connect on).
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 /// Builds the pipeline for `config`.
@@ -149,6 +152,13 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
     let pool = accounts.pool();
     let views = pool.clone();
     let metrics = Metrics::new()?;
+    let redis = match &config.redis {
+        Some(settings) => Some(
+            crate::replicas::Redis::start(settings.clone(), metrics.meter())
+                .map_err(BuildError::Redis)?,
+        ),
+        None => None,
+    };
     let state = ApiState {
         catalog: catalog.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -171,6 +181,7 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
             .admin_key
             .is_some()
             .then(|| crate::telemetry::journal::Journal::new(config.console_log_bodies)),
+        redis: redis.clone(),
     };
     crate::api::metrics::observe_accounts(metrics.meter(), &state.providers);
     let views = state.views();
@@ -210,7 +221,7 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
     let model = ResolveLayer::new(catalog).layer(if config.rate_limit.is_unlimited() {
         Either::Right(searching)
     } else {
-        Either::Left(rate_limit_layer(config, &metrics).layer(searching))
+        Either::Left(rate_limit_layer(config, &metrics, redis.as_ref()).layer(searching))
     });
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,
@@ -271,9 +282,19 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
     })
 }
 
-/// The client rate limits of `config`, buckets in this process's memory.
-fn rate_limit_layer(config: &Config, metrics: &Metrics) -> RateLimitLayer {
-    let store = Arc::new(aiproxy_layers::rate_limit::MemoryStore::new());
+/// The client rate limits of `config`: buckets in Redis when replicas share state, else in
+/// this process's memory.
+fn rate_limit_layer(
+    config: &Config,
+    metrics: &Metrics,
+    redis: Option<&crate::replicas::Redis>,
+) -> RateLimitLayer {
+    let store: Arc<dyn aiproxy_layers::rate_limit::RateLimitStore> = match redis {
+        Some(redis) => Arc::new(crate::replicas::rate_limit::RedisRateLimits::new(
+            redis.clone(),
+        )),
+        None => Arc::new(aiproxy_layers::rate_limit::MemoryStore::new()),
+    };
     let mut layer =
         RateLimitLayer::new(store, config.rate_limit.default).with_meter(metrics.meter());
     for (label, limits) in &config.rate_limit.keys {

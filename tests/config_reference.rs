@@ -32,6 +32,11 @@ const DESCRIBED_DEFAULTS: &[&str] = &[
     "--rate-limit-rpm",
     "--rate-limit-burst",
     "--rate-limit-tpm",
+    "--redis-url",
+    // Refused without --redis-url beside them (tested in src/config/redis.rs).
+    "--redis-prefix",
+    "--redis-failure-mode",
+    "--redis-timeout-ms",
 ];
 
 /// A value other than the default for keys whose default is not a value, or whose value
@@ -55,12 +60,21 @@ const PROBES: &[(&str, &str)] = &[
     ("--provider-pools-file", "/nonexistent/probe-pools.json"),
     ("--rate-limit-rpm", "60"),
     ("--rate-limit-tpm", "1000"),
+    ("--redis-url", "redis://127.0.0.1:6390/1"),
     ("--host", "0.0.0.0"),
 ];
 
 /// Keys with no other value to try: the only provider there is; the burst, which needs a
-/// per-minute limit beside it; `--config`, which names the file itself.
-const NO_PROBE: &[&str] = &["--model-provider", "--rate-limit-burst", "--config"];
+/// per-minute limit beside it; the Redis settings, which need `--redis-url` beside them;
+/// `--config`, which names the file itself.
+const NO_PROBE: &[&str] = &[
+    "--model-provider",
+    "--rate-limit-burst",
+    "--redis-prefix",
+    "--redis-failure-mode",
+    "--redis-timeout-ms",
+    "--config",
+];
 
 struct Row {
     line: String,

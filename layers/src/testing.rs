@@ -31,6 +31,7 @@ pub enum MockError {
     None(NoAccount),
     Throttled(crate::rate_limit::Throttled),
     NotReady(crate::model::ready::NotReady),
+    StoreUnavailable(crate::rate_limit::StoreUnavailable),
 }
 
 impl MockError {
@@ -75,11 +76,17 @@ impl From<crate::rate_limit::Throttled> for MockError {
     }
 }
 
+impl From<crate::rate_limit::StoreUnavailable> for MockError {
+    fn from(down: crate::rate_limit::StoreUnavailable) -> Self {
+        Self::StoreUnavailable(down)
+    }
+}
+
 impl Failure for MockError {
     fn fault(&self) -> Fault {
         match self {
             Self::Fails { fault, .. } => *fault,
-            Self::None(_) | Self::NotReady(_) => Fault::Local,
+            Self::None(_) | Self::NotReady(_) | Self::StoreUnavailable(_) => Fault::Local,
             Self::Throttled(_) => Fault::Request,
         }
     }
@@ -88,13 +95,15 @@ impl Failure for MockError {
             Self::Fails { retry_after, .. } => *retry_after,
             Self::None(none) => none.retry_after,
             Self::Throttled(t) => t.retry_after,
-            Self::NotReady(_) => None,
+            Self::NotReady(_) | Self::StoreUnavailable(_) => None,
         }
     }
     fn penalty(&self) -> Penalty {
         match self {
             Self::Fails { penalty, .. } => penalty.clone(),
-            Self::None(_) | Self::Throttled(_) | Self::NotReady(_) => Penalty::None,
+            Self::None(_) | Self::Throttled(_) | Self::NotReady(_) | Self::StoreUnavailable(_) => {
+                Penalty::None
+            }
         }
     }
     fn kind(&self) -> &'static str {
@@ -103,6 +112,7 @@ impl Failure for MockError {
             Self::None(_) => "no_account",
             Self::Throttled(_) => "throttled",
             Self::NotReady(_) => "busy",
+            Self::StoreUnavailable(_) => "shared_state_unavailable",
         }
     }
 }

@@ -79,6 +79,10 @@ fn classified(error: &ChatError) -> Rejection {
             Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
                 .with_code("capacity_exhausted")
         }
+        ChatError::SharedStateUnavailable { .. } => {
+            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
+                .with_code("shared_state_unavailable")
+        }
         ChatError::NoAccount { .. } => {
             Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
                 .with_code("no_account_available")

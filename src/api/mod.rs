@@ -104,6 +104,8 @@ pub struct ApiState {
     pub credits: credits::CreditsCounter,
     /// The console's record of recent requests (`None` without a console: nothing is kept).
     pub journal: Option<crate::telemetry::journal::Journal>,
+    /// Redis, when replicas share state (`--redis-url`): its status for `/health`.
+    pub redis: Option<crate::replicas::Redis>,
 }
 
 /// What the status views read, for a view outside the pipeline (the console): a cheap copy

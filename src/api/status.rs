@@ -116,6 +116,7 @@ pub(super) fn health(state: &ApiState) -> Response<ResponseBody> {
         "uptime_seconds": state.started.elapsed().as_secs(),
         "providers": providers,
         "models": models(state),
+        "shared_state": shared_state(state),
     });
     let status = if word == "unavailable" {
         StatusCode::SERVICE_UNAVAILABLE
@@ -158,10 +159,27 @@ fn health_word(usable: usize, total: usize, panic: bool) -> &'static str {
 /// `/loadbalancer/instances`: a JSON array, one object per account of every provider (the
 /// guide's `jq '.[] | select(.provider == "kiro-api")'` works on it).
 pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
-    json_response(
-        StatusCode::OK,
-        Value::Array(instance_list(&state.providers)).to_string(),
-    )
+    let shared = shared_state(state);
+    let mut list = instance_list(&state.providers);
+    for instance in &mut list {
+        if let Some(object) = instance.as_object_mut() {
+            object.insert("shared_state".into(), shared.clone());
+        }
+    }
+    json_response(StatusCode::OK, Value::Array(list).to_string())
+}
+
+/// Whether this replica's state is shared (`redis`, with whether it answers) or its own
+/// (`local`).
+fn shared_state(state: &ApiState) -> Value {
+    match &state.redis {
+        Some(redis) => {
+            let status = redis.status();
+            json!({"backend": "redis", "endpoint": status.endpoint, "reachable": status.reachable,
+                   "failure_mode": status.failure_mode, "fallbacks": status.fallbacks})
+        }
+        None => json!({"backend": "local"}),
+    }
 }
 
 /// One object per account of every provider, as `/loadbalancer/instances` shows them (the

@@ -16,12 +16,14 @@ pub mod cache;
 pub mod kiro;
 pub mod pool;
 pub mod rate_limit;
+pub mod redis;
 pub mod server;
 
 pub use cache::{CacheArgs, CacheSettings};
 pub use kiro::KiroArgs;
 pub use pool::{PoolArgs, PoolSettings};
 pub use rate_limit::{RateLimitArgs, RateLimitSettings};
+pub use redis::{FailureMode, RedisArgs, RedisSettings};
 pub use server::ServerArgs;
 
 /// Providers this build can serve.
@@ -135,6 +137,10 @@ pub struct Cli {
     /// Client rate limits.
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
+
+    /// Shared state between replicas (Redis).
+    #[command(flatten)]
+    pub redis: RedisArgs,
 }
 
 /// Sub-commands.
@@ -283,6 +289,8 @@ struct FileConfig {
     cache: CacheArgs,
     #[serde(default)]
     rate_limit: RateLimitArgs,
+    #[serde(default)]
+    redis: RedisArgs,
 }
 
 /// Resolved configuration.
@@ -360,6 +368,8 @@ pub struct Config {
     pub pool: PoolSettings,
     /// The answer cache.
     pub cache: CacheSettings,
+    /// Redis for state shared between replicas; `None`: each replica keeps its own.
+    pub redis: Option<RedisSettings>,
     /// Client rate limits.
     pub rate_limit: RateLimitSettings,
 }
@@ -403,6 +413,7 @@ impl Default for Config {
             disabled_layers: Vec::new(),
             pool: PoolSettings::default(),
             cache: CacheSettings::default(),
+            redis: None,
             rate_limit: RateLimitSettings::default(),
         }
     }
@@ -564,6 +575,7 @@ impl Config {
             disabled_layers,
             pool: cli.pool.clone().or(file.pool).resolve()?,
             cache: cli.cache.clone().or(file.cache).resolve()?,
+            redis: cli.redis.clone().or(file.redis).resolve()?,
             rate_limit,
             ..defaults
         };

@@ -76,6 +76,14 @@ impl From<Throttled> for ChatError {
     }
 }
 
+impl From<aiproxy_layers::rate_limit::StoreUnavailable> for ChatError {
+    fn from(down: aiproxy_layers::rate_limit::StoreUnavailable) -> Self {
+        Self::SharedStateUnavailable {
+            message: down.message,
+        }
+    }
+}
+
 impl From<aiproxy_layers::model::ready::NotReady> for ChatError {
     fn from(not_ready: aiproxy_layers::model::ready::NotReady) -> Self {
         Self::Busy {

@@ -1,9 +1,7 @@
 //! The rate-limit layer and its service (see the module docs).
 
-use super::store::Denied;
-use super::{
-    LimitKind, Limits, RateLimitSlot, RateLimitStatus, RateLimitStore, RateLimited, Throttled,
-};
+use super::store::{Admission, Ask, Decision, Denied, Refused, StoreUnavailable};
+use super::{LimitKind, Limits, RateLimitSlot, RateLimitStore, RateLimited, Throttled};
 use crate::model::{HasExtensions, Observe};
 use opentelemetry::metrics::{Counter, Meter};
 use opentelemetry::KeyValue;
@@ -143,11 +141,11 @@ impl Charge {
 
 impl<S, Req> Service<Req> for RateLimit<S>
 where
-    S: Service<Req>,
-    S::Response: Observe + HasExtensions + Send + 'static,
-    S::Error: From<Throttled> + Send + 'static,
+    S: Service<Req> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    Req: RateLimited + HasExtensions,
+    S::Response: Observe + HasExtensions + Send + 'static,
+    S::Error: From<Throttled> + From<StoreUnavailable> + Send + 'static,
+    Req: RateLimited + HasExtensions + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -164,117 +162,131 @@ where
         if limits.is_unlimited() {
             return Box::pin(self.inner.call(request));
         }
-        let slot = request.extensions().get::<RateLimitSlot>().cloned();
-        let decided = admit(&shared, key, limits, || request.token_estimate());
-        let status = match &decided {
-            Ok((status, _)) => *status,
-            Err(throttled) => throttled.status,
+        let ask = Ask {
+            requests: limits.requests,
+            tokens: limits
+                .tokens_per_minute
+                .map(|per_minute| (per_minute, request.token_estimate())),
         };
-        if let Some(slot) = &slot {
-            slot.set(status);
-        }
-        let charge = match decided {
-            Ok((_, charge)) => charge,
-            Err(throttled) => {
-                if let Some(rejected) = &shared.rejected {
-                    rejected.add(1, &[KeyValue::new("limit", throttled.limit.as_str())]);
-                }
-                return Box::pin(std::future::ready(Err(S::Error::from(throttled))));
-            }
-        };
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            match future.await {
-                Ok(response) => Ok(match charge {
-                    Some(charge) => response.on_stream_end(move |report| {
-                        // No usage reported (a stream that broke early): the estimate stands.
-                        let used = report.usage.map_or(charge.estimate, |u| {
-                            u.input + u.output + u.cache_read + u.cache_write
-                        });
-                        charge.settle(Some(used));
-                    }),
-                    None => response,
-                }),
-                Err(error) => {
-                    // Nothing was answered: the tokens are given back.
-                    if let Some(charge) = charge {
-                        charge.settle(None);
+        let key: Arc<str> = Arc::from(key);
+        match shared.store.admit(&key, ask) {
+            // In memory: decided here, the inner call made now (it is the readied service).
+            Decision::Now(admission) => match admitted(&shared, &key, ask, &request, admission) {
+                Ok(charge) => Box::pin(charged(self.inner.call(request), charge)),
+                Err(throttled) => Box::pin(std::future::ready(Err(S::Error::from(throttled)))),
+            },
+            // A round trip first: the readied service goes into the future (a clone stays).
+            Decision::Later(decision) => {
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move {
+                    let admission = decision.await.map_err(S::Error::from)?;
+                    match admitted(&shared, &key, ask, &request, admission) {
+                        Ok(charge) => charged(inner.call(request), charge).await,
+                        Err(throttled) => Err(S::Error::from(throttled)),
                     }
-                    Err(error)
-                }
+                })
             }
-        })
+        }
     }
 }
 
-/// Takes what one request costs from the client's buckets, tokens first (they can be
-/// given back when the request bucket refuses; a request cannot).
-fn admit(
+/// The decision's status into the request's slot; a refusal into [`Throttled`] (counted);
+/// an admission into the charge to settle when the answer ends.
+fn admitted<Req: HasExtensions>(
     shared: &Arc<Shared>,
-    key: &str,
-    limits: Limits,
-    estimate: impl FnOnce() -> u64,
-) -> Result<(RateLimitStatus, Option<Charge>), Throttled> {
-    let mut status = RateLimitStatus::default();
-    let mut charge = None;
-    if let Some(per_minute) = limits.tokens_per_minute {
-        let estimate = estimate();
-        match shared.store.take_tokens(key, per_minute, estimate) {
-            Ok(window) => status.tokens = Some(window),
-            Err(Denied { wait, window }) => {
-                status.tokens = Some(window);
-                let message = match wait {
-                    Some(wait) => format!(
-                        "Rate limit reached for tokens: `{key}` may use {per_minute} tokens per \
-                         minute and this request needs about {estimate}; retry in {}.",
-                        seconds(wait)
-                    ),
-                    None => format!(
-                        "Request too large for `{key}`'s rate limit: it needs about {estimate} \
-                         tokens, more than the {per_minute} tokens per minute allowed. Send a \
-                         shorter conversation or raise the limit."
-                    ),
-                };
-                return Err(Throttled {
-                    limit: LimitKind::Tokens,
-                    retry_after: wait,
-                    message,
-                    status,
-                });
-            }
-        }
-        charge = Some(Charge {
+    key: &Arc<str>,
+    ask: Ask,
+    request: &Req,
+    admission: Admission,
+) -> Result<Option<Charge>, Throttled> {
+    let status = match &admission {
+        Ok(status) => *status,
+        Err(refused) => refused.status,
+    };
+    if let Some(slot) = request.extensions().get::<RateLimitSlot>() {
+        slot.set(status);
+    }
+    match admission {
+        Ok(_) => Ok(ask.tokens.map(|(per_minute, estimate)| Charge {
             shared: Arc::clone(shared),
-            key: Arc::from(key),
+            key: Arc::clone(key),
             per_minute,
             estimate,
-        });
-    }
-    if let Some(quota) = limits.requests {
-        match shared.store.take_request(key, quota) {
-            Ok(window) => status.requests = Some(window),
-            Err(Denied { wait, window }) => {
-                status.requests = Some(window);
-                if let (Some(charge), Some(tokens)) = (&charge, &mut status.tokens) {
-                    charge.settle(None);
-                    tokens.remaining = (tokens.remaining + charge.estimate).min(tokens.limit);
-                }
-                return Err(Throttled {
-                    limit: LimitKind::Requests,
-                    retry_after: wait,
-                    message: format!(
-                        "Rate limit reached for requests: `{key}` may send {} requests per \
-                         minute (bursts of {}); retry in {}.",
-                        quota.per_minute,
-                        quota.burst,
-                        seconds(wait.unwrap_or_default())
-                    ),
-                    status,
-                });
+        })),
+        Err(refused) => {
+            if let Some(rejected) = &shared.rejected {
+                rejected.add(1, &[KeyValue::new("limit", refused.limit.as_str())]);
             }
+            Err(throttled(key, ask, refused))
         }
     }
-    Ok((status, charge))
+}
+
+/// The inner call, with its tokens settled when the answer ends (or given back when there
+/// is none).
+async fn charged<F, R, E>(future: F, charge: Option<Charge>) -> Result<R, E>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Observe,
+{
+    match future.await {
+        Ok(response) => Ok(match charge {
+            Some(charge) => response.on_stream_end(move |report| {
+                // No usage reported (a stream that broke early): the estimate stands.
+                let used = report.usage.map_or(charge.estimate, |u| {
+                    u.input + u.output + u.cache_read + u.cache_write
+                });
+                charge.settle(Some(used));
+            }),
+            None => response,
+        }),
+        Err(error) => {
+            // Nothing was answered: the tokens are given back.
+            if let Some(charge) = charge {
+                charge.settle(None);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A refusal in words: which limit of `key`, and what to do.
+fn throttled(key: &str, ask: Ask, refused: Refused) -> Throttled {
+    let Denied { wait, .. } = refused.denied;
+    let message = match (refused.limit, ask.tokens, ask.requests) {
+        (LimitKind::Tokens, Some((per_minute, estimate)), _) => match wait {
+            Some(wait) => format!(
+                "Rate limit reached for tokens: `{key}` may use {per_minute} tokens per \
+                 minute and this request needs about {estimate}; retry in {}.",
+                seconds(wait)
+            ),
+            None => format!(
+                "Request too large for `{key}`'s rate limit: it needs about {estimate} \
+                 tokens, more than the {per_minute} tokens per minute allowed. Send a \
+                 shorter conversation or raise the limit."
+            ),
+        },
+        (_, _, Some(quota)) => format!(
+            "Rate limit reached for requests: `{key}` may send {} requests per \
+             minute (bursts of {}); retry in {}.",
+            quota.per_minute,
+            quota.burst,
+            seconds(wait.unwrap_or_default())
+        ),
+        // A store that refuses a bucket it was not asked about: say what is known.
+        (limit, _, _) => format!(
+            "Rate limit reached for {}: `{key}`; retry in {}.",
+            limit.as_str(),
+            seconds(wait.unwrap_or_default())
+        ),
+    };
+    Throttled {
+        limit: refused.limit,
+        retry_after: wait,
+        message,
+        status: refused.status,
+    }
 }
 
 /// A wait for a message: whole seconds, at least one.

@@ -60,7 +60,9 @@ pub(crate) mod store;
 mod tests;
 
 pub use layer::{RateLimit, RateLimitLayer};
-pub use store::{MemoryStore, RateLimitStore};
+pub use store::{
+    Admission, Ask, Decision, Denied, MemoryStore, RateLimitStore, Refused, StoreUnavailable,
+};
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};

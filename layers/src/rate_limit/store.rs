@@ -1,13 +1,15 @@
 //! Where the buckets live: the [`RateLimitStore`] interface and its in-memory
 //! implementation.
 
-use super::{RequestQuota, Window};
+use super::{LimitKind, RateLimitStatus, RequestQuota, Window};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::RateLimiter;
 use std::collections::HashMap;
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -22,15 +24,60 @@ pub struct Denied {
     pub window: Window,
 }
 
-/// The buckets of every client. Each method is one atomic decision, so clients of one key
-/// on many connections (or, with a shared store, many proxies) never spend more than the
-/// limit between them.
+/// What one request asks of its client's buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    /// The request bucket's quota, when requests are limited.
+    pub requests: Option<RequestQuota>,
+    /// The token bucket's size and the request's estimate, when tokens are limited.
+    pub tokens: Option<(NonZeroU32, u64)>,
+}
+
+/// A store's answer to an [`Ask`]: both buckets as the decision left them, or which one
+/// refused (then nothing was taken from either).
+pub type Admission = Result<RateLimitStatus, Refused>;
+
+/// Which bucket refused, how long until it would pass, and both buckets as they stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The bucket that refused.
+    pub limit: LimitKind,
+    /// Its wait and state.
+    pub denied: Denied,
+    /// Both buckets.
+    pub status: RateLimitStatus,
+}
+
+/// A decision made at once (in memory) or one that needs a round trip (a shared store).
+pub enum Decision {
+    /// Decided.
+    Now(Admission),
+    /// Decided when the future ends.
+    Later(Pin<Box<dyn Future<Output = Result<Admission, StoreUnavailable>> + Send>>),
+}
+
+/// A shared store could not decide (unreachable or too slow) and its failure mode is to
+/// refuse rather than to decide locally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreUnavailable {
+    /// What failed and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for StoreUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreUnavailable {}
+
+/// The buckets of every client. Each [`admit`](RateLimitStore::admit) is one atomic
+/// decision over both of a client's buckets, so clients of one key on many connections (or,
+/// with a shared store, many proxies) never spend more than the limit between them.
 pub trait RateLimitStore: Send + Sync {
-    /// Takes one request from `key`'s request bucket.
-    fn take_request(&self, key: &str, quota: RequestQuota) -> Result<Window, Denied>;
-    /// Takes `tokens` from `key`'s token bucket (holding `per_minute` tokens).
-    fn take_tokens(&self, key: &str, per_minute: NonZeroU32, tokens: u64)
-        -> Result<Window, Denied>;
+    /// Takes what `ask` needs from `key`'s buckets: all of it, or nothing.
+    fn admit(&self, key: &str, ask: Ask) -> Decision;
     /// Charges (`delta > 0`) or refunds (`delta < 0`) tokens without a check: a charge may
     /// take the bucket into debt, which later takes wait out; a refund never fills it
     /// beyond full.
@@ -126,9 +173,9 @@ fn bucket<B>(
     }
 }
 
-/// governor's quota for ours: one request back every `period`, `burst` at once.
-impl RateLimitStore for MemoryStore {
-    fn take_request(&self, key: &str, quota: RequestQuota) -> Result<Window, Denied> {
+impl MemoryStore {
+    /// Takes one request from `key`'s request bucket.
+    pub fn take_request(&self, key: &str, quota: RequestQuota) -> Result<Window, Denied> {
         let bucket = self.request_bucket(key, quota);
         let limit = u64::from(quota.per_minute.get());
         let burst = u64::from(quota.burst.get());
@@ -156,7 +203,8 @@ impl RateLimitStore for MemoryStore {
         }
     }
 
-    fn take_tokens(
+    /// Takes `tokens` from `key`'s token bucket (holding `per_minute` tokens).
+    pub fn take_tokens(
         &self,
         key: &str,
         per_minute: NonZeroU32,
@@ -164,6 +212,52 @@ impl RateLimitStore for MemoryStore {
     ) -> Result<Window, Denied> {
         self.token_bucket(key, per_minute)
             .take(tokens, self.now_ns())
+    }
+
+    /// Both buckets of `key`, tokens first: they are given back when the request bucket
+    /// refuses (a request cannot be).
+    pub fn admit_now(&self, key: &str, ask: Ask) -> Admission {
+        let mut status = RateLimitStatus::default();
+        if let Some((per_minute, estimate)) = ask.tokens {
+            match self.take_tokens(key, per_minute, estimate) {
+                Ok(window) => status.tokens = Some(window),
+                Err(denied) => {
+                    status.tokens = Some(denied.window);
+                    return Err(Refused {
+                        limit: LimitKind::Tokens,
+                        denied,
+                        status,
+                    });
+                }
+            }
+        }
+        if let Some(quota) = ask.requests {
+            match self.take_request(key, quota) {
+                Ok(window) => status.requests = Some(window),
+                Err(denied) => {
+                    status.requests = Some(denied.window);
+                    if let (Some((per_minute, estimate)), Some(tokens)) =
+                        (ask.tokens, &mut status.tokens)
+                    {
+                        let refund = i64::try_from(estimate).unwrap_or(i64::MAX);
+                        self.settle_tokens(key, per_minute, -refund);
+                        tokens.remaining = (tokens.remaining + estimate).min(tokens.limit);
+                    }
+                    return Err(Refused {
+                        limit: LimitKind::Requests,
+                        denied,
+                        status,
+                    });
+                }
+            }
+        }
+        Ok(status)
+    }
+}
+
+impl RateLimitStore for MemoryStore {
+    fn admit(&self, key: &str, ask: Ask) -> Decision {
+        Decision::Now(self.admit_now(key, ask))
     }
 
     fn settle_tokens(&self, key: &str, per_minute: NonZeroU32, delta: i64) {

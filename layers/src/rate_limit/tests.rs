@@ -229,3 +229,88 @@ async fn concurrent_clients_of_one_key_never_exceed_the_limit() {
     assert_eq!(passed, 25);
     assert_eq!(account.calls(), 25);
 }
+
+/// A shared store's answers, scripted: each `admit` takes the next (decided later, as a
+/// store across the network decides).
+struct Remote {
+    answers: std::sync::Mutex<Vec<Result<Admission, StoreUnavailable>>>,
+    settled: std::sync::Mutex<Vec<i64>>,
+}
+
+impl RateLimitStore for Remote {
+    fn admit(&self, _key: &str, _ask: Ask) -> Decision {
+        let answer = self.answers.lock().unwrap().remove(0);
+        Decision::Later(Box::pin(async move {
+            tokio::task::yield_now().await;
+            answer
+        }))
+    }
+
+    fn settle_tokens(&self, _key: &str, _per_minute: NonZeroU32, delta: i64) {
+        self.settled.lock().unwrap().push(delta);
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_decides_later_admits_refuses_and_fails_through_the_same_layer() {
+    let window = Window {
+        limit: 100,
+        remaining: 40,
+        reset: Duration::from_secs(36),
+    };
+    let admitted = RateLimitStatus {
+        requests: None,
+        tokens: Some(window),
+    };
+    let refused = Refused {
+        limit: LimitKind::Tokens,
+        denied: Denied {
+            wait: Some(Duration::from_secs(3)),
+            window,
+        },
+        status: admitted,
+    };
+    let store = Arc::new(Remote {
+        answers: std::sync::Mutex::new(vec![
+            Ok(Ok(admitted)),
+            Ok(Err(refused)),
+            Err(StoreUnavailable {
+                message: "redis is down".into(),
+            }),
+        ]),
+        settled: std::sync::Mutex::default(),
+    });
+    let account = MockAccount::new("a");
+    let service = RateLimitLayer::new(store.clone(), tokens(100)).layer(account.clone());
+
+    // Admitted: the account is called after the decision, the status reaches the slot, and
+    // the tokens used beyond the estimate are settled when the answer ends.
+    let (first, slot) = request("k", 20);
+    let response = service.clone().oneshot(first).await.unwrap();
+    assert_eq!(slot.get().unwrap().tokens, Some(window));
+    response.end_with(usage(25, 5));
+    assert_eq!(account.calls(), 1);
+    assert_eq!(*store.settled.lock().unwrap(), vec![10]);
+
+    // Refused: the account is not called; the refusal says which limit and when.
+    let (second, _) = request("k", 20);
+    match service.clone().oneshot(second).await.unwrap_err() {
+        MockError::Throttled(t) => {
+            assert_eq!(t.limit, LimitKind::Tokens);
+            assert_eq!(t.retry_after, Some(Duration::from_secs(3)));
+            assert!(
+                t.message.contains("`k` may use 100 tokens per minute"),
+                "{}",
+                t.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The store could not decide (closed mode): its error, nothing sent.
+    let (third, _) = request("k", 20);
+    match service.oneshot(third).await.unwrap_err() {
+        MockError::StoreUnavailable(down) => assert_eq!(down.message, "redis is down"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(account.calls(), 1);
+}

@@ -1,0 +1,221 @@
+//! State shared between replicas through Redis (or Valkey: same protocol).
+//!
+//! With `--redis-url`, the stores that must agree across replicas use Redis: the client
+//! rate limits ([`rate_limit`], one Lua script per admission). Without it nothing here
+//! exists and every store stays in the process.
+//!
+//! The client is the `redis` crate's [`ConnectionManager`]: one multiplexed connection
+//! (requests of every task pipelined on it, no pool to size) that reconnects by itself. It
+//! is made in the background, so a replica starts (and serves, in `open` mode) while Redis
+//! is still down. Every call on the request path has a deadline (`--redis-timeout-ms`);
+//! what happens past it is the failure mode: `open` decides on the replica's own state,
+//! warns once per outage and counts `redis.fallbacks`; `closed` refuses with a 503.
+
+pub mod rate_limit;
+
+use crate::config::{FailureMode, RedisSettings};
+use opentelemetry::metrics::{Counter, Meter};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// A replica's link to Redis; cheap to clone.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RedisSettings,
+    /// Set once connected; the manager reconnects by itself after that.
+    connection: OnceLock<ConnectionManager>,
+    /// [`UP`], [`DOWN`] or [`UNKNOWN`] (before the first call): one warning per change to
+    /// down, the first included, one line when it is back.
+    link: AtomicU8,
+    fallbacks: AtomicU64,
+    fallback_counter: Counter<u64>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("endpoint", &self.inner.settings.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `/health` and `/loadbalancer/instances` show of the shared state.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RedisStatus {
+    /// `redis://host:port/db`, no credentials.
+    pub endpoint: String,
+    /// Whether the last call succeeded.
+    pub reachable: bool,
+    /// `open` or `closed`.
+    pub failure_mode: &'static str,
+    /// Decisions this replica made on its own state because Redis failed.
+    pub fallbacks: u64,
+}
+
+/// A Redis call that did not answer in time or failed.
+#[derive(Debug)]
+pub struct RedisDown(pub String);
+
+impl Redis {
+    /// Starts connecting in the background (needs a tokio runtime). The URL was checked
+    /// when the configuration was read.
+    pub fn start(settings: RedisSettings, meter: &Meter) -> Result<Self, String> {
+        let client = redis::Client::open(settings.url.expose()).map_err(|error| {
+            format!(
+                "the Redis URL for {} is not usable ({:?}); check --redis-url",
+                settings.endpoint,
+                error.kind()
+            )
+        })?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "Redis needs the tokio runtime to connect".to_string())?;
+        let redis = Self {
+            inner: Arc::new(Inner {
+                connection: OnceLock::new(),
+                link: AtomicU8::new(UNKNOWN),
+                fallbacks: AtomicU64::new(0),
+                fallback_counter: meter
+                    .u64_counter("redis.fallbacks")
+                    .with_description(
+                        "Decisions made on this replica's own state because Redis failed or was slow",
+                    )
+                    .build(),
+                settings,
+            }),
+        };
+        let link = redis.clone();
+        runtime.spawn(async move { link.connect(client).await });
+        Ok(redis)
+    }
+
+    /// Connects, retrying every second until Redis answers; the manager reconnects by
+    /// itself after that.
+    async fn connect(self, client: redis::Client) {
+        let timeout = self.inner.settings.timeout.max(Duration::from_millis(500));
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        loop {
+            match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                Ok(manager) => {
+                    let _ = self.inner.connection.set(manager);
+                    self.succeeded();
+                    return;
+                }
+                Err(error) => {
+                    self.failed(&error.to_string());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// The settings (prefix, mode, deadline).
+    pub fn settings(&self) -> &RedisSettings {
+        &self.inner.settings
+    }
+
+    /// A key under the configured prefix.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.inner.settings.prefix.clone();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push(':');
+            }
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// Runs `call` on the connection within the deadline.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, RedisDown>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(connection) = self.inner.connection.get() else {
+            let why = "not connected yet".to_string();
+            self.failed(&why);
+            return Err(RedisDown(why));
+        };
+        let answer =
+            tokio::time::timeout(self.inner.settings.timeout, call(connection.clone())).await;
+        match answer {
+            Ok(Ok(value)) => {
+                self.succeeded();
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                let why = error.to_string();
+                self.failed(&why);
+                Err(RedisDown(why))
+            }
+            Err(_) => {
+                let why = format!(
+                    "no answer within {} ms",
+                    self.inner.settings.timeout.as_millis()
+                );
+                self.failed(&why);
+                Err(RedisDown(why))
+            }
+        }
+    }
+
+    /// A decision made on local state because Redis failed: counted.
+    pub fn fell_back(&self) {
+        self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.inner.fallback_counter.add(1, &[]);
+    }
+
+    /// What a refusal in `closed` mode says.
+    pub fn unavailable_message(&self, why: &RedisDown) -> String {
+        format!(
+            "the shared state of the replicas (Redis at {}) cannot be reached ({}), and \
+             --redis-failure-mode is closed, so this replica does not decide alone; retry \
+             shortly, or use --redis-failure-mode open",
+            self.inner.settings.endpoint, why.0
+        )
+    }
+
+    fn failed(&self, why: &str) {
+        if self.inner.link.swap(DOWN, Ordering::AcqRel) != DOWN {
+            tracing::warn!(
+                endpoint = %self.inner.settings.endpoint,
+                mode = self.inner.settings.failure_mode.as_str(),
+                "Redis cannot be reached ({why}); {}",
+                match self.inner.settings.failure_mode {
+                    FailureMode::Open => "deciding on this replica's own state until it is back",
+                    FailureMode::Closed => "answering 503 until it is back",
+                }
+            );
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.inner.link.swap(UP, Ordering::AcqRel) != UP {
+            tracing::info!(endpoint = %self.inner.settings.endpoint, "Redis reachable: state is shared");
+        }
+    }
+
+    /// The status for `/health` and `/loadbalancer/instances`.
+    pub fn status(&self) -> RedisStatus {
+        RedisStatus {
+            endpoint: self.inner.settings.endpoint.clone(),
+            reachable: self.inner.link.load(Ordering::Acquire) == UP,
+            failure_mode: self.inner.settings.failure_mode.as_str(),
+            fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Client rate limits shared by every replica: both of a client's buckets (tokens, then
+//! requests) checked and charged in one Lua script, atomically, on Redis's clock, so N
+//! replicas together hold the configured limit. The arithmetic is the in-memory store's
+//! (GCRA: a bucket is its theoretical arrival time, in microseconds here), so a replica that
+//! falls back to its own buckets (`open` mode) answers the same way.
+
+use super::{Redis, RedisDown};
+use crate::config::FailureMode;
+use aiproxy_layers::rate_limit::{
+    Admission, Ask, Decision, Denied, LimitKind, MemoryStore, RateLimitStore, Refused,
+    StoreUnavailable,
+};
+use aiproxy_layers::rate_limit::{RateLimitStatus, Window};
+use std::num::NonZeroU32;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+const MINUTE_US: i64 = 60_000_000;
+
+/// KEYS: token bucket, request bucket. ARGV: tokens per minute (0: not limited), the
+/// request's token estimate, the request bucket's emission interval in µs (0: not limited),
+/// its burst. Returns {refused (0 none, 1 tokens, 2 requests), token tat - now, token wait
+/// (-1: never), request tat - now, request wait}, all in µs; nothing is written on a refusal.
+static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local minute = 60000000
+local per_minute, estimate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+local tok_used, tok_now, req_used = 0, 0, 0
+local tok_next, req_next
+if per_minute > 0 then
+  local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+  local cost = math.floor(estimate * minute / per_minute)
+  tok_next = tat + cost
+  tok_now = tat - now
+  if tok_next - now > minute then
+    local wait = -1
+    if cost <= minute then wait = tok_next - now - minute end
+    return {1, tat - now, wait, 0, 0}
+  end
+  tok_used = tok_next - now
+end
+if interval > 0 then
+  local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+  local tolerance = interval * (burst - 1)
+  if tat - now > tolerance then
+    return {2, tok_now, 0, tat - now, tat - now - tolerance}
+  end
+  req_next = tat + interval
+  req_used = req_next - now
+end
+if tok_next then
+  redis.call('SET', KEYS[1], string.format('%.0f', tok_next), 'PX', math.floor(tok_used / 1000) + 1000)
+end
+if req_next then
+  redis.call('SET', KEYS[2], string.format('%.0f', req_next), 'PX', math.floor(req_used / 1000) + 1000)
+end
+return {0, tok_used, 0, req_used, 0}
+",
+    )
+});
+
+/// KEYS: token bucket. ARGV: tokens per minute, tokens to charge (> 0) or refund (< 0).
+/// A charge may go into debt; a refund never fills the bucket beyond full.
+static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local per_minute, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cost = math.floor(math.abs(delta) * 60000000 / per_minute)
+if delta >= 0 then tat = math.max(tat, now) + cost else tat = math.max(tat - cost, now) end
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+return 0
+",
+    )
+});
+
+/// The Redis store, with the in-memory one for `open` mode's fallback.
+pub struct RedisRateLimits {
+    redis: Redis,
+    local: Arc<MemoryStore>,
+}
+
+impl RedisRateLimits {
+    /// Buckets in `redis`.
+    pub fn new(redis: Redis) -> Self {
+        Self {
+            redis,
+            local: Arc::new(MemoryStore::new()),
+        }
+    }
+}
+
+fn token_key(redis: &Redis, key: &str, per_minute: NonZeroU32) -> String {
+    redis.key(&["rl", "tok", &per_minute.to_string(), key])
+}
+
+impl RateLimitStore for RedisRateLimits {
+    fn admit(&self, key: &str, ask: Ask) -> Decision {
+        let redis = self.redis.clone();
+        let local = Arc::clone(&self.local);
+        let key = key.to_owned();
+        Decision::Later(Box::pin(async move {
+            let (per_minute, estimate) = ask.tokens.map_or((0, 0), |(p, e)| (p.get(), e));
+            let (interval_us, burst) = ask.requests.map_or((0, 0), |q| {
+                let interval = i64::try_from(q.period().as_micros()).unwrap_or(i64::MAX);
+                (interval, q.burst.get())
+            });
+            let token_key = ask
+                .tokens
+                .map_or_else(String::new, |(p, _)| token_key(&redis, &key, p));
+            let request_key = ask.requests.map_or_else(String::new, |q| {
+                redis.key(&[
+                    "rl",
+                    "req",
+                    &q.per_minute.to_string(),
+                    &q.burst.to_string(),
+                    &key,
+                ])
+            });
+            let answer = redis
+                .call(|mut connection| async move {
+                    ADMIT
+                        .key(token_key)
+                        .key(request_key)
+                        .arg(per_minute)
+                        .arg(estimate)
+                        .arg(interval_us)
+                        .arg(burst)
+                        .invoke_async::<Vec<i64>>(&mut connection)
+                        .await
+                })
+                .await;
+            match answer {
+                Ok(numbers) => Ok(admission(ask, &numbers)),
+                Err(down) => fall_back(&redis, &local, &key, ask, &down),
+            }
+        }))
+    }
+
+    fn settle_tokens(&self, key: &str, per_minute: NonZeroU32, delta: i64) {
+        let redis = self.redis.clone();
+        let local = Arc::clone(&self.local);
+        let key = key.to_owned();
+        // Off the request path: the answer has been sent; nobody waits for the settle.
+        tokio::spawn(async move {
+            let bucket = token_key(&redis, &key, per_minute);
+            let done = redis
+                .call(|mut connection| async move {
+                    SETTLE
+                        .key(bucket)
+                        .arg(per_minute.get())
+                        .arg(delta)
+                        .invoke_async::<i64>(&mut connection)
+                        .await
+                })
+                .await;
+            if done.is_err() {
+                local.settle_tokens(&key, per_minute, delta);
+            }
+        });
+    }
+}
+
+/// `open`: this replica's own buckets decide (counted); `closed`: refused.
+fn fall_back(
+    redis: &Redis,
+    local: &MemoryStore,
+    key: &str,
+    ask: Ask,
+    down: &RedisDown,
+) -> Result<Admission, StoreUnavailable> {
+    match redis.settings().failure_mode {
+        FailureMode::Open => {
+            redis.fell_back();
+            Ok(local.admit_now(key, ask))
+        }
+        FailureMode::Closed => Err(StoreUnavailable {
+            message: redis.unavailable_message(down),
+        }),
+    }
+}
+
+/// The script's numbers as the windows the in-memory store reports.
+fn admission(ask: Ask, numbers: &[i64]) -> Admission {
+    let at = |i: usize| numbers.get(i).copied().unwrap_or(0);
+    let (refused, tok_used, tok_wait, req_used, req_wait) = (at(0), at(1), at(2), at(3), at(4));
+    let micros = |us: i64| Duration::from_micros(u64::try_from(us.max(0)).unwrap_or(0));
+    let mut status = RateLimitStatus::default();
+    if let Some((per_minute, _)) = ask.tokens {
+        status.tokens = Some(token_window(per_minute, tok_used));
+    }
+    if let Some(quota) = ask.requests {
+        let limit = u64::from(quota.per_minute.get());
+        let interval = i64::try_from(quota.period().as_micros())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        status.requests = match refused {
+            2 => Some(Window {
+                limit,
+                remaining: 0,
+                reset: micros(req_wait) + quota.period() * (quota.burst.get() - 1),
+            }),
+            1 => None,
+            _ => {
+                let used = (req_used + interval - 1) / interval;
+                let burst = i64::from(quota.burst.get());
+                Some(Window {
+                    limit,
+                    remaining: u64::try_from(burst - used).unwrap_or(0),
+                    reset: quota.period() * u32::try_from(used).unwrap_or(u32::MAX),
+                })
+            }
+        };
+    }
+    let denied = |limit: LimitKind, wait: Option<Duration>, window: Option<Window>| Refused {
+        limit,
+        denied: Denied {
+            wait,
+            window: window.unwrap_or(Window {
+                limit: 0,
+                remaining: 0,
+                reset: Duration::ZERO,
+            }),
+        },
+        status,
+    };
+    match refused {
+        1 => Err(denied(
+            LimitKind::Tokens,
+            (tok_wait >= 0).then(|| micros(tok_wait)),
+            status.tokens,
+        )),
+        2 => Err(denied(
+            LimitKind::Requests,
+            Some(micros(req_wait)),
+            status.requests,
+        )),
+        _ => Ok(status),
+    }
+}
+
+/// A token bucket whose arrival time is `used` µs ahead of now.
+fn token_window(per_minute: NonZeroU32, used: i64) -> Window {
+    let used = used.clamp(0, i64::MAX);
+    let free = (MINUTE_US - used).max(0);
+    Window {
+        limit: u64::from(per_minute.get()),
+        remaining: u64::try_from(
+            i128::from(free) * i128::from(per_minute.get()) / i128::from(MINUTE_US),
+        )
+        .unwrap_or(0),
+        reset: Duration::from_micros(u64::try_from(used).unwrap_or(0)),
+    }
+}

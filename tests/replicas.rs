@@ -1,0 +1,350 @@
+//! Several aiproxy processes sharing state through a real `redis-server` (Debian's package;
+//! `.ci/run` installs it), each on its own port with a temp dir, against one
+//! `aiproxy fake-kiro`: the client rate limits hold across the replicas, `/health` and
+//! `/loadbalancer/instances` say whether state is shared, and Redis going away is survived
+//! as `--redis-failure-mode` says (`open`: each replica decides alone, then shares again
+//! when Redis is back; `closed`: clear 503s).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::fake::Fake;
+use common::{send, temp_dir, Answer, Proxy};
+use http_body_util::Full;
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` on a free port, in a temp dir, persistence off; killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more `redis-server` arguments (`--requirepass`, ...).
+    fn start_with(extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = temp_dir("redis");
+        let extra = extra.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let child = Self::spawn(port, &dir, &extra);
+        Self {
+            child,
+            port,
+            dir,
+            extra,
+        }
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server; .ci/run does)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port (a Redis restart, its data gone).
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, &self.dir, &self.extra);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn chat(base: &str) -> Answer {
+    send(
+        http::Request::post(format!("{base}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sk-replicas")
+            .body(Full::from(common::chat_body("hello", false)))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn get_json(base: &str, path: &str) -> Value {
+    send(
+        http::Request::get(format!("{base}{path}"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .json()
+}
+
+fn replicas(fake: &Fake, redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Proxy> {
+    let url = redis.url();
+    (0..n)
+        .map(|_| {
+            let mut args = vec![
+                "--api-key",
+                "sk-replicas",
+                "--redis-url",
+                &url,
+                "--redis-prefix",
+                "test:",
+            ];
+            args.extend_from_slice(extra);
+            fake.proxy("social", &args)
+        })
+        .collect()
+}
+
+/// Waits until every replica's `/health` says Redis is reachable (they connect in the
+/// background).
+async fn wait_shared(proxies: &[Proxy]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for proxy in proxies {
+        loop {
+            let health = get_json(&proxy.base, "/health").await;
+            if health["shared_state"]["reachable"] == true {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica never reached Redis: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// 100 requests a minute (all at once allowed, then one back every 0.6 s) for one key,
+/// hammered through three replicas: together they let through the limit and what came back
+/// while the test ran, not three times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_limit_holds_across_three_replicas() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let proxies = replicas(
+        &fake,
+        &redis,
+        3,
+        &["--rate-limit-rpm", "100", "--rate-limit-burst", "100"],
+    );
+    wait_shared(&proxies).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..240 {
+        let base = proxies[i % 3].base.clone();
+        tasks.push(tokio::spawn(async move { chat(&base).await }));
+    }
+    let mut passed = 0;
+    let mut refused = 0;
+    for task in tasks {
+        let answer = task.await.unwrap();
+        match answer.status {
+            200 => passed += 1,
+            429 => {
+                refused += 1;
+                assert!(answer.text().contains("Rate limit reached for requests"));
+            }
+            other => panic!("unexpected {other}: {}", answer.text()),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let refilled = (elapsed / 0.6).floor() as i64;
+    assert!(passed >= 100, "passed {passed} of 240 in {elapsed:.2} s");
+    assert!(
+        passed as i64 <= 100 + refilled + 1,
+        "passed {passed} of 240 in {elapsed:.2} s: the limit is 100 + {refilled} refilled"
+    );
+    assert_eq!(passed + refused, 240);
+    // The state is shared and says so, on both status views.
+    let health = get_json(&proxies[1].base, "/health").await;
+    assert_eq!(health["shared_state"]["backend"], "redis");
+    assert_eq!(health["shared_state"]["failure_mode"], "open");
+    assert_eq!(health["shared_state"]["fallbacks"], 0);
+    let instances = get_json(&proxies[2].base, "/loadbalancer/instances").await;
+    assert_eq!(instances[0]["shared_state"]["reachable"], true);
+}
+
+/// Tokens spent through one replica are gone from the bucket the others see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_budget_is_one_bucket_for_every_replica() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let proxies = replicas(&fake, &redis, 2, &["--rate-limit-tpm", "100000"]);
+    wait_shared(&proxies).await;
+    let remaining = |answer: &Answer| -> u64 {
+        answer.headers["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = chat(&proxies[0].base).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = chat(&proxies[1].base).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert!(
+        remaining(&second) < remaining(&first),
+        "replica B saw {} tokens left after A's {}",
+        remaining(&second),
+        remaining(&first)
+    );
+}
+
+/// `open`: with Redis gone every replica keeps answering on its own buckets (counted in
+/// `/health`), and shares again once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_in_open_mode_falls_back_then_shares_again() {
+    let fake = Fake::start();
+    let mut redis = RedisServer::start();
+    let proxies = replicas(&fake, &redis, 2, &["--rate-limit-rpm", "1000"]);
+    wait_shared(&proxies).await;
+    redis.stop();
+    for proxy in &proxies {
+        for _ in 0..5 {
+            let answer = chat(&proxy.base).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+        }
+    }
+    let health = get_json(&proxies[0].base, "/health").await;
+    assert_eq!(health["shared_state"]["reachable"], false, "{health}");
+    assert!(health["shared_state"]["fallbacks"].as_u64().unwrap() >= 5);
+    let metrics = common::metrics_text(&proxies[0].base).await;
+    assert!(metrics.contains("redis_fallbacks_total"), "{metrics}");
+
+    redis.restart();
+    // The connection comes back on the next calls; the buckets are in Redis again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = chat(&proxies[0].base).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let health = get_json(&proxies[0].base, "/health").await;
+        if health["shared_state"]["reachable"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never shared again: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = chat(&proxies[1].base).await;
+    assert_eq!(answer.status, 200);
+    let keys = redis_cli(&redis, &["--scan", "--pattern", "test:rl:*"]);
+    assert!(keys.contains("test:rl:req"), "no bucket in Redis: {keys}");
+}
+
+/// `closed`: with Redis gone a rate-limited request is refused with a 503 that says why and
+/// what to do; the key's URL password appears nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_in_closed_mode_answers_503() {
+    let fake = Fake::start();
+    let mut redis = RedisServer::start();
+    let proxies = replicas(
+        &fake,
+        &redis,
+        1,
+        &["--rate-limit-rpm", "1000", "--redis-failure-mode", "closed"],
+    );
+    wait_shared(&proxies).await;
+    assert_eq!(chat(&proxies[0].base).await.status, 200);
+    redis.stop();
+    let answer = chat(&proxies[0].base).await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    let error = answer.json();
+    assert_eq!(error["error"]["code"], "shared_state_unavailable");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--redis-failure-mode"), "{message}");
+    assert_eq!(answer.headers["retry-after"], "1");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while chat(&proxies[0].base).await.status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "still refused after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A password in the URL is used (the right one shares state) and never shows: not in
+/// `/health`, the instances, the metrics or the log, even when Redis refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_password_is_used_and_never_shows() {
+    let fake = Fake::start();
+    let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
+    let right = format!("redis://:right-horse-battery@127.0.0.1:{}/0", redis.port);
+    let with_password = fake.proxy(
+        "social",
+        &["--redis-url", &right, "--rate-limit-rpm", "100"],
+    );
+    wait_shared(std::slice::from_ref(&with_password)).await;
+    assert_eq!(chat(&with_password.base).await.status, 200);
+    let health = get_json(&with_password.base, "/health").await.to_string();
+    assert!(!health.contains("right-horse"), "{health}");
+
+    let url = format!("redis://default:hunter2-secret@127.0.0.1:{}/0", redis.port);
+    let mut proxy = fake.proxy_with_env(
+        "social",
+        &["--redis-url", &url, "--rate-limit-rpm", "100"],
+        &[("RUST_LOG", "info")],
+    );
+    // The wrong password: AUTH fails, so the replica falls back (open mode).
+    let answer = chat(&proxy.base).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = get_json(&proxy.base, "/health").await.to_string();
+    let instances = get_json(&proxy.base, "/loadbalancer/instances")
+        .await
+        .to_string();
+    let metrics = common::metrics_text(&proxy.base).await;
+    let logs = proxy.stop_and_logs();
+    assert!(health.contains(&format!("redis://127.0.0.1:{}/0", redis.port)));
+    for text in [&health, &instances, &metrics, &logs] {
+        assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    }
+    assert!(logs.contains("Redis cannot be reached"), "{logs}");
+}
+
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--no-auth-warning"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
