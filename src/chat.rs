@@ -80,7 +80,8 @@ impl ChatRequest {
 }
 
 /// Author of a message. System prompts are not messages (see [`ChatRequest::system`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Serialisable (as are [`Message`] and [`Part`]) for stores shared between replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// The human / calling application; also carries tool results.
     User,
@@ -89,7 +90,7 @@ pub enum Role {
 }
 
 /// One turn of the conversation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     /// Author.
     pub role: Role,
@@ -108,7 +109,7 @@ impl Message {
 }
 
 /// A piece of message content.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Part {
     /// Plain text.
     Text(String),

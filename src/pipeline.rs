@@ -170,10 +170,17 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
             pool: Arc::new(move || views.status()),
         }],
         started: Instant::now(),
-        responses: Arc::new(crate::api::responses::store::MemoryStore::new(
-            config.responses_store_max_bytes,
-            config.responses_store_ttl,
-        )),
+        responses: match &redis {
+            Some(redis) => Arc::new(crate::replicas::responses::RedisResponses::new(
+                redis.clone(),
+                config.responses_store_max_bytes,
+                config.responses_store_ttl,
+            )),
+            None => Arc::new(crate::api::responses::store::MemoryStore::new(
+                config.responses_store_max_bytes,
+                config.responses_store_ttl,
+            )),
+        },
         cors: crate::api::cors::Cors::new(&config.cors_allow_origins),
         credits: crate::api::credits::CreditsCounter::new(metrics.meter()),
         metrics: metrics.clone(),
@@ -181,7 +188,9 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
             .admin_key
             .is_some()
             .then(|| crate::telemetry::journal::Journal::new(config.console_log_bodies)),
-        redis: redis.clone(),
+        shared_state: redis
+            .clone()
+            .map(|redis| crate::api::SharedStateView(Arc::new(move || redis.status_json()))),
     };
     crate::api::metrics::observe_accounts(metrics.meter(), &state.providers);
     let views = state.views();

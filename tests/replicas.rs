@@ -348,3 +348,96 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
         .unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+async fn responses_call(base: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+    send(
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sk-replicas")
+            .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// A Responses API conversation whose turns land on three different replicas continues on
+/// each (as Codex behind a load balancer needs): the stored chain is in Redis, and so are
+/// `GET`, `input_items` and `DELETE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_conversation_continues_on_every_replica() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let proxies = replicas(&fake, &redis, 3, &[]);
+    wait_shared(&proxies).await;
+    let turn = |i: usize, input: &str, previous: Option<&str>| {
+        let mut body = serde_json::json!({"model": "claude-sonnet-4-5", "input": input});
+        if let Some(previous) = previous {
+            body["previous_response_id"] = previous.into();
+        }
+        let base = proxies[i].base.clone();
+        async move {
+            let answer = responses_call(&base, "POST", "/v1/responses", Some(body)).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            answer.json()
+        }
+    };
+    let first = turn(0, "my name is Ada and I write programs", None).await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    // No pause between turns: the next one goes out as soon as the answer is read.
+    let second = turn(1, "what is my name?", Some(&first_id)).await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let third = turn(2, "what is my name?", Some(&second_id)).await;
+    let alone = turn(2, "what is my name?", None).await;
+    let input = |r: &Value| r["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(
+        input(&third) > input(&second) && input(&second) > input(&alone),
+        "each turn carries the whole chain: {} > {} > {}",
+        input(&third),
+        input(&second),
+        input(&alone)
+    );
+
+    // GET and input_items from a replica that did not make the response.
+    let got = responses_call(
+        &proxies[2].base,
+        "GET",
+        &format!("/v1/responses/{first_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json(), first);
+    let items = responses_call(
+        &proxies[0].base,
+        "GET",
+        &format!("/v1/responses/{second_id}/input_items"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        items.json()["data"][0]["content"][0]["text"],
+        "what is my name?"
+    );
+    // Deleted through one replica, gone for all (the one that made it included).
+    let deleted = responses_call(
+        &proxies[1].base,
+        "DELETE",
+        &format!("/v1/responses/{first_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let gone = responses_call(
+        &proxies[0].base,
+        "GET",
+        &format!("/v1/responses/{first_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+    let keys = redis_cli(&redis, &["--scan", "--pattern", "test:resp:*"]);
+    assert!(keys.contains(&second_id), "{keys}");
+    assert!(!keys.contains(&first_id), "{keys}");
+}

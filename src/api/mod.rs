@@ -104,8 +104,20 @@ pub struct ApiState {
     pub credits: credits::CreditsCounter,
     /// The console's record of recent requests (`None` without a console: nothing is kept).
     pub journal: Option<crate::telemetry::journal::Journal>,
-    /// Redis, when replicas share state (`--redis-url`): its status for `/health`.
-    pub redis: Option<crate::replicas::Redis>,
+    /// Where state is shared when replicas share it (`--redis-url`): its status for
+    /// `/health` and `/loadbalancer/instances`, read when they are asked for.
+    pub shared_state: Option<SharedStateView>,
+}
+
+/// The status of the store replicas share (a JSON object with `backend`), as a closure so
+/// this module needs nothing of `crate::replicas`.
+#[derive(Clone)]
+pub struct SharedStateView(pub Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for SharedStateView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStateView")
+    }
 }
 
 /// What the status views read, for a view outside the pipeline (the console): a cheap copy
@@ -255,9 +267,9 @@ async fn route(
         (method, path) if path.starts_with("/v1/responses/") => {
             let rest = &path["/v1/responses/".len()..];
             match (method, rest.strip_suffix("/input_items")) {
-                (&Method::GET, Some(id)) => responses::input_items(&state, &parts, id),
-                (&Method::GET, None) => responses::get(&state, &parts, rest),
-                (&Method::DELETE, None) => responses::delete(&state, &parts, rest),
+                (&Method::GET, Some(id)) => responses::input_items(&state, &parts, id).await,
+                (&Method::GET, None) => responses::get(&state, &parts, rest).await,
+                (&Method::DELETE, None) => responses::delete(&state, &parts, rest).await,
                 _ => Err(unknown_route(&parts.method, path)),
             }
         }

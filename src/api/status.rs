@@ -172,12 +172,8 @@ pub(super) fn instances(state: &ApiState) -> Response<ResponseBody> {
 /// Whether this replica's state is shared (`redis`, with whether it answers) or its own
 /// (`local`).
 fn shared_state(state: &ApiState) -> Value {
-    match &state.redis {
-        Some(redis) => {
-            let status = redis.status();
-            json!({"backend": "redis", "endpoint": status.endpoint, "reachable": status.reachable,
-                   "failure_mode": status.failure_mode, "fallbacks": status.fallbacks})
-        }
+    match &state.shared_state {
+        Some(view) => (view.0)(),
         None => json!({"backend": "local"}),
     }
 }

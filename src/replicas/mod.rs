@@ -1,8 +1,9 @@
 //! State shared between replicas through Redis (or Valkey: same protocol).
 //!
 //! With `--redis-url`, the stores that must agree across replicas use Redis: the client
-//! rate limits ([`rate_limit`], one Lua script per admission). Without it nothing here
-//! exists and every store stays in the process.
+//! rate limits ([`rate_limit`], one Lua script per admission) and the Responses API's
+//! stored responses ([`responses`]). Without it nothing here exists and every store stays
+//! in the process.
 //!
 //! The client is the `redis` crate's [`ConnectionManager`]: one multiplexed connection
 //! (requests of every task pipelined on it, no pool to size) that reconnects by itself. It
@@ -12,6 +13,7 @@
 //! warns once per outage and counts `redis.fallbacks`; `closed` refuses with a 503.
 
 pub mod rate_limit;
+pub mod responses;
 
 use crate::config::{FailureMode, RedisSettings};
 use opentelemetry::metrics::{Counter, Meter};
@@ -50,7 +52,7 @@ impl std::fmt::Debug for Redis {
 }
 
 /// What `/health` and `/loadbalancer/instances` show of the shared state.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RedisStatus {
     /// `redis://host:port/db`, no credentials.
     pub endpoint: String,
@@ -173,14 +175,20 @@ impl Redis {
         }
     }
 
-    /// A decision made on local state because Redis failed: counted.
-    pub fn fell_back(&self) {
-        self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
-        self.inner.fallback_counter.add(1, &[]);
+    /// The failure mode applied to a failed call: `open` takes this replica's own answer
+    /// (`local`, counted in `redis.fallbacks`); `closed` gives what the 503 says.
+    pub fn fall_back<T>(&self, down: &RedisDown, local: impl FnOnce() -> T) -> Result<T, String> {
+        match self.inner.settings.failure_mode {
+            FailureMode::Open => {
+                self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.inner.fallback_counter.add(1, &[]);
+                Ok(local())
+            }
+            FailureMode::Closed => Err(self.unavailable_message(down)),
+        }
     }
 
-    /// What a refusal in `closed` mode says.
-    pub fn unavailable_message(&self, why: &RedisDown) -> String {
+    fn unavailable_message(&self, why: &RedisDown) -> String {
         format!(
             "the shared state of the replicas (Redis at {}) cannot be reached ({}), and \
              --redis-failure-mode is closed, so this replica does not decide alone; retry \
@@ -207,6 +215,14 @@ impl Redis {
         if self.inner.link.swap(UP, Ordering::AcqRel) != UP {
             tracing::info!(endpoint = %self.inner.settings.endpoint, "Redis reachable: state is shared");
         }
+    }
+
+    /// The status as `/health` and `/loadbalancer/instances` show it.
+    pub fn status_json(&self) -> serde_json::Value {
+        let status = self.status();
+        serde_json::json!({"backend": "redis", "endpoint": status.endpoint,
+            "reachable": status.reachable, "failure_mode": status.failure_mode,
+            "fallbacks": status.fallbacks})
     }
 
     /// The status for `/health` and `/loadbalancer/instances`.

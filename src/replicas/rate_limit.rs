@@ -4,8 +4,7 @@
 //! (GCRA: a bucket is its theoretical arrival time, in microseconds here), so a replica that
 //! falls back to its own buckets (`open` mode) answers the same way.
 
-use super::{Redis, RedisDown};
-use crate::config::FailureMode;
+use super::Redis;
 use aiproxy_layers::rate_limit::{
     Admission, Ask, Decision, Denied, LimitKind, MemoryStore, RateLimitStore, Refused,
     StoreUnavailable,
@@ -138,7 +137,9 @@ impl RateLimitStore for RedisRateLimits {
                 .await;
             match answer {
                 Ok(numbers) => Ok(admission(ask, &numbers)),
-                Err(down) => fall_back(&redis, &local, &key, ask, &down),
+                Err(down) => redis
+                    .fall_back(&down, || local.admit_now(&key, ask))
+                    .map_err(|message| StoreUnavailable { message }),
             }
         }))
     }
@@ -164,25 +165,6 @@ impl RateLimitStore for RedisRateLimits {
                 local.settle_tokens(&key, per_minute, delta);
             }
         });
-    }
-}
-
-/// `open`: this replica's own buckets decide (counted); `closed`: refused.
-fn fall_back(
-    redis: &Redis,
-    local: &MemoryStore,
-    key: &str,
-    ask: Ask,
-    down: &RedisDown,
-) -> Result<Admission, StoreUnavailable> {
-    match redis.settings().failure_mode {
-        FailureMode::Open => {
-            redis.fell_back();
-            Ok(local.admit_now(key, ask))
-        }
-        FailureMode::Closed => Err(StoreUnavailable {
-            message: redis.unavailable_message(down),
-        }),
     }
 }
 

@@ -40,7 +40,9 @@ struct Keep {
 }
 
 impl Keep {
-    fn finish(self, response: Value, encoder: &Encoder, id: &str) {
+    /// The store's write of the finished response: at once for the in-memory store; a
+    /// shared store's round trip when the future is awaited.
+    fn finish(self, response: Value, encoder: &Encoder, id: &str) -> store::Answer<()> {
         let mut conversation = self.conversation;
         conversation.push(encoder.assistant_message());
         self.store.put(
@@ -52,14 +54,14 @@ impl Keep {
                 system: self.system,
                 input_items: self.input_items,
             },
-        );
+        )
     }
 }
 
 /// Puts the stored conversation of `previous_response_id` in front of the request's own
 /// input (and its system text after the instructions); the chain's system text. A request
 /// left without any conversation is refused.
-fn chain(
+async fn chain(
     state: &ApiState,
     chat: &mut crate::chat::ChatRequest,
     options: &request::Options,
@@ -76,6 +78,8 @@ fn chain(
     let stored = state
         .responses
         .get(&chat.metadata.client, previous)
+        .await
+        .map_err(unavailable)?
         .ok_or_else(|| {
             error::rejection(&ChatError::invalid(
                 "previous_response_id",
@@ -111,7 +115,7 @@ pub async fn create(
     let (mut chat, mut options) =
         request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
     let client = chat.metadata.client.clone();
-    let mut system_chain = chain(state, &mut chat, &options)?;
+    let mut system_chain = chain(state, &mut chat, &options).await?;
     system_chain.append(&mut options.system_items);
     let keep = options.store.then(|| Keep {
         store: Arc::clone(&state.responses),
@@ -156,7 +160,9 @@ async fn complete(
         if let Some(response) = encoder.on_event(event?) {
             let body = Bytes::from(response.to_string());
             if let Some(keep) = keep {
-                keep.finish(response, &encoder, &id);
+                // Written before the answer leaves, so a follow-up on any replica finds it
+                // (a shared store that fails keeps a local copy; the answer goes out anyway).
+                let _ = keep.finish(response, &encoder, &id).await;
             }
             return Ok((body, encoder.usage()));
         }
@@ -198,7 +204,13 @@ impl SseEncoder for ResponsesSse {
             return false;
         };
         if let Some(keep) = self.keep.take() {
-            keep.finish(response, &self.encoder, &self.id);
+            // The encoder cannot wait: the in-memory store has it already; a shared store's
+            // write (one round trip, well under the client's next turn) runs beside the
+            // last event.
+            let written = keep.finish(response, &self.encoder, &self.id);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(written);
+            }
         }
         true
     }
@@ -232,7 +244,7 @@ fn client_of(parts: &http::request::Parts) -> ClientKey {
 }
 
 /// The stored response `id` of the calling key, or the 404.
-fn stored(
+async fn stored(
     state: &ApiState,
     parts: &http::request::Parts,
     id: &str,
@@ -240,26 +252,38 @@ fn stored(
     state
         .responses
         .get(&client_of(parts), id)
+        .await
+        .map_err(unavailable)?
         .ok_or_else(|| not_found(id))
 }
 
+/// A shared store that could not answer (`closed` mode): a 503 that says why.
+fn unavailable(down: store::StoreDown) -> Rejection {
+    error::rejection(&ChatError::SharedStateUnavailable { message: down.0 })
+}
+
 /// `GET /v1/responses/{id}`.
-pub fn get(
+pub async fn get(
     state: &ApiState,
     parts: &http::request::Parts,
     id: &str,
 ) -> Result<http::Response<ResponseBody>, Rejection> {
-    let stored = stored(state, parts, id)?;
+    let stored = stored(state, parts, id).await?;
     Ok(json_response(StatusCode::OK, stored.response.to_string()))
 }
 
 /// `DELETE /v1/responses/{id}`.
-pub fn delete(
+pub async fn delete(
     state: &ApiState,
     parts: &http::request::Parts,
     id: &str,
 ) -> Result<http::Response<ResponseBody>, Rejection> {
-    if !state.responses.delete(&client_of(parts), id) {
+    if !state
+        .responses
+        .delete(&client_of(parts), id)
+        .await
+        .map_err(unavailable)?
+    {
         return Err(not_found(id));
     }
     Ok(json_response(
@@ -269,12 +293,12 @@ pub fn delete(
 }
 
 /// `GET /v1/responses/{id}/input_items` (`order` `desc` by default, `limit` 1-100, `after`).
-pub fn input_items(
+pub async fn input_items(
     state: &ApiState,
     parts: &http::request::Parts,
     id: &str,
 ) -> Result<http::Response<ResponseBody>, Rejection> {
-    let stored = stored(state, parts, id)?;
+    let stored = stored(state, parts, id).await?;
     let query = parts.uri.query().unwrap_or_default();
     let param = |name: &str| {
         form_urlencoded::parse(query.as_bytes())
@@ -332,7 +356,7 @@ pub async fn input_tokens(
     let bytes = read_body(body, state.max_body_bytes).await?;
     let (mut chat, options) =
         request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
-    chain(state, &mut chat, &options)?;
+    chain(state, &mut chat, &options).await?;
     let tokens = crate::token_count::estimate_request(&chat);
     Ok(json_response(
         StatusCode::OK,

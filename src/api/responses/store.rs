@@ -9,12 +9,13 @@
 
 use crate::chat::{Message, Part};
 use aiproxy_layers::ClientKey;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One stored response.
-#[derive(Debug, Clone, PartialEq)]
+/// One stored response (serialisable: a shared store keeps it as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
     /// The `Response` object, as `GET` answers it.
     pub response: Value,
@@ -29,7 +30,7 @@ pub struct Stored {
 
 impl Stored {
     /// Approximate bytes held, for the store's bound.
-    fn weight(&self) -> u32 {
+    pub fn weight(&self) -> u32 {
         let parts: usize = self
             .conversation
             .iter()
@@ -52,14 +53,24 @@ impl Stored {
     }
 }
 
-/// Where stored responses live.
+/// A store that could not answer (a shared store that is down, in `closed` mode): what to
+/// tell the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreDown(pub String);
+
+/// An answer of the store: at once (in memory) or after a round trip (shared).
+pub type Answer<T> = BoxFuture<'static, Result<T, StoreDown>>;
+
+/// Where stored responses live. The in-memory store answers at once; a shared one (Redis,
+/// `crate::replicas::responses`) after a round trip.
 pub trait ResponseStore: Send + Sync + std::fmt::Debug {
-    /// Keeps `stored` under `id` for `client`.
-    fn put(&self, client: &ClientKey, id: &str, stored: Stored);
+    /// Keeps `stored` under `id` for `client`. The in-memory store has it before this
+    /// returns; a shared one when the future ends (callers that cannot wait spawn it).
+    fn put(&self, client: &ClientKey, id: &str, stored: Stored) -> Answer<()>;
     /// The response `id` of `client`, if kept and not expired.
-    fn get(&self, client: &ClientKey, id: &str) -> Option<Arc<Stored>>;
+    fn get(&self, client: &ClientKey, id: &str) -> Answer<Option<Arc<Stored>>>;
     /// Forgets it; whether it was there.
-    fn delete(&self, client: &ClientKey, id: &str) -> bool;
+    fn delete(&self, client: &ClientKey, id: &str) -> Answer<bool>;
 }
 
 /// The in-memory store: bounded by bytes, entries expire.
@@ -85,17 +96,35 @@ fn key(client: &ClientKey, id: &str) -> String {
     format!("{client}\n{id}")
 }
 
-impl ResponseStore for MemoryStore {
-    fn put(&self, client: &ClientKey, id: &str, stored: Stored) {
-        self.cache.insert(key(client, id), Arc::new(stored));
+impl MemoryStore {
+    /// Keeps `stored` (at once).
+    pub fn put_now(&self, client: &ClientKey, id: &str, stored: Arc<Stored>) {
+        self.cache.insert(key(client, id), stored);
     }
 
-    fn get(&self, client: &ClientKey, id: &str) -> Option<Arc<Stored>> {
+    /// The response `id` of `client`, if kept and not expired.
+    pub fn get_now(&self, client: &ClientKey, id: &str) -> Option<Arc<Stored>> {
         self.cache.get(&key(client, id))
     }
 
-    fn delete(&self, client: &ClientKey, id: &str) -> bool {
+    /// Forgets it; whether it was there.
+    pub fn delete_now(&self, client: &ClientKey, id: &str) -> bool {
         self.cache.remove(&key(client, id)).is_some()
+    }
+}
+
+impl ResponseStore for MemoryStore {
+    fn put(&self, client: &ClientKey, id: &str, stored: Stored) -> Answer<()> {
+        self.put_now(client, id, Arc::new(stored));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn get(&self, client: &ClientKey, id: &str) -> Answer<Option<Arc<Stored>>> {
+        Box::pin(std::future::ready(Ok(self.get_now(client, id))))
+    }
+
+    fn delete(&self, client: &ClientKey, id: &str) -> Answer<bool> {
+        Box::pin(std::future::ready(Ok(self.delete_now(client, id))))
     }
 }
 
@@ -118,18 +147,18 @@ mod tests {
         let store = MemoryStore::new(1 << 20, Duration::from_millis(50));
         let alice = ClientKey::from_label("alice");
         let bob = ClientKey::from_label("bob");
-        store.put(&alice, "resp_1", stored("hi"));
-        assert!(store.get(&alice, "resp_1").is_some());
+        store.put_now(&alice, "resp_1", Arc::new(stored("hi")));
+        assert!(store.get_now(&alice, "resp_1").is_some());
         assert!(
-            store.get(&bob, "resp_1").is_none(),
+            store.get_now(&bob, "resp_1").is_none(),
             "another key sees nothing"
         );
-        assert!(!store.delete(&bob, "resp_1"));
+        assert!(!store.delete_now(&bob, "resp_1"));
         std::thread::sleep(Duration::from_millis(80));
-        assert!(store.get(&alice, "resp_1").is_none(), "expired");
-        store.put(&alice, "resp_2", stored("hi"));
-        assert!(store.delete(&alice, "resp_2"));
-        assert!(store.get(&alice, "resp_2").is_none());
+        assert!(store.get_now(&alice, "resp_1").is_none(), "expired");
+        store.put_now(&alice, "resp_2", Arc::new(stored("hi")));
+        assert!(store.delete_now(&alice, "resp_2"));
+        assert!(store.get_now(&alice, "resp_2").is_none());
     }
 
     #[test]
@@ -137,7 +166,11 @@ mod tests {
         let store = MemoryStore::new(10_000, Duration::from_secs(60));
         let client = ClientKey::from_label("c");
         for i in 0..100 {
-            store.put(&client, &format!("resp_{i}"), stored(&"x".repeat(1_000)));
+            store.put_now(
+                &client,
+                &format!("resp_{i}"),
+                Arc::new(stored(&"x".repeat(1_000))),
+            );
         }
         store.cache.run_pending_tasks();
         assert!(
