@@ -196,6 +196,22 @@ fn describe(config: &Config, text: &mut String) {
                 "set".into()
             },
         ),
+        (
+            // The endpoint only: the URL's password is never printed.
+            "redis",
+            config
+                .redis
+                .as_ref()
+                .map_or("none (state kept per replica)".into(), |r| {
+                    format!(
+                        "{} (prefix {}, failure mode {}, timeout {} ms)",
+                        r.endpoint,
+                        r.prefix,
+                        r.failure_mode.as_str(),
+                        r.timeout.as_millis()
+                    )
+                }),
+        ),
     ];
     for (key, value) in lines {
         let _ = writeln!(text, "  {key} = {value}");

@@ -441,3 +441,41 @@ async fn a_responses_conversation_continues_on_every_replica() {
     assert!(keys.contains(&second_id), "{keys}");
     assert!(!keys.contains(&first_id), "{keys}");
 }
+
+/// `check-config` says where state is shared (the endpoint, never the password); a URL that
+/// is not Redis's, or Redis settings without a URL, stop the start with what to do.
+#[test]
+fn redis_settings_are_checked_and_shown_without_the_password() {
+    let output = common::hermetic_command()
+        .args([
+            "check-config",
+            "--kiro-mock-mode",
+            "--redis-url",
+            "redis://user:hunter2-secret@cache.internal:6380/2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "redis = redis://cache.internal:6380/2 (prefix aiproxy:, failure mode open, timeout 250 ms)"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    let (code, stderr) = common::run_to_exit(
+        &[
+            "--kiro-mock-mode",
+            "--redis-url",
+            "http://user:hunter2-secret@x",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("redis://"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let (code, stderr) =
+        common::run_to_exit(&["--kiro-mock-mode", "--redis-failure-mode", "closed"], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--redis-url"), "{stderr}");
+}

@@ -127,6 +127,45 @@ slow_phase() { # -> sets slow, rss_peak_N, rss_after_N
 slow_phase 1
 slow_phase 2
 
+# Replicas sharing state: the cost of Redis on the request path. Two more aiproxy processes
+# with the same (never reached) per-key limit, one deciding in memory, one in Redis; the same
+# fixed rate through each. Redis round trips per request from its own command counts.
+redis_json=null
+if command -v redis-server >/dev/null; then
+    redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    (spawn_pinned 0 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+        --dir "$work" >/dev/null 2>&1) &
+    pids+=($!)
+    for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    limited=(--api-key bench --max-connections 4096 --request-timeout 60 --rate-limit-rpm 100000000
+        --kiro-base-url "$fake" --kiro-refresh-url "$fake/refreshToken")
+    start_limited() { # name extra-args... -> URL
+        local name=$1; shift
+        printf '{"refreshToken":"bench-%s","authMethod":"social"}' "$name" >"$work/creds-$name.json"
+        (spawn_pinned 1 "$bin" --port 0 "${limited[@]}" --kiro-oauth-creds-file "$work/creds-$name.json" \
+            --state-dir "$work/state-$name" "$@" >"$work/$name.out" 2>"$work/$name.err") &
+        pids+=($!)
+        wait_listening "$work/$name.out"
+    }
+    local_url=$(start_limited local)
+    shared_url=$(start_limited redis --redis-url "redis://127.0.0.1:$redis_port")
+    for url in "$local_url" "$shared_url"; do
+        run saturate --url "$url/v1/chat/completions" --header "authorization:Bearer bench" \
+            --body "$work/proxy_small.json" --connections 4 --seconds 1 >/dev/null
+    done
+    echo "== rate limits decided in memory, then in Redis ($RATE req/s, ${RUN_SECONDS}s each)" >&2
+    redis_local=$(run rate --url "$local_url/v1/chat/completions" --header "authorization:Bearer bench" \
+        --body "$work/proxy_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
+    redis-cli -p "$redis_port" config resetstat >/dev/null
+    redis_shared=$(run rate --url "$shared_url/v1/chat/completions" --header "authorization:Bearer bench" \
+        --body "$work/proxy_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
+    redis_calls=$(redis-cli -p "$redis_port" info commandstats | python3 -c '
+import re, sys
+# Calls from clients: the scripts (the commands they run inside are counted too, not sent).
+print(sum(int(m.group(1)) for m in re.finditer(r"^cmdstat_(?:evalsha|eval|script\|load):calls=(\d+)", sys.stdin.read(), re.M)))')
+    redis_json="{\"local\": $redis_local, \"redis\": $redis_shared, \"redis_calls\": $redis_calls}"
+fi
+
 machine="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
 python3 - "$root" <<PY
 import json, sys, datetime
@@ -140,6 +179,7 @@ r = {
   "rate_high": {"direct": $high_direct, "proxy": $high_proxy},
   "stream": {"direct": $stream_direct, "proxy": $stream_proxy},
   "slow_streams": $slow,
+  "replicas": $redis_json,
   "rss_kib": {"idle": $rss_idle, "before_slow": $rss_before_slow, "peak_slow": $rss_peak_1, "after_first": $rss_after_1,
               "peak_second": $rss_peak_2, "after_second": $rss_after_2},
 }
@@ -168,6 +208,12 @@ rows = [
   ("RSS after the slow streams, run 1", f'{mb(r["rss_kib"]["after_first"]):.1f} MiB', f'before them: {mb(r["rss_kib"]["before_slow"]):.1f} MiB; pooled upstream connections (90 s idle timeout) and allocator caches stay'),
   ("RSS after the same load again, run 2", f'{mb(r["rss_kib"]["after_second"]):.1f} MiB', f'peak {mb(r["rss_kib"]["peak_second"]):.1f} MiB; growth between runs: {mb(r["rss_kib"]["after_second"] - r["rss_kib"]["after_first"]):+.1f} MiB'),
 ]
+rr = r["replicas"]
+if rr:
+    extra = lambda key: rr["redis"]["latency"][key] - rr["local"]["latency"][key]
+    rows.append((f'Added by Redis at {r["settings"]["rate"]} req/s, p50 / p99', f'{extra("p50_ms"):.3f} / {extra("p99_ms"):.3f} ms',
+        f'the same per-key limit decided in Redis (one Lua script) instead of in memory: p99 {rr["local"]["latency"]["p99_ms"]:.3f} -> {rr["redis"]["latency"]["p99_ms"]:.3f} ms; failed: {rr["local"]["failed"]} / {rr["redis"]["failed"]}'))
+    rows.append(("Redis round trips per request", f'{rr["redis_calls"] / max(rr["redis"]["latency"]["count"] - rr["redis"]["failed"], 1):.2f}', "scripts Redis ran (EVALSHA, and the one SCRIPT LOAD) / requests answered; a limit on requests only: the admission script; a token limit adds one settle after the answer"))
 table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
 readme = open(f"{root}/README.md").read()
 changes = readme.split("<!-- changes:begin -->")[1].split("<!-- changes:end -->")[0].strip()
