@@ -7,8 +7,11 @@
 //! Under `cargo test --bench allocations` it runs a few requests of each kind only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use aiproxy::config::{Config, PipelineLayer};
 use bytes::Bytes;
+use common::chat;
 use http_body_util::{BodyExt, Full};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::ServiceExt;
@@ -17,16 +20,6 @@ use tower::ServiceExt;
 // the time would), so they are the binary's.
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
-
-fn chat(words: usize, stream: bool) -> String {
-    let content: Vec<String> = (0..words).map(|i| format!("w{i}")).collect();
-    serde_json::json!({
-        "model": "claude-sonnet-4-5",
-        "messages": [{"role": "user", "content": content.join(" ")}],
-        "stream": stream
-    })
-    .to_string()
-}
 
 /// Runs `n` requests after a warm-up and returns (allocations, bytes) per request.
 fn per_request<F, Fut>(runtime: &tokio::runtime::Runtime, n: u64, mut one: F) -> (f64, f64)

@@ -6,9 +6,12 @@
 // Benchmark set-up failing is a bug in the bench: fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use aiproxy::config::{Config, PipelineLayer};
 use aiproxy::kiro::protocol::eventstream::{encode_frame, FrameDecoder, KiroEvent};
 use bytes::Bytes;
+use common::chat;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
 use std::hint::black_box;
@@ -33,16 +36,6 @@ fn request(body: &str) -> http::Request<Full<Bytes>> {
         .header("content-type", "application/json")
         .body(Full::from(body.to_owned()))
         .unwrap()
-}
-
-fn chat(words: usize, stream: bool) -> String {
-    let content: Vec<String> = (0..words).map(|i| format!("w{i}")).collect();
-    serde_json::json!({
-        "model": "claude-sonnet-4-5",
-        "messages": [{"role": "user", "content": content.join(" ")}],
-        "stream": stream
-    })
-    .to_string()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -37,11 +37,9 @@ source "$root/scripts/lib.sh"
 (exec taskset -c 0 "$bin" fake-kiro --port 0 >"$work/fake.out" 2>"$work/fake.err") &
 pids+=($!)
 fake=$(wait_listening "$work/fake.out")
-printf '{"refreshToken":"bench-proxy","authMethod":"social"}' >"$work/creds.json"
+live_proxy_args "$fake" "$work" bench-proxy
 (exec taskset -c 1 "$bin" --port 0 --api-key bench --max-connections 4096 --request-timeout 60 \
-    --kiro-oauth-creds-file "$work/creds.json" --kiro-base-url "$fake" \
-    --kiro-refresh-url "$fake/refreshToken" --state-dir "$work/state" \
-    >"$work/proxy.out" 2>"$work/proxy.err") &
+    "${live_args[@]}" >"$work/proxy.out" 2>"$work/proxy.err") &
 proxy_pid=$!
 pids+=($proxy_pid)
 proxy=$(wait_listening "$work/proxy.out")

@@ -8,3 +8,11 @@ wait_listening() { # file -> prints URL
     done
     echo "did not start: $(cat "$1")" >&2; exit 1
 }
+
+# Writes a credential file for the fake and sets `live_args`: the flags that run aiproxy in
+# live mode against `aiproxy fake-kiro` at URL (token refresh at the fake, state in WORK).
+live_proxy_args() { # fake-URL work-dir refresh-token
+    printf '{"refreshToken":"%s","authMethod":"social"}' "$3" >"$2/creds.json"
+    live_args=(--kiro-oauth-creds-file "$2/creds.json" --kiro-base-url "$1"
+        --kiro-refresh-url "$1/refreshToken" --state-dir "$2/state")
+}

@@ -22,10 +22,8 @@ source "$root/scripts/lib.sh"
 ("$bin" fake-kiro --port 0 --event-delay-ms 2 >"$work/fake.out" 2>"$work/fake.err") &
 pids+=($!)
 fake=$(wait_listening "$work/fake.out")
-printf '{"refreshToken":"soak","authMethod":"social"}' >"$work/creds.json"
-(exec "$bin" --port 0 --api-key soak-key --max-body-bytes 65536 \
-    --kiro-oauth-creds-file "$work/creds.json" --kiro-base-url "$fake" \
-    --kiro-refresh-url "$fake/refreshToken" --state-dir "$work/state" \
+live_proxy_args "$fake" "$work" soak
+(exec "$bin" --port 0 --api-key soak-key --max-body-bytes 65536 "${live_args[@]}" \
     >"$work/proxy.out" 2>"$work/proxy.err") &
 proxy_pid=$!
 pids+=($proxy_pid)

@@ -46,12 +46,10 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 pids+=($!)
 fake=$(wait_listening "$work/fake.out")
 token=$(curl -s -X POST "$fake/refreshToken" -d '{"refreshToken":"bench-direct"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
-printf '{"refreshToken":"bench-proxy","authMethod":"social"}' >"$work/creds.json"
+live_proxy_args "$fake" "$work" bench-proxy
 
 (spawn_pinned 1 "$bin" --port 0 --api-key bench --max-connections 4096 --request-timeout 60 \
-    --kiro-oauth-creds-file "$work/creds.json" --kiro-base-url "$fake" \
-    --kiro-refresh-url "$fake/refreshToken" --state-dir "$work/state" \
-    >"$work/proxy.out" 2>"$work/proxy.err") &
+    "${live_args[@]}" >"$work/proxy.out" 2>"$work/proxy.err") &
 proxy_pid=$!
 pids+=($proxy_pid)
 proxy=$(wait_listening "$work/proxy.out")

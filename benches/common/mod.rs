@@ -1,0 +1,13 @@
+//! What the in-process benches share.
+
+/// A chat completion body of `words` words (`w0 w1 ...`; the fake echoes them, one event
+/// each when streamed).
+pub fn chat(words: usize, stream: bool) -> String {
+    let content: Vec<String> = (0..words).map(|i| format!("w{i}")).collect();
+    serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "messages": [{"role": "user", "content": content.join(" ")}],
+        "stream": stream
+    })
+    .to_string()
+}
