@@ -120,9 +120,19 @@ impl FrameDecoder {
             return Ok(None);
         }
         let frame = if self.partial.is_empty() {
-            self.current.split_to(total)
+            let frame = self.current.split_to(total);
+            if self.current.is_empty() {
+                // An empty slice still holds the whole read buffer: a stream that waits
+                // between events would keep its last read alive for nothing.
+                self.current = Bytes::new();
+            }
+            frame
         } else {
-            self.partial.split_to(total).freeze()
+            let frame = self.partial.split_to(total).freeze();
+            if self.partial.is_empty() {
+                self.partial = BytesMut::new();
+            }
+            frame
         };
         Frame::read(frame).map(Some)
     }
@@ -672,6 +682,35 @@ mod tests {
         assert_eq!(frame.kind(), "assistantResponseEvent");
         assert_eq!(frame.message_type(), "event");
         assert_eq!(&frame.payload[..], b"{\"content\":\"x\"}");
+        assert_eq!(decoder.pending(), 0);
+    }
+
+    /// Once its frames are taken (and used), the decoder holds nothing of the read they came
+    /// from: a stream waiting for its next event keeps no read buffer alive.
+    #[test]
+    fn consumed_reads_are_released() {
+        let mut two = vector();
+        two.extend(vector());
+        let read = Bytes::from(two);
+        let mut decoder = FrameDecoder::new();
+        decoder.push_bytes(read.clone());
+        let frames = [
+            decoder.next_frame().unwrap().unwrap(),
+            decoder.next_frame().unwrap().unwrap(),
+        ];
+        assert!(decoder.next_frame().unwrap().is_none());
+        drop(frames);
+        assert!(read.is_unique(), "the decoder still holds the read");
+
+        // The same for a frame completed across two reads.
+        let frame = vector();
+        let (first, second) = frame.split_at(50);
+        decoder.push_bytes(Bytes::copy_from_slice(first));
+        assert!(decoder.next_frame().unwrap().is_none());
+        let last = Bytes::copy_from_slice(second);
+        decoder.push_bytes(last.clone());
+        drop(decoder.next_frame().unwrap().unwrap());
+        assert!(last.is_unique());
         assert_eq!(decoder.pending(), 0);
     }
 
