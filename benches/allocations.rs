@@ -9,9 +9,9 @@
 
 mod common;
 
-use aiproxy::config::{Config, PipelineLayer};
+use aiproxy::config::Config;
 use bytes::Bytes;
-use common::chat;
+use common::{chat, ALL_LAYERS};
 use http_body_util::{BodyExt, Full};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::ServiceExt;
@@ -56,14 +56,7 @@ fn main() {
     };
     let pipeline = aiproxy::pipeline::build(&config).unwrap();
     let no_layers = aiproxy::pipeline::build(&Config {
-        disabled_layers: vec![
-            PipelineLayer::RequestId,
-            PipelineLayer::Trace,
-            PipelineLayer::CatchPanic,
-            PipelineLayer::Metrics,
-            PipelineLayer::Auth,
-            PipelineLayer::Route,
-        ],
+        disabled_layers: ALL_LAYERS.to_vec(),
         ..Config::mock()
     })
     .unwrap();

@@ -11,7 +11,7 @@ mod common;
 use aiproxy::config::{Config, PipelineLayer};
 use aiproxy::kiro::protocol::eventstream::{encode_frame, FrameDecoder, KiroEvent};
 use bytes::Bytes;
-use common::chat;
+use common::{chat, ALL_LAYERS};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http_body_util::{BodyExt, Full};
 use std::hint::black_box;
@@ -20,15 +20,6 @@ use tower::ServiceExt;
 /// The allocator of the `aiproxy` binary, so the figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const ALL_LAYERS: [PipelineLayer; 6] = [
-    PipelineLayer::RequestId,
-    PipelineLayer::Trace,
-    PipelineLayer::CatchPanic,
-    PipelineLayer::Metrics,
-    PipelineLayer::Auth,
-    PipelineLayer::Route,
-];
 
 fn request(body: &str) -> http::Request<Full<Bytes>> {
     http::Request::post("/v1/chat/completions")

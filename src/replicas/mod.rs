@@ -51,19 +51,6 @@ impl std::fmt::Debug for Redis {
     }
 }
 
-/// What `/health` and `/loadbalancer/instances` show of the shared state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RedisStatus {
-    /// `redis://host:port/db`, no credentials.
-    pub endpoint: String,
-    /// Whether the last call succeeded.
-    pub reachable: bool,
-    /// `open` or `closed`.
-    pub failure_mode: &'static str,
-    /// Decisions this replica made on its own state because Redis failed.
-    pub fallbacks: u64,
-}
-
 /// A Redis call that did not answer in time or failed.
 #[derive(Debug)]
 pub struct RedisDown(pub String);
@@ -217,21 +204,16 @@ impl Redis {
         }
     }
 
-    /// The status as `/health` and `/loadbalancer/instances` show it.
+    /// The status as `/health` and `/loadbalancer/instances` show it: where Redis is (no
+    /// credentials), whether the last call succeeded, the failure mode, and how many
+    /// decisions this replica made on its own state because Redis failed.
     pub fn status_json(&self) -> serde_json::Value {
-        let status = self.status();
-        serde_json::json!({"backend": "redis", "endpoint": status.endpoint,
-            "reachable": status.reachable, "failure_mode": status.failure_mode,
-            "fallbacks": status.fallbacks})
-    }
-
-    /// The status for `/health` and `/loadbalancer/instances`.
-    pub fn status(&self) -> RedisStatus {
-        RedisStatus {
-            endpoint: self.inner.settings.endpoint.clone(),
-            reachable: self.inner.link.load(Ordering::Acquire) == UP,
-            failure_mode: self.inner.settings.failure_mode.as_str(),
-            fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
-        }
+        serde_json::json!({
+            "backend": "redis",
+            "endpoint": self.inner.settings.endpoint,
+            "reachable": self.inner.link.load(Ordering::Acquire) == UP,
+            "failure_mode": self.inner.settings.failure_mode.as_str(),
+            "fallbacks": self.inner.fallbacks.load(Ordering::Relaxed),
+        })
     }
 }

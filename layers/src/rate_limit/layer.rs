@@ -168,10 +168,9 @@ where
                 .tokens_per_minute
                 .map(|per_minute| (per_minute, request.token_estimate())),
         };
-        let key: Arc<str> = Arc::from(key);
-        match shared.store.admit(&key, ask) {
+        match shared.store.admit(key, ask) {
             // In memory: decided here, the inner call made now (it is the readied service).
-            Decision::Now(admission) => match admitted(&shared, &key, ask, &request, admission) {
+            Decision::Now(admission) => match admitted(&shared, key, ask, &request, admission) {
                 Ok(charge) => Box::pin(charged(self.inner.call(request), charge)),
                 Err(throttled) => Box::pin(std::future::ready(Err(S::Error::from(throttled)))),
             },
@@ -179,6 +178,7 @@ where
             Decision::Later(decision) => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
+                let key: Arc<str> = Arc::from(key);
                 Box::pin(async move {
                     let admission = decision.await.map_err(S::Error::from)?;
                     match admitted(&shared, &key, ask, &request, admission) {
@@ -195,7 +195,7 @@ where
 /// an admission into the charge to settle when the answer ends.
 fn admitted<Req: HasExtensions>(
     shared: &Arc<Shared>,
-    key: &Arc<str>,
+    key: &str,
     ask: Ask,
     request: &Req,
     admission: Admission,
@@ -210,7 +210,7 @@ fn admitted<Req: HasExtensions>(
     match admission {
         Ok(_) => Ok(ask.tokens.map(|(per_minute, estimate)| Charge {
             shared: Arc::clone(shared),
-            key: Arc::clone(key),
+            key: Arc::from(key),
             per_minute,
             estimate,
         })),
