@@ -148,9 +148,6 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
         Some(path) => Catalog::from_file(path)?,
         None => Catalog::builtin()?,
     };
-    let accounts = Accounts::build(config, catalog.clone())?;
-    let pool = accounts.pool();
-    let views = pool.clone();
     let metrics = Metrics::new()?;
     let redis = match &config.redis {
         Some(settings) => Some(
@@ -159,6 +156,10 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
         ),
         None => None,
     };
+    let shared_tokens = redis.clone().map(crate::replicas::tokens::shared);
+    let accounts = Accounts::build(config, catalog.clone(), shared_tokens)?;
+    let pool = accounts.pool();
+    let views = pool.clone();
     let state = ApiState {
         catalog: catalog.clone(),
         max_body_bytes: config.max_body_bytes,

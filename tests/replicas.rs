@@ -496,3 +496,177 @@ fn redis_settings_are_checked_and_shown_without_the_password() {
     assert_ne!(code, 0);
     assert!(stderr.contains("--redis-url"), "{stderr}");
 }
+
+/// One login copied onto three "hosts" (a credential file each, as replicas on different
+/// machines have), behind one Redis.
+fn login_copies(n: usize) -> Vec<std::path::PathBuf> {
+    let creds = serde_json::json!({
+        "refreshToken": format!("rt-shared-{}", uuid::Uuid::new_v4()),
+        "authMethod": "social",
+    });
+    (0..n)
+        .map(|_| common::fake::write_json(&temp_dir("replica-host"), "creds.json", &creds))
+        .collect()
+}
+
+fn replica_on(fake: &Fake, redis: &RedisServer, creds: &std::path::Path) -> Proxy {
+    let (url, social, idc) = (redis.url(), fake.url("/refreshToken"), fake.url("/token"));
+    let state = creds.parent().unwrap().join("state");
+    Proxy::start(
+        &[
+            "--kiro-oauth-creds-file",
+            creds.to_str().unwrap(),
+            "--kiro-base-url",
+            &fake.process.base,
+            "--kiro-refresh-url",
+            &social,
+            "--kiro-idc-refresh-url",
+            &idc,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--api-key",
+            "sk-replicas",
+            "--redis-url",
+            &url,
+            "--redis-prefix",
+            "test:",
+            // No model list at start: the first chat is what needs the token.
+            "--models-refresh-interval",
+            "0",
+        ],
+        &[],
+    )
+}
+
+fn refresh_token_in(creds: &std::path::Path) -> String {
+    common::fake::read_json(creds)["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A login with no access token yet, on three replicas with a copy of its credential file
+/// each, and nine requests at once: one refresh call in all, no `invalid_grant`, and every
+/// copy of the file ends with the rotated refresh token (a replica that adopted it from
+/// Redis wrote it to its own file too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refresh_for_an_expired_login_on_three_replicas() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let copies = login_copies(3);
+    let original = refresh_token_in(&copies[0]);
+    let proxies: Vec<Proxy> = copies
+        .iter()
+        .map(|c| replica_on(&fake, &redis, c))
+        .collect();
+    wait_shared(&proxies).await;
+    // The refresh takes a while, so all nine requests arrive while it runs.
+    fake.control("/__fake/refresh-delay", serde_json::json!({"ms": 300}))
+        .await;
+    let mut tasks = Vec::new();
+    for i in 0..9 {
+        let base = proxies[i % 3].base.clone();
+        tasks.push(tokio::spawn(async move { chat(&base).await }));
+    }
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let stats = fake.stats().await;
+    assert_eq!(stats["refresh_calls"], 1, "{stats}");
+    assert_eq!(stats["invalid_grants"], 0, "{stats}");
+    let rotated: Vec<String> = copies.iter().map(|c| refresh_token_in(c)).collect();
+    assert_ne!(rotated[0], original);
+    assert!(
+        rotated.iter().all(|t| *t == rotated[0]),
+        "every copy has the rotated token"
+    );
+    // The lock is released once the refresh is written.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !redis_cli(&redis, &["KEYS", "test:tok:*:lock"])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refresh lock was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `kill -9` of the replica that holds the refresh lock while its refresh is on its way to
+/// Kiro: its lock expires, the second replica then refreshes (no `invalid_grant`: the dead
+/// one's refresh never reached Kiro), every credential file is whole JSON, and a replica
+/// started later on the dead one's stale file takes the rotated tokens from Redis instead of
+/// spending its consumed refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_refresh_does_not_lock_the_login_out() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let copies = login_copies(2);
+    let original = refresh_token_in(&copies[0]);
+    let mut holder = replica_on(&fake, &redis, &copies[0]);
+    let other = replica_on(&fake, &redis, &copies[1]);
+    wait_shared(std::slice::from_ref(&holder)).await;
+    wait_shared(std::slice::from_ref(&other)).await;
+    fake.control("/__fake/refresh-delay", serde_json::json!({"ms": 20_000}))
+        .await;
+    let base = holder.base.clone();
+    let in_flight = tokio::spawn(async move { chat(&base).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_cli(&redis, &["KEYS", "test:tok:*:lock"])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first replica never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.child.kill().unwrap();
+    holder.child.wait().unwrap();
+    let _ = in_flight.await;
+    fake.control("/__fake/refresh-delay", serde_json::json!({"ms": 0}))
+        .await;
+
+    let started = Instant::now();
+    let answer = chat(&other.base).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited {:?}: the dead replica's lock should expire within its 10 s",
+        started.elapsed()
+    );
+    let stats = fake.stats().await;
+    assert_eq!(stats["invalid_grants"], 0, "{stats}");
+    assert_eq!(
+        stats["refresh_calls"], 1,
+        "the killed refresh never reached Kiro: {stats}"
+    );
+    assert_eq!(
+        refresh_token_in(&copies[0]),
+        original,
+        "the dead replica's file is whole and untouched"
+    );
+    let rotated = refresh_token_in(&copies[1]);
+    assert_ne!(rotated, original);
+
+    // A new replica on the dead one's file: its token is consumed, Redis has the new one.
+    let restarted = replica_on(&fake, &redis, &copies[0]);
+    wait_shared(std::slice::from_ref(&restarted)).await;
+    let answer = chat(&restarted.base).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let stats = fake.stats().await;
+    assert_eq!(stats["invalid_grants"], 0, "{stats}");
+    assert_eq!(
+        stats["refresh_calls"], 1,
+        "adopted from Redis, not refreshed: {stats}"
+    );
+    assert_eq!(
+        refresh_token_in(&copies[0]),
+        rotated,
+        "and written to its own file"
+    );
+}

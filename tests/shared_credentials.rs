@@ -94,6 +94,7 @@ async fn two_accounts_on_one_token_store_rotate_once_each_time() {
             refresh_margin: std::time::Duration::from_secs(60),
             state_dir: dir.join("state"),
             timeout: std::time::Duration::from_secs(5),
+            shared: None,
         };
         Account::with_store(
             "shared".into(),

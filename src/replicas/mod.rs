@@ -14,6 +14,7 @@
 
 pub mod rate_limit;
 pub mod responses;
+pub mod tokens;
 
 use crate::config::{FailureMode, RedisSettings};
 use opentelemetry::metrics::{Counter, Meter};
@@ -36,6 +37,8 @@ struct Inner {
     settings: RedisSettings,
     /// Set once connected; the manager reconnects by itself after that.
     connection: OnceLock<ConnectionManager>,
+    /// Wakes the calls that came before the first connection.
+    connected: tokio::sync::Notify,
     /// [`UP`], [`DOWN`] or [`UNKNOWN`] (before the first call): one warning per change to
     /// down, the first included, one line when it is back.
     link: AtomicU8,
@@ -71,6 +74,7 @@ impl Redis {
         let redis = Self {
             inner: Arc::new(Inner {
                 connection: OnceLock::new(),
+                connected: tokio::sync::Notify::new(),
                 link: AtomicU8::new(UNKNOWN),
                 fallbacks: AtomicU64::new(0),
                 fallback_counter: meter
@@ -100,6 +104,7 @@ impl Redis {
             match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
                 Ok(manager) => {
                     let _ = self.inner.connection.set(manager);
+                    self.inner.connected.notify_waiters();
                     self.succeeded();
                     return;
                 }
@@ -128,19 +133,33 @@ impl Redis {
         key
     }
 
+    /// The connection, waiting at most `deadline` for the first one (a call made while
+    /// the replica starts must not decide alone only because the connection is not up yet).
+    async fn connection(&self, deadline: tokio::time::Instant) -> Option<ConnectionManager> {
+        loop {
+            let notified = self.inner.connected.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(connection) = self.inner.connection.get() {
+                return Some(connection.clone());
+            }
+            tokio::time::timeout_at(deadline, notified).await.ok()?;
+        }
+    }
+
     /// Runs `call` on the connection within the deadline.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, RedisDown>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let Some(connection) = self.inner.connection.get() else {
+        let deadline = tokio::time::Instant::now() + self.inner.settings.timeout;
+        let Some(connection) = self.connection(deadline).await else {
             let why = "not connected yet".to_string();
             self.failed(&why);
             return Err(RedisDown(why));
         };
-        let answer =
-            tokio::time::timeout(self.inner.settings.timeout, call(connection.clone())).await;
+        let answer = tokio::time::timeout_at(deadline, call(connection)).await;
         match answer {
             Ok(Ok(value)) => {
                 self.succeeded();

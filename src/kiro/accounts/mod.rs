@@ -111,6 +111,8 @@ pub struct Accounts {
     clients: Option<(reqwest::Client, HttpUpstream)>,
     /// The Kiro model ids each account listed at the last catalog refresh.
     served: Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// Replicas sharing state: how each account's token store is shared.
+    shared_tokens: Option<crate::kiro::auth::token_store::SharedTokens>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -122,8 +124,13 @@ impl std::fmt::Debug for Accounts {
 }
 
 impl Accounts {
-    /// The accounts of `config` in a pool; `catalog` is what their model lists refresh.
-    pub fn build(config: &Config, catalog: Catalog) -> Result<Self, AccountsError> {
+    /// The accounts of `config` in a pool; `catalog` is what their model lists refresh;
+    /// `shared_tokens` shares their tokens and refresh locks with other replicas.
+    pub fn build(
+        config: &Config,
+        catalog: Catalog,
+        shared_tokens: Option<crate::kiro::auth::token_store::SharedTokens>,
+    ) -> Result<Self, AccountsError> {
         let clients = if config.kiro_mock_mode {
             None
         } else {
@@ -140,6 +147,7 @@ impl Accounts {
             live: LiveAccounts::default(),
             clients,
             served: Mutex::default(),
+            shared_tokens,
         };
         let members = accounts.members(&[])?;
         accounts.install(members, false);
@@ -419,6 +427,7 @@ impl Accounts {
                 refresh_margin: config.token_refresh_margin,
                 state_dir: config.state_dir.clone(),
                 timeout: config.request_timeout,
+                shared: self.shared_tokens.clone(),
             };
             let account = Account::new(name.clone(), credentials, endpoints, settings, client);
             let service = KiroService::live(http, Arc::clone(&account), cap)

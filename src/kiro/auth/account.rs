@@ -14,7 +14,9 @@
 use crate::chat::ChatError;
 use crate::kiro::auth::credentials::{format_time, Credentials, Format, Source};
 use crate::kiro::auth::profiles::{self, ListError};
-use crate::kiro::auth::token_store::{FileShape, FileStore, StoredTokens, TokenStore};
+use crate::kiro::auth::token_store::{
+    FileShape, FileStore, LoginKey, SharedTokens, StoredTokens, TokenStore,
+};
 use crate::secret::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -49,6 +51,22 @@ pub struct Endpoints {
     pub idc_refresh: String,
 }
 
+/// How replicas name `credentials`' login in their shared state (see [`LoginKey`]): the
+/// name, and a hash of what does not change when tokens rotate.
+fn login_key(name: &str, credentials: &Credentials) -> LoginKey {
+    let client = match &credentials.format {
+        Format::Seed { client_id, .. }
+        | Format::Idc { client_id, .. }
+        | Format::ExternalIdp { client_id, .. } => client_id.as_str(),
+        Format::Social | Format::ApiKey => "",
+    };
+    let fixed = format!("{}/{client}", credentials.format.name());
+    LoginKey {
+        name: name.to_owned(),
+        fingerprint: blake3::hash(fixed.as_bytes()).to_hex()[..16].to_owned(),
+    }
+}
+
 /// Settings shared by all accounts.
 #[derive(Clone, Debug)]
 pub struct TokenSettings {
@@ -58,6 +76,9 @@ pub struct TokenSettings {
     pub state_dir: PathBuf,
     /// Bound on one refresh call.
     pub timeout: Duration,
+    /// Replicas sharing state: wraps each account's own token store into one whose lock
+    /// and tokens other replicas see too.
+    pub shared: Option<SharedTokens>,
 }
 
 /// An access token ready for a request.
@@ -167,6 +188,10 @@ impl Account {
                     | Format::ApiKey => FileShape::Camel,
                 },
             )),
+        };
+        let store = match &settings.shared {
+            Some(shared) => (shared.0)(login_key(&name, &credentials), store),
+            None => store,
         };
         let stored = if read_back { store.load() } else { None };
         Self::build(name, credentials, endpoints, settings, http, store, stored)
@@ -422,7 +447,7 @@ impl Account {
             Ok(Some(arn)) => {
                 tracing::info!(account = %self.name, "resolved the account's Kiro profile with ListAvailableProfiles");
                 self.lock().profile_arn = Some(arn.clone());
-                self.save_profile();
+                self.save_profile().await;
                 Ok(AccessToken {
                     profile_arn: Some(arn),
                     ..token
@@ -447,8 +472,8 @@ impl Account {
     }
 
     /// Writes a resolved profile ARN back beside the tokens.
-    fn save_profile(&self) {
-        if let Err(error) = self.store.save(&self.stored()) {
+    async fn save_profile(&self) {
+        if let Err(error) = self.store.save(&self.stored()).await {
             tracing::warn!(account = %self.name, %error, "could not save the account's profile ARN; it is resolved again after a restart");
         }
     }
@@ -506,19 +531,23 @@ impl Account {
             self.mark_unusable("api_key_rejected", reason.clone());
             return Err(ChatError::AccountUnavailable { message: reason });
         }
-        let _rotation = self.store.lock_rotation(self.settings.timeout).await;
+        let _rotation = self
+            .store
+            .lock_rotation(self.settings.timeout)
+            .await
+            .map_err(|message| ChatError::SharedStateUnavailable { message })?;
         if let Some(adopted) = self.adopt_from_store() {
             return Ok(adopted);
         }
         let refresh_token = self.lock().refresh.clone();
         match self.exchange(&refresh_token).await {
-            Ok(answer) => Ok(self.adopt(answer)),
+            Ok(answer) => Ok(self.adopt(answer).await),
             Err(RefreshError::InvalidGrant) => {
                 if let Some(newer) = self.reread_refresh_token(&refresh_token) {
                     tracing::info!(account = %self.name, "the token store has a newer refresh token; retrying with it");
                     self.lock().refresh = newer.clone();
                     if let Ok(answer) = self.exchange(&newer).await {
-                        return Ok(self.adopt(answer));
+                        return Ok(self.adopt(answer).await);
                     }
                 }
                 // Clients and status views get the account's label; where its credentials
@@ -550,7 +579,7 @@ impl Account {
     }
 
     /// Stores a refresh answer and writes it back before anything else uses it.
-    fn adopt(&self, answer: RefreshAnswer) -> AccessToken {
+    async fn adopt(&self, answer: RefreshAnswer) -> AccessToken {
         let expires_at = SystemTime::now() + answer.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
         let (token, rotated, profile_arn) = {
             let mut state = self.lock();
@@ -572,8 +601,9 @@ impl Account {
                 state.profile_arn.clone(),
             )
         };
-        // Disk first: until the temp file is written, a crash loses the rotated token.
-        self.persist(rotated);
+        // Written back (disk, and the shared store of the replicas) before anything uses
+        // it: until then, a crash loses the rotated token.
+        self.persist(rotated).await;
         tracing::info!(account = %self.name, rotated, expires_at = %format_time(expires_at), "token refreshed");
         AccessToken {
             token,
@@ -584,8 +614,8 @@ impl Account {
 
     /// Writes a refresh's tokens back (the caller holds the refresh gate, so the state is
     /// the refresh's).
-    fn persist(&self, rotated: bool) {
-        if let Err(error) = self.store.save(&self.stored()) {
+    async fn persist(&self, rotated: bool) {
+        if let Err(error) = self.store.save(&self.stored()).await {
             tracing::error!(
                 account = %self.name, %error, rotated,
                 "could not save the refreshed tokens; they are kept in memory, but after a restart \
@@ -888,6 +918,7 @@ mod tests {
             refresh_margin: Duration::from_secs(60),
             state_dir: std::env::temp_dir(),
             timeout: Duration::from_secs(1),
+            shared: None,
         };
         Account::with_store(
             "a".into(),

@@ -8,6 +8,9 @@
 //!   rotation lock is an advisory lock beside it ([`crate::kiro::auth::file_lock`]).
 //! - [`MemoryStore`]: in-process, for logins with nowhere to write and for tests; accounts
 //!   built on one share its rotation lock.
+//! - Replicas sharing state wrap an account's own store ([`SharedTokens`]): the lock and the
+//!   tokens then also live in Redis (`crate::replicas` makes that store; this module only
+//!   knows the hook, so the accounts do not depend on the replicas).
 
 use crate::kiro::auth::credentials::{self, format_time};
 use crate::kiro::{auth::file_lock, auth::persist};
@@ -39,12 +42,40 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// What the store holds now (another holder may have rotated since it was last read);
     /// `None` when it is empty or unreadable.
     fn load(&self) -> Option<StoredTokens>;
-    /// Keeps `tokens`, durably before it returns: a crash afterwards loses nothing.
-    fn save(&self, tokens: &StoredTokens) -> Result<(), String>;
+    /// Keeps `tokens`, durably before it completes: a crash afterwards loses nothing.
+    fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), String>>;
     /// Waits at most `wait` for the right to rotate: while it is held, no other holder of
-    /// this store refreshes. `None` when it cannot be had in time: the caller rotates
-    /// anyway (a stale lock must not stop an account), as before locks existed.
-    fn lock_rotation(&self, wait: Duration) -> BoxFuture<'_, Option<RotationGuard>>;
+    /// this store refreshes. `Ok(None)` when it cannot be had in time: the caller rotates
+    /// anyway (a stale lock must not stop an account), as before locks existed. `Err` says
+    /// why the rotation must not happen now (shared state unreachable and the replicas set
+    /// to refuse rather than decide alone).
+    fn lock_rotation(&self, wait: Duration)
+        -> BoxFuture<'_, Result<Option<RotationGuard>, String>>;
+}
+
+/// Which login a token store serves, as replicas on other hosts name it too: the pool
+/// entry's name (the same pool file on every replica) and a fingerprint of the login's
+/// fixed parts (its format and OAuth client), so two different logins that happen to share
+/// a name in different pool files are not mixed up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginKey {
+    /// The account's name.
+    pub name: String,
+    /// 16 hex digits of the login's fixed parts.
+    pub fingerprint: String,
+}
+
+/// Makes the shared store of a login from the account's own store.
+pub type WrapStore = dyn Fn(LoginKey, Arc<dyn TokenStore>) -> Arc<dyn TokenStore> + Send + Sync;
+
+/// Wraps an account's own token store into one shared with other replicas.
+#[derive(Clone)]
+pub struct SharedTokens(pub Arc<WrapStore>);
+
+impl std::fmt::Debug for SharedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedTokens")
+    }
 }
 
 /// How a [`FileStore`] spells its keys.
@@ -88,7 +119,25 @@ impl TokenStore for FileStore {
         }
     }
 
-    fn save(&self, tokens: &StoredTokens) -> Result<(), String> {
+    fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::ready(self.write(tokens)))
+    }
+
+    fn lock_rotation(
+        &self,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Option<RotationGuard>, String>> {
+        Box::pin(async move {
+            Ok(file_lock::acquire(&self.path, wait)
+                .await
+                .map(|lock| Box::new(lock) as RotationGuard))
+        })
+    }
+}
+
+impl FileStore {
+    /// Merges `tokens` into the file, atomically.
+    fn write(&self, tokens: &StoredTokens) -> Result<(), String> {
         let snake = self.shape == FileShape::Snake;
         let key = |camel: &'static str, snake_key: &'static str| {
             if snake {
@@ -121,14 +170,6 @@ impl TokenStore for FileStore {
             updates.insert(key("profileArn", "profile_arn").into(), json!(arn));
         }
         persist::merge_into_file(&self.path, &updates).map_err(|e| e.to_string())
-    }
-
-    fn lock_rotation(&self, wait: Duration) -> BoxFuture<'_, Option<RotationGuard>> {
-        Box::pin(async move {
-            file_lock::acquire(&self.path, wait)
-                .await
-                .map(|lock| Box::new(lock) as RotationGuard)
-        })
     }
 }
 
@@ -171,15 +212,18 @@ impl TokenStore for MemoryStore {
             .clone()
     }
 
-    fn save(&self, tokens: &StoredTokens) -> Result<(), String> {
+    fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), String>> {
         *self.tokens.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokens.clone());
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn lock_rotation(&self, wait: Duration) -> BoxFuture<'_, Option<RotationGuard>> {
+    fn lock_rotation(
+        &self,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Option<RotationGuard>, String>> {
         Box::pin(async move {
             let held = tokio::time::timeout(wait, Arc::clone(&self.rotation).lock_owned()).await;
-            held.ok().map(|guard| Box::new(guard) as RotationGuard)
+            Ok(held.ok().map(|guard| Box::new(guard) as RotationGuard))
         })
     }
 }
@@ -208,7 +252,7 @@ mod tests {
         )
         .unwrap();
         let store = FileStore::new(path.clone(), FileShape::Snake);
-        store.save(&tokens("rt-1")).unwrap();
+        store.write(&tokens("rt-1")).unwrap();
         let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(written["refresh_token"], "rt-1");
         assert_eq!(written["access_token"], "at-rt-1");
@@ -218,7 +262,7 @@ mod tests {
 
         let state = FileStore::new(dir.join("state.json"), FileShape::State);
         assert_eq!(state.load(), None, "nothing there yet");
-        state.save(&tokens("rt-2")).unwrap();
+        state.write(&tokens("rt-2")).unwrap();
         assert_eq!(state.load().unwrap(), tokens("rt-2"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -227,12 +271,13 @@ mod tests {
     async fn one_rotation_at_a_time_on_a_memory_store() {
         let store = MemoryStore::new();
         let other = store.clone();
-        let held = store.lock_rotation(Duration::from_secs(1)).await;
+        let held = store.lock_rotation(Duration::from_secs(1)).await.unwrap();
         assert!(held.is_some());
         assert!(
             other
                 .lock_rotation(Duration::from_millis(50))
                 .await
+                .unwrap()
                 .is_none(),
             "the clone waits for the holder"
         );
@@ -240,8 +285,9 @@ mod tests {
         assert!(other
             .lock_rotation(Duration::from_millis(50))
             .await
+            .unwrap()
             .is_some());
-        other.save(&tokens("rt-9")).unwrap();
+        other.save(&tokens("rt-9")).await.unwrap();
         assert_eq!(
             store.load().unwrap().refresh,
             Secret::new("rt-9".to_owned())

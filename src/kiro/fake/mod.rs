@@ -28,6 +28,7 @@
 //! | `POST /__fake/search` | queue [`search::SearchStep`]s (a JSON object or array) for the next searches |
 //! | `GET /__fake/stats` | call counters, the last IDE headers seen, peak concurrency |
 //! | `POST /__fake/expire-tokens` | invalidate every issued access token |
+//! | `POST /__fake/refresh-delay` | `{"ms": n}`: every token refresh is held this long before it is processed (a client that goes away meanwhile never reaches it: the refresh token is not consumed) |
 //! | `POST /__fake/usage` | `{currentUsage, usageLimit}` that `getUsageLimits` reports from now on |
 
 pub mod models;
@@ -140,6 +141,8 @@ struct State {
     models: Vec<Value>,
     /// Sign-in flows in progress.
     signin: signin::SignIn,
+    /// How long a token refresh is held before it is processed.
+    refresh_delay: Duration,
 }
 
 impl Default for State {
@@ -154,6 +157,7 @@ impl Default for State {
             stats: Default::default(),
             usage: None,
             models: models::default_models(),
+            refresh_delay: Duration::ZERO,
             signin: signin::SignIn::default(),
         }
     }
@@ -289,6 +293,21 @@ impl FakeKiro {
                 StatusCode::OK,
                 serde_json::to_value(self.stats()).unwrap_or_default(),
             ),
+            (&Method::POST, "/__fake/refresh-delay") => {
+                match serde_json::from_slice::<Value>(request.body())
+                    .ok()
+                    .and_then(|v| v["ms"].as_u64())
+                {
+                    Some(ms) => {
+                        self.lock().refresh_delay = Duration::from_millis(ms);
+                        json_response(StatusCode::OK, json!({"refresh_delay_ms": ms}))
+                    }
+                    None => json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"message": "send {\"ms\": n}: how long to hold each token refresh"}),
+                    ),
+                }
+            }
             (&Method::POST, "/__fake/expire-tokens") => {
                 self.lock().tokens.expire_all();
                 json_response(StatusCode::OK, json!({"expired": true}))
@@ -297,6 +316,23 @@ impl FakeKiro {
                 StatusCode::NOT_FOUND,
                 json!({"message": format!("fake Kiro has no route {method} {path}")}),
             ),
+        }
+    }
+
+    /// How long to hold `request` before [`FakeKiro::handle`] answers it: the scripted
+    /// refresh delay for a token refresh, nothing for the rest.
+    pub fn hold(&self, request: &Request<Bytes>) -> Duration {
+        let refresh = request.method() == Method::POST
+            && match request.uri().path() {
+                "/refreshToken" | "/idp/token" => true,
+                "/token" => !signin::is_device_poll(request.body()),
+                "/oauth/token" => !request.body().starts_with(b"{"),
+                _ => false,
+            };
+        if refresh {
+            self.lock().refresh_delay
+        } else {
+            Duration::ZERO
         }
     }
 

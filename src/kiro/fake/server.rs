@@ -46,7 +46,14 @@ async fn handle(fake: FakeKiro, request: Request<Body>) -> Result<Response<FakeB
             return Ok(response);
         }
     };
-    let response = fake.handle(Request::from_parts(parts, bytes));
+    let request = Request::from_parts(parts, bytes);
+    let hold = fake.hold(&request);
+    if !hold.is_zero() {
+        // A client that goes away meanwhile closes the connection, and hyper drops this
+        // future with it: the request is never processed.
+        tokio::time::sleep(hold).await;
+    }
+    let response = fake.handle(request);
     let frames: fn(Result<Bytes, std::io::Error>) -> ChunkResult = to_frame;
     Ok(response.map(|stream| Either::Left(StreamBody::new(stream.map(frames)))))
 }
