@@ -292,7 +292,7 @@ impl Default for Metadata {
 pub use aiproxy_layers::model::TokenUsage as Usage;
 
 /// Why the model stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StopReason {
     /// Natural end of the turn.
     EndTurn,
@@ -308,7 +308,8 @@ pub enum StopReason {
 
 /// One item of a response stream. A stream ends with [`ChatEvent::Stop`] or with an error
 /// item; a stream that ends without either is a truncation and must be reported as one.
-#[derive(Clone, Debug, PartialEq)]
+/// Serde: cached answers shared by replicas travel through Redis in this form.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ChatEvent {
     /// The response begins.
     Start {

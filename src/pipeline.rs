@@ -212,8 +212,14 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
     // that breaks a model limit is told so at once, not after waiting for a free account.
     let emulated = EmulateLayer.layer(WaitReadyLayer::new(config.request_timeout).layer(tier));
     let cached = if config.cache.enabled {
-        let store: Arc<dyn CacheStore<ChatEvent>> =
-            Arc::new(MemoryStore::new(config.cache.max_bytes, config.cache.ttl));
+        let store: Arc<dyn CacheStore<ChatEvent>> = match &redis {
+            Some(redis) => Arc::new(crate::replicas::cache::RedisCache::new(
+                redis.clone(),
+                config.cache.max_bytes,
+                config.cache.ttl,
+            )),
+            None => Arc::new(MemoryStore::new(config.cache.max_bytes, config.cache.ttl)),
+        };
         Either::Left(
             CacheLayer::new(store)
                 .with_meter(metrics.meter())

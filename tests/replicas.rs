@@ -670,3 +670,92 @@ async fn a_replica_killed_mid_refresh_does_not_lock_the_login_out() {
         "and written to its own file"
     );
 }
+
+async fn chat_text(base: &str, text: &str) -> Answer {
+    send(
+        http::Request::post(format!("{base}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sk-replicas")
+            .body(Full::from(common::chat_body(text, false)))
+            .unwrap(),
+    )
+    .await
+}
+
+/// An answer recorded through replica A is a hit on replica B (the fake answers once), and
+/// in Redis the entries stay within the cache's byte budget, the oldest dropped first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cached_on_one_replica_is_a_hit_on_another() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let proxies = replicas(
+        &fake,
+        &redis,
+        2,
+        &[
+            "--cache-enabled",
+            "--cache-max-bytes",
+            "65536",
+            "--cache-ttl",
+            "600",
+            "--models-refresh-interval",
+            "0",
+        ],
+    );
+    wait_shared(&proxies).await;
+    let first = chat_text(&proxies[0].base, "what is shared?").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.headers["x-aiproxy-cache"], "miss");
+    let calls = fake.stats().await["generate_calls"].as_u64().unwrap();
+    // The write to Redis runs beside the answer: B may ask before it lands.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        let answer = chat_text(&proxies[1].base, "what is shared?").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        if answer.headers["x-aiproxy-cache"] == "hit" || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(second.headers["x-aiproxy-cache"], "hit");
+    assert_eq!(
+        second.json()["choices"][0]["message"]["content"],
+        first.json()["choices"][0]["message"]["content"]
+    );
+    let after = fake.stats().await["generate_calls"].as_u64().unwrap();
+    assert!(
+        after <= calls + 1,
+        "B's hit never reached the fake (at most one miss raced the write)"
+    );
+
+    // Many different answers through both: Redis keeps within the 64 KiB budget, and
+    // what it holds expires with the cache's TTL.
+    let n = 300;
+    for i in 0..n {
+        let answer = chat_text(&proxies[i % 2].base, &format!("question {i}")).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let total: i64 = redis_cli(&redis, &["GET", "test:cache:bytes"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(total > 0 && total <= 65536, "{total} bytes in Redis");
+    let entries: usize = redis_cli(&redis, &["ZCARD", "test:cache:index"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(entries < n, "{entries} entries: the oldest were dropped");
+    let newest = redis_cli(&redis, &["ZRANGE", "test:cache:index", "-1", "-1"]);
+    let ttl: i64 = redis_cli(&redis, &["PTTL", newest.trim()])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 500_000 && ttl <= 600_000, "PTTL {ttl}");
+    let stored: usize = redis_cli(&redis, &["KEYS", "test:cache:*"]).lines().count();
+    assert_eq!(
+        stored,
+        entries + 3,
+        "every entry indexed, nothing left over"
+    );
+}

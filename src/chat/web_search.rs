@@ -111,7 +111,7 @@ pub struct SearchQuery {
 }
 
 /// One result of a search.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SearchHit {
     /// The page's title.
     pub title: String,
@@ -124,7 +124,7 @@ pub struct SearchHit {
 }
 
 /// Why a search has no results: Anthropic's `web_search_tool_result_error` codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SearchErrorCode {
     /// The search service failed or could not be reached.
     Unavailable,

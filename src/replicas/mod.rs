@@ -1,9 +1,10 @@
 //! State shared between replicas through Redis (or Valkey: same protocol).
 //!
 //! With `--redis-url`, the stores that must agree across replicas use Redis: the client
-//! rate limits ([`rate_limit`], one Lua script per admission) and the Responses API's
-//! stored responses ([`responses`]). Without it nothing here exists and every store stays
-//! in the process.
+//! rate limits ([`rate_limit`], one Lua script per admission), the Responses API's stored
+//! responses ([`responses`]), the answer cache ([`cache`]) and each login's tokens with its
+//! refresh lock ([`tokens`]). Without it nothing here exists and every store stays in the
+//! process.
 //!
 //! The client is the `redis` crate's [`ConnectionManager`]: one multiplexed connection
 //! (requests of every task pipelined on it, no pool to size) that reconnects by itself. It
@@ -12,6 +13,7 @@
 //! what happens past it is the failure mode: `open` decides on the replica's own state,
 //! warns once per outage and counts `redis.fallbacks`; `closed` refuses with a 503.
 
+pub mod cache;
 pub mod rate_limit;
 pub mod responses;
 pub mod tokens;

@@ -187,7 +187,7 @@ where
             let mut lead = None;
             let status = match key {
                 Some(key) if !control.no_cache => {
-                    if let Some(hit) = hit::<S::Response>(&shared, &key) {
+                    if let Some(hit) = hit::<S::Response>(&shared, &key).await {
                         return Ok(hit);
                     }
                     if !control.no_store {
@@ -196,7 +196,7 @@ where
                             Flight::Follow(mut first) => {
                                 // Ends when the first one's answer is stored or given up.
                                 let _ = first.changed().await;
-                                if let Some(hit) = hit::<S::Response>(&shared, &key) {
+                                if let Some(hit) = hit::<S::Response>(&shared, &key).await {
                                     return Ok(hit);
                                 }
                             }
@@ -226,8 +226,8 @@ where
     }
 }
 
-fn hit<R: Replay + HasExtensions>(shared: &Shared<R::Event>, key: &CacheKey) -> Option<R> {
-    let events = shared.store.get(key)?;
+async fn hit<R: Replay + HasExtensions>(shared: &Shared<R::Event>, key: &CacheKey) -> Option<R> {
+    let events = shared.store.get(key).answer().await?;
     shared.count(CacheStatus::Hit);
     let mut response = R::replay(events);
     response.extensions_mut().insert(CacheStatus::Hit);

@@ -16,7 +16,8 @@
 //! - [`CacheStatus`] on the response says `hit`, `miss` or `bypass` (for the
 //!   `x-aiproxy-cache` header).
 //! - Entries live in a [`CacheStore`]; [`MemoryStore`] (moka, bounded by bytes and a TTL) is
-//!   the one there is; a shared one plugs in behind the same trait.
+//!   the one in this crate; a shared one (aiproxy keeps answers in Redis for its replicas)
+//!   plugs in behind the same trait and may answer a lookup after a round trip ([`Lookup`]).
 //!
 //! # Example: the second identical request is answered from memory (mocks of feature `testing`)
 //!
@@ -55,7 +56,7 @@ mod store;
 mod tests;
 
 pub use layer::{Cache, CacheLayer};
-pub use store::{CacheStore, MemoryStore};
+pub use store::{CacheStore, Lookup, MemoryStore};
 
 use std::sync::Arc;
 

@@ -1,20 +1,44 @@
 //! Where cached answers live.
 
 use super::CacheKey;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A store of recorded answers. In memory today ([`MemoryStore`]); a shared store (Redis)
-/// implements the same calls.
+/// A store of recorded answers: in this process ([`MemoryStore`]), or shared by several
+/// (aiproxy's Redis store), which may answer a lookup only after a round trip.
 pub trait CacheStore<E>: Send + Sync + 'static {
     /// The answer stored under `key`, if it is there and fresh.
-    fn get(&self, key: &CacheKey) -> Option<Arc<[E]>>;
-    /// Stores `events` (about `weight` bytes) under `key`.
+    fn get(&self, key: &CacheKey) -> Lookup<E>;
+    /// Stores `events` (about `weight` bytes) under `key`. A shared store writes in the
+    /// background: the answer that was recorded is already on its way to its client.
     fn put(&self, key: CacheKey, events: Arc<[E]>, weight: u32);
     /// Bytes held (an estimate).
     fn bytes(&self) -> u64;
     /// Entries held.
     fn entries(&self) -> u64;
+}
+
+/// A recorded answer, shared by every replay.
+pub type Events<E> = Arc<[E]>;
+
+/// A lookup's answer: at once (memory), or after a round trip (a shared store).
+pub enum Lookup<E> {
+    /// Known now.
+    Now(Option<Events<E>>),
+    /// Known when the future completes.
+    Later(Pin<Box<dyn Future<Output = Option<Events<E>>> + Send>>),
+}
+
+impl<E> Lookup<E> {
+    /// The answer, waiting for it if it is not known yet.
+    pub async fn answer(self) -> Option<Arc<[E]>> {
+        match self {
+            Self::Now(answer) => answer,
+            Self::Later(answer) => answer.await,
+        }
+    }
 }
 
 /// An in-memory store bounded by bytes, with a time to live (moka: a TinyLFU admission
@@ -62,9 +86,16 @@ impl<E: Send + Sync + 'static> MemoryStore<E> {
     }
 }
 
-impl<E: Send + Sync + 'static> CacheStore<E> for MemoryStore<E> {
-    fn get(&self, key: &CacheKey) -> Option<Arc<[E]>> {
+impl<E: Send + Sync + 'static> MemoryStore<E> {
+    /// [`CacheStore::get`], known at once.
+    pub fn get_now(&self, key: &CacheKey) -> Option<Arc<[E]>> {
         self.cache.get(key).map(|entry| entry.events)
+    }
+}
+
+impl<E: Send + Sync + 'static> CacheStore<E> for MemoryStore<E> {
+    fn get(&self, key: &CacheKey) -> Lookup<E> {
+        Lookup::Now(self.get_now(key))
     }
 
     fn put(&self, key: CacheKey, events: Arc<[E]>, weight: u32) {

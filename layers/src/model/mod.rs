@@ -120,7 +120,7 @@ pub enum StreamEnd {
 }
 
 /// Tokens (and the upstream's credits) a response used, as its stream reported them.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenUsage {
     /// Prompt tokens (uncached).
     pub input: u64,
