@@ -157,7 +157,11 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
         None => None,
     };
     let shared_tokens = redis.clone().map(crate::replicas::tokens::shared);
-    let accounts = Accounts::build(config, catalog.clone(), shared_tokens)?;
+    let pool_store = redis.clone().map(|redis| {
+        Arc::new(crate::replicas::health::RedisPool::start(redis))
+            as Arc<dyn aiproxy_layers::model::store::PoolStore>
+    });
+    let accounts = Accounts::build(config, catalog.clone(), shared_tokens, pool_store)?;
     let pool = accounts.pool();
     let views = pool.clone();
     let state = ApiState {

@@ -759,3 +759,135 @@ async fn an_answer_cached_on_one_replica_is_a_hit_on_another() {
         "every entry indexed, nothing left over"
     );
 }
+
+async fn instance(base: &str, name: &str) -> Value {
+    get_json(base, "/loadbalancer/instances")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+async fn generate_calls(fake: &Fake) -> u64 {
+    fake.stats().await["generate_calls"].as_u64().unwrap()
+}
+
+/// Two accounts (a fake each) in one pool file, three replicas: the account Kiro suspends
+/// behind replica A rests on B and C within a second (nothing more is sent to it through
+/// them), and a replica started afterwards learns the rest from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_account_suspended_behind_one_replica_rests_on_every_replica() {
+    let redis = RedisServer::start();
+    let fakes = [Fake::start(), Fake::start()];
+    let dir = temp_dir("replica-pool");
+    let instances: Vec<Value> = fakes
+        .iter()
+        .zip(["acct-a", "acct-b"])
+        .map(|(fake, name)| {
+            let creds = common::fake::write_json(
+                &dir,
+                &format!("{name}.json"),
+                &serde_json::json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+            );
+            serde_json::json!({
+                "name": name,
+                "credsFile": creds,
+                "baseUrl": fake.process.base,
+                "refreshUrl": fake.url("/refreshToken"),
+            })
+        })
+        .collect();
+    let pools = common::fake::write_json(
+        &dir,
+        "provider_pools.json",
+        &serde_json::json!({ "kiro-api": instances }),
+    );
+    let (pools, state, url) = (
+        pools.to_str().unwrap().to_owned(),
+        dir.join("state").to_str().unwrap().to_owned(),
+        redis.url(),
+    );
+    let start = || {
+        Proxy::start(
+            &[
+                "--provider-pools-file",
+                &pools,
+                "--state-dir",
+                &state,
+                "--redis-url",
+                &url,
+                "--redis-prefix",
+                "test:",
+                "--pool-slow-start",
+                "0",
+                "--retry-base-delay-ms",
+                "5",
+                "--models-refresh-interval",
+                "0",
+            ],
+            &[],
+        )
+    };
+    let proxies = vec![start(), start(), start()];
+    wait_shared(&proxies).await;
+    fakes[0]
+        .control(
+            "/__fake/script",
+            serde_json::json!({"status": 403, "reason": "suspended"}),
+        )
+        .await;
+    for _ in 0..50 {
+        let answer = chat(&proxies[0].base).await;
+        assert_eq!(answer.status, 200, "the retry hides it: {}", answer.text());
+        if generate_calls(&fakes[0]).await > 0 {
+            break;
+        }
+    }
+    let found_out = Instant::now();
+    assert_eq!(
+        instance(&proxies[0].base, "acct-a").await["reason"],
+        "suspended"
+    );
+    for proxy in &proxies[1..] {
+        loop {
+            let a = instance(&proxy.base, "acct-a").await;
+            if a["reason"] == "suspended" {
+                assert_eq!(a["state"], "cooldown");
+                break;
+            }
+            assert!(
+                found_out.elapsed() < Duration::from_secs(1),
+                "not known elsewhere within a second: {a}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    eprintln!(
+        "the suspension reached the other two replicas within {:?}",
+        found_out.elapsed()
+    );
+    let sent_to_a = generate_calls(&fakes[0]).await;
+    for i in 0..40 {
+        let answer = chat(&proxies[1 + i % 2].base).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(
+        generate_calls(&fakes[0]).await,
+        sent_to_a,
+        "B and C sent nothing to the resting account"
+    );
+    // A replica that starts now reads the rest left in Redis.
+    let late = start();
+    wait_shared(std::slice::from_ref(&late)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while instance(&late.base, "acct-a").await["reason"] != "suspended" {
+        assert!(
+            Instant::now() < deadline,
+            "the late replica never learnt it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! With `--redis-url`, the stores that must agree across replicas use Redis: the client
 //! rate limits ([`rate_limit`], one Lua script per admission), the Responses API's stored
-//! responses ([`responses`]), the answer cache ([`cache`]) and each login's tokens with its
-//! refresh lock ([`tokens`]). Without it nothing here exists and every store stays in the
+//! responses ([`responses`]), the answer cache ([`cache`]), each login's tokens with its
+//! refresh lock ([`tokens`]) and the accounts' health ([`health`]). Without it nothing here exists and every store stays in the
 //! process.
 //!
 //! The client is the `redis` crate's [`ConnectionManager`]: one multiplexed connection
@@ -14,6 +14,7 @@
 //! warns once per outage and counts `redis.fallbacks`; `closed` refuses with a 503.
 
 pub mod cache;
+pub mod health;
 pub mod rate_limit;
 pub mod responses;
 pub mod tokens;
@@ -37,6 +38,8 @@ pub struct Redis {
 
 struct Inner {
     settings: RedisSettings,
+    /// For the connections of their own (the health events' subscription).
+    client: redis::Client,
     /// Set once connected; the manager reconnects by itself after that.
     connection: OnceLock<ConnectionManager>,
     /// Wakes the calls that came before the first connection.
@@ -75,6 +78,7 @@ impl Redis {
             .map_err(|_| "Redis needs the tokio runtime to connect".to_string())?;
         let redis = Self {
             inner: Arc::new(Inner {
+                client: client.clone(),
                 connection: OnceLock::new(),
                 connected: tokio::sync::Notify::new(),
                 link: AtomicU8::new(UNKNOWN),
@@ -116,6 +120,12 @@ impl Redis {
                 }
             }
         }
+    }
+
+    /// The client, for a connection of its own (a subscription cannot share the
+    /// multiplexed one).
+    pub fn client(&self) -> redis::Client {
+        self.inner.client.clone()
     }
 
     /// The settings (prefix, mode, deadline).

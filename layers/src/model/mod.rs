@@ -45,7 +45,7 @@ pub enum Fault {
 
 /// Why an account rests: which kind of rate limit it hit, or a refusal that may be
 /// temporary; each rests for its own time (docs/kiro-protocol.md §7.1 and §13.4 have the texts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RateLimitClass {
     /// "Due to suspicious activity ...": keep traffic off the account for long.
     Suspicious,

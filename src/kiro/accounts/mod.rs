@@ -125,11 +125,13 @@ impl std::fmt::Debug for Accounts {
 
 impl Accounts {
     /// The accounts of `config` in a pool; `catalog` is what their model lists refresh;
-    /// `shared_tokens` shares their tokens and refresh locks with other replicas.
+    /// `shared_tokens` shares their tokens and refresh locks with other replicas, and
+    /// `pool_store` (else memory) holds their health and load.
     pub fn build(
         config: &Config,
         catalog: Catalog,
         shared_tokens: Option<crate::kiro::auth::token_store::SharedTokens>,
+        pool_store: Option<Arc<dyn aiproxy_layers::model::store::PoolStore>>,
     ) -> Result<Self, AccountsError> {
         let clients = if config.kiro_mock_mode {
             None
@@ -142,7 +144,10 @@ impl Accounts {
         let accounts = Self {
             config: config.clone(),
             catalog,
-            pool: Pool::new(config.pool.pool.clone(), Vec::new()),
+            pool: match pool_store {
+                Some(store) => Pool::with_store(config.pool.pool.clone(), store, Vec::new()),
+                None => Pool::new(config.pool.pool.clone(), Vec::new()),
+            },
             members: Mutex::new(Vec::new()),
             live: LiveAccounts::default(),
             clients,
