@@ -156,12 +156,20 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
         ),
         None => None,
     };
-    let shared_tokens = redis.clone().map(crate::replicas::tokens::shared);
-    let pool_store = redis.clone().map(|redis| {
-        Arc::new(crate::replicas::health::RedisPool::start(redis))
-            as Arc<dyn aiproxy_layers::model::store::PoolStore>
-    });
-    let accounts = Accounts::build(config, catalog.clone(), shared_tokens, pool_store)?;
+    let sharing = match &redis {
+        Some(redis) => crate::kiro::accounts::Sharing {
+            tokens: Some(crate::replicas::tokens::shared(redis.clone())),
+            pool: Some(Arc::new(crate::replicas::health::RedisPool::start(
+                redis.clone(),
+            ))),
+            leases: Some(Arc::new(crate::replicas::leases::RedisLeases::start(
+                redis.clone(),
+                config.request_timeout,
+            ))),
+        },
+        None => crate::kiro::accounts::Sharing::default(),
+    };
+    let accounts = Accounts::build(config, catalog.clone(), sharing)?;
     let pool = accounts.pool();
     let views = pool.clone();
     let state = ApiState {

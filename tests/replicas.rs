@@ -891,3 +891,137 @@ async fn an_account_suspended_behind_one_replica_rests_on_every_replica() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// One account with `maxConcurrency`, its fake streaming slowly, behind Redis.
+fn leased_pool(fake: &Fake, max_concurrency: usize) -> (std::path::PathBuf, String) {
+    let dir = temp_dir("replica-lease");
+    let creds = common::fake::write_json(
+        &dir,
+        "acct.json",
+        &serde_json::json!({"refreshToken": format!("rt-lease-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+    );
+    let pools = common::fake::write_json(
+        &dir,
+        "provider_pools.json",
+        &serde_json::json!({ "kiro-api": [{
+            "name": "acct",
+            "credsFile": creds,
+            "baseUrl": fake.process.base,
+            "refreshUrl": fake.url("/refreshToken"),
+            "maxConcurrency": max_concurrency,
+        }]}),
+    );
+    (pools, dir.join("state").to_str().unwrap().to_owned())
+}
+
+fn leased_replica(pools: &std::path::Path, state: &str, redis: &RedisServer) -> Proxy {
+    Proxy::start(
+        &[
+            "--provider-pools-file",
+            pools.to_str().unwrap(),
+            "--state-dir",
+            state,
+            "--redis-url",
+            &redis.url(),
+            "--redis-prefix",
+            "test:",
+            "--models-refresh-interval",
+            "0",
+        ],
+        &[],
+    )
+}
+
+fn leases_held(redis: &RedisServer) -> usize {
+    redis_cli(redis, &["ZCARD", "test:lease:acct"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `maxConcurrency: 2` on three replicas, nine slow requests at once: the fake never has
+/// more than two of its calls streaming (each replica alone would allow two: six), and
+/// every request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrency_holds_across_replicas() {
+    let redis = RedisServer::start();
+    let fake = Fake {
+        process: Proxy::start_fake(&["--event-delay-ms", "40"]),
+    };
+    let (pools, state) = leased_pool(&fake, 2);
+    let proxies: Vec<Proxy> = (0..3)
+        .map(|_| leased_replica(&pools, &state, &redis))
+        .collect();
+    wait_shared(&proxies).await;
+    let mut tasks = Vec::new();
+    for i in 0..9 {
+        let base = proxies[i % 3].base.clone();
+        tasks.push(tokio::spawn(async move { chat(&base).await }));
+    }
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let stats = fake.stats().await;
+    assert_eq!(stats["generate_calls"], 9, "{stats}");
+    assert_eq!(stats["peak_concurrent_generates"], 2, "{stats}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while leases_held(&redis) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "leases left after every stream ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A replica killed with two streams in flight on an account of `maxConcurrency: 2`: its
+/// leases expire within the lease TTL (15 s), and the other replica serves the account
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replica_leaves_no_lease_behind() {
+    let redis = RedisServer::start();
+    let fake = Fake {
+        process: Proxy::start_fake(&["--event-delay-ms", "2000"]),
+    };
+    let (pools, state) = leased_pool(&fake, 2);
+    let mut doomed = leased_replica(&pools, &state, &redis);
+    let survivor = leased_replica(&pools, &state, &redis);
+    wait_shared(std::slice::from_ref(&doomed)).await;
+    wait_shared(std::slice::from_ref(&survivor)).await;
+    let streams: Vec<_> = (0..2)
+        .map(|_| {
+            let base = doomed.base.clone();
+            tokio::spawn(async move { chat(&base).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leases_held(&redis) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the streams never took their leases"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    let killed = Instant::now();
+    for stream in streams {
+        let _ = stream.await;
+    }
+    while leases_held(&redis) > 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the dead replica's leases outlived their TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expired_after = killed.elapsed();
+    assert!(
+        expired_after > Duration::from_secs(5),
+        "expired by TTL, not released ({expired_after:?})"
+    );
+    eprintln!("the dead replica's leases expired {expired_after:?} after the kill");
+    let answer = chat(&survivor.base).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}

@@ -120,6 +120,24 @@ struct Shared {
     served: std::sync::RwLock<Option<Arc<std::collections::HashSet<String>>>>,
 }
 
+/// An account's concurrency shared with other replicas: a lease per upstream call, held
+/// until its stream ends, so an account's `maxConcurrency` holds across all of them
+/// (`crate::replicas` keeps the leases in Redis; this is the hook, so the Kiro service does
+/// not depend on the replicas).
+pub trait LeaseGate: Send + Sync + std::fmt::Debug {
+    /// Waits for one of `account`'s `cap` slots, counted across the replicas; the slot is
+    /// given back when the returned guard drops. An error when none came free in time, or
+    /// when the shared state cannot be reached and the replicas are set to refuse then.
+    fn acquire(
+        &self,
+        account: Arc<str>,
+        cap: usize,
+    ) -> BoxFuture<'static, Result<Lease, ChatError>>;
+}
+
+/// A slot held through a [`LeaseGate`]; given back when dropped.
+pub type Lease = Box<dyn Send + Sync>;
+
 /// One Kiro account's upstream: the leaf of the model tier (see [`crate::model`]).
 ///
 /// `poll_ready` reserves one of the account's concurrency slots (pending while all are in
@@ -129,6 +147,8 @@ pub struct KiroService {
     shared: Arc<Shared>,
     slots: PollSemaphore,
     reserved: Option<OwnedSemaphorePermit>,
+    /// Replicas sharing state: the account's slots across all of them, and how many.
+    leases: Option<(Arc<dyn LeaseGate>, usize)>,
 }
 
 impl Clone for KiroService {
@@ -138,6 +158,7 @@ impl Clone for KiroService {
             shared: Arc::clone(&self.shared),
             slots: self.slots.clone(),
             reserved: None,
+            leases: self.leases.clone(),
         }
     }
 }
@@ -210,7 +231,15 @@ impl KiroService {
             }),
             slots: PollSemaphore::new(Arc::new(Semaphore::new(max_concurrency.max(1)))),
             reserved: None,
+            leases: None,
         }
+    }
+
+    /// Also holds a lease from `gate` for each call: the account's `max_concurrency` then
+    /// counts the calls of every replica sharing the gate.
+    pub fn with_leases(mut self, gate: Arc<dyn LeaseGate>, max_concurrency: usize) -> Self {
+        self.leases = Some((gate, max_concurrency.max(1)));
+        self
     }
 
     /// `mock` or `live`.
@@ -239,14 +268,20 @@ impl Service<ModelRequest> for KiroService {
     fn call(&mut self, request: ModelRequest) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let slot = self.reserved.take();
+        let leases = self.leases.clone();
         Box::pin(async move {
             let slot = slot.ok_or_else(|| ChatError::Internal {
                 message: "the Kiro service was called without poll_ready".into(),
             })?;
+            let lease = match leases {
+                Some((gate, cap)) => Some(gate.acquire(shared.account_id.0.clone(), cap).await?),
+                None => None,
+            };
             let response = call(&shared, request).await?;
             let account = shared.account_id.0.clone();
             Ok(response.on_end(move |outcome| {
                 drop(slot);
+                drop(lease);
                 tracing::debug!(
                     account = %account,
                     error = outcome.error_kind,

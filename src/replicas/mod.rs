@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod health;
+pub mod leases;
 pub mod rate_limit;
 pub mod responses;
 pub mod tokens;

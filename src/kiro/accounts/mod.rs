@@ -111,8 +111,19 @@ pub struct Accounts {
     clients: Option<(reqwest::Client, HttpUpstream)>,
     /// The Kiro model ids each account listed at the last catalog refresh.
     served: Mutex<std::collections::HashMap<String, Vec<String>>>,
-    /// Replicas sharing state: how each account's token store is shared.
-    shared_tokens: Option<crate::kiro::auth::token_store::SharedTokens>,
+    /// What the accounts share with other replicas.
+    sharing: Sharing,
+}
+
+/// What the accounts share with other replicas (all `None`: one process on its own).
+#[derive(Clone, Debug, Default)]
+pub struct Sharing {
+    /// Each login's tokens and refresh lock.
+    pub tokens: Option<crate::kiro::auth::token_store::SharedTokens>,
+    /// The accounts' health (the pool's store; else in memory).
+    pub pool: Option<Arc<dyn aiproxy_layers::model::store::PoolStore>>,
+    /// Each account's concurrency slots.
+    pub leases: Option<Arc<dyn crate::kiro::service::LeaseGate>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -125,13 +136,11 @@ impl std::fmt::Debug for Accounts {
 
 impl Accounts {
     /// The accounts of `config` in a pool; `catalog` is what their model lists refresh;
-    /// `shared_tokens` shares their tokens and refresh locks with other replicas, and
-    /// `pool_store` (else memory) holds their health and load.
+    /// `sharing` is what they share with other replicas.
     pub fn build(
         config: &Config,
         catalog: Catalog,
-        shared_tokens: Option<crate::kiro::auth::token_store::SharedTokens>,
-        pool_store: Option<Arc<dyn aiproxy_layers::model::store::PoolStore>>,
+        sharing: Sharing,
     ) -> Result<Self, AccountsError> {
         let clients = if config.kiro_mock_mode {
             None
@@ -144,7 +153,7 @@ impl Accounts {
         let accounts = Self {
             config: config.clone(),
             catalog,
-            pool: match pool_store {
+            pool: match sharing.pool.clone() {
                 Some(store) => Pool::with_store(config.pool.pool.clone(), store, Vec::new()),
                 None => Pool::new(config.pool.pool.clone(), Vec::new()),
             },
@@ -152,7 +161,7 @@ impl Accounts {
             live: LiveAccounts::default(),
             clients,
             served: Mutex::default(),
-            shared_tokens,
+            sharing,
         };
         let members = accounts.members(&[])?;
         accounts.install(members, false);
@@ -432,11 +441,14 @@ impl Accounts {
                 refresh_margin: config.token_refresh_margin,
                 state_dir: config.state_dir.clone(),
                 timeout: config.request_timeout,
-                shared: self.shared_tokens.clone(),
+                shared: self.sharing.tokens.clone(),
             };
             let account = Account::new(name.clone(), credentials, endpoints, settings, client);
-            let service = KiroService::live(http, Arc::clone(&account), cap)
+            let mut service = KiroService::live(http, Arc::clone(&account), cap)
                 .map_err(AccountsError::Client)?;
+            if let (Some(gate), Some(_)) = (&self.sharing.leases, overrides.max_concurrency) {
+                service = service.with_leases(Arc::clone(gate), cap);
+            }
             Ok::<_, AccountsError>((spec(&name, weight, cap, guard), service, account))
         };
         let Some(file) = &config.pool.file else {
@@ -483,6 +495,7 @@ impl Accounts {
                     refresh_url: instance.refresh_url,
                     idc_refresh_url: instance.idc_refresh_url,
                     egress: instance.egress,
+                    max_concurrency: instance.max_concurrency,
                 };
                 let cap = instance.max_concurrency.unwrap_or(config.max_connections);
                 let (spec, service, account) = live(
@@ -527,6 +540,9 @@ struct Overrides {
     refresh_url: Option<String>,
     idc_refresh_url: Option<String>,
     egress: Option<crate::kiro::transport::egress::EgressProxy>,
+    /// The entry's own `maxConcurrency`: the one limit replicas share (a lease per call);
+    /// the default connection cap stays each replica's own.
+    max_concurrency: Option<usize>,
 }
 
 /// Refuses a pool file that puts more than `cap` accounts behind one egress proxy (many
