@@ -251,9 +251,29 @@ async fn a_token_budget_is_one_bucket_for_every_replica() {
 async fn redis_down_in_open_mode_falls_back_then_shares_again() {
     let fake = Fake::start();
     let mut redis = RedisServer::start();
-    let proxies = replicas(&fake, &redis, 2, &["--rate-limit-rpm", "1000"]);
+    let proxies = replicas(
+        &fake,
+        &redis,
+        2,
+        &["--rate-limit-rpm", "1000", "--cache-enabled"],
+    );
     wait_shared(&proxies).await;
+    // Load on both replicas while Redis goes away: no client sees an error.
+    let bases: Vec<String> = proxies.iter().map(|p| p.base.clone()).collect();
+    let load = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        for i in 0..60 {
+            let answer = chat_text(&bases[i % 2], &format!("under load {i}")).await;
+            answers.push((answer.status, answer.text()));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        answers
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     redis.stop();
+    for (status, text) in load.await.unwrap() {
+        assert_eq!(status, 200, "{text}");
+    }
     for proxy in &proxies {
         for _ in 0..5 {
             let answer = chat(&proxy.base).await;
@@ -283,6 +303,17 @@ async fn redis_down_in_open_mode_falls_back_then_shares_again() {
     assert_eq!(answer.status, 200);
     let keys = redis_cli(&redis, &["--scan", "--pattern", "test:rl:*"]);
     assert!(keys.contains("test:rl:req"), "no bucket in Redis: {keys}");
+    // Answers recorded now are shared again.
+    let answer = chat_text(&proxies[1].base, "after the outage").await;
+    assert_eq!(answer.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_cli(&redis, &["ZCARD", "test:cache:index"]).trim() == "0" {
+        assert!(
+            Instant::now() < deadline,
+            "no answer shared after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `closed`: with Redis gone a rate-limited request is refused with a 503 that says why and
@@ -782,55 +813,8 @@ async fn generate_calls(fake: &Fake) -> u64 {
 async fn an_account_suspended_behind_one_replica_rests_on_every_replica() {
     let redis = RedisServer::start();
     let fakes = [Fake::start(), Fake::start()];
-    let dir = temp_dir("replica-pool");
-    let instances: Vec<Value> = fakes
-        .iter()
-        .zip(["acct-a", "acct-b"])
-        .map(|(fake, name)| {
-            let creds = common::fake::write_json(
-                &dir,
-                &format!("{name}.json"),
-                &serde_json::json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-            );
-            serde_json::json!({
-                "name": name,
-                "credsFile": creds,
-                "baseUrl": fake.process.base,
-                "refreshUrl": fake.url("/refreshToken"),
-            })
-        })
-        .collect();
-    let pools = common::fake::write_json(
-        &dir,
-        "provider_pools.json",
-        &serde_json::json!({ "kiro-api": instances }),
-    );
-    let (pools, state, url) = (
-        pools.to_str().unwrap().to_owned(),
-        dir.join("state").to_str().unwrap().to_owned(),
-        redis.url(),
-    );
-    let start = || {
-        Proxy::start(
-            &[
-                "--provider-pools-file",
-                &pools,
-                "--state-dir",
-                &state,
-                "--redis-url",
-                &url,
-                "--redis-prefix",
-                "test:",
-                "--pool-slow-start",
-                "0",
-                "--retry-base-delay-ms",
-                "5",
-                "--models-refresh-interval",
-                "0",
-            ],
-            &[],
-        )
-    };
+    let (pools, state) = pool_file(&[("acct-a", &fakes[0], None), ("acct-b", &fakes[1], None)]);
+    let start = || pool_replica(&pools, &state, &redis);
     let proxies = vec![start(), start(), start()];
     wait_shared(&proxies).await;
     fakes[0]
@@ -892,29 +876,40 @@ async fn an_account_suspended_behind_one_replica_rests_on_every_replica() {
     }
 }
 
-/// One account with `maxConcurrency`, its fake streaming slowly, behind Redis.
-fn leased_pool(fake: &Fake, max_concurrency: usize) -> (std::path::PathBuf, String) {
-    let dir = temp_dir("replica-lease");
-    let creds = common::fake::write_json(
-        &dir,
-        "acct.json",
-        &serde_json::json!({"refreshToken": format!("rt-lease-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-    );
+/// A pool file of `(name, fake, maxConcurrency)` accounts (a credential file each), and
+/// the state dir beside it.
+fn pool_file(accounts: &[(&str, &Fake, Option<usize>)]) -> (std::path::PathBuf, String) {
+    let dir = temp_dir("replica-pool");
+    let instances: Vec<Value> = accounts
+        .iter()
+        .map(|(name, fake, max_concurrency)| {
+            let creds = common::fake::write_json(
+                &dir,
+                &format!("{name}.json"),
+                &serde_json::json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+            );
+            let mut instance = serde_json::json!({
+                "name": name,
+                "credsFile": creds,
+                "baseUrl": fake.process.base,
+                "refreshUrl": fake.url("/refreshToken"),
+            });
+            if let Some(cap) = max_concurrency {
+                instance["maxConcurrency"] = serde_json::json!(cap);
+            }
+            instance
+        })
+        .collect();
     let pools = common::fake::write_json(
         &dir,
         "provider_pools.json",
-        &serde_json::json!({ "kiro-api": [{
-            "name": "acct",
-            "credsFile": creds,
-            "baseUrl": fake.process.base,
-            "refreshUrl": fake.url("/refreshToken"),
-            "maxConcurrency": max_concurrency,
-        }]}),
+        &serde_json::json!({ "kiro-api": instances }),
     );
     (pools, dir.join("state").to_str().unwrap().to_owned())
 }
 
-fn leased_replica(pools: &std::path::Path, state: &str, redis: &RedisServer) -> Proxy {
+/// A replica serving `pools`, sharing through `redis`.
+fn pool_replica(pools: &std::path::Path, state: &str, redis: &RedisServer) -> Proxy {
     Proxy::start(
         &[
             "--provider-pools-file",
@@ -925,6 +920,10 @@ fn leased_replica(pools: &std::path::Path, state: &str, redis: &RedisServer) -> 
             &redis.url(),
             "--redis-prefix",
             "test:",
+            "--pool-slow-start",
+            "0",
+            "--retry-base-delay-ms",
+            "5",
             "--models-refresh-interval",
             "0",
         ],
@@ -948,9 +947,9 @@ async fn max_concurrency_holds_across_replicas() {
     let fake = Fake {
         process: Proxy::start_fake(&["--event-delay-ms", "40"]),
     };
-    let (pools, state) = leased_pool(&fake, 2);
+    let (pools, state) = pool_file(&[("acct", &fake, Some(2))]);
     let proxies: Vec<Proxy> = (0..3)
-        .map(|_| leased_replica(&pools, &state, &redis))
+        .map(|_| pool_replica(&pools, &state, &redis))
         .collect();
     wait_shared(&proxies).await;
     let mut tasks = Vec::new();
@@ -984,9 +983,9 @@ async fn a_killed_replica_leaves_no_lease_behind() {
     let fake = Fake {
         process: Proxy::start_fake(&["--event-delay-ms", "2000"]),
     };
-    let (pools, state) = leased_pool(&fake, 2);
-    let mut doomed = leased_replica(&pools, &state, &redis);
-    let survivor = leased_replica(&pools, &state, &redis);
+    let (pools, state) = pool_file(&[("acct", &fake, Some(2))]);
+    let mut doomed = pool_replica(&pools, &state, &redis);
+    let survivor = pool_replica(&pools, &state, &redis);
     wait_shared(std::slice::from_ref(&doomed)).await;
     wait_shared(std::slice::from_ref(&survivor)).await;
     let streams: Vec<_> = (0..2)
@@ -1024,4 +1023,57 @@ async fn a_killed_replica_leaves_no_lease_behind() {
     eprintln!("the dead replica's leases expired {expired_after:?} after the kill");
     let answer = chat(&survivor.base).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+async fn chat_in_session(base: &str, session: &str) -> Answer {
+    send(
+        http::Request::post(format!("{base}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("x-aiproxy-session", session)
+            .body(Full::from(common::chat_body("hello", false)))
+            .unwrap(),
+    )
+    .await
+}
+
+/// A conversation (`x-aiproxy-session`) lands on the same account whichever replica it
+/// reaches: affinity is rendezvous hashing over the healthy accounts, and the replicas
+/// agree on which those are (their health is shared), so no per-session state is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_its_account_on_every_replica() {
+    let redis = RedisServer::start();
+    let fakes = [Fake::start(), Fake::start(), Fake::start()];
+    let (pools, state) = pool_file(&[
+        ("acct-a", &fakes[0], None),
+        ("acct-b", &fakes[1], None),
+        ("acct-c", &fakes[2], None),
+    ]);
+    let proxies: Vec<Proxy> = (0..3)
+        .map(|_| pool_replica(&pools, &state, &redis))
+        .collect();
+    wait_shared(&proxies).await;
+    let mut used = std::collections::BTreeSet::new();
+    for session in 0..12 {
+        let session = format!("conversation-{session}");
+        let mut accounts = Vec::new();
+        for proxy in &proxies {
+            let answer = chat_in_session(&proxy.base, &session).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            accounts.push(
+                answer.headers["x-aiproxy-account"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert!(
+            accounts.iter().all(|a| *a == accounts[0]),
+            "{session} went to {accounts:?}"
+        );
+        used.insert(accounts[0].clone());
+    }
+    assert!(
+        used.len() > 1,
+        "sessions spread over the accounts: {used:?}"
+    );
 }

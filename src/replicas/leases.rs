@@ -129,15 +129,17 @@ impl LeaseGate for RedisLeases {
                         return Ok(Box::new(Held { shared, id, key }) as Lease);
                     }
                     Ok(_) if started.elapsed() < shared.wait => tokio::time::sleep(POLL).await,
-                    Ok(_) => return Err(ChatError::Busy {
-                        message: format!(
+                    Ok(_) => {
+                        return Err(ChatError::Busy {
+                            message: format!(
                             "Kiro account `{account}` stayed at its maxConcurrency ({cap}) across \
                                  the replicas for {} s; retry shortly, or raise its maxConcurrency \
                                  in the pool file",
                             shared.wait.as_secs()
                         ),
-                        retry_after: Some(Duration::from_secs(1)),
-                    }),
+                            retry_after: Some(Duration::from_secs(1)),
+                        })
+                    }
                     Err(down) => {
                         return shared
                             .redis

@@ -31,6 +31,9 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+/// How often a call goes through to a Redis that is down (the others fail at once).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// A replica's link to Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
@@ -48,6 +51,11 @@ struct Inner {
     /// [`UP`], [`DOWN`] or [`UNKNOWN`] (before the first call): one warning per change to
     /// down, the first included, one line when it is back.
     link: AtomicU8,
+    /// While Redis is down, calls fail at once instead of each waiting out the deadline;
+    /// one goes through per [`PROBE_EVERY`] to find out whether it is back. Milliseconds
+    /// since `started` of the last call that went through.
+    last_try_ms: AtomicU64,
+    started: std::time::Instant,
     fallbacks: AtomicU64,
     fallback_counter: Counter<u64>,
 }
@@ -83,6 +91,8 @@ impl Redis {
                 connection: OnceLock::new(),
                 connected: tokio::sync::Notify::new(),
                 link: AtomicU8::new(UNKNOWN),
+                last_try_ms: AtomicU64::new(0),
+                started: std::time::Instant::now(),
                 fallbacks: AtomicU64::new(0),
                 fallback_counter: meter
                     .u64_counter("redis.fallbacks")
@@ -166,6 +176,9 @@ impl Redis {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        if !self.may_try() {
+            return Err(RedisDown("down; retried in the background".into()));
+        }
         let deadline = tokio::time::Instant::now() + self.inner.settings.timeout;
         let Some(connection) = self.connection(deadline).await else {
             let why = "not connected yet".to_string();
@@ -214,6 +227,23 @@ impl Redis {
              shortly, or use --redis-failure-mode open",
             self.inner.settings.endpoint, why.0
         )
+    }
+
+    /// Whether a call may go to Redis now: always while it answers; while it is down, one
+    /// per [`PROBE_EVERY`].
+    fn may_try(&self) -> bool {
+        let now = u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if self.inner.link.load(Ordering::Acquire) != DOWN {
+            return true;
+        }
+        let last = self.inner.last_try_ms.load(Ordering::Acquire);
+        let probe = u64::try_from(PROBE_EVERY.as_millis()).unwrap_or(u64::MAX);
+        now.saturating_sub(last) >= probe
+            && self
+                .inner
+                .last_try_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     fn failed(&self, why: &str) {
