@@ -94,15 +94,27 @@ impl Drop for RedisServer {
     }
 }
 
-async fn chat(base: &str) -> Answer {
+async fn chat_text(base: &str, text: &str) -> Answer {
+    chat_with(base, text, None).await
+}
+
+async fn chat_with(base: &str, text: &str, session: Option<&str>) -> Answer {
+    let mut request = http::Request::post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-replicas");
+    if let Some(session) = session {
+        request = request.header("x-aiproxy-session", session);
+    }
     send(
-        http::Request::post(format!("{base}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .header("authorization", "Bearer sk-replicas")
-            .body(Full::from(common::chat_body("hello", false)))
+        request
+            .body(Full::from(common::chat_body(text, false)))
             .unwrap(),
     )
     .await
+}
+
+async fn chat(base: &str) -> Answer {
+    chat_text(base, "hello").await
 }
 
 async fn get_json(base: &str, path: &str) -> Value {
@@ -131,6 +143,33 @@ fn replicas(fake: &Fake, redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<P
             fake.proxy("social", &args)
         })
         .collect()
+}
+
+/// `n` requests at once, spread over `proxies`: every one answered 200.
+async fn all_answered(proxies: &[Proxy], n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let base = proxies[i % proxies.len()].base.clone();
+            tokio::spawn(async move { chat(&base).await })
+        })
+        .collect();
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+}
+
+/// Polls `done` until it holds, failing with `what` after `within`.
+async fn wait_for<F, Fut>(within: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until every replica's `/health` says Redis is reachable (they connect in the
@@ -306,14 +345,12 @@ async fn redis_down_in_open_mode_falls_back_then_shares_again() {
     // Answers recorded now are shared again.
     let answer = chat_text(&proxies[1].base, "after the outage").await;
     assert_eq!(answer.status, 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while redis_cli(&redis, &["ZCARD", "test:cache:index"]).trim() == "0" {
-        assert!(
-            Instant::now() < deadline,
-            "no answer shared after the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "no answer shared after the outage",
+        || async { redis_cli(&redis, &["ZCARD", "test:cache:index"]).trim() != "0" },
+    )
+    .await;
 }
 
 /// `closed`: with Redis gone a rate-limited request is refused with a 503 that says why and
@@ -339,14 +376,12 @@ async fn redis_down_in_closed_mode_answers_503() {
     assert!(message.contains("--redis-failure-mode"), "{message}");
     assert_eq!(answer.headers["retry-after"], "1");
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while chat(&proxies[0].base).await.status != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "still refused after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        Duration::from_secs(15),
+        "still refused after Redis came back",
+        || async { chat(&proxies[0].base).await.status == 200 },
+    )
+    .await;
 }
 
 /// A password in the URL is used (the right one shares state) and never shows: not in
@@ -541,20 +576,10 @@ fn login_copies(n: usize) -> Vec<std::path::PathBuf> {
 }
 
 fn replica_on(fake: &Fake, redis: &RedisServer, creds: &std::path::Path) -> Proxy {
-    let (url, social, idc) = (redis.url(), fake.url("/refreshToken"), fake.url("/token"));
-    let state = creds.parent().unwrap().join("state");
-    Proxy::start(
+    let url = redis.url();
+    fake.proxy_on(
+        creds,
         &[
-            "--kiro-oauth-creds-file",
-            creds.to_str().unwrap(),
-            "--kiro-base-url",
-            &fake.process.base,
-            "--kiro-refresh-url",
-            &social,
-            "--kiro-idc-refresh-url",
-            &idc,
-            "--state-dir",
-            state.to_str().unwrap(),
             "--api-key",
             "sk-replicas",
             "--redis-url",
@@ -567,6 +592,20 @@ fn replica_on(fake: &Fake, redis: &RedisServer, creds: &std::path::Path) -> Prox
         ],
         &[],
     )
+}
+
+/// The fake has had one refresh call, and no `invalid_grant`.
+async fn one_refresh_so_far(fake: &Fake, why: &str) {
+    let stats = fake.stats().await;
+    assert_eq!(stats["invalid_grants"], 0, "{stats}");
+    assert_eq!(stats["refresh_calls"], 1, "{why}: {stats}");
+}
+
+/// Whether some replica holds a login's refresh lock.
+fn refresh_locked(redis: &RedisServer) -> bool {
+    !redis_cli(redis, &["KEYS", "test:tok:*:lock"])
+        .trim()
+        .is_empty()
 }
 
 fn refresh_token_in(creds: &std::path::Path) -> String {
@@ -594,18 +633,8 @@ async fn one_refresh_for_an_expired_login_on_three_replicas() {
     // The refresh takes a while, so all nine requests arrive while it runs.
     fake.control("/__fake/refresh-delay", serde_json::json!({"ms": 300}))
         .await;
-    let mut tasks = Vec::new();
-    for i in 0..9 {
-        let base = proxies[i % 3].base.clone();
-        tasks.push(tokio::spawn(async move { chat(&base).await }));
-    }
-    for task in tasks {
-        let answer = task.await.unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.text());
-    }
-    let stats = fake.stats().await;
-    assert_eq!(stats["refresh_calls"], 1, "{stats}");
-    assert_eq!(stats["invalid_grants"], 0, "{stats}");
+    all_answered(&proxies, 9).await;
+    one_refresh_so_far(&fake, "one refresh for all three").await;
     let rotated: Vec<String> = copies.iter().map(|c| refresh_token_in(c)).collect();
     assert_ne!(rotated[0], original);
     assert!(
@@ -613,17 +642,12 @@ async fn one_refresh_for_an_expired_login_on_three_replicas() {
         "every copy has the rotated token"
     );
     // The lock is released once the refresh is written.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !redis_cli(&redis, &["KEYS", "test:tok:*:lock"])
-        .trim()
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the refresh lock was never released"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "the refresh lock was never released",
+        || async { !refresh_locked(&redis) },
+    )
+    .await;
 }
 
 /// `kill -9` of the replica that holds the refresh lock while its refresh is on its way to
@@ -645,17 +669,12 @@ async fn a_replica_killed_mid_refresh_does_not_lock_the_login_out() {
         .await;
     let base = holder.base.clone();
     let in_flight = tokio::spawn(async move { chat(&base).await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis_cli(&redis, &["KEYS", "test:tok:*:lock"])
-        .trim()
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the first replica never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        Duration::from_secs(10),
+        "the first replica never took the lock",
+        || async { refresh_locked(&redis) },
+    )
+    .await;
     holder.child.kill().unwrap();
     holder.child.wait().unwrap();
     let _ = in_flight.await;
@@ -670,12 +689,7 @@ async fn a_replica_killed_mid_refresh_does_not_lock_the_login_out() {
         "waited {:?}: the dead replica's lock should expire within its 10 s",
         started.elapsed()
     );
-    let stats = fake.stats().await;
-    assert_eq!(stats["invalid_grants"], 0, "{stats}");
-    assert_eq!(
-        stats["refresh_calls"], 1,
-        "the killed refresh never reached Kiro: {stats}"
-    );
+    one_refresh_so_far(&fake, "the killed refresh never reached Kiro").await;
     assert_eq!(
         refresh_token_in(&copies[0]),
         original,
@@ -689,28 +703,12 @@ async fn a_replica_killed_mid_refresh_does_not_lock_the_login_out() {
     wait_shared(std::slice::from_ref(&restarted)).await;
     let answer = chat(&restarted.base).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    let stats = fake.stats().await;
-    assert_eq!(stats["invalid_grants"], 0, "{stats}");
-    assert_eq!(
-        stats["refresh_calls"], 1,
-        "adopted from Redis, not refreshed: {stats}"
-    );
+    one_refresh_so_far(&fake, "adopted from Redis, not refreshed").await;
     assert_eq!(
         refresh_token_in(&copies[0]),
         rotated,
         "and written to its own file"
     );
-}
-
-async fn chat_text(base: &str, text: &str) -> Answer {
-    send(
-        http::Request::post(format!("{base}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .header("authorization", "Bearer sk-replicas")
-            .body(Full::from(common::chat_body(text, false)))
-            .unwrap(),
-    )
-    .await
 }
 
 /// An answer recorded through replica A is a hit on replica B (the fake answers once), and
@@ -866,14 +864,12 @@ async fn an_account_suspended_behind_one_replica_rests_on_every_replica() {
     // A replica that starts now reads the rest left in Redis.
     let late = start();
     wait_shared(std::slice::from_ref(&late)).await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while instance(&late.base, "acct-a").await["reason"] != "suspended" {
-        assert!(
-            Instant::now() < deadline,
-            "the late replica never learnt it"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        Duration::from_secs(3),
+        "the late replica never learnt it",
+        || async { instance(&late.base, "acct-a").await["reason"] == "suspended" },
+    )
+    .await;
 }
 
 /// A pool file of `(name, fake, maxConcurrency)` accounts (a credential file each), and
@@ -952,26 +948,16 @@ async fn max_concurrency_holds_across_replicas() {
         .map(|_| pool_replica(&pools, &state, &redis))
         .collect();
     wait_shared(&proxies).await;
-    let mut tasks = Vec::new();
-    for i in 0..9 {
-        let base = proxies[i % 3].base.clone();
-        tasks.push(tokio::spawn(async move { chat(&base).await }));
-    }
-    for task in tasks {
-        let answer = task.await.unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.text());
-    }
+    all_answered(&proxies, 9).await;
     let stats = fake.stats().await;
     assert_eq!(stats["generate_calls"], 9, "{stats}");
     assert_eq!(stats["peak_concurrent_generates"], 2, "{stats}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while leases_held(&redis) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "leases left after every stream ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "leases left after every stream ended",
+        || async { leases_held(&redis) == 0 },
+    )
+    .await;
 }
 
 /// A replica killed with two streams in flight on an account of `maxConcurrency: 2`: its
@@ -994,14 +980,12 @@ async fn a_killed_replica_leaves_no_lease_behind() {
             tokio::spawn(async move { chat(&base).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leases_held(&redis) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the streams never took their leases"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        Duration::from_secs(10),
+        "the streams never took their leases",
+        || async { leases_held(&redis) >= 2 },
+    )
+    .await;
     doomed.child.kill().unwrap();
     doomed.child.wait().unwrap();
     let killed = Instant::now();
@@ -1026,14 +1010,7 @@ async fn a_killed_replica_leaves_no_lease_behind() {
 }
 
 async fn chat_in_session(base: &str, session: &str) -> Answer {
-    send(
-        http::Request::post(format!("{base}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .header("x-aiproxy-session", session)
-            .body(Full::from(common::chat_body("hello", false)))
-            .unwrap(),
-    )
-    .await
+    chat_with(base, "hello", Some(session)).await
 }
 
 /// A conversation (`x-aiproxy-session`) lands on the same account whichever replica it

@@ -36,7 +36,13 @@ impl Fake {
             creds["clientSecret"] = json!("csecret");
         }
         let creds = write_json(&dir, "creds.json", &creds);
-        let state = dir.join("state");
+        self.proxy_on(&creds, args, envs)
+    }
+
+    /// aiproxy with the account of the credential file `creds` on this fake (its state
+    /// dir beside the file).
+    pub fn proxy_on(&self, creds: &Path, args: &[&str], envs: &[(&str, &str)]) -> Proxy {
+        let state = creds.parent().unwrap().join("state");
         let (social, idc) = (self.url("/refreshToken"), self.url("/token"));
         let mut all = vec![
             "--kiro-oauth-creds-file",
