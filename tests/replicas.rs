@@ -1054,3 +1054,48 @@ async fn a_session_keeps_its_account_on_every_replica() {
         "sessions spread over the accounts: {used:?}"
     );
 }
+
+/// Least-load weighs every replica's requests: with a stream held open on acct-a through
+/// replica A, replica B sends its requests to acct-b (on its own counts the two accounts
+/// look idle, and it would split them: ten in a row on acct-b by chance is 1 in 1024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn least_load_counts_the_other_replicas_requests() {
+    let redis = RedisServer::start();
+    let slow = Fake {
+        process: Proxy::start_fake(&["--event-delay-ms", "700"]),
+    };
+    let fast = Fake::start();
+    let (pools, state) = pool_file(&[("acct-a", &slow, None), ("acct-b", &fast, None)]);
+    let (a, b) = (
+        pool_replica(&pools, &state, &redis),
+        pool_replica(&pools, &state, &redis),
+    );
+    wait_shared(std::slice::from_ref(&a)).await;
+    wait_shared(std::slice::from_ref(&b)).await;
+    // Requests through A until one is held on the slow account (A itself then sends the
+    // rest to acct-b: least-load).
+    let mut held = Vec::new();
+    while instance(&a.base, "acct-a").await["in_flight"]
+        .as_u64()
+        .unwrap()
+        < 1
+    {
+        assert!(held.len() < 40, "nothing stays on the slow account");
+        let base = a.base.clone();
+        held.push(tokio::spawn(async move { chat(&base).await }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // B hears of them within two sharing rounds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..10 {
+        let answer = chat(&b.base).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(
+            answer.headers["x-aiproxy-account"], "acct-b",
+            "B sent a request to the account A keeps busy"
+        );
+    }
+    for request in held {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+}

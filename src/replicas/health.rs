@@ -14,10 +14,16 @@
 //! applies that event from its own start, so it may rest an account a little longer than
 //! the others, never shorter. An operator's reset deletes the key.
 //!
-//! What is not shared: load and usage counts (each replica's own traffic), half-open trials
-//! (each replica may send one), and events published while Redis was unreachable (the
-//! replicas decide on their own copies meanwhile; counted in `redis.fallbacks`). Health is
-//! advice, so `closed` mode does not refuse requests over it.
+//! Load: every [`LOAD_EVERY`] each replica writes its in-flight count per account into one
+//! hash per account (`{prefix}load:{name}`, a field per replica, stamped) and reads the
+//! others', in one round trip for all accounts; least-load then weighs the requests of every
+//! replica. A replica that stops writing (it died) is ignored after [`LOAD_STALE`] and its
+//! field removed; a hash nobody writes expires.
+//!
+//! What is not shared: request, error and token counters (each replica's own traffic),
+//! half-open trials (each replica may send one), and events published while Redis was
+//! unreachable (the replicas decide on their own copies meanwhile; counted in
+//! `redis.fallbacks`). Health is advice, so `closed` mode does not refuse requests over it.
 //!
 //! `forget` (an account left this replica's pool file) drops only this replica's copy: the
 //! key in Redis is the other replicas' too, and it expires by itself.
@@ -26,18 +32,25 @@ use super::Redis;
 use aiproxy_layers::model::health::{
     Breaker, HealthCell, HealthConfig, HealthEvent, MemoryHealth, Snapshot, State,
 };
-use aiproxy_layers::model::store::{AccountState, MemoryLoad, PoolStore};
+use aiproxy_layers::model::store::{AccountState, LoadCell, LoadView, MemoryLoad, PoolStore};
 use aiproxy_layers::model::{Penalty, RateLimitClass};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// How long a disable with no end date is remembered for replicas that start later.
 const OPEN_ENDED: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a replica shares its in-flight counts and reads the others'.
+pub const LOAD_EVERY: Duration = Duration::from_millis(200);
+
+/// A replica's count older than this is ignored (and removed): it stopped writing.
+pub const LOAD_STALE: Duration = Duration::from_secs(2);
 
 /// An event as the replicas exchange it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,8 +228,47 @@ pub struct RedisPool {
     shared: Arc<Shared>,
 }
 
-/// An account's state as the pool gets it, and its health cell (for others' events).
-type Held = (AccountState, Arc<SharedHealth>);
+/// An account's state as the pool gets it, its health cell (for others' events) and its
+/// load (for others' counts).
+type Held = (AccountState, Arc<SharedHealth>, Arc<SharedLoad>);
+
+/// One account's load on this replica, plus what the other replicas last said they have
+/// in flight.
+#[derive(Debug, Default)]
+struct SharedLoad {
+    local: MemoryLoad,
+    others: AtomicUsize,
+}
+
+impl LoadCell for SharedLoad {
+    fn begin(&self) {
+        self.local.begin();
+    }
+    fn end(&self) {
+        self.local.end();
+    }
+    fn in_flight(&self) -> usize {
+        self.local.in_flight()
+    }
+    fn everywhere_in_flight(&self) -> usize {
+        self.local.in_flight() + self.others.load(Ordering::Relaxed)
+    }
+    fn record_latency(&self, first_event: Duration) {
+        self.local.record_latency(first_event);
+    }
+    fn latency_ns(&self) -> u64 {
+        self.local.latency_ns()
+    }
+    fn record_error(&self, kind: &'static str) {
+        self.local.record_error(kind);
+    }
+    fn record_usage(&self, usage: &aiproxy_layers::model::TokenUsage) {
+        self.local.record_usage(usage);
+    }
+    fn view(&self) -> LoadView {
+        self.local.view()
+    }
+}
 
 #[derive(Debug)]
 struct Shared {
@@ -241,7 +293,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .map(|(_, cell)| Arc::clone(cell))
+            .map(|(_, cell, _)| Arc::clone(cell))
     }
 
     /// Applies another replica's event to this replica's copy (not published again).
@@ -267,6 +319,7 @@ impl RedisPool {
         });
         tokio::spawn(publish(Arc::clone(&shared), queue));
         tokio::spawn(subscribe(Arc::downgrade(&shared)));
+        tokio::spawn(share_load(Arc::downgrade(&shared)));
         Self { shared }
     }
 
@@ -300,7 +353,7 @@ impl PoolStore for RedisPool {
             .accounts
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some((state, _)) = accounts.get(name) {
+        if let Some((state, _, _)) = accounts.get(name) {
             return state.clone();
         }
         let name: Arc<str> = Arc::from(name);
@@ -309,11 +362,12 @@ impl PoolStore for RedisPool {
             local: MemoryHealth::new(Arc::clone(health)),
             outgoing: self.shared.outgoing.clone(),
         });
+        let load = Arc::new(SharedLoad::default());
         let state = AccountState {
             health: Breaker::of(Arc::clone(&cell) as Arc<dyn HealthCell>),
-            load: Arc::new(MemoryLoad::default()),
+            load: Arc::clone(&load) as Arc<dyn LoadCell>,
         };
-        accounts.insert(Arc::clone(&name), (state.clone(), Arc::clone(&cell)));
+        accounts.insert(Arc::clone(&name), (state.clone(), Arc::clone(&cell), load));
         drop(accounts);
         self.learn(name, cell);
         state
@@ -365,6 +419,78 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Outgoin
             let _ = shared.redis.fall_back(&down, || ());
         }
     }
+}
+
+/// Every [`LOAD_EVERY`]: writes this replica's in-flight count of each account and reads
+/// the others' (one round trip for all accounts). Ends when the store is dropped.
+async fn share_load(shared: Weak<Shared>) {
+    let stale_ms = u64::try_from(LOAD_STALE.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::time::sleep(LOAD_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let accounts: Vec<(String, Arc<SharedLoad>)> = shared
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, (_, _, load))| (shared.redis.key(&["load", name]), Arc::clone(load)))
+            .collect();
+        if accounts.is_empty() {
+            continue;
+        }
+        let now = millis(SystemTime::now());
+        let mut pipe = redis::pipe();
+        for (key, load) in &accounts {
+            pipe.hset(key, &shared.replica, format!("{}:{now}", load.in_flight()))
+                .ignore()
+                .pexpire(key, i64::try_from(stale_ms).unwrap_or(i64::MAX))
+                .ignore()
+                .hgetall(key);
+        }
+        let answer = shared
+            .redis
+            .call(|mut connection| async move {
+                pipe.query_async::<Vec<HashMap<String, String>>>(&mut connection)
+                    .await
+            })
+            .await;
+        let Ok(counts) = answer else {
+            // Redis is away: each replica weighs its own load until it is back.
+            for (_, load) in &accounts {
+                load.others.store(0, Ordering::Relaxed);
+            }
+            continue;
+        };
+        let mut gone = redis::pipe();
+        let mut any_gone = false;
+        for ((key, load), fields) in accounts.iter().zip(counts) {
+            let mut others = 0;
+            for (replica, value) in fields.iter().filter(|(r, _)| **r != shared.replica) {
+                match parse_count(value) {
+                    Some((count, at)) if now.saturating_sub(at) <= stale_ms => others += count,
+                    _ => {
+                        gone.hdel(key, replica).ignore();
+                        any_gone = true;
+                    }
+                }
+            }
+            load.others.store(others, Ordering::Relaxed);
+        }
+        if any_gone {
+            let _ = shared
+                .redis
+                .call(|mut connection| async move { gone.query_async::<()>(&mut connection).await })
+                .await;
+        }
+    }
+}
+
+/// A replica's `count:unix-ms` field.
+fn parse_count(value: &str) -> Option<(usize, u64)> {
+    let (count, at) = value.split_once(':')?;
+    Some((count.parse().ok()?, at.parse().ok()?))
 }
 
 /// Listens for the other replicas' events, reconnecting after a Redis outage. Ends when the

@@ -204,7 +204,7 @@ struct Member<S> {
 
 impl<S> Member<S> {
     fn load(&self, balance: Balance) -> f64 {
-        let in_flight = self.state.load.in_flight() as f64 + 1.0;
+        let in_flight = self.state.load.everywhere_in_flight() as f64 + 1.0;
         match balance {
             Balance::InFlight => in_flight,
             Balance::PeakEwma => {

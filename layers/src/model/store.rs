@@ -24,6 +24,12 @@ pub trait LoadCell: Send + Sync + std::fmt::Debug {
     fn end(&self);
     /// Requests in flight now (streams count until they end).
     fn in_flight(&self) -> usize;
+    /// Requests in flight on every replica that shares the account, as last heard (what
+    /// least-load weighs); [`LoadCell::in_flight`] when nothing is shared. The concurrency
+    /// cap counts this replica's own.
+    fn everywhere_in_flight(&self) -> usize {
+        self.in_flight()
+    }
     /// The time to the first event of a request (the latency peak-EWMA weighs).
     fn record_latency(&self, first_event: Duration);
     /// The peak-EWMA of those times, in nanoseconds (0 before the first sample).
