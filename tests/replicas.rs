@@ -1099,3 +1099,49 @@ async fn least_load_counts_the_other_replicas_requests() {
         assert_eq!(request.await.unwrap().status, 200);
     }
 }
+
+/// A login signed in again under the same name (its credential file replaced while the
+/// replica was down) is the new login, not the old one's newer tokens from Redis: the new
+/// refresh token is refreshed (a second refresh call), and Redis takes its tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sign_in_under_the_same_name_is_not_overridden_from_redis() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let copies = login_copies(1);
+    let first = replica_on(&fake, &redis, &copies[0]);
+    wait_shared(std::slice::from_ref(&first)).await;
+    assert_eq!(chat(&first.base).await.status, 200);
+    one_refresh_so_far(&fake, "the first login refreshed").await;
+    let old_rotated = refresh_token_in(&copies[0]);
+    drop(first);
+
+    let new_login = format!("rt-relogin-{}", uuid::Uuid::new_v4());
+    common::fake::write_json(
+        copies[0].parent().unwrap(),
+        "creds.json",
+        &serde_json::json!({"refreshToken": new_login, "authMethod": "social"}),
+    );
+    let second = replica_on(&fake, &redis, &copies[0]);
+    wait_shared(std::slice::from_ref(&second)).await;
+    let answer = chat(&second.base).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let stats = fake.stats().await;
+    assert_eq!(
+        stats["refresh_calls"], 2,
+        "the new login was refreshed: {stats}"
+    );
+    assert_eq!(stats["invalid_grants"], 0, "{stats}");
+    let now = refresh_token_in(&copies[0]);
+    assert!(
+        now != old_rotated && now != new_login,
+        "the new login's rotation: {now}"
+    );
+    let shared = redis_cli(&redis, &["--scan", "--pattern", "test:tok:*"]);
+    let key = shared
+        .lines()
+        .find(|k| !k.ends_with(":lock"))
+        .unwrap()
+        .to_owned();
+    let in_redis = redis_cli(&redis, &["GET", &key]);
+    assert!(in_redis.contains(&now), "Redis has the new login's tokens");
+}

@@ -16,6 +16,11 @@
 //! `load` is synchronous (the account's checks run under its state lock): it answers the
 //! newer of its file's tokens and what Redis held at this replica's last lock. Newer means a
 //! later expiry: every refresh moves it forward.
+//!
+//! Redis also keeps the login's lineage: short hashes of the refresh tokens it replaced
+//! (the last [`LINEAGE`]). A file whose refresh token is neither Redis's nor in that lineage
+//! holds another login (the operator signed in again under the same name): the file wins,
+//! and its next refresh replaces what Redis had.
 
 use super::Redis;
 use crate::kiro::auth::credentials::{format_time, parse_time};
@@ -35,6 +40,9 @@ pub const LOCK_TTL: Duration = Duration::from_secs(10);
 
 /// How often a replica waiting for another's refresh looks whether the lock is free.
 const POLL: Duration = Duration::from_millis(50);
+
+/// How many replaced refresh tokens a login's lineage remembers (as short hashes).
+const LINEAGE: usize = 16;
 
 /// Deletes the lock if this owner still holds it (an expired lock may be someone else's).
 static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -64,8 +72,9 @@ pub struct RedisTokens {
     own: Arc<dyn TokenStore>,
     key: String,
     lock_key: String,
-    /// What Redis held when this replica last took the lock or saved.
+    /// What Redis held when this replica last took the lock or saved, and its lineage.
     seen: Mutex<Option<StoredTokens>>,
+    lineage: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for RedisTokens {
@@ -83,16 +92,30 @@ struct Wire {
     access: Option<String>,
     expires_at: Option<String>,
     profile_arn: Option<String>,
+    /// Short hashes of the refresh tokens this one replaced, oldest first.
+    #[serde(default)]
+    lineage: Vec<String>,
+}
+
+/// A refresh token's short hash, as the lineage keeps it.
+fn token_hash(refresh: &Secret) -> String {
+    blake3::hash(refresh.expose().as_bytes()).to_hex()[..16].to_owned()
 }
 
 impl Wire {
-    fn from_tokens(tokens: &StoredTokens) -> Self {
+    fn from_tokens(tokens: &StoredTokens, lineage: Vec<String>) -> Self {
         Self {
             refresh: tokens.refresh.expose().to_owned(),
             access: tokens.access.as_ref().map(|a| a.expose().to_owned()),
             expires_at: tokens.expires_at.map(format_time),
             profile_arn: tokens.profile_arn.clone(),
+            lineage,
         }
+    }
+
+    /// Whether `refresh` is this login's: the current token or one it replaced.
+    fn knows(&self, refresh: &Secret) -> bool {
+        self.refresh == refresh.expose() || self.lineage.contains(&token_hash(refresh))
     }
 
     fn into_tokens(self) -> StoredTokens {
@@ -115,11 +138,36 @@ impl RedisTokens {
             redis,
             own,
             seen: Mutex::new(None),
+            lineage: Mutex::default(),
         }
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Option<StoredTokens>> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lineage(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lineage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lineage after `tokens` replace what this replica knew: the tokens replaced (the
+    /// file's and Redis's last, when they differ from the new one) added, the oldest
+    /// dropped.
+    fn next_lineage(&self, replaced: &[Option<Secret>], tokens: &StoredTokens) -> Vec<String> {
+        let mut lineage = self.lineage().clone();
+        for old in replaced
+            .iter()
+            .flatten()
+            .filter(|old| **old != tokens.refresh)
+        {
+            let hash = token_hash(old);
+            if !lineage.contains(&hash) {
+                lineage.push(hash);
+            }
+        }
+        let excess = lineage.len().saturating_sub(LINEAGE);
+        lineage.drain(..excess);
+        lineage
     }
 
     /// Reads what Redis holds for the login into `seen` (left as it was if Redis fails:
@@ -133,10 +181,21 @@ impl RedisTokens {
         if let Ok(Some(bytes)) = held {
             match serde_json::from_slice::<Wire>(&bytes) {
                 Ok(wire) => {
+                    let own = self.own.load();
+                    if let Some(own) = own.as_ref().filter(|own| !wire.knows(&own.refresh)) {
+                        tracing::warn!(
+                            key = %self.key,
+                            "the credential file holds a login the other replicas do not know                              (signed in again?): using the file's, and its next refresh replaces                              the tokens in Redis"
+                        );
+                        *self.seen() = None;
+                        *self.lineage() = vec![token_hash(&own.refresh)];
+                        return;
+                    }
+                    *self.lineage() = wire.lineage.clone();
                     let shared = wire.into_tokens();
                     // Another replica's rotation goes into this one's file too: if Redis
                     // loses it, this replica still starts with a refresh token that works.
-                    let own_expiry = self.own.load().and_then(|t| t.expires_at);
+                    let own_expiry = own.and_then(|t| t.expires_at);
                     if shared.expires_at > own_expiry {
                         if let Err(error) = self.own.save(&shared).await {
                             tracing::warn!(%error, "could not copy another replica's refreshed tokens into this one's credential file");
@@ -188,10 +247,16 @@ impl TokenStore for RedisTokens {
 
     fn save<'a>(&'a self, tokens: &'a StoredTokens) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            let replaced = [
+                self.own.load().map(|t| t.refresh),
+                self.seen().as_ref().map(|t| t.refresh.clone()),
+            ];
             // The file first: it is what survives a Redis restart.
             self.own.save(tokens).await?;
             *self.seen() = Some(tokens.clone());
-            let Ok(json) = serde_json::to_vec(&Wire::from_tokens(tokens)) else {
+            let lineage = self.next_lineage(&replaced, tokens);
+            *self.lineage() = lineage.clone();
+            let Ok(json) = serde_json::to_vec(&Wire::from_tokens(tokens, lineage)) else {
                 return Ok(());
             };
             let key = self.key.clone();
@@ -356,13 +421,37 @@ mod tests {
             profile_arn: Some("arn:aws:codewhisperer:us-east-1:1:profile/P".into()),
             ..tokens("rt-1", 3600)
         };
-        let json = serde_json::to_vec(&Wire::from_tokens(&stored)).unwrap();
-        let back = serde_json::from_slice::<Wire>(&json).unwrap().into_tokens();
+        let json = serde_json::to_vec(&Wire::from_tokens(&stored, vec!["abc".into()])).unwrap();
+        let wire = serde_json::from_slice::<Wire>(&json).unwrap();
+        assert_eq!(wire.lineage, ["abc"]);
+        let back = wire.into_tokens();
         assert_eq!(back.refresh, stored.refresh);
         assert_eq!(back.access, stored.access);
         assert_eq!(back.profile_arn, stored.profile_arn);
         let (a, b) = (back.expires_at.unwrap(), stored.expires_at.unwrap());
         let gap = a.duration_since(b).unwrap_or_else(|e| e.duration());
         assert!(gap < Duration::from_secs(1), "to the second");
+    }
+
+    #[test]
+    fn a_login_knows_its_current_and_replaced_tokens_only() {
+        let (first, second, third) = (
+            Secret::new("rt-1".to_owned()),
+            Secret::new("rt-2".to_owned()),
+            Secret::new("rt-3".to_owned()),
+        );
+        let wire = Wire::from_tokens(
+            &StoredTokens {
+                refresh: third.clone(),
+                ..tokens("rt-3", 3600)
+            },
+            vec![token_hash(&first), token_hash(&second)],
+        );
+        assert!(wire.knows(&third), "the current one");
+        assert!(wire.knows(&first), "a stale copy of this login");
+        assert!(
+            !wire.knows(&Secret::new("rt-new-login".to_owned())),
+            "another sign-in"
+        );
     }
 }
