@@ -165,11 +165,7 @@ impl CacheStore<ChatEvent> for RedisCache {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (redis, ttl_ms, budget) = (
-            self.redis.clone(),
-            u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
-            self.max_bytes,
-        );
+        let (redis, ttl_ms, budget) = (self.redis.clone(), super::millis(self.ttl), self.max_bytes);
         runtime.spawn(async move {
             let Some(blob) = encode(&events, weight) else {
                 return;

@@ -79,9 +79,8 @@ struct Message {
     event: Wire,
 }
 
-fn millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, super::millis)
 }
 
 impl Wire {
@@ -98,7 +97,7 @@ impl Wire {
             },
             HealthEvent::Penalised(Penalty::Disable { reason, until }) => Self::Disable {
                 reason: (*reason).to_owned(),
-                until_ms: until.map(millis),
+                until_ms: until.map(unix_ms),
             },
             HealthEvent::ProbeOk => Self::ProbeOk,
             HealthEvent::OperatorReset => Self::OperatorReset,
@@ -279,15 +278,17 @@ struct Shared {
     outgoing: mpsc::UnboundedSender<Outgoing>,
 }
 
+/// The channel every replica's events go through.
+fn channel(redis: &Redis) -> String {
+    redis.key(&["health", "events"])
+}
+
+/// Where an account's lasting rest is kept for replicas that start later.
+fn state_key(redis: &Redis, name: &str) -> String {
+    redis.key(&["health", name])
+}
+
 impl Shared {
-    fn channel(&self) -> String {
-        self.redis.key(&["health", "events"])
-    }
-
-    fn state_key(&self, name: &str) -> String {
-        self.redis.key(&["health", name])
-    }
-
     fn cell(&self, name: &str) -> Option<Arc<SharedHealth>> {
         self.accounts
             .lock()
@@ -317,7 +318,9 @@ impl RedisPool {
             accounts: Mutex::default(),
             outgoing,
         });
-        tokio::spawn(publish(Arc::clone(&shared), queue));
+        // The publisher holds no handle on the store: it ends when the store and its
+        // accounts (the senders) are gone.
+        tokio::spawn(publish(shared.redis.clone(), shared.replica.clone(), queue));
         tokio::spawn(subscribe(Arc::downgrade(&shared)));
         tokio::spawn(share_load(Arc::downgrade(&shared)));
         Self { shared }
@@ -327,7 +330,7 @@ impl RedisPool {
     fn learn(&self, name: Arc<str>, cell: Arc<SharedHealth>) {
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let key = shared.state_key(&name);
+            let key = state_key(&shared.redis, &name);
             let found = shared
                 .redis
                 .call(
@@ -383,10 +386,10 @@ impl PoolStore for RedisPool {
 }
 
 /// Publishes this replica's events in order, and keeps each account's lasting state.
-async fn publish(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
+async fn publish(redis: Redis, replica: String, mut queue: mpsc::UnboundedReceiver<Outgoing>) {
     while let Some(out) = queue.recv().await {
         let message = Message {
-            from: shared.replica.clone(),
+            from: replica.clone(),
             name: out.name.to_string(),
             event: out.event,
         };
@@ -396,18 +399,17 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Outgoin
         ) else {
             continue;
         };
-        let (channel, key) = (shared.channel(), shared.state_key(&message.name));
-        let sent = shared
-            .redis
+        let (events, key) = (channel(&redis), state_key(&redis, &message.name));
+        let sent = redis
             .call(|mut connection| async move {
                 let mut pipe = redis::pipe();
-                pipe.publish(channel, payload).ignore();
+                pipe.publish(events, payload).ignore();
                 match out.lasting {
                     Some(Duration::ZERO) => {
                         pipe.del(key).ignore();
                     }
                     Some(rest) => {
-                        let ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX).max(1);
+                        let ms = super::millis(rest).max(1);
                         pipe.pset_ex(key, state, ms).ignore();
                     }
                     None => {}
@@ -416,7 +418,7 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Outgoin
             })
             .await;
         if let Err(down) = sent {
-            let _ = shared.redis.fall_back(&down, || ());
+            let _ = redis.fall_back(&down, || ());
         }
     }
 }
@@ -424,7 +426,7 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Outgoin
 /// Every [`LOAD_EVERY`]: writes this replica's in-flight count of each account and reads
 /// the others' (one round trip for all accounts). Ends when the store is dropped.
 async fn share_load(shared: Weak<Shared>) {
-    let stale_ms = u64::try_from(LOAD_STALE.as_millis()).unwrap_or(u64::MAX);
+    let stale_ms = super::millis(LOAD_STALE);
     loop {
         tokio::time::sleep(LOAD_EVERY).await;
         let Some(shared) = shared.upgrade() else {
@@ -440,7 +442,7 @@ async fn share_load(shared: Weak<Shared>) {
         if accounts.is_empty() {
             continue;
         }
-        let now = millis(SystemTime::now());
+        let now = unix_ms(SystemTime::now());
         let mut pipe = redis::pipe();
         for (key, load) in &accounts {
             pipe.hset(key, &shared.replica, format!("{}:{now}", load.in_flight()))
@@ -500,10 +502,10 @@ async fn subscribe(shared: Weak<Shared>) {
         let Some(strong) = shared.upgrade() else {
             return;
         };
-        let (client, channel) = (strong.redis.client(), strong.channel());
+        let (client, events) = (strong.redis.client(), channel(&strong.redis));
         drop(strong);
         if let Ok(mut pubsub) = client.get_async_pubsub().await {
-            if pubsub.subscribe(&channel).await.is_ok() {
+            if pubsub.subscribe(&events).await.is_ok() {
                 let mut messages = pubsub.on_message();
                 while let Some(message) = messages.next().await {
                     let Some(strong) = shared.upgrade() else {

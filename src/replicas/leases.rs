@@ -107,7 +107,7 @@ impl LeaseGate for RedisLeases {
         Box::pin(async move {
             let key = shared.redis.key(&["lease", &account]);
             let id = uuid::Uuid::new_v4().simple().to_string();
-            let ttl_ms = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+            let ttl_ms = super::millis(LEASE_TTL);
             let started = Instant::now();
             loop {
                 let (k, i) = (key.clone(), id.clone());
@@ -162,29 +162,18 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.shared.held().remove(&self.id);
-        let (shared, id, key) = (
-            Arc::clone(&self.shared),
-            std::mem::take(&mut self.id),
-            std::mem::take(&mut self.key),
-        );
+        let (id, key) = (std::mem::take(&mut self.id), std::mem::take(&mut self.key));
         // In the background: the stream has ended. A removal that fails leaves a lease
         // that expires, as a dead replica's does.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = shared
-                    .redis
-                    .call(|mut connection| async move {
-                        redis::AsyncCommands::zrem::<_, _, i64>(&mut connection, key, id).await
-                    })
-                    .await;
-            });
-        }
+        self.shared.redis.spawn_call(|mut connection| async move {
+            redis::AsyncCommands::zrem::<_, _, i64>(&mut connection, key, id).await
+        });
     }
 }
 
 /// Renews this replica's leases every third of their TTL, in one round trip.
 async fn renew(shared: Weak<Shared>) {
-    let ttl_ms = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+    let ttl_ms = super::millis(LEASE_TTL);
     loop {
         tokio::time::sleep(LEASE_TTL / 3).await;
         let Some(shared) = shared.upgrade() else {

@@ -3,8 +3,9 @@
 //! With `--redis-url`, the stores that must agree across replicas use Redis: the client
 //! rate limits ([`rate_limit`], one Lua script per admission), the Responses API's stored
 //! responses ([`responses`]), the answer cache ([`cache`]), each login's tokens with its
-//! refresh lock ([`tokens`]) and the accounts' health ([`health`]). Without it nothing here exists and every store stays in the
-//! process.
+//! refresh lock ([`tokens`]), the accounts' health and load ([`health`]) and their
+//! `maxConcurrency` leases ([`leases`]). Without it nothing here exists and every store
+//! stays in the process.
 //!
 //! The client is the `redis` crate's [`ConnectionManager`]: one multiplexed connection
 //! (requests of every task pipelined on it, no pool to size) that reconnects by itself. It
@@ -33,6 +34,11 @@ const DOWN: u8 = 2;
 
 /// How often a call goes through to a Redis that is down (the others fail at once).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// `duration` in whole milliseconds, as Redis takes TTLs (saturating).
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// A replica's link to Redis; cheap to clone.
 #[derive(Clone)]
@@ -207,6 +213,22 @@ impl Redis {
         }
     }
 
+    /// Runs `call` in the background, its answer not awaited by anyone (a release whose
+    /// failure leaves a key that expires by itself). Nothing runs outside a tokio runtime.
+    pub fn spawn_call<T, F, Fut>(&self, call: F)
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
+    {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let redis = self.clone();
+            runtime.spawn(async move {
+                let _ = redis.call(call).await;
+            });
+        }
+    }
+
     /// The failure mode applied to a failed call: `open` takes this replica's own answer
     /// (`local`, counted in `redis.fallbacks`); `closed` gives what the 503 says.
     pub fn fall_back<T>(&self, down: &RedisDown, local: impl FnOnce() -> T) -> Result<T, String> {
@@ -232,13 +254,12 @@ impl Redis {
     /// Whether a call may go to Redis now: always while it answers; while it is down, one
     /// per [`PROBE_EVERY`].
     fn may_try(&self) -> bool {
-        let now = u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if self.inner.link.load(Ordering::Acquire) != DOWN {
             return true;
         }
+        let now = millis(self.inner.started.elapsed());
         let last = self.inner.last_try_ms.load(Ordering::Acquire);
-        let probe = u64::try_from(PROBE_EVERY.as_millis()).unwrap_or(u64::MAX);
-        now.saturating_sub(last) >= probe
+        now.saturating_sub(last) >= millis(PROBE_EVERY)
             && self
                 .inner
                 .last_try_ms

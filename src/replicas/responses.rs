@@ -47,7 +47,7 @@ impl ResponseStore for RedisResponses {
             return Box::pin(std::future::ready(Ok(())));
         }
         let (redis, key) = (self.redis.clone(), self.key(client, id));
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = super::millis(self.ttl);
         Box::pin(async move {
             let Ok(json) = serde_json::to_vec(&*stored) else {
                 return Ok(());

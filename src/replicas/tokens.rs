@@ -214,7 +214,7 @@ impl RedisTokens {
     /// One attempt at the lock: `Ok(true)` when this owner has it.
     async fn try_lock(&self, owner: &str) -> Result<bool, super::RedisDown> {
         let (key, owner) = (self.lock_key.clone(), owner.to_owned());
-        let ttl_ms = u64::try_from(LOCK_TTL.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = super::millis(LOCK_TTL);
         self.redis
             .call(|mut connection| async move {
                 redis::cmd("SET")
@@ -327,7 +327,7 @@ impl Held {
     fn new(redis: Redis, key: String, owner: String, own: Option<RotationGuard>) -> Self {
         let renewer = {
             let (redis, key, owner) = (redis.clone(), key.clone(), owner.clone());
-            let ttl_ms = u64::try_from(LOCK_TTL.as_millis()).unwrap_or(u64::MAX);
+            let ttl_ms = super::millis(LOCK_TTL);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(LOCK_TTL / 3).await;
@@ -358,26 +358,19 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.renewer.abort();
-        let (redis, key, owner) = (
-            self.redis.clone(),
+        let (key, owner) = (
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.owner),
         );
         // Released in the background: the tokens were written before this guard dropped,
         // and a release that fails leaves a lock that expires by itself.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = redis
-                    .call(|mut connection| async move {
-                        RELEASE
-                            .key(key)
-                            .arg(owner)
-                            .invoke_async::<i64>(&mut connection)
-                            .await
-                    })
-                    .await;
-            });
-        }
+        self.redis.spawn_call(|mut connection| async move {
+            RELEASE
+                .key(key)
+                .arg(owner)
+                .invoke_async::<i64>(&mut connection)
+                .await
+        });
     }
 }
 

@@ -228,10 +228,12 @@ impl FakeKiro {
 
     /// Answers one HTTP request.
     pub fn handle(&self, request: Request<Bytes>) -> Response<FrameStream> {
+        if let Some(flavour) = refresh_flavour(&request) {
+            return self.refresh(request.body(), flavour);
+        }
         let path = request.uri().path().to_owned();
         match (request.method(), path.as_str()) {
             (&Method::POST, "/generateAssistantResponse") => self.generate(&request),
-            (&Method::POST, "/refreshToken") => self.refresh(request.body(), Flavour::Social),
             (&Method::POST, "/token") if signin::is_device_poll(request.body()) => {
                 let answer = {
                     let mut state = self.lock();
@@ -240,7 +242,6 @@ impl FakeKiro {
                 };
                 self.signed_in(answer, Flavour::Idc)
             }
-            (&Method::POST, "/token") => self.refresh(request.body(), Flavour::Idc),
             (&Method::POST, "/client/register") => {
                 let answer = self.lock().signin.register(request.body());
                 self.signed_in(answer, Flavour::Idc)
@@ -277,8 +278,6 @@ impl FakeKiro {
                 let answer = self.lock().signin.exchange(request.body(), agent);
                 self.signed_in(answer, Flavour::Social)
             }
-            (&Method::POST, "/oauth/token") => self.refresh(request.body(), Flavour::OAuth2),
-            (&Method::POST, "/idp/token") => self.refresh(request.body(), Flavour::ExternalIdp),
             (&Method::GET, "/getUsageLimits") => self.usage_limits(&request),
             (&Method::POST, "/__fake/usage") => self.set_usage(request.body()),
             (&Method::POST, "/") => self.management(&request),
@@ -322,14 +321,7 @@ impl FakeKiro {
     /// How long to hold `request` before [`FakeKiro::handle`] answers it: the scripted
     /// refresh delay for a token refresh, nothing for the rest.
     pub fn hold(&self, request: &Request<Bytes>) -> Duration {
-        let refresh = request.method() == Method::POST
-            && match request.uri().path() {
-                "/refreshToken" | "/idp/token" => true,
-                "/token" => !signin::is_device_poll(request.body()),
-                "/oauth/token" => !request.body().starts_with(b"{"),
-                _ => false,
-            };
-        if refresh {
+        if refresh_flavour(request).is_some() {
             self.lock().refresh_delay
         } else {
             Duration::ZERO
@@ -948,6 +940,22 @@ fn strip_thinking_tags(content: &str) -> &str {
     match content.split_once("\n\n") {
         Some((_, rest)) => rest,
         None => content,
+    }
+}
+
+/// The refresh endpoint `request` is for, if it is a token refresh (`/token` also takes the
+/// device-code polls, `/oauth/token` the sign-in's JSON code exchange: those are not).
+fn refresh_flavour(request: &Request<Bytes>) -> Option<Flavour> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let body = request.body();
+    match request.uri().path() {
+        "/refreshToken" => Some(Flavour::Social),
+        "/token" if !signin::is_device_poll(body) => Some(Flavour::Idc),
+        "/oauth/token" if !body.starts_with(b"{") => Some(Flavour::OAuth2),
+        "/idp/token" => Some(Flavour::ExternalIdp),
+        _ => None,
     }
 }
 
