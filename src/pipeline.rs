@@ -156,6 +156,13 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
         ),
         None => None,
     };
+    // One store of client limits in Redis: the rate-limit layer's, and the leases' (which
+    // take its decision in their own round trip).
+    let shared_limits = redis.as_ref().map(|redis| {
+        Arc::new(crate::replicas::rate_limit::RedisRateLimits::new(
+            redis.clone(),
+        ))
+    });
     let sharing = match &redis {
         Some(redis) => crate::kiro::accounts::Sharing {
             tokens: Some(crate::replicas::tokens::shared(redis.clone())),
@@ -165,6 +172,7 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
             leases: Some(Arc::new(crate::replicas::leases::RedisLeases::start(
                 redis.clone(),
                 config.request_timeout,
+                shared_limits.clone(),
             ))),
         },
         None => crate::kiro::accounts::Sharing::default(),
@@ -249,7 +257,7 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
     let model = ResolveLayer::new(catalog).layer(if config.rate_limit.is_unlimited() {
         Either::Right(searching)
     } else {
-        Either::Left(rate_limit_layer(config, &metrics, redis.as_ref()).layer(searching))
+        Either::Left(rate_limit_layer(config, &metrics, shared_limits).layer(searching))
     });
     let sensitive: [HeaderName; 4] = [
         AUTHORIZATION,
@@ -310,21 +318,24 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
     })
 }
 
-/// The client rate limits of `config`: buckets in Redis when replicas share state, else in
-/// this process's memory.
+/// The client rate limits of `config`: buckets in Redis when replicas share state (each
+/// decision then left to the Kiro service, which makes it in one round trip with an
+/// account's lease), else in this process's memory.
 fn rate_limit_layer(
     config: &Config,
     metrics: &Metrics,
-    redis: Option<&crate::replicas::Redis>,
+    shared: Option<Arc<crate::replicas::rate_limit::RedisRateLimits>>,
 ) -> RateLimitLayer {
-    let store: Arc<dyn aiproxy_layers::rate_limit::RateLimitStore> = match redis {
-        Some(redis) => Arc::new(crate::replicas::rate_limit::RedisRateLimits::new(
-            redis.clone(),
-        )),
+    let deferred = shared.is_some();
+    let store: Arc<dyn aiproxy_layers::rate_limit::RateLimitStore> = match shared {
+        Some(shared) => shared,
         None => Arc::new(aiproxy_layers::rate_limit::MemoryStore::new()),
     };
     let mut layer =
         RateLimitLayer::new(store, config.rate_limit.default).with_meter(metrics.meter());
+    if deferred {
+        layer = layer.defer_to_leaf();
+    }
     for (label, limits) in &config.rate_limit.keys {
         layer = layer.with_override(label.as_str(), *limits);
     }

@@ -906,25 +906,35 @@ fn pool_file(accounts: &[(&str, &Fake, Option<usize>)]) -> (std::path::PathBuf, 
 
 /// A replica serving `pools`, sharing through `redis`.
 fn pool_replica(pools: &std::path::Path, state: &str, redis: &RedisServer) -> Proxy {
-    Proxy::start(
-        &[
-            "--provider-pools-file",
-            pools.to_str().unwrap(),
-            "--state-dir",
-            state,
-            "--redis-url",
-            &redis.url(),
-            "--redis-prefix",
-            "test:",
-            "--pool-slow-start",
-            "0",
-            "--retry-base-delay-ms",
-            "5",
-            "--models-refresh-interval",
-            "0",
-        ],
-        &[],
-    )
+    pool_replica_with(pools, state, redis, &[])
+}
+
+/// [`pool_replica`] with `extra` arguments.
+fn pool_replica_with(
+    pools: &std::path::Path,
+    state: &str,
+    redis: &RedisServer,
+    extra: &[&str],
+) -> Proxy {
+    let url = redis.url();
+    let mut args = vec![
+        "--provider-pools-file",
+        pools.to_str().unwrap(),
+        "--state-dir",
+        state,
+        "--redis-url",
+        &url,
+        "--redis-prefix",
+        "test:",
+        "--pool-slow-start",
+        "0",
+        "--retry-base-delay-ms",
+        "5",
+        "--models-refresh-interval",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Proxy::start(&args, &[])
 }
 
 fn leases_held(redis: &RedisServer) -> usize {
@@ -1144,4 +1154,71 @@ async fn a_new_sign_in_under_the_same_name_is_not_overridden_from_redis() {
         .to_owned();
     let in_redis = redis_cli(&redis, &["GET", &key]);
     assert!(in_redis.contains(&now), "Redis has the new login's tokens");
+}
+
+async fn round_trips(proxy: &Proxy) -> u64 {
+    get_json(&proxy.base, "/health").await["shared_state"]["round_trips"]
+        .as_u64()
+        .unwrap()
+}
+
+/// With a client limit on requests and tokens and an account with its own
+/// `maxConcurrency`, a request costs one round trip to Redis to be admitted (the limit and
+/// the lease in one script) and one at its end (the lease given back with the token
+/// settlement): two, where deciding each apart costs four. A refusal takes no lease, and
+/// nothing reaches Kiro for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_costs_one_round_trip_to_admit_and_one_to_end() {
+    let redis = RedisServer::start();
+    let fake = Fake::start();
+    let (pools, state) = pool_file(&[("acct", &fake, Some(4))]);
+    let limits = [
+        "--rate-limit-rpm",
+        "1",
+        "--rate-limit-burst",
+        "21",
+        "--rate-limit-tpm",
+        "1000000",
+    ];
+    let proxy = pool_replica_with(&pools, &state, &redis, &limits);
+    wait_shared(std::slice::from_ref(&proxy)).await;
+    // The first request signs the account in (its refresh lock costs round trips of its own).
+    assert_eq!(chat(&proxy.base).await.status, 200);
+    let settled = || async { leases_held(&redis) == 0 };
+    wait_for(
+        Duration::from_secs(5),
+        "the first lease given back",
+        settled,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = round_trips(&proxy).await;
+    let mut remaining = Vec::new();
+    for _ in 0..20 {
+        let answer = chat(&proxy.base).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        remaining.push(answer.headers["x-ratelimit-remaining-requests"].clone());
+        assert!(answer.headers.contains_key("x-ratelimit-remaining-tokens"));
+    }
+    wait_for(Duration::from_secs(5), "every lease given back", settled).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let spent = round_trips(&proxy).await - before;
+    assert_eq!(
+        spent, 40,
+        "round trips for 20 requests (admission + end each)"
+    );
+    assert_eq!(remaining[0], "19");
+    assert_eq!(remaining[19], "0");
+    // The burst (21) is spent by now: the next one is refused by the same script, takes no
+    // lease and costs Kiro nothing.
+    let calls = generate_calls(&fake).await;
+    let refused = chat(&proxy.base).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert!(refused.text().contains("Rate limit reached for requests"));
+    assert_eq!(generate_calls(&fake).await, calls);
+    assert_eq!(leases_held(&redis), 0);
+    // Tokens were settled with the usage at each end: the bucket holds less than the
+    // estimates of 21 requests would, and it exists (it was charged in Redis).
+    let tokens = redis_cli(&redis, &["KEYS", "test:rl:tok:*"]);
+    assert!(!tokens.trim().is_empty(), "no token bucket in Redis");
 }

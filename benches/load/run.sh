@@ -126,8 +126,10 @@ slow_phase 1
 slow_phase 2
 
 # Replicas sharing state: the cost of Redis on the request path. Two more aiproxy processes
-# with the same (never reached) per-key limit, one deciding in memory, one in Redis; the same
-# fixed rate through each. Redis round trips per request from its own command counts.
+# with the same (never reached) per-key limits on requests and tokens and one account with its
+# own (never reached) maxConcurrency, one deciding in memory, one in Redis (limit, lease and
+# token settlement); the same fixed rate through each. Round trips per request from the
+# replica's own count in /health (calls made for requests; its background upkeep is not).
 redis_json=null
 if command -v redis-server >/dev/null; then
     redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -136,11 +138,13 @@ if command -v redis-server >/dev/null; then
     pids+=($!)
     for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
     limited=(--api-key bench --max-connections 4096 --request-timeout 60 --rate-limit-rpm 100000000
-        --kiro-base-url "$fake" --kiro-refresh-url "$fake/refreshToken")
+        --rate-limit-burst 100000000 --rate-limit-tpm 1000000000)
     start_limited() { # name extra-args... -> URL
         local name=$1; shift
         printf '{"refreshToken":"bench-%s","authMethod":"social"}' "$name" >"$work/creds-$name.json"
-        (spawn_pinned 1 "$bin" --port 0 "${limited[@]}" --kiro-oauth-creds-file "$work/creds-$name.json" \
+        printf '{"kiro-api":[{"name":"bench","credsFile":"%s","baseUrl":"%s","refreshUrl":"%s/refreshToken","maxConcurrency":4096}]}' \
+            "$work/creds-$name.json" "$fake" "$fake" >"$work/pools-$name.json"
+        (spawn_pinned 1 "$bin" --port 0 "${limited[@]}" --provider-pools-file "$work/pools-$name.json" \
             --state-dir "$work/state-$name" "$@" >"$work/$name.out" 2>"$work/$name.err") &
         pids+=($!)
         wait_listening "$work/$name.out"
@@ -154,13 +158,12 @@ if command -v redis-server >/dev/null; then
     echo "== rate limits decided in memory, then in Redis ($RATE req/s, ${RUN_SECONDS}s each)" >&2
     redis_local=$(run rate --url "$local_url/v1/chat/completions" --header "authorization:Bearer bench" \
         --body "$work/proxy_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
-    redis-cli -p "$redis_port" config resetstat >/dev/null
+    round_trips() { curl -s "$shared_url/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["shared_state"]["round_trips"])'; }
+    trips_before=$(round_trips)
     redis_shared=$(run rate --url "$shared_url/v1/chat/completions" --header "authorization:Bearer bench" \
         --body "$work/proxy_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
-    redis_calls=$(redis-cli -p "$redis_port" info commandstats | python3 -c '
-import re, sys
-# Calls from clients: the scripts (the commands they run inside are counted too, not sent).
-print(sum(int(m.group(1)) for m in re.finditer(r"^cmdstat_(?:evalsha|eval|script\|load):calls=(\d+)", sys.stdin.read(), re.M)))')
+    sleep 1 # the last ends' round trips run after their answers
+    redis_calls=$(( $(round_trips) - trips_before ))
     redis_json="{\"local\": $redis_local, \"redis\": $redis_shared, \"redis_calls\": $redis_calls}"
 fi
 
@@ -210,8 +213,8 @@ rr = r["replicas"]
 if rr:
     extra = lambda key: rr["redis"]["latency"][key] - rr["local"]["latency"][key]
     rows.append((f'Added by Redis at {r["settings"]["rate"]} req/s, p50 / p99', f'{extra("p50_ms"):.3f} / {extra("p99_ms"):.3f} ms',
-        f'the same per-key limit decided in Redis (one Lua script) instead of in memory: p99 {rr["local"]["latency"]["p99_ms"]:.3f} -> {rr["redis"]["latency"]["p99_ms"]:.3f} ms; failed: {rr["local"]["failed"]} / {rr["redis"]["failed"]}'))
-    rows.append(("Redis round trips per request", f'{rr["redis_calls"] / max(rr["redis"]["latency"]["count"] - rr["redis"]["failed"], 1):.2f}', "scripts Redis ran (EVALSHA, and the one SCRIPT LOAD) / requests answered; a limit on requests only: the admission script; a token limit adds one settle after the answer"))
+        f'the same per-key request and token limits and an account maxConcurrency, decided in Redis instead of in memory: p99 {rr["local"]["latency"]["p99_ms"]:.3f} -> {rr["redis"]["latency"]["p99_ms"]:.3f} ms; failed: {rr["local"]["failed"]} / {rr["redis"]["failed"]}'))
+    rows.append(("Redis round trips per request", f'{rr["redis_calls"] / max(rr["redis"]["latency"]["count"] - rr["redis"]["failed"], 1):.2f}', "the replica's count of calls made for requests (/health) / requests answered: one to admit (both limits and the account's lease in one script), one at the end (the lease back with the token settlement)"))
 table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
 readme = open(f"{root}/README.md").read()
 changes = readme.split("<!-- changes:begin -->")[1].split("<!-- changes:end -->")[0].strip()

@@ -17,6 +17,7 @@ use crate::model::{AccountId, ModelRequest, ModelResponse, PromptTokens, Resolve
 use crate::token_count;
 use aiproxy_layers::metrics::UpstreamClock;
 use aiproxy_layers::model::Attempts;
+use aiproxy_layers::rate_limit::DeferredAdmission;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -128,15 +129,31 @@ pub trait LeaseGate: Send + Sync + std::fmt::Debug {
     /// Waits for one of `account`'s `cap` slots, counted across the replicas; the slot is
     /// given back when the returned guard drops. An error when none came free in time, or
     /// when the shared state cannot be reached and the replicas are set to refuse then.
+    ///
+    /// `admission` is the request's rate-limit decision when it was left to the leaf: a
+    /// gate that can decide it in the same round trip claims it (and a refusal is the
+    /// error); what it leaves unclaimed the service decides alone.
     fn acquire(
         &self,
         account: Arc<str>,
         cap: usize,
+        admission: Option<DeferredAdmission>,
     ) -> BoxFuture<'static, Result<Lease, ChatError>>;
 }
 
-/// A slot held through a [`LeaseGate`]; given back when dropped.
-pub type Lease = Box<dyn Send + Sync>;
+/// A slot held through a [`LeaseGate`]: given back when dropped, or through
+/// [`stream_ended`](LeaseGuard::stream_ended) when the call's answer ended.
+pub trait LeaseGuard: Send + Sync {
+    /// The answer streamed to its end: the gate may give the slot back with the request's
+    /// last write (the token settlement). Dropping is the default.
+    fn stream_ended(self: Box<Self>) {}
+}
+
+/// What an open-mode gate gives when the shared state is down: no slot to give back.
+impl LeaseGuard for () {}
+
+/// A slot held through a [`LeaseGate`].
+pub type Lease = Box<dyn LeaseGuard>;
 
 /// One Kiro account's upstream: the leaf of the model tier (see [`crate::model`]).
 ///
@@ -273,15 +290,26 @@ impl Service<ModelRequest> for KiroService {
             let slot = slot.ok_or_else(|| ChatError::Internal {
                 message: "the Kiro service was called without poll_ready".into(),
             })?;
+            // The client's rate limit, when it was left to the leaf: decided before anything
+            // goes upstream, in the lease's round trip when the account takes one.
+            let admission = request.extensions.get::<DeferredAdmission>().cloned();
             let lease = match leases {
-                Some((gate, cap)) => Some(gate.acquire(shared.account_id.0.clone(), cap).await?),
+                Some((gate, cap)) => {
+                    let account = shared.account_id.0.clone();
+                    Some(gate.acquire(account, cap, admission.clone()).await?)
+                }
                 None => None,
             };
+            if let Some(claim) = admission.as_ref().and_then(DeferredAdmission::claim) {
+                claim.decide_alone::<ChatError>().await?;
+            }
             let response = call(&shared, request).await?;
             let account = shared.account_id.0.clone();
             Ok(response.on_end(move |outcome| {
                 drop(slot);
-                drop(lease);
+                if let Some(lease) = lease {
+                    lease.stream_ended();
+                }
                 tracing::debug!(
                     account = %account,
                     error = outcome.error_kind,

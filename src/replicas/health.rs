@@ -333,9 +333,9 @@ impl RedisPool {
             let key = state_key(&shared.redis, &name);
             let found = shared
                 .redis
-                .call(
-                    |mut connection| async move { connection.get::<_, Option<Vec<u8>>>(key).await },
-                )
+                .call_in_background(|mut connection| async move {
+                    connection.get::<_, Option<Vec<u8>>>(key).await
+                })
                 .await;
             if let Some(wire) = found
                 .ok()
@@ -401,7 +401,7 @@ async fn publish(redis: Redis, replica: String, mut queue: mpsc::UnboundedReceiv
         };
         let (events, key) = (channel(&redis), state_key(&redis, &message.name));
         let sent = redis
-            .call(|mut connection| async move {
+            .call_in_background(|mut connection| async move {
                 let mut pipe = redis::pipe();
                 pipe.publish(events, payload).ignore();
                 match out.lasting {
@@ -453,7 +453,7 @@ async fn share_load(shared: Weak<Shared>) {
         }
         let answer = shared
             .redis
-            .call(|mut connection| async move {
+            .call_in_background(|mut connection| async move {
                 pipe.query_async::<Vec<HashMap<String, String>>>(&mut connection)
                     .await
             })
@@ -483,7 +483,9 @@ async fn share_load(shared: Weak<Shared>) {
         if any_gone {
             let _ = shared
                 .redis
-                .call(|mut connection| async move { gone.query_async::<()>(&mut connection).await })
+                .call_in_background(|mut connection| async move {
+                    gone.query_async::<()>(&mut connection).await
+                })
                 .await;
         }
     }

@@ -64,6 +64,9 @@ struct Inner {
     started: std::time::Instant,
     fallbacks: AtomicU64,
     fallback_counter: Counter<u64>,
+    /// Round trips made for requests (admission, end, cache, stored responses, refresh
+    /// locks), so the cost per request can be measured from outside.
+    round_trips: AtomicU64,
 }
 
 impl std::fmt::Debug for Redis {
@@ -100,6 +103,7 @@ impl Redis {
                 last_try_ms: AtomicU64::new(0),
                 started: std::time::Instant::now(),
                 fallbacks: AtomicU64::new(0),
+                round_trips: AtomicU64::new(0),
                 fallback_counter: meter
                     .u64_counter("redis.fallbacks")
                     .with_description(
@@ -176,8 +180,20 @@ impl Redis {
         }
     }
 
-    /// Runs `call` on the connection within the deadline.
+    /// Runs `call` on the connection within the deadline: a round trip made for a request
+    /// (counted in `/health`'s `round_trips`).
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, RedisDown>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.call_in_background(call).await
+    }
+
+    /// [`call`](Self::call) for the replicas' own upkeep (publishing health, sharing load,
+    /// renewing leases), which no request waits for: not counted as a request's round trip.
+    pub async fn call_in_background<T, F, Fut>(&self, call: F) -> Result<T, RedisDown>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -289,7 +305,8 @@ impl Redis {
 
     /// The status as `/health` and `/loadbalancer/instances` show it: where Redis is (no
     /// credentials), whether the last call succeeded, the failure mode, and how many
-    /// decisions this replica made on its own state because Redis failed.
+    /// decisions this replica made on its own state because Redis failed, and how many round
+    /// trips it made for requests.
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::json!({
             "backend": "redis",
@@ -297,6 +314,7 @@ impl Redis {
             "reachable": self.inner.link.load(Ordering::Acquire) == UP,
             "failure_mode": self.inner.settings.failure_mode.as_str(),
             "fallbacks": self.inner.fallbacks.load(Ordering::Relaxed),
+            "round_trips": self.inner.round_trips.load(Ordering::Relaxed),
         })
     }
 }

@@ -7,7 +7,7 @@
 use super::Redis;
 use aiproxy_layers::rate_limit::{
     Admission, Ask, Decision, Denied, LimitKind, MemoryStore, RateLimitStore, Refused,
-    StoreUnavailable,
+    StoreUnavailable, TokenSettle,
 };
 use aiproxy_layers::rate_limit::{RateLimitStatus, Window};
 use std::num::NonZeroU32;
@@ -16,70 +16,106 @@ use std::time::Duration;
 
 const MINUTE_US: i64 = 60_000_000;
 
-/// KEYS: token bucket, request bucket. ARGV: tokens per minute (0: not limited), the
-/// request's token estimate, the request bucket's emission interval in µs (0: not limited),
-/// its burst. Returns {refused (0 none, 1 tokens, 2 requests), token tat - now, token wait
-/// (-1: never), request tat - now, request wait}, all in µs; nothing is written on a refusal.
-static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+/// Lua: `rate_check(now, ARGV offset)` decides a client's admission on KEYS[1] (token
+/// bucket) and KEYS[2] (request bucket) without writing anything; ARGV from the offset:
+/// tokens per minute (0: not limited), the request's token estimate, the request bucket's
+/// emission interval in µs (0: not limited), its burst. Returns {refused (0 none, 1 tokens,
+/// 2 requests), token tat - now, token wait (-1: never), request tat - now, request wait}
+/// (µs), then the two new arrival times to write (nil: nothing). `rate_commit` writes them.
+/// Shared by the admission script and the one that also takes a lease.
+macro_rules! rate_check_lua {
+    () => {
         r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local minute = 60000000
-local per_minute, estimate = tonumber(ARGV[1]), tonumber(ARGV[2])
-local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
-local tok_used, tok_now, req_used = 0, 0, 0
-local tok_next, req_next
-if per_minute > 0 then
-  local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-  local cost = math.floor(estimate * minute / per_minute)
-  tok_next = tat + cost
-  tok_now = tat - now
-  if tok_next - now > minute then
-    local wait = -1
-    if cost <= minute then wait = tok_next - now - minute end
-    return {1, tat - now, wait, 0, 0}
+local function rate_check(now, at)
+  local minute = 60000000
+  local per_minute, estimate = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local interval, burst = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local tok_used, tok_now, req_used = 0, 0, 0
+  local tok_next, req_next
+  if per_minute > 0 then
+    local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+    local cost = math.floor(estimate * minute / per_minute)
+    tok_next = tat + cost
+    tok_now = tat - now
+    if tok_next - now > minute then
+      local wait = -1
+      if cost <= minute then wait = tok_next - now - minute end
+      return {1, tat - now, wait, 0, 0}
+    end
+    tok_used = tok_next - now
   end
-  tok_used = tok_next - now
-end
-if interval > 0 then
-  local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
-  local tolerance = interval * (burst - 1)
-  if tat - now > tolerance then
-    return {2, tok_now, 0, tat - now, tat - now - tolerance}
+  if interval > 0 then
+    local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+    local tolerance = interval * (burst - 1)
+    if tat - now > tolerance then
+      return {2, tok_now, 0, tat - now, tat - now - tolerance}
+    end
+    req_next = tat + interval
+    req_used = req_next - now
   end
-  req_next = tat + interval
-  req_used = req_next - now
+  return {0, tok_used, 0, req_used, 0}, tok_next, req_next
 end
-if tok_next then
-  redis.call('SET', KEYS[1], string.format('%.0f', tok_next), 'PX', math.floor(tok_used / 1000) + 1000)
+local function rate_commit(now, tok_next, req_next)
+  if tok_next then
+    redis.call('SET', KEYS[1], string.format('%.0f', tok_next), 'PX', math.floor((tok_next - now) / 1000) + 1000)
+  end
+  if req_next then
+    redis.call('SET', KEYS[2], string.format('%.0f', req_next), 'PX', math.floor((req_next - now) / 1000) + 1000)
+  end
 end
-if req_next then
-  redis.call('SET', KEYS[2], string.format('%.0f', req_next), 'PX', math.floor(req_used / 1000) + 1000)
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-return {0, tok_used, 0, req_used, 0}
-",
-    )
+"
+    };
+}
+pub(super) use rate_check_lua;
+
+/// Lua: `rate_settle(now, key, per_minute, delta)` charges (`delta > 0`, may go into debt)
+/// or refunds (`delta < 0`, never beyond full) a token bucket.
+macro_rules! rate_settle_lua {
+    () => {
+        r"
+local function rate_settle(now, key, per_minute, delta)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  local cost = math.floor(math.abs(delta) * 60000000 / per_minute)
+  if delta >= 0 then tat = math.max(tat, now) + cost else tat = math.max(tat - cost, now) end
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+end
+"
+    };
+}
+pub(super) use rate_settle_lua;
+
+/// KEYS: token bucket, request bucket. ARGV: as `rate_check` takes them. Returns its answer;
+/// nothing is written on a refusal.
+static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        rate_check_lua!(),
+        r"
+local now = now_us()
+local answer, tok_next, req_next = rate_check(now, 1)
+if answer[1] == 0 then rate_commit(now, tok_next, req_next) end
+return answer
+"
+    ))
 });
 
 /// KEYS: token bucket. ARGV: tokens per minute, tokens to charge (> 0) or refund (< 0).
-/// A charge may go into debt; a refund never fills the bucket beyond full.
 static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(concat!(
+        rate_settle_lua!(),
         r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local per_minute, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local cost = math.floor(math.abs(delta) * 60000000 / per_minute)
-if delta >= 0 then tat = math.max(tat, now) + cost else tat = math.max(tat - cost, now) end
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+rate_settle(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 return 0
-",
-    )
+"
+    ))
 });
 
 /// The Redis store, with the in-memory one for `open` mode's fallback.
+#[derive(Debug)]
 pub struct RedisRateLimits {
     redis: Redis,
     local: Arc<MemoryStore>,
@@ -99,40 +135,88 @@ fn token_key(redis: &Redis, key: &str, per_minute: NonZeroU32) -> String {
     redis.key(&["rl", "tok", &per_minute.to_string(), key])
 }
 
+/// A client's buckets as `rate_check` takes them: KEYS[1] and KEYS[2], four ARGV.
+pub(super) struct RateArgs {
+    token_key: String,
+    request_key: String,
+    numbers: [i64; 4],
+}
+
+impl RateArgs {
+    pub(super) fn new(redis: &Redis, key: &str, ask: Ask) -> Self {
+        let (per_minute, estimate) = ask.tokens.map_or((0, 0), |(p, e)| (p.get(), e));
+        let (interval_us, burst) = ask.requests.map_or((0, 0), |q| {
+            let interval = i64::try_from(q.period().as_micros()).unwrap_or(i64::MAX);
+            (interval, q.burst.get())
+        });
+        Self {
+            token_key: ask
+                .tokens
+                .map_or_else(String::new, |(p, _)| token_key(redis, key, p)),
+            request_key: ask.requests.map_or_else(String::new, |q| {
+                redis.key(&[
+                    "rl",
+                    "req",
+                    &q.per_minute.to_string(),
+                    &q.burst.to_string(),
+                    key,
+                ])
+            }),
+            numbers: [
+                i64::from(per_minute),
+                i64::try_from(estimate).unwrap_or(i64::MAX),
+                interval_us,
+                i64::from(burst),
+            ],
+        }
+    }
+
+    /// Its keys and arguments, first in `script`'s.
+    pub(super) fn add_to(&self, script: &mut redis::ScriptInvocation<'_>) {
+        script.key(&self.token_key).key(&self.request_key);
+        for number in self.numbers {
+            script.arg(number);
+        }
+    }
+}
+
+/// The settle of `settle` into `script`: the token bucket's key and two ARGV.
+pub(super) fn settle_args(
+    redis: &Redis,
+    settle: &TokenSettle,
+    script: &mut redis::ScriptInvocation<'_>,
+) {
+    script
+        .key(token_key(redis, &settle.key, settle.per_minute))
+        .arg(settle.per_minute.get())
+        .arg(settle.delta);
+}
+
+impl RedisRateLimits {
+    /// What `open` mode decides when Redis does not answer: this replica's own buckets.
+    pub(super) fn admit_locally(&self, key: &str, ask: Ask) -> Admission {
+        self.local.admit_now(key, ask)
+    }
+
+    /// A settle Redis did not take, into this replica's own buckets.
+    pub(super) fn settle_locally(&self, settle: &TokenSettle) {
+        self.local
+            .settle_tokens(&settle.key, settle.per_minute, settle.delta);
+    }
+}
+
 impl RateLimitStore for RedisRateLimits {
     fn admit(&self, key: &str, ask: Ask) -> Decision {
         let redis = self.redis.clone();
         let local = Arc::clone(&self.local);
         let key = key.to_owned();
         Decision::Later(Box::pin(async move {
-            let (per_minute, estimate) = ask.tokens.map_or((0, 0), |(p, e)| (p.get(), e));
-            let (interval_us, burst) = ask.requests.map_or((0, 0), |q| {
-                let interval = i64::try_from(q.period().as_micros()).unwrap_or(i64::MAX);
-                (interval, q.burst.get())
-            });
-            let token_key = ask
-                .tokens
-                .map_or_else(String::new, |(p, _)| token_key(&redis, &key, p));
-            let request_key = ask.requests.map_or_else(String::new, |q| {
-                redis.key(&[
-                    "rl",
-                    "req",
-                    &q.per_minute.to_string(),
-                    &q.burst.to_string(),
-                    &key,
-                ])
-            });
+            let args = RateArgs::new(&redis, &key, ask);
             let answer = redis
                 .call(|mut connection| async move {
-                    ADMIT
-                        .key(token_key)
-                        .key(request_key)
-                        .arg(per_minute)
-                        .arg(estimate)
-                        .arg(interval_us)
-                        .arg(burst)
-                        .invoke_async::<Vec<i64>>(&mut connection)
-                        .await
+                    let mut script = ADMIT.prepare_invoke();
+                    args.add_to(&mut script);
+                    script.invoke_async::<Vec<i64>>(&mut connection).await
                 })
                 .await;
             match answer {
@@ -147,29 +231,29 @@ impl RateLimitStore for RedisRateLimits {
     fn settle_tokens(&self, key: &str, per_minute: NonZeroU32, delta: i64) {
         let redis = self.redis.clone();
         let local = Arc::clone(&self.local);
-        let key = key.to_owned();
+        let settle = TokenSettle {
+            key: Arc::from(key),
+            per_minute,
+            delta,
+        };
         // Off the request path: the answer has been sent; nobody waits for the settle.
         tokio::spawn(async move {
-            let bucket = token_key(&redis, &key, per_minute);
             let done = redis
-                .call(|mut connection| async move {
-                    SETTLE
-                        .key(bucket)
-                        .arg(per_minute.get())
-                        .arg(delta)
-                        .invoke_async::<i64>(&mut connection)
-                        .await
+                .call(|mut connection| {
+                    let mut script = SETTLE.prepare_invoke();
+                    settle_args(&redis, &settle, &mut script);
+                    async move { script.invoke_async::<i64>(&mut connection).await }
                 })
                 .await;
             if done.is_err() {
-                local.settle_tokens(&key, per_minute, delta);
+                local.settle_tokens(&settle.key, per_minute, delta);
             }
         });
     }
 }
 
 /// The script's numbers as the windows the in-memory store reports.
-fn admission(ask: Ask, numbers: &[i64]) -> Admission {
+pub(super) fn admission(ask: Ask, numbers: &[i64]) -> Admission {
     let at = |i: usize| numbers.get(i).copied().unwrap_or(0);
     let (refused, tok_used, tok_wait, req_used, req_wait) = (at(0), at(1), at(2), at(3), at(4));
     let micros = |us: i64| Duration::from_micros(u64::try_from(us.max(0)).unwrap_or(0));

@@ -333,7 +333,7 @@ impl Held {
                     tokio::time::sleep(LOCK_TTL / 3).await;
                     let (key, owner) = (key.clone(), owner.clone());
                     let _ = redis
-                        .call(|mut connection| async move {
+                        .call_in_background(|mut connection| async move {
                             RENEW
                                 .key(key)
                                 .arg(owner)

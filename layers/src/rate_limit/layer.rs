@@ -1,5 +1,6 @@
 //! The rate-limit layer and its service (see the module docs).
 
+use super::deferred::{AfterInner, DeferredAdmission};
 use super::store::{Admission, Ask, Decision, Denied, Refused, StoreUnavailable};
 use super::{LimitKind, Limits, RateLimitSlot, RateLimitStore, RateLimited, Throttled};
 use crate::model::{HasExtensions, Observe};
@@ -15,14 +16,26 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
-struct Shared {
-    store: Arc<dyn RateLimitStore>,
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn RateLimitStore>,
     default: Limits,
     overrides: HashMap<Arc<str>, Limits>,
     rejected: Option<Counter<u64>>,
+    defer: bool,
 }
 
 impl Shared {
+    #[cfg(test)]
+    pub(super) fn for_tests(store: Arc<dyn RateLimitStore>) -> Self {
+        Self {
+            store,
+            default: Limits::default(),
+            overrides: HashMap::new(),
+            rejected: None,
+            defer: true,
+        }
+    }
+
     fn limits(&self, key: &str) -> Limits {
         self.overrides.get(key).copied().unwrap_or(self.default)
     }
@@ -52,6 +65,7 @@ impl RateLimitLayer {
                 default,
                 overrides: HashMap::new(),
                 rejected: None,
+                defer: false,
             }),
         }
     }
@@ -62,6 +76,7 @@ impl RateLimitLayer {
             default: shared.default,
             overrides: shared.overrides.clone(),
             rejected: shared.rejected.clone(),
+            defer: shared.defer,
         });
         change(&mut shared);
         Self {
@@ -84,6 +99,14 @@ impl RateLimitLayer {
             .with_description("Model requests refused by a client's rate limit, by limit")
             .build();
         self.edit(|shared| shared.rejected = Some(counter))
+    }
+
+    /// Leaves each decision to the service below, which must claim the request's
+    /// [`DeferredAdmission`] before it sends anything upstream (see
+    /// [`deferred`](super::deferred)): for a shared store whose leaf makes a round trip of its
+    /// own, the two go as one. What no leaf claims is decided when the answer is there.
+    pub fn defer_to_leaf(self) -> Self {
+        self.edit(|shared| shared.defer = true)
     }
 
     /// True when no client is limited at all (the layer can be left out).
@@ -120,21 +143,27 @@ impl<S: std::fmt::Debug> std::fmt::Debug for RateLimit<S> {
 }
 
 /// Tokens charged at admission, settled when the answer ends.
-struct Charge {
-    shared: Arc<Shared>,
-    key: Arc<str>,
-    per_minute: NonZeroU32,
-    estimate: u64,
+pub(super) struct Charge {
+    pub(super) shared: Arc<Shared>,
+    pub(super) key: Arc<str>,
+    pub(super) per_minute: NonZeroU32,
+    pub(super) estimate: u64,
+    /// The deferred decision whose leaf may have parked its end, to go with the settlement.
+    pub(super) ticket: Option<DeferredAdmission>,
 }
 
 impl Charge {
     fn settle(&self, used: Option<u64>) {
         let delta = i128::from(used.unwrap_or(0)) - i128::from(self.estimate);
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
-        if delta != 0 {
-            self.shared
-                .store
-                .settle_tokens(&self.key, self.per_minute, delta);
+        match &self.ticket {
+            Some(ticket) => ticket.settle(self.per_minute, delta),
+            None if delta != 0 => {
+                self.shared
+                    .store
+                    .settle_tokens(&self.key, self.per_minute, delta)
+            }
+            None => {}
         }
     }
 }
@@ -168,12 +197,21 @@ where
                 .tokens_per_minute
                 .map(|per_minute| (per_minute, request.token_estimate())),
         };
+        if shared.defer {
+            let slot = request.extensions().get::<RateLimitSlot>().cloned();
+            let ticket = DeferredAdmission::new(shared, Arc::from(key), ask, slot);
+            let mut request = request;
+            request.extensions_mut().insert(ticket.clone());
+            return Box::pin(decided_below(self.inner.call(request), ticket));
+        }
         match shared.store.admit(key, ask) {
             // In memory: decided here, the inner call made now (it is the readied service).
-            Decision::Now(admission) => match admitted(&shared, key, ask, &request, admission) {
-                Ok(charge) => Box::pin(charged(self.inner.call(request), charge)),
-                Err(throttled) => Box::pin(std::future::ready(Err(S::Error::from(throttled)))),
-            },
+            Decision::Now(admission) => {
+                match admitted(&shared, key, ask, slot(&request), admission) {
+                    Ok(charge) => Box::pin(charged(self.inner.call(request), charge)),
+                    Err(throttled) => Box::pin(std::future::ready(Err(S::Error::from(throttled)))),
+                }
+            }
             // A round trip first: the readied service goes into the future (a clone stays).
             Decision::Later(decision) => {
                 let clone = self.inner.clone();
@@ -181,7 +219,7 @@ where
                 let key: Arc<str> = Arc::from(key);
                 Box::pin(async move {
                     let admission = decision.await.map_err(S::Error::from)?;
-                    match admitted(&shared, &key, ask, &request, admission) {
+                    match admitted(&shared, &key, ask, slot(&request), admission) {
                         Ok(charge) => charged(inner.call(request), charge).await,
                         Err(throttled) => Err(S::Error::from(throttled)),
                     }
@@ -191,20 +229,49 @@ where
     }
 }
 
+/// The inner call of a request whose decision was left below: a leaf decided it (its charge
+/// settled through the ticket), or nobody did and it is decided here now that the answer
+/// is there (a refusal drops the answer).
+async fn decided_below<F, R, E>(future: F, ticket: DeferredAdmission) -> Result<R, E>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Observe,
+    E: From<Throttled> + From<StoreUnavailable>,
+{
+    let answer = future.await;
+    match ticket.after_inner() {
+        AfterInner::Admitted(charge) => charged(std::future::ready(answer), charge).await,
+        AfterInner::Done => answer,
+        AfterInner::Undecided => {
+            let response = answer?;
+            let admission = match ticket.store_decision() {
+                Decision::Now(admission) => admission,
+                Decision::Later(decision) => decision.await?,
+            };
+            let charge = ticket.decide_here(admission)?;
+            charged(std::future::ready(Ok(response)), charge).await
+        }
+    }
+}
+
+fn slot<Req: HasExtensions>(request: &Req) -> Option<&RateLimitSlot> {
+    request.extensions().get::<RateLimitSlot>()
+}
+
 /// The decision's status into the request's slot; a refusal into [`Throttled`] (counted);
 /// an admission into the charge to settle when the answer ends.
-fn admitted<Req: HasExtensions>(
+pub(super) fn admitted(
     shared: &Arc<Shared>,
     key: &str,
     ask: Ask,
-    request: &Req,
+    slot: Option<&RateLimitSlot>,
     admission: Admission,
 ) -> Result<Option<Charge>, Throttled> {
     let status = match &admission {
         Ok(status) => *status,
         Err(refused) => refused.status,
     };
-    if let Some(slot) = request.extensions().get::<RateLimitSlot>() {
+    if let Some(slot) = slot {
         slot.set(status);
     }
     match admission {
@@ -213,6 +280,7 @@ fn admitted<Req: HasExtensions>(
             key: Arc::from(key),
             per_minute,
             estimate,
+            ticket: None,
         })),
         Err(refused) => {
             if let Some(rejected) = &shared.rejected {

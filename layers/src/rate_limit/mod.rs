@@ -54,11 +54,13 @@
 //! # }
 //! ```
 
+pub mod deferred;
 mod layer;
 pub(crate) mod store;
 #[cfg(test)]
 mod tests;
 
+pub use deferred::{Claim, DeferredAdmission, EndHook, TokenSettle};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use store::{
     Admission, Ask, Decision, Denied, MemoryStore, RateLimitStore, Refused, StoreUnavailable,

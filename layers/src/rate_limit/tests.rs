@@ -314,3 +314,212 @@ async fn a_store_that_decides_later_admits_refuses_and_fails_through_the_same_la
     }
     assert_eq!(account.calls(), 1);
 }
+
+/// What the test leaf does with a request's deferred decision.
+#[derive(Clone)]
+enum LeafMode {
+    /// Decides through the store, before calling the account.
+    Alone,
+    /// Decides with an answer of its own round trip and parks its end on the ticket.
+    Combined(Admission),
+    /// Claims, then gives up (drops the claim undecided).
+    GivesUp,
+    /// Never looks at it.
+    Ignores,
+}
+
+/// A leaf in front of the mock account that honours `defer_to_leaf`; the ends it parked
+/// are recorded with the settlement they ran with.
+#[derive(Clone)]
+struct Leaf {
+    account: MockAccount,
+    mode: LeafMode,
+    ends: Arc<std::sync::Mutex<Vec<Option<TokenSettle>>>>,
+}
+
+impl tower::Service<MockRequest> for Leaf {
+    type Response = crate::testing::MockResponse;
+    type Error = MockError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, MockError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), MockError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: MockRequest) -> Self::Future {
+        let mut account = self.account.clone();
+        let mode = self.mode.clone();
+        let ends = Arc::clone(&self.ends);
+        Box::pin(async move {
+            let ticket = request.extensions.get::<DeferredAdmission>().cloned();
+            let claim = ticket.as_ref().and_then(DeferredAdmission::claim);
+            match (mode.clone(), claim) {
+                (LeafMode::Alone, Some(claim)) => claim.decide_alone::<MockError>().await?,
+                (LeafMode::Combined(admission), Some(claim)) => claim.decide(admission)?,
+                (LeafMode::GivesUp, Some(claim)) => drop(claim),
+                _ => {}
+            }
+            let response = account.call(request).await?;
+            if let (LeafMode::Combined(_), Some(ticket)) = (mode, ticket) {
+                let record = Arc::clone(&ends);
+                if let Err(end) =
+                    ticket.defer_end(Box::new(move |settle| record.lock().unwrap().push(settle)))
+                {
+                    end(None);
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+fn remote(answers: Vec<Result<Admission, StoreUnavailable>>) -> Arc<Remote> {
+    Arc::new(Remote {
+        answers: std::sync::Mutex::new(answers),
+        settled: std::sync::Mutex::default(),
+    })
+}
+
+fn deferred(store: &Arc<Remote>, mode: LeafMode) -> (RateLimit<Leaf>, Leaf) {
+    let leaf = Leaf {
+        account: MockAccount::new("a"),
+        mode,
+        ends: Arc::default(),
+    };
+    let layer = RateLimitLayer::new(store.clone(), tokens(100)).defer_to_leaf();
+    (layer.layer(leaf.clone()), leaf)
+}
+
+fn token_window() -> (RateLimitStatus, Refused) {
+    let window = Window {
+        limit: 100,
+        remaining: 40,
+        reset: Duration::from_secs(36),
+    };
+    let status = RateLimitStatus {
+        requests: None,
+        tokens: Some(window),
+    };
+    let refused = Refused {
+        limit: LimitKind::Tokens,
+        denied: Denied {
+            wait: Some(Duration::from_secs(3)),
+            window,
+        },
+        status,
+    };
+    (status, refused)
+}
+
+#[tokio::test]
+async fn a_deferred_decision_is_made_by_the_leaf_before_it_calls_the_account() {
+    let (admitted, refused) = token_window();
+    let store = remote(vec![Ok(Ok(admitted)), Ok(Err(refused))]);
+    let (service, leaf) = deferred(&store, LeafMode::Alone);
+    let (first, slot) = request("k", 20);
+    let response = service.clone().oneshot(first).await.unwrap();
+    assert_eq!(slot.get().unwrap().tokens, admitted.tokens);
+    response.end_with(usage(25, 5));
+    assert_eq!(*store.settled.lock().unwrap(), vec![10]);
+
+    let (second, slot) = request("k", 20);
+    let Err(MockError::Throttled(throttled)) = service.oneshot(second).await else {
+        panic!("the refused request passed");
+    };
+    assert_eq!(throttled.retry_after, Some(Duration::from_secs(3)));
+    assert_eq!(slot.get().unwrap().tokens, admitted.tokens);
+    assert_eq!(
+        leaf.account.calls(),
+        1,
+        "the refused request reached the account"
+    );
+}
+
+#[tokio::test]
+async fn a_leaf_deciding_in_its_own_round_trip_ends_with_the_settlement_in_one() {
+    let (admitted, refused) = token_window();
+    let store = remote(vec![]);
+    let (service, leaf) = deferred(&store, LeafMode::Combined(Ok(admitted)));
+    let (first, slot) = request("k", 20);
+    let response = service.clone().oneshot(first).await.unwrap();
+    assert_eq!(slot.get().unwrap().tokens, admitted.tokens);
+    assert!(
+        leaf.ends.lock().unwrap().is_empty(),
+        "the end ran before the answer did"
+    );
+    response.end_with(usage(12, 3));
+    // The settlement went with the leaf's end, not through the store.
+    let settled = leaf.ends.lock().unwrap().clone();
+    assert_eq!(settled.len(), 1);
+    let settle = settled[0].clone().unwrap();
+    assert_eq!(
+        (&*settle.key, settle.per_minute.get(), settle.delta),
+        ("k", 100, -5)
+    );
+    assert!(store.settled.lock().unwrap().is_empty());
+
+    // An answer dropped unread still runs the parked end (a lease is never left behind).
+    let (second, _) = request("k", 20);
+    drop(service.clone().oneshot(second).await.unwrap());
+    assert_eq!(leaf.ends.lock().unwrap().len(), 2);
+
+    // A second call of the same request (a search, then the answer) runs the first call's
+    // parked end when it starts: that end waits for no later call.
+    let ticket = DeferredAdmission::new(
+        Arc::new(super::layer::Shared::for_tests(store.clone())),
+        Arc::from("k"),
+        Ask {
+            requests: None,
+            tokens: Some((nz(100), 20)),
+        },
+        None,
+    );
+    ticket.claim().unwrap().decide(Ok(admitted)).unwrap();
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    assert!(ticket
+        .defer_end(Box::new(move |settle| {
+            assert_eq!(settle, None);
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }))
+        .is_ok());
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(ticket.claim().is_none(), "decided already");
+    assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+
+    // A refusal from the leaf's round trip: the account is not called.
+    let (service, leaf) = deferred(&store, LeafMode::Combined(Err(refused)));
+    let (third, _) = request("k", 20);
+    assert!(matches!(
+        service.oneshot(third).await,
+        Err(MockError::Throttled(_))
+    ));
+    assert_eq!(leaf.account.calls(), 0);
+}
+
+#[tokio::test]
+async fn what_no_leaf_decided_is_decided_when_the_answer_is_there() {
+    let (admitted, refused) = token_window();
+    for mode in [LeafMode::Ignores, LeafMode::GivesUp] {
+        let store = remote(vec![Ok(Ok(admitted)), Ok(Err(refused))]);
+        let (service, leaf) = deferred(&store, mode);
+        let (first, slot) = request("k", 20);
+        let response = service.clone().oneshot(first).await.unwrap();
+        assert_eq!(slot.get().unwrap().tokens, admitted.tokens);
+        response.end_with(usage(30, 0));
+        assert_eq!(*store.settled.lock().unwrap(), vec![10]);
+        let (second, _) = request("k", 20);
+        assert!(matches!(
+            service.oneshot(second).await,
+            Err(MockError::Throttled(_))
+        ));
+        // Both reached the account; the refusal dropped the second answer.
+        assert_eq!(leaf.account.calls(), 2);
+        assert!(store.answers.lock().unwrap().is_empty());
+    }
+}
