@@ -82,6 +82,47 @@ async fn h2c_prior_knowledge_works() {
     assert_eq!(response.status(), 200);
 }
 
+/// The protocol is told from the first bytes however slowly they come: a preface in two
+/// pieces is still h2c (the server answers with its SETTINGS frame), and an HTTP/1 request
+/// whose first byte alone could begin the preface is still served as HTTP/1.
+#[test]
+fn the_protocol_is_told_from_first_bytes_that_come_in_pieces() {
+    use std::io::Read;
+    let proxy = Proxy::start(&[], &[MOCK]);
+    let addr = proxy.base.trim_start_matches("http://").to_owned();
+    let read_some = |socket: &mut std::net::TcpStream| {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buffer = vec![0u8; 4096];
+        let n = socket.read(&mut buffer).unwrap();
+        buffer.truncate(n);
+        buffer
+    };
+
+    let mut h2 = std::net::TcpStream::connect(&addr).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // The rest of the preface, then an empty SETTINGS frame (length 0, type 4, stream 0).
+    h2.write_all(b"\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+    let answer = read_some(&mut h2);
+    assert!(answer.len() >= 9, "{answer:?}");
+    assert_eq!(answer[3], 4, "not an HTTP/2 SETTINGS frame: {answer:?}");
+
+    let body = chat_body("hello", false);
+    let request = format!(
+        "OST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut h1 = std::net::TcpStream::connect(&addr).unwrap();
+    h1.write_all(b"P").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    h1.write_all(request.as_bytes()).unwrap();
+    let answer = String::from_utf8(read_some(&mut h1)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
+
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_stream_finish_then_exits_0() {
     let mut proxy = Proxy::start(&["--kiro-mock-event-delay-ms", "80"], &[MOCK]);

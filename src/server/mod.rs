@@ -1,4 +1,5 @@
-//! Serves the pipeline over HTTP/1.1 and h2c (hyper 1 + hyper-util), with graceful
+//! Serves the pipeline over HTTP/1.1 and h2c (hyper 1, the protocol peeked from the first
+//! bytes: [`protocol`]), with graceful
 //! shutdown (stop accepting, let in-flight requests and streams finish within the grace
 //! period, then return) and the defences a public listener needs against slow and idle
 //! clients: a header-read timeout, a body-read idle timeout, a keep-alive idle timeout, a
@@ -10,14 +11,12 @@ pub mod connections;
 mod error_bodies;
 pub mod fd_limit;
 pub mod metrics_port;
+mod protocol;
 pub mod tracked;
 
 use crate::config::Config;
 use connections::{Registry, Timeouts};
-use error_bodies::ErrorBodies;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -85,22 +84,6 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 const H2_PING: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn connection_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No HTTP/1 timer: hyper's header-read timeout would also run while a keep-alive
-    // connection waits for its next request, cutting it after the header-read timeout
-    // instead of the idle timeout. The connection watchdog in `serve` times both.
-    builder.http1().max_buf_size(MAX_HEADER_BYTES.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .keep_alive_interval(H2_PING)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    builder
-}
-
 /// Serves `service` (the aiproxy pipeline, or the fake Kiro) until `shutdown` completes, then
 /// drains for at most `limits.shutdown_grace`.
 pub async fn serve<S, B>(
@@ -119,7 +102,7 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let builder = connection_builder();
+    let builders = Arc::new(protocol::Builders::new());
     let registry = Registry::new(limits.max_connections);
     let timeouts = Timeouts {
         header_read: limits.header_read_timeout,
@@ -153,8 +136,8 @@ pub async fn serve<S, B>(
                 let connection = Arc::clone(slot.connection());
                 let tracked = Tracked::new(service.clone(), Arc::clone(&connection), limits.body_read_timeout, ending.clone());
                 let hyper_service = TowerToHyperService::new(tracked);
-                let served = builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), hyper_service).into_owned();
-                let served = graceful.watch(served);
+                let (builders, watcher) = (Arc::clone(&builders), graceful.watcher());
+                let served = async move { builders.serve(stream, hyper_service, watcher).await };
                 tokio::spawn(async move {
                     let _slot = slot;
                     tokio::pin!(served);

@@ -41,6 +41,12 @@ pub struct UpstreamResponse {
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
 
+/// The read buffer of an HTTP/1 connection to Kiro. Its answers are event-stream frames of
+/// a few hundred bytes; hyper's adaptive buffer starts at 8 KiB per read, and a stream
+/// holds a head read and a body read, so 1000 concurrent streams held ~16 MiB of read
+/// buffers where 4 KiB reads hold half (a larger frame takes more than one read).
+const UPSTREAM_READ_BYTES: usize = 4096;
+
 /// Pooled client, shared by the accounts that go out directly; an account with an egress
 /// proxy has its own.
 #[derive(Clone, Debug)]
@@ -67,6 +73,7 @@ impl HttpUpstream {
             .enable_all_versions()
             .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
+            .http1_read_buf_exact_size(UPSTREAM_READ_BYTES)
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(tls);
