@@ -253,33 +253,15 @@ impl RateLimitStore for Remote {
 
 #[tokio::test]
 async fn a_store_that_decides_later_admits_refuses_and_fails_through_the_same_layer() {
-    let window = Window {
-        limit: 100,
-        remaining: 40,
-        reset: Duration::from_secs(36),
-    };
-    let admitted = RateLimitStatus {
-        requests: None,
-        tokens: Some(window),
-    };
-    let refused = Refused {
-        limit: LimitKind::Tokens,
-        denied: Denied {
-            wait: Some(Duration::from_secs(3)),
-            window,
-        },
-        status: admitted,
-    };
-    let store = Arc::new(Remote {
-        answers: std::sync::Mutex::new(vec![
-            Ok(Ok(admitted)),
-            Ok(Err(refused)),
-            Err(StoreUnavailable {
-                message: "redis is down".into(),
-            }),
-        ]),
-        settled: std::sync::Mutex::default(),
-    });
+    let (admitted, refused) = token_window();
+    let window = admitted.tokens.unwrap();
+    let store = remote(vec![
+        Ok(Ok(admitted)),
+        Ok(Err(refused)),
+        Err(StoreUnavailable {
+            message: "redis is down".into(),
+        }),
+    ]);
     let account = MockAccount::new("a");
     let service = RateLimitLayer::new(store.clone(), tokens(100)).layer(account.clone());
 
