@@ -146,11 +146,14 @@ if command -v redis-server >/dev/null; then
             "$work/creds-$name.json" "$fake" "$fake" >"$work/pools-$name.json"
         (spawn_pinned 1 "$bin" --port 0 "${limited[@]}" --provider-pools-file "$work/pools-$name.json" \
             --state-dir "$work/state-$name" "$@" >"$work/$name.out" 2>"$work/$name.err") &
-        pids+=($!)
+        echo $! >"$work/$name.pid"
         wait_listening "$work/$name.out"
     }
+    # Called in $(...): the PIDs come back through files (a subshell's pids+= is lost, and
+    # the replicas outlived the harness).
     local_url=$(start_limited local)
     shared_url=$(start_limited redis --redis-url "redis://127.0.0.1:$redis_port")
+    pids+=("$(cat "$work/local.pid")" "$(cat "$work/redis.pid")")
     for url in "$local_url" "$shared_url"; do
         run saturate --url "$url/v1/chat/completions" --header "authorization:Bearer bench" \
             --body "$work/proxy_small.json" --connections 4 --seconds 1 >/dev/null
