@@ -1222,3 +1222,44 @@ async fn a_request_costs_one_round_trip_to_admit_and_one_to_end() {
     let tokens = redis_cli(&redis, &["KEYS", "test:rl:tok:*"]);
     assert!(!tokens.trim().is_empty(), "no token bucket in Redis");
 }
+
+/// A streamed Responses turn's last events leave only once the response is in Redis: with
+/// Redis holding writes for 150 ms (`CLIENT PAUSE ... WRITE`; reads go on), the next turn,
+/// sent to another replica the moment the stream ends, still finds it. (Before, the write
+/// ran beside the last event and the next turn got a 404.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_turn_is_stored_before_its_last_event_leaves() {
+    let fake = Fake::start();
+    let redis = RedisServer::start();
+    let proxies = replicas(&fake, &redis, 2, &[]);
+    wait_shared(&proxies).await;
+    redis_cli(&redis, &["CLIENT", "PAUSE", "150", "WRITE"]);
+    let streamed = responses_call(
+        &proxies[0].base,
+        "POST",
+        "/v1/responses",
+        Some(serde_json::json!({
+            "model": "claude-sonnet-4-5", "input": "my name is Ada", "stream": true
+        })),
+    )
+    .await;
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    let text = streamed.text();
+    let completed = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(|event| event["type"] == "response.completed")
+        .expect("a response.completed event");
+    let id = completed["response"]["id"].as_str().unwrap().to_owned();
+    let next = responses_call(
+        &proxies[1].base,
+        "POST",
+        "/v1/responses",
+        Some(serde_json::json!({
+            "model": "claude-sonnet-4-5", "input": "what is my name?", "previous_response_id": id
+        })),
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.text());
+}

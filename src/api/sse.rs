@@ -37,6 +37,12 @@ pub trait SseEncoder: Send + Unpin {
     fn next_chunk(&mut self) -> Option<Bytes>;
     /// What is sent after a quiet stretch.
     fn keep_alive(&self) -> Bytes;
+    /// Ready when the chunks waiting may leave. An encoder that started a write the client
+    /// relies on once it reads the last event (a stored response, which the next turn may
+    /// ask another replica for) holds them until the write is done. Ready by default.
+    fn poll_release(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
 }
 
 /// See the module docs.
@@ -65,6 +71,9 @@ impl<E: SseEncoder> Stream for SseStream<E> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = &mut *self;
         loop {
+            if this.encoder.poll_release(cx).is_pending() {
+                return Poll::Pending;
+            }
             if let Some(bytes) = this.encoder.next_chunk() {
                 this.keep_alive.sent();
                 return Poll::Ready(Some(bytes));

@@ -180,6 +180,7 @@ fn sse(events: ChatStream, setup: Arc<Setup>, keep: Option<Keep>) -> ChunkStream
         id: setup.id.clone(),
         encoder: Encoder::new(setup, true),
         keep,
+        writing: None,
     };
     Box::pin(SseStream::new(
         events,
@@ -196,6 +197,8 @@ struct ResponsesSse {
     id: String,
     encoder: Encoder,
     keep: Option<Keep>,
+    /// The store write under way; the last events wait for it.
+    writing: Option<tokio::task::JoinHandle<Result<(), store::StoreDown>>>,
 }
 
 impl SseEncoder for ResponsesSse {
@@ -204,15 +207,27 @@ impl SseEncoder for ResponsesSse {
             return false;
         };
         if let Some(keep) = self.keep.take() {
-            // The encoder cannot wait: the in-memory store has it already; a shared store's
-            // write (one round trip, well under the client's next turn) runs beside the
-            // last event.
+            // The in-memory store has it already; a shared store's write (one round trip,
+            // within --redis-timeout-ms) runs in a task of its own, so a client that goes
+            // away does not cancel it, and the last events leave once it is done: a next
+            // turn sent to any replica finds the response.
             let written = keep.finish(response, &self.encoder, &self.id);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(written);
+                self.writing = Some(runtime.spawn(written));
             }
         }
         true
+    }
+
+    fn poll_release(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if let Some(writing) = self.writing.as_mut() {
+            // Whatever the write's outcome (a store that failed keeps a local copy).
+            if std::future::Future::poll(std::pin::Pin::new(writing), cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+            self.writing = None;
+        }
+        std::task::Poll::Ready(())
     }
 
     fn fail(&mut self, error: &ChatError) {
