@@ -148,14 +148,39 @@ impl DeferredAdmission {
         }
     }
 
-    /// The layer's own decision for what no leaf claimed: the ticket stays claimed by it.
-    pub(super) fn decide_here(&self, admission: Admission) -> Result<Option<Charge>, Throttled> {
-        Claim::new(&self.0).decide(admission)?;
+    /// The layer's own decision, through the store, for what no leaf claimed (after
+    /// [`after_inner`](Self::after_inner) said so: the ticket is claimed by the layer).
+    pub(super) async fn decide_here<E>(&self) -> Result<Option<Charge>, E>
+    where
+        E: From<Throttled> + From<StoreUnavailable>,
+    {
+        Claim::new(&self.0).decide_alone::<E>().await?;
         Ok(self.0.charge(false))
     }
 
-    pub(super) fn store_decision(&self) -> Decision {
-        self.0.shared.store.admit(&self.0.key, self.0.ask)
+    /// Settles `delta` with the parked end when there is one (one round trip for both),
+    /// through the store otherwise.
+    pub(super) fn settle(&self, per_minute: NonZeroU32, delta: i64) {
+        let ticket = &self.0;
+        let parked = match std::mem::replace(&mut *ticket.state(), State::Settled) {
+            State::Admitted { parked } => parked,
+            _ => None,
+        };
+        let settle = (delta != 0).then(|| TokenSettle {
+            key: Arc::clone(&ticket.key),
+            per_minute,
+            delta,
+        });
+        match (parked, settle) {
+            (Some(end), settle) => end(settle),
+            (None, Some(settle)) => {
+                ticket
+                    .shared
+                    .store
+                    .settle_tokens(&settle.key, per_minute, settle.delta)
+            }
+            (None, None) => {}
+        }
     }
 }
 
@@ -173,35 +198,6 @@ impl Ticket {
             estimate,
             ticket: parks.then(|| DeferredAdmission(Arc::clone(self))),
         })
-    }
-
-    /// Settles `delta` with the parked end when there is one (one round trip for both),
-    /// through the store otherwise.
-    pub(super) fn settle(&self, per_minute: NonZeroU32, delta: i64) {
-        let parked = match std::mem::replace(&mut *self.state(), State::Settled) {
-            State::Admitted { parked } => parked,
-            _ => None,
-        };
-        let settle = (delta != 0).then(|| TokenSettle {
-            key: Arc::clone(&self.key),
-            per_minute,
-            delta,
-        });
-        match (parked, settle) {
-            (Some(end), settle) => end(settle),
-            (None, Some(settle)) => {
-                self.shared
-                    .store
-                    .settle_tokens(&settle.key, per_minute, settle.delta)
-            }
-            (None, None) => {}
-        }
-    }
-}
-
-impl DeferredAdmission {
-    pub(super) fn settle(&self, per_minute: NonZeroU32, delta: i64) {
-        self.0.settle(per_minute, delta);
     }
 }
 

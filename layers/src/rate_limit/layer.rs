@@ -244,11 +244,7 @@ where
         AfterInner::Done => answer,
         AfterInner::Undecided => {
             let response = answer?;
-            let admission = match ticket.store_decision() {
-                Decision::Now(admission) => admission,
-                Decision::Later(decision) => decision.await?,
-            };
-            let charge = ticket.decide_here(admission)?;
+            let charge = ticket.decide_here::<E>().await?;
             charged(std::future::ready(Ok(response)), charge).await
         }
     }
