@@ -75,7 +75,7 @@ static ADMIT_AND_ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
         lease_take_lua!(),
         r"
 local now = now_us()
-local answer, tok_next, req_next = rate_check(now, 1)
+local answer, tok_next, req_next = rate_check(now)
 if answer[1] ~= 0 then return answer end
 if not lease_take(KEYS[3], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])) then return {3} end
 rate_commit(now, tok_next, req_next)
@@ -92,10 +92,7 @@ static RELEASE_AND_SETTLE: LazyLock<redis::Script> = LazyLock::new(|| {
         rate_settle_lua!(),
         r"
 redis.call('ZREM', KEYS[1], ARGV[1])
-if KEYS[2] then
-  local t = redis.call('TIME')
-  rate_settle(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
-end
+if KEYS[2] then rate_settle(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3])) end
 return 1
 "
     ))

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 const MINUTE_US: i64 = 60_000_000;
 
-/// Lua: `rate_check(now, ARGV offset)` decides a client's admission on KEYS[1] (token
-/// bucket) and KEYS[2] (request bucket) without writing anything; ARGV from the offset:
-/// tokens per minute (0: not limited), the request's token estimate, the request bucket's
+/// Lua: `rate_check(now)` decides a client's admission on KEYS[1] (token bucket) and
+/// KEYS[2] (request bucket) without writing anything; ARGV[1..4]: tokens per minute (0: not limited), the request's token estimate, the request bucket's
 /// emission interval in µs (0: not limited), its burst. Returns {refused (0 none, 1 tokens,
 /// 2 requests), token tat - now, token wait (-1: never), request tat - now, request wait}
 /// (µs), then the two new arrival times to write (nil: nothing). `rate_commit` writes them.
@@ -26,10 +25,10 @@ const MINUTE_US: i64 = 60_000_000;
 macro_rules! rate_check_lua {
     () => {
         r"
-local function rate_check(now, at)
+local function rate_check(now)
   local minute = 60000000
-  local per_minute, estimate = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-  local interval, burst = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local per_minute, estimate = tonumber(ARGV[1]), tonumber(ARGV[2])
+  local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
   local tok_used, tok_now, req_used = 0, 0, 0
   local tok_next, req_next
   if per_minute > 0 then
@@ -72,12 +71,14 @@ end
 }
 pub(super) use rate_check_lua;
 
-/// Lua: `rate_settle(now, key, per_minute, delta)` charges (`delta > 0`, may go into debt)
-/// or refunds (`delta < 0`, never beyond full) a token bucket.
+/// Lua: `rate_settle(key, per_minute, delta)` charges (`delta > 0`, may go into debt) or
+/// refunds (`delta < 0`, never beyond full) a token bucket, on Redis's clock.
 macro_rules! rate_settle_lua {
     () => {
         r"
-local function rate_settle(now, key, per_minute, delta)
+local function rate_settle(key, per_minute, delta)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local tat = tonumber(redis.call('GET', key) or '0')
   local cost = math.floor(math.abs(delta) * 60000000 / per_minute)
   if delta >= 0 then tat = math.max(tat, now) + cost else tat = math.max(tat - cost, now) end
@@ -95,7 +96,7 @@ static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
         rate_check_lua!(),
         r"
 local now = now_us()
-local answer, tok_next, req_next = rate_check(now, 1)
+local answer, tok_next, req_next = rate_check(now)
 if answer[1] == 0 then rate_commit(now, tok_next, req_next) end
 return answer
 "
@@ -107,8 +108,7 @@ static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(concat!(
         rate_settle_lua!(),
         r"
-local t = redis.call('TIME')
-rate_settle(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+rate_settle(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 return 0
 "
     ))
