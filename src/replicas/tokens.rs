@@ -185,7 +185,8 @@ impl RedisTokens {
                     if let Some(own) = own.as_ref().filter(|own| !wire.knows(&own.refresh)) {
                         tracing::warn!(
                             key = %self.key,
-                            "the credential file holds a login the other replicas do not know                              (signed in again?): using the file's, and its next refresh replaces                              the tokens in Redis"
+                            "the credential file holds a login the other replicas do not know (signed in again?): \
+                             using the file's, and its next refresh replaces the tokens in Redis"
                         );
                         *self.seen() = None;
                         *self.lineage() = vec![token_hash(&own.refresh)];
