@@ -990,10 +990,14 @@ async fn a_killed_replica_leaves_no_lease_behind() {
             tokio::spawn(async move { chat(&base).await })
         })
         .collect();
+    // Killed once both calls reached Kiro, not merely once their leases were taken: a lease
+    // is taken before the account's first token, and a kill between the fake's rotation of
+    // the refresh token and its write-back (file, then Redis) loses the rotated token with
+    // the process, as it would with the real Kiro; that window is not what this test is about.
     wait_for(
         Duration::from_secs(10),
         "the streams never took their leases",
-        || async { leases_held(&redis) >= 2 },
+        || async { leases_held(&redis) >= 2 && generate_calls(&fake).await >= 2 },
     )
     .await;
     doomed.child.kill().unwrap();
