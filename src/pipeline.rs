@@ -39,6 +39,7 @@ use crate::model::emulate::{Emulate, EmulateLayer};
 use crate::model::resolve::{Resolve, ResolveLayer};
 use crate::model::search::{WebSearch, WebSearchLayer};
 use crate::secret::Secret;
+use crate::telemetry::access::AccessNote;
 use crate::telemetry::metrics::Metrics;
 use aiproxy_layers::auth::{Auth, AuthLayer};
 use aiproxy_layers::cache::{Cache, CacheLayer, CacheStore, MemoryStore};
@@ -65,9 +66,7 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
-use tower_http::trace::{
-    DefaultOnRequest, DefaultOnResponse, MakeSpan, OnResponse, Trace, TraceLayer,
-};
+use tower_http::trace::{DefaultOnRequest, MakeSpan, OnResponse, Trace, TraceLayer};
 use tracing::Level;
 
 /// The model tier (what the API adapter calls); its layers are listed in [`crate::model`].
@@ -283,7 +282,7 @@ pub fn build_with_accounts(config: &Config) -> Result<Built, BuildError> {
                     TraceLayer::new_for_http()
                         .make_span_with(RequestSpan)
                         .on_request(DefaultOnRequest::new().level(Level::DEBUG))
-                        .on_response(ResponseLine(DefaultOnResponse::new().level(Level::INFO))),
+                        .on_response(ResponseLine),
                 )
                 .into_inner()
         })))
@@ -371,24 +370,24 @@ impl<B> MakeSpan<B> for RequestSpan {
     }
 }
 
-/// The per-response log line, after the status is recorded on the request span.
-#[derive(Clone, Debug)]
-pub struct ResponseLine(DefaultOnResponse);
+/// The per-response access line ([`crate::telemetry::access`]): the status and latency, and
+/// what the API adapter noted on the response (model, account, usage).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseLine;
 
 impl<B> OnResponse<B> for ResponseLine {
     fn on_response(
         self,
         response: &Response<B>,
         latency: std::time::Duration,
-        span: &tracing::Span,
+        _span: &tracing::Span,
     ) {
-        // As an integer (OpenTelemetry's HTTP convention): tracing-opentelemetry exports
-        // unsigned fields as text, signed ones as integers.
-        span.record(
-            "http.response.status_code",
-            i64::from(response.status().as_u16()),
-        );
-        self.0.on_response(response, latency, span);
+        let status = response.status().as_u16();
+        let note = response.extensions().get::<AccessNote>();
+        if let Some(note) = note {
+            note.status(status);
+        }
+        crate::telemetry::access::write_line(status, latency, note);
     }
 }
 

@@ -28,6 +28,7 @@ use crate::body::ResponseBody;
 use crate::catalog::Catalog;
 use crate::chat::{ChatError, ChatRequest, ChatStream, Metadata};
 use crate::model::{AccountId, ModelRequest, ModelResponse};
+use crate::telemetry::access::AccessNote;
 use aiproxy_layers::cache::{CacheControl, CacheStatus};
 use aiproxy_layers::metrics::UpstreamClock;
 use aiproxy_layers::model::{Attempts, SessionKey};
@@ -230,10 +231,14 @@ async fn route(
     state: Arc<ApiState>,
     request: Request<RequestBody>,
 ) -> Response<ResponseBody> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let provider = parts.extensions.get::<ProviderId>().cloned();
-    if let Some(provider) = &provider {
-        tracing::Span::current().record("gen_ai.provider.name", provider.as_str());
+    let access = AccessNote::for_current_request();
+    if let Some(access) = &access {
+        if let Some(provider) = &provider {
+            access.provider(provider);
+        }
+        parts.extensions.insert(access.clone());
     }
     let shape = ErrorShape::for_request(&parts);
     // HEAD is answered as GET would be: same status and headers, no body (see `headless`).
@@ -294,6 +299,10 @@ async fn route(
     if let Some(provider) = provider {
         // For the HTTP metrics layer above.
         response.extensions_mut().insert(provider);
+    }
+    if let Some(access) = access {
+        // For the access line.
+        response.extensions_mut().insert(access);
     }
     response
 }
@@ -436,11 +445,13 @@ async fn call_model(
     parts: &http::request::Parts,
     chat: ChatRequest,
 ) -> Result<ModelResponse, Rejection> {
-    let span = tracing::Span::current();
-    span.record("gen_ai.request.model", chat.model.as_str());
+    let access = parts.extensions.get::<AccessNote>().cloned();
     let streaming = chat.stream;
     let (model_label, client): (Arc<str>, _) =
         (Arc::from(chat.model.as_str()), chat.metadata.client.clone());
+    if let Some(access) = &access {
+        access.model(&model_label);
+    }
     let clock = UpstreamClock::default();
     // Only a tier with the rate-limit layer fills a slot; others spend no allocation on it.
     let slot = state.rate_limited.then(RateLimitSlot::default);
@@ -485,8 +496,11 @@ async fn call_model(
     };
     // Every upstream call this request cost, when there was more than the one that
     // answered (the `account` field names that one).
-    if attempts.count() > 1 || (result.is_err() && attempts.count() > 0) {
-        span.record("aiproxy.attempts", attempts.summary());
+    if let Some(access) = access
+        .as_ref()
+        .filter(|_| attempts.count() > 1 || (result.is_err() && attempts.count() > 0))
+    {
+        access.attempts(attempts.summary());
     }
     let limits = slot.and_then(|slot| slot.get());
     let mut response = result.map_err(|e| {
@@ -514,13 +528,13 @@ async fn call_model(
         response.extensions.insert(limits);
     }
     let account = response.extensions.get::<AccountId>().map(|a| a.0.clone());
-    if let Some(account) = &account {
-        span.record("account", &**account);
+    if let (Some(access), Some(account)) = (&access, &account) {
+        access.account(account);
     }
     let counter = state.credits.clone();
     let cache = response.extensions.get::<CacheStatus>().map(|c| c.as_str());
-    // The span lives until the body is sent, so the usage reaches it (and its export); the
-    // credits are counted when the answer is complete.
+    // The usage reaches the note (and the exported span, which lives until the body is
+    // sent); the credits are counted when the answer is complete.
     Ok(response.on_end(move |outcome| {
         if let Some(note) = &journal {
             note.ended(outcome, account.clone(), cache);
@@ -528,17 +542,18 @@ async fn call_model(
         let Some(usage) = outcome.usage else {
             return;
         };
-        if let (Some(credits), Some(account)) = (credits::of(&usage), &account) {
+        let credits = credits::of(&usage);
+        if let (Some(credits), Some(account)) = (credits, &account) {
             counter.add(credits, account, &model_label, client.shared());
-            span.record("aiproxy.kiro.credits", credits);
         }
-        if !span.is_disabled() {
-            let input = usage.input + usage.cache_read + usage.cache_write;
-            // Integers, as the GenAI conventions have them (tracing-opentelemetry exports
-            // unsigned fields as text).
-            let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            span.record("gen_ai.usage.input_tokens", int(input));
-            span.record("gen_ai.usage.output_tokens", int(usage.output));
+        if let Some(access) = &access {
+            if let (Some(credits), Some(_)) = (credits, &account) {
+                access.credits(credits);
+            }
+            access.usage(
+                usage.input + usage.cache_read + usage.cache_write,
+                usage.output,
+            );
         }
     }))
 }

@@ -9,6 +9,7 @@
 //! stalls (a blocked pipe), lines beyond the buffer's bound are dropped (and counted) rather
 //! than stalling requests. Colours only when stderr is a terminal.
 
+pub mod access;
 pub mod batched;
 pub mod journal;
 pub mod metrics;
@@ -104,6 +105,7 @@ pub fn init(format: LogFormat, runtime: Option<&tokio::runtime::Handle>) -> LogG
     if let Some(problem) = problem {
         tracing::warn!("traces are not exported: {problem}");
     } else if traces.is_some() {
+        access::spans_exported();
         tracing::info!("exporting traces over OTLP/HTTP");
     }
     LogGuard {
