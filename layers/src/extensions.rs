@@ -13,7 +13,10 @@ pub struct ClientKey(Arc<str>);
 impl ClientKey {
     /// The label used when the server runs without API keys.
     pub fn anonymous() -> Self {
-        Self(Arc::from("anonymous"))
+        // One label for the whole process: a request takes a clone, not a new allocation.
+        static ANONYMOUS: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from("anonymous"));
+        Self(Arc::clone(&ANONYMOUS))
     }
 
     /// A client with this label (embedders that authenticate themselves, and tests).

@@ -1,4 +1,5 @@
 use super::service::Auth;
+use crate::ClientKey;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tower_layer::Layer;
@@ -7,6 +8,8 @@ use tower_layer::Layer;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AuthConfig {
     pub(crate) keys: Vec<Box<[u8]>>,
+    /// Each key's client label (`key-1`, ...), built once: a request takes a clone.
+    pub(crate) labels: Vec<ClientKey>,
     pub(crate) public_paths: HashSet<String>,
     pub(crate) public_preflights: bool,
 }
@@ -25,14 +28,16 @@ impl AuthLayer {
         I: IntoIterator<Item = K>,
         K: AsRef<str>,
     {
-        let keys = keys
+        let keys: Vec<Box<[u8]>> = keys
             .into_iter()
             .filter(|k| !k.as_ref().is_empty())
             .map(|k| k.as_ref().as_bytes().to_vec().into_boxed_slice())
             .collect();
+        let labels = (0..keys.len()).map(ClientKey::numbered).collect();
         Self {
             config: Arc::new(AuthConfig {
                 keys,
+                labels,
                 public_paths: HashSet::new(),
                 public_preflights: false,
             }),

@@ -88,7 +88,7 @@ fn check<B>(config: &AuthConfig, request: &Request<B>) -> Result<(ClientKey, boo
         None => return Err(missing_key()),
     };
     match matching_key(&config.keys, presented) {
-        Some(position) => Ok((ClientKey::numbered(position), is_query)),
+        Some(position) => Ok((config.labels[position].clone(), is_query)),
         None => Err(invalid_key()),
     }
 }
