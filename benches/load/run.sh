@@ -77,6 +77,16 @@ openai_body "$slow_text" 1 >"$work/proxy_slow.json"
 direct=(--url "$fake/generateAssistantResponse" --header "authorization:Bearer $token")
 via=(--url "$proxy/v1/chat/completions" --header "authorization:Bearer bench")
 run() { pin 0 "$load" "$@"; }
+# aiproxy's CPU (user + system clock ticks) over one load run, added to $work/cpu_NAME:
+# `cpu_run NAME LOADGEN-ARGS...` prints the load generator's result as `run` does.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy_pid/stat"; }
+cpu_run() {
+    local name=$1 before
+    shift
+    before=$(cpu_ticks)
+    run "$@"
+    echo $(( $(cpu_ticks) - before )) >>"$work/cpu_$name"
+}
 
 # Warm both paths (token refresh, connection pools).
 run saturate "${via[@]}" --body "$work/proxy_small.json" --connections 4 --seconds 1 >/dev/null
@@ -87,7 +97,7 @@ sat_pairs=""
 for round in $(seq "$SAT_ROUNDS"); do
     echo "== saturation pair $round/$SAT_ROUNDS (closed loop, $CONNECTIONS connections, ${SAT_SECONDS}s per path)" >&2
     d=$(run saturate "${direct[@]}" --body "$work/direct_small.json" --connections "$CONNECTIONS" --seconds "$SAT_SECONDS")
-    p=$(run saturate "${via[@]}" --body "$work/proxy_small.json" --connections "$CONNECTIONS" --seconds "$SAT_SECONDS")
+    p=$(cpu_run saturate saturate "${via[@]}" --body "$work/proxy_small.json" --connections "$CONNECTIONS" --seconds "$SAT_SECONDS")
     sat_pairs+="{\"direct\": $d, \"proxy\": $p}"$'\n'
 done
 saturation=$(printf '%s' "$sat_pairs" | python3 -c '
@@ -100,10 +110,10 @@ print(json.dumps({"pairs": pairs, "ratios": ratios, "ratio_median": statistics.m
     "failed": sum(p["direct"]["failed"] + p["proxy"]["failed"] for p in pairs)}))')
 echo "== fixed rate ($RATE req/s, ${RUN_SECONDS}s)" >&2
 rate_direct=$(run rate "${direct[@]}" --body "$work/direct_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
-rate_proxy=$(run rate "${via[@]}" --body "$work/proxy_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
+rate_proxy=$(cpu_run rate rate "${via[@]}" --body "$work/proxy_small.json" --rps "$RATE" --seconds "$RUN_SECONDS")
 echo "== fixed rate ($RATE_HIGH req/s, ${RUN_SECONDS}s)" >&2
 high_direct=$(run rate "${direct[@]}" --body "$work/direct_small.json" --rps "$RATE_HIGH" --seconds "$RUN_SECONDS")
-high_proxy=$(run rate "${via[@]}" --body "$work/proxy_small.json" --rps "$RATE_HIGH" --seconds "$RUN_SECONDS")
+high_proxy=$(cpu_run rate_high rate "${via[@]}" --body "$work/proxy_small.json" --rps "$RATE_HIGH" --seconds "$RUN_SECONDS")
 echo "== streaming ($STREAM_EVENTS events, ${STREAM_DELAY_MS} ms apart)" >&2
 stream_direct=$(run stream "${direct[@]}" --body "$work/direct_stream.json" --requests 20)
 stream_proxy=$(run stream "${via[@]}" --body "$work/proxy_stream.json" --requests 20 --skip-chunks 1)
@@ -184,6 +194,7 @@ r = {
   "stream": {"direct": $stream_direct, "proxy": $stream_proxy},
   "slow_streams": $slow,
   "replicas": $redis_json,
+  "cpu_ticks": {"saturate": $(awk '{s += $1} END {print s}' "$work/cpu_saturate"), "rate": $(cat "$work/cpu_rate"), "rate_high": $(cat "$work/cpu_rate_high"), "per_second": $(getconf CLK_TCK)},
   "rss_kib": {"idle": $rss_idle, "before_slow": $rss_before_slow, "peak_slow": $rss_peak_1, "after_first": $rss_after_1,
               "peak_second": $rss_peak_2, "after_second": $rss_after_2},
 }
@@ -196,10 +207,15 @@ events = r["settings"]["stream_events"]
 per_event_added = (st["proxy"]["duration"]["mean_ms"] - st["direct"]["duration"]["mean_ms"]) / events
 content_added = st["proxy"]["first_content"]["p50_ms"] - st["direct"]["first_content"]["p50_ms"]
 mb = lambda kib: kib / 1024
+cpu = r["cpu_ticks"]
+def cpu_us(ticks, runs): return ticks * 1e6 / cpu["per_second"] / max(sum(x["latency"]["count"] for x in runs), 1)
 rows = [
   ("Saturation, direct to fake-kiro", f'{s["direct_median_rps"]:.0f} req/s', f'median of {len(s["pairs"])} runs, {r["settings"]["connections"]} connections'),
   ("Saturation, through aiproxy", f'{s["proxy_median_rps"]:.0f} req/s', f'median of {len(s["pairs"])} runs; {s["failed"]} failed in all'),
   ("Saturation ratio, aiproxy / direct", f'{s["ratio_median"]:.0f} %', f'target >= 60 %; median of the per-pair ratios ({ratios} %)'),
+  (f'aiproxy CPU per request: saturation / {r["settings"]["rate"]} / {r["settings"]["rate_high"]} req/s',
+   f'{cpu_us(cpu["saturate"], [p["proxy"] for p in s["pairs"]]):.1f} / {cpu_us(cpu["rate"], [rt["proxy"]]):.1f} / {cpu_us(cpu["rate_high"], [hi["proxy"]]):.1f} µs',
+   f'user + system time of the aiproxy process over the runs through it, by clock tick (1/{cpu["per_second"]} s), per request answered'),
   (f'Added latency at {r["settings"]["rate"]} req/s, p50', f'{added("p50_ms"):.3f} ms', f'direct p50 {rt["direct"]["latency"]["p50_ms"]:.3f} ms, aiproxy {rt["proxy"]["latency"]["p50_ms"]:.3f} ms'),
   (f'Added latency at {r["settings"]["rate"]} req/s, p90', f'{added("p90_ms"):.3f} ms', ""),
   (f'Added latency at {r["settings"]["rate"]} req/s, p99', f'{added("p99_ms"):.3f} ms', f'target < 1 ms; failed: direct {rt["direct"]["failed"]}, aiproxy {rt["proxy"]["failed"]}'),
