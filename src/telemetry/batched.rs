@@ -19,9 +19,9 @@ use std::time::Duration;
 
 /// How long the writer waits after the first line of a batch for more. Each batch wakes the
 /// writer twice on the requests' core (the first line, the end of the wait): at 1000 req/s,
-/// 5 ms cost about 14 µs of aiproxy's CPU per request more than 100 ms (precise run times
-/// from `/proc/PID/task/*/schedstat`, five pairs of runs); a line reaches stderr at most
-/// this late, and everything buffered is written at exit.
+/// 5 ms cost about 10 µs of aiproxy's CPU per request more than 100 ms (medians of five
+/// pairs of runs, run times from `/proc/PID/task/*/schedstat`); a line reaches stderr at
+/// most this late, and everything buffered is written at exit.
 pub const GATHER: Duration = Duration::from_millis(100);
 
 /// The buffer's bound (lines beyond it are dropped while the sink is stalled).
