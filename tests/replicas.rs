@@ -338,6 +338,9 @@ async fn redis_down_in_open_mode_falls_back_then_shares_again() {
         assert!(Instant::now() < deadline, "never shared again: {health}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The other replica probes Redis on its own (once a second while it is down): until it
+    // is back too, what it answers is neither limited nor cached in Redis.
+    wait_shared(&proxies).await;
     let answer = chat(&proxies[1].base).await;
     assert_eq!(answer.status, 200);
     let keys = redis_cli(&redis, &["--scan", "--pattern", "test:rl:*"]);
