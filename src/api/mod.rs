@@ -542,14 +542,13 @@ async fn call_model(
         let Some(usage) = outcome.usage else {
             return;
         };
-        let credits = credits::of(&usage);
-        if let (Some(credits), Some(account)) = (credits, &account) {
+        if let (Some(credits), Some(account)) = (credits::of(&usage), &account) {
             counter.add(credits, account, &model_label, client.shared());
-        }
-        if let Some(access) = &access {
-            if let (Some(credits), Some(_)) = (credits, &account) {
+            if let Some(access) = &access {
                 access.credits(credits);
             }
+        }
+        if let Some(access) = &access {
             access.usage(
                 usage.input + usage.cache_read + usage.cache_write,
                 usage.output,
