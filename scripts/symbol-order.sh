@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Writes build/symbol-order.txt: the release binary's functions in the order build.rs has the
+# linker lay them out. Run it after a dependency update (a list whose names are gone from the
+# binary is skipped by the linker, so the build never breaks, only the locality goes):
+#
+#   bash scripts/symbol-order.sh     # needs valgrind; about 3 minutes after the build
+#
+# The release binary runs under callgrind in live mode against `aiproxy fake-kiro`: first its
+# start (to idle), then a round of requests through each API, streamed and not. The list is
+# the functions of the start, then those the requests added, each group hottest first. The
+# functions nothing here runs (other sub-commands, error paths) stay out, so they end up
+# after the list, away from the code that runs.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+cargo build --release --locked --bin aiproxy
+bin=${CARGO_TARGET_DIR:-$root/target}/release/aiproxy
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
+
+"$bin" fake-kiro --port 0 >"$work/fake.out" 2>"$work/fake.err" &
+pids+=($!)
+fake=$(wait_listening "$work/fake.out")
+live_proxy_args "$fake" "$work" order-proxy
+valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
+    --callgrind-out-file="$work/cg.%p" "$bin" --port 0 --api-key order "${live_args[@]}" \
+    >"$work/proxy.out" 2>"$work/proxy.err" &
+proxy_pid=$!
+pids+=($proxy_pid)
+# Under callgrind the start takes a while: wait for the listening line and the first catalog.
+for _ in $(seq 600); do grep -q "listening on" "$work/proxy.out" 2>/dev/null && break; sleep 0.2; done
+proxy=$(sed -n 's/.*listening on //p' "$work/proxy.out" | head -1)
+[ -n "$proxy" ] || { echo "aiproxy did not start under callgrind: $(cat "$work/proxy.err")" >&2; exit 1; }
+sleep 3
+callgrind_control --dump=start "$proxy_pid" >/dev/null
+
+post() { curl -s -o /dev/null -w '%{http_code}\n' "$proxy$1" -H "authorization: Bearer order" -H "content-type: application/json" -d "$2"; }
+for stream in false true; do
+    for _ in 1 2; do
+        post /v1/chat/completions "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
+        post /v1/messages "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
+        post /v1/responses "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"input\":\"hello there\"}"
+    done
+done
+curl -s -o /dev/null "$proxy/v1/models" -H "authorization: Bearer order"
+curl -s -o /dev/null "$proxy/health"
+kill -TERM "$proxy_pid"
+wait "$proxy_pid" || true
+
+python3 - "$work" "$bin" "$root/build/symbol-order.txt" <<'PY'
+import glob, re, subprocess, sys
+work, binary, out = sys.argv[1:4]
+ours = set(subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
+           .stdout.split()[2::3])
+def costs(path):
+    """function -> its own instruction count, from one callgrind dump (uncompressed names)."""
+    cost, fn, obj, call_line = {}, None, None, False
+    for line in open(path, errors="replace"):
+        if line.startswith("ob="):
+            obj = line[3:].strip()
+        elif line.startswith("fn="):
+            fn = line[3:].strip() if obj and obj.endswith("/aiproxy") else None
+        elif line.startswith("calls="):
+            call_line = True  # the next cost line is the callee's (inclusive), not fn's own
+        elif line[:1].isdigit():
+            parts = line.split()
+            if fn and not call_line and len(parts) >= 2:
+                cost[fn] = cost.get(fn, 0) + int(parts[1])
+            call_line = False
+    return cost
+dumps = sorted(glob.glob(f"{work}/cg.*"), key=lambda p: (p.count("."), p))
+start = [p for p in dumps if p.endswith(".1")] or dumps[:1]
+rest = [p for p in dumps if p not in start]
+order, seen = [], set()
+for group in (start, rest):
+    merged = {}
+    for path in group:
+        for fn, c in costs(path).items():
+            merged[fn] = merged.get(fn, 0) + c
+    for fn, _ in sorted(merged.items(), key=lambda kv: -kv[1]):
+        if fn in ours and fn not in seen:
+            seen.add(fn)
+            order.append(fn)
+open(out, "w").write("".join(f + "\n" for f in order))
+print(f"{len(order)} functions ({len(start)} start dump(s), {len(rest)} request dump(s)) -> {out}")
+PY
