@@ -47,6 +47,17 @@ for stream in false true; do
         post /v1/responses "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"input\":\"hello there\"}"
     done
 done
+# Then many at once, as under load: new upstream connections, a fuller pool, timers, streams
+# whose events arrive apart (these are most of what runs when 1000 streams are open).
+slow='{"model":"claude-sonnet-4-5","stream":true,"messages":[{"role":"user","content":"a b c d e f g h\nfake-kiro: {\"event_delay_ms\": 50}"}]}'
+clients=()
+for _ in $(seq 40); do
+    post /v1/chat/completions "$slow" >/dev/null &
+    clients+=($!)
+    post /v1/chat/completions '{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hello there"}]}' >/dev/null &
+    clients+=($!)
+done
+wait "${clients[@]}"
 curl -s -o /dev/null "$proxy/v1/models" -H "authorization: Bearer order"
 curl -s -o /dev/null "$proxy/health"
 kill -TERM "$proxy_pid"
