@@ -16,3 +16,17 @@ live_proxy_args() { # fake-URL work-dir refresh-token
     live_args=(--kiro-oauth-creds-file "$2/creds.json" --kiro-base-url "$1"
         --kiro-refresh-url "$1/refreshToken" --state-dir "$2/state")
 }
+
+# Builds the release binary and sets `bin` to it, `work` to a fresh directory and `pids` to an
+# empty list; on exit the processes in `pids` are stopped and `work` is removed.
+release_and_work_dir() { # repository-root
+    cargo build --release --locked --bin aiproxy
+    bin=${CARGO_TARGET_DIR:-$1/target}/release/aiproxy
+    work=$(mktemp -d)
+    pids=()
+    trap stop_and_clean EXIT
+}
+stop_and_clean() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}

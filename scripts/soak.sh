@@ -11,14 +11,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_WORKERS=${SOAK_WORKERS:-16}
-cargo build --release --locked --bin aiproxy
-bin=${CARGO_TARGET_DIR:-$root/target}/release/aiproxy
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
+release_and_work_dir "$root"
 ("$bin" fake-kiro --port 0 --event-delay-ms 2 >"$work/fake.out" 2>"$work/fake.err") &
 pids+=($!)
 fake=$(wait_listening "$work/fake.out")

@@ -14,14 +14,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-cargo build --release --locked --bin aiproxy
-bin=${CARGO_TARGET_DIR:-$root/target}/release/aiproxy
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
+release_and_work_dir "$root"
 
 "$bin" fake-kiro --port 0 >"$work/fake.out" 2>"$work/fake.err" &
 pids+=($!)
