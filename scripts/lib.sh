@@ -1,8 +1,9 @@
 # Shell helpers shared by the harness scripts (sourced, not run).
 
-# Waits for a server's "listening on URL" line in `file` and prints the URL.
-wait_listening() { # file -> prints URL
-    for _ in $(seq 200); do
+# Waits for a server's "listening on URL" line in `file` (10 s, or `tries` x 50 ms) and prints
+# the URL.
+wait_listening() { # file [tries] -> prints URL
+    for _ in $(seq "${2:-200}"); do
         if grep -q "listening on" "$1" 2>/dev/null; then sed -n 's/.*listening on //p' "$1" | head -1; return; fi
         sleep 0.05
     done

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Writes build/symbol-order.txt: the release binary's functions in the order build.rs has the
-# linker lay them out. Run it after a dependency update (a list whose names are gone from the
-# binary is skipped by the linker, so the build never breaks, only the locality goes):
+# linker lay them out. Run it after a dependency or compiler update (a list whose names are gone
+# from the binary is skipped by the linker, so the build never breaks, only the locality goes):
 #
-#   bash scripts/symbol-order.sh     # needs valgrind; about 3 minutes after the build
+#   bash scripts/symbol-order.sh     # needs valgrind; under a minute after the build
 #
 # The release binary runs under callgrind in live mode against `aiproxy fake-kiro`: first its
-# start (to idle), then a round of requests through each API, streamed and not. The list is
+# start (to idle), then a round of requests through each API, streamed and not, then 80 at
+# once (slow streams and plain requests). The list is
 # the functions of the start, then those the requests added, each group hottest first. The
 # functions nothing here runs (other sub-commands, error paths) stay out, so they end up
 # after the list, away from the code that runs.
@@ -27,10 +28,10 @@ valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no 
     >"$work/proxy.out" 2>"$work/proxy.err" &
 proxy_pid=$!
 pids+=($proxy_pid)
-# Under callgrind the start takes a while: wait for the listening line and the first catalog.
-for _ in $(seq 600); do grep -q "listening on" "$work/proxy.out" 2>/dev/null && break; sleep 0.2; done
-proxy=$(sed -n 's/.*listening on //p' "$work/proxy.out" | head -1)
-[ -n "$proxy" ] || { echo "aiproxy did not start under callgrind: $(cat "$work/proxy.err")" >&2; exit 1; }
+# Under callgrind the start takes a while: up to 2 minutes for the listening line, then time
+# for the first catalog.
+proxy=$(wait_listening "$work/proxy.out" 2400) ||
+    { echo "aiproxy did not start under callgrind: $(cat "$work/proxy.err")" >&2; exit 1; }
 sleep 3
 callgrind_control --dump=start "$proxy_pid" >/dev/null
 
@@ -59,7 +60,7 @@ kill -TERM "$proxy_pid"
 wait "$proxy_pid" || true
 
 python3 - "$work" "$bin" "$root/build/symbol-order.txt" <<'PY'
-import glob, re, subprocess, sys
+import glob, subprocess, sys
 work, binary, out = sys.argv[1:4]
 ours = set(subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
            .stdout.split()[2::3])

@@ -21,14 +21,14 @@ SLOW_STREAMS=${SLOW_STREAMS:-1000}
 SLOW_DELAY_MS=${SLOW_DELAY_MS:-200}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 # Two builds: with the example in the same one, the dev-dependencies' features would be in the
 # binary's dependencies too (tokio's test-util, more of tower's), so it would not be the
 # binary `cargo build --release` makes, and its symbols would not be build/symbol-order.txt's.
-cargo build --release --locked --bin aiproxy
+release_and_work_dir "$root"
 cargo build --release --locked --example loadgen
-target=${CARGO_TARGET_DIR:-$root/target}/release
-bin=$target/aiproxy
-load=$target/examples/loadgen
+load=${CARGO_TARGET_DIR:-$root/target}/release/examples/loadgen
 # How much of the code-layout list (build.rs) the linker could apply: names go stale when a
 # dependency or the compiler changes (then rerun scripts/symbol-order.sh).
 symbol_order="unknown (no nm)"
@@ -37,10 +37,6 @@ if command -v nm >/dev/null && [ -f build/symbol-order.txt ]; then
     found=$(nm --defined-only "$bin" | awk '{print $3}' | sort -u | comm -12 - <(sort -u build/symbol-order.txt) | wc -l)
     symbol_order="$found of $listed listed functions found in the binary"
 fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 
 # Two cores: the fake and the load generator share core 0, aiproxy gets core 1.
 cores=$(nproc)
@@ -50,8 +46,6 @@ spawn_pinned() { local core=$1; shift; if command -v taskset >/dev/null && [ "$c
 pinning="none (fewer than 2 cores or no taskset)"
 command -v taskset >/dev/null && [ "$cores" -ge 2 ] && pinning="fake-kiro and load generator on core 0, aiproxy on core 1 (taskset)"
 
-# shellcheck source=scripts/lib.sh
-source "$root/scripts/lib.sh"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 (spawn_pinned 0 "$bin" fake-kiro --port 0 >"$work/fake.out" 2>"$work/fake.err") &

@@ -4,9 +4,9 @@
 //!
 //! The request span used to carry these as fields recorded one by one: each `record`
 //! re-entered the span registry and appended to the span's formatted fields: with the
-//! default INFO logging, about 1 µs a request more (pipeline bench) than one formatted event. The span still
-//! gets them when traces are exported (an OTLP backend reads span attributes, not lines):
-//! [`AccessNote`] records them into it then.
+//! default INFO logging, about 1 µs a request more (pipeline bench) than one formatted event.
+//! The span still gets them when traces are exported (an OTLP backend reads span attributes,
+//! not lines): [`AccessNote`] records them into it then.
 
 use aiproxy_layers::ProviderId;
 use std::sync::atomic::{AtomicBool, Ordering};
