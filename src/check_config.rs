@@ -166,6 +166,7 @@ fn describe(config: &Config, text: &mut String) {
                 .clone()
                 .unwrap_or_else(|| "default".into()),
         ),
+        ("kiro_ca_file", path(config.kiro_ca_file.as_deref())),
         ("max_connections", config.max_connections.to_string()),
         ("request_timeout", seconds(config.request_timeout)),
         ("state_dir", config.state_dir.display().to_string()),

@@ -154,11 +154,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 const CATALOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Prints the first stdout line that scripts and tests wait for (useful with `--port 0`).
-fn announce(what: &str, addr: std::net::SocketAddr) {
+fn announce(what: &str, scheme: &str, addr: std::net::SocketAddr) {
     // Written, not printed: a reader that went away after the first line is no reason to
     // stop.
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{what} listening on http://{addr}");
+    let _ = writeln!(stdout, "{what} listening on {scheme}://{addr}");
     let _ = stdout.flush();
 }
 
@@ -241,7 +241,7 @@ async fn run(config: Config) -> ExitCode {
     };
     match listener.local_addr() {
         Ok(addr) => {
-            announce("aiproxy", addr);
+            announce("aiproxy", "http", addr);
             tracing::info!(%addr, provider = %config.model_provider, "listening");
             match &console {
                 Some(_) => tracing::info!("operator console at http://{addr}/console"),
@@ -254,7 +254,7 @@ async fn run(config: Config) -> ExitCode {
     }
     if let Some(metrics) = metrics {
         if let Ok(addr) = metrics.local_addr() {
-            announce("aiproxy metrics", addr);
+            announce("aiproxy metrics", "http", addr);
             tracing::info!(%addr, "metrics port listening (GET /metrics, and the console when it is on)");
         }
         // Ends with the process: scrapes need no draining.
@@ -303,6 +303,17 @@ async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {
     if let Err(error) = server::fd_limit::raise() {
         tracing::warn!(%error, "cannot raise the descriptor limit");
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match server::tls::acceptor(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(error) => {
+                eprintln!("aiproxy fake-kiro: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let shutdown = server::shutdown_signal();
     let listener = match server::bind(&args.host, args.port).await {
         Ok(listener) => listener,
@@ -319,8 +330,12 @@ async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {
         Duration::from_millis(args.event_delay_ms),
     );
     if let Ok(addr) = listener.local_addr() {
-        announce("fake-kiro", addr);
+        announce("fake-kiro", scheme, addr);
     }
-    fake_server::serve(listener, fake, shutdown).await;
+    let listening = fake_server::Listening {
+        tls,
+        h2_max_streams: Some(args.max_concurrent_streams),
+    };
+    fake_server::serve(listener, fake, listening, shutdown).await;
     ExitCode::SUCCESS
 }

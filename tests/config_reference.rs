@@ -56,6 +56,7 @@ const PROBES: &[(&str, &str)] = &[
     ("--kiro-api-key", "ksk_probe"),
     ("--state-dir", "/nonexistent/probe-state"),
     ("--models-file", "/nonexistent/probe-models.toml"),
+    ("--kiro-ca-file", "/nonexistent/probe-ca.pem"),
     ("--max-client-connections", "100"),
     ("--provider-pools-file", "/nonexistent/probe-pools.json"),
     ("--rate-limit-rpm", "60"),

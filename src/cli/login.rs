@@ -9,6 +9,7 @@ use crate::kiro::auth::persist;
 use crate::kiro::auth::signin::device::{DeviceFlow, Target};
 use crate::kiro::auth::signin::social::{self, SocialFlow};
 use crate::kiro::auth::signin::{resolve_profile, SignInError, SignedIn};
+use crate::kiro::transport::trust::KiroTrust;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,7 +36,11 @@ pub enum LoginError {
 /// Runs `aiproxy login`; what it prints goes to `out` (stdout), progress to stderr.
 pub async fn run(args: &LoginArgs, out: &mut impl Write) -> Result<(), LoginError> {
     check_destination(args)?;
-    let http = reqwest::Client::builder()
+    let trust = KiroTrust::load(args.kiro_ca_file.as_deref())
+        .map_err(|e| LoginError::Usage(format!("--kiro-ca-file: {e}")))?;
+    let http = trust
+        .apply(reqwest::Client::builder())
+        .map_err(LoginError::Usage)?
         .timeout(CALL_TIMEOUT)
         .build()
         .map_err(|e| LoginError::Usage(format!("cannot set up the HTTP client: {e}")))?;

@@ -54,6 +54,12 @@ super::section! {
         #[arg(long, env = "KIRO_IDC_REFRESH_URL", value_name = "URL")]
         pub kiro_idc_refresh_url: Option<String>,
 
+        /// PEM file of certificate authorities to trust besides the built-in public ones, for
+        /// the calls to Kiro, its token refreshes and its sign-in services (a TLS-inspecting
+        /// company proxy's authority, or a test Kiro's).
+        #[arg(long, env = "KIRO_CA_FILE", value_name = "FILE")]
+        pub kiro_ca_file: Option<PathBuf>,
+
         /// Upper bound of upstream connections and of concurrent upstream requests [default: 64].
         #[arg(long, env = "AIPROXY_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         pub max_connections: Option<u32>,
@@ -137,6 +143,7 @@ impl KiroArgs {
             &mut config.token_refresh_margin,
             self.token_refresh_margin.map(Duration::from_secs),
         );
+        config.kiro_ca_file = self.kiro_ca_file.or(config.kiro_ca_file.take());
         config.models_file = self.models_file.or(config.models_file.take());
         match self.models_refresh_interval {
             Some(0) => config.models_refresh_interval = None,

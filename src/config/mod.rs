@@ -224,6 +224,10 @@ pub struct LoginArgs {
     /// Where the new login's profile is looked up (ListAvailableProfiles) [default: https://q.REGION.amazonaws.com].
     #[arg(long, value_name = "URL")]
     pub kiro_base_url: Option<String>,
+    /// PEM file of certificate authorities to trust besides the built-in public ones (a
+    /// TLS-inspecting company proxy's).
+    #[arg(long, env = "KIRO_CA_FILE", value_name = "FILE")]
+    pub kiro_ca_file: Option<PathBuf>,
     /// The social sign-in's local callback port [default: the Kiro IDE's: 3128, then the next free of its list].
     #[arg(long, value_name = "PORT")]
     pub callback_port: Option<u16>,
@@ -254,6 +258,10 @@ pub struct AccountsArgs {
     pub json: bool,
 }
 
+/// HTTP/2 streams a client may have open at once on one connection to aiproxy (or to the
+/// fake Kiro, unless its --max-concurrent-streams says otherwise).
+pub const H2_MAX_STREAMS: u32 = 128;
+
 /// `aiproxy fake-kiro` options.
 #[derive(Debug, clap::Args)]
 pub struct FakeKiroArgs {
@@ -269,6 +277,18 @@ pub struct FakeKiroArgs {
     /// Delay before each write of a chat stream, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub event_delay_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM), HTTP/2 or HTTP/1.1 by ALPN as Kiro
+    /// does; aiproxy then needs the authority that signed it (--kiro-ca-file).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// HTTP/2 streams a client may have open at once on one connection (what the fake
+    /// announces in its SETTINGS; beyond it a client waits for one to end).
+    #[arg(long, value_name = "N", default_value_t = H2_MAX_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
 }
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
@@ -332,6 +352,8 @@ pub struct Config {
     pub kiro_refresh_url: Option<String>,
     /// IdC refresh URL override.
     pub kiro_idc_refresh_url: Option<String>,
+    /// Certificate authorities trusted besides the built-in ones.
+    pub kiro_ca_file: Option<PathBuf>,
     /// Upstream connection / concurrency bound.
     pub max_connections: usize,
     /// Connect + first bytes, and idle-gap timeout.
@@ -395,6 +417,7 @@ impl Default for Config {
             kiro_base_url: None,
             kiro_refresh_url: None,
             kiro_idc_refresh_url: None,
+            kiro_ca_file: None,
             max_connections: 64,
             request_timeout: Duration::from_secs(30),
             state_dir: default_state_dir(),

@@ -116,7 +116,11 @@ impl Console {
     /// says how to turn it on).
     pub fn new(config: &Config, accounts: Arc<Accounts>, views: Views) -> Option<Self> {
         let admin_key: &Secret = config.admin_key.as_ref()?;
-        let http = reqwest::Client::builder()
+        // Its sign-in flows call Kiro's sign-in services: the same authorities as the accounts.
+        let http = accounts
+            .trust()
+            .apply(reqwest::Client::builder())
+            .ok()?
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .ok()?;

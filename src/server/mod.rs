@@ -12,6 +12,7 @@ mod error_bodies;
 pub mod fd_limit;
 pub mod metrics_port;
 mod protocol;
+pub mod tls;
 pub mod tracked;
 
 use crate::config::Config;
@@ -45,6 +46,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// HTTP/2: concurrent streams per connection.
+    pub h2_max_streams: u32,
 }
 
 impl Limits {
@@ -60,6 +63,7 @@ impl Limits {
                 fd_limit::default_max_connections(nofile, config.max_connections)
             }),
             shutdown_grace: config.shutdown_timeout,
+            h2_max_streams: crate::config::H2_MAX_STREAMS,
         }
     }
 }
@@ -76,8 +80,6 @@ impl Default for Limits {
     }
 }
 
-/// HTTP/2: concurrent streams per connection.
-const H2_MAX_STREAMS: u32 = 128;
 /// Request headers at most, in bytes (HTTP/1 read buffer and HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// HTTP/2 keep-alive ping interval and how long the ping's answer may take.
@@ -102,7 +104,29 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let builders = Arc::new(protocol::Builders::new());
+    serve_tls(listener, None, service, shutdown, limits).await;
+}
+
+/// [`serve`], over TLS when `tls` is given ([`tls::acceptor`]): the handshake first, then
+/// the protocol ALPN chose.
+pub async fn serve_tls<S, B>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+) where
+    S: tower::Service<http::Request<IdleTimeoutBody<Incoming>>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let builders = Arc::new(protocol::Builders::new(limits.h2_max_streams, tls));
     let registry = Registry::new(limits.max_connections);
     let timeouts = Timeouts {
         header_read: limits.header_read_timeout,

@@ -1,5 +1,5 @@
-//! Which HTTP a client speaks (HTTP/1.1, or h2c with prior knowledge), and its connection
-//! served by hyper.
+//! Which HTTP a client speaks (HTTP/1.1, or h2c with prior knowledge; over TLS, what ALPN
+//! chose), and its connection served by hyper.
 //!
 //! hyper-util's `auto` builder tells them apart by reading the first 24 bytes and handing
 //! them back to hyper on its first read. hyper then sees a partial head, reads again
@@ -9,14 +9,16 @@
 //! buffer.
 
 use super::error_bodies::ErrorBodies;
-use super::{BoxError, H2_MAX_STREAMS, H2_PING, H2_PING_TIMEOUT, MAX_HEADER_BYTES};
+use super::{BoxError, H2_PING, H2_PING_TIMEOUT, MAX_HEADER_BYTES};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 /// What an h2c client sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -48,15 +50,17 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
     }
 }
 
-/// The connection settings of both protocols.
-#[derive(Clone, Debug)]
+/// The connection settings of both protocols, and the TLS of the listener if it has one.
+#[derive(Clone)]
 pub(super) struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Builders {
-    pub(super) fn new() -> Self {
+    /// `h2_max_streams` is HTTP/2's concurrent streams per connection.
+    pub(super) fn new(h2_max_streams: u32, tls: Option<TlsAcceptor>) -> Self {
         let mut http1 = http1::Builder::new();
         // No HTTP/1 timer: hyper's header-read timeout would also run while a keep-alive
         // connection waits for its next request, cutting it after the header-read timeout
@@ -69,15 +73,15 @@ impl Builders {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_concurrent_streams(h2_max_streams)
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(H2_PING)
             .keep_alive_timeout(H2_PING_TIMEOUT);
-        Self { http1, http2 }
+        Self { http1, http2, tls }
     }
 
-    /// Serves `stream` with `service` in the protocol it speaks, watched by `watcher` for
-    /// the graceful shutdown.
+    /// Serves `stream` with `service` in the protocol it speaks (over TLS first when the
+    /// listener has it), watched by `watcher` for the graceful shutdown.
     pub(super) async fn serve<S, B>(
         &self,
         stream: TcpStream,
@@ -92,8 +96,39 @@ impl Builders {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let protocol = sniff(&stream).await?;
-        let io = TokioIo::new(ErrorBodies::new(stream));
+        match &self.tls {
+            None => {
+                let protocol = sniff(&stream).await?;
+                self.serve_io(stream, protocol, service, watcher).await
+            }
+            Some(acceptor) => {
+                let stream = acceptor.accept(stream).await?;
+                let protocol = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                self.serve_io(stream, protocol, service, watcher).await
+            }
+        }
+    }
+
+    async fn serve_io<IO, S, B>(
+        &self,
+        io: IO,
+        protocol: Protocol,
+        service: S,
+        watcher: Watcher,
+    ) -> Result<(), BoxError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let io = TokioIo::new(ErrorBodies::new(io));
         // Each boxed: the connection's task then holds the one it serves, not room for the
         // larger of the two (an HTTP/2 connection is the larger, most clients speak HTTP/1).
         match protocol {

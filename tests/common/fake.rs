@@ -15,8 +15,13 @@ pub struct Fake {
 
 impl Fake {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// `aiproxy fake-kiro` with these flags (`--tls-cert`, `--event-delay-ms`, ...).
+    pub fn start_with(args: &[&str]) -> Self {
         Self {
-            process: Proxy::start_fake(&[]),
+            process: Proxy::start_fake(args),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::kiro::auth::credentials::{self, Credentials};
 use crate::kiro::auth::token_source::FixedToken;
 use crate::kiro::fake::FakeKiro;
 use crate::kiro::transport::http::HttpUpstream;
+use crate::kiro::transport::trust::KiroTrust;
 use crate::kiro::KiroService;
 use aiproxy_layers::model::pool::{MemberSpec, Pool};
 use futures_util::StreamExt;
@@ -44,6 +45,9 @@ pub enum AccountsError {
     /// The HTTP client or the upstream URL could not be set up.
     #[error("cannot set up the Kiro client: {0}")]
     Client(String),
+    /// The extra certificate authorities are unusable.
+    #[error("--kiro-ca-file: {0}")]
+    CaFile(String),
 }
 
 /// The live accounts, for the status views (empty in mock mode).
@@ -108,11 +112,21 @@ pub struct Accounts {
     pool: Pool<KiroService>,
     members: Mutex<Vec<Member>>,
     live: LiveAccounts,
-    clients: Option<(reqwest::Client, HttpUpstream)>,
+    clients: Option<Clients>,
     /// The Kiro model ids each account listed at the last catalog refresh.
     served: Mutex<std::collections::HashMap<String, Vec<String>>>,
     /// What the accounts share with other replicas.
     sharing: Sharing,
+}
+
+/// The clients the accounts without an egress proxy share, and the authorities the clients
+/// of those with one trust too (live mode only).
+struct Clients {
+    /// Token refreshes and REST calls.
+    rest: reqwest::Client,
+    /// Chat.
+    chat: HttpUpstream,
+    trust: KiroTrust,
 }
 
 /// What the accounts share with other replicas (all `None`: one process on its own).
@@ -142,13 +156,20 @@ impl Accounts {
         catalog: Catalog,
         sharing: Sharing,
     ) -> Result<Self, AccountsError> {
+        // Checked in mock mode too: a file that would stop a live start stops this one.
+        let trust =
+            KiroTrust::load(config.kiro_ca_file.as_deref()).map_err(AccountsError::CaFile)?;
         let clients = if config.kiro_mock_mode {
             None
         } else {
-            let client = HttpUpstream::client(config.max_connections, config.request_timeout, None)
-                .map_err(AccountsError::Client)?;
-            let http = HttpUpstream::new(config.max_connections, config.request_timeout, None);
-            Some((client, http))
+            let (connections, timeout) = (config.max_connections, config.request_timeout);
+            Some(Clients {
+                rest: HttpUpstream::client(connections, timeout, None, &trust)
+                    .map_err(AccountsError::Client)?,
+                chat: HttpUpstream::new(connections, timeout, None, &trust)
+                    .map_err(AccountsError::Client)?,
+                trust,
+            })
         };
         let accounts = Self {
             config: config.clone(),
@@ -166,6 +187,15 @@ impl Accounts {
         let members = accounts.members(&[])?;
         accounts.install(members, false);
         Ok(accounts)
+    }
+
+    /// The certificate authorities the Kiro clients trust besides the built-in ones (none in
+    /// mock mode).
+    pub fn trust(&self) -> KiroTrust {
+        self.clients
+            .as_ref()
+            .map(|clients| clients.trust.clone())
+            .unwrap_or_default()
     }
 
     /// The pool (clones share the members).
@@ -395,7 +425,7 @@ impl Accounts {
 
     fn members(&self, old: &[Member]) -> Result<Vec<Member>, AccountsError> {
         let config = &self.config;
-        let Some((client, http)) = &self.clients else {
+        let Some(clients) = &self.clients else {
             if let Some(file) = &config.pool.file {
                 tracing::info!(file = %file.display(), "mock mode: the pool file is not used");
             }
@@ -424,18 +454,23 @@ impl Accounts {
             );
             // An account with its own proxy gets its own clients; the others share one.
             let (client, http) = match egress {
-                Some(proxy) => (
-                    HttpUpstream::client(
-                        config.max_connections,
-                        config.request_timeout,
-                        Some(proxy),
+                Some(proxy) => {
+                    let failed =
+                        |e| AccountsError::Client(format!("account `{name}`, egress {proxy}: {e}"));
+                    let trust = &clients.trust;
+                    (
+                        HttpUpstream::client(
+                            config.max_connections,
+                            config.request_timeout,
+                            Some(proxy),
+                            trust,
+                        )
+                        .map_err(failed)?,
+                        HttpUpstream::new(cap, config.request_timeout, Some(proxy), trust)
+                            .map_err(failed)?,
                     )
-                    .map_err(|e| {
-                        AccountsError::Client(format!("account `{name}`, egress {proxy}: {e}"))
-                    })?,
-                    HttpUpstream::new(cap, config.request_timeout, Some(proxy)),
-                ),
-                None => (client.clone(), http.clone()),
+                }
+                None => (clients.rest.clone(), clients.chat.clone()),
             };
             let settings = TokenSettings {
                 refresh_margin: config.token_refresh_margin,

@@ -863,13 +863,23 @@ pub(crate) fn describe_failure(kind: &str, host: &str, cause: Option<String>) ->
     }
 }
 
-/// The root cause's message (outer layers of client errors only say "client error").
+/// The root cause's message (outer layers of client errors only say "client error"); a
+/// certificate the client does not trust also says what to do about it.
 pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(inner) = current.source() {
         current = inner;
     }
-    current.to_string()
+    let cause = current.to_string();
+    // rustls's wording for every certificate rejection (unknown issuer, expired, wrong name).
+    if cause.starts_with("invalid peer certificate") {
+        format!(
+            "{cause} (a proxy on the way that inspects TLS? Trust its certificate authority \
+             with --kiro-ca-file)"
+        )
+    } else {
+        cause
+    }
 }
 
 enum RefreshError {

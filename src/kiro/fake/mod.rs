@@ -97,6 +97,8 @@ pub struct Stats {
     pub last_user_agent: Option<String>,
     /// `x-amz-user-agent` of the last chat call.
     pub last_x_amz_user_agent: Option<String>,
+    /// The HTTP version of the last chat call (`HTTP/2.0` over TLS when ALPN chose h2).
+    pub last_http_version: Option<String>,
     /// `profileArn` of the last chat call.
     pub last_profile_arn: Option<String>,
     /// `modelId` of the last chat call.
@@ -698,6 +700,7 @@ impl FakeKiro {
             state.stats.generate_calls += 1;
             state.stats.last_user_agent = header("user-agent");
             state.stats.last_x_amz_user_agent = header("x-amz-user-agent");
+            state.stats.last_http_version = Some(format!("{:?}", request.version()));
             state.script.pop_front()
         };
         if step.as_ref().is_some_and(|s| s.expire_tokens) {

@@ -58,12 +58,28 @@ async fn handle(fake: FakeKiro, request: Request<Body>) -> Result<Response<FakeB
     Ok(response.map(|stream| Either::Left(StreamBody::new(stream.map(frames)))))
 }
 
+/// How the fake listens besides its socket.
+#[derive(Clone, Default)]
+pub struct Listening {
+    /// HTTPS instead of plain HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// HTTP/2 streams per connection [default: aiproxy's own server's].
+    pub h2_max_streams: Option<u32>,
+}
+
 /// Serves `fake` on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, fake: FakeKiro, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    fake: FakeKiro,
+    listening: Listening,
+    shutdown: impl Future<Output = ()>,
+) {
     let service = tower::service_fn(move |request: Request<Body>| handle(fake.clone(), request));
+    let defaults = crate::server::Limits::default();
     let limits = crate::server::Limits {
         shutdown_grace: GRACE,
-        ..crate::server::Limits::default()
+        h2_max_streams: listening.h2_max_streams.unwrap_or(defaults.h2_max_streams),
+        ..defaults
     };
-    crate::server::serve(listener, service, shutdown, limits).await;
+    crate::server::serve_tls(listener, listening.tls, service, shutdown, limits).await;
 }

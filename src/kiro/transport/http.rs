@@ -11,6 +11,7 @@ use crate::chat::ChatError;
 use crate::kiro::auth::account::{describe_failure, root_cause, AccessToken, KIRO_VERSION};
 use crate::kiro::protocol::stream::ByteStream;
 use crate::kiro::transport::egress::{Connector, EgressProxy};
+use crate::kiro::transport::trust::KiroTrust;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -57,8 +58,14 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     /// `max_connections` bounds idle pooled connections per host; `timeout` bounds connect +
-    /// first bytes, and each idle gap of a stream; `egress` is the proxy to dial through.
-    pub fn new(max_connections: usize, timeout: Duration, egress: Option<&EgressProxy>) -> Self {
+    /// first bytes, and each idle gap of a stream; `egress` is the proxy to dial through;
+    /// `trust` the authorities its TLS accepts.
+    pub fn new(
+        max_connections: usize,
+        timeout: Duration,
+        egress: Option<&EgressProxy>,
+        trust: &KiroTrust,
+    ) -> Result<Self, String> {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(timeout));
@@ -68,7 +75,7 @@ impl HttpUpstream {
             None => Connector::Direct(tcp),
         };
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(trust.tls_config()?)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(connector);
@@ -77,17 +84,19 @@ impl HttpUpstream {
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(tls);
-        Self { client, timeout }
+        Ok(Self { client, timeout })
     }
 
     /// Builds the reqwest client of the token refreshes and REST calls (through `egress`
-    /// when set; an unusable proxy is an error that names only its address).
+    /// when set; an unusable proxy is an error that names only its address), trusting
+    /// `trust`'s authorities.
     pub fn client(
         max_connections: usize,
         timeout: Duration,
         egress: Option<&EgressProxy>,
+        trust: &KiroTrust,
     ) -> Result<reqwest::Client, String> {
-        let mut builder = reqwest::Client::builder();
+        let mut builder = trust.apply(reqwest::Client::builder())?;
         if let Some(proxy) = egress {
             builder = builder.proxy(proxy.reqwest()?);
         }
