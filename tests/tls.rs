@@ -8,8 +8,8 @@
 
 mod common;
 
-use common::fake::{read_json, Fake};
-use common::{hermetic_command, post_json, run_to_exit, sse_data, temp_dir};
+use common::fake::{read_json, write_json, Fake};
+use common::{hermetic_command, post_json, run_to_exit, send, sse_data, temp_dir, Proxy};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -227,6 +227,73 @@ async fn a_server_stream_limit_makes_calls_wait_their_turn() {
     let stats = certs.stats(&fake).await;
     assert_eq!(stats["generate_calls"], 6);
     assert_eq!(stats["peak_concurrent_generates"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn each_account_has_its_own_connection() {
+    // One connection carrying several accounts' tokens would tell Kiro they belong together
+    // (the IDE has one user per connection); each account gets its own client.
+    let certs = Certs::new();
+    let fake = certs.fake(&[]);
+    let dir = temp_dir("tls-accounts");
+    let instances: Vec<Value> = ["acct-a", "acct-b"]
+        .iter()
+        .map(|name| {
+            let creds = write_json(
+                &dir,
+                &format!("{name}.json"),
+                &json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+            );
+            json!({"name": name, "credsFile": creds, "baseUrl": fake.process.base,
+                   "refreshUrl": fake.url("/refreshToken")})
+        })
+        .collect();
+    let pools = write_json(&dir, "pools.json", &json!({ "kiro-api": instances }));
+    let state = dir.join("state");
+    let proxy = Proxy::start(
+        &[
+            "--provider-pools-file",
+            pools.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--pool-slow-start",
+            "0",
+            "--kiro-ca-file",
+            certs.ca(),
+        ],
+        &[],
+    );
+    let calls = (0..12).map(|i| {
+        let base = proxy.base.clone();
+        async move {
+            post_json(
+                &base,
+                "/v1/chat/completions",
+                &chat(&format!("n{i}"), i % 2 == 0),
+            )
+            .await
+        }
+    });
+    for answer in futures_util::future::join_all(calls).await {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let instances = send(
+        http::Request::get(format!("{}/loadbalancer/instances", proxy.base))
+            .body(http_body_util::Full::default())
+            .unwrap(),
+    )
+    .await
+    .json();
+    let used = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["requests"].as_u64().unwrap_or(0) > 0)
+        .count();
+    assert_eq!(used, 2, "both accounts served: {instances}");
+    let stats = certs.stats(&fake).await;
+    assert_eq!(stats["generate_calls"], 12);
+    assert_eq!(stats["most_accounts_on_one_connection"], 1, "{stats}");
 }
 
 #[tokio::test]

@@ -57,6 +57,11 @@ enum Standing {
 }
 
 impl Connection {
+    /// Its number, unique in its server.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     fn standing(&self) -> Standing {
         match self.in_flight.load(Ordering::Acquire) {
             0 if self.served.load(Ordering::Acquire) == 0 => Standing::Silent(self.accepted),

@@ -34,7 +34,7 @@ pub struct Tracked<S> {
 
 impl<S> Tracked<S> {
     /// Tracks `inner`'s requests on `connection`; each request carries `ending`, its server's
-    /// end-of-grace signal, as an extension.
+    /// end-of-grace signal, and its [`ConnectionId`] as extensions.
     pub fn new(
         inner: S,
         connection: Arc<Connection>,
@@ -49,6 +49,11 @@ impl<S> Tracked<S> {
         }
     }
 }
+
+/// Which of its server's connections a request came on (an extension of every request): lets
+/// the fake Kiro tell whether aiproxy keeps its accounts on separate connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
 
 /// The connection was closed to make room while this request arrived.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +83,9 @@ where
         let guard = InFlight(Arc::clone(&self.connection));
         let timeout = self.body_read_timeout;
         let mut request = request.map(|body| IdleTimeoutBody::new(body, timeout));
-        request.extensions_mut().insert(self.ending.clone());
+        let extensions = request.extensions_mut();
+        extensions.insert(self.ending.clone());
+        extensions.insert(ConnectionId(self.connection.id()));
         TrackedFuture {
             inner: Some(self.inner.call(request)),
             guard: Some(guard),

@@ -119,13 +119,11 @@ pub struct Accounts {
     sharing: Sharing,
 }
 
-/// The clients the accounts without an egress proxy share, and the authorities the clients
-/// of those with one trust too (live mode only).
+/// The REST client the accounts without an egress proxy share, and the authorities every
+/// account's clients trust (live mode only). Chat clients are each account's own.
 struct Clients {
     /// Token refreshes and REST calls.
     rest: reqwest::Client,
-    /// Chat.
-    chat: HttpUpstream,
     trust: KiroTrust,
 }
 
@@ -165,8 +163,6 @@ impl Accounts {
             let (connections, timeout) = (config.max_connections, config.request_timeout);
             Some(Clients {
                 rest: HttpUpstream::client(connections, timeout, None, &trust)
-                    .map_err(AccountsError::Client)?,
-                chat: HttpUpstream::new(connections, timeout, None, &trust)
                     .map_err(AccountsError::Client)?,
                 trust,
             })
@@ -452,25 +448,23 @@ impl Accounts {
                 egress = %egress.map_or_else(|| "direct".to_owned(), ToString::to_string),
                 "Kiro account loaded"
             );
-            // An account with its own proxy gets its own clients; the others share one.
-            let (client, http) = match egress {
-                Some(proxy) => {
-                    let failed =
-                        |e| AccountsError::Client(format!("account `{name}`, egress {proxy}: {e}"));
-                    let trust = &clients.trust;
-                    (
-                        HttpUpstream::client(
-                            config.max_connections,
-                            config.request_timeout,
-                            Some(proxy),
-                            trust,
-                        )
-                        .map_err(failed)?,
-                        HttpUpstream::new(cap, config.request_timeout, Some(proxy), trust)
-                            .map_err(failed)?,
-                    )
-                }
-                None => (clients.rest.clone(), clients.chat.clone()),
+            // Every account chats over its own connections: one HTTP/2 connection carrying
+            // several accounts' tokens would tell Kiro they belong together (the IDE has one
+            // user per connection), and Kiro's stream limit is then per account. Refreshes
+            // and REST calls (a few an hour) share one client, except behind an egress proxy.
+            let chat = HttpUpstream::new(cap, config.request_timeout, egress, &clients.trust)
+                .map_err(|e| AccountsError::Client(format!("account `{name}`: {e}")))?;
+            let client = match egress {
+                Some(proxy) => HttpUpstream::client(
+                    config.max_connections,
+                    config.request_timeout,
+                    Some(proxy),
+                    &clients.trust,
+                )
+                .map_err(|e| {
+                    AccountsError::Client(format!("account `{name}`, egress {proxy}: {e}"))
+                })?,
+                None => clients.rest.clone(),
             };
             let settings = TokenSettings {
                 refresh_margin: config.token_refresh_margin,
@@ -479,7 +473,7 @@ impl Accounts {
                 shared: self.sharing.tokens.clone(),
             };
             let account = Account::new(name.clone(), credentials, endpoints, settings, client);
-            let mut service = KiroService::live(http, Arc::clone(&account), cap)
+            let mut service = KiroService::live(chat, Arc::clone(&account), cap)
                 .map_err(AccountsError::Client)?;
             if let (Some(gate), Some(_)) = (&self.sharing.leases, overrides.max_concurrency) {
                 service = service.with_leases(Arc::clone(gate), cap);

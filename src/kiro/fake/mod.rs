@@ -99,6 +99,9 @@ pub struct Stats {
     pub last_x_amz_user_agent: Option<String>,
     /// The HTTP version of the last chat call (`HTTP/2.0` over TLS when ALPN chose h2).
     pub last_http_version: Option<String>,
+    /// Most accounts (distinct `x-amz-user-agent` machine ids) whose chat calls came on one
+    /// connection: Kiro can link accounts that share a connection.
+    pub most_accounts_on_one_connection: usize,
     /// `profileArn` of the last chat call.
     pub last_profile_arn: Option<String>,
     /// `modelId` of the last chat call.
@@ -145,6 +148,22 @@ struct State {
     signin: signin::SignIn,
     /// How long a token refresh is held before it is processed.
     refresh_delay: Duration,
+    /// The accounts (machine ids in `x-amz-user-agent`) seen on each connection of chat calls.
+    accounts_by_connection: std::collections::HashMap<u64, std::collections::HashSet<String>>,
+}
+
+impl State {
+    /// Counts the account `agent` on `connection`.
+    fn note_account_on(&mut self, connection: u64, agent: String) {
+        // Bounded: a long run opens many connections; the peak is kept in the stats.
+        if self.accounts_by_connection.len() >= 10_000 {
+            self.accounts_by_connection.clear();
+        }
+        let seen = self.accounts_by_connection.entry(connection).or_default();
+        seen.insert(agent);
+        let most = &mut self.stats.most_accounts_on_one_connection;
+        *most = (*most).max(seen.len());
+    }
 }
 
 impl Default for State {
@@ -157,6 +176,7 @@ impl Default for State {
             revoked_keys: Default::default(),
             cached_prefixes: Default::default(),
             stats: Default::default(),
+            accounts_by_connection: Default::default(),
             usage: None,
             models: models::default_models(),
             refresh_delay: Duration::ZERO,
@@ -701,6 +721,12 @@ impl FakeKiro {
             state.stats.last_user_agent = header("user-agent");
             state.stats.last_x_amz_user_agent = header("x-amz-user-agent");
             state.stats.last_http_version = Some(format!("{:?}", request.version()));
+            let connection = request
+                .extensions()
+                .get::<crate::server::tracked::ConnectionId>();
+            if let (Some(connection), Some(agent)) = (connection, header("x-amz-user-agent")) {
+                state.note_account_on(connection.0, agent);
+            }
             state.script.pop_front()
         };
         if step.as_ref().is_some_and(|s| s.expire_tokens) {

@@ -48,8 +48,7 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
 /// buffers where 4 KiB reads hold half (a larger frame takes more than one read).
 const UPSTREAM_READ_BYTES: usize = 4096;
 
-/// Pooled client, shared by the accounts that go out directly; an account with an egress
-/// proxy has its own.
+/// An account's pooled chat client (each account has its own: see `Accounts`).
 #[derive(Clone, Debug)]
 pub struct HttpUpstream {
     client: HttpsClient,
