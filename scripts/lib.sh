@@ -18,6 +18,22 @@ live_proxy_args() { # fake-URL work-dir refresh-token
         --kiro-refresh-url "$1/refreshToken" --state-dir "$2/state")
 }
 
+# Writes a throwaway certificate authority (DIR/ca.pem) and a certificate it signed for
+# localhost and 127.0.0.1 (DIR/server.pem, DIR/server.key), valid two days: for
+# `aiproxy fake-kiro --tls-cert` and aiproxy's `--kiro-ca-file`. Needs openssl.
+test_authority() { # dir
+    mkdir -p "$1"
+    (cd "$1"
+     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+         -subj "/CN=aiproxy test authority" -keyout ca.key -out ca.pem \
+         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign"
+     openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+         -keyout server.key -out server.csr
+     printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >ext
+     openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile ext -out server.pem) >/dev/null 2>&1
+}
+
 # Builds the release binary and sets `bin` to it, `work` to a fresh directory and `pids` to an
 # empty list; on exit the processes in `pids` are stopped and `work` is removed.
 release_and_work_dir() { # repository-root

@@ -3,9 +3,10 @@
 # linker lay them out. Run it after a dependency or compiler update (a list whose names are gone
 # from the binary is skipped by the linker, so the build never breaks, only the locality goes):
 #
-#   bash scripts/symbol-order.sh     # needs valgrind; under a minute after the build
+#   bash scripts/symbol-order.sh     # needs valgrind and openssl; under a minute after the build
 #
-# The release binary runs under callgrind in live mode against `aiproxy fake-kiro`: first its
+# The release binary runs under callgrind in live mode with an account on `aiproxy fake-kiro`
+# and one on a second fake over TLS: first its
 # start (to idle), then a round of requests through each API, streamed and not, then 80 at
 # once (slow streams and plain requests). The list is
 # the functions of the start, then those the requests added, each group hottest first. The
@@ -15,16 +16,30 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "needs openssl (apt-get install openssl)" >&2; exit 1; }
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
 release_and_work_dir "$root"
 
+# Two fakes, one over TLS (HTTP/2 by ALPN, as Kiro), and an account on each: the code of both
+# upstream paths is listed (the harness measures both).
+test_authority "$work/tls"
 "$bin" fake-kiro --port 0 >"$work/fake.out" 2>"$work/fake.err" &
 pids+=($!)
+"$bin" fake-kiro --port 0 --tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key" \
+    >"$work/fake-tls.out" 2>"$work/fake-tls.err" &
+pids+=($!)
 fake=$(wait_listening "$work/fake.out")
-live_proxy_args "$fake" "$work" order-proxy
+fake_tls=$(wait_listening "$work/fake-tls.out")
+account() { # name fake-URL -> a pool file entry
+    printf '{"refreshToken":"order-%s","authMethod":"social"}' "$1" >"$work/creds-$1.json"
+    printf '{"name":"%s","credsFile":"%s","baseUrl":"%s","refreshUrl":"%s/refreshToken"}' \
+        "$1" "$work/creds-$1.json" "$2" "$2"
+}
+printf '{"kiro-api":[%s,%s]}' "$(account plain "$fake")" "$(account tls "$fake_tls")" >"$work/pools.json"
 valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
-    --callgrind-out-file="$work/cg.%p" "$bin" --port 0 --api-key order "${live_args[@]}" \
+    --callgrind-out-file="$work/cg.%p" "$bin" --port 0 --api-key order \
+    --provider-pools-file "$work/pools.json" --kiro-ca-file "$work/tls/ca.pem" --state-dir "$work/state" \
     >"$work/proxy.out" 2>"$work/proxy.err" &
 proxy_pid=$!
 pids+=($proxy_pid)

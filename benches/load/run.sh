@@ -86,7 +86,7 @@ run() { pin 0 "$load" "$@"; }
 # aiproxy's CPU over one load run, added to $work/cpu_NAME: its threads' run time in ns
 # (schedstat is the scheduler's own clock; /proc/PID/stat's ticks are sampled every 10 ms).
 # `cpu_run NAME LOADGEN-ARGS...` prints the load generator's result as `run` does.
-cpu_ns() { cat /proc/"$proxy_pid"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
+cpu_ns() { cat /proc/"${1:-$proxy_pid}"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; } # [pid]
 cpu_run() {
     local name=$1 before
     shift
@@ -127,20 +127,60 @@ stream_proxy=$(run stream "${via[@]}" --body "$work/proxy_stream.json" --request
 rss_before_slow=$(rss_kib $proxy_pid)
 # The slow-stream phase runs twice: memory that comes back for the second run and ends at the
 # same level is retained (allocator, pooled connections); a leak would grow run over run.
-slow_phase() { # -> sets slow, rss_peak_N, rss_after_N
-    echo "== $SLOW_STREAMS concurrent slow streams (${SLOW_DELAY_MS} ms per event), run $1" >&2
+slow_phase() { # NAME PID URL -> sets slow_NAME, rss_peak_NAME, rss_after_NAME
+    local name=$1 pid=$2 url=$3 result
+    echo "== $SLOW_STREAMS concurrent slow streams (${SLOW_DELAY_MS} ms per event), $name" >&2
     rm -f "$work/peak"
-    ( peak=0; while kill -0 $proxy_pid 2>/dev/null; do r=$(rss_kib $proxy_pid); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$work/peak"; sleep 0.2; done ) &
+    ( peak=0; while kill -0 "$pid" 2>/dev/null; do r=$(rss_kib "$pid"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$work/peak"; sleep 0.2; done ) &
     local sampler=$!
-    slow=$(run stream "${via[@]}" --body "$work/proxy_slow.json" --requests "$SLOW_STREAMS" --concurrency "$SLOW_STREAMS")
+    result=$(run stream --url "$url/v1/chat/completions" --header "authorization:Bearer bench" \
+        --body "$work/proxy_slow.json" --requests "$SLOW_STREAMS" --concurrency "$SLOW_STREAMS")
     kill $sampler 2>/dev/null || true
     wait $sampler 2>/dev/null || true
     sleep 2
-    eval "rss_peak_$1=$(cat "$work/peak")"
-    eval "rss_after_$1=$(rss_kib $proxy_pid)"
+    eval "slow_$name=\$result"
+    eval "rss_peak_$name=$(cat "$work/peak")"
+    eval "rss_after_$name=$(rss_kib "$pid")"
 }
-slow_phase 1
-slow_phase 2
+slow_phase 1 "$proxy_pid" "$proxy"
+slow_phase 2 "$proxy_pid" "$proxy"
+slow=$slow_1
+
+# The production path: Kiro over TLS, where ALPN picks HTTP/2 and one connection carries every
+# stream of the accounts that go out directly (the runs above reach the fake over plain
+# HTTP/1.1: a connection per stream). The fake serves a certificate from a throwaway
+# authority that aiproxy trusts with --kiro-ca-file, and allows all the streams on one
+# connection (Kiro's own limit is unknown; a lower one makes calls wait, see tests/tls.rs).
+tls_json=null
+if command -v openssl >/dev/null; then
+    mkdir -p "$work/tls-proxy"
+    test_authority "$work/tls"
+    (spawn_pinned 0 "$bin" fake-kiro --port 0 --tls-cert "$work/tls/server.pem" --tls-key "$work/tls/server.key" \
+        --max-concurrent-streams $((SLOW_STREAMS * 2)) >"$work/fake-tls.out" 2>"$work/fake-tls.err") &
+    pids+=($!)
+    fake_tls=$(wait_listening "$work/fake-tls.out")
+    live_proxy_args "$fake_tls" "$work/tls-proxy" bench-tls
+    (spawn_pinned 1 "$bin" --port 0 --api-key bench --max-connections 4096 --request-timeout 60 \
+        --kiro-ca-file "$work/tls/ca.pem" "${live_args[@]}" >"$work/proxy-tls.out" 2>"$work/proxy-tls.err") &
+    tls_pid=$!
+    pids+=($tls_pid)
+    proxy_tls=$(wait_listening "$work/proxy-tls.out")
+    sleep 0.5
+    rss_tls_idle=$(rss_kib $tls_pid)
+    tls_via=(--url "$proxy_tls/v1/chat/completions" --header "authorization:Bearer bench")
+    run saturate "${tls_via[@]}" --body "$work/proxy_small.json" --connections 4 --seconds 1 >/dev/null
+    echo "== saturation through aiproxy, Kiro over TLS (${SAT_SECONDS}s)" >&2
+    tls_cpu_before=$(cpu_ns "$tls_pid")
+    tls_sat=$(run saturate "${tls_via[@]}" --body "$work/proxy_small.json" --connections "$CONNECTIONS" --seconds "$SAT_SECONDS")
+    tls_cpu=$(( $(cpu_ns "$tls_pid") - tls_cpu_before ))
+    rss_tls_before=$(rss_kib $tls_pid)
+    slow_phase tls1 "$tls_pid" "$proxy_tls"
+    slow_phase tls2 "$tls_pid" "$proxy_tls"
+    tls_json="{\"saturate\": $tls_sat, \"cpu_ns\": $tls_cpu, \"slow_streams\": $slow_tls1,
+      \"rss_kib\": {\"idle\": $rss_tls_idle, \"before_slow\": $rss_tls_before, \"peak_slow\": $rss_peak_tls1,
+        \"after_first\": $rss_after_tls1, \"peak_second\": $rss_peak_tls2, \"after_second\": $rss_after_tls2}}"
+    kill "$tls_pid" 2>/dev/null || true
+fi
 
 # Replicas sharing state: the cost of Redis on the request path. Two more aiproxy processes
 # with the same (never reached) per-key limits on requests and tokens and one account with its
@@ -204,6 +244,7 @@ r = {
   "cpu_ns": {"saturate": $(awk '{s += $1} END {printf "%.0f", s}' "$work/cpu_saturate"), "rate": $(cat "$work/cpu_rate"), "rate_high": $(cat "$work/cpu_rate_high")},
   "rss_kib": {"idle": $rss_idle, "before_slow": $rss_before_slow, "peak_slow": $rss_peak_1, "after_first": $rss_after_1,
               "peak_second": $rss_peak_2, "after_second": $rss_after_2},
+  "kiro_over_tls": $tls_json,
 }
 json.dump(r, open(f"{root}/benches/load/results.json", "w"), indent=2)
 s, rt, st = r["saturation"], r["rate"], r["stream"]
@@ -235,6 +276,15 @@ rows = [
   ("RSS after the slow streams, run 1", f'{mb(r["rss_kib"]["after_first"]):.1f} MiB', f'before them: {mb(r["rss_kib"]["before_slow"]):.1f} MiB; pooled upstream connections (90 s idle timeout) and allocator caches stay'),
   ("RSS after the same load again, run 2", f'{mb(r["rss_kib"]["after_second"]):.1f} MiB', f'peak {mb(r["rss_kib"]["peak_second"]):.1f} MiB; growth between runs: {mb(r["rss_kib"]["after_second"] - r["rss_kib"]["after_first"]):+.1f} MiB'),
 ]
+tl = r["kiro_over_tls"]
+if tl:
+    tk = tl["rss_kib"]
+    rows += [
+      ("Saturation through aiproxy, Kiro over TLS (HTTP/2)", f'{tl["saturate"]["rps"]:.0f} req/s', f'one {r["settings"]["sat_seconds"]} s run after the pairs; CPU per request {cpu_us(tl["cpu_ns"], [tl["saturate"]]):.1f} µs (TLS and HTTP/2 framing on the upstream side); {tl["saturate"]["failed"]} failed'),
+      ("RSS idle, Kiro over TLS", f'{mb(tk["idle"]):.1f} MiB', "another aiproxy process, started with --kiro-ca-file, before any request"),
+      (f'RSS peak, {r["settings"]["slow_streams"]} concurrent streams, Kiro over TLS', f'{mb(tk["peak_slow"]):.1f} MiB', f'target < 60 MiB; the production path: one HTTP/2 connection upstream for every stream; {tl["slow_streams"]["failed"]} failed'),
+      ("RSS after the streams, Kiro over TLS, runs 1 / 2", f'{mb(tk["after_first"]):.1f} / {mb(tk["after_second"]):.1f} MiB', f'peak of run 2 {mb(tk["peak_second"]):.1f} MiB; growth between runs: {mb(tk["after_second"] - tk["after_first"]):+.1f} MiB'),
+    ]
 rr = r["replicas"]
 if rr:
     extra = lambda key: rr["redis"]["latency"][key] - rr["local"]["latency"][key]
@@ -260,6 +310,10 @@ Generated by \`bash benches/load/run.sh\` on {r["date"]}; raw numbers in
 - The upstream is \`aiproxy fake-kiro\` (real event-stream frames, token checks on). aiproxy runs in
   live mode against it (credential file, token refresh, pooled HTTP client, IDE headers), so
   the whole production path is measured, not mock mode.
+- The rows marked "Kiro over TLS" use a second fake serving HTTPS (a throwaway authority's
+  certificate, HTTP/2 by ALPN, as Kiro) and a second aiproxy trusting it (\`--kiro-ca-file\`):
+  the path to the real Kiro, where one HTTP/2 connection carries every stream. The other rows
+  reach the fake over plain HTTP/1.1, a connection per stream.
 - "Direct" sends the equivalent Kiro request straight to the fake; "through aiproxy" sends an
   OpenAI \`/v1/chat/completions\` request with an API key. The difference is what aiproxy adds:
   auth, routing, JSON parsing, the Kiro request builder, decoding the event stream and
