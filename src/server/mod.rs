@@ -86,6 +86,42 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 const H2_PING: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A response body the server can write.
+pub trait ResponseBody:
+    http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+/// A service [`serve`] can serve (the pipeline, the fake Kiro): cloned for each connection.
+pub trait Served<B: ResponseBody>:
+    tower::Service<
+        http::Request<IdleTimeoutBody<Incoming>>,
+        Response = http::Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B: ResponseBody> Served<B> for S where
+    S: tower::Service<
+            http::Request<IdleTimeoutBody<Incoming>>,
+            Response = http::Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `service` (the aiproxy pipeline, or the fake Kiro) until `shutdown` completes, then
 /// drains for at most `limits.shutdown_grace`.
 pub async fn serve<S, B>(
@@ -94,15 +130,8 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
     limits: Limits,
 ) where
-    S: tower::Service<http::Request<IdleTimeoutBody<Incoming>>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: Served<B>,
+    B: ResponseBody,
 {
     serve_tls(listener, None, service, shutdown, limits).await;
 }
@@ -116,15 +145,8 @@ pub async fn serve_tls<S, B>(
     shutdown: impl Future<Output = ()>,
     limits: Limits,
 ) where
-    S: tower::Service<http::Request<IdleTimeoutBody<Incoming>>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: Served<B>,
+    B: ResponseBody,
 {
     let builders = Arc::new(protocol::Builders::new(limits.h2_max_streams, tls));
     let registry = Registry::new(limits.max_connections);

@@ -9,7 +9,7 @@
 //! buffer.
 
 use super::error_bodies::ErrorBodies;
-use super::{BoxError, H2_PING, H2_PING_TIMEOUT, MAX_HEADER_BYTES};
+use super::{BoxError, ResponseBody, H2_PING, H2_PING_TIMEOUT, MAX_HEADER_BYTES};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
@@ -48,6 +48,19 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
         }
         tokio::time::sleep(PREFACE_PAUSE).await;
     }
+}
+
+/// A hyper service a connection can be served with (the server's service, wrapped).
+pub(super) trait Hyper<B: ResponseBody>:
+    HttpService<Incoming, ResBody = B, Future: Send + 'static, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+impl<S, B: ResponseBody> Hyper<B> for S where
+    S: HttpService<Incoming, ResBody = B, Future: Send + 'static, Error: Into<BoxError>>
+        + Send
+        + 'static
+{
 }
 
 /// The connection settings of both protocols, and the TLS of the listener if it has one.
@@ -89,12 +102,8 @@ impl Builders {
         watcher: Watcher,
     ) -> Result<(), BoxError>
     where
-        S: HttpService<Incoming, ResBody = B> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: Hyper<B>,
+        B: ResponseBody,
     {
         match &self.tls {
             None => {
@@ -121,12 +130,8 @@ impl Builders {
     ) -> Result<(), BoxError>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: HttpService<Incoming, ResBody = B> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: Hyper<B>,
+        B: ResponseBody,
     {
         let io = TokioIo::new(ErrorBodies::new(io));
         // Each boxed: the connection's task then holds the one it serves, not room for the
