@@ -232,7 +232,8 @@ async fn a_server_stream_limit_makes_calls_wait_their_turn() {
 #[tokio::test]
 async fn each_account_has_its_own_connection() {
     // One connection carrying several accounts' tokens would tell Kiro they belong together
-    // (the IDE has one user per connection); each account gets its own client.
+    // (the IDE has one user per connection); each account gets its own clients, for chat
+    // and model lists (hyper) and for refreshes and usage (reqwest).
     let certs = Certs::new();
     let fake = certs.fake(&[]);
     let dir = temp_dir("tls-accounts");
@@ -258,6 +259,8 @@ async fn each_account_has_its_own_connection() {
             state.to_str().unwrap(),
             "--pool-slow-start",
             "0",
+            "--health-check-interval",
+            "1",
             "--kiro-ca-file",
             certs.ca(),
         ],
@@ -291,7 +294,16 @@ async fn each_account_has_its_own_connection() {
         .filter(|i| i["requests"].as_u64().unwrap_or(0) > 0)
         .count();
     assert_eq!(used, 2, "both accounts served: {instances}");
-    let stats = certs.stats(&fake).await;
+    // The probe's getUsageLimits (the refreshes' client) has run for both accounts too.
+    let mut stats = certs.stats(&fake).await;
+    for _ in 0..100 {
+        if stats["usage_calls"].as_u64().unwrap() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        stats = certs.stats(&fake).await;
+    }
+    assert!(stats["usage_calls"].as_u64().unwrap() >= 4, "{stats}");
     assert_eq!(stats["generate_calls"], 12);
     assert_eq!(stats["most_accounts_on_one_connection"], 1, "{stats}");
 }

@@ -112,19 +112,12 @@ pub struct Accounts {
     pool: Pool<KiroService>,
     members: Mutex<Vec<Member>>,
     live: LiveAccounts,
-    clients: Option<Clients>,
+    /// The certificate authorities the accounts' clients trust; `None` in mock mode.
+    trust: Option<KiroTrust>,
     /// The Kiro model ids each account listed at the last catalog refresh.
     served: Mutex<std::collections::HashMap<String, Vec<String>>>,
     /// What the accounts share with other replicas.
     sharing: Sharing,
-}
-
-/// The REST client the accounts without an egress proxy share, and the authorities every
-/// account's clients trust (live mode only). Chat clients are each account's own.
-struct Clients {
-    /// Token refreshes and REST calls.
-    rest: reqwest::Client,
-    trust: KiroTrust,
 }
 
 /// What the accounts share with other replicas (all `None`: one process on its own).
@@ -157,16 +150,7 @@ impl Accounts {
         // Checked in mock mode too: a file that would stop a live start stops this one.
         let trust =
             KiroTrust::load(config.kiro_ca_file.as_deref()).map_err(AccountsError::CaFile)?;
-        let clients = if config.kiro_mock_mode {
-            None
-        } else {
-            let (connections, timeout) = (config.max_connections, config.request_timeout);
-            Some(Clients {
-                rest: HttpUpstream::client(connections, timeout, None, &trust)
-                    .map_err(AccountsError::Client)?,
-                trust,
-            })
-        };
+        let trust = (!config.kiro_mock_mode).then_some(trust);
         let accounts = Self {
             config: config.clone(),
             catalog,
@@ -176,7 +160,7 @@ impl Accounts {
             },
             members: Mutex::new(Vec::new()),
             live: LiveAccounts::default(),
-            clients,
+            trust,
             served: Mutex::default(),
             sharing,
         };
@@ -188,10 +172,7 @@ impl Accounts {
     /// The certificate authorities the Kiro clients trust besides the built-in ones (none in
     /// mock mode).
     pub fn trust(&self) -> KiroTrust {
-        self.clients
-            .as_ref()
-            .map(|clients| clients.trust.clone())
-            .unwrap_or_default()
+        self.trust.clone().unwrap_or_default()
     }
 
     /// The pool (clones share the members).
@@ -216,7 +197,7 @@ impl Accounts {
     /// The pool file the accounts come from, if any (none in mock mode, which does not
     /// read it).
     pub fn pool_file(&self) -> Option<&std::path::Path> {
-        self.clients.as_ref().and(self.config.pool.file.as_deref())
+        self.trust.as_ref().and(self.config.pool.file.as_deref())
     }
 
     /// How each account reaches Kiro, in pool order.
@@ -299,7 +280,7 @@ impl Accounts {
 
     /// `mock` or `live`.
     pub fn mode(&self) -> &'static str {
-        if self.clients.is_some() {
+        if self.trust.is_some() {
             "live"
         } else {
             "mock"
@@ -313,7 +294,7 @@ impl Accounts {
     /// requests and finish the ones they have. On an error nothing changes. Returns the
     /// number of accounts.
     pub fn reload(&self) -> Result<usize, AccountsError> {
-        if self.config.pool.file.is_none() || self.clients.is_none() {
+        if self.config.pool.file.is_none() || self.trust.is_none() {
             return Ok(self.lock().len());
         }
         let old = self.lock().clone();
@@ -421,7 +402,7 @@ impl Accounts {
 
     fn members(&self, old: &[Member]) -> Result<Vec<Member>, AccountsError> {
         let config = &self.config;
-        let Some(clients) = &self.clients else {
+        let Some(trust) = &self.trust else {
             if let Some(file) = &config.pool.file {
                 tracing::info!(file = %file.display(), "mock mode: the pool file is not used");
             }
@@ -448,24 +429,25 @@ impl Accounts {
                 egress = %egress.map_or_else(|| "direct".to_owned(), ToString::to_string),
                 "Kiro account loaded"
             );
-            // Every account chats over its own connections: one HTTP/2 connection carrying
-            // several accounts' tokens would tell Kiro they belong together (the IDE has one
-            // user per connection), and Kiro's stream limit is then per account. Refreshes
-            // and REST calls (a few an hour) share one client, except behind an egress proxy.
-            let chat = HttpUpstream::new(cap, config.request_timeout, egress, &clients.trust)
-                .map_err(|e| AccountsError::Client(format!("account `{name}`: {e}")))?;
-            let client = match egress {
-                Some(proxy) => HttpUpstream::client(
-                    config.max_connections,
-                    config.request_timeout,
-                    Some(proxy),
-                    &clients.trust,
-                )
-                .map_err(|e| {
+            // Every account reaches Kiro over its own connections, its chats and its REST
+            // calls alike: a connection carrying several accounts' tokens would tell Kiro they
+            // belong together (the IDE has one user per connection), and Kiro's HTTP/2 stream
+            // limit is then per account.
+            let failed = |e: String| match egress {
+                Some(proxy) => {
                     AccountsError::Client(format!("account `{name}`, egress {proxy}: {e}"))
-                })?,
-                None => clients.rest.clone(),
+                }
+                None => AccountsError::Client(format!("account `{name}`: {e}")),
             };
+            let chat =
+                HttpUpstream::new(cap, config.request_timeout, egress, trust).map_err(failed)?;
+            let client = HttpUpstream::client(
+                config.max_connections,
+                config.request_timeout,
+                egress,
+                trust,
+            )
+            .map_err(failed)?;
             let settings = TokenSettings {
                 refresh_margin: config.token_refresh_margin,
                 state_dir: config.state_dir.clone(),

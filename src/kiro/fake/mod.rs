@@ -99,7 +99,7 @@ pub struct Stats {
     pub last_x_amz_user_agent: Option<String>,
     /// The HTTP version of the last chat call (`HTTP/2.0` over TLS when ALPN chose h2).
     pub last_http_version: Option<String>,
-    /// Most accounts (distinct `x-amz-user-agent` machine ids) whose chat calls came on one
+    /// Most accounts (distinct machine ids of `x-amz-user-agent`) whose calls came on one
     /// connection: Kiro can link accounts that share a connection.
     pub most_accounts_on_one_connection: usize,
     /// `profileArn` of the last chat call.
@@ -148,19 +148,19 @@ struct State {
     signin: signin::SignIn,
     /// How long a token refresh is held before it is processed.
     refresh_delay: Duration,
-    /// The accounts (machine ids in `x-amz-user-agent`) seen on each connection of chat calls.
+    /// The accounts (machine ids in `x-amz-user-agent`) seen on each connection.
     accounts_by_connection: std::collections::HashMap<u64, std::collections::HashSet<String>>,
 }
 
 impl State {
-    /// Counts the account `agent` on `connection`.
-    fn note_account_on(&mut self, connection: u64, agent: String) {
+    /// Counts the account of machine id `machine` on `connection`.
+    fn note_account_on(&mut self, connection: u64, machine: String) {
         // Bounded: a long run opens many connections; the peak is kept in the stats.
         if self.accounts_by_connection.len() >= 10_000 {
             self.accounts_by_connection.clear();
         }
         let seen = self.accounts_by_connection.entry(connection).or_default();
-        seen.insert(agent);
+        seen.insert(machine);
         let most = &mut self.stats.most_accounts_on_one_connection;
         *most = (*most).max(seen.len());
     }
@@ -238,6 +238,28 @@ impl FakeKiro {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts the account of a call that names one (the machine id ending the IDE's
+    /// `x-amz-user-agent`: chat, REST and usage calls) on the connection it came on.
+    fn note_account(&self, request: &Request<Bytes>) {
+        let Some(connection) = request
+            .extensions()
+            .get::<crate::server::tracked::ConnectionId>()
+        else {
+            return;
+        };
+        let machine = request
+            .headers()
+            .get("x-amz-user-agent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|agent| agent.rsplit_once('-'))
+            .map(|(_, machine)| machine)
+            .filter(|machine| machine.len() == 64);
+        if let Some(machine) = machine {
+            self.lock()
+                .note_account_on(connection.0, machine.to_owned());
+        }
+    }
+
     /// A copy of the counters.
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()
@@ -250,6 +272,7 @@ impl FakeKiro {
 
     /// Answers one HTTP request.
     pub fn handle(&self, request: Request<Bytes>) -> Response<FrameStream> {
+        self.note_account(&request);
         if let Some(flavour) = refresh_flavour(&request) {
             return self.refresh(request.body(), flavour);
         }
@@ -721,12 +744,6 @@ impl FakeKiro {
             state.stats.last_user_agent = header("user-agent");
             state.stats.last_x_amz_user_agent = header("x-amz-user-agent");
             state.stats.last_http_version = Some(format!("{:?}", request.version()));
-            let connection = request
-                .extensions()
-                .get::<crate::server::tracked::ConnectionId>();
-            if let (Some(connection), Some(agent)) = (connection, header("x-amz-user-agent")) {
-                state.note_account_on(connection.0, agent);
-            }
             state.script.pop_front()
         };
         if step.as_ref().is_some_and(|s| s.expire_tokens) {
