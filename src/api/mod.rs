@@ -521,7 +521,10 @@ async fn call_model(
     if streaming {
         response.events = sse::Ending::wrap(
             response.events,
-            parts.extensions.get::<crate::server::StreamsEnding>(),
+            parts
+                .extensions
+                .get::<crate::server::tracked::ServedOn>()
+                .map(|served| &served.ending),
         );
     }
     if let Some(limits) = limits {

@@ -29,31 +29,42 @@ pub struct Tracked<S> {
     inner: S,
     connection: Arc<Connection>,
     body_read_timeout: Duration,
-    ending: super::StreamsEnding,
+    served_on: ServedOn,
 }
 
 impl<S> Tracked<S> {
-    /// Tracks `inner`'s requests on `connection`; each request carries `ending`, its server's
-    /// end-of-grace signal, and its [`ConnectionId`] as extensions.
+    /// Tracks `inner`'s requests on `connection`; each request carries a [`ServedOn`] with
+    /// `ending`, its server's end-of-grace signal, as an extension.
     pub fn new(
         inner: S,
         connection: Arc<Connection>,
         body_read_timeout: Duration,
         ending: super::StreamsEnding,
     ) -> Self {
+        let served_on = ServedOn {
+            ending,
+            connection: connection.id(),
+        };
         Self {
             inner,
             connection,
             body_read_timeout,
-            ending,
+            served_on,
         }
     }
 }
 
-/// Which of its server's connections a request came on (an extension of every request): lets
-/// the fake Kiro tell whether aiproxy keeps its accounts on separate connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnectionId(pub u64);
+/// Where a request was served (one extension of every request, made once per connection):
+/// its server's end-of-grace signal (see [`super::StreamsEnding`]), and which of that
+/// server's connections it came on (the fake Kiro tells by it whether aiproxy keeps its
+/// accounts on separate connections).
+#[derive(Clone, Debug)]
+pub struct ServedOn {
+    /// The server's end-of-grace signal.
+    pub ending: super::StreamsEnding,
+    /// The connection's number, unique in its server.
+    pub connection: u64,
+}
 
 /// The connection was closed to make room while this request arrived.
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +94,7 @@ where
         let guard = InFlight(Arc::clone(&self.connection));
         let timeout = self.body_read_timeout;
         let mut request = request.map(|body| IdleTimeoutBody::new(body, timeout));
-        let extensions = request.extensions_mut();
-        extensions.insert(self.ending.clone());
-        extensions.insert(ConnectionId(self.connection.id()));
+        request.extensions_mut().insert(self.served_on.clone());
         TrackedFuture {
             inner: Some(self.inner.call(request)),
             guard: Some(guard),

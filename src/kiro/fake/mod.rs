@@ -241,9 +241,9 @@ impl FakeKiro {
     /// Counts the account of a call that names one (the machine id ending the IDE's
     /// `x-amz-user-agent`: chat, REST and usage calls) on the connection it came on.
     fn note_account(&self, request: &Request<Bytes>) {
-        let Some(connection) = request
+        let Some(served) = request
             .extensions()
-            .get::<crate::server::tracked::ConnectionId>()
+            .get::<crate::server::tracked::ServedOn>()
         else {
             return;
         };
@@ -256,7 +256,7 @@ impl FakeKiro {
             .filter(|machine| machine.len() == 64);
         if let Some(machine) = machine {
             self.lock()
-                .note_account_on(connection.0, machine.to_owned());
+                .note_account_on(served.connection, machine.to_owned());
         }
     }
 
