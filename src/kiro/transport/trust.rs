@@ -13,10 +13,29 @@ use rustls::RootCertStore;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The trust anchors besides the built-in ones (none by default).
-#[derive(Clone, Debug, Default)]
+/// The trust anchors: the built-in ones, and the file's (none by default).
+#[derive(Clone, Debug)]
 pub struct KiroTrust {
+    /// The file's certificates (for reqwest, which adds them to its own built-in ones).
     extra: Arc<[CertificateDer<'static>]>,
+    /// The built-in authorities and the file's, made once and shared by every client's
+    /// configuration.
+    roots: Arc<RootCertStore>,
+}
+
+impl Default for KiroTrust {
+    fn default() -> Self {
+        Self {
+            extra: Arc::new([]),
+            roots: Arc::new(built_in_roots()),
+        }
+    }
+}
+
+fn built_in_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
 }
 
 impl KiroTrust {
@@ -36,18 +55,18 @@ impl KiroTrust {
                  (a `-----BEGIN CERTIFICATE-----` block)"
             ));
         }
+        let mut roots = built_in_roots();
         for (index, certificate) in extra.iter().enumerate() {
-            RootCertStore::empty()
-                .add(certificate.clone())
-                .map_err(|e| {
-                    format!(
-                        "certificate {} of {shown} cannot be a trust anchor: {e}",
-                        index + 1
-                    )
-                })?;
+            roots.add(certificate.clone()).map_err(|e| {
+                format!(
+                    "certificate {} of {shown} cannot be a trust anchor: {e}",
+                    index + 1
+                )
+            })?;
         }
         Ok(Self {
             extra: extra.into(),
+            roots: Arc::new(roots),
         })
     }
 
@@ -57,19 +76,14 @@ impl KiroTrust {
     }
 
     /// A rustls client configuration trusting the built-in authorities and the file's (no
-    /// ALPN: the HTTPS connector sets it).
+    /// ALPN: the HTTPS connector sets it). Each call makes a new one, with its own session
+    /// cache: clients of different accounts do not resume each other's TLS sessions.
     pub fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
-        let mut roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        // Each was checked by `load`; none is skipped here.
-        let (_, skipped) = roots.add_parsable_certificates(self.extra.iter().cloned());
-        debug_assert_eq!(skipped, 0);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         Ok(rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("cannot set up TLS: {e}"))?
-            .with_root_certificates(roots)
+            .with_root_certificates(Arc::clone(&self.roots))
             .with_no_client_auth())
     }
 
