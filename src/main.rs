@@ -334,7 +334,7 @@ async fn fake_kiro(args: &FakeKiroArgs) -> ExitCode {
     }
     let listening = fake_server::Listening {
         tls,
-        h2_max_streams: Some(args.max_concurrent_streams),
+        h2_max_streams: args.max_concurrent_streams,
     };
     fake_server::serve(listener, fake, listening, shutdown).await;
     ExitCode::SUCCESS

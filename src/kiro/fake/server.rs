@@ -59,12 +59,12 @@ async fn handle(fake: FakeKiro, request: Request<Body>) -> Result<Response<FakeB
 }
 
 /// How the fake listens besides its socket.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Listening {
     /// HTTPS instead of plain HTTP.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// HTTP/2 streams per connection [default: aiproxy's own server's].
-    pub h2_max_streams: Option<u32>,
+    /// HTTP/2 streams per connection.
+    pub h2_max_streams: u32,
 }
 
 /// Serves `fake` on `listener` until `shutdown` completes.
@@ -75,11 +75,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let service = tower::service_fn(move |request: Request<Body>| handle(fake.clone(), request));
-    let defaults = crate::server::Limits::default();
     let limits = crate::server::Limits {
         shutdown_grace: GRACE,
-        h2_max_streams: listening.h2_max_streams.unwrap_or(defaults.h2_max_streams),
-        ..defaults
+        h2_max_streams: listening.h2_max_streams,
+        ..crate::server::Limits::default()
     };
     crate::server::serve_tls(listener, listening.tls, service, shutdown, limits).await;
 }
