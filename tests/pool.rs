@@ -30,7 +30,7 @@ impl Trio {
             .iter()
             .zip(NAMES)
             .map(|(fake, name)| {
-                let mut instance = instance(&dir, fake, name);
+                let mut instance = fake.pool_instance(&dir, name);
                 if let Value::Object(extra) = &extra {
                     instance.as_object_mut().unwrap().extend(extra.clone());
                 }
@@ -137,20 +137,6 @@ impl Trio {
 }
 
 /// A pool-file instance for `fake`, with its own credential file in `dir`.
-fn instance(dir: &std::path::Path, fake: &Fake, name: &str) -> Value {
-    let creds = write_json(
-        dir,
-        &format!("{name}.json"),
-        &json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-    );
-    json!({
-        "name": name,
-        "credsFile": creds,
-        "baseUrl": fake.process.base,
-        "refreshUrl": fake.url("/refreshToken"),
-    })
-}
-
 fn statuses(answers: &[Answer]) -> Vec<u16> {
     let mut s: Vec<u16> = answers.iter().map(|a| a.status).collect();
     s.dedup();
@@ -456,7 +442,7 @@ async fn a_pool_file_edit_adds_and_drains_accounts_with_requests_in_flight() {
         );
         let fourth = Fake::start();
         let mut next: Vec<Value> = trio.instances[1..].to_vec();
-        next.push(instance(trio.pools.parent().unwrap(), &fourth, "acct-d"));
+        next.push(fourth.pool_instance(trio.pools.parent().unwrap(), "acct-d"));
         trio.rewrite(&next);
         // The reload is quick; give it a moment, then load the new pool.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -695,12 +681,12 @@ async fn an_egress_proxy_carries_exactly_its_accounts_traffic() {
     let proxy = TestProxy::start("alice:pa%24s").await;
     let dir = temp_dir("egress");
     let (a, b) = (Fake::start(), Fake::start());
-    let mut via_proxy = instance(&dir, &a, "acct-a");
+    let mut via_proxy = a.pool_instance(&dir, "acct-a");
     via_proxy["egressProxy"] = json!(proxy.url);
     let pools = write_json(
         &dir,
         "provider_pools.json",
-        &json!({"kiro-api": [via_proxy, instance(&dir, &b, "acct-b")]}),
+        &json!({"kiro-api": [via_proxy, b.pool_instance(&dir, "acct-b")]}),
     );
     let state = dir.join("state");
     let aiproxy = Proxy::start(
@@ -753,7 +739,7 @@ async fn an_egress_proxy_carries_exactly_its_accounts_traffic() {
 fn too_many_accounts_behind_one_egress_are_refused_at_start_up() {
     let dir = temp_dir("egress-cap");
     let fake = Fake::start();
-    let instances: Vec<Value> = NAMES.iter().map(|n| instance(&dir, &fake, n)).collect();
+    let instances: Vec<Value> = NAMES.iter().map(|n| fake.pool_instance(&dir, n)).collect();
     let pools = write_json(
         &dir,
         "provider_pools.json",
@@ -834,7 +820,7 @@ async fn new_credentials_under_an_old_name_start_afresh_and_an_edit_does_not() {
         (json!("cooldown"), json!(2))
     );
     // A new sign-in under the same name is another Kiro account: healthy, counted afresh.
-    edited[0] = instance(trio.pools.parent().unwrap(), &trio.fakes[0], "acct-a");
+    edited[0] = trio.fakes[0].pool_instance(trio.pools.parent().unwrap(), "acct-a");
     trio.rewrite(&edited);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let a = trio.instance("acct-a").await;
@@ -864,7 +850,7 @@ async fn an_added_account_ramps_up_instead_of_taking_its_share_at_once() {
     // the comparison is the joiner against them, within the same seconds.
     let fourth = Fake::start();
     let mut next = trio.instances.clone();
-    next.push(instance(trio.pools.parent().unwrap(), &fourth, "acct-d"));
+    next.push(fourth.pool_instance(trio.pools.parent().unwrap(), "acct-d"));
     trio.rewrite(&next);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(trio.instance("acct-d").await["state"], "healthy");

@@ -882,17 +882,7 @@ fn pool_file(accounts: &[(&str, &Fake, Option<usize>)]) -> (std::path::PathBuf, 
     let instances: Vec<Value> = accounts
         .iter()
         .map(|(name, fake, max_concurrency)| {
-            let creds = common::fake::write_json(
-                &dir,
-                &format!("{name}.json"),
-                &serde_json::json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-            );
-            let mut instance = serde_json::json!({
-                "name": name,
-                "credsFile": creds,
-                "baseUrl": fake.process.base,
-                "refreshUrl": fake.url("/refreshToken"),
-            });
+            let mut instance = fake.pool_instance(&dir, name);
             if let Some(cap) = max_concurrency {
                 instance["maxConcurrency"] = serde_json::json!(cap);
             }

@@ -239,15 +239,7 @@ async fn each_account_has_its_own_connection() {
     let dir = temp_dir("tls-accounts");
     let instances: Vec<Value> = ["acct-a", "acct-b"]
         .iter()
-        .map(|name| {
-            let creds = write_json(
-                &dir,
-                &format!("{name}.json"),
-                &json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
-            );
-            json!({"name": name, "credsFile": creds, "baseUrl": fake.process.base,
-                   "refreshUrl": fake.url("/refreshToken")})
-        })
+        .map(|name| fake.pool_instance(&dir, name))
         .collect();
     let pools = write_json(&dir, "pools.json", &json!({ "kiro-api": instances }));
     let state = dir.join("state");

@@ -65,6 +65,22 @@ impl Fake {
         Proxy::start(&all, envs)
     }
 
+    /// A pool file entry `name` for a new social account on this fake (its credential file
+    /// written into `dir`).
+    pub fn pool_instance(&self, dir: &Path, name: &str) -> Value {
+        let creds = write_json(
+            dir,
+            &format!("{name}.json"),
+            &json!({"refreshToken": format!("rt-{name}-{}", uuid::Uuid::new_v4()), "authMethod": "social"}),
+        );
+        json!({
+            "name": name,
+            "credsFile": creds,
+            "baseUrl": self.process.base,
+            "refreshUrl": self.url("/refreshToken"),
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.process.base)
     }
