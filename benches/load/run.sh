@@ -87,12 +87,16 @@ run() { pin 0 "$load" "$@"; }
 # (schedstat is the scheduler's own clock; /proc/PID/stat's ticks are sampled every 10 ms).
 # `cpu_run NAME LOADGEN-ARGS...` prints the load generator's result as `run` does.
 cpu_ns() { cat /proc/"${1:-$proxy_pid}"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; } # [pid]
+# Its threads' context switches (voluntary: a wait for I/O or a wake-up; involuntary: preempted).
+switches() { cat /proc/"$proxy_pid"/task/*/status | awk '/ctxt_switches/ {s += $2} END {printf "%.0f", s}'; }
 cpu_run() {
-    local name=$1 before
+    local name=$1 before switched
     shift
     before=$(cpu_ns)
+    switched=$(switches)
     run "$@"
     echo $(( $(cpu_ns) - before )) >>"$work/cpu_$name"
+    echo $(( $(switches) - switched )) >>"$work/switches_$name"
 }
 
 # Warm both paths (token refresh, connection pools).
@@ -242,6 +246,7 @@ r = {
   "slow_streams": $slow,
   "replicas": $redis_json,
   "cpu_ns": {"saturate": $(awk '{s += $1} END {printf "%.0f", s}' "$work/cpu_saturate"), "rate": $(cat "$work/cpu_rate"), "rate_high": $(cat "$work/cpu_rate_high")},
+  "context_switches": {"saturate": $(awk '{s += $1} END {printf "%.0f", s}' "$work/switches_saturate"), "rate": $(cat "$work/switches_rate"), "rate_high": $(cat "$work/switches_rate_high")},
   "rss_kib": {"idle": $rss_idle, "before_slow": $rss_before_slow, "peak_slow": $rss_peak_1, "after_first": $rss_after_1,
               "peak_second": $rss_peak_2, "after_second": $rss_after_2},
   "kiro_over_tls": $tls_json,
@@ -264,6 +269,10 @@ rows = [
   (f'aiproxy CPU per request: saturation / {r["settings"]["rate"]} / {r["settings"]["rate_high"]} req/s',
    f'{cpu_us(cpu["saturate"], [p["proxy"] for p in s["pairs"]]):.1f} / {cpu_us(cpu["rate"], [rt["proxy"]]):.1f} / {cpu_us(cpu["rate_high"], [hi["proxy"]]):.1f} µs',
    f'run time of the aiproxy process (its threads, scheduler clock) over the runs through it, per request answered; at low rates each request also pays the wake-ups of an idle core'),
+  (f'aiproxy context switches per request: saturation / {r["settings"]["rate"]} / {r["settings"]["rate_high"]} req/s',
+   " / ".join(f'{r["context_switches"][k] / max(sum(x["latency"]["count"] for x in runs), 1):.2f}' for k, runs in
+              [("saturate", [p["proxy"] for p in s["pairs"]]), ("rate", [rt["proxy"]]), ("rate_high", [hi["proxy"]])]),
+   "its threads' switches (/proc/PID/task/*/status) over the same runs: each is a sleep and a wake-up (the worker waits in epoll when it runs out of work)"),
   (f'Added latency at {r["settings"]["rate"]} req/s, p50', f'{added("p50_ms"):.3f} ms', f'direct p50 {rt["direct"]["latency"]["p50_ms"]:.3f} ms, aiproxy {rt["proxy"]["latency"]["p50_ms"]:.3f} ms'),
   (f'Added latency at {r["settings"]["rate"]} req/s, p90', f'{added("p90_ms"):.3f} ms', ""),
   (f'Added latency at {r["settings"]["rate"]} req/s, p99', f'{added("p99_ms"):.3f} ms', f'target < 0.3 ms added; failed: direct {rt["direct"]["failed"]}, aiproxy {rt["proxy"]["failed"]}'),
