@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load harness: one command, loopback only, bounded in time (about 5 minutes).
+# The load harness: one command, loopback only, bounded in time (about 9 minutes after the build).
 #
 #   bash benches/load/run.sh            # writes benches/load/results.json and BENCHMARKS.md
 #
