@@ -136,7 +136,6 @@ impl Trio {
     }
 }
 
-/// A pool-file instance for `fake`, with its own credential file in `dir`.
 fn statuses(answers: &[Answer]) -> Vec<u16> {
     let mut s: Vec<u16> = answers.iter().map(|a| a.status).collect();
     s.dedup();

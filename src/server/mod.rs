@@ -233,11 +233,11 @@ pub async fn serve_tls<S, B>(
     }
 }
 
-/// One server's end-of-grace signal, on every request it serves (in the
-/// [`tracked::ServedOn`] extension): cancelled
-/// when its shutdown grace period is about to run out, so every open answer of that server
-/// ends with its API's error event (see `crate::api`), never a silent cut. Each [`serve`] has
-/// its own: another server in the same process (a test, an embedding app) is not affected.
+/// One server's end-of-grace signal, on every request it serves (in the [`tracked::ServedOn`]
+/// extension): cancelled when its shutdown grace period is about to run out, so every open
+/// answer of that server ends with its API's error event (see `crate::api`), never a silent
+/// cut. Each [`serve`] has its own: another server in the same process (a test, an embedding
+/// app) is not affected.
 #[derive(Clone, Debug, Default)]
 pub struct StreamsEnding(tokio_util::sync::CancellationToken);
 
