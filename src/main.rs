@@ -10,10 +10,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// mimalloc: measured faster on the request path than glibc malloc and jemalloc, and the
-/// smallest at idle (README, Benchmarks). Built without transparent huge pages (its `no_thp`
-/// feature): with them, its arenas took 2 MiB pages from the start (16 MiB of the 29 MiB
-/// idle RSS), and saturation was no better.
+/// mimalloc: measured faster on the request path than glibc malloc, as fast as jemalloc (within
+/// the runs' spread), and the smallest of the three at idle (README, Benchmarks). Built without
+/// transparent huge pages (its `no_thp` feature): with them, its arenas took 2 MiB pages from
+/// the start (16 MiB of the 29 MiB idle RSS), and saturation was no better.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

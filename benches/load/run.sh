@@ -86,11 +86,13 @@ run() { pin 0 "$load" "$@"; }
 # aiproxy's CPU over one load run, added to $work/cpu_NAME: its threads' run time in ns
 # (schedstat is the scheduler's own clock; /proc/PID/stat's ticks are sampled every 10 ms).
 # `cpu_run NAME LOADGEN-ARGS...` prints the load generator's result as `run` does.
-# A thread that ends between the listing and the read (tokio's blocking threads end after 10 s
-# idle) is left out, not an error that stops the harness.
-cpu_ns() { { cat /proc/"${1:-$proxy_pid}"/task/*/schedstat 2>/dev/null || true; } | awk '{s += $1} END {printf "%.0f", s}'; } # [pid]
+# `threads PID FILE`: FILE of each of PID's threads. A thread that ends between the listing and
+# the read (tokio's blocking threads end after 10 s idle) is left out, not an error that stops
+# the harness.
+threads() { cat /proc/"$1"/task/*/"$2" 2>/dev/null || true; }
+cpu_ns() { threads "${1:-$proxy_pid}" schedstat | awk '{s += $1} END {printf "%.0f", s}'; } # [pid]
 # Its threads' context switches (voluntary: a wait for I/O or a wake-up; involuntary: preempted).
-switches() { { cat /proc/"$proxy_pid"/task/*/status 2>/dev/null || true; } | awk '/ctxt_switches/ {s += $2} END {printf "%.0f", s}'; }
+switches() { threads "$proxy_pid" status | awk '/ctxt_switches/ {s += $2} END {printf "%.0f", s}'; }
 cpu_run() {
     local name=$1 before switched
     shift
@@ -274,7 +276,7 @@ rows = [
   (f'aiproxy context switches per request: saturation / {r["settings"]["rate"]} / {r["settings"]["rate_high"]} req/s',
    " / ".join(f'{r["context_switches"][k] / max(sum(x["latency"]["count"] for x in runs), 1):.2f}' for k, runs in
               [("saturate", [p["proxy"] for p in s["pairs"]]), ("rate", [rt["proxy"]]), ("rate_high", [hi["proxy"]])]),
-   "its threads' switches (/proc/PID/task/*/status) over the same runs: each is a sleep and a wake-up (the worker waits in epoll when it runs out of work)"),
+   "its threads' switches (/proc/PID/task/*/status), voluntary and involuntary, over the same runs: a voluntary one is a sleep and a wake-up (the worker waits in epoll when it runs out of work), an involuntary one a preemption"),
   (f'Added latency at {r["settings"]["rate"]} req/s, p50', f'{added("p50_ms"):.3f} ms', f'direct p50 {rt["direct"]["latency"]["p50_ms"]:.3f} ms, aiproxy {rt["proxy"]["latency"]["p50_ms"]:.3f} ms'),
   (f'Added latency at {r["settings"]["rate"]} req/s, p90', f'{added("p90_ms"):.3f} ms', ""),
   (f'Added latency at {r["settings"]["rate"]} req/s, p99', f'{added("p99_ms"):.3f} ms', f'target < 0.3 ms added; failed: direct {rt["direct"]["failed"]}, aiproxy {rt["proxy"]["failed"]}'),
