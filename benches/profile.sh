@@ -22,9 +22,11 @@ MODE=${MODE:-saturate}
 out=$root/benches/profile
 mkdir -p "$out"
 # Frame pointers make perf's call graphs cheap and complete; a target dir of its own keeps
-# these flags from rebuilding the normal one.
+# these flags from rebuilding the normal one. RUSTFLAGS replaces .cargo/config.toml's flags,
+# so its cfg is repeated here (it keeps a directory built before the profile-guided build from
+# keeping dependencies compiled without the profile).
 export CARGO_TARGET_DIR=${PROFILE_TARGET_DIR:-$root/target/profiling-fp}
-RUSTFLAGS="-C force-frame-pointers=yes" cargo build --profile profiling --locked --bin aiproxy --example loadgen
+RUSTFLAGS="-C force-frame-pointers=yes --cfg aiproxy_pgo_build" cargo build --profile profiling --locked --bin aiproxy --example loadgen
 bin=$CARGO_TARGET_DIR/profiling/aiproxy
 load=$CARGO_TARGET_DIR/profiling/examples/loadgen
 work=$(mktemp -d)
