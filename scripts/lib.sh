@@ -34,6 +34,20 @@ test_authority() { # dir
          -extfile ext -out server.pem) >/dev/null 2>&1
 }
 
+# Two requests through each API (chat completions, messages, responses), streamed and not,
+# each sent with `post PATH BODY`, a function the caller defines: the round the layout list
+# (symbol-order.sh) and the build's profile (pgo.sh) are made from.
+api_round() {
+    local stream
+    for stream in false true; do
+        for _ in 1 2; do
+            post /v1/chat/completions "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
+            post /v1/messages "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
+            post /v1/responses "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"input\":\"hello there\"}"
+        done
+    done
+}
+
 # Builds the release binary and sets `bin` to it, `work` to a fresh directory and `pids` to an
 # empty list; on exit the processes in `pids` are stopped and `work` is removed.
 release_and_work_dir() { # repository-root

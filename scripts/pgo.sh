@@ -86,13 +86,7 @@ train() { # name fake-URL extra-flags...
             -H "content-type: application/json" -d "$2")
         [ "$code" = 200 ] || { echo "$1 answered $code in the training run" >&2; exit 1; }
     }
-    for stream in false true; do
-        for _ in 1 2; do
-            post /v1/chat/completions "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
-            post /v1/messages "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
-            post /v1/responses "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"input\":\"hello there\"}"
-        done
-    done
+    api_round
     local via=(--header "authorization:Bearer pgo")
     taskset -c 0 "$load" saturate --url "$proxy/v1/chat/completions" "${via[@]}" \
         --body "$work/chat.json" --connections 64 --seconds "$SECS" >"$work/$name/chat.json"

@@ -51,13 +51,7 @@ profile() { # name fake-URL extra-flags... -> callgrind dumps $work/NAME/cg.PID.
     callgrind_control --dump=start "$proxy_pid" >/dev/null
 
     post() { curl -s -o /dev/null -w '%{http_code}\n' "$proxy$1" -H "authorization: Bearer order" -H "content-type: application/json" -d "$2"; }
-    for stream in false true; do
-        for _ in 1 2; do
-            post /v1/chat/completions "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
-            post /v1/messages "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}"
-            post /v1/responses "{\"model\":\"claude-sonnet-4-5\",\"stream\":$stream,\"input\":\"hello there\"}"
-        done
-    done
+    api_round
     # Then many at once, as under load: new upstream connections, a fuller pool, timers,
     # streams whose events arrive apart (most of what runs when 1000 streams are open).
     local slow='{"model":"claude-sonnet-4-5","stream":true,"messages":[{"role":"user","content":"a b c d e f g h\nfake-kiro: {\"event_delay_ms\": 50}"}]}'
