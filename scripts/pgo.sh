@@ -23,7 +23,7 @@ cd "$root"
 command -v openssl >/dev/null || { echo "needs openssl (apt-get install openssl)" >&2; exit 1; }
 profdata=$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata
 [ -x "$profdata" ] || { echo "needs llvm-profdata: rustup component add llvm-tools" >&2; exit 1; }
-llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+llvm=$(sh build/rustc-pgo --llvm-major rustc)
 SECS=${SECS:-5}
 
 target=$root/target/pgo-generate

@@ -53,9 +53,18 @@ impl Sandbox {
 
     /// The arguments the compiler got when the wrapper was run with `args`.
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        self.wrapper(&[self.dir.join("rustc").to_str().unwrap()], args, env)
+    }
+
+    /// What the wrapper answers to `query` (`--status`, `--llvm-major`) about the compiler.
+    fn query(&self, query: &str, env: &[(&str, &str)]) -> String {
+        self.wrapper(&[query, self.dir.join("rustc").to_str().unwrap()], &[], env)
+    }
+
+    fn wrapper(&self, first: &[&str], args: &[&str], env: &[(&str, &str)]) -> String {
         let output = Command::new("sh")
             .arg(self.dir.join("rustc-pgo"))
-            .arg(self.dir.join("rustc"))
+            .args(first)
             .args(args)
             .env_remove("AIPROXY_PGO")
             .envs(env.iter().copied())
@@ -113,6 +122,33 @@ fn a_compiler_of_another_llvm_or_a_missing_profile_builds_without_it() {
     let missing = Sandbox::new("22", "22");
     std::fs::remove_file(missing.profile()).unwrap();
     assert_eq!(missing.run(&args, &[]), args.join(" "));
+}
+
+/// The harness and scripts/pgo.sh ask the wrapper instead of deciding for themselves; its
+/// answers follow the same conditions as its decisions above.
+#[test]
+fn the_wrapper_reports_whether_a_build_gets_the_profile_and_why_not() {
+    let same = Sandbox::new("22", "22");
+    let on = same.query("--status", &[]);
+    assert!(
+        on.starts_with("on (build/pgo/aiproxy.profdata, LLVM 22, sha256 "),
+        "{on}"
+    );
+    assert_eq!(
+        same.query("--status", &[("AIPROXY_PGO", "off")]),
+        "off (AIPROXY_PGO=off)"
+    );
+    assert_eq!(same.query("--llvm-major", &[]), "22");
+    let other = Sandbox::new("22", "21");
+    assert_eq!(
+        other.query("--status", &[]),
+        "off (the profile is of LLVM 22, this compiler's is 21: rerun scripts/pgo.sh)"
+    );
+    std::fs::remove_file(same.profile()).unwrap();
+    assert_eq!(
+        same.query("--status", &[]),
+        "off (no build/pgo/aiproxy.profdata)"
+    );
 }
 
 /// The committed profile was written by this compiler's LLVM and this compiler reads it: a

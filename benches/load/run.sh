@@ -37,18 +37,8 @@ if command -v nm >/dev/null && [ -f build/symbol-order.txt ]; then
     found=$(nm --defined-only "$bin" | awk '{print $3}' | sort -u | comm -12 - <(sort -u build/symbol-order.txt) | wc -l)
     symbol_order="$found of $listed listed functions found in the binary"
 fi
-# Whether the build had its profile (build/rustc-pgo decides the same way).
-rustc_llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-profile_llvm=$(cat build/pgo/llvm-major 2>/dev/null || echo none)
-if [ "${AIPROXY_PGO:-on}" = off ]; then
-    pgo="off (AIPROXY_PGO=off)"
-elif [ ! -f build/pgo/aiproxy.profdata ]; then
-    pgo="off (no build/pgo/aiproxy.profdata)"
-elif [ "$rustc_llvm" != "$profile_llvm" ]; then
-    pgo="off: the profile is of LLVM $profile_llvm, this compiler's is $rustc_llvm (rerun scripts/pgo.sh)"
-else
-    pgo="on (build/pgo/aiproxy.profdata, LLVM $profile_llvm, sha256 $(sha256sum build/pgo/aiproxy.profdata | cut -c1-12))"
-fi
+# Whether the build had its profile (the wrapper answers for itself).
+pgo=$(sh build/rustc-pgo --status rustc)
 
 # Two cores: the fake and the load generator share core 0, aiproxy gets core 1.
 cores=$(nproc)
