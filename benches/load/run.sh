@@ -241,6 +241,7 @@ machine="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpui
 python3 - "$root" <<PY
 import json, sys, datetime
 root = sys.argv[1]
+null = None  # a phase that could not run (no openssl, no redis-server) left its JSON as null
 r = {
   "machine": """$machine""", "pinning": """$pinning""", "symbol_order": """$symbol_order""", "pgo": """$pgo""", "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
   "settings": {"run_seconds": $RUN_SECONDS, "rate": $RATE, "rate_high": $RATE_HIGH, "sat_rounds": $SAT_ROUNDS, "sat_seconds": $SAT_SECONDS, "connections": $CONNECTIONS, "stream_events": $STREAM_EVENTS,
