@@ -179,36 +179,13 @@ pub async fn serve_tls<S, B>(
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "TCP_NODELAY not set");
                 }
-                let connection = Arc::clone(slot.connection());
-                let tracked = Tracked::new(service.clone(), Arc::clone(&connection), limits.body_read_timeout, ending.clone());
-                let hyper_service = TowerToHyperService::new(tracked);
-                let (builders, watcher) = (Arc::clone(&builders), graceful.watcher());
-                let served = async move { builders.serve(stream, hyper_service, watcher).await };
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    tokio::pin!(served);
-                    loop {
-                        let deadline = connection.deadline(timeouts);
-                        tokio::select! {
-                            result = &mut served => {
-                                if let Err(error) = result {
-                                    tracing::debug!(%peer, %error, "connection ended with an error");
-                                }
-                                break;
-                            }
-                            () = connection.evicted() => {
-                                tracing::debug!(%peer, "closing a silent or idle connection to make room");
-                                break;
-                            }
-                            () = sleep_until_or_recheck(deadline, timeouts.idle) => {
-                                if connection.deadline(timeouts).is_some_and(|d| d <= tokio::time::Instant::now()) {
-                                    tracing::debug!(%peer, "closing a connection that stayed silent");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                });
+                let watcher = graceful.watcher();
+                let task = connection_task(Arc::clone(&builders), stream, peer, slot, service.clone(), ConnectionSettings {
+                    timeouts,
+                    body_read_timeout: limits.body_read_timeout,
+                    ending: ending.clone(),
+                }, watcher);
+                tokio::spawn(task);
             }
             () = &mut shutdown => break,
         }
@@ -230,6 +207,67 @@ pub async fn serve_tls<S, B>(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = grace_over => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// What every connection of one server shares beyond its protocol builders.
+struct ConnectionSettings {
+    timeouts: Timeouts,
+    body_read_timeout: Duration,
+    ending: StreamsEnding,
+}
+
+/// An accepted connection's task: `service` serves it until it ends, until the watchdog
+/// finds the client silent past its timeout, or until it is evicted to make room.
+fn connection_task<S, B>(
+    builders: Arc<protocol::Builders>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: connections::Slot,
+    service: S,
+    settings: ConnectionSettings,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: Served<B>,
+    B: ResponseBody,
+{
+    let connection = Arc::clone(slot.connection());
+    let tracked = Tracked::new(
+        service,
+        Arc::clone(&connection),
+        settings.body_read_timeout,
+        settings.ending,
+    );
+    let service = TowerToHyperService::new(tracked);
+    let timeouts = settings.timeouts;
+    async move {
+        let _slot = slot;
+        // Made here, not captured: a captured future is room twice in this one (the
+        // capture, and the pinned copy it is moved into).
+        let served = builders.serve(stream, service, watcher);
+        tokio::pin!(served);
+        loop {
+            let deadline = connection.deadline(timeouts);
+            tokio::select! {
+                result = &mut served => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = connection.evicted() => {
+                    tracing::debug!(%peer, "closing a silent or idle connection to make room");
+                    break;
+                }
+                () = sleep_until_or_recheck(deadline, timeouts.idle) => {
+                    if connection.deadline(timeouts).is_some_and(|d| d <= tokio::time::Instant::now()) {
+                        tracing::debug!(%peer, "closing a connection that stayed silent");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -296,5 +334,46 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
             tracing::warn!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's task is memory every open connection holds for its whole life: the
+    /// TLS handshake's state and copies of the served future must not be room in it.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let pipeline = crate::pipeline::build(&Config::mock()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let registry = Registry::new(4);
+        let slot = registry.admit().ok().unwrap();
+        let graceful = GracefulShutdown::new();
+        let settings = ConnectionSettings {
+            timeouts: Timeouts {
+                header_read: Duration::from_secs(1),
+                idle: Duration::from_secs(1),
+            },
+            body_read_timeout: Duration::from_secs(1),
+            ending: StreamsEnding::default(),
+        };
+        let task = connection_task(
+            Arc::new(protocol::Builders::new(100, None)),
+            stream,
+            peer,
+            slot,
+            pipeline,
+            settings,
+            graceful.watcher(),
+        );
+        // 6.9 KiB when the TLS handshake's state was room in it and the served connection's
+        // future was in it twice (a capture, and the pinned copy); 1.5 KiB without.
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2048, "a connection's task takes {size} bytes");
     }
 }
