@@ -657,14 +657,8 @@ async fn the_request_log_and_the_keys_page() {
 
 #[tokio::test]
 async fn the_console_is_served_on_the_metrics_port_too() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let setup = start(&["--metrics-port", &port]);
-    let internal = format!("http://127.0.0.1:{port}");
+    let mut setup = start(&["--metrics-port", "0"]);
+    let internal = setup.proxy.announced("aiproxy metrics");
     let session = sign_in(&internal, ADMIN).await.unwrap();
     let (status, accounts) = session.get("/console/api/accounts").await;
     assert_eq!(status, 200);

@@ -233,15 +233,8 @@ async fn kiro_credits_from_the_health_probe_are_shown_per_account() {
 
 #[tokio::test]
 async fn the_metrics_port_serves_the_metrics_and_nothing_else() {
-    // A free port for the metrics listener (the main one is announced; this one is chosen).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let port = port.to_string();
-    let proxy = Proxy::start(&["--kiro-mock-mode", "--metrics-port", &port], &[]);
-    let metrics = format!("http://127.0.0.1:{port}");
+    let mut proxy = Proxy::start(&["--kiro-mock-mode", "--metrics-port", "0"], &[]);
+    let metrics = proxy.announced("aiproxy metrics");
     assert_eq!(
         post(&proxy, "/v1/chat/completions", sonnet("hi", false))
             .await

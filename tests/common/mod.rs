@@ -8,13 +8,15 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 /// A started `aiproxy` binary, killed on drop.
 pub struct Proxy {
     pub child: Child,
     pub base: String,
+    /// The rest of its stdout, where it announces its other listeners.
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Proxy {
@@ -65,9 +67,9 @@ impl Proxy {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("spawn aiproxy");
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let prefix = format!("{what} listening on ");
         let Some(base) = line.trim().strip_prefix(prefix.as_str()).map(str::to_owned) else {
             let _ = child.kill();
@@ -77,7 +79,24 @@ impl Proxy {
                 String::from_utf8_lossy(&output.stderr)
             )
         };
-        Self { child, base }
+        Self {
+            child,
+            base,
+            stdout,
+        }
+    }
+
+    /// The URL of the next listener the process announced (`WHAT listening on URL`): the
+    /// metrics port's, started with `--metrics-port 0` (a port picked beforehand and freed can
+    /// be taken by another test before the process binds it).
+    pub fn announced(&mut self, what: &str) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let prefix = format!("{what} listening on ");
+        line.trim()
+            .strip_prefix(prefix.as_str())
+            .unwrap_or_else(|| panic!("expected {what}'s listening line, got {line:?}"))
+            .to_owned()
     }
 
     /// Sends SIGTERM.
