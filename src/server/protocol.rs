@@ -103,7 +103,8 @@ impl Builders {
     /// This future is room in every connection's task for the connection's whole life, so
     /// it holds no more than it must: the TLS handshake and stream (a rustls connection,
     /// kilobytes) are boxed on their own, and the connection hyper serves is boxed as soon
-    /// as it is built (without both, 6.9 KiB a plain connection; see the test in `super`).
+    /// as it is built (with the task's own fix in `super`, a plain connection's task went
+    /// from 6.9 to 1.5 KiB; see the test there).
     pub(super) async fn serve<S, B>(
         self: Arc<Self>,
         stream: TcpStream,

@@ -11,6 +11,18 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+/// The URL of the next `WHAT listening on URL` line of a process's stdout; the line read
+/// instead when it is not one.
+fn next_listening(stdout: &mut BufReader<ChildStdout>, what: &str) -> Result<String, String> {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let prefix = format!("{what} listening on ");
+    match line.trim().strip_prefix(prefix.as_str()) {
+        Some(url) => Ok(url.to_owned()),
+        None => Err(line),
+    }
+}
+
 /// A started `aiproxy` binary, killed on drop.
 pub struct Proxy {
     pub child: Child,
@@ -68,16 +80,16 @@ impl Proxy {
         }
         let mut child = command.spawn().expect("spawn aiproxy");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let prefix = format!("{what} listening on ");
-        let Some(base) = line.trim().strip_prefix(prefix.as_str()).map(str::to_owned) else {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "{what} did not start: {line:?} {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
+        let base = match next_listening(&mut stdout, what) {
+            Ok(base) => base,
+            Err(line) => {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "{what} did not start: {line:?} {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            }
         };
         Self {
             child,
@@ -90,13 +102,8 @@ impl Proxy {
     /// metrics port's, started with `--metrics-port 0` (a port picked beforehand and freed can
     /// be taken by another test before the process binds it).
     pub fn announced(&mut self, what: &str) -> String {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let prefix = format!("{what} listening on ");
-        line.trim()
-            .strip_prefix(prefix.as_str())
-            .unwrap_or_else(|| panic!("expected {what}'s listening line, got {line:?}"))
-            .to_owned()
+        next_listening(&mut self.stdout, what)
+            .unwrap_or_else(|line| panic!("expected {what}'s listening line, got {line:?}"))
     }
 
     /// Sends SIGTERM.
