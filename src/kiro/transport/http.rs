@@ -151,6 +151,7 @@ impl HttpUpstream {
             inner: Box::pin(chunks),
             idle: self.timeout,
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            last: None,
         };
         Ok(UpstreamResponse {
             status: parts.status,
@@ -243,32 +244,112 @@ const INVOCATION_ID: HeaderName = HeaderName::from_static("amz-sdk-invocation-id
 const TOKEN_TYPE: HeaderName = HeaderName::from_static("tokentype");
 
 /// A body stream with a deadline for the first chunk and an idle timeout after it.
+///
+/// The timer is moved only when it fires (to the last chunk's time plus the idle timeout,
+/// when that is still ahead): moving it on every chunk re-registered it with the runtime's
+/// timer wheel once per streamed event.
 struct TimedStream {
     inner: Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// When the last chunk came.
+    last: Option<Instant>,
 }
 
 impl Stream for TimedStream {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(item) => {
-                let next = Instant::now() + self.idle;
-                self.sleep.as_mut().reset(next);
-                Poll::Ready(item)
+        let idle = self.idle;
+        if let Poll::Ready(item) = self.inner.as_mut().poll_next(cx) {
+            let now = Instant::now();
+            if self.last.is_none() && self.sleep.deadline() > now + idle {
+                // The first chunk came with time to spare: idle timeouts from here on.
+                self.sleep.as_mut().reset(now + idle);
             }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "no data from Kiro for {}s (--request-timeout)",
-                        self.idle.as_secs()
-                    ),
-                )))),
-                Poll::Pending => Poll::Pending,
-            },
+            self.last = Some(now);
+            return Poll::Ready(item);
         }
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let idle_until = self.last.map(|last| last + idle);
+            if let Some(until) = idle_until.filter(|&until| until > Instant::now()) {
+                self.sleep.as_mut().reset(until);
+                continue;
+            }
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no data from Kiro for {}s (--request-timeout)",
+                    idle.as_secs()
+                ),
+            ))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks at these times (from the start), then nothing more (a stalled body).
+    fn timed(at_ms: &'static [u64], idle: Duration) -> (TimedStream, Instant) {
+        let start = Instant::now();
+        let chunks = futures_util::stream::unfold(0, move |i| async move {
+            match at_ms.get(i) {
+                Some(&at) => {
+                    tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+                    Some((Ok(Bytes::from_static(b"chunk")), i + 1))
+                }
+                None => std::future::pending().await,
+            }
+        });
+        let stream = TimedStream {
+            inner: Box::pin(chunks),
+            idle,
+            sleep: Box::pin(tokio::time::sleep_until(start + idle)),
+            last: None,
+        };
+        (stream, start)
+    }
+
+    /// When each chunk came and when the body timed out, in ms from the start.
+    async fn run(mut stream: TimedStream, start: Instant) -> (Vec<u128>, u128) {
+        let mut chunks = Vec::new();
+        while let Some(item) = stream.next().await {
+            let at = (Instant::now() - start).as_millis();
+            match item {
+                Ok(_) => chunks.push(at),
+                Err(error) => {
+                    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+                    assert_eq!(
+                        error.to_string(),
+                        "no data from Kiro for 1s (--request-timeout)"
+                    );
+                    return (chunks, at);
+                }
+            }
+        }
+        panic!("the stalled body ended without a timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_counts_from_the_last_chunk_not_the_first_deadline() {
+        // Gaps of 600 ms, under the 1 s timeout, past the first chunk's deadline (1 s).
+        let (stream, start) = timed(&[600, 1200, 1800], Duration::from_secs(1));
+        let (chunks, timed_out) = run(stream, start).await;
+        assert_eq!(chunks, [600, 1200, 1800]);
+        assert_eq!(timed_out, 2800);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_first_chunk_times_out_at_its_deadline() {
+        let (stream, start) = timed(&[], Duration::from_secs(1));
+        assert_eq!(run(stream, start).await, (vec![], 1000));
+        // A first chunk just in time, then a stall.
+        let (stream, start) = timed(&[999], Duration::from_secs(1));
+        assert_eq!(run(stream, start).await, (vec![999], 1999));
     }
 }
