@@ -47,14 +47,11 @@ pids+=($proxy_pid)
 proxy=$(wait_listening "$work/proxy.out")
 
 if [ "$MODE" = stream ]; then
-    content=$(python3 -c "print(' '.join('w%d' % i for i in range(50)) + '\nfake-kiro: {\"event_delay_ms\": 1}')")
-    stream=true
+    openai_body "$(words 50)
+fake-kiro: {\"event_delay_ms\": 1}" 1 >"$work/body.json"
 else
-    content="hello there"
-    stream=false
+    openai_body "hello there" 0 >"$work/body.json"
 fi
-python3 -c 'import json,sys; print(json.dumps({"model":"claude-sonnet-4-5","stream":sys.argv[2]=="true","messages":[{"role":"user","content":sys.argv[1]}]}))' \
-    "$content" "$stream" >"$work/body.json"
 via=(--url "$proxy/v1/chat/completions" --header "authorization:Bearer bench" --body "$work/body.json")
 load_run() {
     if [ "$MODE" = stream ]; then

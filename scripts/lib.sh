@@ -10,6 +10,14 @@ wait_listening() { # file [tries] -> prints URL
     echo "did not start: $(cat "$1")" >&2; exit 1
 }
 
+# N words (`w0 w1 ...`): the content of the benches' streamed chats (one event per word).
+words() { python3 -c "print(' '.join('w%d' % i for i in range($1)))"; }
+
+# The OpenAI chat body the benches send: CONTENT, streamed when STREAM is 1.
+openai_body() { # content stream -> OpenAI body
+    python3 -c 'import json,sys; print(json.dumps({"model":"claude-sonnet-4-5","stream":sys.argv[2]=="1","messages":[{"role":"user","content":sys.argv[1]}]}))' "$1" "$2"
+}
+
 # Writes a credential file for the fake and sets `live_args`: the flags that run aiproxy in
 # live mode against `aiproxy fake-kiro` at URL (token refresh at the fake, state in WORK).
 live_proxy_args() { # fake-URL work-dir refresh-token

@@ -65,12 +65,8 @@ sleep 0.5
 grep -q "^aiproxy" "/proc/$proxy_pid/comm" || { echo "PID $proxy_pid is not aiproxy" >&2; exit 1; }
 rss_idle=$(rss_kib $proxy_pid)
 
-words() { python3 -c "print(' '.join('w%d' % i for i in range($1)))"; }
 kiro_body() { # content -> Kiro request body (with the profile ARN Kiro requires, as aiproxy sends it)
     python3 -c 'import json,sys; print(json.dumps({"conversationState":{"chatTriggerType":"MANUAL","conversationId":"bench","currentMessage":{"userInputMessage":{"content":sys.argv[1],"modelId":"claude-sonnet-4.5","origin":"AI_EDITOR"}}},"profileArn":"arn:aws:codewhisperer:us-east-1:000000000000:profile/FAKEPROFILE"}))' "$1"
-}
-openai_body() { # content stream -> OpenAI body
-    python3 -c 'import json,sys; print(json.dumps({"model":"claude-sonnet-4-5","stream":sys.argv[2]=="1","messages":[{"role":"user","content":sys.argv[1]}]}))' "$1" "$2"
 }
 kiro_body "hello there" >"$work/direct_small.json"
 openai_body "hello there" 0 >"$work/proxy_small.json"
