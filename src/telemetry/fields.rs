@@ -54,16 +54,21 @@ impl LineVisitor<'_> {
         self.is_empty = false;
     }
 
+    /// The space between fields (none before the first).
+    fn pad(&mut self) {
+        if !self.is_empty {
+            self.result = self.writer.write_char(' ');
+        }
+        self.is_empty = false;
+    }
+
     /// `name=` after the separating space; `false` for a field not written at all (the
     /// `log.` metadata `DefaultFields` leaves out, with tracing-log on, as it is here).
     fn name(&mut self, name: &str) -> bool {
         if name.starts_with("log.") {
             return false;
         }
-        if !self.is_empty {
-            self.result = self.writer.write_char(' ');
-        }
-        self.is_empty = false;
+        self.pad();
         let name = name.strip_prefix("r#").unwrap_or(name);
         self.result = self
             .result
@@ -78,10 +83,7 @@ impl LineVisitor<'_> {
             return;
         }
         if field.name() == "message" {
-            if !self.is_empty {
-                self.result = self.writer.write_char(' ');
-            }
-            self.is_empty = false;
+            self.pad();
         } else if !self.name(field.name()) {
             return;
         }
@@ -90,10 +92,7 @@ impl LineVisitor<'_> {
 
     /// A message with nothing to sanitize, as it is.
     fn message(&mut self, text: &str) {
-        if !self.is_empty {
-            self.result = self.writer.write_char(' ');
-        }
-        self.is_empty = false;
+        self.pad();
         self.result = self.result.and_then(|()| self.writer.write_str(text));
     }
 }
