@@ -4,11 +4,12 @@
 //! `aiproxy_kiro_credits_total` counter by account, model and API key, and the request span.
 
 use crate::chat::Usage;
+use aiproxy_layers::metrics::bound::{self, Series};
 use http::HeaderValue;
-use opentelemetry::metrics::{Counter, Meter};
+use opentelemetry::metrics::{BoundCounter, Counter, Meter};
 use opentelemetry::KeyValue;
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The response header of a non-stream answer's credits.
 pub const HEADER: &str = "x-aiproxy-credits";
@@ -33,33 +34,46 @@ pub fn extend_usage(usage_json: &mut Value, usage: &Usage) {
 
 /// `aiproxy_kiro_credits_total`: credits spent, by account, model and API key label.
 #[derive(Clone, Debug)]
-pub struct CreditsCounter(Counter<f64>);
+pub struct CreditsCounter(Arc<Credits>);
+
+#[derive(Debug)]
+struct Credits {
+    counter: Counter<f64>,
+    /// Bound by label set (see `aiproxy_layers::metrics::bound`).
+    series: Series<LabelSet, OnceLock<BoundCounter<f64>>>,
+}
+
+/// Account, model and API key label.
+type LabelSet = (Arc<str>, Arc<str>, Arc<str>);
 
 impl CreditsCounter {
     /// The counter on `meter`.
     pub fn new(meter: &Meter) -> Self {
-        Self(
-            meter
+        Self(Arc::new(Credits {
+            counter: meter
                 .f64_counter("kiro.credits")
                 .with_description(
                     "Kiro credits the answers cost (meteringEvent), by account, model and API key",
                 )
                 .build(),
-        )
+            series: Series::with_max_sets(bound::MAX_SETS),
+        }))
     }
 
     /// Counts one answer's credits (the labels are shared, not copied).
     pub fn add(&self, credits: f64, account: &Arc<str>, model: &Arc<str>, api_key: Arc<str>) {
-        if credits > 0.0 {
-            self.0.add(
-                credits,
-                &[
-                    KeyValue::new("account", Arc::clone(account)),
-                    KeyValue::new("gen_ai.request.model", Arc::clone(model)),
-                    KeyValue::new("api_key", api_key),
-                ],
-            );
+        if credits <= 0.0 {
+            return;
         }
+        let key = (Arc::clone(account), Arc::clone(model), Arc::clone(&api_key));
+        let slot = self.0.series.get(key);
+        bound::add(&self.0.counter, slot.as_deref(), credits, || {
+            [
+                KeyValue::new("account", Arc::clone(account)),
+                KeyValue::new("gen_ai.request.model", Arc::clone(model)),
+                KeyValue::new("api_key", api_key),
+            ]
+        });
     }
 }
 

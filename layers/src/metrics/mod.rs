@@ -55,6 +55,7 @@
 //! route classifier (`HttpMetricsLayer::new(&meter, |path| ...)`): `tests/embed.rs` and
 //! this module's tests run it.
 
+pub mod bound;
 mod operations;
 mod requests;
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! The model tier's metrics layer (see the module docs).
 
+use super::bound::{self, Series};
 use super::{ModelLabel, OperationName, LATENCY_BOUNDS, TOKEN_BOUNDS};
 use crate::cache::CacheStatus;
 use crate::model::{Attempts, Failure, HasExtensions, Observe, StreamReport};
 use crate::ProviderId;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{
+    BoundCounter, BoundHistogram, Counter, Histogram, Meter, UpDownCounter,
+};
 use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tower_layer::Layer;
@@ -22,6 +25,26 @@ struct Instruments {
     streams: UpDownCounter<i64>,
     retries: Counter<u64>,
     attempts: Counter<u64>,
+    series: Series<SeriesKey, Bound>,
+}
+
+/// A request's label set: provider, model (`None` when a layer above did not name them)
+/// and operation.
+type SeriesKey = (Option<Arc<str>>, Option<Arc<str>>, &'static str);
+
+/// The token kinds counted, in the order of [`Bound::tokens`].
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+
+/// Handles bound to one label set, for what most requests record: an operation that
+/// succeeded, its first token, its tokens by kind and whether estimated, a first attempt
+/// that succeeded. Failures and retries record with their attributes.
+#[derive(Default)]
+struct Bound {
+    operation: OnceLock<BoundHistogram<f64>>,
+    first_token: OnceLock<BoundHistogram<f64>>,
+    /// By `TOKEN_KINDS` index times two, plus one when estimated.
+    tokens: [OnceLock<BoundHistogram<u64>>; 8],
+    first_attempt_ok: OnceLock<BoundCounter<u64>>,
 }
 
 /// Records model operations (see the module docs).
@@ -39,6 +62,11 @@ impl std::fmt::Debug for ModelMetricsLayer {
 impl ModelMetricsLayer {
     /// Instruments on `meter`.
     pub fn new(meter: &Meter) -> Self {
+        Self::with_max_bound_sets(meter, bound::MAX_SETS)
+    }
+
+    /// Instruments on `meter`, with bound handles for at most `max_sets` label sets.
+    pub(super) fn with_max_bound_sets(meter: &Meter, max_sets: usize) -> Self {
         let instruments = Instruments {
             operation: meter
                 .f64_histogram("gen_ai.client.operation.duration")
@@ -70,6 +98,7 @@ impl ModelMetricsLayer {
                 .u64_counter("upstream.attempts")
                 .with_description("Upstream calls by why they were made (first, retry, refresh, nudge, inline_reasoning) and how they ended (ok or the error type)")
                 .build(),
+            series: Series::with_max_sets(max_sets),
         };
         Self {
             instruments: Arc::new(instruments),
@@ -120,25 +149,28 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let extensions = request.extensions();
-        let provider = extensions
-            .get::<ProviderId>()
-            .map_or(KeyValue::new("gen_ai.provider.name", "none"), |p| {
-                KeyValue::new("gen_ai.provider.name", p.shared())
-            });
-        let model = extensions
-            .get::<ModelLabel>()
-            .map_or(KeyValue::new("gen_ai.request.model", "none"), |m| {
-                KeyValue::new("gen_ai.request.model", Arc::clone(&m.0))
-            });
+        let provider = extensions.get::<ProviderId>().map(ProviderId::shared);
+        let model = extensions.get::<ModelLabel>().map(|m| Arc::clone(&m.0));
         let attempts = extensions.get::<Attempts>().cloned();
         let operation = extensions.get::<OperationName>().map_or("chat", |o| o.0);
+        let bound = self
+            .instruments
+            .series
+            .get((provider.clone(), model.clone(), operation));
         ModelMetricsFuture {
             inner: self.inner.call(request),
             labels: Some(Labels {
                 instruments: Arc::clone(&self.instruments),
+                bound,
                 count_tokens: true,
-                provider,
-                model,
+                provider: KeyValue::new(
+                    "gen_ai.provider.name",
+                    provider.unwrap_or_else(|| Arc::from("none")),
+                ),
+                model: KeyValue::new(
+                    "gen_ai.request.model",
+                    model.unwrap_or_else(|| Arc::from("none")),
+                ),
                 operation,
                 started: Instant::now(),
                 attempts,
@@ -149,6 +181,8 @@ where
 
 struct Labels {
     instruments: Arc<Instruments>,
+    /// The label set's bound handles (`None` past the cap of label sets).
+    bound: Option<Arc<Bound>>,
     count_tokens: bool,
     provider: KeyValue,
     model: KeyValue,
@@ -169,16 +203,20 @@ impl Labels {
         let mut count = 0u64;
         attempts.each(|attempt| {
             count += 1;
-            i.attempts.add(
-                1,
-                &[
+            let slot = self
+                .bound
+                .as_ref()
+                .filter(|_| attempt.kind == crate::model::FIRST && attempt.error.is_none())
+                .map(|b| &b.first_attempt_ok);
+            bound::add(&i.attempts, slot, 1, || {
+                [
                     self.provider.clone(),
                     self.model.clone(),
                     KeyValue::new("kind", attempt.kind),
                     KeyValue::new("outcome", attempt.error.unwrap_or("ok")),
                     KeyValue::new("gen_ai.operation.name", self.operation),
-                ],
-            );
+                ]
+            });
         });
         if count > 1 {
             i.retries
@@ -188,16 +226,24 @@ impl Labels {
 
     /// Records the operation's duration so far, with its error type when it failed.
     fn record_operation(&self, error: Option<&'static str>) {
-        let attributes = [
-            self.provider.clone(),
-            self.model.clone(),
-            KeyValue::new("gen_ai.operation.name", self.operation),
-            KeyValue::new("error.type", error.unwrap_or_default()),
-        ];
-        let labelled = if error.is_some() { 4 } else { 3 };
-        self.instruments.operation.record(
+        let slot = self
+            .bound
+            .as_ref()
+            .filter(|_| error.is_none())
+            .map(|b| &b.operation);
+        bound::record(
+            &self.instruments.operation,
+            slot,
             self.started.elapsed().as_secs_f64(),
-            &attributes[..labelled],
+            || {
+                let mut attributes = vec![
+                    self.provider.clone(),
+                    self.model.clone(),
+                    KeyValue::new("gen_ai.operation.name", self.operation),
+                ];
+                attributes.extend(error.map(|e| KeyValue::new("error.type", e)));
+                attributes
+            },
         );
     }
 
@@ -207,32 +253,39 @@ impl Labels {
         i.streams.add(-1, &[]);
         self.record_operation(report.error_kind);
         if let Some(first) = report.time_to_first_event {
-            i.first_token.record(
+            bound::record(
+                &i.first_token,
+                self.bound.as_ref().map(|b| &b.first_token),
                 (headers_after + first).as_secs_f64(),
-                &[self.provider.clone(), self.model.clone()],
+                || [self.provider.clone(), self.model.clone()],
             );
         }
         if let Some(usage) = report.usage.filter(|_| self.count_tokens) {
-            let estimated = KeyValue::new("estimated", usage.estimated);
-            for (kind, count) in [
-                ("input", usage.input),
-                ("output", usage.output),
-                ("cache_read", usage.cache_read),
-                ("cache_write", usage.cache_write),
-            ] {
-                // Cache figures are mostly zero: only what was spent is recorded (a record
-                // costs about 150 ns, and a zero adds nothing to the sums).
+            let counts = [
+                usage.input,
+                usage.output,
+                usage.cache_read,
+                usage.cache_write,
+            ];
+            for (index, (kind, count)) in TOKEN_KINDS.into_iter().zip(counts).enumerate() {
+                // Cache figures are mostly zero: only what was spent is recorded (a zero
+                // adds nothing to the sums).
                 if count == 0 && matches!(kind, "cache_read" | "cache_write") {
                     continue;
                 }
-                i.tokens.record(
+                let slot = index * 2 + usize::from(usage.estimated);
+                bound::record(
+                    &i.tokens,
+                    self.bound.as_ref().map(|b| &b.tokens[slot]),
                     count,
-                    &[
-                        self.provider.clone(),
-                        self.model.clone(),
-                        KeyValue::new("gen_ai.token.type", kind),
-                        estimated.clone(),
-                    ],
+                    || {
+                        [
+                            self.provider.clone(),
+                            self.model.clone(),
+                            KeyValue::new("gen_ai.token.type", kind),
+                            KeyValue::new("estimated", usage.estimated),
+                        ]
+                    },
                 );
             }
         }

@@ -1,14 +1,15 @@
 //! The HTTP tier's metrics layer (see the module docs).
 
+use super::bound::{self, Series};
 use super::{UpstreamClock, LATENCY_BOUNDS};
 use crate::ProviderId;
 use http::{HeaderValue, Request, Response};
-use opentelemetry::metrics::{Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{BoundHistogram, Histogram, Meter, UpDownCounter};
 use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tower_layer::Layer;
@@ -23,6 +24,19 @@ struct Instruments {
     active: UpDownCounter<i64>,
     overhead: Histogram<f64>,
     routes: RouteClassifier,
+    series: Series<SeriesKey, Bound>,
+}
+
+/// A response's label set: route, status class and provider (`None`: no provider, or an
+/// error instead of a response).
+type SeriesKey = (&'static str, &'static str, Option<Arc<str>>);
+
+/// Handles bound to one label set (see [`bound`]).
+#[derive(Default)]
+struct Bound {
+    duration: OnceLock<BoundHistogram<f64>>,
+    /// By route only: every status and provider of a route binds the same series.
+    overhead: OnceLock<BoundHistogram<f64>>,
 }
 
 /// Records HTTP requests (see the module docs).
@@ -40,6 +54,15 @@ impl std::fmt::Debug for HttpMetricsLayer {
 impl HttpMetricsLayer {
     /// Instruments on `meter`; `routes` names each request's route.
     pub fn new(meter: &Meter, routes: RouteClassifier) -> Self {
+        Self::with_max_bound_sets(meter, routes, bound::MAX_SETS)
+    }
+
+    /// Instruments on `meter`, with bound handles for at most `max_sets` label sets.
+    pub(super) fn with_max_bound_sets(
+        meter: &Meter,
+        routes: RouteClassifier,
+        max_sets: usize,
+    ) -> Self {
         let instruments = Instruments {
             duration: meter
                 .f64_histogram("http.server.request.duration")
@@ -58,6 +81,7 @@ impl HttpMetricsLayer {
                 .with_boundaries(LATENCY_BOUNDS.to_vec())
                 .build(),
             routes,
+            series: Series::with_max_sets(max_sets),
         };
         Self {
             instruments: Arc::new(instruments),
@@ -161,25 +185,33 @@ where
                     response
                         .extensions()
                         .get::<ProviderId>()
-                        .map_or(KeyValue::new("provider", "none"), |p| {
-                            KeyValue::new("provider", p.shared())
-                        }),
+                        .map(ProviderId::shared),
                 ),
-                Err(_) => ("error", KeyValue::new("provider", "none")),
+                Err(_) => ("error", None),
             };
-            let route = KeyValue::new("route", pending.route);
-            i.duration.record(
+            let route = pending.route;
+            let bound = i.series.get((route, status, provider.clone()));
+            bound::record(
+                &i.duration,
+                bound.as_ref().map(|b| &b.duration),
                 elapsed.as_secs_f64(),
-                &[
-                    route.clone(),
-                    KeyValue::new("status_class", status),
-                    provider,
-                ],
+                || {
+                    [
+                        KeyValue::new("route", route),
+                        KeyValue::new("status_class", status),
+                        KeyValue::new("provider", provider.unwrap_or_else(|| Arc::from("none"))),
+                    ]
+                },
             );
             if let Ok(response) = &mut result {
                 if let Some(clock) = response.extensions().get::<UpstreamClock>() {
                     let overhead = elapsed.saturating_sub(clock.total());
-                    i.overhead.record(overhead.as_secs_f64(), &[route]);
+                    bound::record(
+                        &i.overhead,
+                        bound.as_ref().map(|b| &b.overhead),
+                        overhead.as_secs_f64(),
+                        || [KeyValue::new("route", route)],
+                    );
                     let millis = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
                     if let Ok(value) = HeaderValue::from_str(&millis) {
                         response.headers_mut().insert(OVERHEAD_HEADER, value);

@@ -266,3 +266,117 @@ async fn an_operation_names_itself_in_its_label() {
         1.0
     );
 }
+
+/// The deterministic lines of the exported text: everything but durations' sums and
+/// buckets (times differ between runs).
+fn counted(text: &str) -> Vec<String> {
+    let timed = [
+        "duration_seconds",
+        "overhead_seconds",
+        "first_token_seconds",
+    ];
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| !timed.iter().any(|t| l.contains(t)) || l.contains("_count{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The same model operations through a layer binding at most `max_sets` label sets.
+async fn model_operations_text(max_sets: usize) -> Vec<String> {
+    let registry = Registry::new();
+    let account = MockAccount::new("a");
+    let layer = ModelMetricsLayer::with_max_bound_sets(&registry.meter, max_sets);
+    let mut service = layer.layer(account.clone());
+    let usage = |input, estimated| TokenUsage {
+        input,
+        output: 3,
+        cache_read: 0,
+        cache_write: input / 2,
+        estimated,
+        credits: 0.0,
+    };
+    for (round, (model, estimated)) in [
+        ("claude-sonnet-4-5", false),
+        ("claude-sonnet-4-5", false),
+        ("claude-haiku-4-5", true),
+        ("claude-sonnet-4-5", true),
+        ("claude-haiku-4-5", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut request = model_request();
+        request
+            .extensions
+            .insert(ModelLabel(std::sync::Arc::from(model)));
+        let attempts = Attempts::default();
+        attempts.record("a".into());
+        if round >= 3 {
+            // A first attempt that failed (bound only when it succeeds), then a retry.
+            attempts.settle(Some("upstream"));
+            attempts.plan(crate::model::RETRY, false);
+            attempts.record("b".into());
+        }
+        request.extensions.insert(attempts);
+        let response = service.call(request).await.unwrap();
+        response.end_with(StreamReport {
+            end: StreamEnd::Complete,
+            error_kind: None,
+            duration: Duration::from_millis(5),
+            time_to_first_event: Some(Duration::from_millis(1)),
+            usage: Some(usage(10 * (round as u64 + 1), estimated)),
+        });
+    }
+    account.script(Err(MockError::upstream()));
+    assert!(service.call(model_request()).await.is_err());
+    counted(&registry.text())
+}
+
+#[tokio::test]
+async fn bound_handles_export_what_records_with_attributes_export() {
+    let unbound = model_operations_text(0).await;
+    assert!(
+        unbound
+            .iter()
+            .any(|l| l.contains("upstream_attempts_total")),
+        "{unbound:?}"
+    );
+    assert!(
+        !unbound.iter().any(|l| l.contains("cache_read")),
+        "zero cache reads are not recorded: {unbound:?}"
+    );
+    assert_eq!(model_operations_text(1).await, unbound, "one set bound");
+    assert_eq!(model_operations_text(64).await, unbound, "all bound");
+
+    let http_text = |max_sets| async move {
+        let registry = Registry::new();
+        let layer = HttpMetricsLayer::with_max_bound_sets(&registry.meter, routes, max_sets);
+        let mut service = layer.layer(service_fn(|request: Request<()>| async move {
+            let mut response = Response::new(());
+            if request.uri().path() == "/v1/chat/completions" {
+                response
+                    .extensions_mut()
+                    .insert(ProviderId::new("kiro-api"));
+                response.extensions_mut().insert(UpstreamClock::default());
+            } else {
+                *response.status_mut() = StatusCode::NOT_FOUND;
+            }
+            Ok::<_, Infallible>(response)
+        }));
+        for path in ["/v1/chat/completions", "/x", "/v1/chat/completions", "/y"] {
+            let request = Request::post(path).body(()).unwrap();
+            service.ready().await.unwrap().call(request).await.unwrap();
+        }
+        counted(&registry.text())
+    };
+    let unbound = http_text(0).await;
+    assert!(
+        unbound
+            .iter()
+            .any(|l| l.starts_with("overhead_seconds_count")),
+        "{unbound:?}"
+    );
+    assert_eq!(http_text(1).await, unbound, "one set bound");
+    assert_eq!(http_text(64).await, unbound, "all bound");
+}
