@@ -630,6 +630,18 @@ impl ChatError {
     }
 }
 
+/// `<prefix><32 lowercase hex>` from a random UUID: the ids of messages, completions, tool
+/// calls and items. Written straight into the string (through `format!` the formatting cost
+/// more than making the UUID).
+pub fn random_id(prefix: &str) -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let hex = uuid::Uuid::new_v4().simple().encode_lower(&mut buffer);
+    let mut id = String::with_capacity(prefix.len() + hex.len());
+    id.push_str(prefix);
+    id.push_str(hex);
+    id
+}
+
 fn model_not_found(model: &str, unserved: Option<&str>) -> String {
     match unserved {
         Some(kiro) => format!(
@@ -639,5 +651,22 @@ fn model_not_found(model: &str, unserved: Option<&str>) -> String {
         None => format!(
             "The model `{model}` does not exist. GET /v1/models lists the available model ids."
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_id;
+
+    #[test]
+    fn random_ids_are_the_prefix_and_32_lowercase_hex_digits() {
+        let id = random_id("chatcmpl-");
+        let hex = id.strip_prefix("chatcmpl-").unwrap();
+        assert_eq!(hex.len(), 32, "{id}");
+        assert!(
+            hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+            "{id}"
+        );
+        assert_ne!(random_id("msg_"), random_id("msg_"));
     }
 }

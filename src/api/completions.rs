@@ -178,7 +178,7 @@ pub fn body(model: &str, choices: &[Choice]) -> Bytes {
         usage.output += choice.usage.output;
     }
     let body = json!({
-        "id": format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+        "id": crate::chat::random_id("cmpl-"),
         "object": "text_completion",
         "created": crate::api::openai::response::unix_now(),
         "model": model,
@@ -198,7 +198,7 @@ pub fn sse(
     include_usage: bool,
 ) -> ChunkStream {
     let mut encoder = CompletionSse {
-        id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
+        id: crate::chat::random_id("cmpl-"),
         created: crate::api::openai::response::unix_now(),
         model: model.to_owned(),
         include_usage,

@@ -521,7 +521,7 @@ async fn attempt(
             }
         }
         let start = ChatEvent::Start {
-            id: Arc::from(format!("msg_{}", uuid::Uuid::new_v4().simple())),
+            id: Arc::from(crate::chat::random_id("msg_")),
             model: Arc::from(request.chat.model.as_str()),
             input_tokens: input_estimate,
         };

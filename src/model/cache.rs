@@ -161,7 +161,7 @@ impl Replay for ModelResponse {
     }
 
     fn replay(events: Arc<[ChatEvent]>) -> Self {
-        let fresh = Arc::<str>::from(format!("msg_{}", uuid::Uuid::new_v4().simple()));
+        let fresh = Arc::<str>::from(crate::chat::random_id("msg_"));
         let replayed = events
             .iter()
             .map(|event| match event {

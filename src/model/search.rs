@@ -146,7 +146,7 @@ where
         };
         let response = match run.asked() {
             Some(query) => {
-                let upstream_id = format!("tooluse_{}", uuid::Uuid::new_v4().simple());
+                let upstream_id = crate::chat::random_id("tooluse_");
                 let (use_part, result_part) = run.search(ready, upstream_id, query).await;
                 run.add_round(vec![use_part], vec![result_part]);
                 run.call_model(run.service.clone()).await?
@@ -230,7 +230,7 @@ where
     /// Runs one search for `query` (empty when the model's call had none); the client sees
     /// it, and the parts returned (the call and its result) carry it into the conversation.
     async fn search(&mut self, service: S, upstream_id: String, query: String) -> (Part, Part) {
-        let id = format!("srvtoolu_{}", uuid::Uuid::new_v4().simple());
+        let id = crate::chat::random_id("srvtoolu_");
         let query = query.trim().to_owned();
         self.searches += 1;
         let outcome = if query.is_empty() {

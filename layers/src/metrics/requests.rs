@@ -212,8 +212,7 @@ where
                         overhead.as_secs_f64(),
                         || [KeyValue::new("route", route)],
                     );
-                    let millis = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
-                    if let Ok(value) = HeaderValue::from_str(&millis) {
+                    if let Some(value) = millis(overhead) {
                         response.headers_mut().insert(OVERHEAD_HEADER, value);
                     }
                 }
@@ -226,6 +225,19 @@ where
 /// A constant: inserting by `&str` copies a non-standard name on every response.
 const OVERHEAD_HEADER: http::HeaderName = http::HeaderName::from_static("x-aiproxy-overhead-ms");
 
+/// `duration` in milliseconds with three decimals, rounded to the microsecond: written as
+/// two integers (formatting the float with a precision cost more than the rest of the
+/// layer).
+fn millis(duration: std::time::Duration) -> Option<HeaderValue> {
+    use std::io::Write;
+    let micros = (duration.as_nanos() + 500) / 1000;
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    write!(cursor, "{}.{:03}", micros / 1000, micros % 1000).ok()?;
+    let written = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(&text[..written]).ok()
+}
+
 fn status_class(status: u16) -> &'static str {
     match status / 100 {
         1 => "1xx",
@@ -233,5 +245,27 @@ fn status_class(status: u16) -> &'static str {
         3 => "3xx",
         4 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millis;
+    use std::time::Duration;
+
+    #[test]
+    fn overhead_is_written_in_milliseconds_to_the_microsecond() {
+        for (nanos, text) in [
+            (0, "0.000"),
+            (499, "0.000"),
+            (500, "0.001"),
+            (1_234_567, "1.235"),
+            (12_000_400, "12.000"),
+            (987_654_321_000, "987654.321"),
+        ] {
+            let value = millis(Duration::from_nanos(nanos)).unwrap();
+            assert_eq!(value.to_str().unwrap(), text, "{nanos} ns");
+        }
+        assert!(millis(Duration::MAX).is_some(), "the largest duration fits");
     }
 }

@@ -136,7 +136,7 @@ fn message_id(id: &str) -> String {
     if id.starts_with("msg_") {
         id.to_owned()
     } else {
-        format!("msg_{}", uuid::Uuid::new_v4().simple())
+        crate::chat::random_id("msg_")
     }
 }
 

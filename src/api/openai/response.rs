@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// `chatcmpl-<32 hex>`.
 pub fn completion_id() -> String {
-    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+    crate::chat::random_id("chatcmpl-")
 }
 
 /// Seconds since the Unix epoch.

@@ -247,7 +247,7 @@ fn echoed_tools(tools: Option<&Value>) -> Value {
 
 /// `<prefix>_<32 hex>`.
 pub fn item_id(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+    crate::chat::random_id(&format!("{prefix}_"))
 }
 
 /// Fields that would change the answer in ways aiproxy cannot honour: refused, not ignored.

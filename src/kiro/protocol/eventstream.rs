@@ -235,7 +235,7 @@ fn read_header(block: &[u8], at: usize) -> Result<HeaderAt, FrameError> {
     };
     let name_len = usize::from(block[at]);
     let name = take(at + 1, name_len)?;
-    if std::str::from_utf8(&block[name.clone()]).is_err() {
+    if !is_utf8(&block[name.clone()]) {
         return Err(corrupt("a header name is not UTF-8"));
     }
     let value_type = block[take(name.end, 1)?.start];
@@ -256,7 +256,7 @@ fn read_header(block: &[u8], at: usize) -> Result<HeaderAt, FrameError> {
         6 => (sized()?, false),
         7 => {
             let value = sized()?;
-            if std::str::from_utf8(&block[value.clone()]).is_err() {
+            if !is_utf8(&block[value.clone()]) {
                 return Err(corrupt("a string header value is not UTF-8"));
             }
             (value, true)
@@ -268,6 +268,13 @@ fn read_header(block: &[u8], at: usize) -> Result<HeaderAt, FrameError> {
         next: value.end,
         string: string.then_some(value),
     })
+}
+
+/// Whether `bytes` is UTF-8. Header names and values are ASCII in practice, and the ASCII
+/// test reads a word at a time where `from_utf8` takes a short string byte by byte (and
+/// every frame has three headers).
+fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 /// Encodes one frame as Kiro sends it. Used by the fake Kiro and by tests.
@@ -440,8 +447,10 @@ impl KiroEvent {
             reason: e.to_string(),
         };
         let payload = &frame.payload;
-        match frame.message_type() {
-            "exception" => {
+        // Matched as bytes: the names are ASCII, and `message_type()`/`kind()` would check
+        // them as UTF-8 again (they were when the frame was read).
+        match &frame.message_type[..] {
+            b"exception" => {
                 let message = serde_json::from_slice::<MessagePayload>(payload)
                     .map(|p| p.message)
                     .unwrap_or_else(|_| String::from_utf8_lossy(payload).into_owned());
@@ -450,7 +459,7 @@ impl KiroEvent {
                     message,
                 });
             }
-            "error" => {
+            b"error" => {
                 return Ok(Self::Error {
                     code: frame.kind().to_owned(),
                     message: String::from_utf8_lossy(payload).into_owned(),
@@ -458,8 +467,8 @@ impl KiroEvent {
             }
             _ => {}
         }
-        Ok(match frame.kind() {
-            "assistantResponseEvent" => {
+        Ok(match &frame.kind[..] {
+            b"assistantResponseEvent" => {
                 let p: TextPayload = serde_json::from_slice(payload).map_err(fail)?;
                 if p.followup_prompt.is_some() && p.content.is_empty() {
                     Self::Unknown("followupPrompt".into())
@@ -467,7 +476,7 @@ impl KiroEvent {
                     Self::Text(p.content)
                 }
             }
-            "toolUseEvent" => {
+            b"toolUseEvent" => {
                 let p: ToolUsePayload = serde_json::from_slice(payload).map_err(fail)?;
                 let input = p.input.map(|value| match value {
                     serde_json::Value::String(fragment) => fragment,
@@ -480,7 +489,7 @@ impl KiroEvent {
                     stop: p.stop,
                 }
             }
-            "reasoningContentEvent" => {
+            b"reasoningContentEvent" => {
                 let p: ReasoningPayload = serde_json::from_slice(payload).map_err(fail)?;
                 match p.redacted_content.filter(|r| !r.is_empty()) {
                     Some(data) => Self::RedactedReasoning(data),
@@ -490,22 +499,22 @@ impl KiroEvent {
                     },
                 }
             }
-            "contextUsageEvent" => {
+            b"contextUsageEvent" => {
                 let p: ContextUsagePayload = serde_json::from_slice(payload).map_err(fail)?;
                 Self::ContextUsage(p.context_usage_percentage)
             }
-            "meteringEvent" => {
+            b"meteringEvent" => {
                 let p: MeteringPayload = serde_json::from_slice(payload).map_err(fail)?;
                 Self::Metering(p.usage)
             }
-            "metadataEvent" | "messageMetadataEvent" => {
+            b"metadataEvent" | b"messageMetadataEvent" => {
                 let p: MetadataPayload = serde_json::from_slice(payload).map_err(fail)?;
                 Self::Metadata {
                     usage: p.token_usage,
                     stop_reason: p.stop_reason,
                 }
             }
-            other => Self::Unknown(other.to_owned()),
+            _ => Self::Unknown(frame.kind().to_owned()),
         })
     }
 }
@@ -718,11 +727,12 @@ mod tests {
     #[test]
     fn broken_header_blocks_are_errors() {
         // (header block, what the error says)
-        let cases: [(&[u8], &str); 4] = [
+        let cases: [(&[u8], &str); 5] = [
             (b"\x05:a", "runs past"),
             (b"\x01a\x07\x00\x09abc", "runs past"),
             (b"\x01a\x0c", "unknown header value type 12"),
             (b"\x01a\x07\x00\x02\xff\xfe", "not UTF-8"),
+            (b"\x02\xc3a\x07\x00\x01a", "name is not UTF-8"),
         ];
         for (headers, says) in cases {
             let total = 16 + headers.len();
@@ -743,6 +753,20 @@ mod tests {
                 other => panic!("{headers:?}: {other:?}"),
             }
         }
+    }
+
+    /// Header names and string values that are UTF-8 but not ASCII are read as they are.
+    #[test]
+    fn non_ascii_header_strings_are_read() {
+        let frame = encode_frame("event", "événement", b"{}");
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&frame);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(frame.kind(), "événement");
+        assert_eq!(
+            KiroEvent::from_frame(&frame).unwrap(),
+            KiroEvent::Unknown("événement".into())
+        );
     }
 
     #[test]
