@@ -642,6 +642,16 @@ pub fn random_id(prefix: &str) -> String {
     id
 }
 
+/// A random UUID in its hyphenated form (as `Uuid::to_string` writes it, without going
+/// through `format!`): Kiro's conversation and continuation ids.
+pub fn random_uuid() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
+}
+
 fn model_not_found(model: &str, unserved: Option<&str>) -> String {
     match unserved {
         Some(kiro) => format!(
@@ -664,9 +674,18 @@ mod tests {
         let hex = id.strip_prefix("chatcmpl-").unwrap();
         assert_eq!(hex.len(), 32, "{id}");
         assert!(
-            hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+            hex.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
             "{id}"
         );
         assert_ne!(random_id("msg_"), random_id("msg_"));
+    }
+
+    #[test]
+    fn random_uuids_read_back_as_the_uuid_they_print() {
+        let text = super::random_uuid();
+        let parsed = uuid::Uuid::parse_str(&text).unwrap();
+        assert_eq!(parsed.to_string(), text);
+        assert_eq!(parsed.get_version_num(), 4);
     }
 }

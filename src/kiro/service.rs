@@ -435,7 +435,7 @@ async fn attempt(
         .metadata
         .conversation_id
         .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(crate::chat::random_uuid);
     let built = request::build(
         chat,
         &BuildOptions {

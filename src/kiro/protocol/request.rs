@@ -212,7 +212,7 @@ pub fn build(request: &ChatRequest, options: &BuildOptions<'_>) -> BuiltRequest 
 
     let body = KiroRequest {
         conversation_state: ConversationState {
-            agent_continuation_id: Some(uuid::Uuid::new_v4().to_string()),
+            agent_continuation_id: Some(crate::chat::random_uuid()),
             agent_task_type: Some("vibe".to_owned()),
             chat_trigger_type: "MANUAL".to_owned(),
             conversation_id: options.conversation_id.clone(),
