@@ -15,6 +15,9 @@
 //! models from the catalog (the layer sits below model resolution), error types from
 //! [`Failure::kind`](crate::model::Failure::kind)'s closed vocabulary.
 //!
+//! Both layers record through bound instruments ([`bound`]): the meter must come from
+//! `opentelemetry_sdk` (whose `bind` this crate's feature turns on).
+//!
 //! # Example: model operations counted over a mock account, read back as Prometheus text
 //!
 //! ```
