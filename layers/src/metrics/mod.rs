@@ -103,6 +103,14 @@ impl UpstreamClock {
     }
 }
 
+/// The label `name` = `value`, or `none` when there is no value (a static string: no
+/// allocation for the label of a request without a provider or model).
+fn label_or_none(name: &'static str, value: Option<Arc<str>>) -> opentelemetry::KeyValue {
+    value.map_or(opentelemetry::KeyValue::new(name, "none"), |value| {
+        opentelemetry::KeyValue::new(name, value)
+    })
+}
+
 /// Histogram bucket bounds for latencies in seconds: fine below 100 ms (the proxy's own
 /// time, first tokens) and up to ten minutes (long agent answers).
 const LATENCY_BOUNDS: &[f64] = &[

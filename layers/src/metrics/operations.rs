@@ -1,7 +1,7 @@
 //! The model tier's metrics layer (see the module docs).
 
 use super::bound::{self, Series};
-use super::{ModelLabel, OperationName, LATENCY_BOUNDS, TOKEN_BOUNDS};
+use super::{label_or_none, ModelLabel, OperationName, LATENCY_BOUNDS, TOKEN_BOUNDS};
 use crate::cache::CacheStatus;
 use crate::model::{Attempts, Failure, HasExtensions, Observe, StreamReport};
 use crate::ProviderId;
@@ -163,14 +163,8 @@ where
                 instruments: Arc::clone(&self.instruments),
                 bound,
                 count_tokens: true,
-                provider: KeyValue::new(
-                    "gen_ai.provider.name",
-                    provider.unwrap_or_else(|| Arc::from("none")),
-                ),
-                model: KeyValue::new(
-                    "gen_ai.request.model",
-                    model.unwrap_or_else(|| Arc::from("none")),
-                ),
+                provider: label_or_none("gen_ai.provider.name", provider),
+                model: label_or_none("gen_ai.request.model", model),
                 operation,
                 started: Instant::now(),
                 attempts,

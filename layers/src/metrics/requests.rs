@@ -1,7 +1,7 @@
 //! The HTTP tier's metrics layer (see the module docs).
 
 use super::bound::{self, Series};
-use super::{UpstreamClock, LATENCY_BOUNDS};
+use super::{label_or_none, UpstreamClock, LATENCY_BOUNDS};
 use crate::ProviderId;
 use http::{HeaderValue, Request, Response};
 use opentelemetry::metrics::{BoundHistogram, Histogram, Meter, UpDownCounter};
@@ -199,7 +199,7 @@ where
                     [
                         KeyValue::new("route", route),
                         KeyValue::new("status_class", status),
-                        KeyValue::new("provider", provider.unwrap_or_else(|| Arc::from("none"))),
+                        label_or_none("provider", provider),
                     ]
                 },
             );

@@ -63,24 +63,32 @@ fn routes(path: &str) -> &'static str {
     }
 }
 
+/// The inner service's answer: on the chat route, the provider and `clock` (the upstream
+/// waits); anywhere else 404.
+fn chat_or_not_found(request: &Request<()>, clock: UpstreamClock) -> Response<()> {
+    let mut response = Response::new(());
+    if request.uri().path() == "/v1/chat/completions" {
+        response
+            .extensions_mut()
+            .insert(ProviderId::new("kiro-api"));
+        response.extensions_mut().insert(clock);
+    } else {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    response
+}
+
 #[tokio::test]
 async fn http_requests_are_counted_by_route_status_and_provider_with_overhead() {
     let registry = Registry::new();
     let layer = HttpMetricsLayer::new(&registry.meter, routes);
     let mut service = layer.layer(service_fn(|request: Request<()>| async move {
-        let mut response = Response::new(());
+        let clock = UpstreamClock::default();
         if request.uri().path() == "/v1/chat/completions" {
-            response
-                .extensions_mut()
-                .insert(ProviderId::new("kiro-api"));
-            let clock = UpstreamClock::default();
             clock.add(Duration::from_millis(3));
             tokio::time::sleep(Duration::from_millis(4)).await;
-            response.extensions_mut().insert(clock);
-        } else {
-            *response.status_mut() = StatusCode::NOT_FOUND;
         }
-        Ok::<_, Infallible>(response)
+        Ok::<_, Infallible>(chat_or_not_found(&request, clock))
     }));
     let ok = service
         .ready()
@@ -362,16 +370,7 @@ async fn bound_handles_export_what_records_with_attributes_export() {
         let registry = Registry::new();
         let layer = HttpMetricsLayer::with_max_bound_sets(&registry.meter, routes, max_sets);
         let mut service = layer.layer(service_fn(|request: Request<()>| async move {
-            let mut response = Response::new(());
-            if request.uri().path() == "/v1/chat/completions" {
-                response
-                    .extensions_mut()
-                    .insert(ProviderId::new("kiro-api"));
-                response.extensions_mut().insert(UpstreamClock::default());
-            } else {
-                *response.status_mut() = StatusCode::NOT_FOUND;
-            }
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(chat_or_not_found(&request, UpstreamClock::default()))
         }));
         for path in ["/v1/chat/completions", "/x", "/v1/chat/completions", "/y"] {
             let request = Request::post(path).body(()).unwrap();
