@@ -35,13 +35,14 @@ use aiproxy_layers::model::{Attempts, SessionKey};
 use aiproxy_layers::rate_limit::{RateLimitSlot, RateLimitStatus};
 use aiproxy_layers::{ClientKey, ErrorShape, ProviderId, Rejection};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use http::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -211,43 +212,50 @@ where
             body.map_err(|error| -> BoxError { error.into() })
                 .boxed_unsync()
         });
-        Box::pin(async move {
-            let Some(cors) = state.cors.clone() else {
-                return Ok(route(model, state, request).await);
-            };
-            if let Some(answer) = cors.preflight(request.method(), request.headers()) {
-                return Ok(answer);
-            }
-            let headers = request.headers().clone();
-            let mut response = route(model, state, request).await;
+        // The route's future is made here rather than awaited in a block that owns the
+        // request: such a block kept room for the request in every request's box.
+        let Some(cors) = state.cors.clone() else {
+            return Box::pin(route(model, state, request).map(Ok));
+        };
+        if let Some(answer) = cors.preflight(request.method(), request.headers()) {
+            return Box::pin(std::future::ready(Ok(answer)));
+        }
+        let headers = request.headers().clone();
+        Box::pin(route(model, state, request).map(move |mut response| {
             cors.decorate(&headers, &mut response);
             Ok(response)
-        })
+        }))
     }
 }
 
-async fn route(
+/// The future of one request. Its size is the room every request takes while it waits for
+/// its answer (1,000 waiting streams: 1,000 of them), so the head is taken apart before the
+/// future is made (an `async fn` keeps its arguments and their moved copies side by side),
+/// and the handlers of rare requests with large futures are boxed on their own: a future is
+/// as large as its largest arm.
+fn route(
     model: ModelTier,
     state: Arc<ApiState>,
     request: Request<RequestBody>,
-) -> Response<ResponseBody> {
+) -> impl Future<Output = Response<ResponseBody>> + Send {
     let (mut parts, body) = request.into_parts();
-    let provider = parts.extensions.get::<ProviderId>().cloned();
-    let access = AccessNote::for_current_request();
-    if let Some(access) = &access {
-        if let Some(provider) = &provider {
-            access.provider(provider);
+    async move {
+        let provider = parts.extensions.get::<ProviderId>().cloned();
+        let access = AccessNote::for_current_request();
+        if let Some(access) = &access {
+            if let Some(provider) = &provider {
+                access.provider(provider);
+            }
+            parts.extensions.insert(access.clone());
         }
-        parts.extensions.insert(access.clone());
-    }
-    let shape = ErrorShape::for_request(&parts);
-    // HEAD is answered as GET would be: same status and headers, no body (see `headless`).
-    let method = if parts.method == Method::HEAD {
-        &Method::GET
-    } else {
-        &parts.method
-    };
-    let result = match (method, parts.uri.path()) {
+        let shape = ErrorShape::for_request(&parts);
+        // HEAD is answered as GET would be: same status and headers, no body (see `headless`).
+        let method = if parts.method == Method::HEAD {
+            &Method::GET
+        } else {
+            &parts.method
+        };
+        let result = match (method, parts.uri.path()) {
         (&Method::GET, "/v1/models") => Ok(catalog_view::list(
             &state,
             parts.headers.contains_key("anthropic-version"),
@@ -264,8 +272,12 @@ async fn route(
             chat::<AnthropicSurface>(model, &state, &parts, body).await
         }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&state, body).await,
-        (&Method::POST, "/v1/completions") => legacy_completions(model, &state, &parts, body).await,
-        (&Method::POST, "/v1/responses") => responses::create(model, &state, &parts, body).await,
+        (&Method::POST, "/v1/completions") => {
+            Box::pin(legacy_completions(model, &state, &parts, body)).await
+        }
+        (&Method::POST, "/v1/responses") => {
+            Box::pin(responses::create(model, &state, &parts, body)).await
+        }
         (&Method::POST, "/v1/responses/input_tokens") => {
             responses::input_tokens(&state, &parts, body).await
         }
@@ -291,20 +303,21 @@ async fn route(
         (&Method::GET, "/metrics") => Ok(metrics::render(&state)),
         (_, path) => Err(unknown_route(&parts.method, path)),
     };
-    let mut response =
-        result.unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full));
-    if parts.method == Method::HEAD {
-        response = headless(response);
+        let mut response = result
+            .unwrap_or_else(|rejection| rejection.into_response(shape).map(ResponseBody::full));
+        if parts.method == Method::HEAD {
+            response = headless(response);
+        }
+        if let Some(provider) = provider {
+            // For the HTTP metrics layer above.
+            response.extensions_mut().insert(provider);
+        }
+        if let Some(access) = access {
+            // For the access line.
+            response.extensions_mut().insert(access);
+        }
+        response
     }
-    if let Some(provider) = provider {
-        // For the HTTP metrics layer above.
-        response.extensions_mut().insert(provider);
-    }
-    if let Some(access) = access {
-        // For the access line.
-        response.extensions_mut().insert(access);
-    }
-    response
 }
 
 /// A GET answer as the answer to a HEAD: the body dropped here (so an in-process caller gets
@@ -381,6 +394,19 @@ fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Respons
     response
 }
 
+/// Reads the body and parses it with `parse`. The bytes go before the caller goes on: they are
+/// usually a slice of the connection's read buffer, and holding them through the model call
+/// would keep that whole buffer alive next to the one hyper reads into by then (see
+/// `server::own_head`).
+async fn parsed_body<T>(
+    body: RequestBody,
+    state: &ApiState,
+    parse: impl FnOnce(&[u8]) -> Result<T, ChatError>,
+) -> Result<T, Rejection> {
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    parse(&bytes).map_err(|e| error::rejection(&e))
+}
+
 async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, Rejection> {
     // A declared length over the limit is refused before a byte of the body is read.
     if body.size_hint().lower() > limit as u64 {
@@ -439,12 +465,15 @@ fn metadata(parts: &http::request::Parts) -> Metadata {
 /// account slot happens inside the call, below the cache and the rate limits (see
 /// `aiproxy_layers::model::ready`), bounded by `--request-timeout`, and running out of it is
 /// [`ChatError::Busy`], not an upstream timeout: nothing was sent.
-async fn call_model(
+/// Calls the model tier with `chat`. What needs no waiting is done before the future is made
+/// (see `route` on why its size matters): the future holds the request once, until the call
+/// takes it.
+fn call_model<'a>(
     mut model: ModelTier,
-    state: &ApiState,
-    parts: &http::request::Parts,
+    state: &'a ApiState,
+    parts: &'a http::request::Parts,
     chat: ChatRequest,
-) -> Result<ModelResponse, Rejection> {
+) -> impl Future<Output = Result<ModelResponse, Rejection>> + Send + 'a {
     let access = parts.extensions.get::<AccessNote>().cloned();
     let streaming = chat.stream;
     let (model_label, client): (Arc<str>, _) =
@@ -471,93 +500,99 @@ async fn call_model(
         attempts: attempts.clone(),
         stream: streaming,
     });
-    let result = match model.ready().await {
-        Err(error) => Err(error),
-        Ok(ready) => {
-            let session = session_key(parts, &chat);
-            let mut request = ModelRequest::new(chat);
-            if let Some(session) = session {
-                request.extensions.insert(session);
+    async move {
+        let result = match model.ready().await {
+            Err(error) => Err(error),
+            Ok(ready) => {
+                // The request in a block of its own, gone before the await.
+                let call = {
+                    let session = session_key(parts, &chat);
+                    let mut request = ModelRequest::new(chat);
+                    if let Some(session) = session {
+                        request.extensions.insert(session);
+                    }
+                    if let Some(provider) = parts.extensions.get::<ProviderId>() {
+                        request.extensions.insert(provider.clone());
+                    }
+                    request.extensions.insert(clock.clone());
+                    request.extensions.insert(attempts.clone());
+                    if let Some(slot) = &slot {
+                        request.extensions.insert(slot.clone());
+                    }
+                    if let Some(control) = parts.headers.get(CACHE_CONTROL) {
+                        let control = control.to_str().unwrap_or_default();
+                        request.extensions.insert(CacheControl::parse(control));
+                    }
+                    ready.call(request)
+                };
+                call.await
             }
-            if let Some(provider) = parts.extensions.get::<ProviderId>() {
-                request.extensions.insert(provider.clone());
-            }
-            request.extensions.insert(clock.clone());
-            request.extensions.insert(attempts.clone());
-            if let Some(slot) = &slot {
-                request.extensions.insert(slot.clone());
-            }
-            if let Some(control) = parts.headers.get(CACHE_CONTROL) {
-                let control = control.to_str().unwrap_or_default();
-                request.extensions.insert(CacheControl::parse(control));
-            }
-            ready.call(request).await
-        }
-    };
-    // Every upstream call this request cost, when there was more than the one that
-    // answered (the `account` field names that one).
-    if let Some(access) = access
-        .as_ref()
-        .filter(|_| attempts.count() > 1 || (result.is_err() && attempts.count() > 0))
-    {
-        access.attempts(attempts.summary());
-    }
-    let limits = slot.and_then(|slot| slot.get());
-    let mut response = result.map_err(|e| {
-        let rejection = error::rejection(&e);
-        if let Some(note) = &journal {
-            note.failed(&rejection);
-        }
-        match limits {
-            Some(limits) => rate_limit_headers(&limits)
-                .into_iter()
-                .fold(rejection, |r, (name, value)| r.with_header(name, value)),
-            None => rejection,
-        }
-    })?;
-    response.extensions.insert(clock);
-    // Streams are what outlast a shutdown's grace; a non-stream answer is cut with its
-    // connection, as before (and skips the extra poll).
-    if streaming {
-        response.events = sse::Ending::wrap(
-            response.events,
-            parts
-                .extensions
-                .get::<crate::server::tracked::ServedOn>()
-                .map(|served| &served.ending),
-        );
-    }
-    if let Some(limits) = limits {
-        response.extensions.insert(limits);
-    }
-    let account = response.extensions.get::<AccountId>().map(|a| a.0.clone());
-    if let (Some(access), Some(account)) = (&access, &account) {
-        access.account(account);
-    }
-    let counter = state.credits.clone();
-    let cache = response.extensions.get::<CacheStatus>().map(|c| c.as_str());
-    // The usage reaches the note (and the exported span, which lives until the body is
-    // sent); the credits are counted when the answer is complete.
-    Ok(response.on_end(move |outcome| {
-        if let Some(note) = &journal {
-            note.ended(outcome, account.clone(), cache);
-        }
-        let Some(usage) = outcome.usage else {
-            return;
         };
-        if let (Some(credits), Some(account)) = (credits::of(&usage), &account) {
-            counter.add(credits, account, &model_label, client.shared());
-            if let Some(access) = &access {
-                access.credits(credits);
-            }
+        // Every upstream call this request cost, when there was more than the one that
+        // answered (the `account` field names that one).
+        if let Some(access) = access
+            .as_ref()
+            .filter(|_| attempts.count() > 1 || (result.is_err() && attempts.count() > 0))
+        {
+            access.attempts(attempts.summary());
         }
-        if let Some(access) = &access {
-            access.usage(
-                usage.input + usage.cache_read + usage.cache_write,
-                usage.output,
+        let limits = slot.and_then(|slot| slot.get());
+        let mut response = result.map_err(|e| {
+            let rejection = error::rejection(&e);
+            if let Some(note) = &journal {
+                note.failed(&rejection);
+            }
+            match limits {
+                Some(limits) => rate_limit_headers(&limits)
+                    .into_iter()
+                    .fold(rejection, |r, (name, value)| r.with_header(name, value)),
+                None => rejection,
+            }
+        })?;
+        response.extensions.insert(clock);
+        // Streams are what outlast a shutdown's grace; a non-stream answer is cut with its
+        // connection, as before (and skips the extra poll).
+        if streaming {
+            response.events = sse::Ending::wrap(
+                response.events,
+                parts
+                    .extensions
+                    .get::<crate::server::tracked::ServedOn>()
+                    .map(|served| &served.ending),
             );
         }
-    }))
+        if let Some(limits) = limits {
+            response.extensions.insert(limits);
+        }
+        let account = response.extensions.get::<AccountId>().map(|a| a.0.clone());
+        if let (Some(access), Some(account)) = (&access, &account) {
+            access.account(account);
+        }
+        let counter = state.credits.clone();
+        let cache = response.extensions.get::<CacheStatus>().map(|c| c.as_str());
+        // The usage reaches the note (and the exported span, which lives until the body is
+        // sent); the credits are counted when the answer is complete.
+        Ok(response.on_end(move |outcome| {
+            if let Some(note) = &journal {
+                note.ended(outcome, account.clone(), cache);
+            }
+            let Some(usage) = outcome.usage else {
+                return;
+            };
+            if let (Some(credits), Some(account)) = (credits::of(&usage), &account) {
+                counter.add(credits, account, &model_label, client.shared());
+                if let Some(access) = &access {
+                    access.credits(credits);
+                }
+            }
+            if let Some(access) = &access {
+                access.usage(
+                    usage.input + usage.cache_read + usage.cache_write,
+                    usage.output,
+                );
+            }
+        }))
+    }
 }
 
 /// What the console's journal needs of a request, taken when it starts.
@@ -872,11 +907,16 @@ async fn chat<S: Surface>(
     parts: &http::request::Parts,
     body: RequestBody,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    let bytes = read_body(body, state.max_body_bytes).await?;
-    let (chat, options) = S::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
-    let (stream, model_id) = (chat.stream, chat.model.clone());
-    let not_honoured = chat.sampling.not_honoured.clone();
-    let ModelResponse { events, extensions } = call_model(model, state, parts, chat).await?;
+    // `chat` in a block of its own: borrowed, it would keep its room in this future across
+    // the model call, beside the call's own copy.
+    let (called, stream, model_id, not_honoured, options) = {
+        let (chat, options) = parsed_body(body, state, |b| S::parse(b, metadata(parts))).await?;
+        let (stream, model_id) = (chat.stream, chat.model.clone());
+        let not_honoured = chat.sampling.not_honoured.clone();
+        let called = call_model(model, state, parts, chat);
+        (called, stream, model_id, not_honoured, options)
+    };
+    let ModelResponse { events, extensions } = called.await?;
     let mut response = if stream {
         sse_response(S::stream(events, &model_id, options))
     } else {
@@ -897,8 +937,7 @@ async fn legacy_completions(
     parts: &http::request::Parts,
     body: RequestBody,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    let bytes = read_body(body, state.max_body_bytes).await?;
-    let parsed = completions::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
+    let parsed = parsed_body(body, state, |b| completions::parse(b, metadata(parts))).await?;
     let mut choices = Vec::with_capacity(parsed.chats.len());
     let mut last = None;
     let not_honoured = parsed
@@ -955,13 +994,14 @@ async fn count_tokens(
     state: &ApiState,
     body: RequestBody,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    let bytes = read_body(body, state.max_body_bytes).await?;
-    let chat = anthropic::request::parse(
-        &bytes,
-        Metadata::default(),
-        anthropic::request::Endpoint::CountTokens,
-    )
-    .map_err(|e| error::rejection(&e))?;
+    let chat = parsed_body(body, state, |b| {
+        anthropic::request::parse(
+            b,
+            Metadata::default(),
+            anthropic::request::Endpoint::CountTokens,
+        )
+    })
+    .await?;
     if state.catalog.resolve(&chat.model).is_none() {
         return Err(error::rejection(&state.catalog.not_found(&chat.model)));
     }

@@ -19,9 +19,10 @@ use aiproxy_layers::metrics::UpstreamClock;
 use aiproxy_layers::model::Attempts;
 use aiproxy_layers::rate_limit::DeferredAdmission;
 use bytes::{Bytes, BytesMut};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, StatusCode};
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -64,42 +65,53 @@ enum Target {
 }
 
 impl Transport {
-    async fn post(
+    /// One call; the future holds no more than the HTTP client's call (see
+    /// `HttpUpstream::post`), and the fake answers before it is made.
+    fn post(
         &self,
         target: Target,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<UpstreamResponse, ChatError> {
+    ) -> impl Future<Output = Result<UpstreamResponse, ChatError>> + Send + 'static {
         match self {
-            Self::Fake(fake) => {
-                let path = match target {
-                    Target::Chat => CHAT_PATH,
-                    Target::Management => "/",
-                    Target::Mcp => crate::kiro::search::MCP_PATH,
-                };
-                let mut request =
-                    Request::post(path)
-                        .body(body)
-                        .map_err(|e| ChatError::Internal {
-                            message: format!("building the fake Kiro request failed: {e}"),
-                        })?;
-                *request.headers_mut() = headers;
-                let (parts, body) = fake.handle(request).into_parts();
-                Ok(UpstreamResponse {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body: Box::pin(body),
-                })
-            }
+            Self::Fake(fake) => Either::Left(std::future::ready(Self::fake_post(
+                fake, target, headers, body,
+            ))),
             Self::Http(routes) => {
                 let url = match target {
                     Target::Chat => &routes.chat,
                     Target::Management => &routes.management,
                     Target::Mcp => &routes.mcp,
                 };
-                routes.http.post(url.clone(), headers, body).await
+                Either::Right(routes.http.post(url.clone(), headers, body))
             }
         }
+    }
+
+    /// The in-process fake's answer (mock mode).
+    fn fake_post(
+        fake: &FakeKiro,
+        target: Target,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, ChatError> {
+        let path = match target {
+            Target::Chat => CHAT_PATH,
+            Target::Management => "/",
+            Target::Mcp => crate::kiro::search::MCP_PATH,
+        };
+        let mut request = Request::post(path)
+            .body(body)
+            .map_err(|e| ChatError::Internal {
+                message: format!("building the fake Kiro request failed: {e}"),
+            })?;
+        *request.headers_mut() = headers;
+        let (parts, body) = fake.handle(request).into_parts();
+        Ok(UpstreamResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: Box::pin(body),
+        })
     }
 
     /// `mock` or `live`, for `/health`.
@@ -413,10 +425,12 @@ async fn attempt(
             .ok_or_else(|| ChatError::Internal {
                 message: "the model tier has no model resolution above the Kiro service".into(),
             })?;
+    // Boxed: a request's future keeps room for what it holds across an await, and only a
+    // retry after an empty turn has a nudged copy.
     let nudged_chat = plan
         .nudge
-        .then(|| request.chat.with_reminder(EMPTY_TURN_NUDGE));
-    let chat = nudged_chat.as_ref().unwrap_or(&*request.chat);
+        .then(|| Box::new(request.chat.with_reminder(EMPTY_TURN_NUDGE)));
+    let chat = nudged_chat.as_deref().unwrap_or(&*request.chat);
     let model = &resolved.entry;
     let thinking = chat
         .thinking
@@ -436,30 +450,41 @@ async fn attempt(
         .conversation_id
         .clone()
         .unwrap_or_else(crate::chat::random_uuid);
-    let built = request::build(
-        chat,
-        &BuildOptions {
-            kiro_model_id: &model.kiro_model_id,
-            profile_arn: token.profile_arn.as_deref(),
-            conversation_id,
-            thinking,
-            reasoning: model.capabilities.reasoning.as_ref(),
-            replay_signatures: plan.replay_signatures,
-            native_max_tokens: chat
-                .sampling
-                .max_tokens
-                .filter(|_| model.capabilities.native_max_tokens),
-            prompt_caching: model.capabilities.prompt_caching.as_ref(),
-        },
-    );
-    let replayed_signatures = built.body.conversation_state.history.iter().any(|entry| {
+    // The Kiro request in a block of its own: only its bytes and what the answer needs
+    // outlive it (its room is not kept across the call).
+    let (body, tool_names, native_reasoning, replayed_signatures) = {
+        let built = request::build(
+            chat,
+            &BuildOptions {
+                kiro_model_id: &model.kiro_model_id,
+                profile_arn: token.profile_arn.as_deref(),
+                conversation_id,
+                thinking,
+                reasoning: model.capabilities.reasoning.as_ref(),
+                replay_signatures: plan.replay_signatures,
+                native_max_tokens: chat
+                    .sampling
+                    .max_tokens
+                    .filter(|_| model.capabilities.native_max_tokens),
+                prompt_caching: model.capabilities.prompt_caching.as_ref(),
+            },
+        );
+        let replayed_signatures = built.body.conversation_state.history.iter().any(|entry| {
         matches!(entry, HistoryEntry::AssistantResponseMessage(m) if m.reasoning_content.is_some())
     });
-    let body = Bytes::from(
-        serde_json::to_vec(&built.body).map_err(|e| ChatError::Internal {
-            message: format!("serialising the Kiro request failed: {e}"),
-        })?,
-    );
+        let body =
+            Bytes::from(
+                serde_json::to_vec(&built.body).map_err(|e| ChatError::Internal {
+                    message: format!("serialising the Kiro request failed: {e}"),
+                })?,
+            );
+        (
+            body,
+            built.tool_names,
+            built.native_reasoning,
+            replayed_signatures,
+        )
+    };
     // Counted once above (emulate) for the request as it came; a nudged one is counted anew.
     let input_estimate = match request.extensions.get::<PromptTokens>() {
         Some(tokens) if nudged_chat.is_none() => tokens.0,
@@ -495,8 +520,8 @@ async fn attempt(
                 &error_body,
             ));
         }
-        let translator = Translator::new(built.tool_names, input_estimate, model.context_window)
-            .with_thinking(thinking.is_some() && !built.native_reasoning);
+        let translator = Translator::new(tool_names, input_estimate, model.context_window)
+            .with_thinking(thinking.is_some() && !native_reasoning);
         let mut events = chat_stream(response.body, translator);
         // Resolve only once the upstream has said something: a failure before that is the
         // future's error, so nothing reached the client and a retry is safe. Usage figures

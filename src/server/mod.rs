@@ -11,6 +11,7 @@ pub mod connections;
 mod error_bodies;
 pub mod fd_limit;
 pub mod metrics_port;
+mod own_head;
 mod protocol;
 pub mod tls;
 pub mod tracked;

@@ -3,7 +3,8 @@
 //! [`Tracked`] wraps the served service for one connection: it counts a request as in flight
 //! from the call until its response body is finished or dropped (so a long stream keeps its
 //! connection busy, never idle), and gives the request body an idle timeout
-//! ([`IdleTimeoutBody`]) so that a client trickling its body cannot hold a connection.
+//! ([`IdleTimeoutBody`]) so that a client trickling its body cannot hold a connection. It also
+//! gives each request a head of its own (see [`super::own_head`]).
 
 use super::connections::Connection;
 use http::{Request, Response};
@@ -93,8 +94,10 @@ where
         }
         let guard = InFlight(Arc::clone(&self.connection));
         let timeout = self.body_read_timeout;
-        let mut request = request.map(|body| IdleTimeoutBody::new(body, timeout));
-        request.extensions_mut().insert(self.served_on.clone());
+        let (mut head, body) = request.into_parts();
+        super::own_head::own_head(&mut head);
+        head.extensions.insert(self.served_on.clone());
+        let request = Request::from_parts(head, IdleTimeoutBody::new(body, timeout));
         TrackedFuture {
             inner: Some(self.inner.call(request)),
             guard: Some(guard),

@@ -15,7 +15,7 @@ pub mod store;
 
 use super::{
     call_model, completed_response, drained, error, json_response, list_header, metadata,
-    model_headers, read_body, sse_response, ApiState, ModelTier, RequestBody,
+    model_headers, parsed_body, sse_response, ApiState, ModelTier, RequestBody,
 };
 use crate::api::sse::{SseEncoder, SseStream};
 use crate::body::{ChunkStream, ResponseBody};
@@ -111,9 +111,8 @@ pub async fn create(
     parts: &http::request::Parts,
     body: RequestBody,
 ) -> Result<http::Response<ResponseBody>, Rejection> {
-    let bytes = read_body(body, state.max_body_bytes).await?;
     let (mut chat, mut options) =
-        request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
+        parsed_body(body, state, |b| request::parse(b, metadata(parts))).await?;
     let client = chat.metadata.client.clone();
     let mut system_chain = chain(state, &mut chat, &options).await?;
     system_chain.append(&mut options.system_items);
@@ -368,9 +367,8 @@ pub async fn input_tokens(
     parts: &http::request::Parts,
     body: RequestBody,
 ) -> Result<http::Response<ResponseBody>, Rejection> {
-    let bytes = read_body(body, state.max_body_bytes).await?;
     let (mut chat, options) =
-        request::parse(&bytes, metadata(parts)).map_err(|e| error::rejection(&e))?;
+        parsed_body(body, state, |b| request::parse(b, metadata(parts))).await?;
     chain(state, &mut chat, &options).await?;
     let tokens = crate::token_count::estimate_request(&chat);
     Ok(json_response(

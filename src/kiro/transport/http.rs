@@ -14,8 +14,9 @@ use crate::kiro::transport::egress::{Connector, EgressProxy};
 use crate::kiro::transport::trust::KiroTrust;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyDataStream, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -112,53 +113,68 @@ impl HttpUpstream {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 
-    /// Sends one POST.
-    pub async fn post(
+    /// Sends one POST. The request is handed to the client before the future is made, so the
+    /// future (room in every waiting request) holds the client's call, not its arguments
+    /// and a copy of them beside it.
+    pub fn post(
         &self,
         uri: Uri,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<UpstreamResponse, ChatError> {
-        let deadline = Instant::now() + self.timeout;
+    ) -> impl Future<Output = Result<UpstreamResponse, ChatError>> + Send + 'static {
+        let timeout = self.timeout;
+        let deadline = Instant::now() + timeout;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri.clone();
         *request.headers_mut() = headers;
-        let send = self.client.request(request);
-        let response = tokio::time::timeout_at(deadline, send)
-            .await
-            .map_err(|_| ChatError::Timeout {
-                message: format!(
-                    "Kiro did not answer within {}s (--request-timeout)",
-                    self.timeout.as_secs()
-                ),
-            })?
-            .map_err(|e| ChatError::Upstream {
-                message: describe_client_error(&e, &uri),
-            })?;
-        let (parts, body) = response.into_parts();
-        let chunks = BodyDataStream::new(body).map(move |chunk| {
-            chunk.map_err(|e| {
-                let cause = Some(root_cause(&e));
-                std::io::Error::other(describe_failure(
-                    "broken response body",
-                    &host_of(&uri),
-                    cause,
-                ))
-            })
-        });
-        let body = TimedStream {
-            inner: Box::pin(chunks),
-            idle: self.timeout,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            last: None,
-        };
-        Ok(UpstreamResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body: Box::pin(body),
-        })
+        let send = tokio::time::timeout_at(deadline, self.client.request(request));
+        async move { answer(send.await, uri, timeout, deadline) }
     }
+}
+
+/// The client's answer to [`HttpUpstream::post`], or what went wrong, in the model tier's terms.
+fn answer(
+    sent: Result<
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
+    uri: Uri,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<UpstreamResponse, ChatError> {
+    let response = sent
+        .map_err(|_| ChatError::Timeout {
+            message: format!(
+                "Kiro did not answer within {}s (--request-timeout)",
+                timeout.as_secs()
+            ),
+        })?
+        .map_err(|e| ChatError::Upstream {
+            message: describe_client_error(&e, &uri),
+        })?;
+    let (parts, body) = response.into_parts();
+    let chunks = BodyDataStream::new(body).map(move |chunk| {
+        chunk.map_err(|e| {
+            let cause = Some(root_cause(&e));
+            std::io::Error::other(describe_failure(
+                "broken response body",
+                &host_of(&uri),
+                cause,
+            ))
+        })
+    });
+    let body = TimedStream {
+        inner: Box::pin(chunks),
+        idle: timeout,
+        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        last: None,
+    };
+    Ok(UpstreamResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: Box::pin(body),
+    })
 }
 
 /// `cannot connect (host:port): connection refused`, worded like the refresh errors

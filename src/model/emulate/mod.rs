@@ -26,7 +26,7 @@ use super::{ModelRequest, ModelResponse, PromptTokens, ResolvedModel};
 use crate::chat::web_search::SearchQuery;
 use crate::chat::{ChatError, ToolChoice};
 use forced::Required;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, TryFutureExt};
 use limits::Limits;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -175,36 +175,43 @@ where
         // The ready service serves this call; the clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Plan { limits, required } = plan;
+        let Some(required) = required else {
+            // The common case without an async block: its box holds the inner call and the
+            // limits, not room for the forced path's copy of the request and second ask.
+            return Box::pin(inner.call(request).map_ok(move |mut response| {
+                response.events = limits.apply(response.events);
+                response
+            }));
+        };
         Box::pin(async move {
-            let output_tool = match &plan.required {
-                Some(Required::Output(tool)) => Some(tool.name.clone()),
+            let output_tool = match &required {
+                Required::Output(tool) => Some(tool.name.clone()),
                 _ => None,
             };
-            let mut response = match plan.required {
-                None => inner.call(request).await?,
-                Some(required) => {
-                    let mut chat = (*request.chat).clone();
-                    chat.system.push(required.instruction());
-                    if let Required::Output(tool) = &required {
-                        // The request's own tools stay callable (unless it said `none`);
-                        // without them, the output tool is the one to call.
-                        chat.tool_choice = match chat.tool_choice {
-                            ToolChoice::Auto if !chat.tools.is_empty() => ToolChoice::Any,
-                            _ => ToolChoice::Tool(tool.name.clone()),
-                        };
-                        chat.tools.push(tool.tool());
-                    }
-                    let request = ModelRequest {
-                        chat: Arc::new(chat),
-                        extensions: request.extensions,
+            // In a block: the edited copy is gone (shared in the request) before the await.
+            let request = {
+                let mut chat = (*request.chat).clone();
+                chat.system.push(required.instruction());
+                if let Required::Output(tool) = &required {
+                    // The request's own tools stay callable (unless it said `none`); without
+                    // them, the output tool is the one to call.
+                    chat.tool_choice = match chat.tool_choice {
+                        ToolChoice::Auto if !chat.tools.is_empty() => ToolChoice::Any,
+                        _ => ToolChoice::Tool(tool.name.clone()),
                     };
-                    forced::call(inner, request, required).await?
+                    chat.tools.push(tool.tool());
+                }
+                ModelRequest {
+                    chat: Arc::new(chat),
+                    extensions: request.extensions,
                 }
             };
+            let mut response = forced::call(inner, request, required).await?;
             if let Some(tool_name) = output_tool {
                 response.events = structured::as_content(response.events, tool_name);
             }
-            response.events = plan.limits.apply(response.events);
+            response.events = limits.apply(response.events);
             Ok(response)
         })
     }
