@@ -465,9 +465,9 @@ fn metadata(parts: &http::request::Parts) -> Metadata {
 /// account slot happens inside the call, below the cache and the rate limits (see
 /// `aiproxy_layers::model::ready`), bounded by `--request-timeout`, and running out of it is
 /// [`ChatError::Busy`], not an upstream timeout: nothing was sent.
-/// Calls the model tier with `chat`. What needs no waiting is done before the future is made
-/// (see `route` on why its size matters): the future holds the request once, until the call
-/// takes it.
+///
+/// What needs no waiting is done before the future is made (see `route` on why its size
+/// matters): the future holds the request once, until the call takes it.
 fn call_model<'a>(
     mut model: ModelTier,
     state: &'a ApiState,
