@@ -4,7 +4,7 @@
 //! from the call until its response body is finished or dropped (so a long stream keeps its
 //! connection busy, never idle), and gives the request body an idle timeout
 //! ([`IdleTimeoutBody`]) so that a client trickling its body cannot hold a connection. It also
-//! gives each request a head of its own (see [`super::own_head`]).
+//! gives each request a head of its own (see `server::own_head`).
 
 use super::connections::Connection;
 use http::{Request, Response};
